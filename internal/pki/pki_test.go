@@ -1,0 +1,51 @@
+package pki
+
+import (
+	"crypto/x509"
+	"testing"
+	"time"
+)
+
+func TestChainVerifies(t *testing.T) {
+	for _, kt := range []struct {
+		name string
+		kt   KeyType
+	}{{"p256", ECDSAP256}, {"rsa", RSA2048}, {"ed25519", Ed25519}} {
+		t.Run(kt.name, func(t *testing.T) {
+			root := MustRoot(Options{CommonName: "root", IsCA: true, MaxPathLen: -1, KeyType: kt.kt})
+			inter := root.MustIssue(Options{CommonName: "inter", IsCA: true, MaxPathLen: -1, KeyType: kt.kt})
+			dev := inter.MustIssue(Options{CommonName: "sensor-0001", KeyType: kt.kt, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			_, err := dev.Cert.Verify(x509.VerifyOptions{
+				Roots: Pool(root), Intermediates: Pool(inter),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			})
+			if err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+			if dev.Cert.Subject.CommonName != "sensor-0001" || !inter.Cert.IsCA || dev.Cert.IsCA {
+				t.Fatalf("unexpected fields: %+v", dev.Cert.Subject)
+			}
+		})
+	}
+}
+
+func TestValidityWindowAndServer(t *testing.T) {
+	root := MustRoot(Root("root"))
+	nb := time.Now().Add(-48 * time.Hour)
+	na := time.Now().Add(-24 * time.Hour)
+	old := root.MustIssue(Options{CommonName: "old", NotBefore: nb, NotAfter: na})
+	if !old.Cert.NotAfter.Equal(na.Truncate(time.Second)) && old.Cert.NotAfter.After(time.Now()) {
+		t.Fatalf("NotAfter not applied: %v", old.Cert.NotAfter)
+	}
+	srv := root.MustIssue(Server("devices.fleet.test", "127.0.0.1"))
+	if err := srv.Cert.VerifyHostname("devices.fleet.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Cert.VerifyHostname("127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	tc := srv.TLSCertificate(root)
+	if len(tc.Certificate) != 2 {
+		t.Fatalf("chain length %d", len(tc.Certificate))
+	}
+}

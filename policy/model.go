@@ -1,0 +1,73 @@
+package policy
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// Action is what a policy does when it matches (the API's "decision").
+type Action uint8
+
+// The actions, as Cloudflare Access names them.
+const (
+	Deny        Action = iota // "deny" (Block)
+	Allow                     // "allow"
+	Bypass                    // "bypass": no checks at all, no token
+	NonIdentity               // "non_identity" (Service Auth)
+)
+
+// Input is everything a policy may look at for one request.
+type Input struct {
+	// Cert is the connection's certificate verdict; Kind Missing when none.
+	Cert *verdict.Verdict
+	// Token holds the claims of a verified token presented with the request
+	// (cookie or cf-access-token header), nil when none.
+	Token *Claims
+	// ClientIP is the device's address.
+	ClientIP netip.Addr
+	// Host is the request's host, lower-case, without port.
+	Host string
+	// Now is the evaluation time; policy never reads the clock itself.
+	Now time.Time
+}
+
+// Selector is one rule entry such as { common_name = "sensor-0001" }.
+// Each selector is a small type registered by its TOML key, so new selectors
+// need no change to the evaluator.
+type Selector interface {
+	// Key is the selector's TOML key, e.g. "common_name".
+	Key() string
+	// Match reports whether the request satisfies the selector.
+	Match(in *Input) bool
+	// NeedsCertificate is true for mTLS selectors: they are only allowed on
+	// an application whose domain has a client CA associated.
+	NeedsCertificate() bool
+}
+
+// Policy is one ordered entry of an application's policy list.
+type Policy struct {
+	Name   string
+	Action Action
+	// SessionDuration overrides the application's when HasSessionDuration.
+	SessionDuration    time.Duration
+	HasSessionDuration bool
+	Include            []Selector // OR: at least one must match
+	Require            []Selector // AND: all must match
+	Exclude            []Selector // NOT: none may match
+}
+
+// Application is the Access application behind one domain.
+type Application struct {
+	Name   string
+	Domain string // lower-case FQDN or "*.fleet.test"
+	// AUD is the application's audience tag: 64 hex characters.
+	AUD string
+	// SessionDuration is the application's default; 0 means no duration.
+	SessionDuration time.Duration
+	// ServiceAuth401 answers 401 instead of 403 when a non_identity policy
+	// fails.
+	ServiceAuth401 bool
+	Policies       []Policy
+}
