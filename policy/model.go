@@ -70,4 +70,8 @@ type Application struct {
 	// fails.
 	ServiceAuth401 bool
 	Policies       []Policy
+
+	// plan holds what Compile precomputes (the reason strings), so that
+	// Evaluate does not allocate. Nil until Compile is called.
+	plan *plan
 }

@@ -4,15 +4,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"strings"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Site is one hostname's TLS settings: the server certificate(s) the gateway
 // presents for it and the client-CA pool device chains must lead to. Sites are
 // immutable once built; a reload builds new ones.
 type Site struct {
-	// Name is the lower-case FQDN, or a wildcard "*.fleet.test" that covers
-	// exactly one extra label.
+	// Name is the FQDN, or a wildcard "*.fleet.test" that covers exactly one
+	// extra label. It is matched case-insensitively, with or without one
+	// trailing dot; NewSites rejects invalid names.
 	Name string
 	// Certificates are the gateway's server certificates for this name
 	// (leaf first in each chain).
@@ -25,7 +27,8 @@ type Site struct {
 	// Generation identifies the contents of Roots and Intermediates; verdicts
 	// cached under one generation are never used under another.
 	Generation uint64
-	// MaxIntermediates caps the intermediates a device may send; 0 means 4.
+	// MaxIntermediates caps the intermediates a device may send; 0 (or a
+	// negative value) means 4.
 	MaxIntermediates int
 	// SessionTickets enables TLS session resumption. Off by default: a resumed
 	// session proves no key possession (DESIGN decision 4).
@@ -39,39 +42,262 @@ type Site struct {
 	App any
 }
 
-// Sites is an immutable SNI table. (Placeholder body: the exact-name lookup is
-// replaced by the xxhash table with wildcards and a default site.)
+// maxNameLen is the longest DNS name in presentation form, without the
+// trailing dot (RFC 1035 section 2.3.4).
+const maxNameLen = 253
+
+// maxLabelLen is the longest DNS label (RFC 1035 section 2.3.4).
+const maxLabelLen = 63
+
+// nameByte maps every byte allowed in a server name to its lower-case form
+// and every other byte to 0. Allowed: letters, digits, '-', '_' and '.'.
+// Why so strict: anything else ("*", spaces, NUL, UTF-8) can never name a
+// site, and rejecting it here keeps a literal "*" label in a ClientHello from
+// matching a wildcard entry.
+var nameByte = func() (t [256]byte) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = byte(c)
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = byte(c)
+		t[c-'a'+'A'] = byte(c)
+	}
+	t['-'], t['_'], t['.'] = '-', '_', '.'
+	return t
+}()
+
+// Sites is an immutable SNI table: exact names, one-label wildcards, and an
+// optional default site for ClientHellos without SNI. Lookup is O(1) and does
+// not allocate: it runs once per handshake.
 type Sites struct {
-	byName map[string]*Site
-	def    *Site
+	exact nameTable // "devices.fleet.test" → site
+	wild  nameTable // "fleet.test" (from "*.fleet.test") → site
+	def   *Site
+	all   []*Site
 }
 
-// NewSites builds the table; defaultName, if not empty, names the site used
-// for ClientHellos without SNI.
+// NewSites builds the SNI table from sites. Names are matched
+// case-insensitively and may carry one trailing dot. defaultName, if not
+// empty, names the site used for ClientHellos without SNI; a ClientHello that
+// names an unknown host never gets the default site (the engine answers it
+// with an unrecognized_name alert instead of another site's certificate).
+//
+// It fails on a nil site, a site without certificates, an invalid name, a
+// wildcard other than "*." followed by at least two labels, duplicate names,
+// and a defaultName that is not one of the sites.
 func NewSites(sites []*Site, defaultName string) (*Sites, error) {
-	t := &Sites{byName: make(map[string]*Site, len(sites))}
-	for _, s := range sites {
-		n := strings.ToLower(s.Name)
-		if _, dup := t.byName[n]; dup {
-			return nil, fmt.Errorf("tlsengine: duplicate site %q", n)
+	var exact, wild []nameEntry
+	seen := make(map[string]int, len(sites))
+	for i, s := range sites {
+		if s == nil {
+			return nil, fmt.Errorf("tlsengine: sites[%d]: nil site", i)
 		}
-		t.byName[n] = s
+		name, isWild, err := canonicalSiteName(s.Name)
+		if err != nil {
+			return nil, fmt.Errorf("tlsengine: sites[%d]: %w", i, err)
+		}
+		if len(s.Certificates) == 0 {
+			return nil, fmt.Errorf("tlsengine: sites[%d] %q: no server certificate", i, s.Name)
+		}
+		for j, c := range s.Certificates {
+			if len(c.Certificate) == 0 {
+				return nil, fmt.Errorf("tlsengine: sites[%d] %q: certificates[%d] is empty", i, s.Name, j)
+			}
+		}
+		if prev, dup := seen[name]; dup {
+			return nil, fmt.Errorf("tlsengine: sites[%d]: duplicate site name %q (also sites[%d])", i, s.Name, prev)
+		}
+		seen[name] = i
+		if isWild {
+			wild = append(wild, nameEntry{name: name[2:], site: s}) // key is the part after "*."
+		} else {
+			exact = append(exact, nameEntry{name: name, site: s})
+		}
 	}
+	t := &Sites{exact: newNameTable(exact), wild: newNameTable(wild), all: append([]*Site(nil), sites...)}
 	if defaultName != "" {
-		t.def = t.byName[strings.ToLower(defaultName)]
-		if t.def == nil {
-			return nil, fmt.Errorf("tlsengine: default site %q is not a site", defaultName)
+		name, _, err := canonicalSiteName(defaultName)
+		if err != nil {
+			return nil, fmt.Errorf("tlsengine: default site: %w", err)
 		}
+		i, ok := seen[name]
+		if !ok {
+			return nil, fmt.Errorf("tlsengine: default site %q is not one of the sites", defaultName)
+		}
+		t.def = sites[i]
 	}
 	return t, nil
 }
 
 // Lookup returns the site for a ClientHello's server name ("" when the client
-// sent no SNI), or false when no site serves it.
+// sent no SNI), or false when no site serves it: exact name first, then a
+// wildcard covering exactly one more label, then (only for "") the default
+// site. Invalid names (over 253 bytes, empty labels, bytes other than
+// letters, digits, '-', '_', '.') are not found. It never allocates.
 func (t *Sites) Lookup(serverName string) (*Site, bool) {
+	if t == nil {
+		return nil, false
+	}
 	if serverName == "" {
 		return t.def, t.def != nil
 	}
-	s, ok := t.byName[strings.ToLower(serverName)]
-	return s, ok
+	n := len(serverName)
+	if serverName[n-1] == '.' {
+		n-- // one trailing dot: the absolute form of the same name
+	}
+	if n == 0 || n > maxNameLen {
+		return nil, false
+	}
+	var buf [maxNameLen]byte
+	firstDot, labelStart := -1, 0
+	for i := 0; i < n; i++ {
+		c := nameByte[serverName[i]]
+		switch c {
+		case 0:
+			return nil, false
+		case '.':
+			if i == labelStart {
+				return nil, false // empty label
+			}
+			if firstDot < 0 {
+				firstDot = i
+			}
+			labelStart = i + 1
+		default:
+			if i-labelStart >= maxLabelLen {
+				return nil, false
+			}
+		}
+		buf[i] = c
+	}
+	if labelStart == n {
+		return nil, false // empty last label ("a.b.." after the one tolerated dot)
+	}
+	name := buf[:n]
+	if s := t.exact.get(name); s != nil {
+		return s, true
+	}
+	if firstDot > 0 {
+		if s := t.wild.get(name[firstDot+1:]); s != nil {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// All returns the sites in the order given to NewSites (for building per-site
+// state such as tls.Configs). The slice is shared: do not modify it.
+func (t *Sites) All() []*Site {
+	if t == nil {
+		return nil
+	}
+	return t.all
+}
+
+// canonicalSiteName validates a configured site name and returns its
+// lower-case form without a trailing dot, and whether it is a wildcard.
+func canonicalSiteName(name string) (string, bool, error) {
+	orig := name
+	if n := len(name); n > 0 && name[n-1] == '.' {
+		name = name[:n-1]
+	}
+	if name == "" {
+		return "", false, fmt.Errorf("site name %q is empty", orig)
+	}
+	if len(name) > maxNameLen {
+		return "", false, fmt.Errorf("site name %.40q... is longer than %d bytes", orig, maxNameLen)
+	}
+	isWild := false
+	rest := name
+	if len(name) >= 2 && name[0] == '*' && name[1] == '.' {
+		isWild, rest = true, name[2:]
+	}
+	b := make([]byte, 0, len(name))
+	if isWild {
+		b = append(b, '*', '.')
+	}
+	labels, labelStart := 1, 0
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if c == '*' {
+			return "", false, fmt.Errorf("site name %q: a wildcard must be \"*.\" followed by at least two labels", orig)
+		}
+		l := nameByte[c]
+		switch l {
+		case 0:
+			return "", false, fmt.Errorf("site name %q: invalid byte %q at offset %d", orig, c, i+len(name)-len(rest))
+		case '.':
+			if i == labelStart {
+				return "", false, fmt.Errorf("site name %q: empty label", orig)
+			}
+			labels++
+			labelStart = i + 1
+		default:
+			if i-labelStart >= maxLabelLen {
+				return "", false, fmt.Errorf("site name %q: label longer than %d bytes", orig, maxLabelLen)
+			}
+		}
+		b = append(b, l)
+	}
+	if labelStart == len(rest) {
+		return "", false, fmt.Errorf("site name %q: empty label", orig)
+	}
+	if isWild && labels < 2 {
+		return "", false, fmt.Errorf("site name %q: a wildcard must be \"*.\" followed by at least two labels", orig)
+	}
+	return string(b), isWild, nil
+}
+
+// nameEntry is one slot of a nameTable; site == nil marks an empty slot.
+type nameEntry struct {
+	hash uint64
+	name string
+	site *Site
+}
+
+// nameTable is an open-addressing hash table keyed by the xxhash of a
+// canonical name. A hit is confirmed by comparing the stored name: the hash
+// alone never decides.
+type nameTable struct {
+	slots []nameEntry
+	mask  uint64
+}
+
+// newNameTable builds a table at most half full, so probes stay short and
+// always reach an empty slot. Names must be canonical and unique.
+func newNameTable(entries []nameEntry) nameTable {
+	if len(entries) == 0 {
+		return nameTable{}
+	}
+	size := 2
+	for size < 2*len(entries) {
+		size <<= 1
+	}
+	t := nameTable{slots: make([]nameEntry, size), mask: uint64(size - 1)}
+	for _, e := range entries {
+		e.hash = xxhash.Sum64String(e.name)
+		i := e.hash & t.mask
+		for t.slots[i].site != nil {
+			i = (i + 1) & t.mask
+		}
+		t.slots[i] = e
+	}
+	return t
+}
+
+// get returns the site stored under name (canonical form), or nil.
+func (t *nameTable) get(name []byte) *Site {
+	if len(t.slots) == 0 {
+		return nil
+	}
+	h := xxhash.Sum64(name)
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
+		e := &t.slots[i]
+		if e.site == nil {
+			return nil
+		}
+		if e.hash == h && e.name == string(name) {
+			return e.site
+		}
+	}
 }

@@ -1,0 +1,143 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
+)
+
+func cmdPKI(args []string, stdout, stderr io.Writer) int {
+	fset := flag.NewFlagSet("pki", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	out := fset.String("out", "pki", "output `folder`")
+	hosts := fset.String("hosts", "devices.fleet.test", "comma-separated `names` the server certificate covers")
+	cns := fset.String("cn", "sensor-0001", "comma-separated device common `names`; the first is example.pem / key.pem")
+	keyType := fset.String("key", "p256", "key `type`: p256, p384, rsa, ed25519")
+	days := fset.Int("days", 365, "validity of server and device certificates, in `days`")
+	force := fset.Bool("force", false, "overwrite existing files")
+	fset.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: fleetgate pki [flags]
+
+Makes, in the output folder:
+  ca.pem, ca-key.pem                       the root CA
+  intermediate.pem, intermediate-key.pem   an intermediate CA signed by the root
+  ca-chain.pem                             intermediate then root: the client_cas upload
+  server.pem, server-key.pem               the gateway's certificate for -hosts (with the intermediate)
+  example.pem, key.pem                     the first device certificate (with the intermediate)
+  devices/<cn>.pem, devices/<cn>-key.pem   every device certificate
+  token.pem                                a token signing key (P-256, PKCS#8)
+
+`)
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		return 2
+	}
+	kt, ok := map[string]pki.KeyType{"p256": pki.ECDSAP256, "p384": pki.ECDSAP384, "rsa": pki.RSA2048, "ed25519": pki.Ed25519}[*keyType]
+	if !ok {
+		fmt.Fprintf(stderr, "fleetgate pki: unknown key type %q\n", *keyType)
+		return 2
+	}
+	names := splitList(*cns)
+	serverHosts := splitList(*hosts)
+	if len(names) == 0 || len(serverHosts) == 0 || *days <= 0 {
+		fmt.Fprintln(stderr, "fleetgate pki: -cn and -hosts need at least one name, -days must be positive")
+		return 2
+	}
+	for _, cn := range names {
+		if strings.Trim(cn, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" || strings.HasPrefix(cn, ".") {
+			fmt.Fprintf(stderr, "fleetgate pki: device name %q: use letters, digits, '.', '_' and '-' (it names a file)\n", cn)
+			return 2
+		}
+	}
+	if !*force {
+		if _, err := os.Stat(filepath.Join(*out, "ca.pem")); err == nil {
+			fmt.Fprintf(stderr, "fleetgate pki: %s already exists (use -force to overwrite)\n", filepath.Join(*out, "ca.pem"))
+			return 1
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintln(stderr, "fleetgate pki:", err)
+			return 1
+		}
+	}
+	if err := makePKI(*out, serverHosts, names, kt, time.Duration(*days)*24*time.Hour); err != nil {
+		fmt.Fprintln(stderr, "fleetgate pki:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "wrote a root CA, an intermediate, a server certificate for %s and %d device certificates to %s\n",
+		strings.Join(serverHosts, ", "), len(names), *out)
+	return 0
+}
+
+func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Duration) error {
+	p := func(name string) string { return filepath.Join(out, name) }
+	rootOpts := pki.Root("fleetgate root CA")
+	rootOpts.KeyType = kt
+	root, err := pki.NewRoot(rootOpts)
+	if err != nil {
+		return err
+	}
+	interOpts := pki.Intermediate("fleetgate intermediate CA")
+	interOpts.KeyType = kt
+	inter, err := root.Issue(interOpts)
+	if err != nil {
+		return err
+	}
+	if err := root.WriteFiles(p("ca.pem"), p("ca-key.pem")); err != nil {
+		return err
+	}
+	if err := inter.WriteFiles(p("intermediate.pem"), p("intermediate-key.pem")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(p("ca-chain.pem"), pki.ChainPEM(inter, root), 0o644); err != nil {
+		return err
+	}
+	now := time.Now()
+	srvOpts := pki.Server(hosts...)
+	srvOpts.KeyType, srvOpts.NotBefore, srvOpts.NotAfter = kt, now.Add(-time.Hour), now.Add(validity)
+	srv, err := inter.Issue(srvOpts)
+	if err != nil {
+		return err
+	}
+	if err := srv.WriteFiles(p("server.pem"), p("server-key.pem"), inter); err != nil {
+		return err
+	}
+	for i, cn := range cns {
+		o := pki.Device(cn)
+		o.KeyType, o.NotBefore, o.NotAfter = kt, now.Add(-time.Hour), now.Add(validity)
+		dev, err := inter.Issue(o)
+		if err != nil {
+			return err
+		}
+		if err := dev.WriteFiles(p(filepath.Join("devices", cn+".pem")), p(filepath.Join("devices", cn+"-key.pem")), inter); err != nil {
+			return err
+		}
+		if i == 0 {
+			if err := dev.WriteFiles(p("example.pem"), p("key.pem"), inter); err != nil {
+				return err
+			}
+		}
+	}
+	tokenKey, err := pki.NewKey(pki.ECDSAP256)
+	if err != nil {
+		return err
+	}
+	return pki.WriteKey(p("token.pem"), tokenKey)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

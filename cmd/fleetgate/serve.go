@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/gateway"
+	"github.com/fleetgate/fleetgate/internal/demo"
+)
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "", "configuration `file` (TOML); without it, the embedded demo runs")
+	demoDir := fs.String("demo-dir", "demo", "`folder` for the demo PKI, created on first start (used without -c)")
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: fleetgate serve [-c FILE]\n\nRuns the gateway. SIGHUP reloads the file; SIGTERM or SIGINT drains and exits.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetgate:", err)
+		return 2
+	}
+
+	load := func() (*configs.Config, error) { return configs.Load(*file) }
+	if *file == "" {
+		dir := *demoDir
+		created, err := demo.Prepare(dir)
+		if err != nil {
+			fmt.Fprintln(stderr, "fleetgate: demo:", err)
+			return 1
+		}
+		abs, _ := filepath.Abs(dir)
+		if created {
+			fmt.Fprintf(stdout, "fleetgate: created the demo PKI and token key in %s\n", abs)
+		} else {
+			fmt.Fprintf(stdout, "fleetgate: using the demo PKI in %s\n", abs)
+		}
+		load = func() (*configs.Config, error) { return configs.Parse("demo.toml", configs.Demo(), dir) }
+		origin, err := demo.StartOrigin(strings.TrimPrefix(configs.DemoOrigin, "http://"))
+		if err != nil {
+			fmt.Fprintln(stderr, "fleetgate: demo origin:", err)
+			return 1
+		}
+		defer origin.Close()
+		fmt.Fprintf(stdout, "fleetgate: demo echo origin on %s\n", configs.DemoOrigin)
+	}
+
+	srv, err := gateway.New(gateway.Options{Load: load, Logger: logger})
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetgate:", err)
+		return 1
+	}
+	if *file == "" {
+		printSteps(stdout, *demoDir, srv.Addr())
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run() }()
+	for {
+		select {
+		case err := <-runErr:
+			if err != nil {
+				fmt.Fprintln(stderr, "fleetgate:", err)
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				_ = srv.Reload() // errors are logged; the old configuration keeps serving
+				continue
+			}
+			logger.Info("draining", "signal", sig.String())
+			ctx, cancel := context.WithTimeout(context.Background(), srv.DrainTimeout())
+			err := srv.Shutdown(ctx)
+			cancel()
+			if err != nil {
+				logger.Warn("shutdown", "err", err.Error())
+			}
+			<-runErr
+			logger.Info("stopped")
+			return 0
+		}
+	}
+}
+
+func printSteps(w io.Writer, dir, listen string) {
+	fmt.Fprintf(w, "\nTry it (each command prints the HTTP status):\n\n")
+	for _, s := range demo.Steps(dir, listen) {
+		fmt.Fprintf(w, "# %s\n%s\n\n", s.Title, s.Cmd)
+	}
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad -log-level %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad -log-format %q (json or text)", format)
+}

@@ -1,0 +1,223 @@
+package configs
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// expiryWarning is how long before a certificate's NotAfter loading starts
+// to warn about it (Access alerts before an uploaded CA expires).
+const expiryWarning = 30 * 24 * time.Hour
+
+// maxFileBytes bounds every file the configuration refers to, so that a path
+// to a device or a huge file cannot stall a load.
+const maxFileBytes = 4 << 20
+
+// allowedSignatures are the signature algorithms accepted on client-CA
+// certificates: RSA (PKCS#1 v1.5 or PSS) or ECDSA with SHA-256/384/512, as
+// Access requires.
+var allowedSignatures = map[x509.SignatureAlgorithm]bool{
+	x509.SHA256WithRSA: true, x509.SHA384WithRSA: true, x509.SHA512WithRSA: true,
+	x509.SHA256WithRSAPSS: true, x509.SHA384WithRSAPSS: true, x509.SHA512WithRSAPSS: true,
+	x509.ECDSAWithSHA256: true, x509.ECDSAWithSHA384: true, x509.ECDSAWithSHA512: true,
+}
+
+// readFile reads the file named at path (a key of the document), resolved
+// against the configuration's folder. It reports and returns false on error.
+func (l *loader) readFile(path, name string) ([]byte, bool) {
+	full := name
+	if !filepath.IsAbs(name) {
+		full = filepath.Join(l.dir, name)
+	}
+	f, err := os.Open(full)
+	if err != nil {
+		l.errorf(path, "%v", err)
+		return nil, false
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		l.errorf(path, "%v", err)
+		return nil, false
+	}
+	if len(data) > maxFileBytes {
+		l.errorf(path, "%s is larger than %d MiB", full, maxFileBytes>>20)
+		return nil, false
+	}
+	return data, true
+}
+
+// certName names the i-th certificate of an upload in messages.
+func certName(i int, c *x509.Certificate) string {
+	n := c.Subject.CommonName
+	if n == "" {
+		n = c.Subject.String()
+	}
+	return fmt.Sprintf("certificate %d (%q)", i+1, n)
+}
+
+// parseCAUpload checks the PEM of a [[client_cas]] entry and fills ca's
+// certificates, expiry and fingerprint. path is the pem_file or pem key.
+func (l *loader) parseCAUpload(path string, data []byte, ca *ClientCA) bool {
+	var certs []*x509.Certificate
+	ok := true
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			l.errorf(path, "holds a %q PEM block: only CERTIFICATE blocks belong in a client CA", block.Type)
+			ok = false
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			l.errorf(path, "certificate %d: %s", len(certs)+1, strings.TrimPrefix(err.Error(), "x509: "))
+			ok = false
+			certs = append(certs, nil)
+			continue
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		if ok {
+			l.errorf(path, "holds no PEM certificate")
+		}
+		return false
+	}
+	for i, c := range certs {
+		if c == nil {
+			continue
+		}
+		if !c.BasicConstraintsValid || !c.IsCA {
+			l.errorf(path, "%s is not a CA certificate (Basic Constraints CA:TRUE is required)", certName(i, c))
+			ok = false
+		}
+		if !allowedSignatures[c.SignatureAlgorithm] {
+			l.errorf(path, "%s is signed with %v: only RSA or ECDSA with SHA-256, SHA-384 or SHA-512 are accepted", certName(i, c), c.SignatureAlgorithm)
+			ok = false
+		}
+		if !l.checkExpiry(path, certName(i, c), c) {
+			ok = false
+		}
+		if ca.ExpiresOn.IsZero() || c.NotAfter.Before(ca.ExpiresOn) {
+			ca.ExpiresOn = c.NotAfter
+		}
+	}
+	if !ok {
+		return false
+	}
+	for i, c := range certs {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			ca.Roots = append(ca.Roots, c)
+			continue
+		}
+		if !signedWithin(c, certs) {
+			l.errorf(path, "%s is not signed by another certificate of this upload: upload the whole chain, intermediate then root", certName(i, c))
+			ok = false
+		}
+		ca.Intermediates = append(ca.Intermediates, c)
+	}
+	if len(ca.Roots) == 0 {
+		if ok {
+			l.errorf(path, "holds no root (self-signed) CA certificate: upload the whole chain, intermediate then root")
+		}
+		return false
+	}
+	sum := sha256.Sum256(ca.Roots[0].Raw)
+	ca.Fingerprint = hex.EncodeToString(sum[:])
+	return ok
+}
+
+// signedWithin reports whether c is signed by another certificate of certs.
+func signedWithin(c *x509.Certificate, certs []*x509.Certificate) bool {
+	for _, p := range certs {
+		if p != c && bytes.Equal(p.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(p) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// checkExpiry reports an expired certificate (error, false) or one that
+// expires within expiryWarning (warning).
+func (l *loader) checkExpiry(path, name string, c *x509.Certificate) bool {
+	day := c.NotAfter.UTC().Format(time.DateOnly)
+	switch left := c.NotAfter.Sub(l.now); {
+	case left <= 0:
+		l.errorf(path, "%s expired on %s", name, day)
+		return false
+	case left < expiryWarning:
+		l.warnf(path, "%s expires on %s, in %d days", name, day, int(left.Hours()/24))
+	}
+	return true
+}
+
+// serverCertificate loads an application's tls_cert_file and tls_key_file
+// and checks that they match, are in date and cover domain.
+func (l *loader) serverCertificate(path string, fa *fileApplication, domain string) (tls.Certificate, bool) {
+	certPath, keyPath := joinKey(path, "tls_cert_file"), joinKey(path, "tls_key_file")
+	ok := true
+	for _, req := range []struct{ path, value, what string }{
+		{certPath, fa.TLSCertFile, "the gateway's certificate for this domain, as a PEM file"},
+		{keyPath, fa.TLSKeyFile, "the private key of tls_cert_file, as a PEM file"},
+	} {
+		if req.value == "" {
+			l.errorf(req.path, "required: %s", req.what)
+			ok = false
+		}
+	}
+	if !ok {
+		return tls.Certificate{}, false
+	}
+	certPEM, okCert := l.readFile(certPath, fa.TLSCertFile)
+	keyPEM, okKey := l.readFile(keyPath, fa.TLSKeyFile)
+	if !okCert || !okKey {
+		return tls.Certificate{}, false
+	}
+	if block, _ := pem.Decode(certPEM); block == nil || block.Type != "CERTIFICATE" {
+		l.errorf(certPath, "%s does not start with a PEM CERTIFICATE block", fa.TLSCertFile)
+		return tls.Certificate{}, false
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "tls: ")
+		if strings.Contains(msg, "does not match") {
+			msg = fmt.Sprintf("%s does not match the certificate in %s", fa.TLSKeyFile, fa.TLSCertFile)
+		}
+		l.errorf(keyPath, "%s", msg)
+		return tls.Certificate{}, false
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			l.errorf(certPath, "%s", strings.TrimPrefix(err.Error(), "x509: "))
+			return tls.Certificate{}, false
+		}
+	}
+	name := fmt.Sprintf("server certificate %q", cert.Leaf.Subject.CommonName)
+	if !l.checkExpiry(certPath, name, cert.Leaf) {
+		return tls.Certificate{}, false
+	}
+	if domain != "" {
+		host := domain
+		if strings.HasPrefix(host, "*.") {
+			host = "fleetgate-sample" + host[1:]
+		}
+		if cert.Leaf.VerifyHostname(host) != nil {
+			l.warnf(certPath, "%s does not cover %q (DNS names: %s)", name, domain, strings.Join(cert.Leaf.DNSNames, ", "))
+		}
+	}
+	return cert, true
+}

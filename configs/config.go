@@ -1,0 +1,161 @@
+package configs
+
+import (
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/fleetgate/fleetgate/policy"
+)
+
+// Config is a loaded, validated configuration: plain data, the input from
+// which the gateway builds one immutable snapshot (sites, pools, policies,
+// keys). Nothing in it is shared with the file or with a previous load, and
+// nothing in it changes after Load returns.
+type Config struct {
+	// Path is the file name as given to Load or Parse.
+	Path string
+	// Dir is the folder relative file names were resolved against.
+	Dir string
+	// Hash is the hex SHA-256 of the file's bytes. It does not cover the
+	// files the configuration refers to (PEM, keys).
+	Hash         string
+	Gateway      Gateway
+	Tokens       Tokens
+	ClientCAs    []ClientCA
+	Applications []Application
+	// Warnings are problems that do not prevent serving, such as a client CA
+	// that expires within 30 days, in file order.
+	Warnings []Problem
+}
+
+// Gateway holds the [gateway] table: listeners and every limit. Each field
+// shows its key and its default when the key is absent.
+type Gateway struct {
+	Listen           string        // listen = "127.0.0.1:8443": the TLS listener
+	AdminListen      string        // admin_listen = "127.0.0.1:9443"; "" disables the admin listener
+	Issuer           string        // issuer = "https://fleetgate.local": iss of every token
+	EventLoops       int           // event_loops = 0: one per CPU
+	HandshakeWorkers int           // handshake_workers = 0: one per CPU
+	HandshakeQueue   int           // handshake_queue = 4096: handshakes in flight; beyond it new connections are refused
+	HandshakeTimeout time.Duration // handshake_timeout = "5s"
+	// HeaderTimeout is the time a client has to send a complete request
+	// header once it started one (header_timeout = "10s"): the slowloris guard.
+	HeaderTimeout    time.Duration
+	IdleTimeout      time.Duration // idle_timeout = "60s": keep-alive connections with no request are closed
+	DrainTimeout     time.Duration // drain_timeout = "15s": on shutdown, in-flight requests get this long; 0 closes at once
+	MaxConnections   int           // max_connections = 200000
+	MaxHeaderBytes   int64         // max_header_bytes = "16KiB" (at least 1KiB); larger headers get 431
+	MaxHeaderCount   int           // max_header_count = 100; more header fields get 431
+	MaxBodyBytes     int64         // max_body_bytes = "8MiB"; larger request bodies get 413
+	MaxResponseBytes int64         // max_response_bytes = 0: origin responses above it get 502; 0 is unlimited
+	// OriginConnectTimeout bounds dialing an origin (origin_connect_timeout =
+	// "5s"); a failure answers 502.
+	OriginConnectTimeout time.Duration
+	// OriginTimeout bounds each read from and write to an origin
+	// (origin_timeout = "30s"); a timeout answers 504.
+	OriginTimeout     time.Duration
+	MaxConnsPerOrigin int // max_conns_per_origin = 512: pooled connections per application origin
+	// DefaultSite is the domain of the application whose certificate answers
+	// ClientHellos without SNI (default_site = ""). "" refuses them.
+	DefaultSite string
+	// VerdictCacheSize bounds the cache of client-chain verdicts
+	// (verdict_cache_size = 100000); 0 disables it.
+	VerdictCacheSize int
+	// TokenCacheSize bounds the cache of verified tokens (token_cache_size =
+	// 100000); 0 disables it.
+	TokenCacheSize int
+}
+
+// Tokens holds the [tokens] table: the keys that sign and verify session
+// tokens and the session cookie's settings.
+type Tokens struct {
+	// SigningKey signs new tokens: an *ecdsa.PrivateKey (P-256, ES256), an
+	// ed25519.PrivateKey (EdDSA) or an *rsa.PrivateKey (RS256, at least 2048
+	// bits), read from signing_key_file. Nil when EphemeralKey is set.
+	SigningKey crypto.Signer
+	// EphemeralKey is true when the file has no signing_key_file and the
+	// loader allowed it (Options.AllowEphemeralKey): the gateway generates a
+	// P-256 key once at start and keeps it across reloads, so tokens do not
+	// survive a restart.
+	EphemeralKey bool
+	// PreviousKeys (previous_key_files = []) are still published in the JWKS
+	// and accepted when verifying, for a grace period after a rotation.
+	PreviousKeys []crypto.Signer
+	// CookieName is the session cookie (cookie_name = "CF_Authorization").
+	CookieName string
+	// CookieSameSite is the cookie's SameSite attribute: "lax" (the
+	// default), "strict" or "none".
+	CookieSameSite string
+}
+
+// ClientCA is one [[client_cas]] entry: Access's "mTLS certificate", a root
+// CA with its intermediates, associated with the hostnames where devices may
+// present certificates it issued.
+type ClientCA struct {
+	Name string
+	// ID identifies the entry in logs and metrics. It is derived from Name,
+	// so it survives a rotation of the certificates.
+	ID string
+	// Roots are the self-signed CA certificates of the upload (at least one).
+	Roots []*x509.Certificate
+	// Intermediates are the upload's CA certificates that are not
+	// self-signed, each signed by another certificate of the upload.
+	Intermediates []*x509.Certificate
+	// Hostnames are the associated_hostnames, lower-case: FQDNs, or "*."
+	// wildcards that only an application with that exact wildcard domain uses.
+	Hostnames []string
+	// ExpiresOn is the earliest NotAfter of the upload's certificates.
+	ExpiresOn time.Time
+	// Fingerprint is the hex SHA-256 of the first root's DER.
+	Fingerprint string
+}
+
+// Application is one [[applications]] entry, ready for the gateway: the
+// policy engine's application plus what the gateway needs to serve it.
+type Application struct {
+	// Application carries name, domain (lower-case), AUD (aud, or derived
+	// from the name with policy.DeriveAUD), session duration (24h when
+	// absent; 0 for "0s", "no duration"), service_auth_401 and the policies
+	// in file order.
+	policy.Application
+	// Origin is scheme://host[:port] of the upstream (http or https).
+	Origin *url.URL
+	// Certificate is the gateway's server certificate for Domain, with its
+	// chain as in tls_cert_file and Leaf set.
+	Certificate tls.Certificate
+	// ForwardClientCert adds Cf-Client-Cert-* and Client-Cert headers to
+	// origin requests (forward_client_cert = false).
+	ForwardClientCert bool
+	// SessionTickets enables TLS session resumption (session_tickets =
+	// false). Off by default: a resumed session proves no key possession.
+	SessionTickets bool
+	// RejectInvalidCert refuses devices without a valid chain with a TLS
+	// alert instead of an HTTP 403 (reject_invalid_cert = false). It needs a
+	// client CA associated with Domain.
+	RejectInvalidCert bool
+	// ClientCAs are the client CAs associated with Domain (pointers into
+	// Config.ClientCAs); empty means no client certificate is requested.
+	ClientCAs []*ClientCA
+}
+
+// ClientCAsFor returns the client CAs associated with domain: those that list
+// it, compared case-insensitively, in their associated_hostnames. Matching is
+// exact: a CA associated with "*.fleet.test" serves the application whose
+// domain is "*.fleet.test", not "devices.fleet.test". Nil when none.
+func (c *Config) ClientCAsFor(domain string) []*ClientCA {
+	domain = strings.ToLower(domain)
+	var out []*ClientCA
+	for i := range c.ClientCAs {
+		for _, h := range c.ClientCAs[i].Hostnames {
+			if h == domain {
+				out = append(out, &c.ClientCAs[i])
+				break
+			}
+		}
+	}
+	return out
+}

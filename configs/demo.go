@@ -1,0 +1,45 @@
+package configs
+
+import _ "embed"
+
+//go:embed demo.toml
+var demoTOML []byte
+
+// Demo returns a copy of the embedded demo configuration that `fleetgate
+// serve` uses when no file is given. Load it with Parse(DemoName, Demo(),
+// demoDir) after creating, inside demoDir, the files named by the Demo*
+// constants: a client CA chain, a server certificate and key per demo
+// domain, and a token signing key.
+func Demo() []byte {
+	return append([]byte(nil), demoTOML...)
+}
+
+// The demo's names: the file name its problems are reported under, its
+// domains and origin, and the files (relative to the demo folder) it refers
+// to, which the gateway generates on first start.
+const (
+	// DemoName is the name to pass to Parse for the demo configuration.
+	DemoName = "demo.toml"
+	// DemoDevicesDomain is the IoT application: non_identity, include
+	// common_name "sensor-0001", no session (a handshake per request).
+	DemoDevicesDomain = "devices.fleet.test"
+	// DemoAppDomain is the session application: non_identity, include
+	// valid_certificate, 24h session cookie.
+	DemoAppDomain = "app.fleet.test"
+	// DemoOrigin is the origin of both demo applications: the gateway's
+	// built-in echo origin.
+	DemoOrigin = "http://127.0.0.1:9000"
+	// DemoCAChain is the client CA upload: the intermediate, then the root,
+	// as PEM certificates. Device certificates are issued by the
+	// intermediate.
+	DemoCAChain = "pki/ca-chain.pem"
+	// DemoDevicesCert and DemoDevicesKey are the server certificate (PEM,
+	// leaf first, with its chain) and PKCS#8 key for DemoDevicesDomain.
+	DemoDevicesCert = "pki/devices.fleet.test.pem"
+	DemoDevicesKey  = "pki/devices.fleet.test-key.pem"
+	// DemoAppCert and DemoAppKey are the same for DemoAppDomain.
+	DemoAppCert = "pki/app.fleet.test.pem"
+	DemoAppKey  = "pki/app.fleet.test-key.pem"
+	// DemoTokenKey is the token signing key: PKCS#8 PEM, P-256.
+	DemoTokenKey = "keys/token.pem"
+)

@@ -1,0 +1,190 @@
+package configs
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/policy"
+)
+
+func TestDemoParsesAgainstAGeneratedFolder(t *testing.T) {
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	cfg, err := Parse(DemoName, Demo(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := cfg.Gateway
+	if g.Listen != "127.0.0.1:8443" || g.AdminListen != "127.0.0.1:9443" || g.Issuer != "https://access.fleet.test" {
+		t.Errorf("gateway %+v", g)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
+	}
+	if len(cfg.Applications) != 2 {
+		t.Fatalf("applications: %d", len(cfg.Applications))
+	}
+	for i, want := range []struct {
+		domain   string
+		duration time.Duration
+		include  string
+	}{
+		{DemoDevicesDomain, 0, `common_name = "sensor-0001"`},
+		{DemoAppDomain, 24 * time.Hour, `valid_certificate = true`},
+	} {
+		app := cfg.Applications[i]
+		if app.Domain != want.domain || app.SessionDuration != want.duration || app.Origin.String() != DemoOrigin || len(app.ClientCAs) != 1 {
+			t.Errorf("applications[%d]: %q %v %v %d CAs", i, app.Domain, app.SessionDuration, app.Origin, len(app.ClientCAs))
+		}
+		if len(app.Policies) != 1 || app.Policies[0].Action != policy.NonIdentity || len(app.Policies[0].Include) != 1 ||
+			app.Policies[0].Include[0].(interface{ String() string }).String() != want.include {
+			t.Errorf("applications[%d] policies: %+v", i, app.Policies)
+		}
+	}
+
+	// Demo returns a copy: changing it changes nothing for the next caller.
+	d := Demo()
+	d[0] = 'X'
+	if bytes.Equal(d, Demo()) {
+		t.Error("Demo shares its bytes")
+	}
+}
+
+// TestDemoNamesItsFiles checks that demo.toml refers to exactly the Demo*
+// constants, so the gateway writes the files the demo reads.
+func TestDemoNamesItsFiles(t *testing.T) {
+	dir := t.TempDir() // empty: every file is missing
+	_, err := Parse(DemoName, Demo(), dir)
+	var e *Errors
+	if !errors.As(err, &e) {
+		t.Fatalf("want *Errors, got %v", err)
+	}
+	var got []string
+	for _, p := range e.Problems {
+		name, found := strings.CutPrefix(p.Msg, "open "+dir+string(filepath.Separator))
+		name, _, _ = strings.Cut(name, ": no such file")
+		if !found {
+			t.Errorf("unexpected problem: %s", p)
+		}
+		got = append(got, filepath.ToSlash(name))
+	}
+	want := []string{DemoTokenKey, DemoCAChain, DemoDevicesCert, DemoDevicesKey, DemoAppCert, DemoAppKey}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("demo files:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestExampleFileLoads(t *testing.T) {
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	example, err := os.ReadFile("fleetgate.toml")
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "fleetgate.toml"), example, 0o644))
+	cfg, err := Load(filepath.Join(dir, "fleetgate.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
+	}
+	if cfg.Gateway.DefaultSite != "devices.fleet.test" || len(cfg.Tokens.PreviousKeys) != 1 || len(cfg.Applications) != 2 {
+		t.Errorf("gateway %+v, %d previous keys, %d applications", cfg.Gateway, len(cfg.Tokens.PreviousKeys), len(cfg.Applications))
+	}
+	app := cfg.Applications[0]
+	if !strings.HasPrefix(app.AUD, "7c1b3f0e") || !app.ForwardClientCert || len(app.Policies) != 2 || app.SessionDuration != 0 {
+		t.Errorf("applications[0]: %+v", app)
+	}
+}
+
+// TestExampleDocumentsEveryKey checks that fleetgate.toml sets (or shows in
+// a comment) every key of the schema.
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	example, err := os.ReadFile("fleetgate.toml")
+	must(t, err)
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			key := f.Tag.Get("toml")
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer || (ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct) {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				walk(prefix+key+".", ft)
+				continue
+			}
+			if !regexp.MustCompile(`(?m)^#? ?` + key + ` = `).Match(example) {
+				t.Errorf("fleetgate.toml does not show %s%s", prefix, key)
+			}
+		}
+	}
+	walk("", reflect.TypeFor[fileConfig]())
+}
+
+func TestWarnings(t *testing.T) {
+	p := fixtures(t)
+	soonOpts := pki.Root("Soon Root")
+	soonOpts.NotAfter = time.Now().Add(40 * 24 * time.Hour)
+	soon := pki.MustRoot(soonOpts)
+	wild := p.inter.MustIssue(pki.Server("*.fleet.test"))
+
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	must(t, writeFile(filepath.Join(dir, "pki/soon.pem"), soon.CertPEM()))
+	must(t, wild.WriteFiles(filepath.Join(dir, "pki/wild.pem"), filepath.Join(dir, "pki/wild-key.pem")))
+	src := base + `
+[[applications]]
+name = "other"
+domain = "other.fleet.test"
+origin = "http://127.0.0.1:9000"
+tls_cert_file = "pki/app.fleet.test.pem"
+tls_key_file = "pki/app.fleet.test-key.pem"
+
+[[applications]]
+name = "wildcard"
+domain = "*.fleet.test"
+origin = "http://127.0.0.1:9000"
+tls_cert_file = "pki/wild.pem"
+tls_key_file = "pki/wild-key.pem"
+
+[[applications.policies]]
+name = "anyone"
+decision = "allow"
+include = [{ everyone = true }]
+
+[[client_cas]]
+name = "soon"
+pem_file = "pki/soon.pem"
+`
+	// Ten days and an hour before the soon root expires.
+	now := soon.Cert.NotAfter.Add(-10*24*time.Hour - time.Hour)
+	cfg, err := Options{Now: now}.Parse("fleetgate.toml", []byte(src), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join([]string{
+		`fleetgate.toml:21: applications[1]: no policies: every request to "other.fleet.test" is denied`,
+		`fleetgate.toml:25: applications[1].tls_cert_file: server certificate "app.fleet.test" does not cover "other.fleet.test" (DNS names: app.fleet.test)`,
+		`fleetgate.toml:40: client_cas[1]: no associated_hostnames: no application uses this CA`,
+		`fleetgate.toml:42: client_cas[1].pem_file: certificate 1 ("Soon Root") expires on ` + soon.Cert.NotAfter.UTC().Format(time.DateOnly) + `, in 10 days`,
+	}, "\n")
+	if got := warnings(cfg.Warnings); got != want {
+		t.Errorf("warnings:\n got %s\nwant %s", got, want)
+	}
+
+	// When the load fails, the warnings travel with the errors.
+	_, err = Options{Now: now}.Parse("fleetgate.toml", []byte(src+"bogus = 1\n"), dir)
+	var e *Errors
+	if !errors.As(err, &e) || len(e.Problems) != 1 || warnings(e.Warnings) != want {
+		t.Errorf("failed load: %v, warnings:\n%s", err, warnings(e.Warnings))
+	}
+}

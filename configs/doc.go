@@ -1,0 +1,48 @@
+// Package configs owns fleetgate's configuration file: the TOML schema (whose
+// key names are a contract), strict loading that reports every problem with
+// its file, line and key path, validation of everything the file refers to
+// (client CAs, server certificates, token keys), the embedded demo default,
+// and the commented example fleetgate.toml. It opens no sockets and starts no
+// goroutines; its only I/O is reading the file and the files it names.
+//
+// Its part of the flow (DESIGN: decode → provision → validate → snapshot):
+//
+//	fleetgate.toml ─▶ go-toml/v2 ─▶ generic values ─┐
+//	              └─▶ unstable parser ─▶ key path → line
+//	                                                ▼
+//	                        schema walk (schema.go, decode.go): defaults,
+//	                        unknown keys, wrong types, durations, sizes
+//	                                                ▼
+//	                        checks and file reads (validate.go, certs.go,
+//	                        apps.go): listeners, URLs, domains, CAs, keys,
+//	                        policies via policy.ParseAction / ParseSelector
+//	                                                ▼
+//	                        *Config (plain data) ─▶ gateway builds sites,
+//	                        pools, key set and swaps its snapshot
+//	                or      *Errors{Problems, Warnings}: every problem as
+//	                        "fleetgate.toml:31: applications[1].policies[0].include[2]: unknown selector \"comon_name\""
+//
+// Load and Parse never stop at the first problem: a file is either valid as
+// a whole (a *Config, with Warnings) or refused with all its problems, so a
+// reload either takes effect completely or not at all.
+//
+// Choices worth knowing:
+//   - A missing [tokens].signing_key_file is an error unless
+//     Options.AllowEphemeralKey is set.
+//   - A policy with a certificate selector needs a client CA whose
+//     associated_hostnames lists the application's domain exactly
+//     (case-insensitive); a wildcard application needs the same wildcard.
+//   - An application's session_duration is 24h when absent; "0s" means no
+//     duration. A policy's session_duration overrides it only when present.
+//   - Client-CA certificates that expire within 30 days, server certificates
+//     that do not cover their domain, CAs without associated hostnames and
+//     applications without policies are warnings, not errors.
+//
+// Files: load.go (Load, Parse, Options), schema.go (the keys and defaults),
+// decode.go (decoding against the schema, durations, sizes), positions.go
+// (key path → line), errors.go (Problem, Errors), values.go (listeners,
+// URLs, domains), validate.go ([gateway], [tokens], [[client_cas]]),
+// certs.go (PEM, certificates, files), apps.go ([[applications]] and their
+// policies), config.go (the result), demo.go and demo.toml (the embedded
+// demo).
+package configs

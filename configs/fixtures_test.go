@@ -1,0 +1,138 @@
+package configs
+
+import (
+	"crypto"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
+)
+
+// testPKI is generated once per test binary (ECDSA only, to keep tests fast)
+// and written into each test's own temporary folder.
+type testPKI struct {
+	root, inter     *pki.Cert
+	devices, app    *pki.Cert
+	token, previous crypto.Signer // P-256 and Ed25519
+}
+
+var (
+	pkiOnce sync.Once
+	pkiVal  *testPKI
+	pkiErr  error
+)
+
+func fixtures(t testing.TB) *testPKI {
+	t.Helper()
+	pkiOnce.Do(func() { pkiVal, pkiErr = newTestPKI() })
+	if pkiErr != nil {
+		t.Fatal(pkiErr)
+	}
+	return pkiVal
+}
+
+func newTestPKI() (p *testPKI, err error) {
+	p = &testPKI{}
+	if p.root, err = pki.NewRoot(pki.Root("Fleet Root")); err != nil {
+		return nil, err
+	}
+	if p.inter, err = p.root.Issue(pki.Intermediate("Fleet Intermediate")); err != nil {
+		return nil, err
+	}
+	if p.devices, err = p.inter.Issue(pki.Server(DemoDevicesDomain)); err != nil {
+		return nil, err
+	}
+	if p.app, err = p.inter.Issue(pki.Server(DemoAppDomain)); err != nil {
+		return nil, err
+	}
+	if p.token, err = pki.NewKey(pki.ECDSAP256); err != nil {
+		return nil, err
+	}
+	p.previous, err = pki.NewKey(pki.Ed25519)
+	return p, err
+}
+
+// writeDemoDir writes the demo layout (the Demo* files) plus
+// keys/token-previous.pem into dir: what demo.toml and fleetgate.toml need.
+func writeDemoDir(t testing.TB, dir string) *testPKI {
+	t.Helper()
+	p := fixtures(t)
+	must(t, writeFile(filepath.Join(dir, DemoCAChain), pki.ChainPEM(p.inter, p.root)))
+	must(t, p.devices.WriteFiles(filepath.Join(dir, DemoDevicesCert), filepath.Join(dir, DemoDevicesKey), p.inter))
+	must(t, p.app.WriteFiles(filepath.Join(dir, DemoAppCert), filepath.Join(dir, DemoAppKey), p.inter))
+	must(t, pki.WriteKey(filepath.Join(dir, DemoTokenKey), p.token))
+	must(t, pki.WriteKey(filepath.Join(dir, "keys/token-previous.pem"), p.previous))
+	return p
+}
+
+func writeFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// base is a small valid file over the demo layout; tests append to it or
+// replace parts of it. Line numbers matter: tests assert them.
+const base = `[tokens]
+signing_key_file = "keys/token.pem"
+
+[[client_cas]]
+name = "fleet"
+pem_file = "pki/ca-chain.pem"
+associated_hostnames = ["devices.fleet.test", "app.fleet.test"]
+
+[[applications]]
+name = "telemetry"
+domain = "devices.fleet.test"
+origin = "http://127.0.0.1:9000"
+tls_cert_file = "pki/devices.fleet.test.pem"
+tls_key_file = "pki/devices.fleet.test-key.pem"
+
+[[applications.policies]]
+name = "fleet devices"
+decision = "non_identity"
+include = [{ valid_certificate = true }]
+`
+
+// parseIn parses src as "fleetgate.toml" in a fresh demo folder.
+func parseIn(t testing.TB, src string) (*Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	return Parse("fleetgate.toml", []byte(src), dir)
+}
+
+// problems returns the formatted problems of err (an *Errors), failing the
+// test for any other error.
+func problems(t testing.TB, err error) []string {
+	t.Helper()
+	var e *Errors
+	if !errors.As(err, &e) {
+		t.Fatalf("want *Errors, got %T: %v", err, err)
+	}
+	out := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func warnings(ws []Problem) string {
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = w.String()
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,83 @@
+package configs
+
+// The file schema: what the TOML file may hold, key by key. The `toml` tag
+// is the key (a contract: keys may be added, never renamed) and `default` the
+// value a missing key takes, written as it would be in the file. decode.go
+// fills these structs; validate.go, certs.go and apps.go turn them into a
+// Config. Field types: string, bool, int, duration (a Go duration string),
+// size ("16KiB" or an integer of bytes), []string, nested structs (tables),
+// slices of structs (arrays of tables), selector (an inline table with one
+// key), and pointers for optional values whose absence matters.
+
+type fileConfig struct {
+	Gateway      fileGateway       `toml:"gateway"`
+	Tokens       fileTokens        `toml:"tokens"`
+	ClientCAs    []fileClientCA    `toml:"client_cas"`
+	Applications []fileApplication `toml:"applications"`
+}
+
+type fileGateway struct {
+	Listen               string   `toml:"listen" default:"127.0.0.1:8443"`
+	AdminListen          string   `toml:"admin_listen" default:"127.0.0.1:9443"`
+	Issuer               string   `toml:"issuer" default:"https://fleetgate.local"`
+	EventLoops           int      `toml:"event_loops" default:"0"`
+	HandshakeWorkers     int      `toml:"handshake_workers" default:"0"`
+	HandshakeQueue       int      `toml:"handshake_queue" default:"4096"`
+	HandshakeTimeout     duration `toml:"handshake_timeout" default:"5s"`
+	HeaderTimeout        duration `toml:"header_timeout" default:"10s"`
+	IdleTimeout          duration `toml:"idle_timeout" default:"60s"`
+	DrainTimeout         duration `toml:"drain_timeout" default:"15s"`
+	MaxConnections       int      `toml:"max_connections" default:"200000"`
+	MaxHeaderBytes       size     `toml:"max_header_bytes" default:"16KiB"`
+	MaxHeaderCount       int      `toml:"max_header_count" default:"100"`
+	MaxBodyBytes         size     `toml:"max_body_bytes" default:"8MiB"`
+	MaxResponseBytes     size     `toml:"max_response_bytes" default:"0"`
+	OriginConnectTimeout duration `toml:"origin_connect_timeout" default:"5s"`
+	OriginTimeout        duration `toml:"origin_timeout" default:"30s"`
+	MaxConnsPerOrigin    int      `toml:"max_conns_per_origin" default:"512"`
+	DefaultSite          string   `toml:"default_site"`
+	VerdictCacheSize     int      `toml:"verdict_cache_size" default:"100000"`
+	TokenCacheSize       int      `toml:"token_cache_size" default:"100000"`
+}
+
+type fileTokens struct {
+	SigningKeyFile   *string  `toml:"signing_key_file"`
+	PreviousKeyFiles []string `toml:"previous_key_files"`
+	CookieName       string   `toml:"cookie_name" default:"CF_Authorization"`
+	CookieSameSite   string   `toml:"cookie_same_site" default:"lax"`
+}
+
+type fileClientCA struct {
+	Name                string   `toml:"name"`
+	PEMFile             *string  `toml:"pem_file"`
+	PEM                 *string  `toml:"pem"`
+	AssociatedHostnames []string `toml:"associated_hostnames"`
+}
+
+type fileApplication struct {
+	Name              string       `toml:"name"`
+	Domain            string       `toml:"domain"`
+	Origin            string       `toml:"origin"`
+	TLSCertFile       string       `toml:"tls_cert_file"`
+	TLSKeyFile        string       `toml:"tls_key_file"`
+	SessionDuration   duration     `toml:"session_duration" default:"24h"`
+	ForwardClientCert bool         `toml:"forward_client_cert"`
+	ServiceAuth401    bool         `toml:"service_auth_401"`
+	SessionTickets    bool         `toml:"session_tickets"`
+	RejectInvalidCert bool         `toml:"reject_invalid_cert"`
+	AUD               string       `toml:"aud"`
+	Policies          []filePolicy `toml:"policies"`
+}
+
+type filePolicy struct {
+	Name            string     `toml:"name"`
+	Decision        string     `toml:"decision"`
+	SessionDuration *duration  `toml:"session_duration"`
+	Include         []selector `toml:"include"`
+	Require         []selector `toml:"require"`
+	Exclude         []selector `toml:"exclude"`
+}
+
+// selector is one rule entry as written, { common_name = "sensor-0001" }:
+// the decoded inline table, checked and parsed by apps.go.
+type selector map[string]any

@@ -1,0 +1,222 @@
+package configs
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"slices"
+	"strings"
+	"time"
+)
+
+// gateway checks [gateway] and copies it into g.
+func (l *loader) gateway(fg *fileGateway, g *Gateway) {
+	const p = "gateway"
+	if err := checkListen(fg.Listen); err != nil {
+		l.errorf(p+".listen", "%v", err)
+	}
+	if fg.AdminListen != "" {
+		if err := checkListen(fg.AdminListen); err != nil {
+			l.errorf(p+".admin_listen", "%v", err)
+		}
+	}
+	if _, err := checkURL(fg.Issuer, false); err != nil {
+		l.errorf(p+".issuer", "%v", err)
+	}
+	for _, c := range []struct {
+		key      string
+		v, least int64
+	}{
+		{"event_loops", int64(fg.EventLoops), 0},
+		{"handshake_workers", int64(fg.HandshakeWorkers), 0},
+		{"handshake_queue", int64(fg.HandshakeQueue), 1},
+		{"max_connections", int64(fg.MaxConnections), 1},
+		{"max_header_bytes", int64(fg.MaxHeaderBytes), 1024},
+		{"max_header_count", int64(fg.MaxHeaderCount), 1},
+		{"max_body_bytes", int64(fg.MaxBodyBytes), 1},
+		{"max_conns_per_origin", int64(fg.MaxConnsPerOrigin), 1},
+		{"verdict_cache_size", int64(fg.VerdictCacheSize), 0},
+		{"token_cache_size", int64(fg.TokenCacheSize), 0},
+	} {
+		if c.v < c.least {
+			l.errorf(p+"."+c.key, "must be at least %d, not %d", c.least, c.v)
+		}
+	}
+	for _, c := range []struct {
+		key string
+		v   duration
+	}{
+		{"handshake_timeout", fg.HandshakeTimeout},
+		{"header_timeout", fg.HeaderTimeout},
+		{"idle_timeout", fg.IdleTimeout},
+		{"origin_connect_timeout", fg.OriginConnectTimeout},
+		{"origin_timeout", fg.OriginTimeout},
+	} {
+		if c.v <= 0 {
+			l.errorf(p+"."+c.key, "must be longer than 0s")
+		}
+	}
+	*g = Gateway{
+		Listen: fg.Listen, AdminListen: fg.AdminListen, Issuer: fg.Issuer,
+		EventLoops: fg.EventLoops, HandshakeWorkers: fg.HandshakeWorkers, HandshakeQueue: fg.HandshakeQueue,
+		HandshakeTimeout: time.Duration(fg.HandshakeTimeout), HeaderTimeout: time.Duration(fg.HeaderTimeout),
+		IdleTimeout: time.Duration(fg.IdleTimeout), DrainTimeout: time.Duration(fg.DrainTimeout),
+		MaxConnections: fg.MaxConnections, MaxHeaderBytes: int64(fg.MaxHeaderBytes),
+		MaxHeaderCount: fg.MaxHeaderCount, MaxBodyBytes: int64(fg.MaxBodyBytes),
+		MaxResponseBytes:     int64(fg.MaxResponseBytes),
+		OriginConnectTimeout: time.Duration(fg.OriginConnectTimeout), OriginTimeout: time.Duration(fg.OriginTimeout),
+		MaxConnsPerOrigin: fg.MaxConnsPerOrigin, DefaultSite: strings.ToLower(fg.DefaultSite),
+		VerdictCacheSize: fg.VerdictCacheSize, TokenCacheSize: fg.TokenCacheSize,
+	}
+}
+
+// tokens checks [tokens], reads the keys and copies it into t.
+func (l *loader) tokens(ft *fileTokens, t *Tokens) {
+	t.CookieName, t.CookieSameSite = ft.CookieName, ft.CookieSameSite
+	if err := checkCookieName(ft.CookieName); err != nil {
+		l.errorf("tokens.cookie_name", "%v", err)
+	}
+	switch ft.CookieSameSite {
+	case "lax", "strict", "none":
+	default:
+		l.errorf("tokens.cookie_same_site", "%q is not lax, strict or none", ft.CookieSameSite)
+	}
+	switch {
+	case ft.SigningKeyFile != nil:
+		t.SigningKey = l.signingKey("tokens.signing_key_file", *ft.SigningKeyFile)
+	case l.bad("tokens.signing_key_file"):
+	case l.opts.AllowEphemeralKey:
+		t.EphemeralKey = true
+		l.warnf("tokens", "no signing_key_file: tokens are signed with a key generated at start and stop verifying after a restart")
+	default:
+		l.errorf("tokens.signing_key_file", "required: a PKCS#8 PEM private key (P-256, Ed25519 or RSA) that signs session tokens")
+	}
+	for i, name := range ft.PreviousKeyFiles {
+		if k := l.signingKey(indexPath("tokens.previous_key_files", i), name); k != nil {
+			t.PreviousKeys = append(t.PreviousKeys, k)
+		}
+	}
+}
+
+// signingKey reads a token key: PKCS#8 PEM holding a P-256, Ed25519 or RSA
+// (at least 2048 bits) private key. It reports and returns nil on error.
+func (l *loader) signingKey(path, name string) crypto.Signer {
+	if name == "" {
+		l.errorf(path, "empty file name")
+		return nil
+	}
+	data, ok := l.readFile(path, name)
+	if !ok {
+		return nil
+	}
+	block, _ := pem.Decode(data)
+	switch {
+	case block == nil:
+		l.errorf(path, "%s holds no PEM private key", name)
+		return nil
+	case block.Type == "EC PRIVATE KEY" || block.Type == "RSA PRIVATE KEY":
+		l.errorf(path, "%s holds a %q block: convert it to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)", name, block.Type)
+		return nil
+	case block.Type != "PRIVATE KEY":
+		l.errorf(path, "%s holds a %q block, not an unencrypted PKCS#8 \"PRIVATE KEY\"", name, block.Type)
+		return nil
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		l.errorf(path, "%s: %s", name, strings.TrimPrefix(err.Error(), "x509: "))
+		return nil
+	}
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		if k.Curve.Params().Name == "P-256" {
+			return k
+		}
+		l.errorf(path, "%s holds an ECDSA %s key: only P-256 (ES256) is supported", name, k.Curve.Params().Name)
+	case ed25519.PrivateKey:
+		return k
+	case *rsa.PrivateKey:
+		if k.N.BitLen() >= 2048 {
+			return k
+		}
+		l.errorf(path, "%s holds a %d-bit RSA key: at least 2048 bits are required", name, k.N.BitLen())
+	default:
+		l.errorf(path, "%s holds a %T key: want P-256, Ed25519 or RSA", name, key)
+	}
+	return nil
+}
+
+// clientCAs checks every [[client_cas]] entry and fills cfg.ClientCAs with
+// those that load.
+func (l *loader) clientCAs(fcs []fileClientCA, cfg *Config) {
+	names := map[string]int{}
+	for i := range fcs {
+		fc, path := &fcs[i], indexPath("client_cas", i)
+		ca := ClientCA{Name: fc.Name}
+		ok := true
+		if fc.Name == "" {
+			l.errorf(joinKey(path, "name"), "required: a name for this CA")
+			ok = false
+		} else if j, dup := names[fc.Name]; dup {
+			l.errorf(joinKey(path, "name"), "%q is also the name of client_cas[%d]", fc.Name, j)
+			ok = false
+		} else {
+			names[fc.Name] = i
+		}
+		sum := sha256.Sum256([]byte("fleetgate/client-ca/v1\x00" + fc.Name))
+		ca.ID = hex.EncodeToString(sum[:16])
+		for j, h := range fc.AssociatedHostnames {
+			d, err := checkDomain(h)
+			if err != nil {
+				l.errorf(indexPath(joinKey(path, "associated_hostnames"), j), "%v", err)
+				ok = false
+				continue
+			}
+			l.associated[d] = true
+			if !slices.Contains(ca.Hostnames, d) {
+				ca.Hostnames = append(ca.Hostnames, d)
+			}
+		}
+		if len(fc.AssociatedHostnames) == 0 && !l.bad(joinKey(path, "associated_hostnames")) {
+			l.warnf(path, "no associated_hostnames: no application uses this CA")
+		}
+		var data []byte
+		var dataPath string
+		switch {
+		case fc.PEMFile != nil && fc.PEM != nil:
+			l.errorf(joinKey(path, "pem"), "set pem_file or pem, not both")
+			continue
+		case fc.PEMFile != nil:
+			var read bool
+			dataPath = joinKey(path, "pem_file")
+			if data, read = l.readFile(dataPath, *fc.PEMFile); !read {
+				continue
+			}
+		case fc.PEM != nil:
+			dataPath, data = joinKey(path, "pem"), []byte(*fc.PEM)
+		default:
+			if !l.bad(joinKey(path, "pem_file")) && !l.bad(joinKey(path, "pem")) {
+				l.errorf(path, "set pem_file (a PEM file) or pem (inline PEM): the CA certificate, with its intermediates if any")
+			}
+			continue
+		}
+		if l.parseCAUpload(dataPath, data, &ca) && ok {
+			cfg.ClientCAs = append(cfg.ClientCAs, ca)
+		}
+	}
+}
+
+// defaultSite checks that [gateway].default_site names an application.
+func (l *loader) defaultSite(cfg *Config) {
+	d := cfg.Gateway.DefaultSite
+	if d == "" {
+		return
+	}
+	if _, ok := l.domains[d]; !ok {
+		l.errorf("gateway.default_site", "%q is not the domain of an application", d)
+	}
+}

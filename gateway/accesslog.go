@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// accessLog writes the request's one access-log line: who, where, what was
+// decided and why, and how long each part took. Never a token or a key.
+func (s *Server) accessLog(x *exchange, total time.Duration) {
+	s.metrics.request(x)
+	if !s.accessLg.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
+	v := x.c.tc.Verdict()
+	app, decision, policyName := "", "", ""
+	if x.app != nil {
+		app = x.app.name
+	}
+	if x.decision.Policy != "" || x.decision.Allowed {
+		decision = x.decision.Action.String()
+		policyName = x.decision.Policy
+	} else if x.status >= 400 {
+		decision = "deny"
+	}
+	bytesIn := len(x.req.Header.RawHeaders()) + len(x.req.Body())
+	attrs := []slog.Attr{
+		slog.String("client_ip", x.c.remoteIP),
+		slog.String("sni", x.c.tc.ServerName()),
+		slog.String("host", x.host),
+		slog.String("app", app),
+		slog.String("method", string(x.req.Header.Method())),
+		slog.String("path", string(x.req.URI().PathOriginal())),
+		slog.Int("status", x.status),
+		slog.String("decision", decision),
+		slog.String("policy", policyName),
+		slog.String("reason", x.reason),
+		slog.String("cert_verdict", v.Kind.String()),
+		slog.String("cert_cn", v.Identity.CommonName),
+		slog.String("cert_sha256", v.Identity.SHA256),
+		slog.Int("bytes_in", bytesIn),
+		slog.Int("bytes_out", len(x.resp.Body())),
+		slog.Float64("handshake_ms", ms(x.c.tc.HandshakeDuration())),
+		slog.Float64("origin_ms", ms(x.originDur)),
+		slog.Float64("total_ms", ms(total)),
+	}
+	if x.originKind != "" {
+		attrs = append(attrs, slog.String("origin_error", x.originKind))
+	}
+	s.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

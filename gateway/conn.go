@@ -1,0 +1,261 @@
+package gateway
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/fleetgate/fleetgate/tlsengine"
+)
+
+// conn is one device connection: the TLS session driven by the event loop,
+// the plaintext pipe to its request worker, and the snapshot it started with.
+type conn struct {
+	srv        *Server
+	gc         gnet.Conn
+	tc         *tlsengine.Conn
+	snap       *snapshot
+	pipe       *plainPipe
+	remoteAddr netip.Addr
+	remoteIP   string
+	opened     time.Time
+
+	// Touched only on the event loop.
+	handshakeSeen bool
+
+	mu      sync.Mutex
+	idle    *time.Timer // closes the connection when no request comes in time
+	closing bool
+}
+
+// readBufPool holds the buffers OnTraffic decrypts into; they are per call,
+// not per connection, so an idle connection costs no buffer.
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// traffic is called on the event loop with newly received bytes: feed them
+// to TLS, and once the handshake is done, move the plaintext to the worker.
+func (c *conn) traffic(data []byte) gnet.Action {
+	if err := c.tc.Feed(data); err != nil {
+		return gnet.Close
+	}
+	if !c.tc.HandshakeComplete() {
+		return gnet.None
+	}
+	if !c.handshakeSeen {
+		c.handshakeSeen = true
+		c.srv.metrics.handshakeDone(c.tc)
+		c.armIdle(c.snap.idleTimeout)
+	}
+	bp := readBufPool.Get().(*[]byte)
+	defer readBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := c.tc.Read(buf)
+		if n > 0 {
+			start, perr := c.pipe.push(buf[:n])
+			if perr != nil {
+				c.srv.log.Info("closing connection", "client", c.remoteIP, "reason", perr.Error())
+				c.shutdown()
+				return gnet.None
+			}
+			if start {
+				c.stopIdle()
+				go c.work()
+			}
+		}
+		if errors.Is(err, tlsengine.ErrWouldBlock) {
+			return gnet.None
+		}
+		if err != nil {
+			// close_notify or a broken record: no more requests come; the
+			// worker (if any) finishes what it has, then closes.
+			c.pipe.close()
+			if c.pipe.stopIfIdle() {
+				c.shutdown()
+			}
+			return gnet.None
+		}
+	}
+}
+
+// work is the connection's request worker: it parses requests from the
+// plaintext pipe and serves them in order (pipelining), and exits when
+// nothing is pending, so idle keep-alive connections hold no goroutine.
+func (c *conn) work() {
+	s := c.snap
+	br := bufio.NewReaderSize(c.pipe, s.maxHeaderBytes)
+	bw := bufio.NewWriterSize(tlsWriter{c.tc}, 16<<10)
+	for {
+		keep := c.serveOne(br, bw)
+		if !keep {
+			c.shutdown()
+			return
+		}
+		if c.pipe.finish(br.Buffered()) {
+			if c.srv.draining.Load() {
+				c.shutdown()
+				return
+			}
+			c.armIdle(s.idleTimeout)
+			return
+		}
+	}
+}
+
+// serveOne reads, serves and answers one request. It reports whether the
+// connection may carry another.
+func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
+	s := c.snap
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+
+	c.pipe.setDeadline(time.Now().Add(s.headerTimeout))
+	err := req.Header.Read(br)
+	start := time.Now()
+	c.srv.inflight.Add(1)
+	defer c.srv.inflight.Add(-1)
+	x := &exchange{c: c, app: c.app(), req: req, resp: resp, now: c.srv.now()}
+	if err != nil {
+		if isQuietEOF(err) {
+			return false
+		}
+		x.refuseRead(err, false)
+		c.finishExchange(x, bw, start)
+		return false
+	}
+	if req.MayContinue() {
+		if cl := req.Header.ContentLength(); cl > int(s.maxBodyBytes) {
+			x.refuse(fasthttp.StatusRequestEntityTooLarge, "request body too large")
+			c.finishExchange(x, bw, start)
+			return false
+		}
+		if _, err := bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return false
+		}
+		if err := bw.Flush(); err != nil {
+			return false
+		}
+	}
+	c.pipe.setDeadline(time.Now().Add(s.idleTimeout))
+	if err := req.ContinueReadBody(br, int(s.maxBodyBytes), false); err != nil {
+		x.refuseRead(err, true)
+		c.finishExchange(x, bw, start)
+		return false
+	}
+	c.pipe.setDeadline(time.Time{})
+
+	x.pipeline()
+	if req.Header.ConnectionClose() || c.srv.draining.Load() {
+		x.closeAfter = true
+	}
+	c.finishExchange(x, bw, start)
+	return !x.closeAfter
+}
+
+// refuseRead answers a request that could not be read.
+func (x *exchange) refuseRead(err error, inBody bool) {
+	x.closeAfter = true
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, errReadTimeout):
+		x.refuse(fasthttp.StatusRequestTimeout, "request timeout")
+	case errors.As(err, &small):
+		x.refuse(fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		x.refuse(fasthttp.StatusRequestEntityTooLarge, "request body too large")
+	case inBody:
+		x.refuse(fasthttp.StatusBadRequest, "malformed request body")
+	default:
+		x.refuse(fasthttp.StatusBadRequest, "malformed request")
+	}
+}
+
+// finishExchange writes the response and the access-log line.
+func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
+	if x.closeAfter {
+		x.resp.SetConnectionClose()
+	}
+	x.resp.SkipBody = x.req.Header.IsHead()
+	if x.status == 0 {
+		x.status = x.resp.StatusCode()
+	}
+	err := x.resp.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		x.closeAfter = true
+	}
+	c.srv.accessLog(x, time.Since(start))
+}
+
+// app returns the application this connection's site belongs to.
+func (c *conn) app() *application {
+	return c.tc.Site().App.(*application)
+}
+
+func isQuietEOF(err error) bool {
+	var nothing fasthttp.ErrNothingRead
+	return errors.Is(err, io.EOF) || errors.As(err, &nothing)
+}
+
+// armIdle (re)starts the idle timer.
+func (c *conn) armIdle(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return
+	}
+	if c.idle == nil {
+		c.idle = time.AfterFunc(d, c.idleExpired)
+		return
+	}
+	c.idle.Reset(d)
+}
+
+func (c *conn) stopIdle() {
+	c.mu.Lock()
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	c.mu.Unlock()
+}
+
+// idleExpired closes the connection unless a request started meanwhile.
+func (c *conn) idleExpired() {
+	if c.pipe.stopIfIdle() {
+		c.shutdown()
+	}
+}
+
+// shutdown closes the TLS session (close_notify, then the socket once the
+// output is flushed). Safe to call more than once, from any goroutine.
+func (c *conn) shutdown() {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	c.mu.Unlock()
+	_ = c.tc.Close()
+}
+
+// tlsWriter adapts the TLS session to io.Writer for the response writer.
+type tlsWriter struct{ tc *tlsengine.Conn }
+
+func (w tlsWriter) Write(p []byte) (int, error) { return w.tc.Write(p) }

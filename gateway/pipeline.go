@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+	"github.com/fleetgate/fleetgate/policy"
+)
+
+// exchange is one request's trip through the gateway: what came in, what was
+// decided, and what goes back. The phases of pipeline fill it in order.
+type exchange struct {
+	c    *conn
+	app  *application
+	req  *fasthttp.Request
+	resp *fasthttp.Response
+	now  time.Time
+	host string // the request's host, lower-case, without port
+
+	token    string         // the token the device presented, if any
+	claims   *policy.Claims // its verified claims; nil when absent or invalid
+	tokenErr error          // why a presented token was refused
+
+	input     policy.Input
+	decision  policy.Decision
+	assertion string // the token forwarded to the origin
+
+	status     int
+	reason     string // for the access log (and the body of a refusal)
+	closeAfter bool   // close the connection after this response
+	originKind string // origin failure kind, for logs and metrics
+	originDur  time.Duration
+}
+
+// outcome is what a phase tells the pipeline.
+type outcome uint8
+
+const (
+	proceed outcome = iota // go on to the next phase
+	respond                // the response is complete: send it
+)
+
+// pipeline runs one request through the phases in order: host check, token,
+// Access endpoints, policy decision, token minting, forwarding. Each phase
+// either lets the request go on or completes the response.
+func (x *exchange) pipeline() {
+	phases := [...]func(*exchange) outcome{
+		(*exchange).checkHost,
+		(*exchange).readToken,
+		(*exchange).accessEndpoints,
+		(*exchange).decide,
+		(*exchange).mint,
+		(*exchange).forward,
+	}
+	for _, phase := range phases {
+		if phase(x) == respond {
+			return
+		}
+	}
+}
+
+// checkHost refuses a request whose Host differs from the name the
+// connection's TLS session was verified under: it must never reach another
+// application's policy (421 Misdirected Request, RFC 9110 section 15.5.20).
+func (x *exchange) checkHost() outcome {
+	host := hostWithoutPort(x.req.Header.Host())
+	x.host = host
+	site := x.c.tc.Site()
+	sni := x.c.tc.ServerName()
+	switch {
+	case host == "":
+		return x.refuse(fasthttp.StatusBadRequest, "missing Host header")
+	case sni != "" && !strings.EqualFold(host, sni):
+		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" does not match the TLS server name "+quote(sni))
+	case sni == "" && !hostCovered(site.Name, host):
+		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" is not served on this connection")
+	}
+	return proceed
+}
+
+// readToken verifies a session token presented in the cookie or the
+// cf-access-token header. A bad token is not an error by itself: the request
+// may still carry a valid certificate.
+func (x *exchange) readToken() outcome {
+	s := x.app.snap
+	tok := x.req.Header.Cookie(s.cookieName)
+	if len(tok) == 0 {
+		tok = x.req.Header.Peek("Cf-Access-Token")
+	}
+	if len(tok) == 0 {
+		return proceed
+	}
+	x.token = string(tok)
+	x.claims, x.tokenErr = s.verifyToken(x.token, x.app.aud, x.now)
+	return proceed
+}
+
+// decide evaluates the application's policies.
+func (x *exchange) decide() outcome {
+	x.input = policy.Input{
+		Cert:     x.c.tc.Verdict(),
+		Token:    x.claims,
+		ClientIP: x.c.remoteAddr,
+		Host:     x.host,
+		Now:      x.now,
+	}
+	in := &x.input
+	x.decision = x.app.policy.Evaluate(in)
+	if x.decision.Allowed {
+		x.reason = x.decision.Reason
+		return proceed
+	}
+	reason := x.decision.Reason
+	if x.tokenErr != nil && !in.Cert.OK() && x.decision.Policy == "" {
+		reason = "invalid session token: " + strings.TrimPrefix(x.tokenErr.Error(), "policy: ")
+	}
+	status := fasthttp.StatusForbidden
+	if x.decision.ServiceAuthFailed && x.app.serviceAuth401 {
+		status = fasthttp.StatusUnauthorized
+	}
+	return x.refuse(status, reason)
+}
+
+// mint issues the token that goes to the origin: a fresh one when the
+// request carries a valid certificate, else the session token it presented.
+// With a session duration the token also goes back as a cookie; with no
+// duration it exists for this one request and the connection closes after
+// the response, so the device's next request makes a fresh handshake.
+func (x *exchange) mint() outcome {
+	if !x.decision.Mint {
+		return proceed // bypass: no identity, no token
+	}
+	v := x.c.tc.Verdict()
+	if !v.OK() && x.claims != nil {
+		x.assertion = x.token
+		return proceed
+	}
+	s := x.app.snap
+	tok, err := s.mintFor(x.app, &x.input, x.decision)
+	if err != nil {
+		return x.internalError("mint token", err)
+	}
+	x.assertion = tok
+	if x.decision.SessionDuration > 0 {
+		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, x.decision.SessionDuration))
+		x.c.srv.metrics.tokenMinted(x.app.name, "session")
+	} else {
+		x.closeAfter = true
+		x.c.srv.metrics.tokenMinted(x.app.name, "no_duration")
+	}
+	return proceed
+}
+
+// forward sends the request to the application's origin and copies the
+// answer back.
+func (x *exchange) forward() outcome {
+	var ident *verdict.Identity
+	if v := x.c.tc.Verdict(); x.app.forwardClientCert && v.OK() {
+		ident = &v.Identity
+	}
+	originRequest(x.req, forwardInfo{
+		Token:      x.assertion,
+		ClientIP:   x.c.remoteIP,
+		Host:       x.host,
+		CookieName: x.app.snap.cookieName,
+		ClientCert: ident,
+	})
+	// Keep the response's own headers (Set-Cookie from mint) across the
+	// origin's answer.
+	minted := x.resp.Header.PeekAll("Set-Cookie")
+	saved := make([][]byte, 0, len(minted))
+	for _, c := range minted {
+		saved = append(saved, bytes.Clone(c))
+	}
+	x.resp.Reset()
+	start := time.Now()
+	err := x.app.origin.Do(x.req, x.resp)
+	x.originDur = time.Since(start)
+	if err != nil {
+		status, kind := originFailure(err)
+		x.originKind = kind
+		x.c.srv.log.Warn("origin request failed", "app", x.app.name, "origin", x.app.originURL, "kind", kind, "err", err.Error())
+		x.resp.Reset()
+		return x.fail(status, "origin "+strings.ReplaceAll(kind, "_", " "))
+	}
+	cleanOriginResponse(x.resp)
+	for _, c := range saved {
+		x.resp.Header.Add("Set-Cookie", string(c))
+	}
+	x.status = x.resp.StatusCode()
+	return respond
+}
+
+// refuse answers with a status and a one-line reason the device can read.
+func (x *exchange) refuse(status int, reason string) outcome {
+	x.reason = reason
+	return x.fail(status, reason)
+}
+
+// fail writes a short text response.
+func (x *exchange) fail(status int, body string) outcome {
+	x.status = status
+	if x.reason == "" {
+		x.reason = body
+	}
+	x.resp.Reset()
+	x.resp.SetStatusCode(status)
+	x.resp.Header.SetContentType("text/plain; charset=utf-8")
+	x.resp.Header.Set("Cache-Control", "no-store")
+	x.resp.SetBodyString(body + "\n")
+	return respond
+}
+
+func (x *exchange) internalError(what string, err error) outcome {
+	x.c.srv.log.Error("internal error", "what", what, "err", err.Error())
+	x.reason = "internal error: " + what
+	return x.fail(fasthttp.StatusInternalServerError, "internal error")
+}
+
+// hostWithoutPort lower-cases a Host header value and drops its port,
+// handling bracketed IPv6 literals.
+func hostWithoutPort(h []byte) string {
+	s := string(h)
+	if strings.HasPrefix(s, "[") {
+		if i := strings.IndexByte(s, ']'); i > 0 {
+			return strings.ToLower(s[1:i])
+		}
+		return ""
+	}
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.ToLower(strings.TrimSuffix(s, "."))
+}
+
+// hostCovered reports whether a site name (an FQDN or "*.suffix") covers
+// host, with the wildcard covering exactly one label.
+func hostCovered(site, host string) bool {
+	if strings.EqualFold(site, host) {
+		return true
+	}
+	if suffix, ok := strings.CutPrefix(site, "*."); ok {
+		label, rest, found := strings.Cut(host, ".")
+		return found && label != "" && strings.EqualFold(rest, suffix)
+	}
+	return false
+}
+
+func quote(s string) string {
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	return `"` + strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' {
+			return '?'
+		}
+		return r
+	}, s) + `"`
+}
+
+var errNoIdentity = errors.New("no identity")

@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// errInputOverflow is returned by plainPipe.push when a client sends more
+// than the pipe may hold while its current request is being served.
+var errInputOverflow = errors.New("gateway: too much pipelined input")
+
+// errReadTimeout is returned by plainPipe.Read when the worker's deadline
+// passes before bytes arrive (header timeout → 408, idle body → 408).
+var errReadTimeout = errors.New("gateway: read timeout")
+
+// plainPipe carries decrypted bytes from the event loop (which appends) to
+// the connection's request worker (which reads, blocking). The event loop
+// never blocks on it; the worker exists only while a request is in progress,
+// so an idle keep-alive connection holds no goroutine.
+type plainPipe struct {
+	mu       sync.Mutex
+	buf      []byte
+	closed   bool
+	working  bool
+	deadline time.Time
+	notify   chan struct{}
+	limit    int // most bytes buffered at once; the connection closes past it
+}
+
+func newPlainPipe(limit int) *plainPipe {
+	return &plainPipe{notify: make(chan struct{}, 1), limit: limit}
+}
+
+// push appends decrypted bytes and reports whether the caller must start a
+// worker (none is running). Called on the event loop.
+func (p *plainPipe) push(b []byte) (startWorker bool, err error) {
+	p.mu.Lock()
+	if len(p.buf)+len(b) > p.limit {
+		p.mu.Unlock()
+		return false, errInputOverflow
+	}
+	p.buf = append(p.buf, b...)
+	if !p.working && len(p.buf) > 0 && !p.closed {
+		p.working = true
+		startWorker = true
+	}
+	p.mu.Unlock()
+	p.wake()
+	return startWorker, nil
+}
+
+// close makes pending and future reads return io.EOF once the buffer is
+// drained. Called when the connection goes away.
+func (p *plainPipe) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.wake()
+}
+
+func (p *plainPipe) wake() {
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// setDeadline bounds the worker's blocking reads; zero means none.
+func (p *plainPipe) setDeadline(t time.Time) {
+	p.mu.Lock()
+	p.deadline = t
+	p.mu.Unlock()
+}
+
+// Read implements io.Reader for the worker: it blocks until bytes arrive,
+// the pipe closes, or the deadline passes.
+func (p *plainPipe) Read(b []byte) (int, error) {
+	for {
+		p.mu.Lock()
+		if len(p.buf) > 0 {
+			n := copy(b, p.buf)
+			p.buf = p.buf[n:]
+			if len(p.buf) == 0 {
+				p.buf = p.buf[:0:0] // let a large burst's memory go
+			}
+			p.mu.Unlock()
+			return n, nil
+		}
+		if p.closed {
+			p.mu.Unlock()
+			return 0, io.EOF
+		}
+		deadline := p.deadline
+		p.mu.Unlock()
+
+		if deadline.IsZero() {
+			<-p.notify
+			continue
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return 0, errReadTimeout
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-p.notify:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// finish is called by the worker when it has nothing left to parse. It
+// returns true (and the worker exits) when no bytes are pending; otherwise
+// the worker must go on, because the event loop saw a running worker and did
+// not start another.
+func (p *plainPipe) finish(readerBuffered int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 || readerBuffered > 0 {
+		return false
+	}
+	p.working = false
+	return true
+}
+
+// stopIfIdle retires the pipe when no worker runs and nothing is pending,
+// so that none will start; it reports whether it did. The caller then closes
+// the connection (idle timeout, or the device finished sending).
+func (p *plainPipe) stopIfIdle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.working || len(p.buf) > 0 {
+		return false
+	}
+	p.working = true
+	p.closed = true
+	return true
+}
+
+// pending reports the bytes not yet read by the worker.
+func (p *plainPipe) pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.buf)
+}

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// spoofableHeaders are removed from every client request before it is
+// forwarded: the gateway is their only author, so a device must never be able
+// to pre-set them (a forged assertion or client-cert header would be trusted
+// by the origin).
+var spoofableHeaders = []string{
+	"Cf-Access-Jwt-Assertion",
+	"Cf-Access-Token",
+	"Cf-Access-Client-Id",
+	"Cf-Access-Client-Secret",
+	"Cf-Client-Cert-Der-Base64",
+	"Cf-Client-Cert-Sha256",
+	"Client-Cert",
+	"Client-Cert-Chain",
+	"Cf-Connecting-Ip",
+	"X-Forwarded-For",
+	"X-Forwarded-Proto",
+	"X-Forwarded-Host",
+	"X-Real-Ip",
+	"Forwarded",
+}
+
+// hopByHopHeaders apply to one connection only (RFC 9110 section 7.6.1) and
+// are not forwarded in either direction.
+var hopByHopHeaders = []string{
+	"Connection",
+	"Keep-Alive",
+	"Proxy-Connection",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Upgrade",
+}
+
+// originOptions are the limits of one application's origin client.
+type originOptions struct {
+	ConnectTimeout   time.Duration
+	Timeout          time.Duration // read and write, per request
+	MaxConns         int
+	MaxResponseBytes int64
+}
+
+// newOriginClient returns the pooled keep-alive client for one origin URL.
+func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
+	isTLS := origin.Scheme == "https"
+	addr := origin.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		if isTLS {
+			addr = net.JoinHostPort(addr, "443")
+		} else {
+			addr = net.JoinHostPort(addr, "80")
+		}
+	}
+	connect := opt.ConnectTimeout
+	hc := &fasthttp.HostClient{
+		Addr:                          addr,
+		Name:                          "fleetgate",
+		NoDefaultUserAgentHeader:      true,
+		IsTLS:                         isTLS,
+		MaxConns:                      opt.MaxConns,
+		ReadTimeout:                   opt.Timeout,
+		WriteTimeout:                  opt.Timeout,
+		MaxIdleConnDuration:           30 * time.Second,
+		DisableHeaderNamesNormalizing: false,
+		DisablePathNormalizing:        true,
+		Dial: func(a string) (net.Conn, error) {
+			return fasthttp.DialTimeout(a, connect)
+		},
+	}
+	if opt.MaxResponseBytes > 0 {
+		hc.MaxResponseBodySize = int(opt.MaxResponseBytes)
+	}
+	if isTLS {
+		hc.TLSConfig = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12}
+	}
+	return hc
+}
+
+// originRequest turns the device's request into the origin's, in place:
+// spoofable and hop-by-hop headers and the session cookie are removed, then
+// the gateway's own headers are set.
+func originRequest(req *fasthttp.Request, f forwardInfo) {
+	h := &req.Header
+	for _, name := range connectionTokens(h.Peek("Connection")) {
+		h.Del(name)
+	}
+	for _, name := range hopByHopHeaders {
+		h.Del(name)
+	}
+	for _, name := range spoofableHeaders {
+		h.Del(name)
+	}
+	if f.CookieName != "" {
+		h.DelCookie(f.CookieName)
+		if len(h.Peek("Cookie")) == 0 {
+			h.Del("Cookie")
+		}
+	}
+	if f.Token != "" {
+		h.Set("Cf-Access-Jwt-Assertion", f.Token)
+	}
+	h.Set("X-Forwarded-For", f.ClientIP)
+	h.Set("X-Forwarded-Proto", "https")
+	h.Set("X-Forwarded-Host", f.Host)
+	if f.ClientCert != nil && len(f.ClientCert.DER) > 0 {
+		h.Set("Cf-Client-Cert-Der-Base64", base64.StdEncoding.EncodeToString(f.ClientCert.DER))
+		h.Set("Cf-Client-Cert-Sha256", f.ClientCert.SHA256)
+		// RFC 9440: the DER as a Structured Field Byte Sequence.
+		h.Set("Client-Cert", ":"+base64.StdEncoding.EncodeToString(f.ClientCert.DER)+":")
+	}
+}
+
+// forwardInfo is what originRequest adds to a request.
+type forwardInfo struct {
+	Token      string // the assertion for the origin; "" for bypass
+	ClientIP   string
+	Host       string // the host the device asked for
+	CookieName string
+	ClientCert *verdict.Identity // non-nil when the application forwards certificates
+}
+
+// connectionTokens lists the header names a Connection header marks as
+// hop-by-hop (besides the keep-alive and close options).
+func connectionTokens(v []byte) []string {
+	if len(v) == 0 {
+		return nil
+	}
+	var out []string
+	for _, tok := range strings.Split(string(v), ",") {
+		tok = strings.TrimSpace(tok)
+		if tok == "" || strings.EqualFold(tok, "close") || strings.EqualFold(tok, "keep-alive") {
+			continue
+		}
+		out = append(out, tok)
+	}
+	return out
+}
+
+// cleanOriginResponse removes hop-by-hop headers from the origin's response
+// before it goes to the device.
+func cleanOriginResponse(resp *fasthttp.Response) {
+	h := &resp.Header
+	for _, name := range connectionTokens(h.Peek("Connection")) {
+		h.Del(name)
+	}
+	for _, name := range hopByHopHeaders {
+		if name == "Connection" {
+			continue // fasthttp manages the response's own Connection header
+		}
+		h.Del(name)
+	}
+	h.ResetConnectionClose()
+}
+
+// originFailure classifies an error from the origin client: the HTTP status
+// the device gets and the kind named in logs and metrics. This is the one
+// place where origin failures map to statuses.
+func originFailure(err error) (status int, kind string) {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout):
+		return fasthttp.StatusGatewayTimeout, "timeout"
+	case errors.Is(err, fasthttp.ErrDialTimeout):
+		return fasthttp.StatusBadGateway, "connect_timeout"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return fasthttp.StatusBadGateway, "response_too_large"
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return fasthttp.StatusServiceUnavailable, "no_free_connections"
+	case errors.Is(err, fasthttp.ErrConnectionClosed):
+		return fasthttp.StatusBadGateway, "connection_closed"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return fasthttp.StatusGatewayTimeout, "timeout"
+	case isDialError(err):
+		return fasthttp.StatusBadGateway, "unreachable"
+	}
+	return fasthttp.StatusBadGateway, "bad_response"
+}
+
+func isDialError(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial"
+}

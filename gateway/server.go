@@ -1,0 +1,320 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/tlsengine"
+)
+
+// Options wires a Server to its surroundings. Only Load is required.
+type Options struct {
+	// Load reads and validates the configuration; it is called at start and
+	// on every Reload.
+	Load func() (*configs.Config, error)
+	// Logger receives diagnostics (JSON in production); nil discards them.
+	Logger *slog.Logger
+	// AccessLog receives one line per request; nil uses Logger.
+	AccessLog *slog.Logger
+	// Now is the clock; nil means time.Now. Tests move it.
+	Now func() time.Time
+	// Ready, when set, is called once the listener is up.
+	Ready func(addr string)
+}
+
+// Server is a running fleetgate: the gnet event loops, the TLS engine, the
+// current configuration snapshot and the admin listener.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	accessLg  *slog.Logger
+	now       func() time.Time
+	engine    *tlsengine.Engine
+	verdicts  *tlsengine.VerdictCache
+	snap      atomic.Pointer[snapshot]
+	metrics   metrics
+	gnetEng   gnet.Engine
+	booted    chan struct{}
+	conns     atomic.Int64
+	inflight  atomic.Int64
+	draining  atomic.Bool
+	ready     atomic.Bool
+	reloadMu  sync.Mutex
+	admin     *adminServer
+	listen    string
+	stopOnce  sync.Once
+	runDone   chan struct{}
+	runErr    error
+	listening atomic.Bool
+	gnet.BuiltinEventEngine
+}
+
+// New loads the configuration and builds the first snapshot. It opens no
+// socket: Run does.
+func New(opts Options) (*Server, error) {
+	if opts.Load == nil {
+		return nil, errors.New("gateway: Options.Load is required")
+	}
+	s := &Server{opts: opts, log: opts.Logger, accessLg: opts.AccessLog, now: opts.Now,
+		booted: make(chan struct{}), runDone: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.accessLg == nil {
+		s.accessLg = s.log
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.metrics = noMetrics{}
+	cfg, err := opts.Load()
+	if err != nil {
+		return nil, err
+	}
+	s.verdicts = tlsengine.NewVerdictCache(cfg.Gateway.VerdictCacheSize)
+	snap, err := buildSnapshot(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.snap.Store(snap)
+	s.listen = cfg.Gateway.Listen
+	s.engine, err = tlsengine.NewEngine(tlsengine.Config{
+		Sites:            snap.sites,
+		Workers:          cfg.Gateway.HandshakeWorkers,
+		Queue:            cfg.Gateway.HandshakeQueue,
+		HandshakeTimeout: cfg.Gateway.HandshakeTimeout,
+		Verifier:         s.verdicts,
+		Now:              s.now,
+		Logger:           s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return s, nil
+}
+
+// Run serves until Shutdown (or a fatal listener error). It starts the admin
+// listener, then the gnet event loops on [gateway].listen with SO_REUSEPORT.
+func (s *Server) Run() error {
+	snap := s.snap.Load()
+	if addr := snap.cfg.Gateway.AdminListen; addr != "" {
+		a, err := startAdmin(addr, s)
+		if err != nil {
+			return err
+		}
+		s.admin = a
+	}
+	loops := snap.cfg.Gateway.EventLoops
+	if loops <= 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	err := gnet.Run(s, "tcp://"+s.listen,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(loops),
+		gnet.WithReusePort(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	if s.admin != nil {
+		s.admin.close()
+	}
+	s.runErr = err
+	close(s.runDone)
+	return err
+}
+
+// OnBoot records the gnet engine and reports readiness.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.gnetEng = eng
+	s.listening.Store(true)
+	s.ready.Store(true)
+	close(s.booted)
+	s.log.Info("listening", "addr", s.listen)
+	if s.opts.Ready != nil {
+		s.opts.Ready(s.listen)
+	}
+	return gnet.None
+}
+
+// OnOpen admits a connection: refused at once when the gateway is draining,
+// at max_connections, or when the handshake queue is full.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	snap := s.snap.Load()
+	if s.draining.Load() {
+		return nil, gnet.Close
+	}
+	if n := s.conns.Add(1); snap.cfg.Gateway.MaxConnections > 0 && n > int64(snap.cfg.Gateway.MaxConnections) {
+		s.conns.Add(-1)
+		s.metrics.connRefused("max_connections")
+		return nil, gnet.Close
+	}
+	tc, err := s.engine.Open(gc)
+	if err != nil {
+		s.conns.Add(-1)
+		s.metrics.connRefused("shed")
+		return nil, gnet.Close
+	}
+	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
+		pipe: newPlainPipe(snap.maxHeaderBytes + int(snap.maxBodyBytes) + 64<<10)}
+	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
+		c.remoteAddr = ap.Addr().Unmap()
+		c.remoteIP = c.remoteAddr.String()
+	}
+	gc.SetContext(c)
+	return nil, gnet.None
+}
+
+// OnTraffic moves received bytes through TLS to the connection's worker.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	data, _ := gc.Next(-1)
+	return c.traffic(data)
+}
+
+// OnClose releases the connection's resources.
+func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	gc.SetContext(nil)
+	s.conns.Add(-1)
+	c.mu.Lock()
+	c.closing = true
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	c.mu.Unlock()
+	c.pipe.close()
+	c.tc.Release()
+	return gnet.None
+}
+
+// Reload re-reads the configuration. A valid file becomes the snapshot for
+// new connections (connections keep the one they started with); an invalid
+// one is refused with its errors and the current snapshot keeps serving.
+func (s *Server) Reload() error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	cfg, err := s.opts.Load()
+	if err != nil {
+		s.metrics.reload(false)
+		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
+		return err
+	}
+	old := s.snap.Load()
+	snap, err := buildSnapshot(cfg, old)
+	if err != nil {
+		s.metrics.reload(false)
+		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
+		return err
+	}
+	if cfg.Gateway.Listen != old.cfg.Gateway.Listen {
+		s.log.Warn("listen address changes need a restart; keeping the old one", "listen", old.cfg.Gateway.Listen)
+	}
+	s.snap.Store(snap)
+	s.engine.SetSites(snap.sites)
+	s.metrics.reload(true)
+	s.log.Info("configuration reloaded", "hash", cfg.Hash, "applications", len(snap.apps))
+	return nil
+}
+
+// Shutdown drains: it stops admitting connections, lets in-flight requests
+// finish (keep-alive connections close after their current response), and
+// stops the event loops when nothing is in flight or ctx expires.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	s.ready.Store(false)
+	select {
+	case <-s.booted:
+	case <-s.runDone:
+		return s.runErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			s.log.Warn("drain timeout; closing with requests in flight", "inflight", s.inflight.Load())
+			return s.stop()
+		case <-tick.C:
+		}
+	}
+	// Give the last responses a moment to leave the output buffers.
+	select {
+	case <-time.After(100 * time.Millisecond):
+	case <-ctx.Done():
+	}
+	return s.stop()
+}
+
+func (s *Server) stop() error {
+	var err error
+	s.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = s.gnetEng.Stop(ctx)
+	})
+	<-s.runDone
+	return err
+}
+
+// DrainTimeout is how long Shutdown should wait for in-flight requests
+// ([gateway].drain_timeout of the current configuration).
+func (s *Server) DrainTimeout() time.Duration { return s.snap.Load().cfg.Gateway.DrainTimeout }
+
+// Addr returns the TLS listener's configured address.
+func (s *Server) Addr() string { return s.listen }
+
+// AdminAddr returns the admin listener's bound address, or "" if disabled.
+func (s *Server) AdminAddr() string {
+	if s.admin == nil {
+		return ""
+	}
+	return s.admin.addr()
+}
+
+// Booted is closed once the TLS listener is up.
+func (s *Server) Booted() <-chan struct{} { return s.booted }
+
+// Ready reports whether the gateway should receive traffic: configuration
+// loaded, listener up, not draining.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// gnetLogger sends gnet's own messages to slog at debug level (errors at
+// error level), so the library never writes to stdout.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Infof(format string, args ...any)  { g.l.Debug(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Warnf(format string, args ...any)  { g.l.Warn(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+func (g gnetLogger) Fatalf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
+
+// FreePort returns a loopback address with a port that was free a moment
+// ago; tests and the demo use it to pick listeners.
+func FreePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,167 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/policy"
+	"github.com/fleetgate/fleetgate/tlsengine"
+)
+
+// snapshot is everything built from one configuration file: the SNI table,
+// the applications with their policies and origin clients, the token keys.
+// It is immutable; a reload builds a new one and swaps one pointer, and a
+// connection keeps the snapshot it started with.
+type snapshot struct {
+	cfg        *configs.Config
+	sites      *tlsengine.Sites
+	apps       []*application
+	keys       *policy.KeySet
+	tokenCache *policy.TokenCache
+	jwks       []byte
+	issuer     string
+	cookieName string
+	sameSite   string
+
+	maxHeaderBytes int
+	maxBodyBytes   int64
+	headerTimeout  time.Duration
+	idleTimeout    time.Duration
+}
+
+// application is one configured application, ready to serve.
+type application struct {
+	snap              *snapshot
+	name              string
+	aud               string
+	policy            *policy.Application
+	origin            *fasthttp.HostClient
+	originURL         string
+	forwardClientCert bool
+	serviceAuth401    bool
+}
+
+// buildSnapshot provisions a snapshot from a validated configuration. old,
+// when not nil, is the snapshot being replaced: origin clients for unchanged
+// origins are reused so their pooled connections survive a reload.
+func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
+	g := &cfg.Gateway
+	keys, err := policy.NewKeySet(cfg.Tokens.SigningKey, cfg.Tokens.PreviousKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: token keys: %w", err)
+	}
+	s := &snapshot{
+		cfg:            cfg,
+		keys:           keys,
+		tokenCache:     policy.NewTokenCache(g.TokenCacheSize),
+		jwks:           keys.JWKS(),
+		issuer:         g.Issuer,
+		cookieName:     cfg.Tokens.CookieName,
+		sameSite:       cfg.Tokens.CookieSameSite,
+		maxHeaderBytes: int(g.MaxHeaderBytes),
+		maxBodyBytes:   g.MaxBodyBytes,
+		headerTimeout:  g.HeaderTimeout,
+		idleTimeout:    g.IdleTimeout,
+	}
+	oldClients := map[string]*fasthttp.HostClient{}
+	if old != nil {
+		for _, a := range old.apps {
+			oldClients[a.originURL] = a.origin
+		}
+	}
+	opt := originOptions{
+		ConnectTimeout:   g.OriginConnectTimeout,
+		Timeout:          g.OriginTimeout,
+		MaxConns:         g.MaxConnsPerOrigin,
+		MaxResponseBytes: g.MaxResponseBytes,
+	}
+	sites := make([]*tlsengine.Site, 0, len(cfg.Applications))
+	for i := range cfg.Applications {
+		ca := &cfg.Applications[i]
+		pa := ca.Application // a copy: the snapshot owns its policy model
+		if err := pa.Compile(); err != nil {
+			return nil, fmt.Errorf("gateway: application %q: %w", ca.Name, err)
+		}
+		app := &application{
+			snap:              s,
+			name:              ca.Name,
+			aud:               ca.AUD,
+			policy:            &pa,
+			originURL:         ca.Origin.String(),
+			forwardClientCert: ca.ForwardClientCert,
+			serviceAuth401:    ca.ServiceAuth401,
+		}
+		if c, ok := oldClients[app.originURL]; ok && sameOriginOptions(old.cfg, cfg) {
+			app.origin = c
+		} else {
+			app.origin = newOriginClient(ca.Origin, opt)
+		}
+		s.apps = append(s.apps, app)
+
+		site := &tlsengine.Site{
+			Name:           strings.ToLower(ca.Domain),
+			Certificates:   []tls.Certificate{ca.Certificate},
+			SessionTickets: ca.SessionTickets,
+			RejectInvalid:  ca.RejectInvalidCert,
+			App:            app,
+		}
+		site.Roots, site.Intermediates, site.Generation = caPools(ca.ClientCAs)
+		sites = append(sites, site)
+	}
+	s.sites, err = tlsengine.NewSites(sites, g.DefaultSite)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return s, nil
+}
+
+func sameOriginOptions(a, b *configs.Config) bool {
+	ga, gb := &a.Gateway, &b.Gateway
+	return ga.OriginConnectTimeout == gb.OriginConnectTimeout && ga.OriginTimeout == gb.OriginTimeout &&
+		ga.MaxConnsPerOrigin == gb.MaxConnsPerOrigin && ga.MaxResponseBytes == gb.MaxResponseBytes
+}
+
+// caPools builds a site's client-CA pools. The generation is a hash of the
+// CA certificates, so an unchanged CA keeps its cached verdicts across a
+// reload while any change invalidates them.
+func caPools(cas []*configs.ClientCA) (roots, inters *x509.CertPool, gen uint64) {
+	if len(cas) == 0 {
+		return nil, nil, 0
+	}
+	roots, inters = x509.NewCertPool(), x509.NewCertPool()
+	h := xxhash.New()
+	for _, ca := range cas {
+		for _, c := range ca.Roots {
+			roots.AddCert(c)
+			_, _ = h.Write(c.Raw)
+		}
+		for _, c := range ca.Intermediates {
+			inters.AddCert(c)
+			_, _ = h.Write(c.Raw)
+		}
+	}
+	return roots, inters, h.Sum64() | 1
+}
+
+// verifyToken checks a presented session token for an application,
+// consulting the verified-token cache first.
+func (s *snapshot) verifyToken(tok, aud string, now time.Time) (*policy.Claims, error) {
+	return s.keys.VerifyCached(s.tokenCache, tok, aud, s.issuer, now)
+}
+
+// mintFor mints the token of an allowed request: claims from the policy
+// input (the certificate's identity, or the token's standing in for it).
+func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision) (string, error) {
+	claims, err := app.policy.NewClaims(s.issuer, in, d)
+	if err != nil {
+		return "", err
+	}
+	return s.keys.Mint(claims)
+}

@@ -1,0 +1,98 @@
+// Package demo prepares what `make run` needs: a demo PKI and token key in a
+// folder (created on first start, reused after), a loopback echo origin, and
+// the curl commands that show the Access flow end to end.
+package demo
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/pki"
+)
+
+// Device certificate names the demo issues.
+var Devices = []string{"sensor-0001", "sensor-0002"}
+
+// Files the demo writes besides those the embedded configuration names.
+const (
+	RootCA = "pki/ca.pem" // the root alone: what curl --cacert takes
+)
+
+// DeviceCert and DeviceKey are the paths of a device's certificate (with its
+// intermediate, so the chain is sent) and key: the seed's example.pem and
+// key.pem shapes.
+func DeviceCert(name string) string { return filepath.Join("pki", "devices", name+".pem") }
+
+// DeviceKey is the path of a device's private key.
+func DeviceKey(name string) string { return filepath.Join("pki", "devices", name+"-key.pem") }
+
+// Prepare makes sure dir holds the demo PKI: a root and an intermediate CA,
+// server certificates for the demo domains, device certificates and a token
+// signing key. It creates them only when the root is missing and reports
+// whether it did.
+func Prepare(dir string) (created bool, err error) {
+	if _, err := os.Stat(filepath.Join(dir, configs.DemoCAChain)); err == nil {
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("demo: %w", err)
+	}
+	root, err := pki.NewRoot(pki.Root("fleetgate demo root CA"))
+	if err != nil {
+		return false, err
+	}
+	inter, err := root.Issue(pki.Intermediate("fleetgate demo intermediate CA"))
+	if err != nil {
+		return false, err
+	}
+	path := func(rel string) string { return filepath.Join(dir, rel) }
+	if err := writeAll(path(configs.DemoCAChain), pki.ChainPEM(inter, root)); err != nil {
+		return false, err
+	}
+	if err := writeAll(path(RootCA), root.CertPEM()); err != nil {
+		return false, err
+	}
+	servers := []struct{ host, cert, key string }{
+		{"devices.fleet.test", configs.DemoDevicesCert, configs.DemoDevicesKey},
+		{"app.fleet.test", configs.DemoAppCert, configs.DemoAppKey},
+	}
+	for _, s := range servers {
+		c, err := inter.Issue(pki.Server(s.host))
+		if err != nil {
+			return false, err
+		}
+		if err := c.WriteFiles(path(s.cert), path(s.key), inter); err != nil {
+			return false, err
+		}
+	}
+	for _, name := range Devices {
+		c, err := inter.Issue(pki.Device(name))
+		if err != nil {
+			return false, err
+		}
+		if err := c.WriteFiles(path(DeviceCert(name)), path(DeviceKey(name)), inter); err != nil {
+			return false, err
+		}
+	}
+	tokenKey, err := pki.NewKey(pki.ECDSAP256)
+	if err != nil {
+		return false, err
+	}
+	if err := pki.WriteKey(path(configs.DemoTokenKey), tokenKey); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func writeAll(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	return nil
+}

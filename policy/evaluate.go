@@ -1,0 +1,241 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// Reasons that do not name a policy. They appear in access logs and 403
+// bodies, so they are stable.
+const (
+	ReasonNoPolicyMatched = "no policy matched"
+	ReasonTokenForeign    = "token not valid for this application"
+	ReasonTokenExpired    = "token expired"
+)
+
+// Decision is the outcome of evaluating an application's policies for one
+// request.
+type Decision struct {
+	// Allowed is true when the request may go to the origin.
+	Allowed bool
+	// Action is the matched policy's action; Deny when nothing matched.
+	Action Action
+	// Policy is the matched policy's name, "" when none matched.
+	Policy string
+	// Reason is a short text for the access log and the 403 body, such as
+	// `allowed by policy "fleet devices"` or "certificate expired".
+	Reason string
+	// ServiceAuthFailed is true when the request was refused and the
+	// application has a non_identity policy (that therefore did not admit
+	// it); with Application.ServiceAuth401 the gateway answers 401, not 403.
+	ServiceAuthFailed bool
+	// SessionDuration is the effective session length when Mint: the
+	// policy's if it sets one, else the application's. 0 means "no
+	// duration": a one-request token, never a cookie.
+	SessionDuration time.Duration
+	// Mint is true when the gateway must mint a token: allowed by an allow or
+	// non_identity policy (bypass admits without any token).
+	Mint bool
+}
+
+// plan is what Compile precomputes for Evaluate.
+type plan struct {
+	reasons []string // per policy: "allowed by policy …" or "denied by policy …"
+}
+
+// Compile checks the application's policies, fills AUD with
+// DeriveAUD(Name) when it is empty, and precomputes the reason texts so that
+// Evaluate does not allocate. Call it once after building the Application and
+// before sharing it between goroutines; call it again after changing
+// Policies. Evaluate works without it (it then allocates one string per
+// decision that names a policy).
+func (a *Application) Compile() error {
+	var errs []error
+	reasons := make([]string, len(a.Policies))
+	for i := range a.Policies {
+		p := &a.Policies[i]
+		if p.Action > NonIdentity {
+			errs = append(errs, fmt.Errorf("policy: application %q: policies[%d] %q: unknown action %d", a.Name, i, p.Name, p.Action))
+		}
+		for _, list := range [...]struct {
+			name string
+			sels []Selector
+		}{{"include", p.Include}, {"require", p.Require}, {"exclude", p.Exclude}} {
+			for j, s := range list.sels {
+				if s == nil {
+					errs = append(errs, fmt.Errorf("policy: application %q: policies[%d] %q: %s[%d] is nil", a.Name, i, p.Name, list.name, j))
+				}
+			}
+		}
+		reasons[i] = policyReason(p)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if a.AUD == "" {
+		a.AUD = DeriveAUD(a.Name)
+	}
+	a.plan = &plan{reasons: reasons}
+	return nil
+}
+
+// policyReason is the reason text of a decision made by p.
+func policyReason(p *Policy) string {
+	if p.Action == Deny {
+		return "denied by policy " + strconv.Quote(p.Name)
+	}
+	return "allowed by policy " + strconv.Quote(p.Name)
+}
+
+// Evaluate decides one request. Order, as Cloudflare Access does it:
+// bypass and non_identity policies first in file order, then allow and deny
+// in file order; the first policy that matches decides; no match denies.
+//
+// A certificate that was presented but is not valid denies the request with
+// the certificate's reason, even when a token is present: only bypass
+// policies, which admit without checks, are evaluated before that. When no
+// certificate was presented, a verified token for this application (see
+// Input.Subject) stands in for the certificate it was minted after, so a
+// session cookie keeps working while the policies are still evaluated on
+// every request.
+//
+// Evaluate never allocates once Compile has run, and is safe for concurrent
+// use.
+func (a *Application) Evaluate(in *Input) Decision {
+	if in == nil {
+		return a.refuse(verdict.Missing.Reason())
+	}
+	kind := verdict.Missing
+	if in.Cert != nil {
+		kind = in.Cert.Kind
+	}
+	certBad := kind != verdict.Valid && kind != verdict.Missing
+	tokenReason := ""
+	if kind == verdict.Missing { // only then does a token stand in for anything
+		tokenReason = a.tokenProblem(in)
+	}
+
+	// Pass 1: bypass and non_identity, in file order.
+	for i := range a.Policies {
+		p := &a.Policies[i]
+		if !p.Action.early() {
+			continue
+		}
+		if p.Action == NonIdentity && (certBad || tokenReason != "") {
+			continue
+		}
+		if p.matches(in) {
+			return a.decide(i)
+		}
+	}
+	if certBad {
+		return a.refuse(kind.Reason())
+	}
+	if tokenReason != "" {
+		return a.refuse(tokenReason)
+	}
+	// Pass 2: allow and deny, in file order.
+	for i := range a.Policies {
+		p := &a.Policies[i]
+		if p.Action.early() {
+			continue
+		}
+		if p.matches(in) {
+			return a.decide(i)
+		}
+	}
+	if kind != verdict.Valid && in.Token == nil {
+		return a.refuse(kind.Reason())
+	}
+	return a.refuse(ReasonNoPolicyMatched)
+}
+
+// tokenProblem returns why in.Token must not be trusted for this application,
+// or "" when it may (or when there is none). The gateway verifies tokens
+// before evaluation; this is a cheap second check so that a wiring mistake
+// fails closed.
+func (a *Application) tokenProblem(in *Input) string {
+	t := in.Token
+	if t == nil {
+		return ""
+	}
+	if t.NoDuration || a.AUD == "" || !t.hasAudience(a.AUD) {
+		return ReasonTokenForeign
+	}
+	if !in.Now.IsZero() && in.Now.Unix() >= t.Exp+skewSeconds {
+		return ReasonTokenExpired
+	}
+	return ""
+}
+
+// decide builds the decision of policy i, which matched.
+func (a *Application) decide(i int) Decision {
+	p := &a.Policies[i]
+	d := Decision{Action: p.Action, Policy: p.Name, Reason: a.reason(i)}
+	if p.Action == Deny {
+		d.ServiceAuthFailed = a.hasNonIdentity()
+		return d
+	}
+	d.Allowed = true
+	if p.Action != Bypass {
+		d.Mint = true
+		d.SessionDuration = a.SessionDuration
+		if p.HasSessionDuration {
+			d.SessionDuration = p.SessionDuration
+		}
+	}
+	return d
+}
+
+// refuse builds a denial that no policy made.
+func (a *Application) refuse(reason string) Decision {
+	return Decision{Action: Deny, Reason: reason, ServiceAuthFailed: a.hasNonIdentity()}
+}
+
+// reason returns policy i's precomputed reason, or builds it when Compile
+// has not run (or Policies changed since).
+func (a *Application) reason(i int) string {
+	if pl := a.plan; pl != nil && len(pl.reasons) == len(a.Policies) {
+		return pl.reasons[i]
+	}
+	return policyReason(&a.Policies[i])
+}
+
+func (a *Application) hasNonIdentity() bool {
+	for i := range a.Policies {
+		if a.Policies[i].Action == NonIdentity {
+			return true
+		}
+	}
+	return false
+}
+
+// matches applies the rules: include OR (an empty include never matches),
+// require AND, exclude NOT.
+func (p *Policy) matches(in *Input) bool {
+	ok := false
+	for _, s := range p.Include {
+		if s != nil && s.Match(in) {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return false
+	}
+	for _, s := range p.Require {
+		if s == nil || !s.Match(in) {
+			return false
+		}
+	}
+	for _, s := range p.Exclude {
+		if s == nil || s.Match(in) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,155 @@
+package policy
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+)
+
+// TokenType is the "type" claim of every token fleetgate mints, as in
+// Cloudflare Access application tokens.
+const TokenType = "app"
+
+// NoDurationLifetime is how long a "no duration" token lives: long enough for
+// the origin to check the one request it travels with, never a session.
+const NoDurationLifetime = 10 * time.Second
+
+// ClaimsParams are the inputs of NewClaims.
+type ClaimsParams struct {
+	AUD    string // the application's audience tag; aud = [AUD]
+	Issuer string // iss: the gateway's issuer URL
+	// CommonName and CertSHA256 identify the device: set them only from a
+	// valid certificate, or from the session token that stood in for one
+	// (Input.Subject gives exactly that). A token whose CertSHA256 is empty
+	// never satisfies a certificate selector when presented back.
+	CommonName string
+	CertSHA256 string
+	Policy     string        // the name of the policy that admitted the request
+	Duration   time.Duration // the session length; 0 (or less): no duration
+	Now        time.Time     // iat and nbf; policy never reads the clock
+}
+
+// NewClaims returns the claims of a token to mint: aud = [p.AUD], iss, sub
+// "", type "app", iat = nbf = p.Now, exp = p.Now + p.Duration (rounded up
+// to a second), a random 128-bit identity_nonce (hex), common_name,
+// cert_sha256 and policy. When p.Duration is 0 the token is a "no duration"
+// one: NoDuration set and exp NoDurationLifetime after iat; it is for the
+// origin only and refused when presented back.
+//
+// The nonce comes from crypto/rand, which never fails (since Go 1.24 a
+// broken system random source aborts the program instead).
+func NewClaims(p ClaimsParams) *Claims {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	now := p.Now.Unix()
+	c := &Claims{
+		Aud:           []string{p.AUD},
+		Iss:           p.Issuer,
+		Sub:           "",
+		Type:          TokenType,
+		Iat:           now,
+		Nbf:           now,
+		IdentityNonce: hex.EncodeToString(nonce[:]),
+		CommonName:    p.CommonName,
+		CertSHA256:    p.CertSHA256,
+		Policy:        p.Policy,
+	}
+	if p.Duration <= 0 {
+		c.NoDuration = true
+		c.Exp = now + int64(NoDurationLifetime/time.Second)
+	} else {
+		c.Exp = now + int64((p.Duration+time.Second-1)/time.Second)
+	}
+	return c
+}
+
+// NewClaims is NewClaims for a request this application admitted: the
+// identity is in.Subject() (the certificate's, or that of the session token
+// that stood in for it, so a token re-minted for a cookie-only request keeps
+// the device's identity), the policy and duration are d's, the time is
+// in.Now. It refuses a decision that does not mint (d.Mint false), a nil
+// input, a negative duration and an application without AUD.
+func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, error) {
+	if in == nil {
+		return nil, errors.New("policy: NewClaims: nil input")
+	}
+	if !d.Mint {
+		return nil, errors.New("policy: NewClaims: the decision does not mint a token")
+	}
+	if a.AUD == "" {
+		return nil, fmt.Errorf("policy: NewClaims: application %q has no AUD", a.Name)
+	}
+	if d.SessionDuration < 0 {
+		return nil, fmt.Errorf("policy: NewClaims: negative session duration %s", d.SessionDuration)
+	}
+	p := ClaimsParams{AUD: a.AUD, Issuer: issuer, Policy: d.Policy, Duration: d.SessionDuration, Now: in.Now}
+	if s, ok := in.Subject(); ok {
+		p.CommonName, p.CertSHA256 = s.CommonName, s.CertSHA256
+	}
+	return NewClaims(p), nil
+}
+
+// Mint signs c with the current key and returns the compact JWS
+// (header.payload.signature, base64url). The claims are used as given.
+func (ks *KeySet) Mint(c *Claims) (string, error) {
+	if c == nil {
+		return "", errors.New("policy: Mint: nil claims")
+	}
+	if ks == nil || len(ks.keys) == 0 {
+		return "", errors.New("policy: Mint: empty KeySet (use NewKeySet)")
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("policy: Mint: %w", err)
+	}
+	k := ks.keys[0]
+	n := len(k.header) + 1 + b64.EncodedLen(len(payload))
+	buf := make([]byte, 0, n+1+b64.EncodedLen(512))
+	buf = append(buf, k.header...)
+	buf = append(buf, '.')
+	buf = b64.AppendEncode(buf, payload)
+	sig, err := k.sign(buf)
+	if err != nil {
+		return "", fmt.Errorf("policy: Mint: %w", err)
+	}
+	buf = append(buf, '.')
+	buf = b64.AppendEncode(buf, sig)
+	return string(buf), nil
+}
+
+// sign returns the JWS signature over the signing input: raw r||s for
+// ES256 (RFC 7518 §3.4, not DER), Ed25519 over the message for EdDSA,
+// PKCS #1 v1.5 for RS256.
+func (k *tokenKey) sign(input []byte) ([]byte, error) {
+	switch k.alg {
+	case AlgEdDSA:
+		return k.signer.Sign(rand.Reader, input, crypto.Hash(0))
+	case AlgRS256:
+		d := sha256.Sum256(input)
+		return k.signer.Sign(rand.Reader, d[:], crypto.SHA256)
+	case AlgES256:
+		d := sha256.Sum256(input)
+		der, err := k.signer.Sign(rand.Reader, d[:], crypto.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		var rs struct{ R, S *big.Int }
+		rest, err := asn1.Unmarshal(der, &rs)
+		if err != nil || len(rest) != 0 || rs.R == nil || rs.S == nil ||
+			rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
+			return nil, errors.New("ECDSA signer returned a malformed signature")
+		}
+		out := make([]byte, 64)
+		rs.R.FillBytes(out[:32])
+		rs.S.FillBytes(out[32:])
+		return out, nil
+	}
+	return nil, fmt.Errorf("unknown algorithm %q", k.alg)
+}

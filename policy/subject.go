@@ -1,0 +1,36 @@
+package policy
+
+import "github.com/fleetgate/fleetgate/internal/verdict"
+
+// Subject is the device identity that selectors match on.
+type Subject struct {
+	CommonName string // the leaf certificate's CN
+	CertSHA256 string // lower-case hex SHA-256 of the leaf DER
+	// FromToken is true when the identity comes from a token that stands in
+	// for a certificate not presented on this request.
+	FromToken bool
+}
+
+// Subject returns the identity selectors match on, and whether there is one:
+//   - the certificate's, when the verdict is Valid;
+//   - else, when no certificate was presented and Token is a session token
+//     minted after a valid certificate (CertSHA256 set, not a no-duration
+//     token), the token's: a session cookie stands in for the certificate;
+//   - else none. A certificate presented but not valid never falls back to a
+//     token (why: a device whose certificate was revoked or expired must not
+//     keep access through an older cookie).
+//
+// A token minted by an `everyone` policy for a device without certificate
+// carries no CertSHA256, so it never satisfies a certificate selector.
+func (in *Input) Subject() (Subject, bool) {
+	if c := in.Cert; c != nil && c.Kind != verdict.Missing {
+		if c.Kind != verdict.Valid {
+			return Subject{}, false
+		}
+		return Subject{CommonName: c.Identity.CommonName, CertSHA256: c.Identity.SHA256}, true
+	}
+	if t := in.Token; t != nil && !t.NoDuration && t.CertSHA256 != "" {
+		return Subject{CommonName: t.CommonName, CertSHA256: t.CertSHA256, FromToken: true}, true
+	}
+	return Subject{}, false
+}

@@ -1,0 +1,357 @@
+package tlsengine
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// Conn states, guarded by Conn.mu.
+const (
+	stateHandshake = iota // handshake goroutine running
+	stateOpen             // handshake done, application data flows
+	stateClosing          // close_notify or alert sent, draining, then transport Close
+)
+
+// Drain polling: first and longest interval between OutboundBuffered checks.
+const (
+	drainFirstPoll = time.Millisecond
+	drainMaxPoll   = 50 * time.Millisecond
+)
+
+// Conn is one TLS connection driven by an event loop.
+//
+// Threading: Feed, Read and Release are for the connection's event loop
+// (OnTraffic, OnClose). Write and Close may be called from any goroutine.
+// The handshake accessors return zero values until HandshakeComplete.
+//
+// Errors from Feed and Read other than ErrWouldBlock mean the engine is
+// already closing the connection, after flushing what is queued (an alert or
+// close_notify): the event handler should return gnet.None, not gnet.Close,
+// which would drop pending output.
+type Conn struct {
+	eng    *Engine
+	t      Transport
+	shim   *shim
+	tls    *tls.Conn
+	opened time.Time
+
+	// Written by the handshake goroutine before complete is set.
+	site       *Site
+	serverName string
+	verdict    *verdict.Verdict
+	rejected   bool
+	state      tls.ConnectionState
+	hsDur      time.Duration
+
+	complete atomic.Bool
+	closing  atomic.Bool
+	value    atomic.Pointer[valueBox]
+
+	mu             sync.Mutex
+	phase          int
+	closeRequested bool
+
+	readErr error // event loop only
+
+	// Drain state: touched only in AsyncWrite callbacks (the event loop).
+	drainDelay    time.Duration
+	drainLast     int
+	drainProgress time.Time
+}
+
+type valueBox struct{ v any }
+
+// handshake runs the server handshake on its own goroutine, computes the
+// verdict inside the CPU slot, then either opens the connection (waking the
+// loop for bytes that came with the client's Finished) or closes it.
+func (c *Conn) handshake() {
+	e := c.eng
+	defer e.adm.leave()
+	timer := time.AfterFunc(e.timeout, func() { c.shim.stopHandshake(rTimeout, ErrHandshakeTimeout) })
+	err := c.tls.Handshake()
+	timer.Stop()
+	if err == nil && c.verdict == nil {
+		// Still on the handshake goroutine, inside a CPU slot: the verdict is
+		// part of the handshake's cost. It is computed from the completed
+		// state, so resumed sessions are judged too.
+		c.shim.cpu.acquireNow()
+		c.verdict = c.judge(c.tls.ConnectionState().PeerCertificates)
+	}
+	c.shim.cpu.release()
+	abort := c.shim.endHandshake()
+	cs := c.tls.ConnectionState()
+	c.hsDur = time.Since(c.opened)
+	why := rOK
+	if err != nil {
+		why = classify(abort, c.shim.unknownSNI.Load(), c.shim.isOversized(), c.rejected, err)
+	}
+	ev := HandshakeEvent{
+		Reason:     why.String(),
+		Conn:       c,
+		Site:       c.site,
+		ServerName: c.serverName,
+		Duration:   c.hsDur,
+		Version:    cs.Version,
+		Resumed:    cs.DidResume,
+		Err:        err,
+	}
+	if err == nil || c.rejected {
+		ev.Verdict = c.verdict
+	}
+	e.adm.counts[why].Add(1)
+
+	c.mu.Lock()
+	if err != nil {
+		c.phase = stateClosing
+	} else {
+		c.state = cs
+		c.phase = stateOpen
+		c.complete.Store(true)
+	}
+	closeRequested := c.closeRequested
+	c.mu.Unlock()
+
+	e.obs.Handshake(ev)
+	if err != nil {
+		if e.log.Enabled(context.Background(), slog.LevelDebug) {
+			e.log.LogAttrs(context.Background(), slog.LevelDebug, "tls handshake failed",
+				slog.String("reason", ev.Reason), slog.String("server_name", ev.ServerName),
+				slog.Duration("duration", ev.Duration), slog.String("error", err.Error()))
+		}
+		c.closing.Store(true)
+		c.drain()
+		return
+	}
+	if closeRequested {
+		c.beginClose(true) // Close was called while the handshake finished
+		return
+	}
+	if !c.shim.released.Load() {
+		_ = c.t.Wake(nil)
+	}
+}
+
+// judge returns the verdict for a presented chain.
+func (c *Conn) judge(chain []*x509.Certificate) *verdict.Verdict {
+	if len(chain) == 0 {
+		return &verdict.Verdict{Kind: verdict.Missing}
+	}
+	v := c.eng.verifier.Verdict(c.site, chain, c.eng.now())
+	return &v
+}
+
+// verifyDuringHandshake is VerifyConnection for RejectInvalid sites: the
+// chain is judged inside the handshake, and a bad one fails it with
+// bad_certificate.
+func (c *Conn) verifyDuringHandshake(cs tls.ConnectionState) error {
+	c.verdict = c.judge(cs.PeerCertificates)
+	if !c.verdict.OK() {
+		c.rejected = true
+		return fmt.Errorf("%w: %s", ErrCertificateRejected, c.verdict.Kind)
+	}
+	return nil
+}
+
+// Feed hands the connection bytes received by the event loop (OnTraffic,
+// with c.Next(-1)); it copies them. During the handshake the bytes go to the
+// handshake goroutine; after it, call Read until ErrWouldBlock.
+func (c *Conn) Feed(data []byte) error {
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	err := c.shim.feed(data)
+	if err != nil && c.complete.Load() {
+		c.beginClose(false)
+	}
+	return err
+}
+
+// Read decrypts buffered records into p. It never blocks: with no complete
+// record buffered (or before the handshake completes) it returns
+// ErrWouldBlock. Records without application data (KeyUpdate, which
+// crypto/tls answers itself, NewSessionTicket, warning alerts, empty records)
+// are consumed silently. n > 0 always comes with a nil error; io.EOF means
+// the peer sent close_notify.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.readErr != nil {
+		return 0, c.readErr
+	}
+	if !c.complete.Load() {
+		if c.closing.Load() {
+			return 0, ErrClosed
+		}
+		return 0, ErrWouldBlock
+	}
+	n, err := c.tls.Read(p)
+	if err == nil || errors.Is(err, ErrWouldBlock) {
+		return n, err
+	}
+	c.readErr = err
+	c.beginClose(errors.Is(err, io.EOF))
+	if n > 0 {
+		return n, nil
+	}
+	return 0, err
+}
+
+// Write encrypts p and queues the records on the event loop. It is safe to
+// call from any goroutine (the gateway writes responses from origin
+// goroutines) and never blocks on the network.
+func (c *Conn) Write(p []byte) (int, error) {
+	if !c.complete.Load() {
+		return 0, ErrHandshakeIncomplete
+	}
+	if c.closing.Load() {
+		return 0, ErrClosed
+	}
+	return c.tls.Write(p)
+}
+
+// Close ends the connection gracefully: it sends close_notify, waits until
+// the transport's outbound buffer has drained (so a large response to a slow
+// reader is not truncated; DrainTimeout bounds a reader that stops reading),
+// then closes the transport. It returns at once and may be called from any
+// goroutine, any number of times. During the handshake it aborts it.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	switch c.phase {
+	case stateHandshake:
+		c.closeRequested = true
+		c.mu.Unlock()
+		c.shim.stopHandshake(rClosed, ErrClosed)
+		return nil
+	case stateOpen:
+		c.mu.Unlock()
+		c.beginClose(true)
+		return nil
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// beginClose moves an open connection to closing: optional close_notify,
+// then drain and close.
+func (c *Conn) beginClose(notify bool) {
+	c.mu.Lock()
+	if c.phase != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	c.phase = stateClosing
+	c.mu.Unlock()
+	if notify && c.complete.Load() {
+		_ = c.tls.CloseWrite() // close_notify, queued behind every record written so far
+	}
+	c.closing.Store(true)
+	c.drain()
+}
+
+// Release tells the engine the transport is gone; call it from OnClose. A
+// handshake in progress is aborted and nothing more is written.
+func (c *Conn) Release() {
+	c.shim.release()
+}
+
+// drain closes the transport once its outbound buffer is empty. AsyncWrite's
+// callback only means the bytes reached gnet's buffer, and gnet's close
+// writes what is left just once, non-blocking, then drops the rest; so the
+// engine polls OutboundBuffered from an (empty) AsyncWrite callback, which
+// runs on the loop after every record queued before it.
+func (c *Conn) drain() {
+	if c.shim.released.Load() {
+		return
+	}
+	if err := c.t.AsyncWrite(nil, c.drainCheck); err != nil {
+		_ = c.t.Close()
+	}
+}
+
+func (c *Conn) drainCheck(_ gnet.Conn, err error) error {
+	if err != nil || c.shim.released.Load() {
+		return nil // the transport is already closed
+	}
+	n := c.t.OutboundBuffered()
+	now := time.Now()
+	switch {
+	case n == 0:
+		return c.t.Close()
+	case c.drainDelay == 0 || n < c.drainLast:
+		c.drainProgress = now
+	case now.Sub(c.drainProgress) > c.eng.drainTimeout:
+		return c.t.Close() // the reader stopped reading
+	}
+	c.drainLast = n
+	c.drainDelay = min(max(2*c.drainDelay, drainFirstPoll), drainMaxPoll)
+	time.AfterFunc(c.drainDelay, c.drain)
+	return nil
+}
+
+// HandshakeComplete reports whether the handshake succeeded; the accessors
+// below are meaningful only once it has.
+func (c *Conn) HandshakeComplete() bool { return c.complete.Load() }
+
+// Verdict is the client chain's verdict (Missing when none was presented).
+// The engine never refuses a connection for its verdict unless the site has
+// RejectInvalid: the gateway answers 403 with the reason (DESIGN decision 2).
+func (c *Conn) Verdict() *verdict.Verdict {
+	if !c.complete.Load() {
+		return nil
+	}
+	return c.verdict
+}
+
+// Site is the site the ClientHello selected.
+func (c *Conn) Site() *Site {
+	if !c.complete.Load() {
+		return nil
+	}
+	return c.site
+}
+
+// ServerName is the SNI the client sent ("" if none); the gateway checks the
+// HTTP Host against it.
+func (c *Conn) ServerName() string {
+	if !c.complete.Load() {
+		return ""
+	}
+	return c.serverName
+}
+
+// ConnectionState is crypto/tls's state as of the end of the handshake.
+func (c *Conn) ConnectionState() tls.ConnectionState {
+	if !c.complete.Load() {
+		return tls.ConnectionState{}
+	}
+	return c.state
+}
+
+// HandshakeDuration runs from Open to the end of the handshake and verdict.
+func (c *Conn) HandshakeDuration() time.Duration {
+	if !c.complete.Load() {
+		return 0
+	}
+	return c.hsDur
+}
+
+// SetValue attaches the gateway's own per-connection value.
+func (c *Conn) SetValue(v any) { c.value.Store(&valueBox{v}) }
+
+// Value returns what SetValue stored, or nil.
+func (c *Conn) Value() any {
+	if b := c.value.Load(); b != nil {
+		return b.v
+	}
+	return nil
+}

@@ -1,0 +1,266 @@
+package tlsengine
+
+import (
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TLS record framing, for handing crypto/tls complete records only.
+const (
+	recordHeaderLen = 5
+	// maxCiphertext is the largest record TLS 1.2 allows (2^14 + 2048);
+	// TLS 1.3's bound is smaller and crypto/tls enforces it itself.
+	maxCiphertext = 16384 + 2048
+
+	recordTypeCCS       = 20
+	recordTypeAlert     = 21
+	recordTypeHeartbeat = 24
+
+	alertLevelFatal         = 2
+	alertInternalError      = 80
+	alertUnrecognizedName   = 112
+	compactThreshold        = 4096
+	dropBufferAboveCapacity = 32 << 10
+)
+
+// shim is the in-memory net.Conn that crypto/tls runs over (DESIGN decision
+// 1). The event loop appends received bytes with feed; crypto/tls reads them
+// with Read and writes records with Write, which go out by Transport.AsyncWrite.
+//
+// Read has two modes. During the handshake it is called on the handshake's
+// goroutine and blocks: it gives the CPU slot back while no record is
+// buffered and takes it again before returning bytes. After the handshake it
+// is called on the event loop and never blocks: with no complete record it
+// returns ErrWouldBlock, a temporary net.Error that crypto/tls passes through
+// without poisoning the connection.
+//
+// Read hands out only bytes of records that are entirely buffered, so
+// crypto/tls never waits in the middle of a record. A header that crypto/tls
+// rejects by itself (not a TLS record type, a version byte that is not 3,
+// an oversized length) switches to passthrough so the rejection, and its
+// alert, happen at once instead of after waiting for a body.
+type shim struct {
+	t    Transport
+	conn *Conn
+
+	mu          sync.Mutex
+	in          []byte // received, not yet read by crypto/tls: in[off:]
+	off         int
+	ready       int  // in[off:ready] may be handed to crypto/tls
+	passthrough bool // framing abandoned: every byte is ready
+	oversized   bool // a header announced a record longer than maxCiphertext
+	maxInbound  int
+	handshaking bool   // blocking mode
+	abortErr    error  // why the handshake was aborted, if it was
+	abortWhy    reason // the counter for abortErr
+	notify      chan struct{}
+	abort       chan struct{} // closed when abortErr is set
+	abortOnce   sync.Once
+
+	released   atomic.Bool // the transport is gone (OnClose)
+	unknownSNI atomic.Bool // rewrite crypto/tls's internal_error alert to unrecognized_name
+
+	cpu slot // handshake goroutine only
+}
+
+func newShim(c *Conn, t Transport, a *admission, maxInbound int) *shim {
+	return &shim{
+		t:           t,
+		conn:        c,
+		maxInbound:  maxInbound,
+		handshaking: true,
+		notify:      make(chan struct{}, 1),
+		abort:       make(chan struct{}),
+		cpu:         slot{a: a},
+	}
+}
+
+// feed appends bytes received by the event loop. It copies data: gnet
+// reuses its read buffer.
+func (s *shim) feed(data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if s.released.Load() {
+		return ErrClosed
+	}
+	s.mu.Lock()
+	if len(s.in)-s.off+len(data) > s.maxInbound {
+		s.mu.Unlock()
+		s.stopHandshake(rInboundOverflow, ErrInboundOverflow)
+		return ErrInboundOverflow
+	}
+	if s.off > 0 && (s.off == len(s.in) || s.off >= compactThreshold && s.off >= len(s.in)/2) {
+		n := copy(s.in, s.in[s.off:])
+		s.in = s.in[:n]
+		s.ready -= s.off
+		s.off = 0
+	}
+	s.in = append(s.in, data...)
+	s.frame()
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// frame advances s.ready over every complete record. Called with s.mu held.
+func (s *shim) frame() {
+	for !s.passthrough {
+		rest := s.in[s.ready:]
+		if len(rest) < recordHeaderLen {
+			break
+		}
+		typ, major := rest[0], rest[1]
+		n := int(rest[3])<<8 | int(rest[4])
+		if n > maxCiphertext || typ < recordTypeCCS || typ > recordTypeHeartbeat || major != 3 {
+			// crypto/tls refuses this from the header alone; let it.
+			s.passthrough = true
+			s.oversized = n > maxCiphertext && typ >= recordTypeCCS && typ <= recordTypeHeartbeat && major == 3
+			break
+		}
+		if len(rest) < recordHeaderLen+n {
+			break
+		}
+		s.ready += recordHeaderLen + n
+	}
+	if s.passthrough {
+		s.ready = len(s.in)
+	}
+}
+
+// take copies ready bytes into p. Called with s.mu held.
+func (s *shim) take(p []byte) int {
+	n := copy(p, s.in[s.off:s.ready])
+	s.off += n
+	if s.off == len(s.in) {
+		s.in, s.off, s.ready = s.in[:0], 0, 0
+		if cap(s.in) > dropBufferAboveCapacity {
+			s.in = nil
+		}
+	}
+	return n
+}
+
+// Read implements net.Conn for crypto/tls; see the type's comment.
+func (s *shim) Read(p []byte) (int, error) {
+	for {
+		s.mu.Lock()
+		blocking, err, avail := s.handshaking, s.abortErr, s.ready-s.off
+		if err == nil && avail > 0 && (!blocking || s.cpu.held) {
+			n := s.take(p)
+			s.mu.Unlock()
+			return n, nil
+		}
+		s.mu.Unlock()
+		switch {
+		case err != nil:
+			return 0, err
+		case s.released.Load():
+			return 0, io.EOF
+		case !blocking:
+			return 0, ErrWouldBlock
+		case avail > 0:
+			// Bytes to compute on: take a CPU slot first (abortable), then
+			// loop to hand them out.
+			if !s.cpu.acquire(s.abort) {
+				continue // abortErr is set now
+			}
+		default:
+			// Nothing to compute on: never hold a CPU slot while waiting.
+			s.cpu.release()
+			select {
+			case <-s.notify:
+			case <-s.abort:
+			}
+		}
+	}
+}
+
+// Write implements net.Conn for crypto/tls: each record is copied (crypto/tls
+// reuses its buffer and AsyncWrite does not copy) and queued on the loop.
+func (s *shim) Write(b []byte) (int, error) {
+	if s.released.Load() {
+		return 0, net.ErrClosed
+	}
+	buf := make([]byte, len(b))
+	copy(buf, b)
+	if s.unknownSNI.Load() && len(buf) >= 7 && buf[0] == recordTypeAlert && buf[3] == 0 && buf[4] == 2 &&
+		buf[5] == alertLevelFatal && buf[6] == alertInternalError {
+		// crypto/tls answers a failing GetConfigForClient with internal_error;
+		// the right answer to an unknown name is unrecognized_name (RFC 6066).
+		// This is the plaintext alert that precedes any ServerHello.
+		buf[6] = alertUnrecognizedName
+	}
+	if err := s.t.AsyncWrite(buf, nil); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// stopHandshake aborts a handshake in progress: a blocked Read returns err.
+// The first cause wins. It does nothing once the handshake has ended.
+func (s *shim) stopHandshake(why reason, err error) {
+	s.mu.Lock()
+	if !s.handshaking || s.abortErr != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.abortErr, s.abortWhy = err, why
+	s.mu.Unlock()
+	s.abortOnce.Do(func() { close(s.abort) })
+}
+
+// endHandshake switches Read to its non-blocking mode and reports why the
+// handshake was aborted, if it was.
+func (s *shim) endHandshake() reason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.handshaking = false
+	if s.abortErr != nil {
+		return s.abortWhy
+	}
+	return rOK
+}
+
+// release records that the transport is gone (OnClose).
+func (s *shim) release() {
+	s.released.Store(true)
+	s.stopHandshake(rClosed, io.EOF)
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (s *shim) isOversized() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.oversized
+}
+
+// Close is a no-op: the engine closes the transport itself, after flushing.
+func (s *shim) Close() error { return nil }
+
+// LocalAddr and RemoteAddr are placeholders: the transport knows the real
+// addresses and crypto/tls does not need them.
+func (s *shim) LocalAddr() net.Addr  { return shimAddr{} }
+func (s *shim) RemoteAddr() net.Addr { return shimAddr{} }
+
+// Deadlines are no-ops: the handshake timeout is the engine's own timer and
+// after the handshake Read never blocks.
+func (s *shim) SetDeadline(time.Time) error      { return nil }
+func (s *shim) SetReadDeadline(time.Time) error  { return nil }
+func (s *shim) SetWriteDeadline(time.Time) error { return nil }
+
+type shimAddr struct{}
+
+func (shimAddr) Network() string { return "tlsengine" }
+func (shimAddr) String() string  { return "tlsengine" }
+
+var _ net.Conn = (*shim)(nil)

@@ -1,0 +1,647 @@
+package tlsengine
+
+// Test infrastructure for the engine's tests and benchmarks: a PKI fixture,
+// a minimal gnet server that drives the engine exactly as the gateway will,
+// an in-memory event loop and Transport for socket-free tests, and client
+// helpers. Names are prefixed "te" to stay clear of other test files.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// Site names served by the fixture.
+const (
+	teDevices = "devices.fleet.test" // client CA: root; the default site
+	teOpen    = "open.fleet.test"    // no client CA: no certificate requested
+	teStrict  = "strict.fleet.test"  // RejectInvalid
+	teWild    = "*.wild.test"        // wildcard
+	teTickets = "tickets.fleet.test" // SessionTickets
+)
+
+// teFixture is the PKI and sites shared by the tests (built once).
+type teFixture struct {
+	root, inter    *pki.Cert // the fleet CA; also issues the server cert
+	otherRoot      *pki.Cert // another CA
+	device         *pki.Cert // valid device of root/inter
+	otherDevice    *pki.Cert // device of otherRoot
+	deviceTLS      tls.Certificate
+	otherDeviceTLS tls.Certificate
+	server         tls.Certificate
+	clientRoots    *x509.CertPool
+	rootPEM        []byte // for openssl
+	devKeyPEM      []byte
+}
+
+var (
+	teFixtureOnce sync.Once
+	teFix         *teFixture
+)
+
+func fixture(tb testing.TB) *teFixture {
+	tb.Helper()
+	teFixtureOnce.Do(func() {
+		f := &teFixture{}
+		f.root = pki.MustRoot(pki.Root("Fleet Root"))
+		f.inter = f.root.MustIssue(pki.Intermediate("Fleet Intermediate"))
+		f.otherRoot = pki.MustRoot(pki.Root("Other Root"))
+		otherInter := f.otherRoot.MustIssue(pki.Intermediate("Other Intermediate"))
+		f.device = f.inter.MustIssue(pki.Device("sensor-0001"))
+		f.otherDevice = otherInter.MustIssue(pki.Device("intruder-0001"))
+		f.deviceTLS = f.device.TLSCertificate(f.inter)
+		f.otherDeviceTLS = f.otherDevice.TLSCertificate(otherInter)
+		srv := f.inter.MustIssue(pki.Server(teDevices, teOpen, teStrict, teWild, teTickets, "127.0.0.1"))
+		f.server = srv.TLSCertificate(f.inter)
+		f.clientRoots = pki.Pool(f.root)
+		f.rootPEM = f.root.CertPEM()
+		f.devKeyPEM = f.device.KeyPEM()
+		teFix = f
+	})
+	return teFix
+}
+
+// sites builds a fresh Sites table; def names the default site ("" for none).
+func (f *teFixture) sites(tb testing.TB, def string) *Sites {
+	tb.Helper()
+	mk := func(name string, roots bool) *Site {
+		s := &Site{Name: name, Certificates: []tls.Certificate{f.server}, Generation: 1}
+		if roots {
+			s.Roots = pki.Pool(f.root)
+		}
+		return s
+	}
+	strict := mk(teStrict, true)
+	strict.RejectInvalid = true
+	tickets := mk(teTickets, true)
+	tickets.SessionTickets = true
+	sites, err := NewSites([]*Site{mk(teDevices, true), mk(teOpen, false), strict, mk(teWild, true), tickets}, def)
+	if err != nil {
+		tb.Fatalf("NewSites: %v", err)
+	}
+	return sites
+}
+
+// config is an engine Config over the fixture's sites.
+func (f *teFixture) config(tb testing.TB) Config {
+	return Config{Sites: f.sites(tb, teDevices), Verifier: NewVerdictCache(1024)}
+}
+
+// client is a tls.Config for dialing serverName, presenting cert if given.
+func (f *teFixture) client(serverName string, cert *tls.Certificate) *tls.Config {
+	c := &tls.Config{RootCAs: f.clientRoots, ServerName: serverName}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c
+}
+
+// teServer is a minimal gnet server driving an Engine as the gateway does.
+//
+// Protocol, one command per line: "verdict" → the verdict kind; "site" →
+// site name and SNI; "echo X" → X; "big N" → N bytes of teStream from an
+// origin goroutine, then Close; "close" → Close.
+type teServer struct {
+	gnet.BuiltinEventEngine
+	eng     *Engine
+	addr    string // host:port
+	oneByte bool   // Feed one byte at a time
+	booted  chan struct{}
+	gn      gnet.Engine
+	errc    chan error
+}
+
+type teConnState struct {
+	tc   *Conn
+	line []byte
+	buf  [8192]byte
+}
+
+func (s *teServer) OnBoot(e gnet.Engine) gnet.Action {
+	s.gn = e
+	close(s.booted)
+	return gnet.None
+}
+
+func (s *teServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	tc, err := s.eng.Open(c)
+	if err != nil {
+		return nil, gnet.Close // ErrShed: refuse at once
+	}
+	c.SetContext(&teConnState{tc: tc})
+	return nil, gnet.None
+}
+
+func (s *teServer) OnTraffic(c gnet.Conn) gnet.Action {
+	st, _ := c.Context().(*teConnState)
+	if st == nil {
+		return gnet.Close
+	}
+	data, _ := c.Next(-1)
+	if s.oneByte {
+		for i := range data {
+			if st.tc.Feed(data[i:i+1]) != nil {
+				return gnet.None
+			}
+			st.readAll()
+		}
+	} else if st.tc.Feed(data) != nil {
+		return gnet.None // the engine closes after flushing
+	}
+	st.readAll()
+	return gnet.None
+}
+
+// readAll decrypts everything buffered and runs complete command lines.
+func (st *teConnState) readAll() {
+	for {
+		n, err := st.tc.Read(st.buf[:])
+		st.line = append(st.line, st.buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	for {
+		i := strings.IndexByte(string(st.line), '\n')
+		if i < 0 {
+			return
+		}
+		cmd := string(st.line[:i])
+		st.line = st.line[i+1:]
+		st.run(cmd)
+	}
+}
+
+func (st *teConnState) run(cmd string) {
+	tc := st.tc
+	verb, arg, _ := strings.Cut(cmd, " ")
+	switch verb {
+	case "verdict":
+		_, _ = tc.Write([]byte(tc.Verdict().Kind.String() + "\n"))
+	case "site":
+		_, _ = tc.Write([]byte(tc.Site().Name + " " + tc.ServerName() + "\n"))
+	case "echo":
+		_, _ = tc.Write([]byte(arg + "\n"))
+	case "big":
+		n, _ := strconv.Atoi(arg)
+		go func() { // an origin goroutine
+			r := teStream()
+			buf := make([]byte, 64<<10)
+			for n > 0 {
+				k := min(n, len(buf))
+				_, _ = r.Read(buf[:k])
+				if _, err := tc.Write(buf[:k]); err != nil {
+					return
+				}
+				n -= k
+			}
+			_ = tc.Close()
+		}()
+	case "close":
+		_ = tc.Close()
+	}
+}
+
+func (s *teServer) OnClose(c gnet.Conn, _ error) gnet.Action {
+	if st, _ := c.Context().(*teConnState); st != nil {
+		st.tc.Release()
+	}
+	return gnet.None
+}
+
+// teStream is the deterministic byte stream of "big".
+func teStream() *rand.ChaCha8 {
+	return rand.NewChaCha8([32]byte{'f', 'l', 'e', 'e', 't'})
+}
+
+// teGnetLogger keeps gnet quiet except for errors.
+type teGnetLogger struct{}
+
+func (teGnetLogger) Debugf(string, ...any) {}
+func (teGnetLogger) Infof(string, ...any)  {}
+func (teGnetLogger) Warnf(string, ...any)  {}
+func (teGnetLogger) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "gnet: "+format+"\n", args...)
+}
+func (teGnetLogger) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "gnet: "+format+"\n", args...)
+}
+
+// startServer runs a gnet server on a free loopback port with an engine
+// built from cfg; it stops at the end of the test.
+func startServer(tb testing.TB, cfg Config, oneByte bool) *teServer {
+	tb.Helper()
+	eng, err := NewEngine(cfg)
+	if err != nil {
+		tb.Fatalf("NewEngine: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("listen: %v", err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	s := &teServer{eng: eng, addr: addr, oneByte: oneByte, booted: make(chan struct{}), errc: make(chan error, 1)}
+	go func() {
+		s.errc <- gnet.Run(s, "tcp://"+addr,
+			gnet.WithMulticore(true), gnet.WithReusePort(true), gnet.WithLogger(teGnetLogger{}))
+	}()
+	select {
+	case <-s.booted:
+	case err := <-s.errc:
+		tb.Fatalf("gnet.Run: %v", err)
+	case <-time.After(10 * time.Second):
+		tb.Fatal("gnet server did not boot")
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.gn.Stop(ctx); err != nil {
+			tb.Errorf("gnet stop: %v", err)
+		}
+		<-s.errc
+	})
+	return s
+}
+
+// dial opens a TLS connection and completes the handshake.
+func (s *teServer) dial(tb testing.TB, conf *tls.Config) (*tls.Conn, error) {
+	tb.Helper()
+	raw, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, conf)
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.Handshake(); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ask sends one command line and returns the one-line answer.
+func ask(tb testing.TB, c net.Conn, cmd string) string {
+	tb.Helper()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+		tb.Fatalf("write %q: %v", cmd, err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		tb.Fatalf("read answer to %q: %v", cmd, err)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(tb testing.TB, what string, d time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// counted waits until the engine has counted at least n handshakes for reason.
+func counted(tb testing.TB, e *Engine, reason string, n uint64) {
+	tb.Helper()
+	waitFor(tb, fmt.Sprintf("%d %q handshakes", n, reason), 20*time.Second, func() bool {
+		return e.Stats().Handshakes[reason] >= n
+	})
+}
+
+// settleGoroutines waits until the goroutine count is back to at most base.
+func settleGoroutines(tb testing.TB, base int) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			tb.Fatalf("goroutines: %d > %d at start\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// captureClientHello returns the first record a tls client with conf sends.
+func captureClientHello(tb testing.TB, conf *tls.Config) []byte {
+	tb.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	go func() {
+		_ = tls.Client(b, conf).Handshake()
+		_ = b.Close()
+	}()
+	hdr := make([]byte, recordHeaderLen)
+	if _, err := io.ReadFull(a, hdr); err != nil {
+		tb.Fatalf("capture ClientHello: %v", err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(a, body); err != nil {
+		tb.Fatalf("capture ClientHello: %v", err)
+	}
+	return append(hdr, body...)
+}
+
+// rawExchange writes each chunk to a plain TCP connection to addr and returns
+// everything the server sent until it closed, and how long that took.
+func rawExchange(tb testing.TB, addr string, chunks ...[]byte) ([]byte, time.Duration) {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		tb.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+	start := time.Now()
+	for _, ch := range chunks {
+		if _, err := c.Write(ch); err != nil {
+			break // the server may already have closed
+		}
+	}
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		tb.Fatalf("server did not close the connection (got %x)", got)
+	}
+	return got, time.Since(start)
+}
+
+// ---- In-memory event loop and Transport (no sockets) ----
+
+// memLoop is a single goroutine running tasks in order, like a gnet loop.
+type memLoop struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	tasks []func()
+	stop  bool
+	done  chan struct{}
+}
+
+func newMemLoop() *memLoop {
+	l := &memLoop{done: make(chan struct{})}
+	l.cond = sync.NewCond(&l.mu)
+	go l.run()
+	return l
+}
+
+func (l *memLoop) post(f func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stop {
+		return false
+	}
+	l.tasks = append(l.tasks, f)
+	l.cond.Signal()
+	return true
+}
+
+func (l *memLoop) run() {
+	defer close(l.done)
+	for {
+		l.mu.Lock()
+		for len(l.tasks) == 0 && !l.stop {
+			l.cond.Wait()
+		}
+		tasks := l.tasks
+		l.tasks = nil
+		stop := l.stop
+		l.mu.Unlock()
+		for _, f := range tasks {
+			f()
+		}
+		if stop && len(tasks) == 0 {
+			return
+		}
+	}
+}
+
+func (l *memLoop) close() {
+	l.mu.Lock()
+	l.stop = true
+	l.cond.Signal()
+	l.mu.Unlock()
+	<-l.done
+}
+
+// memPipe is a byte queue the client side reads with blocking semantics.
+type memPipe struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte
+	closed bool
+}
+
+func newMemPipe() *memPipe {
+	p := &memPipe{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *memPipe) write(b []byte) {
+	p.mu.Lock()
+	p.buf = append(p.buf, b...)
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *memPipe) closeWrite() {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *memPipe) read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.buf) == 0 && !p.closed {
+		p.cond.Wait()
+	}
+	if len(p.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	return n, nil
+}
+
+// memTransport is the server side's Transport: writes land in toClient, and
+// the "event handler" (onTraffic) runs on the loop for client bytes and Wake.
+type memTransport struct {
+	loop     *memLoop
+	toClient *memPipe
+	conn     *Conn
+	closed   bool   // loop only
+	inbox    []byte // application data the server read; loop only
+	inboxMu  sync.Mutex
+	writes   atomic.Int64 // AsyncWrite calls with data
+	outbound atomic.Int64 // simulated OutboundBuffered
+	onData   func(t *memTransport, data []byte)
+	closedCh chan struct{}
+}
+
+func (t *memTransport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
+	if !t.loop.post(func() {
+		var err error
+		if t.closed {
+			err = net.ErrClosed
+		} else if len(buf) > 0 {
+			t.writes.Add(1)
+			t.toClient.write(buf)
+		}
+		if cb != nil {
+			_ = cb(nil, err)
+		}
+	}) {
+		return net.ErrClosed
+	}
+	return nil
+}
+
+func (t *memTransport) Wake(cb gnet.AsyncCallback) error {
+	t.loop.post(func() {
+		if !t.closed {
+			t.traffic(nil)
+		}
+		if cb != nil {
+			_ = cb(nil, nil)
+		}
+	})
+	return nil
+}
+
+func (t *memTransport) Close() error {
+	t.loop.post(t.closeNow)
+	return nil
+}
+
+func (t *memTransport) closeNow() {
+	if t.closed {
+		return
+	}
+	t.closed = true
+	t.toClient.closeWrite()
+	if t.conn != nil {
+		t.conn.Release()
+	}
+	close(t.closedCh)
+}
+
+func (t *memTransport) OutboundBuffered() int { return int(t.outbound.Load()) }
+
+// traffic is the transport's OnTraffic: Feed, then Read until ErrWouldBlock.
+func (t *memTransport) traffic(data []byte) {
+	if t.conn == nil || t.closed {
+		return
+	}
+	if t.conn.Feed(data) != nil {
+		return
+	}
+	var buf [4096]byte
+	for {
+		n, err := t.conn.Read(buf[:])
+		if n > 0 {
+			t.inboxMu.Lock()
+			t.inbox = append(t.inbox, buf[:n]...)
+			t.inboxMu.Unlock()
+			if t.onData != nil {
+				t.onData(t, buf[:n])
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (t *memTransport) received() string {
+	t.inboxMu.Lock()
+	defer t.inboxMu.Unlock()
+	return string(t.inbox)
+}
+
+// memClientConn is the client's net.Conn over a memTransport.
+type memClientConn struct {
+	t *memTransport
+}
+
+func (c *memClientConn) Read(b []byte) (int, error) { return c.t.toClient.read(b) }
+func (c *memClientConn) Write(b []byte) (int, error) {
+	data := append([]byte(nil), b...)
+	if !c.t.loop.post(func() { c.t.traffic(data) }) {
+		return 0, net.ErrClosed
+	}
+	return len(b), nil
+}
+func (c *memClientConn) Close() error                     { return c.t.Close() }
+func (c *memClientConn) LocalAddr() net.Addr              { return shimAddr{} }
+func (c *memClientConn) RemoteAddr() net.Addr             { return shimAddr{} }
+func (c *memClientConn) SetDeadline(time.Time) error      { return nil }
+func (c *memClientConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *memClientConn) SetWriteDeadline(time.Time) error { return nil }
+
+// memOpen opens an engine connection over a fresh memTransport on loop and
+// returns the transport and the client side's net.Conn.
+func memOpen(tb testing.TB, e *Engine, loop *memLoop) (*memTransport, net.Conn, error) {
+	tb.Helper()
+	t := &memTransport{loop: loop, toClient: newMemPipe(), closedCh: make(chan struct{})}
+	opened := make(chan error, 1)
+	loop.post(func() { // OnOpen runs on the loop
+		c, err := e.Open(t)
+		t.conn = c
+		opened <- err
+	})
+	if err := <-opened; err != nil {
+		return nil, nil, err
+	}
+	return t, &memClientConn{t: t}, nil
+}
+
+// teVerifierFunc adapts a function to ChainVerifier.
+type teVerifierFunc func(site *Site, chain []*x509.Certificate, now time.Time) verdict.Verdict
+
+func (f teVerifierFunc) Verdict(site *Site, chain []*x509.Certificate, now time.Time) verdict.Verdict {
+	return f(site, chain, now)
+}
+
+// teObserver records handshake events.
+type teObserver struct {
+	mu     sync.Mutex
+	events []HandshakeEvent
+}
+
+func (o *teObserver) Handshake(ev HandshakeEvent) {
+	o.mu.Lock()
+	o.events = append(o.events, ev)
+	o.mu.Unlock()
+}
+
+func (o *teObserver) all() []HandshakeEvent {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]HandshakeEvent(nil), o.events...)
+}
