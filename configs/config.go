@@ -38,8 +38,8 @@ type Gateway struct {
 	Listen           string        // listen = "127.0.0.1:8443": the TLS listener
 	AdminListen      string        // admin_listen = "127.0.0.1:9443"; "" disables the admin listener
 	Issuer           string        // issuer = "https://fleetgate.local": iss of every token
-	EventLoops       int           // event_loops = 0: one per CPU
-	HandshakeWorkers int           // handshake_workers = 0: one per CPU
+	EventLoops       int           // event_loops = 0: one per CPU; at most 1024
+	HandshakeWorkers int           // handshake_workers = 0: one per CPU; at most 1024
 	HandshakeQueue   int           // handshake_queue = 4096: handshakes in flight; beyond it new connections are refused
 	HandshakeTimeout time.Duration // handshake_timeout = "5s"
 	// HeaderTimeout is the time a client has to send a complete request

@@ -107,9 +107,9 @@ func (r *report) warnf(path, format string, args ...any) {
 // bad reports whether path already has a type error.
 func (r *report) bad(path string) bool { return r.typeBad[path] }
 
-// result sorts the problems and returns them as an *Errors, or nil when
-// there is no error.
-func (r *report) result() *Errors {
+// result sorts the problems and returns them as an *Errors, or a nil error
+// (not a nil *Errors) when there is none.
+func (r *report) result() error {
 	sortProblems(r.errs)
 	sortProblems(r.warns)
 	if len(r.errs) == 0 {

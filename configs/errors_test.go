@@ -2,8 +2,11 @@ package configs
 
 import (
 	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -109,6 +112,14 @@ func TestDecodeErrors(t *testing.T) {
 			}},
 		{name: "selector entry that is not a table", src: edited(`include = [{ valid_certificate = true }]`, `include = [{ valid_certificate = true }, "common_name"]`),
 			want: []string{`fleetgate.toml:19: applications[0].policies[0].include[1]: expected an inline table such as { valid_certificate = true }, got string`}},
+		{name: "too many keys in one table", src: func(*testing.T) string {
+			var b strings.Builder
+			b.WriteString("[gateway]\n")
+			for i := range maxTableKeys + 1 {
+				fmt.Fprintf(&b, "k%d = 1\n", i)
+			}
+			return b.String()
+		}, want: []string{fmt.Sprintf("fleetgate.toml:%d: gateway: more than %d keys in one table", maxTableKeys+2, maxTableKeys)}},
 		{name: "client_cas not an array of tables", src: src("client_cas = \"pki/ca-chain.pem\"\n[tokens]\nsigning_key_file = \"keys/token.pem\"\n"),
 			want: []string{`fleetgate.toml:1: client_cas: expected an array, got string`}},
 	})
@@ -122,12 +133,13 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:22: gateway.admin_listen: "localhost:http" is not host:port (e.g. "127.0.0.1:8443" or ":8443")`,
 				`fleetgate.toml:23: gateway.issuer: "ftp://access.fleet.test" is not an http:// or https:// URL with a host`,
 			}},
-		{name: "limits out of range", src: appended("[gateway]\nhandshake_queue = 0\nmax_header_bytes = \"512\"\nheader_timeout = \"0s\"\nmax_conns_per_origin = -3\n"),
+		{name: "limits out of range", src: appended("[gateway]\nhandshake_queue = 0\nmax_header_bytes = \"512\"\nheader_timeout = \"0s\"\nmax_conns_per_origin = -3\nevent_loops = 40000\n"),
 			want: []string{
 				`fleetgate.toml:21: gateway.handshake_queue: must be at least 1, not 0`,
 				`fleetgate.toml:22: gateway.max_header_bytes: must be at least 1024, not 512`,
 				`fleetgate.toml:23: gateway.header_timeout: must be longer than 0s`,
 				`fleetgate.toml:24: gateway.max_conns_per_origin: must be at least 1, not -3`,
+				`fleetgate.toml:25: gateway.event_loops: must be at most 1024, not 40000`,
 			}},
 		{name: "default site not an application", src: appended("[gateway]\ndefault_site = \"App.Fleet.Test\"\n"),
 			want: []string{`fleetgate.toml:21: gateway.default_site: "app.fleet.test" is not the domain of an application`}},
@@ -151,12 +163,16 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 			must(t, writeFile(filepath.Join(dir, "keys/sec1.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})))
 			must(t, writeFile(filepath.Join(dir, "keys/cert.pem"), p.root.CertPEM()))
 			must(t, writeFile(filepath.Join(dir, "keys/empty.pem"), []byte("not pem\n")))
-		}, src: edited(`signing_key_file = "keys/token.pem"`, "signing_key_file = \"keys/p384.pem\"\nprevious_key_files = [\n  \"keys/sec1.pem\",\n  \"keys/cert.pem\",\n  \"keys/empty.pem\",\n]"),
+			small, err := rsa.GenerateKey(rand.Reader, 1024)
+			must(t, err)
+			must(t, pki.WriteKey(filepath.Join(dir, "keys/rsa1024.pem"), small))
+		}, src: edited(`signing_key_file = "keys/token.pem"`, "signing_key_file = \"keys/p384.pem\"\nprevious_key_files = [\n  \"keys/sec1.pem\",\n  \"keys/cert.pem\",\n  \"keys/empty.pem\",\n  \"keys/rsa1024.pem\",\n]"),
 			want: []string{
 				`fleetgate.toml:2: tokens.signing_key_file: keys/p384.pem holds an ECDSA P-384 key: only P-256 (ES256) is supported`,
 				`fleetgate.toml:4: tokens.previous_key_files[0]: keys/sec1.pem holds a "EC PRIVATE KEY" block: convert it to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)`,
 				`fleetgate.toml:5: tokens.previous_key_files[1]: keys/cert.pem holds a "CERTIFICATE" block, not an unencrypted PKCS#8 "PRIVATE KEY"`,
 				`fleetgate.toml:6: tokens.previous_key_files[2]: keys/empty.pem holds no PEM private key`,
+				`fleetgate.toml:7: tokens.previous_key_files[3]: keys/rsa1024.pem holds a 1024-bit RSA key: at least 2048 bits are required`,
 			}},
 	})
 }

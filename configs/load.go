@@ -64,8 +64,13 @@ func (o Options) Parse(name string, data []byte, baseDir string) (*Config, error
 	if l.now.IsZero() {
 		l.now = time.Now()
 	}
+	if pos := l.pos; pos.crowded {
+		l.errs = append(l.errs, Problem{File: name, Line: pos.crowdedLine, Path: pos.crowdedTable,
+			Msg: fmt.Sprintf("more than %d keys in one table", maxTableKeys)})
+		return nil, l.result()
+	}
 	fc := l.decodeDocument(data)
-	if fc == nil {
+	if fc == nil { // not TOML: decodeDocument recorded why
 		return nil, l.result()
 	}
 	sum := sha256.Sum256(data)

@@ -17,12 +17,31 @@ type positions struct {
 	// tables maps the line of each top-level key-value to the path of the
 	// table it is in: go-toml reports keys relative to it.
 	tables map[int]string
+	// keys counts the keys defined directly in each table; crowded is set
+	// when one has more than maxTableKeys of them, and crowdedTable names it.
+	keys         map[string]int
+	crowded      bool
+	crowdedTable string
+	crowdedLine  int
+}
+
+// maxTableKeys bounds the keys of one table. No table of the schema has more
+// than a few dozen; the bound keeps garbage files from hitting go-toml's
+// duplicate-key tracking, which is quadratic in the keys of one table.
+const maxTableKeys = 1000
+
+// count records one more key, at line, in table.
+func (pos *positions) count(table string, line int) {
+	pos.keys[table]++
+	if pos.keys[table] > maxTableKeys && !pos.crowded {
+		pos.crowded, pos.crowdedTable, pos.crowdedLine = true, table, line
+	}
 }
 
 // scanPositions walks every expression of data. It stops quietly at a
 // syntax error: the decoder reports that error with its own position.
 func scanPositions(data []byte) *positions {
-	pos := &positions{lines: map[string]int{}, tables: map[int]string{}}
+	pos := &positions{lines: map[string]int{}, tables: map[int]string{}, keys: map[string]int{}}
 	for i, c := range data {
 		if c == '\n' {
 			pos.newlines = append(pos.newlines, i)
@@ -32,7 +51,7 @@ func scanPositions(data []byte) *positions {
 	p.Reset(data)
 	arrays := map[string]int{} // array-of-tables path → elements so far
 	table := ""
-	for p.NextExpression() {
+	for !pos.crowded && p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
 		case unstable.KeyValue:
@@ -61,6 +80,9 @@ func (pos *positions) header(e *unstable.Node, arrays map[string]int) string {
 	}
 	path := ""
 	for i, k := range keys {
+		if i == len(keys)-1 && e.Kind == unstable.Table {
+			pos.count(path, pos.nodeLine(k, 0))
+		}
 		path = joinKey(path, string(k.Data))
 		line := pos.nodeLine(k, 0)
 		if i == len(keys)-1 && e.Kind == unstable.ArrayTable {
@@ -78,6 +100,7 @@ func (pos *positions) header(e *unstable.Node, arrays map[string]int) string {
 
 // keyValue records a (possibly dotted) key and everything inside its value.
 func (pos *positions) keyValue(table string, kv *unstable.Node) {
+	pos.count(table, pos.nodeLine(kv, 0))
 	path := table
 	line := 0
 	for it := kv.Key(); it.Next(); {

@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// maxThreads bounds event_loops and handshake_workers.
+const maxThreads = 1024
+
 // gateway checks [gateway] and copies it into g.
 func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	const p = "gateway"
@@ -45,6 +48,15 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	} {
 		if c.v < c.least {
 			l.errorf(p+"."+c.key, "must be at least %d, not %d", c.least, c.v)
+		}
+	}
+	// Threads, not limits: a typo such as 40000 would start that many.
+	for _, c := range []struct {
+		key string
+		v   int
+	}{{"event_loops", fg.EventLoops}, {"handshake_workers", fg.HandshakeWorkers}} {
+		if c.v > maxThreads {
+			l.errorf(p+"."+c.key, "must be at most %d, not %d", maxThreads, c.v)
 		}
 	}
 	for _, c := range []struct {

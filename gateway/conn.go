@@ -131,6 +131,12 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 		c.finishExchange(x, bw, start)
 		return false
 	}
+	if s.maxHeaderCount > 0 && req.Header.Len() > s.maxHeaderCount {
+		x.closeAfter = true
+		x.refuse(fasthttp.StatusRequestHeaderFieldsTooLarge, "too many header fields")
+		c.finishExchange(x, bw, start)
+		return false
+	}
 	if req.MayContinue() {
 		if cl := req.Header.ContentLength(); cl > int(s.maxBodyBytes) {
 			x.refuse(fasthttp.StatusRequestEntityTooLarge, "request body too large")

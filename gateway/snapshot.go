@@ -31,6 +31,7 @@ type snapshot struct {
 	sameSite   string
 
 	maxHeaderBytes int
+	maxHeaderCount int
 	maxBodyBytes   int64
 	headerTimeout  time.Duration
 	idleTimeout    time.Duration
@@ -66,6 +67,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		cookieName:     cfg.Tokens.CookieName,
 		sameSite:       cfg.Tokens.CookieSameSite,
 		maxHeaderBytes: int(g.MaxHeaderBytes),
+		maxHeaderCount: g.MaxHeaderCount,
 		maxBodyBytes:   g.MaxBodyBytes,
 		headerTimeout:  g.HeaderTimeout,
 		idleTimeout:    g.IdleTimeout,

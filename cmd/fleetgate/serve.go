@@ -22,6 +22,8 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("c", "", "configuration `file` (TOML); without it, the embedded demo runs")
 	demoDir := fs.String("demo-dir", "demo", "`folder` for the demo PKI, created on first start (used without -c)")
+	listen := fs.String("listen", "", "override [gateway].listen (`host:port`)")
+	adminListen := fs.String("admin-listen", "-", "override [gateway].admin_listen (`host:port`; \"\" disables)")
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
@@ -61,6 +63,20 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "fleetgate: demo echo origin on %s\n", configs.DemoOrigin)
 	}
 
+	loadFile := load
+	load = func() (*configs.Config, error) {
+		cfg, err := loadFile()
+		if err != nil {
+			return nil, err
+		}
+		if *listen != "" {
+			cfg.Gateway.Listen = *listen
+		}
+		if *adminListen != "-" {
+			cfg.Gateway.AdminListen = *adminListen
+		}
+		return cfg, nil
+	}
 	srv, err := gateway.New(gateway.Options{Load: load, Logger: logger})
 	if err != nil {
 		fmt.Fprintln(stderr, "fleetgate:", err)

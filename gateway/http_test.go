@@ -1,0 +1,215 @@
+package gateway
+
+// HTTP/1.1 handling over real TLS connections: keep-alive, pipelining,
+// Expect: 100-continue, chunked bodies, the header and body limits, and the
+// Host / SNI check (issue 4, points 1 and 2).
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestKeepAlive(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	for i := range 3 {
+		path := "/ka/" + strconv.Itoa(i)
+		c.send(request("GET", hApp, path))
+		r := c.read("GET")
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: status %d: %s", i, r.StatusCode, r.body)
+		}
+		if r.Close {
+			t.Fatalf("request %d: the gateway asked to close a keep-alive connection", i)
+		}
+		if got := r.echo(t).Path; got != path {
+			t.Fatalf("request %d: origin saw path %q, want %q", i, got, path)
+		}
+	}
+
+	// net/http reuses the connection too.
+	cl := h.client(h.pki.sensor1)
+	reused := 0
+	for i := range 3 {
+		req, _ := http.NewRequest("GET", href(hApp, "/"), nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) {
+				if info.Reused {
+					reused++
+				}
+			},
+		}))
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+	}
+	if reused != 2 {
+		t.Fatalf("net/http reused the connection %d times of 2", reused)
+	}
+}
+
+func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	// Three requests in one write, the second with a body.
+	c.send(request("GET", hApp, "/p1") +
+		request("POST", hApp, "/p2", "Content-Length: 5") + "hello" +
+		request("GET", hApp, "/p3"))
+	for i, want := range []struct{ path, body string }{{"/p1", ""}, {"/p2", "hello"}, {"/p3", ""}} {
+		r := c.read("GET")
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("response %d: status %d: %s", i, r.StatusCode, r.body)
+		}
+		e := r.echo(t)
+		if e.Path != want.path || e.Body != want.body {
+			t.Fatalf("response %d answers %s %q, want %s %q", i, e.Path, e.Body, want.path, want.body)
+		}
+	}
+	// The connection is still usable.
+	c.send(request("GET", hApp, "/p4"))
+	if e := c.read("GET").echo(t); e.Path != "/p4" {
+		t.Fatalf("after the pipeline: origin saw %q", e.Path)
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send(request("PUT", hApp, "/upload", "Content-Length: 11", "Expect: 100-continue"))
+	interim := c.read("PUT")
+	if interim.StatusCode != http.StatusContinue {
+		t.Fatalf("first response: status %d, want 100", interim.StatusCode)
+	}
+	c.send("hello world")
+	r := c.read("PUT")
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("final response: status %d: %s", r.StatusCode, r.body)
+	}
+	e := r.echo(t)
+	if e.Method != "PUT" || e.Body != "hello world" {
+		t.Fatalf("origin saw %s %q", e.Method, e.Body)
+	}
+	if _, ok := e.Headers["Expect"]; ok {
+		t.Errorf("Expect was forwarded to the origin: %v", e.Headers["Expect"])
+	}
+
+	// Too large a declared body is refused before the client sends it.
+	c2 := h.dial(t, hApp, h.pki.sensor1)
+	c2.send(request("PUT", hApp, "/upload", "Content-Length: 1000000", "Expect: 100-continue"))
+	if r := c2.read("PUT"); r.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized 100-continue: status %d, want 413", r.StatusCode)
+	}
+}
+
+func TestChunkedRequestBody(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	chunks := []string{"telemetry ", "from ", strings.Repeat("x", 3000), " end"}
+	var b strings.Builder
+	b.WriteString(request("POST", hApp, "/ingest", "Transfer-Encoding: chunked", "Content-Type: text/plain"))
+	for _, ch := range chunks {
+		b.WriteString(strconv.FormatInt(int64(len(ch)), 16) + "\r\n" + ch + "\r\n")
+	}
+	b.WriteString("0\r\n\r\n")
+	c.send(b.String())
+	r := c.read("POST")
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", r.StatusCode, r.body)
+	}
+	if got, want := r.echo(t).Body, strings.Join(chunks, ""); got != want {
+		t.Fatalf("origin received %d bytes %.40q…, want %d bytes", len(got), got, len(want))
+	}
+	// Keep-alive goes on after a chunked body.
+	c.send(request("GET", hApp, "/after"))
+	if e := c.read("GET").echo(t); e.Path != "/after" {
+		t.Fatalf("next request: origin saw %q", e.Path)
+	}
+}
+
+func TestRequestLimits(t *testing.T) {
+	h := newHarness(t) // max_header_bytes 4KiB, max_header_count 20, max_body_bytes 64KiB
+	many := make([]string, 30)
+	for i := range many {
+		many[i] = "X-Field-" + strconv.Itoa(i) + ": v"
+	}
+	chunked := request("POST", hApp, "/big", "Transfer-Encoding: chunked") +
+		strings.Repeat("8000\r\n"+strings.Repeat("c", 0x8000)+"\r\n", 3) + "0\r\n\r\n"
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+		body   string
+	}{
+		{"header too large", request("GET", hApp, "/", "X-Big: "+strings.Repeat("a", 6000)), 431, "request header too large"},
+		{"too many header fields", request("GET", hApp, "/", many...), 431, "too many header fields"},
+		{"body over max_body_bytes", request("POST", hApp, "/big", "Content-Length: 70000") + strings.Repeat("b", 70000), 413, "request body too large"},
+		{"chunked body over max_body_bytes", chunked, 413, "request body too large"},
+		{"malformed request line", "GARBAGE\r\n\r\n", 400, ""},
+		{"within limits", request("POST", hApp, "/ok", "Content-Length: 60000", "X-Field: "+strings.Repeat("a", 3000)) + strings.Repeat("b", 60000), 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t, hApp, h.pki.sensor1)
+			go func() { _, _ = c.c.Write([]byte(tc.raw)) }() // the gateway may answer before reading it all
+			r := c.read("GET")
+			if r.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.StatusCode, tc.status, r.body)
+			}
+			if tc.body != "" && strings.TrimSpace(r.body) != tc.body {
+				t.Fatalf("body %q, want %q", r.body, tc.body)
+			}
+			if tc.status >= 400 {
+				if !r.Close {
+					t.Errorf("a refused request should close the connection (Connection: close)")
+				}
+				c.expectEOF()
+			}
+		})
+	}
+	// The gateway still serves.
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("after the limits: status %d", r.StatusCode)
+	}
+}
+
+func TestHostMustMatchSNI(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		name   string
+		sni    string
+		host   string
+		status int
+	}{
+		{"same host", hApp, hApp, 200},
+		{"port may differ", hApp, hApp + ":8443", 200},
+		{"other port", hApp, hApp + ":1", 200},
+		{"case differs", hApp, "APP.Fleet.Test", 200},
+		{"another application", hApp, hIoT, 421},
+		{"unknown host", hApp, "evil.example", 421},
+		{"another application with port", hApp, hIoT + ":443", 421},
+		{"no-duration app asked for the session app", hIoT, hApp, 421},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t, tc.sni, h.pki.sensor1)
+			c.send(request("GET", tc.host, "/"))
+			r := c.read("GET")
+			if r.StatusCode != tc.status {
+				t.Fatalf("SNI %s, Host %s: status %d, want %d: %s", tc.sni, tc.host, r.StatusCode, tc.status, r.body)
+			}
+			if tc.status == 421 && !strings.Contains(r.body, "does not match") {
+				t.Errorf("421 body %q does not say why", r.body)
+			}
+		})
+	}
+}

@@ -1,0 +1,372 @@
+package tlsengine
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// memEngine is an engine over the fixture plus an in-memory loop.
+func memEngine(t *testing.T, mod func(*Config)) (*Engine, *memLoop, *teFixture) {
+	t.Helper()
+	f := fixture(t)
+	cfg := f.config(t)
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := newMemLoop()
+	t.Cleanup(loop.close)
+	return e, loop, f
+}
+
+// memHandshake opens a connection and completes a handshake on both sides.
+func memHandshake(t *testing.T, e *Engine, loop *memLoop, conf *tls.Config) (*memTransport, *tls.Conn) {
+	t.Helper()
+	mt, cc, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := tls.Client(cc, conf)
+	if err := client.Handshake(); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	return mt, client
+}
+
+func closedWithin(ch <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// TestCloseWaitsForDrain: Close sends close_notify and closes the transport
+// only once its outbound buffer is empty.
+func TestCloseWaitsForDrain(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	mt.outbound.Store(1 << 20) // gnet still holds a megabyte for the socket
+	if _, err := mt.conn.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	_ = mt.conn.Close()
+	_ = mt.conn.Close() // idempotent
+	if closedWithin(mt.closedCh, 200*time.Millisecond) {
+		t.Fatal("transport closed with output pending")
+	}
+	if _, err := mt.conn.Write([]byte("more")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	}
+	mt.outbound.Store(512 << 10) // progress
+	time.Sleep(100 * time.Millisecond)
+	mt.outbound.Store(0)
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed after the buffer drained")
+	}
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "last words" {
+		t.Fatalf("client read %q, %v; want the data then a clean close_notify EOF", got, err)
+	}
+}
+
+// TestCloseDrainTimeout: a reader that never reads does not hold the
+// connection open forever.
+func TestCloseDrainTimeout(t *testing.T) {
+	e, loop, f := memEngine(t, func(c *Config) { c.DrainTimeout = 150 * time.Millisecond })
+	mt, _ := memHandshake(t, e, loop, f.client(teDevices, nil))
+	mt.outbound.Store(4096) // stuck
+	start := time.Now()
+	_ = mt.conn.Close()
+	if !closedWithin(mt.closedCh, 10*time.Second) {
+		t.Fatal("transport never closed")
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("closed after %v, before DrainTimeout", d)
+	}
+}
+
+// TestBeforeHandshake: the accessors are zero, Write refuses, Read would
+// block, until the handshake completes.
+func TestBeforeHandshake(t *testing.T) {
+	e, loop, _ := memEngine(t, nil)
+	mt, _, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mt.conn
+	if c.HandshakeComplete() || c.Verdict() != nil || c.Site() != nil || c.ServerName() != "" ||
+		c.HandshakeDuration() != 0 || c.ConnectionState().Version != 0 {
+		t.Error("accessors not zero before the handshake")
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, ErrHandshakeIncomplete) {
+		t.Errorf("Write = %v", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != ErrWouldBlock {
+		t.Errorf("Read = %v", err)
+	}
+	c.SetValue("gateway state")
+	if c.Value() != "gateway state" {
+		t.Error("Value lost")
+	}
+	_ = c.Close()
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("Close during the handshake did not close the transport")
+	}
+	counted(t, e, ReasonClosed, 1)
+	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
+}
+
+// TestReleaseDuringHandshake: OnClose mid-handshake ends the handshake
+// goroutine and frees its queue place.
+func TestReleaseDuringHandshake(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, _, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := captureClientHello(t, f.client(teDevices, nil))
+	loop.post(func() { mt.traffic(hello[:10]) })
+	loop.post(mt.closeNow) // the peer hung up: OnClose → Release
+	counted(t, e, ReasonClosed, 1)
+	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
+}
+
+// TestHandshakeEventAndVerdictInSlot: the observer gets one event with the
+// site, name, verdict and version; the verifier runs once, inside a CPU slot.
+func TestHandshakeEventAndVerdictInSlot(t *testing.T) {
+	obs := &teObserver{}
+	var calls, outsideSlot atomic.Int32
+	var eng atomic.Pointer[Engine]
+	e, loop, f := memEngine(t, func(c *Config) {
+		c.Observer = obs
+		cache := NewVerdictCache(16)
+		c.Verifier = teVerifierFunc(func(site *Site, chain []*x509.Certificate, now time.Time) verdict.Verdict {
+			calls.Add(1)
+			if eng.Load().Stats().CPUBusy < 1 {
+				outsideSlot.Add(1)
+			}
+			return cache.Verdict(site, chain, now)
+		})
+	})
+	eng.Store(e)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	defer client.Close()
+	c := mt.conn
+	if c.Verdict().Kind != verdict.Valid || c.Verdict().Identity.CommonName != "sensor-0001" {
+		t.Errorf("verdict %+v", c.Verdict())
+	}
+	if c.Site().Name != teDevices || c.ServerName() != teDevices || c.ConnectionState().Version != tls.VersionTLS13 ||
+		c.HandshakeDuration() <= 0 {
+		t.Errorf("site %v name %q state %x dur %v", c.Site().Name, c.ServerName(), c.ConnectionState().Version, c.HandshakeDuration())
+	}
+	if calls.Load() != 1 || outsideSlot.Load() != 0 {
+		t.Errorf("verifier called %d times, %d outside a CPU slot", calls.Load(), outsideSlot.Load())
+	}
+	evs := obs.all()
+	if len(evs) != 1 {
+		t.Fatalf("%d events", len(evs))
+	}
+	ev := evs[0]
+	if ev.Reason != ReasonOK || ev.Conn != c || ev.Site != c.Site() || ev.ServerName != teDevices ||
+		ev.Verdict != c.Verdict() || ev.Version != tls.VersionTLS13 || ev.Duration <= 0 || ev.Err != nil {
+		t.Errorf("event %+v", ev)
+	}
+	if st := e.Stats(); st.CPUTime <= 0 || st.Handshakes[ReasonOK] != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestSetSitesKeepsStartedHandshakes: a reload does not change the table of a
+// handshake already started; new connections use the new table.
+func TestSetSitesKeepsStartedHandshakes(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, cc, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyOpen, err := NewSites([]*Site{{Name: teOpen, Certificates: []tls.Certificate{f.server}}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetSites(onlyOpen)
+	if e.Sites() != onlyOpen {
+		t.Fatal("Sites() is not the new table")
+	}
+	client := tls.Client(cc, f.client(teDevices, &f.deviceTLS))
+	if err := client.Handshake(); err != nil {
+		t.Fatalf("started before the reload: %v", err)
+	}
+	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	if mt.conn.Site().Name != teDevices {
+		t.Errorf("site %q", mt.conn.Site().Name)
+	}
+	_, cc2, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tls.Client(cc2, f.client(teDevices, nil)).Handshake(); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+		t.Errorf("after the reload: %v, want unrecognized name", err)
+	}
+}
+
+// TestConcurrentWriters: Write from many goroutines (origin responses)
+// while the loop reads; every byte arrives, records intact.
+func TestConcurrentWriters(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	const writers, each = 8, 200
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := bytes.Repeat([]byte{byte('a' + w)}, 100)
+			for range each {
+				if _, err := mt.conn.Write(msg); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	// The loop keeps reading client data meanwhile.
+	go func() {
+		for range 50 {
+			_, _ = client.Write([]byte("ping"))
+		}
+	}()
+	got := make([]byte, writers*each*100)
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	counts := map[byte]int{}
+	for _, b := range got {
+		counts[b]++
+	}
+	for w := range writers {
+		if counts[byte('a'+w)] != each*100 {
+			t.Errorf("writer %d: %d bytes", w, counts[byte('a'+w)])
+		}
+	}
+	waitFor(t, "the pings", 10*time.Second, func() bool { return len(mt.received()) == 200 })
+}
+
+// TestPeerCloseNotify: the peer's close_notify makes Read return io.EOF and
+// the engine answer with its own and close.
+func TestPeerCloseNotify(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, nil))
+	_, _ = client.Write([]byte("bye"))
+	_ = client.CloseWrite()
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed after the peer's close_notify")
+	}
+	if got := mt.received(); got != "bye" {
+		t.Errorf("received %q", got)
+	}
+	if _, err := io.ReadAll(client); err != nil {
+		t.Errorf("client saw %v, want the server's close_notify", err)
+	}
+}
+
+// TestBadRecordAfterHandshake: a forged record after the handshake fails
+// decryption: crypto/tls sends its alert, Read reports the error, the
+// connection closes.
+func TestBadRecordAfterHandshake(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, _ := memHandshake(t, e, loop, f.client(teDevices, nil))
+	errc := make(chan error, 1)
+	loop.post(func() {
+		_ = mt.conn.Feed(append([]byte{23, 3, 3, 0, 40}, bytes.Repeat([]byte{1}, 40)...))
+		_, err := mt.conn.Read(make([]byte, 100))
+		errc <- err
+	})
+	if err := <-errc; err == nil || err == ErrWouldBlock {
+		t.Fatalf("Read = %v, want a decryption error", err)
+	}
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed")
+	}
+}
+
+// TestInboundOverflow: a peer far ahead of the handshake is cut off.
+func TestInboundOverflow(t *testing.T) {
+	e, loop, f := memEngine(t, func(c *Config) { c.MaxInbound = 32 << 10 })
+	mt, _, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := captureClientHello(t, f.client(teDevices, nil))
+	flood := bytes.Repeat(append([]byte{23, 3, 3, 0x40, 0}, make([]byte, 0x4000)...), 4)
+	loop.post(func() { mt.traffic(hello[:len(hello)-1]); mt.traffic(flood) })
+	counted(t, e, ReasonInboundOverflow, 1)
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed")
+	}
+}
+
+// TestMutatedClientHellos: random corruptions of a real ClientHello never
+// panic, never complete a handshake, and every connection ends.
+func TestMutatedClientHellos(t *testing.T) {
+	e, loop, f := memEngine(t, func(c *Config) { c.HandshakeTimeout = 2 * time.Second })
+	hellos := [][]byte{captureClientHello(t, f.client(teDevices, nil))}
+	conf := f.client(teDevices, nil)
+	conf.MaxVersion = tls.VersionTLS12
+	hellos = append(hellos, captureClientHello(t, conf))
+	n := 300
+	if testing.Short() {
+		n = 60
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var transports []*memTransport
+	for i := range n {
+		h := append([]byte(nil), hellos[i%2]...)
+		for range 1 + rng.IntN(4) {
+			switch rng.IntN(3) {
+			case 0: // flip a byte past the record header
+				h[recordHeaderLen+rng.IntN(len(h)-recordHeaderLen)] ^= byte(1 + rng.IntN(255))
+			case 1: // truncate the message but keep the record length honest
+				cut := recordHeaderLen + 4 + rng.IntN(len(h)-recordHeaderLen-4)
+				h = h[:cut]
+				h[3], h[4] = byte((cut-recordHeaderLen)>>8), byte(cut-recordHeaderLen)
+			case 2: // absurd lengths inside the message
+				i := recordHeaderLen + rng.IntN(len(h)-recordHeaderLen-1)
+				h[i], h[i+1] = 0xff, 0xff
+			}
+		}
+		mt, _, err := memOpen(t, e, loop)
+		if err != nil {
+			t.Fatal(err)
+		}
+		transports = append(transports, mt)
+		loop.post(func() { mt.traffic(h) })
+	}
+	for i, mt := range transports {
+		if !closedWithin(mt.closedCh, 30*time.Second) {
+			t.Fatalf("connection %d never closed", i)
+		}
+	}
+	st := e.Stats()
+	if st.Handshakes[ReasonOK] != 0 || st.InFlight != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	t.Logf("reasons: %v", st.Handshakes)
+}
