@@ -88,7 +88,8 @@ type Stats struct {
 	// Workers is the number of CPU slots (Config.Workers).
 	Workers int
 	// CPUTime is the total time handshakes have held CPU slots: the server's
-	// share of handshake work, including the chain verdict.
+	// share of handshake work, including the chain verdict. It is wall time,
+	// so it also counts any time the holder was descheduled.
 	CPUTime time.Duration
 	// Handshakes counts finished handshakes by reason ("ok", "shed",
 	// "timeout", …); every reason is present, zero or not.

@@ -82,20 +82,23 @@ func (c *Conn) handshake() {
 	timer := time.AfterFunc(e.timeout, func() { c.shim.stopHandshake(rTimeout, ErrHandshakeTimeout) })
 	err := c.tls.Handshake()
 	timer.Stop()
+	cs := c.tls.ConnectionState()
 	if err == nil && c.verdict == nil {
 		// Still on the handshake goroutine, inside a CPU slot: the verdict is
 		// part of the handshake's cost. It is computed from the completed
 		// state, so resumed sessions are judged too.
 		c.shim.cpu.acquireNow()
-		c.verdict = c.judge(c.tls.ConnectionState().PeerCertificates)
+		c.verdict = c.judge(cs.PeerCertificates)
 	}
 	c.shim.cpu.release()
-	abort := c.shim.endHandshake()
-	cs := c.tls.ConnectionState()
+	abortWhy, abortErr := c.shim.endHandshake()
 	c.hsDur = time.Since(c.opened)
 	why := rOK
 	if err != nil {
-		why = classify(abort, c.shim.unknownSNI.Load(), c.shim.isOversized(), c.rejected, err)
+		if abortErr == nil || !errors.Is(err, abortErr) {
+			abortWhy = rOK // an abort that came after the failure did not cause it
+		}
+		why = classify(abortWhy, c.shim.unknownSNI.Load(), c.shim.isOversized(), c.rejected, err)
 	}
 	ev := HandshakeEvent{
 		Reason:     why.String(),
@@ -265,10 +268,11 @@ func (c *Conn) Release() {
 }
 
 // drain closes the transport once its outbound buffer is empty. AsyncWrite's
-// callback only means the bytes reached gnet's buffer, and gnet's close
-// writes what is left just once, non-blocking, then drops the rest; so the
-// engine polls OutboundBuffered from an (empty) AsyncWrite callback, which
-// runs on the loop after every record queued before it.
+// callback only means the bytes reached gnet's outbound buffer, and gnet's
+// close writes what the socket takes without blocking, then drops the rest;
+// so the engine polls OutboundBuffered from an empty AsyncWrite's callback,
+// which runs on the loop after every record queued before it (AsyncWrite
+// tasks run in order), backing off from 1ms to 50ms between polls.
 func (c *Conn) drain() {
 	if c.shim.released.Load() {
 		return

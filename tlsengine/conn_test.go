@@ -7,14 +7,250 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
+
+// Conn tests over an in-memory event loop and Transport (no sockets): the
+// loop, the transport and the client's net.Conn come first; the benchmarks
+// use them too.
+
+// memLoop is a single goroutine running tasks in order, like a gnet loop.
+type memLoop struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	tasks []func()
+	stop  bool
+	done  chan struct{}
+}
+
+func newMemLoop() *memLoop {
+	l := &memLoop{done: make(chan struct{})}
+	l.cond = sync.NewCond(&l.mu)
+	go l.run()
+	return l
+}
+
+func (l *memLoop) post(f func()) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stop {
+		return false
+	}
+	l.tasks = append(l.tasks, f)
+	l.cond.Signal()
+	return true
+}
+
+func (l *memLoop) run() {
+	defer close(l.done)
+	for {
+		l.mu.Lock()
+		for len(l.tasks) == 0 && !l.stop {
+			l.cond.Wait()
+		}
+		tasks := l.tasks
+		l.tasks = nil
+		stop := l.stop
+		l.mu.Unlock()
+		for _, f := range tasks {
+			f()
+		}
+		if stop && len(tasks) == 0 {
+			return
+		}
+	}
+}
+
+func (l *memLoop) close() {
+	l.mu.Lock()
+	l.stop = true
+	l.cond.Signal()
+	l.mu.Unlock()
+	<-l.done
+}
+
+// memPipe is a byte queue the client side reads with blocking semantics.
+type memPipe struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	buf    []byte
+	closed bool
+}
+
+func newMemPipe() *memPipe {
+	p := &memPipe{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *memPipe) write(b []byte) {
+	p.mu.Lock()
+	p.buf = append(p.buf, b...)
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *memPipe) closeWrite() {
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *memPipe) read(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.buf) == 0 && !p.closed {
+		p.cond.Wait()
+	}
+	if len(p.buf) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	return n, nil
+}
+
+// memTransport is the server side's Transport: writes land in toClient, and
+// the "event handler" (onTraffic) runs on the loop for client bytes and Wake.
+type memTransport struct {
+	loop     *memLoop
+	toClient *memPipe
+	conn     *Conn
+	closed   bool   // loop only
+	inbox    []byte // application data the server read; loop only
+	inboxMu  sync.Mutex
+	writes   atomic.Int64 // AsyncWrite calls with data
+	outbound atomic.Int64 // simulated OutboundBuffered
+	onData   func(t *memTransport, data []byte)
+	closedCh chan struct{}
+}
+
+func (t *memTransport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
+	if !t.loop.post(func() {
+		var err error
+		if t.closed {
+			err = net.ErrClosed
+		} else if len(buf) > 0 {
+			t.writes.Add(1)
+			t.toClient.write(buf)
+		}
+		if cb != nil {
+			_ = cb(nil, err)
+		}
+	}) {
+		return net.ErrClosed
+	}
+	return nil
+}
+
+func (t *memTransport) Wake(cb gnet.AsyncCallback) error {
+	t.loop.post(func() {
+		if !t.closed {
+			t.traffic(nil)
+		}
+		if cb != nil {
+			_ = cb(nil, nil)
+		}
+	})
+	return nil
+}
+
+func (t *memTransport) Close() error {
+	t.loop.post(t.closeNow)
+	return nil
+}
+
+func (t *memTransport) closeNow() {
+	if t.closed {
+		return
+	}
+	t.closed = true
+	t.toClient.closeWrite()
+	if t.conn != nil {
+		t.conn.Release()
+	}
+	close(t.closedCh)
+}
+
+func (t *memTransport) OutboundBuffered() int { return int(t.outbound.Load()) }
+
+// traffic is the transport's OnTraffic: Feed, then Read until ErrWouldBlock.
+func (t *memTransport) traffic(data []byte) {
+	if t.conn == nil || t.closed {
+		return
+	}
+	if t.conn.Feed(data) != nil {
+		return
+	}
+	var buf [4096]byte
+	for {
+		n, err := t.conn.Read(buf[:])
+		if n > 0 {
+			t.inboxMu.Lock()
+			t.inbox = append(t.inbox, buf[:n]...)
+			t.inboxMu.Unlock()
+			if t.onData != nil {
+				t.onData(t, buf[:n])
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (t *memTransport) received() string {
+	t.inboxMu.Lock()
+	defer t.inboxMu.Unlock()
+	return string(t.inbox)
+}
+
+// memClientConn is the client's net.Conn over a memTransport.
+type memClientConn struct {
+	t *memTransport
+}
+
+func (c *memClientConn) Read(b []byte) (int, error) { return c.t.toClient.read(b) }
+func (c *memClientConn) Write(b []byte) (int, error) {
+	data := append([]byte(nil), b...)
+	if !c.t.loop.post(func() { c.t.traffic(data) }) {
+		return 0, net.ErrClosed
+	}
+	return len(b), nil
+}
+func (c *memClientConn) Close() error                     { return c.t.Close() }
+func (c *memClientConn) LocalAddr() net.Addr              { return shimAddr{} }
+func (c *memClientConn) RemoteAddr() net.Addr             { return shimAddr{} }
+func (c *memClientConn) SetDeadline(time.Time) error      { return nil }
+func (c *memClientConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *memClientConn) SetWriteDeadline(time.Time) error { return nil }
+
+// memOpen opens an engine connection over a fresh memTransport on loop and
+// returns the transport and the client side's net.Conn.
+func memOpen(tb testing.TB, e *Engine, loop *memLoop) (*memTransport, net.Conn, error) {
+	tb.Helper()
+	t := &memTransport{loop: loop, toClient: newMemPipe(), closedCh: make(chan struct{})}
+	opened := make(chan error, 1)
+	loop.post(func() { // OnOpen runs on the loop
+		c, err := e.Open(t)
+		t.conn = c
+		opened <- err
+	})
+	if err := <-opened; err != nil {
+		return nil, nil, err
+	}
+	return t, &memClientConn{t: t}, nil
+}
 
 // memEngine is an engine over the fixture plus an in-memory loop.
 func memEngine(t *testing.T, mod func(*Config)) (*Engine, *memLoop, *teFixture) {

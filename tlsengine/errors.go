@@ -45,6 +45,10 @@ var (
 	ErrCertificateRejected = errors.New("tlsengine: client certificate rejected")
 
 	errForeignConn = errors.New("tlsengine: ClientHello from a connection the engine does not own")
+
+	// errPeerClosed aborts a handshake whose transport went away. Not io.EOF:
+	// crypto/tls rewrites EOF, and the engine must recognise its own abort.
+	errPeerClosed = errors.New("tlsengine: peer closed the connection during the handshake")
 )
 
 // wouldBlockError is ErrWouldBlock's type: "no data yet", retryable.
@@ -66,7 +70,7 @@ const (
 	ReasonNotTLS          = "not_tls"          // the bytes were not a TLS record stream
 	ReasonRecordOverflow  = "record_overflow"  // a record longer than TLS allows
 	ReasonClientAlert     = "client_alert"     // the client sent an alert mid-handshake
-	ReasonBadCertificate  = "bad_certificate"  // RejectInvalid site refused the device chain
+	ReasonBadCertificate  = "bad_certificate"  // RejectInvalid site refused the presented chain (no chain at all fails inside crypto/tls: tls_error)
 	ReasonInboundOverflow = "inbound_overflow" // more than MaxInbound bytes unread
 	ReasonClosed          = "closed"           // the peer hung up or the gateway closed mid-handshake
 	ReasonTLSError        = "tls_error"        // any other handshake failure (crypto/tls sent its alert)
@@ -111,8 +115,9 @@ func (r reason) String() string {
 	return ReasonTLSError
 }
 
-// classify names why a handshake failed. Facts the engine recorded itself
-// (abort cause, unknown SNI, oversized header, rejected chain) come first;
+// classify names why a handshake failed. abort is the engine's own abort
+// (timeout, close, overflow) when it is what crypto/tls returned; then come
+// the facts the engine saw (unknown SNI, oversized header, rejected chain);
 // crypto/tls's error is consulted only for what the engine cannot see.
 func classify(abort reason, unknownSNI, oversized, rejected bool, err error) reason {
 	switch {

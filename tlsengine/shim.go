@@ -216,22 +216,22 @@ func (s *shim) stopHandshake(why reason, err error) {
 	s.abortOnce.Do(func() { close(s.abort) })
 }
 
-// endHandshake switches Read to its non-blocking mode and reports why the
-// handshake was aborted, if it was.
-func (s *shim) endHandshake() reason {
+// endHandshake switches Read to its non-blocking mode and returns the
+// handshake's abort, if there was one, with the error it made Read return.
+func (s *shim) endHandshake() (reason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.handshaking = false
 	if s.abortErr != nil {
-		return s.abortWhy
+		return s.abortWhy, s.abortErr
 	}
-	return rOK
+	return rOK, nil
 }
 
 // release records that the transport is gone (OnClose).
 func (s *shim) release() {
 	s.released.Store(true)
-	s.stopHandshake(rClosed, io.EOF)
+	s.stopHandshake(rClosed, errPeerClosed)
 	select {
 	case s.notify <- struct{}{}:
 	default:
