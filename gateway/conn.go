@@ -29,10 +29,22 @@ type conn struct {
 	// Touched only on the event loop.
 	handshakeSeen bool
 
+	// unread is set by the worker when it refuses a request whose bytes it
+	// did not all read (413, 431, 400, 408): the connection then lingers.
+	unread bool
+
 	mu      sync.Mutex
 	idle    *time.Timer // closes the connection when no request comes in time
+	linger  *time.Timer // ends a lingering close
 	closing bool
 }
+
+// lingerTime bounds a lingering close: after refusing a request it did not
+// read in full, the gateway keeps reading (and discarding) what the device
+// still sends, until the device closes or this long has passed. Closing at
+// once, with input unread, makes the kernel send a reset, and a device still
+// writing its body would lose the 413 (nginx's lingering_close does the same).
+const lingerTime = 2 * time.Second
 
 // readBufPool holds the buffers OnTraffic decrypts into; they are per call,
 // not per connection, so an idle connection costs no buffer.
@@ -42,7 +54,10 @@ var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return 
 // to TLS, and once the handshake is done, move the plaintext to the worker.
 func (c *conn) traffic(data []byte) gnet.Action {
 	if err := c.tc.Feed(data); err != nil {
-		return gnet.Close
+		// The engine is already closing the connection (after flushing what
+		// is queued, such as a 413 sent before the body was read): a
+		// gnet.Close here would drop that response.
+		return gnet.None
 	}
 	if !c.tc.HandshakeComplete() {
 		return gnet.None
@@ -60,8 +75,14 @@ func (c *conn) traffic(data []byte) gnet.Action {
 		if n > 0 {
 			start, perr := c.pipe.push(buf[:n])
 			if perr != nil {
+				// Take no more input. A running worker answers what it has
+				// (such as the 413 of a body that can never fit) and then
+				// closes; closing here would drop that answer.
 				c.srv.log.Info("closing connection", "client", c.remoteIP, "reason", perr.Error())
-				c.shutdown()
+				c.pipe.close()
+				if c.pipe.stopIfIdle() {
+					c.shutdown()
+				}
 				return gnet.None
 			}
 			if start {
@@ -76,7 +97,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 			// close_notify or a broken record: no more requests come; the
 			// worker (if any) finishes what it has, then closes.
 			c.pipe.close()
-			if c.pipe.stopIfIdle() {
+			if c.pipe.stopIfIdle() || c.lingering() {
 				c.shutdown()
 			}
 			return gnet.None
@@ -94,7 +115,11 @@ func (c *conn) work() {
 	for {
 		keep := c.serveOne(br, bw)
 		if !keep {
-			c.shutdown()
+			if c.unread {
+				c.lingerClose()
+			} else {
+				c.shutdown()
+			}
 			return
 		}
 		if c.pipe.finish(br.Buffered()) {
@@ -128,17 +153,21 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 			return false
 		}
 		x.refuseRead(err, false)
+		c.unread = true
 		c.finishExchange(x, bw, start)
 		return false
 	}
 	if s.maxHeaderCount > 0 && req.Header.Len() > s.maxHeaderCount {
 		x.closeAfter = true
+		c.unread = true
 		x.refuse(fasthttp.StatusRequestHeaderFieldsTooLarge, "too many header fields")
 		c.finishExchange(x, bw, start)
 		return false
 	}
 	if req.MayContinue() {
 		if cl := req.Header.ContentLength(); cl > int(s.maxBodyBytes) {
+			x.closeAfter = true // the body may follow anyway: it is never read
+			c.unread = true
 			x.refuse(fasthttp.StatusRequestEntityTooLarge, "request body too large")
 			c.finishExchange(x, bw, start)
 			return false
@@ -153,6 +182,7 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	c.pipe.setDeadline(time.Now().Add(s.idleTimeout))
 	if err := req.ContinueReadBody(br, int(s.maxBodyBytes), false); err != nil {
 		x.refuseRead(err, true)
+		c.unread = true
 		c.finishExchange(x, bw, start)
 		return false
 	}
@@ -245,6 +275,26 @@ func (c *conn) idleExpired() {
 	}
 }
 
+// lingerClose ends the connection after a refused request without cutting
+// off the answer: input is discarded from now on, and the connection closes
+// when the device closes its side or after lingerTime.
+func (c *conn) lingerClose() {
+	c.pipe.close() // push discards on a closed pipe
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.linger != nil {
+		return
+	}
+	c.linger = time.AfterFunc(lingerTime, c.shutdown)
+}
+
+// lingering reports whether a lingering close is in progress.
+func (c *conn) lingering() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.linger != nil
+}
+
 // shutdown closes the TLS session (close_notify, then the socket once the
 // output is flushed). Safe to call more than once, from any goroutine.
 func (c *conn) shutdown() {
@@ -256,6 +306,9 @@ func (c *conn) shutdown() {
 	c.closing = true
 	if c.idle != nil {
 		c.idle.Stop()
+	}
+	if c.linger != nil {
+		c.linger.Stop()
 	}
 	c.mu.Unlock()
 	_ = c.tc.Close()

@@ -101,6 +101,8 @@ type cfgParams struct {
 	FleetOnApp bool
 	// SecondCA adds the second fleet CA, associated with app.fleet.test.
 	SecondCA bool
+	// Now, when set, is the gateway's clock (not part of the file).
+	Now func() time.Time
 }
 
 var cfgTemplate = template.Must(template.New("toml").Parse(`
@@ -213,7 +215,8 @@ type echo struct {
 
 // origin is the test origin: it echoes every request as JSON; /hold waits
 // (after telling the test it arrived) until the test releases it, the
-// gateway gives up, or the test ends.
+// gateway gives up, or the test ends; /close closes the connection without
+// an answer and /garbage answers something that is not HTTP.
 type origin struct {
 	srv     *httptest.Server
 	arrived chan string   // the path of each /hold request, as it arrives
@@ -225,6 +228,18 @@ func startOrigin(t testing.TB) *origin {
 	o := &origin{arrived: make(chan string, 16), release: make(chan struct{}), done: make(chan struct{})}
 	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		switch r.URL.Path {
+		case "/close", "/garbage": // a broken origin: no HTTP answer
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			if r.URL.Path == "/garbage" {
+				_, _ = io.WriteString(conn, "SSH-2.0-not-http\r\n\r\n")
+			}
+			_ = conn.Close()
+			return
+		}
 		if strings.HasPrefix(r.URL.Path, "/hold") {
 			o.arrived <- r.URL.Path
 			select {
@@ -323,7 +338,8 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	h.writeConfig(h.params)
 
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) }, Logger: logger})
+	h.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
+		Logger: logger, Now: h.params.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,6 +556,21 @@ func (r *rawConn) expectEOF() {
 	}
 	if err == nil {
 		r.t.Fatal("expected EOF, got no error")
+	}
+}
+
+// finish is what a client does after a Connection: close answer: it closes
+// its side (close_notify); the gateway must then close the connection at
+// once, even when it lingers after a refused request.
+func (r *rawConn) finish() {
+	r.t.Helper()
+	if err := r.c.CloseWrite(); err != nil {
+		r.t.Fatalf("close_notify: %v", err)
+	}
+	start := time.Now()
+	r.expectEOF()
+	if d := time.Since(start); d > lingerTime/2 {
+		r.t.Errorf("the gateway closed %v after the client's close_notify", d)
 	}
 }
 

@@ -37,6 +37,10 @@ func newPlainPipe(limit int) *plainPipe {
 // worker (none is running). Called on the event loop.
 func (p *plainPipe) push(b []byte) (startWorker bool, err error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false, nil // no more input is taken: discard
+	}
 	if len(p.buf)+len(b) > p.limit {
 		p.mu.Unlock()
 		return false, errInputOverflow

@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"io"
 	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -80,7 +82,19 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		Dial: func(a string) (net.Conn, error) {
-			return fasthttp.DialTimeout(a, connect)
+			c, err := fasthttp.DialTimeout(a, connect)
+			if err != nil {
+				return nil, err
+			}
+			return newOriginConn(c), nil
+		},
+		// A request goes to the origin again only when a pooled keep-alive
+		// connection turned out to be closed before any answer, and only for
+		// idempotent methods. Never after a timeout (fasthttp's default
+		// retries GET, HEAD and PUT up to five times): the device would wait
+		// five origin_timeouts and the origin would get the request five times.
+		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
+			return false, retryable(req, err)
 		},
 	}
 	if opt.MaxResponseBytes > 0 {
@@ -106,6 +120,9 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	for _, name := range spoofableHeaders {
 		h.Del(name)
 	}
+	// The gateway answered the expectation itself (100 Continue) and has the
+	// whole body: the origin must not be asked to answer it again.
+	h.Del("Expect")
 	if f.CookieName != "" {
 		h.DelCookie(f.CookieName)
 		if len(h.Peek("Cookie")) == 0 {
@@ -190,6 +207,26 @@ func originFailure(err error) (status int, kind string) {
 		return fasthttp.StatusBadGateway, "unreachable"
 	}
 	return fasthttp.StatusBadGateway, "bad_response"
+}
+
+// retryable reports whether an origin request may be sent again: any
+// method when nothing was sent (errStaleConn), else an idempotent method
+// that failed because the origin had closed the pooled connection (EOF,
+// reset or broken pipe before the first response byte).
+func retryable(req *fasthttp.Request, err error) bool {
+	if errors.Is(err, errStaleConn) {
+		return true // nothing was sent
+	}
+	h := &req.Header
+	if !h.IsGet() && !h.IsHead() && !h.IsPut() && !h.IsOptions() {
+		return false
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func isDialError(err error) bool {

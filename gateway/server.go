@@ -199,6 +199,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
+	if c.linger != nil {
+		c.linger.Stop()
+	}
 	c.mu.Unlock()
 	c.pipe.close()
 	c.tc.Release()
@@ -270,7 +273,14 @@ func (s *Server) stop() error {
 	s.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		err = s.gnetEng.Stop(ctx)
+		// gnet's Stop polls for the end of the event loops every 500ms;
+		// Run returning says the same at once.
+		stopped := make(chan error, 1)
+		go func() { stopped <- s.gnetEng.Stop(ctx) }()
+		select {
+		case <-s.runDone:
+		case err = <-stopped:
+		}
 	})
 	<-s.runDone
 	return err

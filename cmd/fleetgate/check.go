@@ -18,7 +18,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if *file == "" {
 		fs.Usage()

@@ -39,7 +39,7 @@ Makes, in the output folder:
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	kt, ok := map[string]pki.KeyType{"p256": pki.ECDSAP256, "p384": pki.ECDSAP384, "rsa": pki.RSA2048, "ed25519": pki.Ed25519}[*keyType]
 	if !ok {

@@ -31,7 +31,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	logger, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {

@@ -21,6 +21,9 @@ const maxJWKSBytes = 1 << 20
 func cmdToken(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "verify" {
 		fmt.Fprintln(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] TOKEN")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+			return 0
+		}
 		return 2
 	}
 	fs := flag.NewFlagSet("token verify", flag.ContinueOnError)
@@ -34,7 +37,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if *jwks == "" || fs.NArg() != 1 {
 		fs.Usage()

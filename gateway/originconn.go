@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// errStaleConn is returned instead of writing a request on a pooled origin
+// connection that the origin has already closed. Nothing was sent, so the
+// request may go out again on a fresh connection, whatever its method.
+var errStaleConn = errors.New("gateway: the origin closed the idle connection")
+
+// originConn is a pooled origin connection that checks, before the first
+// write of each request, that the origin has not closed it while it sat idle
+// in the pool. fasthttp keeps no reader on idle connections, so without this
+// a request (a device's POST, which is never retried) would be written to a
+// dead connection and answered 502 whenever the origin's keep-alive timeout
+// is shorter than the pool's.
+type originConn struct {
+	net.Conn
+	raw  syscall.RawConn // nil when the connection offers none: no check
+	idle bool            // a response was read and no request written since
+}
+
+func newOriginConn(c net.Conn) net.Conn {
+	oc := &originConn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			oc.raw = raw
+		}
+	}
+	return oc
+}
+
+func (c *originConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.idle = true
+	return n, err
+}
+
+func (c *originConn) Write(p []byte) (int, error) {
+	if c.idle {
+		c.idle = false
+		if c.raw != nil && peerClosed(c.raw) {
+			return 0, errStaleConn
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// peerClosed peeks at the socket without blocking: end of file (or any
+// unsolicited byte or error) means the connection cannot carry a request.
+func peerClosed(raw syscall.RawConn) bool {
+	closed := false
+	var b [1]byte
+	err := raw.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = !errors.Is(err, syscall.EAGAIN) || n > 0
+		return true // never wait for readability
+	})
+	return err != nil || closed
+}
