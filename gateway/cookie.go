@@ -7,8 +7,9 @@ import (
 )
 
 // sessionCookie formats the Set-Cookie value that carries a session token:
-// host-only to the application's domain, HttpOnly and Secure always, with the
-// configured SameSite. maxAge 0 or less expires the cookie (logout).
+// Domain is the host the device asked for (as Access sets it; browsers then
+// also send it to subdomains, where it only admits applications whose AUD it
+// carries), HttpOnly and Secure always, with the configured SameSite. maxAge 0 or less expires the cookie (logout).
 func sessionCookie(name, value, domain, sameSite string, now time.Time, maxAge time.Duration) string {
 	secs := int64(maxAge / time.Second)
 	expires := now.Add(maxAge)

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +61,8 @@ type Server struct {
 	runDone   chan struct{}
 	runErr    error
 	listening atomic.Bool
+	// ephemeralKey signs tokens when the configuration names no key file.
+	ephemeralKey *ecdsa.PrivateKey
 	gnet.BuiltinEventEngine
 }
 
@@ -83,7 +88,12 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.verdicts = tlsengine.NewVerdictCache(cfg.Gateway.VerdictCacheSize)
+	if n := cfg.Gateway.VerdictCacheSize; n > 0 {
+		s.verdicts = tlsengine.NewVerdictCache(n) // nil: verdict_cache_size = 0 disables it
+	}
+	if err := s.provideKey(cfg); err != nil {
+		return nil, err
+	}
 	snap, err := buildSnapshot(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -96,8 +106,11 @@ func New(opts Options) (*Server, error) {
 		Queue:            cfg.Gateway.HandshakeQueue,
 		HandshakeTimeout: cfg.Gateway.HandshakeTimeout,
 		Verifier:         s.verdicts,
-		Now:              s.now,
-		Logger:           s.log,
+		// Bytes a device sends right behind its Finished wait in the engine
+		// until the handshake completes: allow one whole request there too.
+		MaxInbound: max(tlsengine.DefaultMaxInbound, snap.inputLimit()),
+		Now:        s.now,
+		Logger:     s.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -167,7 +180,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
-		pipe: newPlainPipe(snap.maxHeaderBytes + int(snap.maxBodyBytes) + 64<<10)}
+		pipe: newPlainPipe(snap.inputLimit())}
 	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
 		c.remoteAddr = ap.Addr().Unmap()
 		c.remoteIP = c.remoteAddr.String()
@@ -220,6 +233,9 @@ func (s *Server) Reload() error {
 		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
 		return err
 	}
+	if err := s.provideKey(cfg); err != nil {
+		return err
+	}
 	old := s.snap.Load()
 	snap, err := buildSnapshot(cfg, old)
 	if err != nil {
@@ -232,8 +248,30 @@ func (s *Server) Reload() error {
 	}
 	s.snap.Store(snap)
 	s.engine.SetSites(snap.sites)
+	// Cached verdicts belong to the old sites (and their CAs and
+	// revocation lists): drop them rather than let them age out.
+	s.verdicts.Purge()
 	s.metrics.reload(true)
 	s.log.Info("configuration reloaded", "hash", cfg.Hash, "applications", len(snap.apps))
+	return nil
+}
+
+// provideKey gives a configuration that asked for an ephemeral token key
+// (no signing_key_file) the key this process generated at its first load,
+// so that reloads do not invalidate the sessions already issued.
+func (s *Server) provideKey(cfg *configs.Config) error {
+	if !cfg.Tokens.EphemeralKey || cfg.Tokens.SigningKey != nil {
+		return nil
+	}
+	if s.ephemeralKey == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return fmt.Errorf("gateway: ephemeral token key: %w", err)
+		}
+		s.ephemeralKey = k
+		s.log.Warn("no signing_key_file: tokens are signed with a key generated at start; sessions end with the process")
+	}
+	cfg.Tokens.SigningKey = s.ephemeralKey
 	return nil
 }
 

@@ -158,6 +158,12 @@ func (s *snapshot) verifyToken(tok, aud string, now time.Time) (*policy.Claims, 
 	return s.keys.VerifyCached(s.tokenCache, tok, aud, s.issuer, now)
 }
 
+// inputLimit is the most plaintext a connection buffers: one request of the
+// largest allowed header and body, plus room for the next request's start.
+func (s *snapshot) inputLimit() int {
+	return s.maxHeaderBytes + int(s.maxBodyBytes) + 64<<10
+}
+
 // mintFor mints the token of an allowed request: claims from the policy
 // input (the certificate's identity, or the token's standing in for it).
 func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision) (string, error) {

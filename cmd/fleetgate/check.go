@@ -24,7 +24,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	cfg, err := configs.Load(*file)
+	cfg, err := loadOptions.Load(*file)
 	if err != nil {
 		var list *configs.Errors
 		if errors.As(err, &list) {
@@ -41,3 +41,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		*file, len(cfg.Applications), len(cfg.ClientCAs), len(cfg.Warnings), cfg.Hash)
 	return 0
 }
+
+// loadOptions is how serve and check read a file: a missing
+// signing_key_file is allowed (with a warning), the gateway then signs with
+// a key generated at start.
+var loadOptions = configs.Options{AllowEphemeralKey: true}

@@ -4,6 +4,7 @@
 //	fleetgate check -c FILE        validate a configuration file
 //	fleetgate pki [flags]          make a CA, an intermediate, server and device certificates
 //	fleetgate token verify ...     verify a token against a JWKS
+//	fleetgate bench [flags]        load a server with a simulated fleet
 //	fleetgate version              print the version
 package main
 
@@ -24,6 +25,7 @@ Usage:
   fleetgate pki [flags]            make a root CA, an intermediate, server and device certificates
   fleetgate token verify [flags] TOKEN
                                    verify a token against a JWKS and print its claims
+  fleetgate bench [flags]          simulate a fleet of mTLS devices against a server (load test)
   fleetgate version                print the version
 
 Run "fleetgate COMMAND -h" for the flags of a command.
@@ -49,6 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdPKI(rest, stdout, stderr)
 	case "token":
 		return cmdToken(rest, stdout, stderr)
+	case "bench":
+		return cmdBench(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "fleetgate %s\n", version)
 		return 0

@@ -39,7 +39,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	load := func() (*configs.Config, error) { return configs.Load(*file) }
+	load := func() (*configs.Config, error) { return loadOptions.Load(*file) }
 	if *file == "" {
 		dir := *demoDir
 		created, err := demo.Prepare(dir)

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fleetgate/fleetgate/bench"
+)
+
+const benchUsage = `Usage:
+  fleetgate bench [flags]                        simulate a fleet against -target
+  fleetgate bench -init DIR                      make a bench PKI (CA, server certificate, token key) in DIR
+  fleetgate bench -floor                         measure the crypto floor of one fresh mTLS request
+  fleetgate bench -origin ADDR                   run the benchmark origin (plain HTTP) until SIGTERM
+  fleetgate bench -stdlib-server ADDR -dir DIR -upstream URL
+                                                 run the Go standard-library mTLS proxy until SIGTERM
+  fleetgate bench -idle N -target ADDR -pid PID  memory per idle mTLS connection of server PID
+  fleetgate bench -summarize FILE -floor-us F    the comparison's Markdown table (and -out, -png)
+
+Device certificates are generated once into DIR/devices (from DIR's CA, or
+from -ca-cert/-ca-key) and reused by later runs.
+
+`
+
+// benchFlags are the flags of `fleetgate bench`.
+type benchFlags struct {
+	target, sni, host, dir, caCert, caKey, cacert string
+	mode, tlsVersion, group, path, pids, label    string
+	devices, concurrency, bodySize, sourceIPs     int
+	requests                                      int64
+	duration, warmup, timeout                     time.Duration
+	jsonOut, insecure, floor                      bool
+	initDir, origin, stdlibServer, upstream       string
+	idle                                          int
+	summarize, out, png                           string
+	floorUS                                       float64
+}
+
+func cmdBench(args []string, stdout, stderr io.Writer) int {
+	var f benchFlags
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.target, "target", "127.0.0.1:8443", "the server to load (`host:port`)")
+	fs.StringVar(&f.sni, "sni", "", "TLS server `name` (default: the host of -target)")
+	fs.StringVar(&f.host, "host", "", "HTTP Host `header` (default: -sni)")
+	fs.StringVar(&f.dir, "dir", filepath.Join("bench", "pki"), "bench PKI `folder` (from -init); devices are kept in DIR/devices")
+	fs.IntVar(&f.devices, "devices", 100, "simulated devices, each with its own certificate")
+	fs.StringVar(&f.caCert, "ca-cert", "", "CA certificate `file` (PEM, issuer first) that issues missing devices (default: DIR's intermediate)")
+	fs.StringVar(&f.caKey, "ca-key", "", "the key `file` of -ca-cert (PEM)")
+	fs.StringVar(&f.cacert, "cacert", "", "CA `file` that verifies the server's certificate (default: DIR/root.pem)")
+	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the server's certificate")
+	fs.IntVar(&f.concurrency, "concurrency", bench.DefaultConcurrency, "workers, each with one request in flight")
+	fs.DurationVar(&f.duration, "duration", 0, "measured phase (default 10s; with -requests alone, at most 5m)")
+	fs.Int64Var(&f.requests, "requests", 0, "measured requests (0: bounded by -duration)")
+	fs.DurationVar(&f.warmup, "warmup", 0, "warm-up before measuring, not counted")
+	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "bound on each request, dial and handshake included")
+	fs.StringVar(&f.mode, "mode", "fresh", "fresh (a handshake per request), keepalive, or cookie (certificate once, then the session cookie)")
+	fs.StringVar(&f.tlsVersion, "tls", "1.3", "TLS version: 1.2 or 1.3")
+	fs.StringVar(&f.group, "group", "x25519", "key-exchange group: x25519, p256 or mlkem (X25519MLKEM768)")
+	fs.StringVar(&f.path, "path", "/", "request `path`")
+	fs.IntVar(&f.bodySize, "body-size", 0, "POST a body of this many `bytes` (0: GET)")
+	fs.StringVar(&f.pids, "pid", "", "server `PIDs` (comma-separated): report their CPU µs per request")
+	fs.IntVar(&f.sourceIPs, "source-ips", 0, "spread connections over `N` source addresses in 127.0.0.0/8")
+	fs.StringVar(&f.label, "label", "", "a `name` for this run in the report")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the report as one JSON object")
+	fs.StringVar(&f.initDir, "init", "", "make a bench PKI in `DIR` and exit")
+	fs.BoolVar(&f.floor, "floor", false, "measure the crypto floor and exit")
+	fs.StringVar(&f.origin, "origin", "", "run the benchmark origin on `ADDR`")
+	fs.StringVar(&f.stdlibServer, "stdlib-server", "", "run the standard-library proxy on `ADDR` (certificates from -dir)")
+	fs.StringVar(&f.upstream, "upstream", "http://127.0.0.1:9000", "origin `URL` of -stdlib-server")
+	fs.IntVar(&f.idle, "idle", 0, "open `N` idle mTLS connections to -target and report server -pid's RSS growth per connection")
+	fs.StringVar(&f.summarize, "summarize", "", "JSON-lines `file` of comparison runs: print the Markdown table")
+	fs.Float64Var(&f.floorUS, "floor-us", 0, "crypto floor in µs for -summarize (0: measure it now)")
+	fs.StringVar(&f.out, "out", "", "with -summarize: also write the Markdown to `file`")
+	fs.StringVar(&f.png, "png", "", "with -summarize: also draw the chart to `file`")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fleetgate bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch {
+	case f.initDir != "":
+		err = benchInit(f.initDir, stdout)
+	case f.floor:
+		err = benchFloor(stdout, f.jsonOut)
+	case f.origin != "":
+		err = benchServe(ctx, stdout, "origin", func() (*bench.Server, error) { return bench.StartOrigin(f.origin) })
+	case f.stdlibServer != "":
+		err = benchServe(ctx, stdout, "stdlib server", func() (*bench.Server, error) {
+			return bench.StartStdlib(bench.StdlibOptions{
+				Listen: f.stdlibServer, Upstream: f.upstream,
+				CertFile: filepath.Join(f.dir, bench.ServerFile), KeyFile: filepath.Join(f.dir, bench.ServerKeyFile),
+				ClientCAFile: filepath.Join(f.dir, bench.RootFile),
+			})
+		})
+	case f.summarize != "":
+		err = bench.Summarize(bench.SummaryOptions{Input: f.summarize, FloorUS: f.floorUS, Markdown: f.out, PNG: f.png}, stdout)
+	default:
+		err = benchRun(ctx, &f, stdout, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetgate bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func benchInit(dir string, stdout io.Writer) error {
+	created, err := bench.InitPKI(dir)
+	if err != nil {
+		return err
+	}
+	if !created {
+		fmt.Fprintf(stdout, "fleetgate bench: %s already holds a bench PKI; kept\n", dir)
+		return nil
+	}
+	fmt.Fprintf(stdout, "fleetgate bench: bench PKI in %s (%s trusts devices, %s + %s serve %v, %s signs tokens)\n",
+		dir, bench.RootFile, bench.ServerFile, bench.ServerKeyFile, bench.DefaultServerNames, bench.TokenKeyFile)
+	return nil
+}
+
+func benchFloor(stdout io.Writer, jsonOut bool) error {
+	fl, err := bench.MeasureFloor()
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		return fl.WriteJSON(stdout)
+	}
+	return fl.WriteText(stdout)
+}
+
+// benchServe runs one of the package's servers until ctx ends.
+func benchServe(ctx context.Context, stdout io.Writer, what string, start func() (*bench.Server, error)) error {
+	s, err := start()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "fleetgate bench: %s on %s (pid %d)\n", what, s.Addr(), os.Getpid())
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(sctx)
+		return nil
+	case err := <-s.Done():
+		return err
+	}
+}
+
+func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) error {
+	o := bench.Options{Target: f.target, SNI: f.sni, Host: f.host, Insecure: f.insecure,
+		Concurrency: f.concurrency, Duration: f.duration, Requests: f.requests, Warmup: f.warmup,
+		Timeout: f.timeout, Path: f.path, BodySize: f.bodySize, SourceIPs: f.sourceIPs, Label: f.label}
+	var err error
+	if o.Mode, err = bench.ParseMode(f.mode); err != nil {
+		return err
+	}
+	if o.TLSVersion, err = bench.ParseTLSVersion(f.tlsVersion); err != nil {
+		return err
+	}
+	if o.Group, err = bench.ParseGroup(f.group); err != nil {
+		return err
+	}
+	if o.PIDs, err = bench.ParsePIDs(f.pids); err != nil {
+		return err
+	}
+	if !f.insecure {
+		cacert := f.cacert
+		if cacert == "" {
+			cacert = filepath.Join(f.dir, bench.RootFile)
+		}
+		if o.RootCAs, err = bench.LoadRoots(cacert); err != nil {
+			return err
+		}
+	}
+	if o.Devices, err = bench.LoadFleet(bench.FleetOptions{Dir: f.dir, N: f.devices, CACertFile: f.caCert, CAKeyFile: f.caKey}); err != nil {
+		return err
+	}
+	if isTerminal(stderr) {
+		o.Progress = stderr
+	}
+	if f.idle > 0 {
+		return benchIdle(ctx, f, o, stdout)
+	}
+	res, err := bench.Run(ctx, o)
+	if err != nil && res == nil {
+		return err
+	}
+	if f.jsonOut {
+		if werr := res.WriteJSON(stdout); werr != nil {
+			return werr
+		}
+	} else if werr := res.WriteText(stdout); werr != nil {
+		return werr
+	}
+	return err
+}
+
+func benchIdle(ctx context.Context, f *benchFlags, o bench.Options, stdout io.Writer) error {
+	if len(o.PIDs) != 1 {
+		return fmt.Errorf("-idle needs exactly one server -pid")
+	}
+	res, err := bench.MeasureIdle(ctx, bench.IdleOptions{Run: o, N: f.idle, PID: o.PIDs[0], Label: f.label})
+	if err != nil {
+		return err
+	}
+	if f.jsonOut {
+		return res.WriteJSON(stdout)
+	}
+	return res.WriteText(stdout)
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	file, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := file.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
