@@ -9,7 +9,6 @@ import (
 // accessLog writes the request's one access-log line: who, where, what was
 // decided and why, and how long each part took. Never a token or a key.
 func (s *Server) accessLog(x *exchange, total time.Duration) {
-	s.metrics.request(x)
 	if !s.accessLg.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}

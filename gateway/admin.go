@@ -2,13 +2,17 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// adminServer is the operator's listener: health and readiness (and, later,
-// metrics). It is plain net/http: it serves a handful of loopback requests.
+// adminServer is the operator's listener: liveness (/healthz), readiness
+// (/readyz) and Prometheus metrics (/metrics). It is plain net/http: it
+// serves a handful of requests from the operator's own machines.
 type adminServer struct {
 	ln  net.Listener
 	srv *http.Server
@@ -26,16 +30,41 @@ func startAdmin(addr string, s *Server) (*adminServer, error) {
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !s.Ready() {
+		w.Header().Set("Cache-Control", "no-store")
+		if why := s.notReady(); why != "" {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready\n"))
+			_, _ = w.Write([]byte("not ready: " + why + "\n"))
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if s.registry != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
+			ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelError),
+			ErrorHandling: promhttp.ContinueOnError, // a partial scrape beats none
+			// Scrapes are cheap but not free: a runaway scraper must not
+			// take CPU from handshakes.
+			MaxRequestsInFlight: 4,
+			Timeout:             10 * time.Second,
+		}))
+	}
 	a := &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() { _ = a.srv.Serve(ln) }()
 	return a, nil
+}
+
+// notReady says why the gateway should not receive traffic, or "" when it
+// should (see Server.Ready).
+func (s *Server) notReady() string {
+	switch {
+	case s.snap.Load() == nil:
+		return "no configuration loaded"
+	case s.draining.Load():
+		return "draining"
+	case !s.listening.Load():
+		return "listener not up"
+	}
+	return ""
 }
 
 func (a *adminServer) addr() string { return a.ln.Addr().String() }

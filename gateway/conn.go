@@ -64,7 +64,6 @@ func (c *conn) traffic(data []byte) gnet.Action {
 	}
 	if !c.handshakeSeen {
 		c.handshakeSeen = true
-		c.srv.metrics.handshakeDone(c.tc)
 		c.armIdle(c.snap.idleTimeout)
 	}
 	bp := readBufPool.Get().(*[]byte)
@@ -214,7 +213,7 @@ func (x *exchange) refuseRead(err error, inBody bool) {
 	}
 }
 
-// finishExchange writes the response and the access-log line.
+// finishExchange writes the response, counts it and logs it.
 func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	if x.closeAfter {
 		x.resp.SetConnectionClose()
@@ -230,7 +229,9 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	if err != nil {
 		x.closeAfter = true
 	}
-	c.srv.accessLog(x, time.Since(start))
+	total := time.Since(start)
+	c.srv.metrics.request(x, total)
+	c.srv.accessLog(x, total)
 }
 
 // app returns the application this connection's site belongs to.

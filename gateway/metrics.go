@@ -1,22 +1,46 @@
 package gateway
 
-import "github.com/fleetgate/fleetgate/tlsengine"
+import (
+	"time"
 
-// metrics is the gateway's counting sink. It is injected (a no-op for now
-// and in tests), never a package global.
+	"github.com/fleetgate/fleetgate/tlsengine"
+)
+
+// metrics is the gateway's counting sink. It is injected (promMetrics when
+// the admin listener is on, noMetrics otherwise), never a package global.
+// Its methods are called on the hot paths (event loops, handshake
+// goroutines, request workers): they must be quick and safe for concurrent
+// use. What is read rather than counted (connections open, handshake queue,
+// caches, expiry dates) is not here: collectors read it at scrape time.
 type metrics interface {
-	handshakeDone(tc *tlsengine.Conn)
+	// Handshake counts one finished handshake (or shed connection); the
+	// engine calls it as its tlsengine.Observer.
+	tlsengine.Observer
+	// connAccepted counts a connection admitted by OnOpen.
+	connAccepted()
+	// connRefused counts a connection refused by OnOpen: "max_connections",
+	// "shed" or "draining".
 	connRefused(reason string)
+	// tokenMinted counts a token minted for app: "session" or "no_duration".
 	tokenMinted(app, kind string)
-	request(x *exchange)
-	reload(ok bool)
+	// request counts one answered request that took total, from its first
+	// header byte read to its response written.
+	request(x *exchange, total time.Duration)
+	// configLoaded records a snapshot that is now serving: at start (old is
+	// nil) and after each successful reload.
+	configLoaded(old, cur *snapshot)
+	// reloadFailed counts a reload that was refused.
+	reloadFailed()
 }
 
-// noMetrics counts nothing.
+// noMetrics counts nothing: the sink when no admin listener can serve
+// /metrics.
 type noMetrics struct{}
 
-func (noMetrics) handshakeDone(*tlsengine.Conn) {}
-func (noMetrics) connRefused(string)            {}
-func (noMetrics) tokenMinted(string, string)    {}
-func (noMetrics) request(*exchange)             {}
-func (noMetrics) reload(bool)                   {}
+func (noMetrics) Handshake(tlsengine.HandshakeEvent) {}
+func (noMetrics) connAccepted()                      {}
+func (noMetrics) connRefused(string)                 {}
+func (noMetrics) tokenMinted(string, string)         {}
+func (noMetrics) request(*exchange, time.Duration)   {}
+func (noMetrics) configLoaded(*snapshot, *snapshot)  {}
+func (noMetrics) reloadFailed()                      {}

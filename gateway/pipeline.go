@@ -28,6 +28,7 @@ type exchange struct {
 
 	input     policy.Input
 	decision  policy.Decision
+	decided   bool   // the policies were evaluated (decision is meaningful)
 	assertion string // the token forwarded to the origin
 
 	status     int
@@ -111,6 +112,7 @@ func (x *exchange) decide() outcome {
 	}
 	in := &x.input
 	x.decision = x.app.policy.Evaluate(in)
+	x.decided = true
 	if x.decision.Allowed {
 		x.reason = x.decision.Reason
 		return proceed

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/tlsengine"
@@ -48,12 +49,12 @@ type Server struct {
 	verdicts  *tlsengine.VerdictCache
 	snap      atomic.Pointer[snapshot]
 	metrics   metrics
+	registry  *prometheus.Registry // nil when there is no admin listener to serve it
 	gnetEng   gnet.Engine
 	booted    chan struct{}
 	conns     atomic.Int64
 	inflight  atomic.Int64
 	draining  atomic.Bool
-	ready     atomic.Bool
 	reloadMu  sync.Mutex
 	admin     *adminServer
 	listen    string
@@ -88,6 +89,11 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.logWarnings(cfg)
+	if cfg.Gateway.AdminListen != "" {
+		pm := newPromMetrics(s)
+		s.metrics, s.registry = pm, pm.reg
+	}
 	if n := cfg.Gateway.VerdictCacheSize; n > 0 {
 		s.verdicts = tlsengine.NewVerdictCache(n) // nil: verdict_cache_size = 0 disables it
 	}
@@ -99,6 +105,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.snap.Store(snap)
+	s.metrics.configLoaded(nil, snap)
 	s.listen = cfg.Gateway.Listen
 	s.engine, err = tlsengine.NewEngine(tlsengine.Config{
 		Sites:            snap.sites,
@@ -111,6 +118,7 @@ func New(opts Options) (*Server, error) {
 		MaxInbound: max(tlsengine.DefaultMaxInbound, snap.inputLimit()),
 		Now:        s.now,
 		Logger:     s.log,
+		Observer:   s.metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -140,6 +148,7 @@ func (s *Server) Run() error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
+	s.listening.Store(false)
 	if s.admin != nil {
 		s.admin.close()
 	}
@@ -152,7 +161,6 @@ func (s *Server) Run() error {
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.gnetEng = eng
 	s.listening.Store(true)
-	s.ready.Store(true)
 	close(s.booted)
 	s.log.Info("listening", "addr", s.listen)
 	if s.opts.Ready != nil {
@@ -166,6 +174,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	snap := s.snap.Load()
 	if s.draining.Load() {
+		s.metrics.connRefused("draining")
 		return nil, gnet.Close
 	}
 	if n := s.conns.Add(1); snap.cfg.Gateway.MaxConnections > 0 && n > int64(snap.cfg.Gateway.MaxConnections) {
@@ -179,6 +188,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		s.metrics.connRefused("shed")
 		return nil, gnet.Close
 	}
+	s.metrics.connAccepted()
 	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
 		pipe: newPlainPipe(snap.inputLimit())}
 	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
@@ -229,17 +239,18 @@ func (s *Server) Reload() error {
 	defer s.reloadMu.Unlock()
 	cfg, err := s.opts.Load()
 	if err != nil {
-		s.metrics.reload(false)
+		s.metrics.reloadFailed()
 		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
 		return err
 	}
 	if err := s.provideKey(cfg); err != nil {
+		s.metrics.reloadFailed()
 		return err
 	}
 	old := s.snap.Load()
 	snap, err := buildSnapshot(cfg, old)
 	if err != nil {
-		s.metrics.reload(false)
+		s.metrics.reloadFailed()
 		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
 		return err
 	}
@@ -251,8 +262,9 @@ func (s *Server) Reload() error {
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.
 	s.verdicts.Purge()
-	s.metrics.reload(true)
+	s.metrics.configLoaded(old, snap)
 	s.log.Info("configuration reloaded", "hash", cfg.Hash, "applications", len(snap.apps))
+	s.logWarnings(cfg)
 	return nil
 }
 
@@ -280,7 +292,6 @@ func (s *Server) provideKey(cfg *configs.Config) error {
 // stops the event loops when nothing is in flight or ctx expires.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
-	s.ready.Store(false)
 	select {
 	case <-s.booted:
 	case <-s.runDone:
@@ -343,8 +354,18 @@ func (s *Server) AdminAddr() string {
 func (s *Server) Booted() <-chan struct{} { return s.booted }
 
 // Ready reports whether the gateway should receive traffic: configuration
-// loaded, listener up, not draining.
-func (s *Server) Ready() bool { return s.ready.Load() }
+// loaded, listener up (from OnBoot until Run returns), not draining (from
+// the first Shutdown call on, even one made before the listener was up).
+func (s *Server) Ready() bool { return s.notReady() == "" }
+
+// logWarnings logs each of a loaded configuration's warnings (a client CA
+// or server certificate that expires within 30 days, a stale CRL…) at warn
+// level, at start and on every reload.
+func (s *Server) logWarnings(cfg *configs.Config) {
+	for _, w := range cfg.Warnings {
+		s.log.Warn("configuration warning", "file", w.File, "line", w.Line, "path", w.Path, "problem", w.Msg)
+	}
+}
 
 // gnetLogger sends gnet's own messages to slog at debug level (errors at
 // error level), so the library never writes to stdout.
