@@ -33,25 +33,36 @@ var allowedSignatures = map[x509.SignatureAlgorithm]bool{
 }
 
 // readFile reads the file named at path (a key of the document), resolved
-// against the configuration's folder. It reports and returns false on error.
+// against the configuration's folder, up to maxFileBytes. It reports and
+// returns false on error.
 func (l *loader) readFile(path, name string) ([]byte, bool) {
-	full := name
-	if !filepath.IsAbs(name) {
-		full = filepath.Join(l.dir, name)
+	return l.readFileMax(path, name, maxFileBytes)
+}
+
+// resolve returns name resolved against the configuration's folder.
+func (l *loader) resolve(name string) string {
+	if filepath.IsAbs(name) {
+		return name
 	}
+	return filepath.Join(l.dir, name)
+}
+
+// readFileMax is readFile with another bound (a power of two of MiB).
+func (l *loader) readFileMax(path, name string, limit int64) ([]byte, bool) {
+	full := l.resolve(name)
 	f, err := os.Open(full)
 	if err != nil {
 		l.errorf(path, "%v", err)
 		return nil, false
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		l.errorf(path, "%v", err)
 		return nil, false
 	}
-	if len(data) > maxFileBytes {
-		l.errorf(path, "%s is larger than %d MiB", full, maxFileBytes>>20)
+	if int64(len(data)) > limit {
+		l.errorf(path, "%s is larger than %d MiB", full, limit>>20)
 		return nil, false
 	}
 	return data, true

@@ -2,9 +2,12 @@ package configs
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"math/big"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,10 +25,13 @@ type Config struct {
 	Dir string
 	// Hash is the hex SHA-256 of the file's bytes. It does not cover the
 	// files the configuration refers to (PEM, keys).
-	Hash         string
-	Gateway      Gateway
-	Tokens       Tokens
-	ClientCAs    []ClientCA
+	Hash      string
+	Gateway   Gateway
+	Tokens    Tokens
+	ClientCAs []ClientCA
+	// Revocation holds the [revocation] deny-lists; the CRLs are per client
+	// CA (ClientCA.CRLs).
+	Revocation   Revocation
 	Applications []Application
 	// Warnings are problems that do not prevent serving, such as a client CA
 	// that expires within 30 days, in file order.
@@ -112,6 +118,61 @@ type ClientCA struct {
 	ExpiresOn time.Time
 	// Fingerprint is the hex SHA-256 of the first root's DER.
 	Fingerprint string
+	// CRLs are the revocation lists of crl_files, in file order (a PEM file
+	// may hold several), each signed by a certificate of Roots or
+	// Intermediates. Empty when the entry has no crl_files.
+	CRLs []CRL
+	// CRLStale is crl_stale: "warn" (the default) loads a CRL past its
+	// nextUpdate with a warning, "reject" refuses the file. Either way a
+	// stale list still revokes what it lists.
+	CRLStale string
+}
+
+// CRL is one certificate revocation list of a client CA, read from
+// crl_files (PEM "X509 CRL" blocks or DER), its signature checked. It is
+// what the gateway hands to tlsengine.NewRevocation and watches for changes.
+type CRL struct {
+	// File is the name as written in crl_files.
+	File string
+	// Path is File resolved against Config.Dir: what a file watch follows.
+	Path string
+	// Index is the list's position among the PEM blocks of File (0 for the
+	// first, and for DER).
+	Index int
+	// List is the parsed list. Its deprecated RevokedCertificates field is
+	// cleared (RevokedCertificateEntries holds the same entries) to halve
+	// what a large list keeps in memory.
+	List *x509.RevocationList
+	// Issuer is the certificate of the client CA (a root or an intermediate)
+	// whose key signed List.
+	Issuer *x509.Certificate
+	// NextUpdate is the list's nextUpdate: the time by which its issuer
+	// promises a newer list, and past which it is stale (the metric "seconds
+	// until the CRL expires" counts down to it). Zero when the list has none.
+	NextUpdate time.Time
+}
+
+// Name names the list in logs and verdict details: "pki/fleet.crl", or
+// "pki/fleet.crl#2" for the second PEM block of a file.
+func (c *CRL) Name() string {
+	if c.Index == 0 {
+		return c.File
+	}
+	return c.File + "#" + strconv.Itoa(c.Index+1)
+}
+
+// Revocation holds the [revocation] table: certificates denied whatever
+// their issuer, in addition to the client CAs' CRLs. Both apply to every
+// certificate of a device's verified path (leaf, intermediates, root).
+type Revocation struct {
+	// DeniedSerials (denied_serials = []) are serial numbers revoked whatever
+	// the issuer, written in hex, case-insensitive, with optional colons
+	// ("1a:2b:3c", as `openssl x509 -serial` prints them without colons).
+	DeniedSerials []*big.Int
+	// DeniedFingerprints (denied_fingerprints = []) are SHA-256 fingerprints
+	// of certificate DER: 64 hex digits, optional colons (as `openssl x509
+	// -fingerprint -sha256` prints them, and Cf-Client-Cert-Sha256 carries).
+	DeniedFingerprints [][sha256.Size]byte
 }
 
 // Application is one [[applications]] entry, ready for the gateway: the

@@ -98,6 +98,12 @@ func TestExampleFileLoads(t *testing.T) {
 	if cfg.Gateway.DefaultSite != "devices.fleet.test" || len(cfg.Tokens.PreviousKeys) != 1 || len(cfg.Applications) != 2 {
 		t.Errorf("gateway %+v, %d previous keys, %d applications", cfg.Gateway, len(cfg.Tokens.PreviousKeys), len(cfg.Applications))
 	}
+	if ca := cfg.ClientCAs[0]; len(ca.CRLs) != 1 || ca.CRLs[0].Issuer.Subject.CommonName != "Fleet Intermediate" || ca.CRLStale != "warn" {
+		t.Errorf("client_cas[0]: %d CRLs, crl_stale %q", len(ca.CRLs), ca.CRLStale)
+	}
+	if r := cfg.Revocation; len(r.DeniedSerials) != 1 || r.DeniedSerials[0].Text(16) != "4f1a9c03d2" || len(r.DeniedFingerprints) != 1 {
+		t.Errorf("revocation: %+v", r)
+	}
 	app := cfg.Applications[0]
 	if !strings.HasPrefix(app.AUD, "7c1b3f0e") || !app.ForwardClientCert || len(app.Policies) != 2 || app.SessionDuration != 0 {
 		t.Errorf("applications[0]: %+v", app)

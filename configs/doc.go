@@ -37,12 +37,19 @@
 //   - Client-CA certificates that expire within 30 days, server certificates
 //     that do not cover their domain, CAs without associated hostnames and
 //     applications without policies are warnings, not errors.
+//   - Each CRL of crl_files must be signed by a certificate of its client
+//     CA's upload (matched by issuer name, key identifier first). A CRL past
+//     its nextUpdate is a warning (crl_stale = "warn", the default) or an
+//     error ("reject"); indirect CRLs and unknown critical extensions are
+//     errors. The Config carries the parsed lists (ClientCA.CRLs) and the
+//     [revocation] deny-lists (Config.Revocation) as plain data: the
+//     gateway builds the lookup set with tlsengine.NewRevocation.
 //
 // Files: load.go (Load, Parse, Options), schema.go (the keys and defaults),
 // decode.go (decoding against the schema, durations, sizes), positions.go
 // (key path → line), errors.go (Problem, Errors), values.go (listeners,
 // URLs, domains), validate.go ([gateway], [tokens], [[client_cas]]),
-// certs.go (PEM, certificates, files), apps.go ([[applications]] and their
-// policies), config.go (the result), demo.go and demo.toml (the embedded
-// demo).
+// certs.go (PEM, certificates, files), crl.go (crl_files, crl_stale and
+// [revocation]), apps.go ([[applications]] and their policies), config.go
+// (the result), demo.go and demo.toml (the embedded demo).
 package configs

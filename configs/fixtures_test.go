@@ -3,11 +3,13 @@ package configs
 import (
 	"crypto"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
 )
@@ -18,6 +20,7 @@ type testPKI struct {
 	root, inter     *pki.Cert
 	devices, app    *pki.Cert
 	token, previous crypto.Signer // P-256 and Ed25519
+	crl             []byte        // DER: the intermediate's CRL, revoking nothing we use, fresh for a week
 }
 
 var (
@@ -52,12 +55,16 @@ func newTestPKI() (p *testPKI, err error) {
 	if p.token, err = pki.NewKey(pki.ECDSAP256); err != nil {
 		return nil, err
 	}
-	p.previous, err = pki.NewKey(pki.Ed25519)
+	if p.previous, err = pki.NewKey(pki.Ed25519); err != nil {
+		return nil, err
+	}
+	p.crl, err = p.inter.CRL([]*big.Int{big.NewInt(0x4f1a9c03d2)}, time.Now().Add(-time.Hour), time.Now().Add(7*24*time.Hour))
 	return p, err
 }
 
 // writeDemoDir writes the demo layout (the Demo* files) plus
-// keys/token-previous.pem into dir: what demo.toml and fleetgate.toml need.
+// keys/token-previous.pem and pki/fleet.crl into dir: what demo.toml and
+// fleetgate.toml need.
 func writeDemoDir(t testing.TB, dir string) *testPKI {
 	t.Helper()
 	p := fixtures(t)
@@ -66,6 +73,7 @@ func writeDemoDir(t testing.TB, dir string) *testPKI {
 	must(t, p.app.WriteFiles(filepath.Join(dir, DemoAppCert), filepath.Join(dir, DemoAppKey), p.inter))
 	must(t, pki.WriteKey(filepath.Join(dir, DemoTokenKey), p.token))
 	must(t, pki.WriteKey(filepath.Join(dir, "keys/token-previous.pem"), p.previous))
+	must(t, writeFile(filepath.Join(dir, "pki/fleet.crl"), pki.CRLPEM(p.crl)))
 	return p
 }
 

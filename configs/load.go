@@ -78,6 +78,7 @@ func (o Options) Parse(name string, data []byte, baseDir string) (*Config, error
 	l.gateway(&fc.Gateway, &cfg.Gateway)
 	l.tokens(&fc.Tokens, &cfg.Tokens)
 	l.clientCAs(fc.ClientCAs, cfg)
+	l.revocation(&fc.Revocation, &cfg.Revocation)
 	l.applications(fc.Applications, cfg)
 	l.defaultSite(cfg)
 	if errs := l.result(); errs != nil {

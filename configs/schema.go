@@ -13,6 +13,7 @@ type fileConfig struct {
 	Gateway      fileGateway       `toml:"gateway"`
 	Tokens       fileTokens        `toml:"tokens"`
 	ClientCAs    []fileClientCA    `toml:"client_cas"`
+	Revocation   fileRevocation    `toml:"revocation"`
 	Applications []fileApplication `toml:"applications"`
 }
 
@@ -52,6 +53,13 @@ type fileClientCA struct {
 	PEMFile             *string  `toml:"pem_file"`
 	PEM                 *string  `toml:"pem"`
 	AssociatedHostnames []string `toml:"associated_hostnames"`
+	CRLFiles            []string `toml:"crl_files"`
+	CRLStale            string   `toml:"crl_stale" default:"warn"`
+}
+
+type fileRevocation struct {
+	DeniedSerials      []string `toml:"denied_serials"`
+	DeniedFingerprints []string `toml:"denied_fingerprints"`
 }
 
 type fileApplication struct {

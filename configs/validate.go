@@ -216,7 +216,16 @@ func (l *loader) clientCAs(fcs []fileClientCA, cfg *Config) {
 			}
 			continue
 		}
-		if l.parseCAUpload(dataPath, data, &ca) && ok {
+		switch ca.CRLStale = fc.CRLStale; ca.CRLStale {
+		case "warn", "reject":
+		default:
+			l.errorf(joinKey(path, "crl_stale"), "%q is not reject or warn", fc.CRLStale)
+			ok = false
+		}
+		if !l.parseCAUpload(dataPath, data, &ca) {
+			continue
+		}
+		if l.crlFiles(path, fc, &ca) && ok {
 			cfg.ClientCAs = append(cfg.ClientCAs, ca)
 		}
 	}

@@ -27,6 +27,12 @@ type Site struct {
 	// Generation identifies the contents of Roots and Intermediates; verdicts
 	// cached under one generation are never used under another.
 	Generation uint64
+	// Revocation is the set of revoked certificates checked on every
+	// verified path (CRL entries, denied serials and fingerprints); nil
+	// revokes nothing. One set is normally shared by all the sites of a
+	// snapshot. The verdict cache never serves a verdict computed under
+	// another set.
+	Revocation *Revocation
 	// MaxIntermediates caps the intermediates a device may send; 0 (or a
 	// negative value) means 4.
 	MaxIntermediates int

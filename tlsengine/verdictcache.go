@@ -36,14 +36,15 @@ const (
 // It never skips the proof of key possession: crypto/tls checks
 // CertificateVerify on every handshake, whatever the cache says.
 //
-// An entry belongs to one *Site and its Generation (a reload that builds new
-// sites starts cold for them; call Purge to release the old ones at once),
-// never outlives the earliest NotAfter on the verified path, and is served
-// only when the SHA-256 of the presented chain matches the one stored: the
-// xxhash key picks the slot, but an attacker controls the chain bytes and
-// xxhash is not collision resistant. Valid, UnknownAuthority and BadUsage
-// verdicts are cached (refusals for at most a minute); Missing, Malformed,
-// TooManyIntermediates, Expired and NotYetValid are not.
+// An entry belongs to one *Site, its Generation and its Revocation set (a
+// reload that builds new sites or a new set starts cold for them; call Purge
+// to release the old ones at once), never outlives the earliest NotAfter on
+// the verified path, and is served only when the SHA-256 of the presented
+// chain matches the one stored: the xxhash key picks the slot, but an
+// attacker controls the chain bytes and xxhash is not collision resistant.
+// Valid and Revoked verdicts are cached for their path's window,
+// UnknownAuthority and BadUsage for at most a minute; Missing, Malformed,
+// TooManyIntermediates, Expired and NotYetValid are not cached.
 //
 // Verdicts served from the cache share their Identity slices and DER with
 // every other connection of the same chain: treat them as read-only.
@@ -73,6 +74,7 @@ type cacheEntry struct {
 	key   uint64
 	site  *Site
 	gen   uint64
+	rev   *Revocation       // the set the verdict was computed under
 	sum   [sha256.Size]byte // SHA-256 over the length-prefixed chain DER
 	from  time.Time         // the verdict holds from..until (inclusive)
 	until time.Time
@@ -100,9 +102,9 @@ func NewVerdictCache(capacity int) *VerdictCache {
 }
 
 // Verdict returns the verdict for chain (leaf first) on site at now: the
-// cached one when the same chain was verified on the same site and
-// generation and its window still covers now, else VerifyChain's, which it
-// then stores if cacheable.
+// cached one when the same chain was verified on the same site, generation
+// and revocation set and its window still covers now, else VerifyChain's,
+// which it then stores if cacheable.
 func (c *VerdictCache) Verdict(site *Site, chain []*x509.Certificate, now time.Time) verdict.Verdict {
 	if c == nil || !worthCaching(site, chain) {
 		return VerifyChain(site, chain, now)
@@ -124,7 +126,7 @@ func (c *VerdictCache) Verdict(site *Site, chain []*x509.Certificate, now time.T
 	c.misses.Add(1)
 	v, w := verifyChain(site, chain, now)
 	switch v.Kind {
-	case verdict.Valid:
+	case verdict.Valid, verdict.Revoked:
 	case verdict.UnknownAuthority, verdict.BadUsage:
 		if limit := now.Add(negativeTTL); w.until.After(limit) {
 			w.until = limit
@@ -139,13 +141,15 @@ func (c *VerdictCache) Verdict(site *Site, chain []*x509.Certificate, now time.T
 		sum = chainSum(chain)
 	}
 	sh.store(c.perShard, cacheEntry{
-		key: key, site: site, gen: site.Generation, sum: sum,
+		key: key, site: site, gen: site.Generation, rev: site.Revocation, sum: sum,
 		from: w.from, until: w.until, v: v,
 	}, now)
 	return v
 }
 
-// Purge drops every entry, for a CA or CRL reload. Counters are kept.
+// Purge drops every entry, for a CA or CRL reload (entries of replaced sites
+// or sets are never served, but Purge releases them at once). Counters are
+// kept.
 func (c *VerdictCache) Purge() {
 	if c == nil {
 		return
@@ -200,13 +204,16 @@ func worthCaching(site *Site, chain []*x509.Certificate) bool {
 	return true
 }
 
-// key is the seeded xxhash of the site's name and generation and of every
-// certificate's DER, each length-prefixed so that boundaries count.
+// key is the seeded xxhash of the site's name, generation and revocation
+// set's generation and of every certificate's DER, each length-prefixed so
+// that boundaries count.
 func (c *VerdictCache) key(site *Site, chain []*x509.Certificate) uint64 {
 	var d xxhash.Digest
 	d.ResetWithSeed(c.seed)
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], site.Generation)
+	_, _ = d.Write(b[:])
+	binary.LittleEndian.PutUint64(b[:], site.Revocation.Generation())
 	_, _ = d.Write(b[:])
 	binary.LittleEndian.PutUint32(b[:4], uint32(len(site.Name)))
 	_, _ = d.Write(b[:4])
@@ -246,7 +253,7 @@ func chainSum(chain []*x509.Certificate) [sha256.Size]byte {
 }
 
 // lookup returns the entry stored under key if it belongs to site's current
-// generation and its window covers now, with the SHA-256 the caller must
+// generation and revocation set and its window covers now, with the SHA-256 the caller must
 // confirm. It marks the entry as recently used.
 func (s *cacheShard) lookup(key uint64, site *Site, now time.Time) (verdict.Verdict, [sha256.Size]byte, bool) {
 	s.mu.Lock()
@@ -256,7 +263,7 @@ func (s *cacheShard) lookup(key uint64, site *Site, now time.Time) (verdict.Verd
 		return verdict.Verdict{}, [sha256.Size]byte{}, false
 	}
 	e := &s.slots[i]
-	if e.site != site || e.gen != site.Generation || now.Before(e.from) || now.After(e.until) {
+	if e.site != site || e.gen != site.Generation || e.rev != site.Revocation || now.Before(e.from) || now.After(e.until) {
 		s.mu.Unlock()
 		return verdict.Verdict{}, [sha256.Size]byte{}, false
 	}

@@ -38,7 +38,10 @@ type validity struct {
 // Only the site's roots are trusted; intermediates come from the site's
 // upload and from the chain itself; the leaf and the path must allow
 // ExtKeyUsage clientAuth; every certificate on the verified path must be
-// within its validity window at now. A zero now means time.Now(). Device-sent
+// within its validity window at now; and no certificate of that path may be
+// revoked by site.Revocation (else Revoked, with Detail naming which
+// certificate and why; a Valid or Revoked verdict carries the path in
+// Path, for Revocation.Recheck). A zero now means time.Now(). Device-sent
 // certificates that are not on the verified path are ignored, as by
 // crypto/x509 (a device that still bundles a superseded, expired
 // intermediate keeps working when the site holds the renewed one).
@@ -77,8 +80,9 @@ func VerifyRawChain(site *Site, raw [][]byte, now time.Time) verdict.Verdict {
 }
 
 // verifyChain is VerifyChain that also returns the window over which the
-// verdict holds (for the cache): for Valid, that of the verified path that
-// lasts longest; otherwise that of the certificates the device sent.
+// verdict holds (for the cache): for Valid and Revoked, that of the verified
+// paths (Revocation.judge says which); otherwise that of the certificates
+// the device sent.
 func verifyChain(site *Site, chain []*x509.Certificate, now time.Time) (verdict.Verdict, validity) {
 	if len(chain) == 0 {
 		return verdict.Verdict{Kind: verdict.Missing}, validity{}
@@ -93,7 +97,8 @@ func verifyChain(site *Site, chain []*x509.Certificate, now time.Time) (verdict.
 	if v, tooMany := checkCount(site, len(chain), leaf); tooMany {
 		return v, validity{}
 	}
-	v := verdict.Verdict{Identity: leafIdentity(leaf)}
+	leafSum := sha256.Sum256(leaf.Raw)
+	v := verdict.Verdict{Identity: identityOf(leaf, leafSum)}
 	for i, c := range chain[1:] {
 		if c == nil || len(c.Raw) == 0 {
 			v.Kind, v.Detail = verdict.Malformed, fmt.Sprintf("certificate %d of the chain is not a parsed certificate", i+1)
@@ -123,8 +128,7 @@ func verifyChain(site *Site, chain []*x509.Certificate, now time.Time) (verdict.
 	}
 	chains, err := leaf.Verify(opts)
 	if err == nil {
-		v.Kind = verdict.Valid
-		return v, pathWindow(chains)
+		return site.Revocation.judge(v, chains, leafSum)
 	}
 	v.Kind, v.Detail = classifyChainError(leaf, chain, opts, err)
 	return v, sent
@@ -364,6 +368,11 @@ func pathWindow(chains [][]*x509.Certificate) validity {
 // leafIdentity extracts what policies and logs may know about the leaf. The
 // slices and DER alias the certificate: treat them as read-only.
 func leafIdentity(c *x509.Certificate) verdict.Identity {
+	return identityOf(c, sha256.Sum256(c.Raw))
+}
+
+// identityOf is leafIdentity with the leaf's SHA-256 already computed.
+func identityOf(c *x509.Certificate, sum [sha256.Size]byte) verdict.Identity {
 	id := verdict.Identity{
 		CommonName:   c.Subject.CommonName,
 		Organization: c.Subject.Organization,
@@ -385,7 +394,6 @@ func leafIdentity(c *x509.Certificate) verdict.Identity {
 	if c.SerialNumber != nil {
 		id.SerialHex = c.SerialNumber.Text(16)
 	}
-	sum := sha256.Sum256(c.Raw)
 	id.SHA256 = hex.EncodeToString(sum[:])
 	return id
 }

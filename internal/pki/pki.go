@@ -6,6 +6,7 @@
 //	inter, _ := root.Issue(pki.Intermediate("Fleet Intermediate"))
 //	device, _ := inter.Issue(pki.Device("sensor-0001"))
 //	server, _ := inter.Issue(pki.Server("devices.fleet.test"))
+//	crl, _ := inter.CRL(pki.Serials(device), time.Time{}, time.Time{}) // DER; pki.CRLPEM for PEM
 package pki
 
 import (
@@ -308,4 +309,60 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("pki: %w", err)
 	}
 	return nil
+}
+
+// CRL returns a DER-encoded X.509 v2 certificate revocation list signed by c
+// (a CA made by this package: it has the cRLSign key usage and a subject key
+// identifier), listing serials as revoked at thisUpdate. A zero thisUpdate
+// means now; a zero nextUpdate means seven days after thisUpdate. The CRL
+// number is thisUpdate in Unix seconds, so a later list has a higher number.
+// Use Serials to list certificates, and CRLPEM for the PEM form.
+func (c *Cert) CRL(serials []*big.Int, thisUpdate, nextUpdate time.Time) ([]byte, error) {
+	if thisUpdate.IsZero() {
+		thisUpdate = time.Now()
+	}
+	if nextUpdate.IsZero() {
+		nextUpdate = thisUpdate.Add(7 * 24 * time.Hour)
+	}
+	entries := make([]x509.RevocationListEntry, len(serials))
+	for i, s := range serials {
+		if s == nil {
+			return nil, fmt.Errorf("pki: CRL of %q: serial %d is nil", c.Cert.Subject.CommonName, i)
+		}
+		entries[i] = x509.RevocationListEntry{SerialNumber: s, RevocationTime: thisUpdate}
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		RevokedCertificateEntries: entries,
+		Number:                    big.NewInt(thisUpdate.Unix()),
+		ThisUpdate:                thisUpdate,
+		NextUpdate:                nextUpdate,
+	}, c.Cert, c.Key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CRL of %q: %w", c.Cert.Subject.CommonName, err)
+	}
+	return der, nil
+}
+
+// MustCRL is CRL for tests: it panics on error.
+func (c *Cert) MustCRL(serials []*big.Int, thisUpdate, nextUpdate time.Time) []byte {
+	der, err := c.CRL(serials, thisUpdate, nextUpdate)
+	if err != nil {
+		panic(err)
+	}
+	return der
+}
+
+// Serials returns the serial numbers of certs, for CRL.
+func Serials(certs ...*Cert) []*big.Int {
+	out := make([]*big.Int, len(certs))
+	for i, c := range certs {
+		out[i] = c.Cert.SerialNumber
+	}
+	return out
+}
+
+// CRLPEM returns a DER CRL as an "X509 CRL" PEM block, the form
+// `openssl crl` writes and crl_files accepts.
+func CRLPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }

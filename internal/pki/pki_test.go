@@ -1,7 +1,10 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/x509"
+	"encoding/pem"
+	"math/big"
 	"testing"
 	"time"
 )
@@ -47,5 +50,38 @@ func TestValidityWindowAndServer(t *testing.T) {
 	tc := srv.TLSCertificate(root)
 	if len(tc.Certificate) != 2 {
 		t.Fatalf("chain length %d", len(tc.Certificate))
+	}
+}
+
+func TestCRL(t *testing.T) {
+	root := MustRoot(Root("root"))
+	inter := root.MustIssue(Intermediate("inter"))
+	dev := inter.MustIssue(Device("sensor-0001"))
+	now := time.Now().Truncate(time.Second)
+	der, err := inter.CRL(Serials(dev), now, now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.CheckSignatureFrom(inter.Cert); err != nil {
+		t.Fatalf("signature: %v", err)
+	}
+	if len(rl.RevokedCertificateEntries) != 1 || rl.RevokedCertificateEntries[0].SerialNumber.Cmp(dev.Cert.SerialNumber) != 0 {
+		t.Fatalf("entries: %+v", rl.RevokedCertificateEntries)
+	}
+	if !rl.ThisUpdate.Equal(now) || !rl.NextUpdate.Equal(now.Add(time.Hour)) || rl.Number.Int64() != now.Unix() {
+		t.Fatalf("thisUpdate %v nextUpdate %v number %v", rl.ThisUpdate, rl.NextUpdate, rl.Number)
+	}
+	if block, _ := pem.Decode(CRLPEM(der)); block == nil || block.Type != "X509 CRL" || !bytes.Equal(block.Bytes, der) {
+		t.Fatalf("CRLPEM: %v", block)
+	}
+	if _, err := dev.CRL(nil, time.Time{}, time.Time{}); err == nil {
+		t.Fatal("a device certificate signed a CRL")
+	}
+	if _, err := inter.CRL([]*big.Int{nil}, time.Time{}, time.Time{}); err == nil {
+		t.Fatal("nil serial accepted")
 	}
 }

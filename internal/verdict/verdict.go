@@ -4,7 +4,11 @@
 // leaf package lets both use it without policy importing the TLS engine.
 package verdict
 
-import "time"
+import (
+	"crypto/sha256"
+	"math/big"
+	"time"
+)
 
 // Kind says whether a client chain was accepted, and if not, why. The zero
 // value is Missing: a connection with no verdict computed is never trusted.
@@ -91,6 +95,29 @@ type Verdict struct {
 	// Detail is an optional diagnostic for logs (never shown to the device),
 	// such as the x509 error text.
 	Detail string
+	// Path is the verified certification path, leaf first and root last,
+	// reduced to what a revocation check needs. It is set on Valid and
+	// Revoked verdicts only. Why it is kept: a reload can revoke a device
+	// that holds a live connection, and the gateway re-checks the path of
+	// that connection's verdict on every request (tlsengine's
+	// Revocation.Recheck) without the certificates themselves.
+	Path []CertRef
+}
+
+// CertRef identifies one certificate of a verified path for revocation
+// checks. Its slices and big.Int alias the certificate: treat them as
+// read-only.
+type CertRef struct {
+	// Subject names the certificate in details: its subject common name, or
+	// its whole subject when it has none.
+	Subject string
+	// RawIssuer is the DER of the certificate's issuer name: a CRL lists
+	// serials of the certificates of its issuer (RFC 5280 section 5).
+	RawIssuer []byte
+	// Serial is the certificate's serial number.
+	Serial *big.Int
+	// SHA256 is the SHA-256 of the certificate's DER, its fingerprint.
+	SHA256 [sha256.Size]byte
 }
 
 // OK reports whether the chain was accepted.
