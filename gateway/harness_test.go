@@ -101,6 +101,9 @@ type cfgParams struct {
 	FleetOnApp bool
 	// SecondCA adds the second fleet CA, associated with app.fleet.test.
 	SecondCA bool
+	// CRL gives the fleet CA the CRL file fleet.crl (the harness writes one
+	// that revokes nothing; tests replace it).
+	CRL bool
 	// Now, when set, is the gateway's clock (not part of the file).
 	Now func() time.Time
 }
@@ -128,6 +131,7 @@ signing_key_file = "token.pem"
 name = "fleet"
 pem_file = "ca-chain.pem"
 associated_hostnames = ["iot.fleet.test", "svc.fleet.test", "fwd.fleet.test", "down.fleet.test"{{if .FleetOnApp}}, "app.fleet.test"{{end}}]
+{{if .CRL}}crl_files = ["fleet.crl"]{{end}}
 {{if .SecondCA}}
 [[client_cas]]
 name = "fleet-2"
@@ -331,6 +335,9 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	h.writeFile("ca2-chain.pem", pki.ChainPEM(p.inter2, p.root2))
 	h.writeFile("root.pem", p.root.CertPEM())
 	h.writeFile("token.pem", p.tokenKey)
+	if h.params.CRL {
+		h.writeCRL()
+	}
 	if err := p.server.WriteFiles(filepath.Join(h.dir, "server.pem"), filepath.Join(h.dir, "server-key.pem"), p.inter); err != nil {
 		t.Fatal(err)
 	}

@@ -113,12 +113,20 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	collectCRLExpiry(ch, cfg, now)
 }
 
-// collectCRLExpiry is where fleetgate_crl_next_update_seconds{ca, crl} is
-// emitted: one series per CRL file of each [[client_cas]] entry, the seconds
-// until its nextUpdate. TODO(crl): fill in when configs carries the loaded
-// CRLs (issue 7, point 1); until then it emits nothing.
+// collectCRLExpiry emits fleetgate_crl_next_update_seconds{ca, crl}: one
+// series per CRL of each [[client_cas]] entry, the seconds until its
+// nextUpdate. A CRL without nextUpdate never goes stale and has no series.
 func collectCRLExpiry(ch chan<- prometheus.Metric, cfg *configs.Config, now time.Time) {
-	_, _, _ = ch, cfg, now
+	for i := range cfg.ClientCAs {
+		ca := &cfg.ClientCAs[i]
+		for j := range ca.CRLs {
+			crl := &ca.CRLs[j]
+			if crl.NextUpdate.IsZero() {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descCRLExpiry, prometheus.GaugeValue, until(crl.NextUpdate, now), ca.Name, crl.Name())
+		}
+	}
 }
 
 func until(t, now time.Time) float64 { return t.Sub(now).Seconds() }

@@ -98,11 +98,20 @@ func (x *exchange) readToken() outcome {
 	}
 	x.token = string(tok)
 	x.claims, x.tokenErr = s.verifyToken(x.token, x.app.aud, x.now)
+	if x.claims != nil && x.c.srv.snap.Load().tokenRevoked(x.claims) {
+		x.claims, x.tokenErr = nil, errTokenRevoked
+	}
 	return proceed
 }
 
-// decide evaluates the application's policies.
+// decide evaluates the application's policies. A connection's verdict was
+// computed at its handshake; revocation is checked again on every request,
+// against the newest configuration, so a device revoked while it holds a
+// keep-alive connection is refused on its next request.
 func (x *exchange) decide() outcome {
+	if rev := x.c.srv.snap.Load().revocation; rev != nil {
+		rev.Recheck(x.c.tc.Verdict())
+	}
 	x.input = policy.Input{
 		Cert:     x.c.tc.Verdict(),
 		Token:    x.claims,
@@ -265,4 +274,6 @@ func quote(s string) string {
 	}, s) + `"`
 }
 
-var errNoIdentity = errors.New("no identity")
+// errTokenRevoked refuses a session token whose certificate was revoked
+// after the token was minted.
+var errTokenRevoked = errors.New("certificate revoked")

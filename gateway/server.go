@@ -137,6 +137,9 @@ func (s *Server) Run() error {
 		}
 		s.admin = a
 	}
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go s.watchCRLs(stopWatch)
 	loops := snap.cfg.Gateway.EventLoops
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)

@@ -3,7 +3,10 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
@@ -25,6 +29,10 @@ type snapshot struct {
 	apps       []*application
 	keys       *policy.KeySet
 	tokenCache *policy.TokenCache
+	// revocation is the CRLs and deny-lists of this configuration; every
+	// site carries it, and requests on older connections are re-checked
+	// against the newest snapshot's.
+	revocation *tlsengine.Revocation
 	jwks       []byte
 	issuer     string
 	cookieName string
@@ -84,6 +92,9 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		MaxConns:         g.MaxConnsPerOrigin,
 		MaxResponseBytes: g.MaxResponseBytes,
 	}
+	if s.revocation, err = newRevocation(cfg); err != nil {
+		return nil, err
+	}
 	sites := make([]*tlsengine.Site, 0, len(cfg.Applications))
 	for i := range cfg.Applications {
 		ca := &cfg.Applications[i]
@@ -112,6 +123,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 			Certificates:   []tls.Certificate{ca.Certificate},
 			SessionTickets: ca.SessionTickets,
 			RejectInvalid:  ca.RejectInvalidCert,
+			Revocation:     s.revocation,
 			App:            app,
 		}
 		site.Roots, site.Intermediates, site.Generation = caPools(ca.ClientCAs)
@@ -128,6 +140,51 @@ func sameOriginOptions(a, b *configs.Config) bool {
 	ga, gb := &a.Gateway, &b.Gateway
 	return ga.OriginConnectTimeout == gb.OriginConnectTimeout && ga.OriginTimeout == gb.OriginTimeout &&
 		ga.MaxConnsPerOrigin == gb.MaxConnsPerOrigin && ga.MaxResponseBytes == gb.MaxResponseBytes
+}
+
+// newRevocation builds the revocation set of a configuration: every client
+// CA's CRLs (their signatures were checked by configs) and the global
+// deny-lists. Nil when nothing is revoked.
+func newRevocation(cfg *configs.Config) (*tlsengine.Revocation, error) {
+	var crls []tlsengine.CRL
+	for i := range cfg.ClientCAs {
+		ca := &cfg.ClientCAs[i]
+		for j := range ca.CRLs {
+			c := &ca.CRLs[j]
+			crls = append(crls, tlsengine.CRL{Name: ca.Name + ": " + c.Name(), List: c.List, Issuer: c.Issuer})
+		}
+	}
+	r := &cfg.Revocation
+	if len(crls) == 0 && len(r.DeniedSerials) == 0 && len(r.DeniedFingerprints) == 0 {
+		return nil, nil
+	}
+	rev, err := tlsengine.NewRevocation(crls, r.DeniedSerials, r.DeniedFingerprints)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: revocation: %w", err)
+	}
+	return rev, nil
+}
+
+// tokenRevoked reports whether the certificate a session token was minted
+// after is revoked now (by a CRL, a denied serial or fingerprint), so that a
+// cookie dies with its certificate.
+func (s *snapshot) tokenRevoked(c *policy.Claims) bool {
+	if s.revocation == nil || c.CertSHA256 == "" {
+		return false
+	}
+	ref := verdict.CertRef{Subject: c.CommonName}
+	if _, err := hex.Decode(ref.SHA256[:], []byte(c.CertSHA256)); err != nil {
+		return true // we minted it, so this cannot happen: fail closed
+	}
+	if c.CertSerial != "" && c.CertIssuer != "" {
+		serial, ok := new(big.Int).SetString(c.CertSerial, 16)
+		issuer, err := base64.RawURLEncoding.DecodeString(c.CertIssuer)
+		if !ok || err != nil {
+			return true
+		}
+		ref.Serial, ref.RawIssuer = serial, issuer
+	}
+	return s.revocation.RevokedRef(&ref)
 }
 
 // caPools builds a site's client-CA pools. The generation is a hash of the

@@ -13,6 +13,11 @@ type Claims struct {
 	IdentityNonce string   `json:"identity_nonce"`
 	CommonName    string   `json:"common_name,omitempty"`
 	CertSHA256    string   `json:"cert_sha256,omitempty"`
+	// CertSerial (lower-case hex) and CertIssuer (the leaf's issuer name,
+	// DER, base64url) name the certificate the way a CRL does, so that a
+	// session token dies with its certificate when a CRL revokes it.
+	CertSerial string `json:"cert_serial,omitempty"`
+	CertIssuer string `json:"cert_issuer,omitempty"`
 	// Policy names the policy that admitted the request that minted the token.
 	Policy string `json:"policy,omitempty"`
 	// NoDuration marks a token minted for one request only: it goes to the

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/asn1"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,8 @@ type ClaimsParams struct {
 	// never satisfies a certificate selector when presented back.
 	CommonName string
 	CertSHA256 string
+	CertSerial string        // lower-case hex
+	CertIssuer string        // the leaf's issuer name, DER, base64url
 	Policy     string        // the name of the policy that admitted the request
 	Duration   time.Duration // the session length; 0 (or less): no duration
 	Now        time.Time     // iat and nbf; policy never reads the clock
@@ -59,6 +62,8 @@ func NewClaims(p ClaimsParams) *Claims {
 		IdentityNonce: hex.EncodeToString(nonce[:]),
 		CommonName:    p.CommonName,
 		CertSHA256:    p.CertSHA256,
+		CertSerial:    p.CertSerial,
+		CertIssuer:    p.CertIssuer,
 		Policy:        p.Policy,
 	}
 	if p.Duration <= 0 {
@@ -91,7 +96,10 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 	}
 	p := ClaimsParams{AUD: a.AUD, Issuer: issuer, Policy: d.Policy, Duration: d.SessionDuration, Now: in.Now}
 	if s, ok := in.Subject(); ok {
-		p.CommonName, p.CertSHA256 = s.CommonName, s.CertSHA256
+		p.CommonName, p.CertSHA256, p.CertSerial, p.CertIssuer = s.CommonName, s.CertSHA256, s.CertSerial, s.CertIssuer
+		if !s.FromToken && len(in.Cert.Path) > 0 {
+			p.CertIssuer = base64.RawURLEncoding.EncodeToString(in.Cert.Path[0].RawIssuer)
+		}
 	}
 	return NewClaims(p), nil
 }

@@ -6,6 +6,11 @@ import "github.com/fleetgate/fleetgate/internal/verdict"
 type Subject struct {
 	CommonName string // the leaf certificate's CN
 	CertSHA256 string // lower-case hex SHA-256 of the leaf DER
+	CertSerial string // lower-case hex serial of the leaf
+	// CertIssuer is the leaf's issuer name (DER, base64url) when the
+	// identity comes from a token; NewClaims takes it from the verdict's
+	// path otherwise (Subject itself never allocates).
+	CertIssuer string
 	// FromToken is true when the identity comes from a token that stands in
 	// for a certificate not presented on this request.
 	FromToken bool
@@ -27,10 +32,10 @@ func (in *Input) Subject() (Subject, bool) {
 		if c.Kind != verdict.Valid {
 			return Subject{}, false
 		}
-		return Subject{CommonName: c.Identity.CommonName, CertSHA256: c.Identity.SHA256}, true
+		return Subject{CommonName: c.Identity.CommonName, CertSHA256: c.Identity.SHA256, CertSerial: c.Identity.SerialHex}, true
 	}
 	if t := in.Token; t != nil && !t.NoDuration && t.CertSHA256 != "" {
-		return Subject{CommonName: t.CommonName, CertSHA256: t.CertSHA256, FromToken: true}, true
+		return Subject{CommonName: t.CommonName, CertSHA256: t.CertSHA256, CertSerial: t.CertSerial, CertIssuer: t.CertIssuer, FromToken: true}, true
 	}
 	return Subject{}, false
 }

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
+)
+
+// writeCRL writes fleet.crl, signed by the fleet intermediate, revoking the
+// given devices. Each call moves thisUpdate forward so the file changes.
+func (h *harness) writeCRL(revoked ...*device) {
+	h.t.Helper()
+	certs := make([]*pki.Cert, 0, len(revoked))
+	for _, d := range revoked {
+		certs = append(certs, d.cert)
+	}
+	now := time.Now()
+	der := h.pki.inter.MustCRL(pki.Serials(certs...), now.Add(-time.Minute), now.Add(24*time.Hour))
+	path := filepath.Join(h.dir, "fleet.crl")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pki.CRLPEM(der), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil { // atomically, as operators are told to
+		h.t.Fatal(err)
+	}
+}
+
+// TestRevocationTakesEffect: a CRL applied by a reload refuses the revoked
+// device at once — on a new connection, on the keep-alive connection it
+// already holds, and through the session cookie it was given — while the
+// other devices of the same CA pass.
+func TestRevocationTakesEffect(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
+
+	// sensor-0002 holds a keep-alive connection and a session cookie.
+	live := h.dial(t, hApp, h.pki.sensor2)
+	live.send(request("GET", hApp, "/before"))
+	first := live.read("GET")
+	if first.StatusCode != http.StatusOK {
+		t.Fatalf("before revocation: status %d: %s", first.StatusCode, first.body)
+	}
+	cookie := first.Header.Get("Set-Cookie")
+	if cookie == "" {
+		t.Fatal("no session cookie")
+	}
+	cookie = strings.SplitN(cookie, ";", 2)[0]
+
+	h.writeCRL(h.pki.sensor2)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+
+	live.send(request("GET", hApp, "/after"))
+	if r := live.read("GET"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "certificate revoked") {
+		t.Fatalf("revoked device on its old connection: status %d %q, want 403 certificate revoked", r.StatusCode, r.body)
+	}
+	if r := h.get(t, h.client(h.pki.sensor2), href(hApp, "/")); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("revoked device on a new connection: status %d, want 403", r.StatusCode)
+	}
+	r := h.do(t, h.client(nil), "GET", href(hApp, "/"), http.Header{"Cookie": {cookie}}, "")
+	if r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "revoked") {
+		t.Fatalf("revoked device's cookie: status %d %q, want 403 naming the revocation", r.StatusCode, r.body)
+	}
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("another device of the same CA: status %d, want 200", r.StatusCode)
+	}
+
+	// Un-revoking (a new CRL without it) lets the device back in.
+	h.writeCRL()
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if r := h.get(t, h.client(h.pki.sensor2), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("after the CRL dropped it: status %d, want 200", r.StatusCode)
+	}
+}
+
+// TestRevocationFileWatch: replacing the CRL file is enough; no SIGHUP.
+func TestRevocationFileWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the CRL watch interval")
+	}
+	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("before: status %d", r.StatusCode)
+	}
+	time.Sleep(10 * time.Millisecond) // a distinct modification time
+	h.writeCRL(h.pki.sensor1)
+	waitFor(t, "the watched CRL to revoke sensor-0001", 4*crlWatchInterval, func() bool {
+		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
+	})
+	if r := h.get(t, h.client(h.pki.sensor2), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("a device the CRL does not list: status %d, want 200", r.StatusCode)
+	}
+}
+
+// TestRevocationBadCRLKeepsServing: a CRL signed by the wrong key is refused
+// on reload with a config error, and the old configuration keeps serving.
+func TestRevocationBadCRLKeepsServing(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
+	now := time.Now()
+	bogus := h.pki.foreignRoot.MustCRL(pki.Serials(h.pki.sensor1.cert), now.Add(-time.Minute), now.Add(time.Hour))
+	h.writeFile("fleet.crl", pki.CRLPEM(bogus))
+	err := h.srv.Reload()
+	if err == nil || !strings.Contains(err.Error(), "crl_files[0]") {
+		t.Fatalf("reload with a foreign CRL: %v, want an error naming client_cas[0].crl_files[0]", err)
+	}
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("after the refused reload: status %d, want 200", r.StatusCode)
+	}
+}
