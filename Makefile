@@ -5,7 +5,7 @@ FUZZTIME ?= 30s
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench fuzz lint fmt clean
+.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-floor bench-idle bench-profile
 
 all: build
 
@@ -46,3 +46,23 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# bench-compare: fleetgate vs nginx, HAProxy and Go's standard library (installs
+# nginx and haproxy when missing); writes bench/results/<date>.md and .png.
+# Knobs: RUNS, DURATION, WARMUP, CONCURRENCY, DEVICES, TLS_VERSIONS, MODES, SERVERS.
+bench-compare:
+	bash bench/compare.sh
+
+# bench-floor: the crypto floor of one fresh mTLS request (issue 5, point 3).
+bench-floor:
+	$(GO) test -run '^$$' -bench CryptoFloor -benchtime $(BENCHTIME) ./bench/
+
+# bench-idle: memory per idle mTLS connection, fleetgate vs the Go standard library.
+# Knobs: IDLE_N (default 10000), SERVERS.
+bench-idle:
+	bash bench/idle.sh
+
+# bench-profile: fleetgate's CPU profile under load, as `go tool pprof -top` text
+# in bench/results/. Knobs: MODES, TLS, DURATION.
+bench-profile:
+	bash bench/profile.sh

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/asn1"
@@ -153,6 +154,9 @@ func (k *tokenKey) sign(input []byte) ([]byte, error) {
 		if err != nil || len(rest) != 0 || rs.R == nil || rs.S == nil ||
 			rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
 			return nil, errors.New("ECDSA signer returned a malformed signature")
+		}
+		if rs.S.Cmp(p256HalfOrder) > 0 {
+			rs.S.Sub(elliptic.P256().Params().N, rs.S) // low-s: the only form Verify accepts
 		}
 		out := make([]byte, 64)
 		rs.R.FillBytes(out[:32])

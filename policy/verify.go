@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/json"
@@ -60,6 +61,14 @@ func (ks *KeySet) Verify(token, aud, iss string, now time.Time) (*Claims, error)
 func (ks *KeySet) verifySignature(token string) (*Claims, error) {
 	if len(token) > MaxTokenLen {
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrMalformedToken, MaxTokenLen)
+	}
+	// Only the base64url alphabet and the two dots: Go's decoder skips CR
+	// and LF even in strict mode, which would let one minted token be
+	// presented in many spellings (and defeat byte-exact caches and lists).
+	for i := 0; i < len(token); i++ {
+		if !isTokenByte(token[i]) {
+			return nil, fmt.Errorf("%w: byte %#02x at offset %d", ErrMalformedToken, token[i], i)
+		}
 	}
 	h, rest, ok := strings.Cut(token, ".")
 	if !ok {
@@ -181,6 +190,12 @@ func (k *tokenKey) verify(input string, sig []byte) bool {
 		d := sha256.Sum256([]byte(input))
 		r := new(big.Int).SetBytes(sig[:32])
 		s := new(big.Int).SetBytes(sig[32:])
+		// Only the low-s form (s <= N/2) that Mint emits: (r, N-s) is just
+		// as valid mathematically, and accepting it would give every token
+		// a second spelling.
+		if s.Cmp(p256HalfOrder) > 0 {
+			return false
+		}
 		return ecdsa.Verify(k.ec, d[:], r, s)
 	case AlgEdDSA:
 		if len(sig) != ed25519.SignatureSize {
@@ -193,6 +208,15 @@ func (k *tokenKey) verify(input string, sig []byte) bool {
 	}
 	return false
 }
+
+// isTokenByte reports whether b may appear in a compact JWS: base64url
+// characters and the dot.
+func isTokenByte(b byte) bool {
+	return b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.'
+}
+
+// p256HalfOrder is N/2 of P-256, the ES256 curve: the largest low-s value.
+var p256HalfOrder = new(big.Int).Rsh(elliptic.P256().Params().N, 1)
 
 // hasAudience reports whether aud is one of the token's audiences.
 func (c *Claims) hasAudience(aud string) bool {

@@ -51,6 +51,8 @@ func (t *table) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 	if !ok {
 		return nil, errForeignConn
 	}
+	c := s.conn
+	c.serverName = hello.ServerName // also for an unknown name: logs and metrics say which
 	var site *Site
 	if t.sites != nil {
 		site, ok = t.sites.Lookup(hello.ServerName)
@@ -59,8 +61,7 @@ func (t *table) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 		s.unknownSNI.Store(true)
 		return nil, ErrUnknownServerName
 	}
-	c := s.conn
-	c.site, c.serverName = site, hello.ServerName
+	c.site = site
 	conf := t.siteConfig(site)
 	if site.RejectInvalid && site.Roots != nil {
 		// The one per-connection config: VerifyConnection must record this

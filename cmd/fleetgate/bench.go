@@ -115,7 +115,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		err = benchRun(ctx, &f, stdout, stderr)
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "fleetgate bench:", err)
+		fmt.Fprintln(stderr, "fleetgate:", err) // package bench's errors start with "bench:"
 		return 1
 	}
 	return 0
@@ -215,7 +215,7 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 
 func benchIdle(ctx context.Context, f *benchFlags, o bench.Options, stdout io.Writer) error {
 	if len(o.PIDs) != 1 {
-		return fmt.Errorf("-idle needs exactly one server -pid")
+		return fmt.Errorf("bench: -idle needs exactly one server -pid")
 	}
 	res, err := bench.MeasureIdle(ctx, bench.IdleOptions{Run: o, N: f.idle, PID: o.PIDs[0], Label: f.label})
 	if err != nil {

@@ -1,0 +1,77 @@
+// Command fleetgate-prof runs the gateway like `fleetgate serve -c FILE`,
+// with Go's CPU profiler on from start to SIGTERM or SIGINT. bench/profile.sh
+// loads it with `fleetgate bench` and prints the profile with
+// `go tool pprof -top`, to show where a missed target's time goes.
+//
+//	fleetgate-prof -c fleetgate.toml -cpuprofile cpu.pprof
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/gateway"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fleetgate-prof", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "", "configuration `file` (TOML)")
+	out := fs.String("cpuprofile", "cpu.pprof", "write the CPU profile to `file`")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "fleetgate-prof: -c FILE is required")
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := gateway.New(gateway.Options{Load: func() (*configs.Config, error) { return configs.Load(*file) }, Logger: logger})
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetgate-prof:", err)
+		return 1
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		fmt.Fprintln(stderr, "fleetgate-prof:", err)
+		return 1
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(stderr, "fleetgate-prof:", err)
+		return 1
+	}
+	defer pprof.StopCPUProfile()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run() }()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			fmt.Fprintln(stderr, "fleetgate-prof:", err)
+			return 1
+		}
+		return 0
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	<-runErr
+	return 0
+}

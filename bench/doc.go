@@ -1,0 +1,40 @@
+// Package bench is fleetgate's load generator and the tooling of its
+// comparison with nginx, HAProxy and Go's standard library. It backs the
+// `fleetgate bench` subcommand and the `make bench-*` targets; the gateway
+// never imports it.
+//
+//	fleetgate bench ──▶ Run(Options) ──▶ workers (Concurrency of them)
+//	                                      │ fresh:     dial, mTLS handshake, 1 request, close
+//	                                      │ keepalive: one mTLS connection, many requests
+//	                                      │ cookie:    a certificate once for a CF_Authorization
+//	                                      │            cookie, then requests with the cookie only
+//	                                      ▼
+//	                                    target (fleetgate, nginx, HAProxy, StdlibServer)
+//	                                      │
+//	                                      ▼
+//	                                    Origin (a tiny keep-alive HTTP server)
+//
+// What each file owns:
+//
+//   - devices.go: the simulated fleet's certificates, generated once into a
+//     folder (InitPKI, LoadFleet) and reused on later runs.
+//   - options.go, run.go, client.go: the simulator itself; result.go its
+//     report (text or JSON) with errors by kind and an HDR latency histogram.
+//   - cpu.go: server CPU from /proc/<pid>/stat and the client's own rusage.
+//   - origin.go, stdlib.go: the origin and the standard-library reverse proxy
+//     the comparison runs against.
+//   - floor.go: the crypto floor, the unavoidable cryptography of one fresh
+//     mTLS request on the server side (MeasureFloor, BenchmarkCryptoFloor).
+//   - summary.go, chart.go: the comparison's Markdown table and PNG chart.
+//   - idle.go: memory per idle mTLS connection.
+//
+// The scripts (bash, bounded, every process they start killed on exit):
+// compare.sh (`make bench-compare`: the side-by-side table and chart in
+// bench/results/), idle.sh (`make bench-idle`), profile.sh (`make
+// bench-profile`: fleetgate's CPU profile under load, with
+// cmd/fleetgate-prof), and lib.sh, which starts the servers for all three.
+//
+// Numbers from this package are measurements, never test assertions: the
+// tests check that the machinery works (no errors, ordered percentiles), and
+// speed is judged by the harness (bench/compare.sh) on a quiet machine.
+package bench
