@@ -152,19 +152,47 @@ func (x *exchange) mint() outcome {
 		return proceed
 	}
 	s := x.app.snap
+	d := x.decision.SessionDuration
+	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) {
+		x.assertion = ss.token
+		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now)))
+		return proceed
+	}
 	tok, err := s.mintFor(x.app, &x.input, x.decision)
 	if err != nil {
 		return x.internalError("mint token", err)
 	}
 	x.assertion = tok
-	if x.decision.SessionDuration > 0 {
-		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, x.decision.SessionDuration))
+	if d > 0 {
+		x.c.session = &session{app: x.app, policy: x.decision.Policy, dur: d, token: tok, exp: x.now.Add(d)}
+		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, d))
 		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 	} else {
 		x.closeAfter = true
 		x.c.srv.metrics.tokenMinted(x.app.name, "no_duration")
 	}
 	return proceed
+}
+
+// session is a session token minted on a connection. The requests that
+// follow on the same connection come from the same certificate (it was
+// proven in the handshake and its revocation is re-checked per request), so
+// while most of the token's life remains they reuse it instead of paying a
+// signature each: on keep-alive connections that do not send the cookie
+// back, minting was most of the gateway's CPU per request.
+type session struct {
+	app    *application
+	policy string
+	dur    time.Duration
+	token  string
+	exp    time.Time
+}
+
+// reusable reports whether the token may serve a request of app admitted by
+// policy with session duration d at now: same decision, and more than half
+// of its life left.
+func (s *session) reusable(app *application, policy string, d time.Duration, now time.Time) bool {
+	return s != nil && s.app == app && s.policy == policy && s.dur == d && s.exp.Sub(now) > d/2
 }
 
 // forward sends the request to the application's origin and copies the
