@@ -74,6 +74,10 @@ type Gateway struct {
 	// TokenCacheSize bounds the cache of verified tokens (token_cache_size =
 	// 100000); 0 disables it.
 	TokenCacheSize int
+	// MaxConnectionsPerIP caps the open connections of one client address
+	// (max_connections_per_ip = 0: no cap); beyond it new ones are refused.
+	// Off by default: fleets often sit behind NAT, one address for many devices.
+	MaxConnectionsPerIP int
 }
 
 // Tokens holds the [tokens] table: the keys that sign and verify session

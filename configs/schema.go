@@ -29,6 +29,7 @@ type fileGateway struct {
 	IdleTimeout          duration `toml:"idle_timeout" default:"60s"`
 	DrainTimeout         duration `toml:"drain_timeout" default:"15s"`
 	MaxConnections       int      `toml:"max_connections" default:"200000"`
+	MaxConnectionsPerIP  int      `toml:"max_connections_per_ip" default:"0"`
 	MaxHeaderBytes       size     `toml:"max_header_bytes" default:"16KiB"`
 	MaxHeaderCount       int      `toml:"max_header_count" default:"100"`
 	MaxBodyBytes         size     `toml:"max_body_bytes" default:"8MiB"`

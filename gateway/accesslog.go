@@ -8,7 +8,9 @@ import (
 
 // accessLog writes the request's one access-log line: who, where, what was
 // decided and why, and how long each part took. Never a token or a key.
-func (s *Server) accessLog(x *exchange, total time.Duration) {
+// bytesOut is the response body's size as sent (a streamed body is never
+// held whole).
+func (s *Server) accessLog(x *exchange, total time.Duration, bytesOut int64) {
 	if !s.accessLg.Enabled(context.Background(), slog.LevelInfo) {
 		return
 	}
@@ -39,7 +41,7 @@ func (s *Server) accessLog(x *exchange, total time.Duration) {
 		slog.String("cert_cn", v.Identity.CommonName),
 		slog.String("cert_sha256", v.Identity.SHA256),
 		slog.Int("bytes_in", bytesIn),
-		slog.Int("bytes_out", len(x.resp.Body())),
+		slog.Int64("bytes_out", bytesOut),
 		slog.Float64("handshake_ms", ms(x.c.tc.HandshakeDuration())),
 		slog.Float64("origin_ms", ms(x.originDur)),
 		slog.Float64("total_ms", ms(total)),

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -26,8 +27,15 @@ type conn struct {
 	remoteIP   string
 	opened     time.Time
 
+	countedIP bool        // counted in Server.perIP (max_connections_per_ip)
+	served    atomic.Bool // a request worker has run: the device uses the connection
+
 	// Touched only on the event loop.
 	handshakeSeen bool
+
+	// session is the last session token minted on this connection; only
+	// the request worker touches it.
+	session *session
 
 	// unread is set by the worker when it refuses a request whose bytes it
 	// did not all read (413, 431, 400, 408): the connection then lingers.
@@ -64,7 +72,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 	}
 	if !c.handshakeSeen {
 		c.handshakeSeen = true
-		c.armIdle(c.snap.idleTimeout)
+		c.armIdle(c.idleLimit())
 	}
 	bp := readBufPool.Get().(*[]byte)
 	defer readBufPool.Put(bp)
@@ -108,9 +116,10 @@ func (c *conn) traffic(data []byte) gnet.Action {
 // plaintext pipe and serves them in order (pipelining), and exits when
 // nothing is pending, so idle keep-alive connections hold no goroutine.
 func (c *conn) work() {
+	c.served.Store(true)
 	s := c.snap
 	br := bufio.NewReaderSize(c.pipe, s.maxHeaderBytes)
-	bw := bufio.NewWriterSize(tlsWriter{c.tc}, 16<<10)
+	bw := bufio.NewWriterSize(&tlsWriter{c: c}, 16<<10)
 	for {
 		keep := c.serveOne(br, bw)
 		if !keep {
@@ -142,7 +151,10 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	defer fasthttp.ReleaseResponse(resp)
 
 	c.pipe.setDeadline(time.Now().Add(s.headerTimeout))
-	err := req.Header.Read(br)
+	err := awaitHeader(br)
+	if err == nil {
+		err = req.Header.Read(br)
+	}
 	start := time.Now()
 	c.srv.inflight.Add(1)
 	defer c.srv.inflight.Add(-1)
@@ -153,6 +165,14 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 		}
 		x.refuseRead(err, false)
 		c.unread = true
+		c.finishExchange(x, bw, start)
+		return false
+	}
+	if why := framingError(req); why != "" {
+		// Never forwarded: the origin could frame it differently.
+		x.closeAfter = true
+		c.unread = true
+		x.refuse(fasthttp.StatusBadRequest, "malformed request: "+why)
 		c.finishExchange(x, bw, start)
 		return false
 	}
@@ -200,6 +220,8 @@ func (x *exchange) refuseRead(err error, inBody bool) {
 	x.closeAfter = true
 	var small *fasthttp.ErrSmallBuffer
 	switch {
+	case errors.Is(err, errBareLF):
+		x.refuse(fasthttp.StatusBadRequest, "malformed request: bare LF line ending")
 	case errors.Is(err, errReadTimeout):
 		x.refuse(fasthttp.StatusRequestTimeout, "request timeout")
 	case errors.As(err, &small):
@@ -213,8 +235,14 @@ func (x *exchange) refuseRead(err error, inBody bool) {
 	}
 }
 
-// finishExchange writes the response, counts it and logs it.
+// finishExchange writes the response, counts it and logs it. An origin
+// body that is still streaming is read whole when it is small, else copied
+// to the device as it arrives (stream.go).
 func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
+	var body *streamedBody
+	if x.resp.IsBodyStream() {
+		body = x.settleBody()
+	}
 	if x.closeAfter {
 		x.resp.SetConnectionClose()
 	}
@@ -222,16 +250,23 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	if x.status == 0 {
 		x.status = x.resp.StatusCode()
 	}
-	err := x.resp.Write(bw)
-	if err == nil {
-		err = bw.Flush()
+	var out int64
+	var err error
+	if body != nil {
+		out, err = x.writeStreamed(bw, body)
+	} else {
+		out = int64(len(x.resp.Body()))
+		err = x.resp.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
 	}
 	if err != nil {
 		x.closeAfter = true
 	}
 	total := time.Since(start)
 	c.srv.metrics.request(x, total)
-	c.srv.accessLog(x, total)
+	c.srv.accessLog(x, total, out)
 }
 
 // app returns the application this connection's site belongs to.
@@ -242,6 +277,36 @@ func (c *conn) app() *application {
 func isQuietEOF(err error) bool {
 	var nothing fasthttp.ErrNothingRead
 	return errors.Is(err, io.EOF) || errors.As(err, &nothing)
+}
+
+// drainGrace is how long, once the gateway drains, a connection whose
+// handshake is complete may take to send its first request: it was admitted
+// and the device is most likely sending it right now.
+const drainGrace = time.Second
+
+// idleLimit is how long the connection may wait for its next request:
+// idle_timeout, or drainGrace once the gateway drains.
+func (c *conn) idleLimit() time.Duration {
+	if c.srv.draining.Load() {
+		return drainGrace
+	}
+	return c.snap.idleTimeout
+}
+
+// drain is called once, when the gateway starts draining. An idle
+// keep-alive connection closes now (a device sending its next request
+// right then sees the close before any response byte, and may retry); one
+// that has not sent its first request gets drainGrace; a request in
+// progress is answered, then the connection closes (work). A connection
+// still in its handshake gets drainGrace when it completes (traffic).
+func (c *conn) drain() {
+	switch {
+	case !c.tc.HandshakeComplete():
+	case c.served.Load():
+		c.idleExpired()
+	default:
+		c.armIdle(drainGrace)
+	}
 }
 
 // armIdle (re)starts the idle timer.
@@ -314,8 +379,3 @@ func (c *conn) shutdown() {
 	c.mu.Unlock()
 	_ = c.tc.Close()
 }
-
-// tlsWriter adapts the TLS session to io.Writer for the response writer.
-type tlsWriter struct{ tc *tlsengine.Conn }
-
-func (w tlsWriter) Write(p []byte) (int, error) { return w.tc.Write(p) }

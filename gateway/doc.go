@@ -5,11 +5,12 @@
 //
 //	event loop (gnet)          request worker (one goroutine per busy connection)
 //	─────────────────          ─────────────────────────────────────────────────
-//	OnOpen   → tlsengine.Open
-//	OnTraffic→ Feed, Read ──plaintext──▶ fasthttp parse (limits → 408/413/431)
+//	OnOpen   → admission (max_connections, max_connections_per_ip, shed) → tlsengine.Open
+//	OnTraffic→ Feed, Read ──plaintext──▶ fasthttp parse (limits → 408/413/431; framing → 400)
 //	                                     pipeline: host (421) → token → /cdn-cgi/access/*
 //	                                               → policy (403/401) → mint → origin (502/504)
-//	         ◀──────── TLS records ───── response (close after it in "no duration" mode)
+//	         ◀──────── TLS records ───── response, the origin's body streamed with backpressure
+//	                                     (close after it in "no duration" mode)
 //	OnClose  → release
 //
 // The event loop never blocks: handshakes run in tlsengine's bounded pool and

@@ -49,11 +49,11 @@ var handshakeFailures = []string{
 // unknown kind still counts, it just has no pre-created series).
 var originKinds = []string{
 	"timeout", "connect_timeout", "response_too_large", "no_free_connections",
-	"connection_closed", "unreachable", "bad_response",
+	"connection_closed", "truncated", "unreachable", "bad_response",
 }
 
 // connRefusals are the reasons OnOpen refuses a connection.
-var connRefusals = []string{"max_connections", "shed", "draining"}
+var connRefusals = []string{"max_connections", "max_connections_per_ip", "shed", "draining"}
 
 // verdictKinds are the verdict kinds with a stable name, in Kind order.
 var verdictKinds = func() []verdict.Kind {
@@ -155,7 +155,7 @@ func newPromMetrics(s *Server) *promMetrics {
 
 	m.accepted = f.counter("connections_accepted_total", "Connections admitted (a TLS handshake started).")
 	m.refusedVec = f.counterVec("connections_refused_total",
-		"Connections closed at once: max_connections reached, handshake queue full (shed), or the gateway draining.", "reason")
+		"Connections closed at once: max_connections reached, max_connections_per_ip reached for the client address, handshake queue full (shed), or the gateway draining.", "reason")
 	m.refused = make(map[string]prometheus.Counter, len(connRefusals))
 	for _, r := range connRefusals {
 		m.refused[r] = m.refusedVec.WithLabelValues(r)
@@ -172,7 +172,7 @@ func newPromMetrics(s *Server) *promMetrics {
 	m.originDur = f.histogramVec("origin_duration_seconds",
 		"Time the origin took to answer (or fail).", requestBuckets, "app")
 	m.originErr = f.counterVec("origin_errors_total",
-		"Origin requests that failed, by kind: timeout, connect_timeout, unreachable, connection_closed, bad_response, response_too_large, no_free_connections.",
+		"Origin requests that failed, by kind: timeout, connect_timeout, unreachable, connection_closed, truncated (closed mid-body), bad_response, response_too_large, no_free_connections.",
 		"app", "kind")
 	m.tokens = f.counterVec("tokens_minted_total",
 		`Tokens minted, by application and kind: "session" (also sent as the session cookie) or "no_duration" (for one request).`,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"time"
 )
 
 // errStaleConn is returned instead of writing a request on a pooled origin
@@ -11,20 +12,30 @@ import (
 // request may go out again on a fresh connection, whatever its method.
 var errStaleConn = errors.New("gateway: the origin closed the idle connection")
 
-// originConn is a pooled origin connection that checks, before the first
-// write of each request, that the origin has not closed it while it sat idle
-// in the pool. fasthttp keeps no reader on idle connections, so without this
-// a request (a device's POST, which is never retried) would be written to a
-// dead connection and answered 502 whenever the origin's keep-alive timeout
-// is shorter than the pool's.
+// originConn is a pooled origin connection with two additions to fasthttp's
+// handling:
+//
+//   - before the first write of each request it checks that the origin has
+//     not closed it while it sat idle in the pool. fasthttp keeps no reader
+//     on idle connections, so without this a request (a device's POST, which
+//     is never retried) would be written to a dead connection and answered
+//     502 whenever the origin's keep-alive timeout is shorter than the pool's;
+//   - origin_timeout bounds each wait for the origin's next bytes, not the
+//     whole response: fasthttp sets one read deadline per response, which
+//     would cut a large body streaming to a device that reads slowly (while
+//     the gateway waits for the device, it is not waiting for the origin).
+//     Each read restarts a deadline fasthttp set at readTimeout from now.
 type originConn struct {
 	net.Conn
 	raw  syscall.RawConn // nil when the connection offers none: no check
 	idle bool            // a response was read and no request written since
+
+	readTimeout time.Duration // 0: fasthttp's deadlines as they are
+	deadline    time.Time     // the read deadline in force; zero for none
 }
 
-func newOriginConn(c net.Conn) net.Conn {
-	oc := &originConn{Conn: c}
+func newOriginConn(c net.Conn, readTimeout time.Duration) net.Conn {
+	oc := &originConn{Conn: c, readTimeout: readTimeout}
 	if sc, ok := c.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			oc.raw = raw
@@ -34,9 +45,22 @@ func newOriginConn(c net.Conn) net.Conn {
 }
 
 func (c *originConn) Read(p []byte) (int, error) {
+	if c.readTimeout > 0 && !c.deadline.IsZero() {
+		_ = c.SetReadDeadline(time.Now().Add(c.readTimeout))
+	}
 	n, err := c.Conn.Read(p)
 	c.idle = true
 	return n, err
+}
+
+func (c *originConn) SetReadDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *originConn) SetDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetDeadline(t)
 }
 
 func (c *originConn) Write(p []byte) (int, error) {

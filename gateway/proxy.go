@@ -52,10 +52,12 @@ var hopByHopHeaders = []string{
 
 // originOptions are the limits of one application's origin client.
 type originOptions struct {
-	ConnectTimeout   time.Duration
-	Timeout          time.Duration // read and write, per request
+	ConnectTimeout time.Duration
+	// Timeout bounds each write and each wait for the origin's next bytes:
+	// a response that keeps coming may take longer (originConn).
+	Timeout          time.Duration
 	MaxConns         int
-	MaxResponseBytes int64
+	MaxResponseBytes int64 // enforced while streaming (stream.go), not by fasthttp
 }
 
 // newOriginClient returns the pooled keep-alive client for one origin URL.
@@ -86,7 +88,7 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 			if err != nil {
 				return nil, err
 			}
-			return newOriginConn(c), nil
+			return newOriginConn(c, opt.Timeout), nil
 		},
 		// A request goes to the origin again only when a pooled keep-alive
 		// connection turned out to be closed before any answer, and only for
@@ -97,9 +99,9 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 			return false, retryable(req, err)
 		},
 	}
-	if opt.MaxResponseBytes > 0 {
-		hc.MaxResponseBodySize = int(opt.MaxResponseBytes)
-	}
+	// Bodies stream to the device (stream.go), which also enforces
+	// max_response_bytes: fasthttp ignores MaxResponseBodySize when streaming.
+	hc.StreamResponseBody = true
 	if isTLS {
 		hc.TLSConfig = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12}
 	}
@@ -111,6 +113,13 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 // the gateway's own headers are set.
 func originRequest(req *fasthttp.Request, f forwardInfo) {
 	h := &req.Header
+	if t := h.RequestURI(); len(t) > 0 && t[0] != '/' && string(t) != "*" {
+		// An absolute-form target (its authority is the Host, framingError
+		// checked) goes to the origin in origin form: the device's scheme is
+		// not the origin's, and fasthttp would refuse to send https:// to an
+		// http origin.
+		req.SetRequestURI(string(req.URI().RequestURI()))
+	}
 	for _, name := range connectionTokens(h.Peek("Connection")) {
 		h.Del(name)
 	}
@@ -201,6 +210,8 @@ func originFailure(err error) (status int, kind string) {
 		return fasthttp.StatusServiceUnavailable, "no_free_connections"
 	case errors.Is(err, fasthttp.ErrConnectionClosed):
 		return fasthttp.StatusBadGateway, "connection_closed"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fasthttp.StatusBadGateway, "truncated" // closed mid-body
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return fasthttp.StatusGatewayTimeout, "timeout"
 	case isDialError(err):

@@ -54,6 +54,8 @@ type Server struct {
 	booted    chan struct{}
 	conns     atomic.Int64
 	inflight  atomic.Int64
+	live      sync.Map  // *conn → struct{}: the open connections, for the drain
+	perIP     ipCounter // open connections per client address (max_connections_per_ip)
 	draining  atomic.Bool
 	reloadMu  sync.Mutex
 	admin     *adminServer
@@ -173,7 +175,8 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 // OnOpen admits a connection: refused at once when the gateway is draining,
-// at max_connections, or when the handshake queue is full.
+// at max_connections, at max_connections_per_ip for the client's address, or
+// when the handshake queue is full.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	snap := s.snap.Load()
 	if s.draining.Load() {
@@ -185,20 +188,33 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		s.metrics.connRefused("max_connections")
 		return nil, gnet.Close
 	}
+	var addr netip.Addr
+	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
+		addr = ap.Addr().Unmap()
+	}
+	perIP := snap.cfg.Gateway.MaxConnectionsPerIP > 0 && addr.IsValid()
+	if perIP && !s.perIP.enter(addr, snap.cfg.Gateway.MaxConnectionsPerIP) {
+		s.conns.Add(-1)
+		s.metrics.connRefused("max_connections_per_ip")
+		return nil, gnet.Close
+	}
 	tc, err := s.engine.Open(gc)
 	if err != nil {
 		s.conns.Add(-1)
+		if perIP {
+			s.perIP.leave(addr)
+		}
 		s.metrics.connRefused("shed")
 		return nil, gnet.Close
 	}
 	s.metrics.connAccepted()
 	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
-		pipe: newPlainPipe(snap.inputLimit())}
-	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
-		c.remoteAddr = ap.Addr().Unmap()
-		c.remoteIP = c.remoteAddr.String()
+		pipe: newPlainPipe(snap.inputLimit()), remoteAddr: addr, countedIP: perIP}
+	if addr.IsValid() {
+		c.remoteIP = addr.String()
 	}
 	gc.SetContext(c)
+	s.live.Store(c, struct{}{})
 	return nil, gnet.None
 }
 
@@ -220,6 +236,10 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	gc.SetContext(nil)
 	s.conns.Add(-1)
+	s.live.Delete(c)
+	if c.countedIP {
+		s.perIP.leave(c.remoteAddr)
+	}
 	c.mu.Lock()
 	c.closing = true
 	if c.idle != nil {
@@ -290,9 +310,11 @@ func (s *Server) provideKey(cfg *configs.Config) error {
 	return nil
 }
 
-// Shutdown drains: it stops admitting connections, lets in-flight requests
-// finish (keep-alive connections close after their current response), and
-// stops the event loops when nothing is in flight or ctx expires.
+// Shutdown drains: it stops admitting connections and closes idle
+// keep-alive ones; every connection already admitted finishes (a handshake
+// in progress completes, a request in flight or sent right behind the
+// handshake is answered, with Connection: close). It stops the event loops
+// once every connection has closed (its output flushed) or ctx expires.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	select {
@@ -302,20 +324,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	s.live.Range(func(c, _ any) bool {
+		c.(*conn).drain()
+		return true
+	})
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for s.inflight.Load() > 0 {
+	for s.inflight.Load() > 0 || s.conns.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			s.log.Warn("drain timeout; closing with requests in flight", "inflight", s.inflight.Load())
+			s.log.Warn("drain timeout; closing with requests in flight", "inflight", s.inflight.Load(), "connections", s.conns.Load())
 			return s.stop()
 		case <-tick.C:
 		}
-	}
-	// Give the last responses a moment to leave the output buffers.
-	select {
-	case <-time.After(100 * time.Millisecond):
-	case <-ctx.Done():
 	}
 	return s.stop()
 }

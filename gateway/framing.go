@@ -1,0 +1,135 @@
+package gateway
+
+// Request framing checks (issue 6, point 2). fasthttp parses requests, and
+// refuses most malformed ones itself (two Content-Length fields, a space
+// before the colon, a bad chunk size, NUL in a value, two Host fields…).
+// A few shapes it accepts are request-smuggling vectors when the gateway and
+// the origin (or any proxy between) would frame the request differently, so
+// the gateway refuses them with 400 before anything is forwarded:
+//
+//   - a bare LF line ending (fasthttp accepts one inside the header and, with
+//     no CRLF CRLF at all, waits for more until the header timeout);
+//   - obsolete line folding (fasthttp joins the lines);
+//   - Content-Length together with Transfer-Encoding (fasthttp drops the
+//     Content-Length and reads chunked);
+//   - a Transfer-Encoding that fasthttp did not read as chunked ("CHUNKED",
+//     "identity": it reads no body and parses the body as the next request);
+//   - a header field name that is not an RFC 9110 token ("X A");
+//   - an absolute-form request target whose authority differs from Host (the
+//     Host check would pass on one name and the origin receive another).
+//
+// These are checks over bytes fasthttp already holds, not a second parser.
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+
+	"github.com/valyala/fasthttp"
+)
+
+// errBareLF is awaitHeader's refusal of a line that ends in LF without CR.
+var errBareLF = errors.New("gateway: bare LF line ending in the request header")
+
+// awaitHeader blocks until br holds a whole request header (up to the empty
+// line that ends it) and refuses a bare LF on the way, as the bytes arrive:
+// fasthttp alone would wait for a CRLF CRLF that never comes and answer 408
+// only after the header timeout. It returns nil (and leaves fasthttp to
+// report) when the header is complete, when the buffer is full (431) and on
+// any read error (timeout, EOF), which fasthttp sees again on its own read.
+func awaitHeader(br *bufio.Reader) error {
+	scanned := 0
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		for scanned < len(buf) {
+			i := bytes.IndexByte(buf[scanned:], '\n')
+			if i < 0 {
+				scanned = len(buf)
+				break
+			}
+			i += scanned
+			if i == 0 || buf[i-1] != '\r' {
+				return errBareLF
+			}
+			if i >= 3 && buf[i-2] == '\n' && buf[i-3] == '\r' {
+				return nil // CRLF CRLF: the header is complete
+			}
+			scanned = i + 1
+		}
+		if len(buf) >= br.Size() {
+			return nil
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return nil
+		}
+	}
+}
+
+// framingError returns why a request whose header fasthttp accepted must
+// still be refused with 400, or "" when its framing is sound.
+func framingError(req *fasthttp.Request) string {
+	h := &req.Header
+	raw := h.RawHeaders()
+	var sawCL, sawTE bool
+	for len(raw) > 0 {
+		line, rest, _ := bytes.Cut(raw, []byte{'\n'})
+		raw = rest
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) == 0 {
+			break // the empty line that ends the header
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return "obsolete line folding"
+		}
+		name, _, ok := bytes.Cut(line, []byte{':'})
+		if !ok || !isToken(name) {
+			return "invalid header field name"
+		}
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			sawCL = true
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			sawTE = true
+		}
+	}
+	switch {
+	case sawCL && sawTE:
+		return "both Content-Length and Transfer-Encoding"
+	case sawTE && h.ContentLength() != -1:
+		return "unsupported transfer coding"
+	}
+	if target := h.RequestURI(); len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*")) {
+		// Absolute form: RFC 9112 section 3.2.2 makes its authority the host,
+		// and fasthttp forwards it as the Host header.
+		if hostWithoutPort(req.URI().Host()) != hostWithoutPort(h.Host()) {
+			return "request target authority differs from Host"
+		}
+	}
+	return ""
+}
+
+// tokenChars marks the bytes of an RFC 9110 token (tchar).
+var tokenChars = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tokenChars[c] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,245 @@
+package gateway
+
+// Hostile HTTP over real TLS connections (issue 6, point 2): request
+// smuggling shapes are refused with 400 and never reach the origin; a
+// slowloris header gets 408 at header_timeout; a body over the limit gets
+// 413 without the gateway waiting for it.
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// countingOrigin is an origin that answers 200 "ok" and counts the requests
+// that reach it.
+type countingOrigin struct {
+	srv  *httptest.Server
+	hits atomic.Int64
+}
+
+func startCountingOrigin(t testing.TB) *countingOrigin {
+	o := &countingOrigin{}
+	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.hits.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func TestSmugglingShapesRefused(t *testing.T) {
+	o := startCountingOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	const host = "Host: " + hApp + "\r\n"
+	tests := []struct {
+		name   string
+		raw    string
+		status int
+	}{
+		{"obs-fold with a space", "GET / HTTP/1.1\r\n" + host + "X-A: b\r\n c\r\n\r\n", 400},
+		{"obs-fold with a tab", "GET / HTTP/1.1\r\n" + host + "X-A: b\r\n\tc\r\n\r\n", 400},
+		{"Content-Length then Transfer-Encoding", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"Transfer-Encoding then Content-Length", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400},
+		{"two different Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
+		{"two equal Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400},
+		{"Content-Length list", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5, 5\r\n\r\nhello", 400},
+		{"negative Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: -1\r\n\r\n", 400},
+		{"bare LF everywhere", "GET / HTTP/1.1\nHost: " + hApp + "\n\n", 400},
+		{"bare LF in one header line", "GET / HTTP/1.1\r\nHost: " + hApp + "\nX-A: b\r\n\r\n", 400},
+		{"bare LF after the request line", "GET / HTTP/1.1\n" + host + "\r\n", 400},
+		{"bare CR inside a value", "GET / HTTP/1.1\r\n" + host + "X-A: b\rc\r\n\r\n", 400},
+		{"invalid chunk size", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
+		{"chunk size with 0x", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400},
+		{"chunk size overflow", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nhello\r\n0\r\n\r\n", 400},
+		{"chunk size ended by bare LF", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400},
+		{"space before the colon", "GET / HTTP/1.1\r\n" + host + "X-A : b\r\n\r\n", 400},
+		{"space before the colon of Transfer-Encoding", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400},
+		{"space inside a field name", "GET / HTTP/1.1\r\n" + host + "X A: b\r\n\r\n", 400},
+		{"Transfer-Encoding gzip, chunked", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400},
+		{"Transfer-Encoding identity", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: identity\r\n\r\n", 400},
+		{"two Transfer-Encoding", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"HTTP/1.0 with Transfer-Encoding", "POST / HTTP/1.0\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"NUL in a value", "GET / HTTP/1.1\r\n" + host + "X-A: b\x00c\r\n\r\n", 400},
+		{"two Host", "GET / HTTP/1.1\r\n" + host + "Host: " + hIoT + "\r\n\r\n", 400},
+		{"absolute target for another host", "GET https://" + hIoT + "/ HTTP/1.1\r\n" + host + "\r\n", 400},
+		// Controls: the same shapes done right are served.
+		{"control: chunked body", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200},
+		{"control: absolute target for the same host", "GET https://" + hApp + ":443/x HTTP/1.1\r\n" + host + "\r\n", 200},
+		{"control: Transfer-Encoding in capitals", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200},
+		{"control: tab in a value", "GET / HTTP/1.1\r\n" + host + "X-A: b\tc\r\n\r\n", 200},
+	}
+	served := int64(0)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t, hApp, h.pki.sensor1)
+			before := o.hits.Load()
+			c.send(tc.raw)
+			r := c.read("GET")
+			if r.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", r.StatusCode, tc.status, r.body)
+			}
+			if tc.status == 200 {
+				served++
+				return
+			}
+			if !r.Close {
+				t.Errorf("a refused request should close the connection (Connection: close)")
+			}
+			c.finish()
+			if n := o.hits.Load() - before; n != 0 {
+				t.Errorf("the origin received %d requests", n)
+			}
+		})
+	}
+	if n := o.hits.Load(); n != served {
+		t.Errorf("the origin received %d requests; only the %d controls should reach it", n, served)
+	}
+	for _, l := range h.accessLines(t) {
+		if l["status"] == float64(400) && !strings.HasPrefix(l["reason"].(string), "malformed request") {
+			t.Errorf("400 with reason %q", l["reason"])
+		}
+	}
+	// The gateway still serves.
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/after")); r.StatusCode != 200 {
+		t.Fatalf("after the refusals: status %d", r.StatusCode)
+	}
+}
+
+// TestSlowloris: a header trickled one byte at a time gets 408 once
+// header_timeout (2s in the harness) has passed since it started, however
+// steadily the bytes keep coming; a header that stops halfway too.
+func TestSlowloris(t *testing.T) {
+	o := startCountingOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	t.Run("trickled", func(t *testing.T) {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		start := time.Now()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			hdr := "GET / HTTP/1.1\r\nHost: " + hApp + "\r\nX-Slow: " + strings.Repeat("a", 1000)
+			for i := range len(hdr) {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				if _, err := c.c.Write([]byte{hdr[i]}); err != nil {
+					return
+				}
+			}
+		}()
+		r := c.read("GET")
+		elapsed := time.Since(start)
+		close(stop)
+		<-done
+		if r.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("status %d, want 408: %s", r.StatusCode, r.body)
+		}
+		if elapsed < time.Second || elapsed > 8*time.Second {
+			t.Errorf("408 after %v; header_timeout is 2s", elapsed)
+		}
+		if !r.Close {
+			t.Error("a 408 should close the connection (Connection: close)")
+		}
+		c.finish()
+	})
+	t.Run("stalled halfway", func(t *testing.T) {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		c.send("GET / HTTP/1.1\r\nHost: " + hApp + "\r\nX-Half: ")
+		if r := c.read("GET"); r.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("status %d, want 408: %s", r.StatusCode, r.body)
+		}
+		c.finish()
+	})
+	if n := o.hits.Load(); n != 0 {
+		t.Errorf("the origin received %d requests", n)
+	}
+}
+
+// TestOversizedBodyNotAwaited: a body over max_body_bytes (64KiB) is refused
+// with 413 before the device has sent it, declared or chunked.
+func TestOversizedBodyNotAwaited(t *testing.T) {
+	o := startCountingOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	t.Run("declared", func(t *testing.T) {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		// 100 MB announced, not a byte sent: the answer cannot wait for it.
+		c.send(request("POST", hApp, "/up", "Content-Length: 100000000"))
+		if r := c.read("POST"); r.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d, want 413: %s", r.StatusCode, r.body)
+		}
+	})
+	t.Run("chunked, never ending", func(t *testing.T) {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		// 80KiB of chunks and no last chunk: the gateway stops at the limit.
+		c.send(request("POST", hApp, "/up", "Transfer-Encoding: chunked") +
+			strings.Repeat("4000\r\n"+strings.Repeat("c", 0x4000)+"\r\n", 5))
+		if r := c.read("POST"); r.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("status %d, want 413: %s", r.StatusCode, r.body)
+		}
+	})
+	if n := o.hits.Load(); n != 0 {
+		t.Errorf("the origin received %d requests", n)
+	}
+}
+
+// typicalRequest is a device request with a body, as the framing checks see
+// it on the hot path.
+const typicalRequest = "POST /ingest?batch=7 HTTP/1.1\r\nHost: app.fleet.test\r\nUser-Agent: sensor/1.0\r\n" +
+	"Content-Type: application/json\r\nContent-Length: 2\r\nCookie: CF_Authorization=x\r\nX-Request-Id: 1234\r\n\r\n{}"
+
+// TestFramingChecksNoAlloc: the framing checks cost no allocation per
+// request.
+func TestFramingChecksNoAlloc(t *testing.T) {
+	raw := []byte(typicalRequest)
+	rd := bytes.NewReader(raw)
+	br := bufio.NewReaderSize(rd, 4096)
+	var req fasthttp.Request
+	if err := awaitHeader(br); err != nil {
+		t.Fatal(err)
+	}
+	if err := req.Header.Read(br); err != nil {
+		t.Fatal(err)
+	}
+	if why := framingError(&req); why != "" {
+		t.Fatalf("a typical request refused: %s", why)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = framingError(&req) }); n != 0 {
+		t.Errorf("framingError: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		rd.Reset(raw)
+		br.Reset(rd)
+		_ = awaitHeader(br)
+	}); n != 0 {
+		t.Errorf("awaitHeader: %v allocations", n)
+	}
+}
+
+func BenchmarkFramingChecks(b *testing.B) {
+	raw := []byte(typicalRequest)
+	rd := bytes.NewReader(raw)
+	br := bufio.NewReaderSize(rd, 4096)
+	var req fasthttp.Request
+	_ = req.Header.Read(br)
+	b.ReportAllocs()
+	for b.Loop() {
+		rd.Reset(raw)
+		br.Reset(rd)
+		if awaitHeader(br) != nil || framingError(&req) != "" {
+			b.Fatal("refused")
+		}
+	}
+}
