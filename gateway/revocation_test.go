@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -114,4 +116,38 @@ func TestRevocationBadCRLKeepsServing(t *testing.T) {
 	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusOK {
 		t.Fatalf("after the refused reload: status %d, want 200", r.StatusCode)
 	}
+}
+
+// TestMetricsRevokedAndBadUsage: the refusal reasons the main metrics test
+// cannot provoke move their counters too: a revoked certificate (CRL), a
+// certificate without clientAuth usage, and a failed handshake (a client
+// that only speaks TLS 1.1).
+func TestMetricsRevokedAndBadUsage(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
+	h.writeCRL(h.pki.sensor2)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if r := h.rawGet(t, hIoT, hIoT, "/", h.pki.sensor2); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "certificate revoked") {
+		t.Fatalf("revoked device: status %d %q", r.StatusCode, r.body)
+	}
+	srvOnly := h.pki.inter.MustIssue(pki.Options{CommonName: "sensor-0001", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	badUsage := &device{name: "sensor-0001", cert: srvOnly, tls: srvOnly.TLSCertificate(h.pki.inter)}
+	if r := h.rawGet(t, hIoT, hIoT, "/", badUsage); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "client authentication") {
+		t.Fatalf("certificate without clientAuth: status %d %q", r.StatusCode, r.body)
+	}
+	old := h.tlsConfig(hIoT, h.pki.sensor1)
+	old.MinVersion, old.MaxVersion = tls.VersionTLS11, tls.VersionTLS11
+	if c, err := tls.Dial("tcp", h.addr, old); err == nil {
+		c.Close()
+		t.Fatal("a TLS 1.1 handshake succeeded")
+	}
+	expectMetrics(t, h, []want{
+		w("fleetgate_client_cert_verdicts_total", 1, "app", "iot", "verdict", "revoked"),
+		w("fleetgate_handshakes_total", 1, "result", "ok", "reason", "revoked"),
+		w("fleetgate_client_cert_verdicts_total", 1, "app", "iot", "verdict", "bad_usage"),
+		w("fleetgate_handshakes_total", 1, "result", "ok", "reason", "bad_usage"),
+		w("fleetgate_handshakes_total", 1, "result", "error", "reason", "tls_error"),
+		w("fleetgate_requests_total", 2, "app", "iot", "status", "403"),
+	})
 }
