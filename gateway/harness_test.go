@@ -101,6 +101,8 @@ type cfgParams struct {
 	FleetOnApp bool
 	// SecondCA adds the second fleet CA, associated with app.fleet.test.
 	SecondCA bool
+	// HandshakeTimeout is [gateway].handshake_timeout ("5s" when empty).
+	HandshakeTimeout string
 	// CRL gives the fleet CA the CRL file fleet.crl (the harness writes one
 	// that revokes nothing; tests replace it).
 	CRL bool
@@ -114,7 +116,7 @@ listen = "{{.Listen}}"
 admin_listen = "127.0.0.1:0"
 issuer = "https://access.fleet.test"
 event_loops = 2
-handshake_timeout = "5s"
+handshake_timeout = "{{with .HandshakeTimeout}}{{.}}{{else}}5s{{end}}"
 header_timeout = "2s"
 idle_timeout = "10s"
 drain_timeout = "{{.DrainTimeout}}"

@@ -3,6 +3,8 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -150,4 +152,24 @@ func TestMetricsRevokedAndBadUsage(t *testing.T) {
 		w("fleetgate_handshakes_total", 1, "result", "error", "reason", "tls_error"),
 		w("fleetgate_requests_total", 2, "app", "iot", "status", "403"),
 	})
+}
+
+// TestMetricsHandshakeTimeout: a client that sends half a ClientHello and
+// stalls is cut off at handshake_timeout and counted as a timeout.
+func TestMetricsHandshakeTimeout(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.HandshakeTimeout = "300ms" })
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A handshake record header announcing 512 bytes, and only 3 of them.
+	if _, err := c.Write([]byte{22, 3, 1, 2, 0, 1, 0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the stalled connection was not closed: %v", err)
+	}
+	expectMetrics(t, h, []want{w("fleetgate_handshakes_total", 1, "result", "error", "reason", "timeout")})
 }
