@@ -32,6 +32,8 @@ RSS_LIMIT_MIB=${RSS_LIMIT_MIB:-256}
 GROWTH_LIMIT_MIB=${GROWTH_LIMIT_MIB:-32}
 CONCURRENCY=${CONCURRENCY:-8}
 PORT_BASE=${PORT_BASE:-18640}
+OWN_WORK=
+[ -n "${WORK:-}" ] || OWN_WORK=1
 WORK=${WORK:-$(mktemp -d /tmp/fleetgate-hardening.XXXXXX)}
 LISTEN=127.0.0.1:$PORT_BASE
 ADMIN=127.0.0.1:$((PORT_BASE + 1))
@@ -52,11 +54,14 @@ cleanup() {
     kill -9 "$pid" 2>/dev/null || true
   done
   STARTED=()
+  # A temporary folder keeps its logs and samples, not the binary or the PKI.
+  [ -z "$OWN_WORK" ] || rm -rf "$FG" "$WORK/pki"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 SERVER_CPU=() CLIENT_CPU=()
+command -v curl >/dev/null 2>&1 || die "needs curl (to read the gateway's /metrics)"
 if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
   SERVER_CPU=(taskset -c 0)
   CLIENT_CPU=(taskset -c "1-$(($(nproc) - 1))")
@@ -194,6 +199,7 @@ flood() {
   echo
   echo "== flood: $clients clients, fresh TLS 1.3 handshakes for ${DURATION}s against handshake_queue = $QUEUE, 1 CPU slot"
   echo "bench: $(json_field "$WORK/flood.json" requests) requests ok, $(json_field "$WORK/flood.json" error_total) refused or failed {$(json_errors "$WORK/flood.json")}, $(json_field "$WORK/flood.json" throughput_rps) ok/s"
+  echo "served requests (handshake included): p50 $(json_field "$WORK/flood.json" p50) µs, p99 $(json_field "$WORK/flood.json" p99) µs, max $(json_field "$WORK/flood.json" max) µs"
   echo "gateway: shed $(metric fleetgate_connections_refused_total 'reason="shed"') connections; $(metric fleetgate_handshakes_total 'result="ok"') handshakes completed; timed out $(metric fleetgate_handshakes_total 'reason="timeout"')"
   awk -F'\t' -v lim="$RSS_LIMIT_MIB" -v glim="$GROWTH_LIMIT_MIB" '
     NR == 1 { next }
