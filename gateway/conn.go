@@ -131,7 +131,9 @@ func (c *conn) work() {
 			return
 		}
 		if c.pipe.finish(br.Buffered()) {
-			if c.srv.draining.Load() {
+			// Draining, or the device already finished sending (close_notify
+			// or EOF while this request was served): nothing more will come.
+			if c.srv.draining.Load() || c.pipe.isClosed() {
 				c.shutdown()
 				return
 			}

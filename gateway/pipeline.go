@@ -75,6 +75,7 @@ func (x *exchange) checkHost() outcome {
 	sni := x.c.tc.ServerName()
 	switch {
 	case host == "":
+		x.closeAfter = true // a malformed request: as for every 400, do not trust what follows
 		return x.refuse(fasthttp.StatusBadRequest, "missing Host header")
 	case sni != "" && !strings.EqualFold(host, sni):
 		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" does not match the TLS server name "+quote(sni))

@@ -130,6 +130,14 @@ func (p *plainPipe) finish(readerBuffered int) bool {
 	return true
 }
 
+// isClosed reports whether the device finished sending (close_notify, EOF,
+// or the connection went away).
+func (p *plainPipe) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
 // stopIfIdle retires the pipe when no worker runs and nothing is pending,
 // so that none will start; it reports whether it did. The caller then closes
 // the connection (idle timeout, or the device finished sending).
