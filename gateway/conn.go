@@ -366,10 +366,18 @@ func (c *conn) lingering() bool {
 // shutdown closes the TLS session (close_notify, then the socket once the
 // output is flushed). Safe to call more than once, from any goroutine.
 func (c *conn) shutdown() {
+	if c.markClosing() {
+		_ = c.tc.Close()
+	}
+}
+
+// markClosing stops the connection's timers and marks it closing; it
+// reports whether this call did (false when it was already closing).
+func (c *conn) markClosing() bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closing {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	c.closing = true
 	if c.idle != nil {
@@ -378,6 +386,5 @@ func (c *conn) shutdown() {
 	if c.linger != nil {
 		c.linger.Stop()
 	}
-	c.mu.Unlock()
-	_ = c.tc.Close()
+	return true
 }

@@ -1,7 +1,8 @@
 // Package gateway is the product a fleet operator runs: the gnet event
 // handler, each connection's life, HTTP/1.1 handling with fasthttp's request
 // and response types, the Access flow, proxying to origins, the admin
-// listener and configuration reload.
+// listener (health, readiness, Prometheus metrics), configuration reload and
+// the CRL file watch.
 //
 //	event loop (gnet)          request worker (one goroutine per busy connection)
 //	─────────────────          ─────────────────────────────────────────────────

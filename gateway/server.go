@@ -240,15 +240,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if c.countedIP {
 		s.perIP.leave(c.remoteAddr)
 	}
-	c.mu.Lock()
-	c.closing = true
-	if c.idle != nil {
-		c.idle.Stop()
-	}
-	if c.linger != nil {
-		c.linger.Stop()
-	}
-	c.mu.Unlock()
+	c.markClosing()
 	c.pipe.close()
 	c.tc.Release()
 	return gnet.None
