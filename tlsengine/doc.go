@@ -6,8 +6,9 @@
 // (shim.go); handshakes off the event loop under two bounds, handshakes in
 // flight and CPU slots (admission.go); SNI routing to a site and one
 // tls.Config per site and Sites table (tlsconfig.go, site.go); the client
-// chain's verdict, attached to the connection (verify.go, verdictcache.go);
-// decrypting, encrypting and closing after the handshake (conn.go). It knows
+// chain's verdict, attached to the connection (verify.go, verdictcache.go),
+// including revocation by CRLs and deny-lists in O(1) per certificate
+// (revocation.go, revocation_table.go); decrypting, encrypting and closing after the handshake (conn.go). It knows
 // nothing about HTTP or policies.
 //
 //	gnet loop                       tlsengine                          handshake goroutine
