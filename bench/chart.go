@@ -61,7 +61,7 @@ func (s *Summary) writePNG(path string) error {
 	plotW := chartW - chartLeft - chartRight
 	y := func(v float64) int { return chartTop + plotH - int(v/top*float64(plotH)) }
 
-	drawText(img, chartLeft, 16, "SERVER CPU MICROSECONDS PER REQUEST: MEDIAN, RANGE OF RUNS; RED LINE: CRYPTO FLOOR", chartInk)
+	drawText(img, chartLeft, 16, "SERVER CPU US PER REQUEST (MEDIAN, RANGE); RED: CRYPTO FLOOR", chartInk)
 	for v := 0.0; v <= top+step/2; v += step {
 		yy := y(v)
 		fillRect(img, image.Rect(chartLeft, yy, chartLeft+plotW, yy+1), chartGrid)
