@@ -151,10 +151,3 @@ func (p *plainPipe) stopIfIdle() bool {
 	p.closed = true
 	return true
 }
-
-// pending reports the bytes not yet read by the worker.
-func (p *plainPipe) pending() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.buf)
-}

@@ -52,7 +52,7 @@ func TestJWKSWithGoJose(t *testing.T) {
 				// A token signed by this key (as current) verifies with go-jose.
 				signer := mustKeySet(t, k.signer)
 				tok := mustMint(t, signer, baseClaims())
-				jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA, jose.RS256})
+				jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA, jose.RS256})
 				if err != nil {
 					t.Fatalf("go-jose cannot parse our %s token: %v", k.alg, err)
 				}

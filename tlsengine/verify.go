@@ -304,11 +304,6 @@ func issuedBy(child, parent *x509.Certificate) bool {
 		bytes.Equal(child.AuthorityKeyId, parent.SubjectKeyId)
 }
 
-// isSelfIssued reports whether c names itself as issuer (a root, normally).
-func isSelfIssued(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject)
-}
-
 // maySign mirrors the constraints x509.CheckSignatureFrom puts on a parent:
 // a CA in its basic constraints, and certSign if it has a key usage at all.
 func maySign(c *x509.Certificate) bool {
