@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -39,6 +41,9 @@ type snapshot struct {
 	sameSite   string
 
 	maxHeaderBytes int
+	// readers pools the request workers' header readers, each of
+	// maxHeaderBytes (which bounds a request header: larger is 431).
+	readers        sync.Pool
 	maxHeaderCount int
 	maxBodyBytes   int64
 	headerTimeout  time.Duration
@@ -80,6 +85,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		headerTimeout:  g.HeaderTimeout,
 		idleTimeout:    g.IdleTimeout,
 	}
+	s.readers.New = func() any { return bufio.NewReaderSize(nil, s.maxHeaderBytes) }
 	oldClients := map[string]*fasthttp.HostClient{}
 	if old != nil {
 		for _, a := range old.apps {
