@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"time"
@@ -30,6 +29,7 @@ type exchange struct {
 	decision  policy.Decision
 	decided   bool   // the policies were evaluated (decision is meaningful)
 	assertion string // the token forwarded to the origin
+	cookie    string // the session cookie minted for the device (Set-Cookie), "" for none
 
 	status     int
 	reason     string // for the access log (and the body of a refusal)
@@ -156,7 +156,7 @@ func (x *exchange) mint() outcome {
 	d := x.decision.SessionDuration
 	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) {
 		x.assertion = ss.token
-		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now)))
+		x.cookie = sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now))
 		return proceed
 	}
 	tok, err := s.mintFor(x.app, &x.input, x.decision)
@@ -166,7 +166,7 @@ func (x *exchange) mint() outcome {
 	x.assertion = tok
 	if d > 0 {
 		x.c.session = &session{app: x.app, policy: x.decision.Policy, dur: d, token: tok, exp: x.now.Add(d)}
-		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, d))
+		x.cookie = sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, d)
 		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 	} else {
 		x.closeAfter = true
@@ -210,14 +210,6 @@ func (x *exchange) forward() outcome {
 		CookieName: x.app.snap.cookieName,
 		ClientCert: ident,
 	})
-	// Keep the response's own headers (Set-Cookie from mint) across the
-	// origin's answer.
-	minted := x.resp.Header.PeekAll("Set-Cookie")
-	saved := make([][]byte, 0, len(minted))
-	for _, c := range minted {
-		saved = append(saved, bytes.Clone(c))
-	}
-	x.resp.Reset()
 	start := time.Now()
 	err := x.app.origin.Do(x.req, x.resp)
 	x.originDur = time.Since(start)
@@ -229,8 +221,8 @@ func (x *exchange) forward() outcome {
 		return x.fail(status, "origin "+strings.ReplaceAll(kind, "_", " "))
 	}
 	cleanOriginResponse(x.resp)
-	for _, c := range saved {
-		x.resp.Header.Add("Set-Cookie", string(c))
+	if x.cookie != "" {
+		x.resp.Header.Add("Set-Cookie", x.cookie)
 	}
 	x.status = x.resp.StatusCode()
 	return respond
