@@ -46,11 +46,13 @@ const (
 	respond                // the response is complete: send it
 )
 
-// pipeline runs one request through the phases in order: host check, token,
+// pipeline runs one request through the phases in order: revocation re-check,
+// host check, token,
 // Access endpoints, policy decision, token minting, forwarding. Each phase
 // either lets the request go on or completes the response.
 func (x *exchange) pipeline() {
 	phases := [...]func(*exchange) outcome{
+		(*exchange).recheckRevocation,
 		(*exchange).checkHost,
 		(*exchange).readToken,
 		(*exchange).accessEndpoints,
@@ -105,14 +107,20 @@ func (x *exchange) readToken() outcome {
 	return proceed
 }
 
-// decide evaluates the application's policies. A connection's verdict was
-// computed at its handshake; revocation is checked again on every request,
-// against the newest configuration, so a device revoked while it holds a
-// keep-alive connection is refused on its next request.
-func (x *exchange) decide() outcome {
+// recheckRevocation: a connection's verdict was computed at its handshake;
+// revocation is checked again on every request, against the newest
+// configuration, before anything uses the certificate (the policy, the
+// get-identity endpoint), so a device revoked while it holds a keep-alive
+// connection is refused on its next request.
+func (x *exchange) recheckRevocation() outcome {
 	if rev := x.c.srv.snap.Load().revocation; rev != nil {
 		rev.Recheck(x.c.tc.Verdict())
 	}
+	return proceed
+}
+
+// decide evaluates the application's policies.
+func (x *exchange) decide() outcome {
 	x.input = policy.Input{
 		Cert:     x.c.tc.Verdict(),
 		Token:    x.claims,

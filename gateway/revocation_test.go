@@ -64,6 +64,10 @@ func TestRevocationTakesEffect(t *testing.T) {
 	if r := live.read("GET"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "certificate revoked") {
 		t.Fatalf("revoked device on its old connection: status %d %q, want 403 certificate revoked", r.StatusCode, r.body)
 	}
+	live.send(request("GET", hApp, "/cdn-cgi/access/get-identity"))
+	if r := live.read("GET"); r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.body, "certificate revoked") {
+		t.Fatalf("get-identity on the revoked device's old connection: status %d %q, want 401 certificate revoked", r.StatusCode, r.body)
+	}
 	if r := h.get(t, h.client(h.pki.sensor2), href(hApp, "/")); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("revoked device on a new connection: status %d, want 403", r.StatusCode)
 	}
