@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/workpool"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
 
@@ -66,8 +67,15 @@ type Server struct {
 	listening atomic.Bool
 	// ephemeralKey signs tokens when the configuration names no key file.
 	ephemeralKey *ecdsa.PrivateKey
+	// workers runs handshakes and request workers on goroutines that keep
+	// the stacks earlier ones grew.
+	workers *workpool.Pool
 	gnet.BuiltinEventEngine
 }
+
+// workerIdle is how long an idle pooled goroutine waits for a handshake or
+// a request before it exits.
+const workerIdle = 2 * time.Second
 
 // New loads the configuration and builds the first snapshot. It opens no
 // socket: Run does.
@@ -76,7 +84,7 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("gateway: Options.Load is required")
 	}
 	s := &Server{opts: opts, log: opts.Logger, accessLg: opts.AccessLog, now: opts.Now,
-		booted: make(chan struct{}), runDone: make(chan struct{})}
+		booted: make(chan struct{}), runDone: make(chan struct{}), workers: workpool.New(workerIdle)}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -121,6 +129,7 @@ func New(opts Options) (*Server, error) {
 		Now:        s.now,
 		Logger:     s.log,
 		Observer:   s.metrics,
+		Go:         s.workers.Go,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)

@@ -108,6 +108,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives debug lines for failed handshakes; nil discards.
 	Logger *slog.Logger
+	// Go runs each handshake on a goroutine; nil means a new goroutine per
+	// handshake. The gateway passes a workpool.Pool's Go, whose workers keep
+	// the stack a previous handshake grew.
+	Go func(func())
 	// Observer receives one HandshakeEvent per handshake; nil ignores them.
 	Observer Observer
 }
@@ -125,6 +129,7 @@ type Engine struct {
 	obs          Observer
 	adm          *admission
 	tab          atomic.Pointer[table]
+	spawn        func(func())
 }
 
 // NewEngine checks cfg, fills defaults and returns an Engine.
@@ -146,6 +151,10 @@ func NewEngine(cfg Config) (*Engine, error) {
 		now:          cfg.Now,
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
+		spawn:        cfg.Go,
+	}
+	if e.spawn == nil {
+		e.spawn = func(f func()) { go f() }
 	}
 	if e.workers == 0 {
 		e.workers = runtime.GOMAXPROCS(0)
@@ -210,6 +219,6 @@ func (e *Engine) Open(t Transport) (*Conn, error) {
 	c := &Conn{eng: e, t: t, opened: time.Now()}
 	c.shim = newShim(c, t, e.adm, e.maxInbound)
 	c.tls = tls.Server(c.shim, e.tab.Load().base)
-	go c.handshake()
+	e.spawn(c.handshake)
 	return c, nil
 }
