@@ -94,7 +94,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 			}
 			if start {
 				c.stopIdle()
-				go c.work()
+				c.srv.workers.Go(c.work)
 			}
 		}
 		if errors.Is(err, tlsengine.ErrWouldBlock) {
@@ -271,6 +271,11 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	if body != nil {
 		out, err = x.writeStreamed(bw, body)
 	} else {
+		if x.closeAfter && !c.unread {
+			// The connection closes right after this response (work calls
+			// shutdown): the response and close_notify go out in one write.
+			c.tc.Cork()
+		}
 		out = int64(len(x.resp.Body()))
 		err = x.resp.Write(bw)
 		if err == nil {

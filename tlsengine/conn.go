@@ -52,7 +52,6 @@ type Conn struct {
 	serverName string
 	verdict    *verdict.Verdict
 	rejected   bool
-	state      tls.ConnectionState
 	hsDur      time.Duration
 
 	complete atomic.Bool
@@ -119,7 +118,6 @@ func (c *Conn) handshake() {
 	if err != nil {
 		c.phase = stateClosing
 	} else {
-		c.state = cs
 		c.phase = stateOpen
 		c.complete.Store(true)
 	}
@@ -222,6 +220,23 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.tls.Write(p)
 }
 
+// Cork holds back the records written from now on (up to 64 KiB, beyond
+// which they go out) until Flush or Close, which sends them with the
+// close_notify in one write: the gateway corks before a response after which
+// the connection closes, saving a loop wake-up and a system call per
+// no-duration request. It does nothing on a connection that is closing.
+func (c *Conn) Cork() {
+	if !c.complete.Load() || c.closing.Load() {
+		return
+	}
+	c.shim.cork()
+}
+
+// Flush sends the records held back by Cork and stops holding them back.
+func (c *Conn) Flush() error {
+	return c.shim.uncork(nil)
+}
+
 // Close ends the connection gracefully: it sends close_notify, waits until
 // the transport's outbound buffer has drained (so a large response to a slow
 // reader is not truncated; DrainTimeout bounds a reader that stops reading),
@@ -277,7 +292,9 @@ func (c *Conn) drain() {
 	if c.shim.released.Load() {
 		return
 	}
-	if err := c.t.AsyncWrite(nil, c.drainCheck); err != nil {
+	// The first check rides on the records held back by Cork, if any: the
+	// last response, close_notify and the check go out in one write.
+	if err := c.shim.uncork(c.drainCheck); err != nil {
 		_ = c.t.Close()
 	}
 }
@@ -333,12 +350,13 @@ func (c *Conn) ServerName() string {
 	return c.serverName
 }
 
-// ConnectionState is crypto/tls's state as of the end of the handshake.
+// ConnectionState is crypto/tls's state of the connection (computed on
+// each call: an idle connection does not keep a copy).
 func (c *Conn) ConnectionState() tls.ConnectionState {
 	if !c.complete.Load() {
 		return tls.ConnectionState{}
 	}
-	return c.state
+	return c.tls.ConnectionState()
 }
 
 // HandshakeDuration runs from Open to the end of the handshake and verdict.

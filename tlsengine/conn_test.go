@@ -606,3 +606,85 @@ func TestMutatedClientHellos(t *testing.T) {
 	}
 	t.Logf("reasons: %v", st.Handshakes)
 }
+
+// TestCorkCoalescesLastResponse: after Cork, the response and close_notify
+// reach the transport in one write, which carries the drain check (the
+// transport closes with no further write), and the client reads the data
+// then a clean close_notify.
+func TestCorkCoalescesLastResponse(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	before := mt.writes.Load()
+	mt.conn.Cork()
+	for _, part := range []string{"HTTP/1.1 200 OK\r\n", "\r\n", "last words"} {
+		if _, err := mt.conn.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := mt.writes.Load() - before; got != 0 {
+		t.Fatalf("%d writes reached the transport while corked, want 0", got)
+	}
+	_ = mt.conn.Close()
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed")
+	}
+	if got := mt.writes.Load() - before; got != 1 {
+		t.Errorf("%d writes for three records and close_notify, want 1", got)
+	}
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "HTTP/1.1 200 OK\r\n\r\nlast words" {
+		t.Fatalf("client read %q, %v; want the response then a clean close_notify EOF", got, err)
+	}
+}
+
+// TestCorkBounded: a corked connection holds back at most corkLimit bytes,
+// and Flush sends the rest without closing.
+func TestCorkBounded(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	before := mt.writes.Load()
+	mt.conn.Cork()
+	big := bytes.Repeat([]byte("x"), 16<<10)
+	go func() { _, _ = io.Copy(io.Discard, io.LimitReader(client, int64(5*len(big)))) }()
+	for range 5 {
+		if _, err := mt.conn.Write(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a write once the cork limit is passed", 5*time.Second, func() bool { return mt.writes.Load()-before == 1 })
+	if err := mt.conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the rest after Flush", 5*time.Second, func() bool { return mt.writes.Load()-before == 2 })
+	if _, err := mt.conn.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an uncorked write going out alone", 5*time.Second, func() bool { return mt.writes.Load()-before == 3 })
+	if closedWithin(mt.closedCh, 50*time.Millisecond) {
+		t.Fatal("Flush closed the connection")
+	}
+}
+
+// TestIdleHoldsNoInboundBuffer: once crypto/tls has read everything
+// received, the connection gives its inbound buffer back, so an idle
+// connection costs no buffer.
+func TestIdleHoldsNoInboundBuffer(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to read the record", 5*time.Second, func() bool { return mt.received() == "ping" })
+	s := mt.conn.shim
+	held := -1
+	waitFor(t, "the loop to finish with the record", 5*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		held = cap(s.in)
+		return s.in == nil && s.inBox == nil
+	})
+	if held != 0 {
+		t.Errorf("idle connection holds a %d-byte inbound buffer", held)
+	}
+}

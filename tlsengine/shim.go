@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 )
 
 // TLS record framing, for handing crypto/tls complete records only.
@@ -47,7 +49,8 @@ type shim struct {
 	conn *Conn
 
 	mu          sync.Mutex
-	in          []byte // received, not yet read by crypto/tls: in[off:]
+	in          []byte  // received, not yet read by crypto/tls: in[off:]
+	inBox       *[]byte // in's pooled backing array, if it came from inboundPool
 	off         int
 	ready       int  // in[off:ready] may be handed to crypto/tls
 	passthrough bool // framing abandoned: every byte is ready
@@ -64,7 +67,18 @@ type shim struct {
 	unknownSNI atomic.Bool // rewrite crypto/tls's internal_error alert to unrecognized_name
 
 	cpu slot // handshake goroutine only
+
+	// Outbound coalescing (Cork): while corked, records are appended to
+	// pending instead of going out one AsyncWrite each.
+	wmu     sync.Mutex
+	corked  bool
+	pending []byte
 }
+
+// corkLimit bounds what a corked connection holds back: above it the
+// pending records go out at once, so a large response is never buffered
+// whole.
+const corkLimit = 64 << 10
 
 func newShim(c *Conn, t Transport, a *admission, maxInbound int) *shim {
 	return &shim{
@@ -98,6 +112,10 @@ func (s *shim) feed(data []byte) error {
 		s.in = s.in[:n]
 		s.ready -= s.off
 		s.off = 0
+	}
+	if s.in == nil {
+		s.inBox = inboundPool.Get().(*[]byte)
+		s.in = (*s.inBox)[:0]
 	}
 	s.in = append(s.in, data...)
 	s.frame()
@@ -140,11 +158,26 @@ func (s *shim) take(p []byte) int {
 	s.off += n
 	if s.off == len(s.in) {
 		s.in, s.off, s.ready = s.in[:0], 0, 0
-		if cap(s.in) > dropBufferAboveCapacity {
-			s.in = nil
+		if !s.handshaking || cap(s.in) > dropBufferAboveCapacity {
+			s.putInbound()
 		}
 	}
 	return n
+}
+
+// inboundPool holds the buffers of received bytes: an open connection
+// gives its buffer back whenever crypto/tls has read everything, so an idle
+// connection holds none (a fixed buffer was 1 KiB of every idle connection).
+var inboundPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// putInbound gives the empty inbound buffer back to the pool, or drops it
+// when it grew large. Called with s.mu held.
+func (s *shim) putInbound() {
+	if s.inBox != nil && cap(s.in) <= dropBufferAboveCapacity {
+		*s.inBox = s.in[:0]
+		inboundPool.Put(s.inBox)
+	}
+	s.in, s.inBox = nil, nil
 }
 
 // Read implements net.Conn for crypto/tls; see the type's comment.
@@ -183,10 +216,24 @@ func (s *shim) Read(p []byte) (int, error) {
 }
 
 // Write implements net.Conn for crypto/tls: each record is copied (crypto/tls
-// reuses its buffer and AsyncWrite does not copy) and queued on the loop.
+// reuses its buffer and AsyncWrite does not copy) and queued on the loop, or
+// held back while the connection is corked.
 func (s *shim) Write(b []byte) (int, error) {
 	if s.released.Load() {
 		return 0, net.ErrClosed
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.corked {
+		s.pending = append(s.pending, b...)
+		if len(s.pending) >= corkLimit {
+			out := s.pending
+			s.pending = nil
+			if err := s.t.AsyncWrite(out, nil); err != nil {
+				return 0, err
+			}
+		}
+		return len(b), nil
 	}
 	buf := make([]byte, len(b))
 	copy(buf, b)
@@ -201,6 +248,28 @@ func (s *shim) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// cork makes Write hold records back until uncork.
+func (s *shim) cork() {
+	s.wmu.Lock()
+	s.corked = true
+	s.wmu.Unlock()
+}
+
+// uncork stops holding records back and sends what is pending in one
+// AsyncWrite whose callback is cb; with nothing pending, cb (if any) still
+// runs on the loop after everything queued before.
+func (s *shim) uncork(cb gnet.AsyncCallback) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.corked = false
+	out := s.pending
+	s.pending = nil
+	if len(out) == 0 && cb == nil {
+		return nil
+	}
+	return s.t.AsyncWrite(out, cb)
 }
 
 // stopHandshake aborts a handshake in progress: a blocked Read returns err.
@@ -222,6 +291,10 @@ func (s *shim) endHandshake() (reason, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.handshaking = false
+	if s.off == len(s.in) {
+		s.in, s.off, s.ready = s.in[:0], 0, 0
+		s.putInbound()
+	}
 	if s.abortErr != nil {
 		return s.abortWhy, s.abortErr
 	}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("c", "", "configuration `file` (TOML)")
 	out := fs.String("cpuprofile", "cpu.pprof", "write the CPU profile to `file`")
+	heap := fs.String("memprofile", "", "on SIGUSR1, run a GC and write the heap profile to `file` (idle-memory analysis)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -56,6 +58,18 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer pprof.StopCPUProfile()
 
+	if *heap != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				if err := writeHeap(*heap); err != nil {
+					fmt.Fprintln(stderr, "fleetgate-prof:", err)
+				}
+			}
+		}()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	runErr := make(chan error, 1)
@@ -74,4 +88,19 @@ func run(args []string, stderr io.Writer) int {
 	_ = srv.Shutdown(sctx)
 	<-runErr
 	return 0
+}
+
+// writeHeap writes the heap profile as of a fresh GC, so in-use figures
+// are the live memory of the moment (the idle connections, for bench/idle.sh).
+func writeHeap(path string) error {
+	runtime.GC()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
