@@ -164,7 +164,11 @@ func (x *exchange) mint() outcome {
 	d := x.decision.SessionDuration
 	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) {
 		x.assertion = ss.token
-		x.cookie = sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now))
+		if !ss.sent {
+			// A device that did not keep the cookie gets it once per
+			// connection, not with every response.
+			x.cookie = sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now))
+		}
 		return proceed
 	}
 	tok, err := s.mintFor(x.app, &x.input, x.decision)
@@ -195,6 +199,7 @@ type session struct {
 	dur    time.Duration
 	token  string
 	exp    time.Time
+	sent   bool // a response on this connection carried it in Set-Cookie
 }
 
 // reusable reports whether the token may serve a request of app admitted by
@@ -231,6 +236,9 @@ func (x *exchange) forward() outcome {
 	cleanOriginResponse(x.resp)
 	if x.cookie != "" {
 		x.resp.Header.Add("Set-Cookie", x.cookie)
+		if ss := x.c.session; ss != nil && ss.token == x.assertion {
+			ss.sent = true
+		}
 	}
 	x.status = x.resp.StatusCode()
 	return respond

@@ -8,30 +8,43 @@ import (
 
 // TestSessionTokenReusedOnConnection: requests that follow on one keep-alive
 // connection reuse the session token minted for the first (no signature per
-// request); a new connection gets a token of its own.
+// request), and its cookie is set once per connection, not with every
+// response; a new connection gets a token of its own.
 func TestSessionTokenReusedOnConnection(t *testing.T) {
 	h := newHarness(t)
-	token := func(r *response) string {
+	// token returns the assertion the origin received and the Set-Cookie.
+	token := func(r *response) (assertion, cookie string) {
 		t.Helper()
 		if r.StatusCode != http.StatusOK {
 			t.Fatalf("status %d: %s", r.StatusCode, r.body)
 		}
-		c := r.Header.Get("Set-Cookie")
-		if !strings.HasPrefix(c, "CF_Authorization=") || !strings.Contains(c, "Max-Age=") {
-			t.Fatalf("no session cookie: %q", c)
+		assertion = r.echo(t).Headers.Get("Cf-Access-Jwt-Assertion")
+		if assertion == "" {
+			t.Fatal("the origin got no assertion")
 		}
-		return strings.TrimPrefix(strings.SplitN(c, ";", 2)[0], "CF_Authorization=")
+		return assertion, r.Header.Get("Set-Cookie")
 	}
 	rc := h.dial(t, hApp, h.pki.sensor1)
 	rc.send(request("GET", hApp, "/one"))
-	first := token(rc.read("GET"))
+	first, cookie := token(rc.read("GET"))
+	if !strings.HasPrefix(cookie, "CF_Authorization="+first+";") || !strings.Contains(cookie, "Max-Age=") {
+		t.Fatalf("first response's cookie %q does not carry the session token", cookie)
+	}
 	rc.send(request("GET", hApp, "/two"))
-	if second := token(rc.read("GET")); second != first {
+	second, cookie := token(rc.read("GET"))
+	if second != first {
 		t.Errorf("second request on the connection got a new token")
+	}
+	if cookie != "" {
+		t.Errorf("second response on the connection set the cookie again: %q", cookie)
 	}
 	other := h.dial(t, hApp, h.pki.sensor1)
 	other.send(request("GET", hApp, "/three"))
-	if third := token(other.read("GET")); third == first {
+	third, cookie := token(other.read("GET"))
+	if third == first {
 		t.Errorf("a new connection reused another connection's token")
+	}
+	if !strings.HasPrefix(cookie, "CF_Authorization="+third+";") {
+		t.Errorf("a new connection's first response has no cookie of its own: %q", cookie)
 	}
 }
