@@ -184,6 +184,16 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 		c.finishExchange(x, bw, start)
 		return false
 	}
+	if !supportedProtocol(req.Header.Protocol()) {
+		// An HTTP version this gateway does not speak (HTTP/1.2, HTTP/2.0 in
+		// an HTTP/1 request line): its framing is unknown, so nothing after
+		// the header can be trusted.
+		x.closeAfter = true
+		c.unread = true
+		x.refuse(fasthttp.StatusHTTPVersionNotSupported, "HTTP version not supported")
+		c.finishExchange(x, bw, start)
+		return false
+	}
 	if why := framingError(req); why != "" {
 		// Never forwarded: the origin could frame it differently.
 		x.closeAfter = true
@@ -229,6 +239,12 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	}
 	c.finishExchange(x, bw, start)
 	return !x.closeAfter
+}
+
+// supportedProtocol reports whether a request line's version is one the
+// gateway speaks: HTTP/1.1 or HTTP/1.0 (fasthttp accepts any HTTP/x.y).
+func supportedProtocol(proto []byte) bool {
+	return string(proto) == "HTTP/1.1" || string(proto) == "HTTP/1.0"
 }
 
 // refuseRead answers a request that could not be read.
@@ -284,6 +300,8 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	}
 	if err != nil {
 		x.closeAfter = true
+	} else if ss := c.session; x.cookieSet && ss != nil && ss.token == x.assertion {
+		ss.sent = true // the device has the cookie: later responses need not repeat it
 	}
 	total := time.Since(start)
 	c.srv.metrics.request(x, total)

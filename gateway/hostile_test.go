@@ -53,6 +53,8 @@ func TestSmugglingShapesRefused(t *testing.T) {
 		{"two different Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
 		{"two equal Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400},
 		{"Content-Length list", "POST / HTTP/1.1\r\n" + host + "Content-Length: 5, 5\r\n\r\nhello", 400},
+		{"HTTP/1.2", "GET / HTTP/1.2\r\n" + host + "\r\n", 505},
+		{"HTTP/2.0 in an HTTP/1 request line", "POST / HTTP/2.0\r\n" + host + "Content-Length: 5\r\n\r\nhello", 505},
 		{"negative Content-Length", "POST / HTTP/1.1\r\n" + host + "Content-Length: -1\r\n\r\n", 400},
 		{"bare LF everywhere", "GET / HTTP/1.1\nHost: " + hApp + "\n\n", 400},
 		{"bare LF in one header line", "GET / HTTP/1.1\r\nHost: " + hApp + "\nX-A: b\r\n\r\n", 400},

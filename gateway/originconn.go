@@ -19,10 +19,9 @@ var errStaleConn = errors.New("gateway: the origin closed the idle connection")
 //     not closed it while it sat idle in the pool. fasthttp keeps no reader
 //     on idle connections, so without this a request (a device's POST, which
 //     is never retried) would be written to a dead connection and answered
-//     502 whenever the origin's keep-alive timeout is shorter than the pool's.
-//     A connection whose last response arrived less than peekAfter (10 ms)
-//     ago is not checked: no origin's keep-alive timeout is that short, and
-//     on a busy gateway the check would be a system call per request;
+//     502 whenever the origin's keep-alive timeout is shorter than the pool's,
+//     or the origin restarted (a graceful shutdown closes idle connections at
+//     once, however recently they were used);
 //   - origin_timeout bounds each wait for the origin's next bytes, not the
 //     whole response: fasthttp sets one read deadline per response, which
 //     would cut a large body streaming to a device that reads slowly (while
@@ -32,15 +31,10 @@ type originConn struct {
 	net.Conn
 	raw  syscall.RawConn // nil when the connection offers none: no check
 	idle bool            // a response was read and no request written since
-	read time.Time       // when the last read returned
 
 	readTimeout time.Duration // 0: fasthttp's deadlines as they are
 	deadline    time.Time     // the read deadline in force; zero for none
 }
-
-// peekAfter is how long a pooled origin connection may sit idle before
-// its next request is preceded by the stale-connection check.
-const peekAfter = 10 * time.Millisecond
 
 func newOriginConn(c net.Conn, readTimeout time.Duration) net.Conn {
 	oc := &originConn{Conn: c, readTimeout: readTimeout}
@@ -58,7 +52,6 @@ func (c *originConn) Read(p []byte) (int, error) {
 	}
 	n, err := c.Conn.Read(p)
 	c.idle = true
-	c.read = time.Now()
 	return n, err
 }
 
@@ -75,7 +68,7 @@ func (c *originConn) SetDeadline(t time.Time) error {
 func (c *originConn) Write(p []byte) (int, error) {
 	if c.idle {
 		c.idle = false
-		if c.raw != nil && time.Since(c.read) >= peekAfter && peerClosed(c.raw) {
+		if c.raw != nil && peerClosed(c.raw) {
 			return 0, errStaleConn
 		}
 	}

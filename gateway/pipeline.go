@@ -30,6 +30,7 @@ type exchange struct {
 	decided   bool   // the policies were evaluated (decision is meaningful)
 	assertion string // the token forwarded to the origin
 	cookie    string // the session cookie minted for the device (Set-Cookie), "" for none
+	cookieSet bool   // the response carries cookie (forward added it and no failure replaced it)
 
 	status     int
 	reason     string // for the access log (and the body of a refusal)
@@ -236,9 +237,7 @@ func (x *exchange) forward() outcome {
 	cleanOriginResponse(x.resp)
 	if x.cookie != "" {
 		x.resp.Header.Add("Set-Cookie", x.cookie)
-		if ss := x.c.session; ss != nil && ss.token == x.assertion {
-			ss.sent = true
-		}
+		x.cookieSet = true
 	}
 	x.status = x.resp.StatusCode()
 	return respond
@@ -257,6 +256,7 @@ func (x *exchange) fail(status int, body string) outcome {
 		x.reason = body
 	}
 	x.resp.Reset()
+	x.cookieSet = false // a replaced response does not carry the cookie
 	x.resp.SetStatusCode(status)
 	x.resp.Header.SetContentType("text/plain; charset=utf-8")
 	x.resp.Header.Set("Cache-Control", "no-store")

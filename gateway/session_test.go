@@ -48,3 +48,28 @@ func TestSessionTokenReusedOnConnection(t *testing.T) {
 		t.Errorf("a new connection's first response has no cookie of its own: %q", cookie)
 	}
 }
+
+// TestSessionCookieAfterFailedResponse: when the response that carried a
+// new session's cookie is replaced by an error (the origin died within the
+// body), the cookie goes out with the next response on the connection.
+func TestSessionCookieAfterFailedResponse(t *testing.T) {
+	o := startFaultOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.URL })
+	rc := h.dial(t, hApp, h.pki.sensor1)
+	rc.send(request("GET", hApp, "/cut?n=10000&k=3000"))
+	failed := rc.read("GET")
+	if failed.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502: %.100s", failed.StatusCode, failed.body)
+	}
+	if c := failed.Header.Get("Set-Cookie"); c != "" {
+		t.Fatalf("the 502 carries a cookie: %q", c)
+	}
+	rc.send(request("GET", hApp, "/"))
+	ok := rc.read("GET")
+	if ok.StatusCode != http.StatusOK {
+		t.Fatalf("status %d after the 502: %.100s", ok.StatusCode, ok.body)
+	}
+	if c := ok.Header.Get("Set-Cookie"); !strings.HasPrefix(c, "CF_Authorization=") {
+		t.Errorf("the first complete response on the connection has no session cookie: %q", c)
+	}
+}

@@ -220,11 +220,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.tls.Write(p)
 }
 
-// Cork holds back the records written from now on (up to 64 KiB, beyond
-// which they go out) until Flush or Close, which sends them with the
-// close_notify in one write: the gateway corks before a response after which
-// the connection closes, saving a loop wake-up and a system call per
-// no-duration request. It does nothing on a connection that is closing.
+// Cork holds back the records written from now on (once 64 KiB is held, it
+// goes out) until Flush or Close, which sends them with the close_notify in
+// one write: the gateway corks before a response after which the connection
+// closes, saving a loop wake-up and a system call per no-duration request.
+// On a connection already closing it does nothing; a Cork that races with a
+// Close is harmless too, since writes after Close are refused and every
+// drain poll sends what is held.
 func (c *Conn) Cork() {
 	if !c.complete.Load() || c.closing.Load() {
 		return

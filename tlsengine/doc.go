@@ -28,8 +28,10 @@
 //	                                                                    the slot) → Wake
 //	OnTraffic ──── Conn.Read ─────▶ tls.Conn.Read over shim: no whole record →
 //	                                  ErrWouldBlock (Temporary; never blocks the loop)
-//	any goroutine ─ Conn.Write ───▶ tls.Conn.Write → shim.Write → AsyncWrite(copy)
-//	any goroutine ─ Conn.Close ───▶ close_notify → poll OutboundBuffered until 0 → Close
+//	any goroutine ─ Conn.Write ───▶ tls.Conn.Write → shim.Write → AsyncWrite(copy),
+//	                                  or held back while corked (Conn.Cork)
+//	any goroutine ─ Conn.Close ───▶ close_notify → one AsyncWrite of what is held,
+//	                                  whose callback polls OutboundBuffered until 0 → Close
 //	OnClose ────── Conn.Release
 //
 // A handshake ends "ok" with a verdict (valid or why not, DESIGN decision 2:
