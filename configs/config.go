@@ -127,8 +127,10 @@ type ClientCA struct {
 	// Intermediates. Empty when the entry has no crl_files.
 	CRLs []CRL
 	// CRLStale is crl_stale: "warn" (the default) loads a CRL past its
-	// nextUpdate with a warning, "reject" refuses the file. Either way a
-	// stale list still revokes what it lists.
+	// nextUpdate with a warning, "reject" refuses the file, and once a loaded
+	// list passes its nextUpdate while the gateway runs, refuses the CA's
+	// devices (verdict revocation_unknown) until a newer list is loaded.
+	// Either way a stale list still revokes what it lists.
 	CRLStale string
 }
 

@@ -40,7 +40,8 @@
 //   - Each CRL of crl_files must be signed by a certificate of its client
 //     CA's upload (matched by issuer name, key identifier first). A CRL past
 //     its nextUpdate is a warning (crl_stale = "warn", the default) or an
-//     error ("reject"); indirect CRLs and unknown critical extensions are
+//     error ("reject", which also makes the gateway refuse the CA's devices
+//     once a loaded list passes its nextUpdate); indirect CRLs and unknown critical extensions are
 //     errors. The Config carries the parsed lists (ClientCA.CRLs) and the
 //     [revocation] deny-lists (Config.Revocation) as plain data: the
 //     gateway builds the lookup set with tlsengine.NewRevocation.

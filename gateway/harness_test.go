@@ -106,6 +106,8 @@ type cfgParams struct {
 	// CRL gives the fleet CA the CRL file fleet.crl (the harness writes one
 	// that revokes nothing; tests replace it).
 	CRL bool
+	// CRLStale is the fleet CA's crl_stale ("warn" when empty).
+	CRLStale string
 	// Now, when set, is the gateway's clock (not part of the file).
 	Now func() time.Time
 }
@@ -134,6 +136,7 @@ name = "fleet"
 pem_file = "ca-chain.pem"
 associated_hostnames = ["iot.fleet.test", "svc.fleet.test", "fwd.fleet.test", "down.fleet.test"{{if .FleetOnApp}}, "app.fleet.test"{{end}}]
 {{if .CRL}}crl_files = ["fleet.crl"]{{end}}
+{{with .CRLStale}}crl_stale = "{{.}}"{{end}}
 {{if .SecondCA}}
 [[client_cas]]
 name = "fleet-2"

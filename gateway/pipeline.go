@@ -102,8 +102,10 @@ func (x *exchange) readToken() outcome {
 	}
 	x.token = string(tok)
 	x.claims, x.tokenErr = s.verifyToken(x.token, x.app.aud, x.now)
-	if x.claims != nil && x.c.srv.snap.Load().tokenRevoked(x.claims) {
-		x.claims, x.tokenErr = nil, errTokenRevoked
+	if x.claims != nil {
+		if err := x.c.srv.snap.Load().tokenCertStatus(x.claims, x.now); err != nil {
+			x.claims, x.tokenErr = nil, err
+		}
 	}
 	return proceed
 }
@@ -115,7 +117,7 @@ func (x *exchange) readToken() outcome {
 // connection is refused on its next request.
 func (x *exchange) recheckRevocation() outcome {
 	if rev := x.c.srv.snap.Load().revocation; rev != nil {
-		rev.Recheck(x.c.tc.Verdict())
+		rev.Recheck(x.c.tc.Verdict(), x.now)
 	}
 	return proceed
 }
@@ -314,3 +316,7 @@ func quote(s string) string {
 // errTokenRevoked refuses a session token whose certificate was revoked
 // after the token was minted.
 var errTokenRevoked = errors.New("certificate revoked")
+
+// errTokenRevocationUnknown refuses a session token whose certificate's
+// issuer has a CRL past its nextUpdate under crl_stale = "reject".
+var errTokenRevocationUnknown = errors.New("certificate revocation status unknown (stale CRL)")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,12 +20,18 @@ import (
 // given devices. Each call moves thisUpdate forward so the file changes.
 func (h *harness) writeCRL(revoked ...*device) {
 	h.t.Helper()
+	h.writeCRLUntil(time.Now().Add(24*time.Hour), revoked...)
+}
+
+// writeCRLUntil is writeCRL with the list's nextUpdate.
+func (h *harness) writeCRLUntil(nextUpdate time.Time, revoked ...*device) {
+	h.t.Helper()
 	certs := make([]*pki.Cert, 0, len(revoked))
 	for _, d := range revoked {
 		certs = append(certs, d.cert)
 	}
 	now := time.Now()
-	der := h.pki.inter.MustCRL(pki.Serials(certs...), now.Add(-time.Minute), now.Add(24*time.Hour))
+	der := h.pki.inter.MustCRL(pki.Serials(certs...), now.Add(-time.Minute), nextUpdate)
 	path := filepath.Join(h.dir, "fleet.crl")
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, pki.CRLPEM(der), 0o600); err != nil {
@@ -176,4 +183,50 @@ func TestMetricsHandshakeTimeout(t *testing.T) {
 		t.Fatalf("the stalled connection was not closed: %v", err)
 	}
 	expectMetrics(t, h, []want{w("fleetgate_handshakes_total", 1, "result", "error", "reason", "timeout")})
+}
+
+// TestStaleCRLRejectAtRuntime: with crl_stale = "reject", a CRL that passes
+// its nextUpdate while the gateway runs stops vouching for its CA's devices
+// (as OpenSSL's "CRL has expired"): new connections, live keep-alive
+// connections and session cookies are refused with the reason, until a
+// newer list is loaded.
+func TestStaleCRLRejectAtRuntime(t *testing.T) {
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	h := newHarness(t, func(p *cfgParams) { p.CRL, p.CRLStale, p.Now = true, "reject", clock })
+	h.writeCRLUntil(time.Now().Add(time.Hour))
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	live := h.dial(t, hApp, h.pki.sensor2)
+	live.send(request("GET", hApp, "/before"))
+	first := live.read("GET")
+	if first.StatusCode != http.StatusOK {
+		t.Fatalf("before nextUpdate: status %d: %s", first.StatusCode, first.body)
+	}
+	cookie := strings.SplitN(first.Header.Get("Set-Cookie"), ";", 2)[0]
+	if cookie == "" {
+		t.Fatal("no session cookie")
+	}
+
+	skew.Store(int64(2 * time.Hour)) // the list is an hour past its nextUpdate
+	const why = "revocation status unknown"
+	live.send(request("GET", hApp, "/after"))
+	if r := live.read("GET"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, why) {
+		t.Fatalf("live connection after nextUpdate: status %d %q, want 403 %s", r.StatusCode, r.body, why)
+	}
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, why) {
+		t.Fatalf("new connection after nextUpdate: status %d %q, want 403 %s", r.StatusCode, r.body, why)
+	}
+	if r := h.do(t, h.client(nil), "GET", href(hApp, "/"), http.Header{"Cookie": {cookie}}, ""); r.StatusCode == http.StatusOK || !strings.Contains(r.body, why) {
+		t.Fatalf("session cookie after nextUpdate: status %d %q, want a refusal naming it", r.StatusCode, r.body)
+	}
+
+	h.writeCRLUntil(clock().Add(24 * time.Hour)) // a newer list
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != http.StatusOK {
+		t.Fatalf("after a newer CRL: status %d %q, want 200", r.StatusCode, r.body)
+	}
 }

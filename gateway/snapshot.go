@@ -157,7 +157,11 @@ func newRevocation(cfg *configs.Config) (*tlsengine.Revocation, error) {
 		ca := &cfg.ClientCAs[i]
 		for j := range ca.CRLs {
 			c := &ca.CRLs[j]
-			crls = append(crls, tlsengine.CRL{Name: ca.Name + ": " + c.Name(), List: c.List, Issuer: c.Issuer})
+			crl := tlsengine.CRL{Name: ca.Name + ": " + c.Name(), List: c.List, Issuer: c.Issuer}
+			if ca.CRLStale == "reject" {
+				crl.RejectAfter = c.List.NextUpdate // zero (never stale) without nextUpdate
+			}
+			crls = append(crls, crl)
 		}
 	}
 	r := &cfg.Revocation
@@ -171,26 +175,33 @@ func newRevocation(cfg *configs.Config) (*tlsengine.Revocation, error) {
 	return rev, nil
 }
 
-// tokenRevoked reports whether the certificate a session token was minted
-// after is revoked now (by a CRL, a denied serial or fingerprint), so that a
-// cookie dies with its certificate.
-func (s *snapshot) tokenRevoked(c *policy.Claims) bool {
+// tokenCertStatus refuses a session token whose certificate is revoked now
+// (by a CRL, a denied serial or fingerprint), so that a cookie dies with its
+// certificate, or whose certificate's issuer has a CRL gone stale under
+// crl_stale = "reject"; nil when the token may be used.
+func (s *snapshot) tokenCertStatus(c *policy.Claims, now time.Time) error {
 	if s.revocation == nil || c.CertSHA256 == "" {
-		return false
+		return nil
 	}
 	ref := verdict.CertRef{Subject: c.CommonName}
 	if _, err := hex.Decode(ref.SHA256[:], []byte(c.CertSHA256)); err != nil {
-		return true // we minted it, so this cannot happen: fail closed
+		return errTokenRevoked // we minted it, so this cannot happen: fail closed
 	}
 	if c.CertSerial != "" && c.CertIssuer != "" {
 		serial, ok := new(big.Int).SetString(c.CertSerial, 16)
 		issuer, err := base64.RawURLEncoding.DecodeString(c.CertIssuer)
 		if !ok || err != nil {
-			return true
+			return errTokenRevoked
 		}
 		ref.Serial, ref.RawIssuer = serial, issuer
 	}
-	return s.revocation.RevokedRef(&ref)
+	switch {
+	case s.revocation.RevokedRef(&ref):
+		return errTokenRevoked
+	case s.revocation.StaleRef(&ref, now):
+		return errTokenRevocationUnknown
+	}
+	return nil
 }
 
 // caPools builds a site's client-CA pools. The generation is a hash of the

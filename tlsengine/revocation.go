@@ -40,6 +40,12 @@ type CRL struct {
 	// Issuer is the CA certificate whose key signed List. Its subject must be
 	// List's issuer; NewRevocation checks the signature again.
 	Issuer *x509.Certificate
+	// RejectAfter, when not zero, is when the list stops vouching for its
+	// issuer's certificates: its nextUpdate, under crl_stale = "reject".
+	// From then on a path through that issuer gets the verdict
+	// RevocationUnknown (fail closed, as OpenSSL's "CRL has expired"), until
+	// a reload brings a newer list.
+	RejectAfter time.Time
 }
 
 // Revocation is an immutable set of revoked certificates: the entries of
@@ -66,6 +72,10 @@ type Revocation struct {
 	crlEntries   int
 	serials      int
 	fingerprints map[[sha256.Size]byte]struct{}
+	// staleAt[issuer-1] is the earliest RejectAfter of the issuer's lists
+	// (zero: none), staleCRL[issuer-1] that list's index in crls.
+	staleAt  []time.Time
+	staleCRL []uint32
 }
 
 // revocationGeneration numbers the sets NewRevocation builds.
@@ -130,6 +140,14 @@ func NewRevocation(crls []CRL, deniedSerials []*big.Int, deniedFingerprints [][s
 			r.issuerIndex[r.issuers[issuer-1]] = issuer
 		}
 		r.crls = append(r.crls, c.Name)
+		if !c.RejectAfter.IsZero() {
+			for len(r.staleAt) < len(r.issuers) {
+				r.staleAt, r.staleCRL = append(r.staleAt, time.Time{}), append(r.staleCRL, 0)
+			}
+			if at := &r.staleAt[issuer-1]; at.IsZero() || c.RejectAfter.Before(*at) {
+				*at, r.staleCRL[issuer-1] = c.RejectAfter, uint32(i)
+			}
+		}
 		for j := range c.List.RevokedCertificateEntries {
 			e := &c.List.RevokedCertificateEntries[j]
 			if e.ReasonCode == reasonRemoveFromCRL {
@@ -220,9 +238,67 @@ func (r *Revocation) Size() (crlEntries, serials, fingerprints int) {
 	return r.crlEntries, r.serials, len(r.fingerprints)
 }
 
-// empty reports whether r revokes nothing.
+// empty reports whether r revokes nothing and no list of it can go stale.
 func (r *Revocation) empty() bool {
-	return r == nil || len(r.table.entries) == 0 && len(r.fingerprints) == 0
+	return r == nil || len(r.table.entries) == 0 && len(r.fingerprints) == 0 && len(r.staleAt) == 0
+}
+
+// staleFor returns, when the issuer named rawIssuer has a list that stopped
+// vouching for its certificates at now (CRL.RejectAfter), that list's index.
+func (r *Revocation) staleFor(rawIssuer []byte, now time.Time) (int, bool) {
+	if len(r.staleAt) == 0 {
+		return 0, false
+	}
+	issuer, ok := r.issuerOf(rawIssuer)
+	if !ok || int(issuer) > len(r.staleAt) {
+		return 0, false
+	}
+	at := r.staleAt[issuer-1]
+	if at.IsZero() || now.Before(at) {
+		return 0, false
+	}
+	return int(r.staleCRL[issuer-1]), true
+}
+
+// firstUnknown returns the first certificate of path whose issuer's list
+// is stale at now under crl_stale = "reject", and that list's index.
+func (r *Revocation) firstUnknown(path []verdict.CertRef, now time.Time) (at, crl int, ok bool) {
+	for i := range path {
+		if crl, stale := r.staleFor(path[i].RawIssuer, now); stale {
+			return i, crl, true
+		}
+	}
+	return 0, 0, false
+}
+
+// vouchedUntil is the earliest RejectAfter of the lists covering path's
+// issuers (zero: none): a Valid verdict must not be cached past it.
+func (r *Revocation) vouchedUntil(path []verdict.CertRef) time.Time {
+	var until time.Time
+	if len(r.staleAt) == 0 {
+		return until
+	}
+	for i := range path {
+		issuer, ok := r.issuerOf(path[i].RawIssuer)
+		if !ok || int(issuer) > len(r.staleAt) {
+			continue
+		}
+		if at := r.staleAt[issuer-1]; !at.IsZero() && (until.IsZero() || at.Before(until)) {
+			until = at
+		}
+	}
+	return until
+}
+
+// StaleRef reports whether the issuer of a certificate (reduced to a
+// verdict.CertRef) has a list past its RejectAfter at now: its revocation
+// status is unknown, and under crl_stale = "reject" it is refused.
+func (r *Revocation) StaleRef(ref *verdict.CertRef, now time.Time) bool {
+	if r == nil || ref == nil {
+		return false
+	}
+	_, stale := r.staleFor(ref.RawIssuer, now)
+	return stale
 }
 
 // Revoked reports whether cert is revoked: listed by a CRL of its issuer, or
@@ -253,10 +329,12 @@ func (r *Revocation) RevokedRef(ref *verdict.CertRef) bool {
 }
 
 // Recheck re-checks a verdict computed earlier, possibly under another set
-// (a live connection's), against r. When v is Valid and r revokes a
+// (a live connection's), against r at now. When v is Valid and r revokes a
 // certificate of v.Path, Recheck turns v into a Revoked verdict whose Detail
-// names that certificate and why, and returns true; otherwise it leaves v
-// unchanged and returns false. A Valid verdict without Path (not made by
+// names that certificate and why, and returns true; when a list covering
+// v.Path has gone stale under crl_stale = "reject" (CRL.RejectAfter), it
+// turns v into RevocationUnknown; otherwise it leaves v unchanged and
+// returns false. A Valid verdict without Path (not made by
 // this package) cannot be re-checked and is left alone. It never turns a
 // verdict back to Valid (a device un-revoked by a reload gets Valid at its
 // next handshake), and it checks revocation only, not the path against
@@ -266,16 +344,19 @@ func (r *Revocation) RevokedRef(ref *verdict.CertRef) bool {
 // current snapshot's set, so that a reload revokes live connections at
 // once: one or two table probes per certificate of the path, and no
 // allocation unless the verdict changes.
-func (r *Revocation) Recheck(v *verdict.Verdict) bool {
+func (r *Revocation) Recheck(v *verdict.Verdict, now time.Time) bool {
 	if v == nil || v.Kind != verdict.Valid || r.empty() {
 		return false
 	}
-	i, h, hit := r.firstRevoked(v.Path)
-	if !hit {
-		return false
+	if i, h, hit := r.firstRevoked(v.Path); hit {
+		v.Kind, v.Detail = verdict.Revoked, r.describe(v.Path, i, h)
+		return true
 	}
-	v.Kind, v.Detail = verdict.Revoked, r.describe(v.Path, i, h)
-	return true
+	if i, crl, stale := r.firstUnknown(v.Path, now); stale {
+		v.Kind, v.Detail = verdict.RevocationUnknown, r.describeStale(v.Path, i, crl)
+		return true
+	}
+	return false
 }
 
 // hitKind says which list revoked a certificate.
@@ -327,19 +408,22 @@ func (r *Revocation) firstRevoked(path []verdict.CertRef) (int, revHit, bool) {
 }
 
 // judge turns the paths crypto/x509 verified into a verdict: Valid, with the
-// first path on which r revokes nothing as v.Path, when there is one (the
-// window is that of such paths); else Revoked, naming the first revoked
-// certificate of the first path (the window is that of all paths: until one
-// of them expires, the answer stays Revoked for this set).
-func (r *Revocation) judge(v verdict.Verdict, chains [][]*x509.Certificate, leafSum [sha256.Size]byte) (verdict.Verdict, validity) {
+// first path on which r revokes nothing and no list is stale at now as
+// v.Path, when there is one (the window is that of such paths, ending where
+// a list covering them stops vouching); else Revoked, naming the first
+// revoked certificate of the first path (the window is that of all paths:
+// until one of them expires, the answer stays Revoked for this set); else
+// RevocationUnknown, naming the stale list.
+func (r *Revocation) judge(v verdict.Verdict, chains [][]*x509.Certificate, leafSum [sha256.Size]byte, now time.Time) (verdict.Verdict, validity) {
 	if r.empty() {
 		v.Kind, v.Path = verdict.Valid, pathRefs(chains[0], leafSum)
 		return v, pathWindow(chains)
 	}
 	var good [][]*x509.Certificate
-	var revoked []verdict.CertRef
-	var at int
+	var revoked, unknown []verdict.CertRef
+	var at, unknownAt, staleCRL int
 	var why revHit
+	var vouched time.Time
 	for _, ch := range chains {
 		refs := pathRefs(ch, leafSum)
 		if i, h, hit := r.firstRevoked(refs); hit {
@@ -348,16 +432,33 @@ func (r *Revocation) judge(v verdict.Verdict, chains [][]*x509.Certificate, leaf
 			}
 			continue
 		}
+		if i, crl, stale := r.firstUnknown(refs, now); stale {
+			if unknown == nil {
+				unknown, unknownAt, staleCRL = refs, i, crl
+			}
+			continue
+		}
 		if v.Path == nil {
 			v.Path = refs
 		}
+		if u := r.vouchedUntil(refs); !u.IsZero() && (vouched.IsZero() || u.Before(vouched)) {
+			vouched = u
+		}
 		good = append(good, ch)
 	}
-	if len(good) > 0 {
+	switch {
+	case len(good) > 0:
 		v.Kind = verdict.Valid
-		return v, pathWindow(good)
+		w := pathWindow(good)
+		if !vouched.IsZero() && vouched.Before(w.until) {
+			w.until = vouched
+		}
+		return v, w
+	case revoked != nil:
+		v.Kind, v.Path, v.Detail = verdict.Revoked, revoked, r.describe(revoked, at, why)
+	default:
+		v.Kind, v.Path, v.Detail = verdict.RevocationUnknown, unknown, r.describeStale(unknown, unknownAt, staleCRL)
 	}
-	v.Kind, v.Path, v.Detail = verdict.Revoked, revoked, r.describe(revoked, at, why)
 	return v, pathWindow(chains)
 }
 
@@ -386,18 +487,7 @@ func pathRefs(ch []*x509.Certificate, leafSum [sha256.Size]byte) []verdict.CertR
 //	leaf "sensor-0001" (serial 1f3a…) is revoked by CRL fleet-root: pki/fleet.crl since 2025-01-02T03:04:05Z (keyCompromise)
 func (r *Revocation) describe(path []verdict.CertRef, i int, h revHit) string {
 	ref := &path[i]
-	role := "intermediate"
-	switch {
-	case i == 0:
-		role = "leaf"
-	case i == len(path)-1:
-		role = "root"
-	}
-	serial := "none"
-	if ref.Serial != nil {
-		serial = ref.Serial.Text(16)
-	}
-	what := fmt.Sprintf("%s %q (serial %s)", role, ref.Subject, serial)
+	what := certWhat(path, i)
 	switch h.kind {
 	case byCRL:
 		name := ""
@@ -411,6 +501,40 @@ func (r *Revocation) describe(path []verdict.CertRef, i int, h revHit) string {
 	default:
 		return fmt.Sprintf("%s is revoked: its SHA-256 fingerprint %s is denied", what, hex.EncodeToString(ref.SHA256[:]))
 	}
+}
+
+// describeStale says, for logs, which certificate of path has an issuer
+// whose list went stale:
+//
+//	leaf "sensor-0001" (serial 1f3a…): revocation status unknown: CRL fleet-root: pki/fleet.crl is past its nextUpdate 2025-01-02T03:04:05Z (crl_stale = "reject")
+func (r *Revocation) describeStale(path []verdict.CertRef, i, crl int) string {
+	ref := &path[i]
+	name, since := "", ""
+	if crl < len(r.crls) {
+		name = r.crls[crl]
+	}
+	if issuer, ok := r.issuerOf(ref.RawIssuer); ok && int(issuer) <= len(r.staleAt) {
+		since = r.staleAt[issuer-1].UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("%s: revocation status unknown: CRL %s is past its nextUpdate %s (crl_stale = \"reject\")",
+		certWhat(path, i), name, since)
+}
+
+// certWhat names certificate i of path for logs: `leaf "sensor-0001" (serial 1f3a)`.
+func certWhat(path []verdict.CertRef, i int) string {
+	ref := &path[i]
+	role := "intermediate"
+	switch {
+	case i == 0:
+		role = "leaf"
+	case i == len(path)-1:
+		role = "root"
+	}
+	serial := "none"
+	if ref.Serial != nil {
+		serial = ref.Serial.Text(16)
+	}
+	return fmt.Sprintf("%s %q (serial %s)", role, ref.Subject, serial)
 }
 
 // crlReasonNames are the CRLReason codes of RFC 5280 section 5.3.1.

@@ -69,7 +69,7 @@ crl_files = ["fleet.crl"]
 	fmt.Println("before the reload:", live.Kind)
 	fmt.Println("stolen device, new handshake:", tlsengine.VerifyChain(&after, chain(stolen), time.Time{}).Kind)
 	fmt.Println("other device, new handshake:", tlsengine.VerifyChain(&after, chain(other), time.Time{}).Kind)
-	fmt.Println("live connection, next request:", rev.Recheck(&live), live.Kind == verdict.Revoked)
+	fmt.Println("live connection, next request:", rev.Recheck(&live, time.Now()), live.Kind == verdict.Revoked)
 	// Output:
 	// before the reload: valid
 	// stolen device, new handshake: revoked

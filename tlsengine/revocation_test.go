@@ -166,7 +166,7 @@ func TestRevocationLiveRecheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := tc.v
 			before := v.Kind
-			if got := tc.r.Recheck(&v); got != tc.revoked {
+			if got := tc.r.Recheck(&v, time.Now()); got != tc.revoked {
 				t.Fatalf("Recheck = %v, want %v", got, tc.revoked)
 			}
 			if tc.revoked && (v.Kind != verdict.Revoked || !strings.Contains(v.Detail, "is revoked")) {
@@ -177,14 +177,14 @@ func TestRevocationLiveRecheck(t *testing.T) {
 			}
 		})
 	}
-	if reloaded.Recheck(nil) {
+	if reloaded.Recheck(nil, time.Now()) {
 		t.Error("Recheck(nil) = true")
 	}
 
 	// The per-request path allocates nothing when the device is not revoked.
 	v := otherAtHandshake
 	full := rvSet(t, []CRL{rvCRL(t, "fleet", p.inter, p.device)}, pki.Serials(p.root), sha256.Sum256(p.device.DER))
-	if n := testing.AllocsPerRun(100, func() { full.Recheck(&v) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { full.Recheck(&v, time.Now()) }); n != 0 {
 		t.Errorf("Recheck allocates %.0f times per call", n)
 	}
 	if n := testing.AllocsPerRun(100, func() { full.Revoked(other.Cert) }); n != 0 {
@@ -429,10 +429,11 @@ func BenchmarkRevocationLookup(b *testing.B) {
 		}
 	})
 	b.Run("Recheck/path-of-3", func(b *testing.B) {
+		now := time.Now()
 		b.ReportAllocs()
 		for b.Loop() {
 			v := valid
-			if r.Recheck(&v) {
+			if r.Recheck(&v, now) {
 				b.Fatal("revoked")
 			}
 		}
@@ -478,4 +479,60 @@ func BenchmarkRevocationBuild(b *testing.B) {
 			rvSet(b, []CRL{{Name: "big", List: l, Issuer: p.inter.Cert}}, nil)
 		}
 	})
+}
+
+// TestStaleCRLRejects: under crl_stale = "reject" (CRL.RejectAfter), a list
+// past its nextUpdate stops vouching for its issuer's certificates while
+// the gateway runs: new handshakes get RevocationUnknown, a live
+// connection's verdict turns RevocationUnknown at its next request, a
+// cached Valid verdict is not served past that moment; under "warn" (no
+// RejectAfter) nothing changes.
+func TestStaleCRLRejects(t *testing.T) {
+	p := vtNewPKI(t)
+	chain := vtChain(p.device, p.inter)
+	stale := rvCRL(t, "fleet: pki/fleet.crl", p.inter) // nextUpdate vtNow+24h
+	stale.RejectAfter = stale.List.NextUpdate
+	later := stale.RejectAfter.Add(time.Hour)
+	strict := rvSiteWith(p.site, rvSet(t, []CRL{stale}, nil))
+
+	v, w := verifyChain(strict, chain, vtNow)
+	if v.Kind != verdict.Valid {
+		t.Fatalf("before nextUpdate: %s (%s)", v.Kind, v.Detail)
+	}
+	if !w.until.Equal(stale.RejectAfter) {
+		t.Errorf("a Valid verdict's window ends %v, want the CRL's nextUpdate %v", w.until, stale.RejectAfter)
+	}
+	if got := VerifyChain(strict, chain, later); got.Kind != verdict.RevocationUnknown ||
+		!strings.Contains(got.Detail, "past its nextUpdate") || !strings.Contains(got.Detail, "fleet: pki/fleet.crl") {
+		t.Errorf("after nextUpdate: %s (%s), want revocation_unknown naming the list", got.Kind, got.Detail)
+	}
+	live := v
+	if strict.Revocation.Recheck(&live, vtNow) || live.Kind != verdict.Valid {
+		t.Errorf("recheck before nextUpdate changed the verdict to %s", live.Kind)
+	}
+	if !strict.Revocation.Recheck(&live, later) || live.Kind != verdict.RevocationUnknown {
+		t.Errorf("recheck after nextUpdate: %s, want revocation_unknown", live.Kind)
+	}
+	leaf := v.Path[0]
+	if strict.Revocation.StaleRef(&leaf, vtNow) || !strict.Revocation.StaleRef(&leaf, later) {
+		t.Error("StaleRef does not follow the list's nextUpdate")
+	}
+	root := v.Path[len(v.Path)-1] // issued by the root, whose list is not stale
+	if strict.Revocation.StaleRef(&root, later) {
+		t.Error("a certificate of another issuer counts as stale")
+	}
+
+	c := NewVerdictCache(16)
+	if got := c.Verdict(strict, chain, vtNow); got.Kind != verdict.Valid {
+		t.Fatalf("cache, before nextUpdate: %s", got.Kind)
+	}
+	if got := c.Verdict(strict, chain, later); got.Kind != verdict.RevocationUnknown {
+		t.Errorf("cache, after nextUpdate: %s, want revocation_unknown (a cached Valid outlived the list)", got.Kind)
+	}
+
+	warn := rvCRL(t, "fleet: pki/fleet.crl", p.inter)
+	lenient := rvSiteWith(p.site, rvSet(t, []CRL{warn}, nil))
+	if got := VerifyChain(lenient, chain, later); got.Kind != verdict.Valid {
+		t.Errorf("crl_stale = warn, after nextUpdate: %s, want valid", got.Kind)
+	}
 }

@@ -43,7 +43,7 @@ const (
 // chain matches the one stored: the xxhash key picks the slot, but an
 // attacker controls the chain bytes and xxhash is not collision resistant.
 // Valid and Revoked verdicts are cached for their path's window,
-// UnknownAuthority and BadUsage for at most a minute; Missing, Malformed,
+// UnknownAuthority, BadUsage and RevocationUnknown for at most a minute; Missing, Malformed,
 // TooManyIntermediates, Expired and NotYetValid are not cached.
 //
 // Verdicts served from the cache share their Identity slices and DER with
@@ -127,7 +127,7 @@ func (c *VerdictCache) Verdict(site *Site, chain []*x509.Certificate, now time.T
 	v, w := verifyChain(site, chain, now)
 	switch v.Kind {
 	case verdict.Valid, verdict.Revoked:
-	case verdict.UnknownAuthority, verdict.BadUsage:
+	case verdict.UnknownAuthority, verdict.BadUsage, verdict.RevocationUnknown:
 		if limit := now.Add(negativeTTL); w.until.After(limit) {
 			w.until = limit
 		}

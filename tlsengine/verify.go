@@ -128,7 +128,7 @@ func verifyChain(site *Site, chain []*x509.Certificate, now time.Time) (verdict.
 	}
 	chains, err := leaf.Verify(opts)
 	if err == nil {
-		return site.Revocation.judge(v, chains, leafSum)
+		return site.Revocation.judge(v, chains, leafSum, now)
 	}
 	v.Kind, v.Detail = classifyChainError(leaf, chain, opts, err)
 	return v, sent

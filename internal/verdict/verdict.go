@@ -26,6 +26,7 @@ const (
 	Malformed                        // a certificate could not be parsed
 	TooManyIntermediates             // more intermediates than the site allows
 	Revoked                          // a certificate in the chain is revoked (CRL or deny-list)
+	RevocationUnknown                // an issuer's CRL is past its nextUpdate under crl_stale = "reject"
 )
 
 var kindNames = [...]string{
@@ -38,6 +39,7 @@ var kindNames = [...]string{
 	Malformed:            "malformed",
 	TooManyIntermediates: "too_many_intermediates",
 	Revoked:              "revoked",
+	RevocationUnknown:    "revocation_unknown",
 }
 
 var kindReasons = [...]string{
@@ -50,6 +52,7 @@ var kindReasons = [...]string{
 	Malformed:            "malformed certificate",
 	TooManyIntermediates: "too many intermediate certificates",
 	Revoked:              "certificate revoked",
+	RevocationUnknown:    "certificate revocation status unknown (stale CRL)",
 }
 
 // String returns the kind's machine name, such as "unknown_authority".
