@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
 )
@@ -38,6 +39,16 @@ var DefaultServerNames = []string{"devices.fleet.test", "app.fleet.test", "bench
 // key. An existing folder is left as it is (created is false): later runs
 // reuse it, and so do the device certificates LoadFleet adds under it.
 func InitPKI(dir string, names ...string) (created bool, err error) {
+	if _, err := os.Stat(filepath.Join(dir, RootFile)); err == nil {
+		return false, nil
+	}
+	// Another bench process may be creating the folder right now: create it
+	// under the folder's lock, and look again once holding it.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("bench: init %s: %w", dir, err)
+	}
+	defer unlock()
 	if _, err := os.Stat(filepath.Join(dir, RootFile)); err == nil {
 		return false, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -110,18 +121,43 @@ func LoadFleet(o FleetOptions) ([]tls.Certificate, error) {
 	out := make([]tls.Certificate, o.N)
 	var missing []int
 	for i := range o.N {
-		tc, err := readDevice(devDir, i+1)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			missing = append(missing, i)
-		case err != nil:
-			return nil, err
-		default:
+		// Without the lock a device may be half written by another process:
+		// any failure is looked at again under the lock.
+		if tc, err := readDevice(devDir, i+1); err == nil {
 			out[i] = tc
+		} else {
+			missing = append(missing, i)
 		}
 	}
 	if len(missing) == 0 && o.CACertFile == "" {
 		return out, nil
+	}
+	if len(missing) > 0 {
+		// Issue the missing devices under the folder's lock: two bench
+		// processes issuing the same device at once could each write half of
+		// a pair (one's certificate, the other's key). Once holding the lock,
+		// read again what another process may have written meanwhile.
+		unlock, err := lockDir(o.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("bench: fleet: %w", err)
+		}
+		defer unlock()
+		still := missing[:0]
+		for _, i := range missing {
+			tc, err := readDevice(devDir, i+1)
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				still = append(still, i)
+			case err != nil:
+				return nil, err
+			default:
+				out[i] = tc
+			}
+		}
+		missing = still
+		if len(missing) == 0 && o.CACertFile == "" {
+			return out, nil
+		}
 	}
 	certFile, keyFile := o.CACertFile, o.CAKeyFile
 	if certFile == "" {
@@ -194,7 +230,15 @@ func issueDevice(dir string, i int, issuer *pki.Cert, chain []*pki.Cert) (tls.Ce
 	if !bytes.Equal(issuer.Cert.RawIssuer, issuer.Cert.RawSubject) {
 		full = append([]*pki.Cert{issuer}, chain...) // an intermediate: sent after the leaf
 	}
-	if err := dev.WriteFiles(certPath, keyPath, full...); err != nil {
+	// Temporary names, then renames, key first: a reader sees a device's
+	// certificate only once its key is complete.
+	if err := dev.WriteFiles(certPath+".tmp", keyPath+".tmp", full...); err != nil {
+		return tls.Certificate{}, fmt.Errorf("bench: fleet: %w", err)
+	}
+	if err := os.Rename(keyPath+".tmp", keyPath); err != nil {
+		return tls.Certificate{}, fmt.Errorf("bench: fleet: %w", err)
+	}
+	if err := os.Rename(certPath+".tmp", certPath); err != nil {
 		return tls.Certificate{}, fmt.Errorf("bench: fleet: %w", err)
 	}
 	return dev.TLSCertificate(full...), nil
@@ -282,6 +326,27 @@ func parseKey(data []byte) (crypto.Signer, error) {
 		}
 		return s, nil
 	}
+}
+
+// lockFile is the file bench processes lock (flock) in a PKI folder while
+// they create it or issue devices into it.
+const lockFile = ".bench.lock"
+
+// lockDir takes the exclusive lock of dir (creating dir when missing),
+// waiting for another process that holds it; unlock releases it.
+func lockDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { _ = f.Close() }, nil // closing the file releases the lock
 }
 
 func writeFile(path string, data []byte, mode os.FileMode) error {
