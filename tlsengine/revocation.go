@@ -243,21 +243,27 @@ func (r *Revocation) empty() bool {
 	return r == nil || len(r.table.entries) == 0 && len(r.fingerprints) == 0 && len(r.staleAt) == 0
 }
 
-// staleFor returns, when the issuer named rawIssuer has a list that stopped
-// vouching for its certificates at now (CRL.RejectAfter), that list's index.
-func (r *Revocation) staleFor(rawIssuer []byte, now time.Time) (int, bool) {
+// staleLimit returns the earliest RejectAfter of the lists of the issuer
+// named rawIssuer (zero: none) and that list's index in crls.
+func (r *Revocation) staleLimit(rawIssuer []byte) (time.Time, int) {
 	if len(r.staleAt) == 0 {
-		return 0, false
+		return time.Time{}, 0
 	}
 	issuer, ok := r.issuerOf(rawIssuer)
 	if !ok || int(issuer) > len(r.staleAt) {
-		return 0, false
+		return time.Time{}, 0
 	}
-	at := r.staleAt[issuer-1]
+	return r.staleAt[issuer-1], int(r.staleCRL[issuer-1])
+}
+
+// staleFor returns, when the issuer named rawIssuer has a list that stopped
+// vouching for its certificates at now (CRL.RejectAfter), that list's index.
+func (r *Revocation) staleFor(rawIssuer []byte, now time.Time) (int, bool) {
+	at, crl := r.staleLimit(rawIssuer)
 	if at.IsZero() || now.Before(at) {
 		return 0, false
 	}
-	return int(r.staleCRL[issuer-1]), true
+	return crl, true
 }
 
 // firstUnknown returns the first certificate of path whose issuer's list
@@ -275,15 +281,8 @@ func (r *Revocation) firstUnknown(path []verdict.CertRef, now time.Time) (at, cr
 // issuers (zero: none): a Valid verdict must not be cached past it.
 func (r *Revocation) vouchedUntil(path []verdict.CertRef) time.Time {
 	var until time.Time
-	if len(r.staleAt) == 0 {
-		return until
-	}
 	for i := range path {
-		issuer, ok := r.issuerOf(path[i].RawIssuer)
-		if !ok || int(issuer) > len(r.staleAt) {
-			continue
-		}
-		if at := r.staleAt[issuer-1]; !at.IsZero() && (until.IsZero() || at.Before(until)) {
+		if at, _ := r.staleLimit(path[i].RawIssuer); !at.IsZero() && (until.IsZero() || at.Before(until)) {
 			until = at
 		}
 	}
@@ -508,14 +507,12 @@ func (r *Revocation) describe(path []verdict.CertRef, i int, h revHit) string {
 //
 //	leaf "sensor-0001" (serial 1f3a…): revocation status unknown: CRL fleet-root: pki/fleet.crl is past its nextUpdate 2025-01-02T03:04:05Z (crl_stale = "reject")
 func (r *Revocation) describeStale(path []verdict.CertRef, i, crl int) string {
-	ref := &path[i]
-	name, since := "", ""
+	name := ""
 	if crl < len(r.crls) {
 		name = r.crls[crl]
 	}
-	if issuer, ok := r.issuerOf(ref.RawIssuer); ok && int(issuer) <= len(r.staleAt) {
-		since = r.staleAt[issuer-1].UTC().Format(time.RFC3339)
-	}
+	at, _ := r.staleLimit(path[i].RawIssuer)
+	since := at.UTC().Format(time.RFC3339)
 	return fmt.Sprintf("%s: revocation status unknown: CRL %s is past its nextUpdate %s (crl_stale = \"reject\")",
 		certWhat(path, i), name, since)
 }

@@ -44,16 +44,14 @@ func (p *Pool) Workers() int { return int(p.live.Load()) }
 
 func (p *Pool) work(f func()) {
 	defer p.live.Add(-1)
-	f()
-	f = nil // an idle worker must not keep the last task's connection alive
 	timer := time.NewTimer(p.idle)
 	defer timer.Stop()
 	for {
+		f()
+		f = nil // an idle worker must not keep the last task's connection alive
+		timer.Reset(p.idle) // since Go 1.23, Reset also drops a tick that fired during f
 		select {
 		case f = <-p.tasks:
-			f()
-			f = nil
-			timer.Reset(p.idle)
 		case <-timer.C:
 			return
 		}
