@@ -48,7 +48,7 @@ func (p *Pool) work(f func()) {
 	defer timer.Stop()
 	for {
 		f()
-		f = nil // an idle worker must not keep the last task's connection alive
+		f = nil             // an idle worker must not keep the last task's connection alive
 		timer.Reset(p.idle) // since Go 1.23, Reset also drops a tick that fired during f
 		select {
 		case f = <-p.tasks:
