@@ -90,6 +90,11 @@ func (c *Conn) handshake() {
 		c.verdict = c.judge(cs.PeerCertificates)
 	}
 	c.shim.cpu.release()
+	if err != nil && !c.rejected && c.site != nil && c.site.RejectInvalid && isNoCertificate(err) {
+		// RequireAnyClientCert refused a device that sent no certificate:
+		// as much a refusal by reject_invalid_cert as a bad chain.
+		c.rejected, c.verdict = true, &verdict.Verdict{Kind: verdict.Missing}
+	}
 	abortWhy, abortErr := c.shim.endHandshake()
 	c.hsDur = time.Since(c.opened)
 	why := rOK
@@ -142,6 +147,20 @@ func (c *Conn) handshake() {
 	if !c.shim.released.Load() {
 		_ = c.t.Wake(nil)
 	}
+}
+
+// errNoCertificate is crypto/tls's error when a client sends no certificate
+// where one is required (TestRejectInvalidSite pins it: crypto/tls exports no
+// sentinel for it).
+const errNoCertificate = "tls: client didn't provide a certificate"
+
+func isNoCertificate(err error) bool {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if err.Error() == errNoCertificate {
+			return true
+		}
+	}
+	return false
 }
 
 // judge returns the verdict for a presented chain.

@@ -70,7 +70,7 @@ const (
 	ReasonNotTLS          = "not_tls"          // the bytes were not a TLS record stream
 	ReasonRecordOverflow  = "record_overflow"  // a record longer than TLS allows
 	ReasonClientAlert     = "client_alert"     // the client sent an alert mid-handshake
-	ReasonBadCertificate  = "bad_certificate"  // RejectInvalid site refused the presented chain (no chain at all fails inside crypto/tls: tls_error)
+	ReasonBadCertificate  = "bad_certificate"  // RejectInvalid site refused the presented chain, or a device that sent none
 	ReasonInboundOverflow = "inbound_overflow" // more than MaxInbound bytes unread
 	ReasonClosed          = "closed"           // the peer hung up or the gateway closed mid-handshake
 	ReasonTLSError        = "tls_error"        // any other handshake failure (crypto/tls sent its alert)
