@@ -6,14 +6,28 @@ import (
 	"time"
 )
 
-// TestReuse: a task given while a worker idles runs on that worker.
+// TestReuse: a task given while a worker idles runs on that worker. The
+// test hands each task over the way Go does once the worker waits (a send
+// that only an idle worker can take), so it needs no sleeps.
 func TestReuse(t *testing.T) {
 	p := New(time.Minute)
+	ran := make(chan struct{})
+	p.Go(func() { ran <- struct{}{} })
+	<-ran
 	for range 5 {
-		ran := make(chan struct{})
-		p.Go(func() { close(ran) })
+		deadline := time.Now().Add(10 * time.Second)
+		for sent := false; !sent; {
+			select {
+			case p.tasks <- func() { ran <- struct{}{} }:
+				sent = true
+			default:
+				if time.Now().After(deadline) {
+					t.Fatal("the worker never came back for another task")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
 		<-ran
-		time.Sleep(20 * time.Millisecond) // the worker is back waiting
 	}
 	if got := p.Workers(); got != 1 {
 		t.Fatalf("%d workers for tasks run one after the other, want 1", got)
