@@ -41,10 +41,11 @@ type conn struct {
 	// did not all read (413, 431, 400, 408): the connection then lingers.
 	unread bool
 
-	mu      sync.Mutex
-	idle    *time.Timer // closes the connection when no request comes in time
-	linger  *time.Timer // ends a lingering close
-	closing bool
+	mu       sync.Mutex
+	idle     *time.Timer // closes the connection when no request comes in time
+	linger   *time.Timer // ends a lingering close
+	closing  bool
+	peerDone bool // the device sends nothing more (close_notify or a broken record)
 }
 
 // lingerTime bounds a lingering close: after refusing a request it did not
@@ -104,7 +105,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 			// close_notify or a broken record: no more requests come; the
 			// worker (if any) finishes what it has, then closes.
 			c.pipe.close()
-			if c.pipe.stopIfIdle() || c.lingering() {
+			if lingering := c.peerFinished(); c.pipe.stopIfIdle() || lingering {
 				c.shutdown()
 			}
 			return gnet.None
@@ -386,17 +387,28 @@ func (c *conn) idleExpired() {
 func (c *conn) lingerClose() {
 	c.pipe.close() // push discards on a closed pipe
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing || c.linger != nil {
+		c.mu.Unlock()
+		return
+	}
+	if c.peerDone {
+		// The device has already closed its side: there is nothing left
+		// to wait for.
+		c.mu.Unlock()
+		c.shutdown()
 		return
 	}
 	c.linger = time.AfterFunc(lingerTime, c.shutdown)
+	c.mu.Unlock()
 }
 
-// lingering reports whether a lingering close is in progress.
-func (c *conn) lingering() bool {
+// peerFinished records that the device will send nothing more and reports
+// whether a lingering close was waiting for that. Together with lingerClose,
+// under the same lock, whichever comes second closes the connection.
+func (c *conn) peerFinished() (lingering bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.peerDone = true
 	return c.linger != nil
 }
 

@@ -83,6 +83,36 @@ func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
 	}
 }
 
+// TestAnsweredAfterCloseNotify: a device that closes its side of TLS
+// (close_notify) right after its requests still gets every answer, then the
+// gateway's close_notify: TLS 1.3 allows the half-close, and HAProxy answers
+// it the same way. The first request is held at the origin until the
+// close_notify has reached the gateway; the second waits behind it.
+func TestAnsweredAfterCloseNotify(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send(request("GET", hApp, "/hold/half-close") + request("GET", hApp, "/after"))
+	h.origin.waitArrived(t)
+	if err := c.c.CloseWrite(); err != nil {
+		t.Fatalf("close_notify: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // the close_notify reaches the gateway first
+	h.origin.release <- struct{}{}
+	for _, want := range []string{"/hold/half-close", "/after"} {
+		r, err := c.readErr("GET")
+		if err != nil {
+			t.Fatalf("%s: no answer after the device's close_notify: %v", want, err)
+		}
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("%s: status %d: %s", want, r.StatusCode, r.body)
+		}
+		if e := r.echo(t); e.Path != want {
+			t.Fatalf("answer for %s carries %s", want, e.Path)
+		}
+	}
+	c.expectEOF()
+}
+
 func TestExpectContinue(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)

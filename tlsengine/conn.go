@@ -191,6 +191,9 @@ func (c *Conn) Feed(data []byte) error {
 	if c.closing.Load() {
 		return ErrClosed
 	}
+	if errors.Is(c.readErr, io.EOF) {
+		return nil // after the peer's close_notify, data "MUST be ignored" (RFC 8446 §6.1)
+	}
 	err := c.shim.feed(data)
 	if err != nil && c.complete.Load() {
 		c.beginClose(false)
@@ -202,8 +205,14 @@ func (c *Conn) Feed(data []byte) error {
 // record buffered (or before the handshake completes) it returns
 // ErrWouldBlock. Records without application data (KeyUpdate, which
 // crypto/tls answers itself, NewSessionTicket, warning alerts, empty records)
-// are consumed silently. n > 0 always comes with a nil error; io.EOF means
-// the peer sent close_notify.
+// are consumed silently. n > 0 always comes with a nil error.
+//
+// io.EOF means the peer sent close_notify: it will send nothing more, but
+// the connection stays open for writing (the half-close RFC 8446 §6.1
+// allows, and what a device does when it closes its side right after its
+// request), so the owner finishes the responses it owes, then calls Close.
+// Any other error is a broken record: crypto/tls has sent its alert and the
+// engine closes the connection itself.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.readErr != nil {
 		return 0, c.readErr
@@ -219,7 +228,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return n, err
 	}
 	c.readErr = err
-	c.beginClose(errors.Is(err, io.EOF))
+	if !errors.Is(err, io.EOF) {
+		c.beginClose(false)
+	}
 	if n > 0 {
 		return n, nil
 	}

@@ -129,10 +129,14 @@ type memTransport struct {
 	closed   bool   // loop only
 	inbox    []byte // application data the server read; loop only
 	inboxMu  sync.Mutex
-	writes   atomic.Int64 // AsyncWrite calls with data
-	outbound atomic.Int64 // simulated OutboundBuffered
-	onData   func(t *memTransport, data []byte)
-	closedCh chan struct{}
+	// keepAfterEOF leaves the connection open after the peer's close_notify
+	// (a half-close); without it the transport closes, as the gateway does
+	// once it owes no answer.
+	keepAfterEOF bool
+	writes       atomic.Int64 // AsyncWrite calls with data
+	outbound     atomic.Int64 // simulated OutboundBuffered
+	onData       func(t *memTransport, data []byte)
+	closedCh     chan struct{}
 }
 
 func (t *memTransport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
@@ -202,6 +206,9 @@ func (t *memTransport) traffic(data []byte) {
 			if t.onData != nil {
 				t.onData(t, buf[:n])
 			}
+		}
+		if errors.Is(err, io.EOF) && !t.keepAfterEOF {
+			_ = t.conn.Close() // what the gateway does once it owes no answer
 		}
 		if err != nil {
 			return
@@ -505,8 +512,8 @@ func TestConcurrentWriters(t *testing.T) {
 	waitFor(t, "the pings", 10*time.Second, func() bool { return len(mt.received()) == 200 })
 }
 
-// TestPeerCloseNotify: the peer's close_notify makes Read return io.EOF and
-// the engine answer with its own and close.
+// TestPeerCloseNotify: the peer's close_notify makes Read return io.EOF;
+// the owner's Close answers with the engine's own close_notify and closes.
 func TestPeerCloseNotify(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, nil))
@@ -520,6 +527,49 @@ func TestPeerCloseNotify(t *testing.T) {
 	}
 	if _, err := io.ReadAll(client); err != nil {
 		t.Errorf("client saw %v, want the server's close_notify", err)
+	}
+}
+
+// TestHalfCloseStillWritable: after the peer's close_notify (io.EOF from
+// Read) the connection stays open for writing until its owner closes it, so
+// a response owed to a device that closed its side right after its request
+// still reaches it, before the engine's own close_notify.
+func TestHalfCloseStillWritable(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, cc, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt.keepAfterEOF = true // set before any traffic: loop only afterwards
+	client := tls.Client(cc, f.client(teDevices, nil))
+	if err := client.Handshake(); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	_, _ = client.Write([]byte("request"))
+	_ = client.CloseWrite()
+	readErr := make(chan error, 1)
+	waitFor(t, "the request", 5*time.Second, func() bool { return mt.received() == "request" })
+	loop.post(func() {
+		_, err := mt.conn.Read(make([]byte, 16))
+		readErr <- err
+	})
+	if err := <-readErr; !errors.Is(err, io.EOF) {
+		t.Fatalf("Read after close_notify = %v, want io.EOF", err)
+	}
+	if closedWithin(mt.closedCh, 100*time.Millisecond) {
+		t.Fatal("the engine closed the connection on the peer's close_notify; the response is lost")
+	}
+	if _, err := mt.conn.Write([]byte("response")); err != nil {
+		t.Fatalf("Write after the peer's close_notify: %v", err)
+	}
+	_ = mt.conn.Close()
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed after Close")
+	}
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "response" {
+		t.Fatalf("client read %q, %v; want the response then a clean close_notify EOF", got, err)
 	}
 }
 

@@ -27,7 +27,8 @@
 //	                                                                    (ChainVerifier, in
 //	                                                                    the slot) → Wake
 //	OnTraffic ──── Conn.Read ─────▶ tls.Conn.Read over shim: no whole record →
-//	                                  ErrWouldBlock (Temporary; never blocks the loop)
+//	                                  ErrWouldBlock (Temporary; never blocks the loop);
+//	                                  the peer's close_notify → io.EOF, still writable
 //	any goroutine ─ Conn.Write ───▶ tls.Conn.Write → shim.Write → AsyncWrite(copy),
 //	                                  or held back while corked (Conn.Cork)
 //	any goroutine ─ Conn.Close ───▶ close_notify → one AsyncWrite of what is held,

@@ -555,6 +555,9 @@ func (h *exampleHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	for {
 		n, err := tc.Read(h.buf[:]) // ErrWouldBlock: nothing more for now
 		_ = h.buf[:n]               // plaintext: parse the request, answer with tc.Write
+		if errors.Is(err, io.EOF) {
+			_ = tc.Close() // the device is done sending: once answered, close
+		}
 		if err != nil {
 			return gnet.None
 		}
