@@ -302,7 +302,7 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	if err != nil {
 		x.closeAfter = true
 	} else if ss := c.session; x.cookieSet && ss != nil && ss.token == x.assertion {
-		ss.sent = true // the device has the cookie: later responses need not repeat it
+		ss.sentFor = x.host // the device has the cookie: later responses need not repeat it
 	}
 	total := time.Since(start)
 	c.srv.metrics.request(x, total)

@@ -29,6 +29,7 @@ func (x *exchange) accessEndpoints() outcome {
 	case pathGetIdentity:
 		return x.getIdentity()
 	case pathLogout:
+		x.c.session = nil // the next request on this connection starts a new session
 		s := x.app.snap
 		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, "", x.host, s.sameSite, x.now, 0))
 		x.reason = "logout"

@@ -108,6 +108,10 @@ type cfgParams struct {
 	CRL bool
 	// CRLStale is the fleet CA's crl_stale ("warn" when empty).
 	CRLStale string
+	// Wildcard adds the application "wild" on *.wild.fleet.test (24h
+	// sessions, fleet CA) and makes it the default site for ClientHellos
+	// without SNI.
+	Wildcard bool
 	// Now, when set, is the gateway's clock (not part of the file).
 	Now func() time.Time
 }
@@ -122,6 +126,7 @@ handshake_timeout = "{{with .HandshakeTimeout}}{{.}}{{else}}5s{{end}}"
 header_timeout = "2s"
 idle_timeout = "10s"
 drain_timeout = "{{.DrainTimeout}}"
+{{if .Wildcard}}default_site = "*.wild.fleet.test"{{end}}
 max_header_bytes = "4KiB"
 max_header_count = 20
 max_body_bytes = "64KiB"
@@ -134,7 +139,7 @@ signing_key_file = "token.pem"
 [[client_cas]]
 name = "fleet"
 pem_file = "ca-chain.pem"
-associated_hostnames = ["iot.fleet.test", "svc.fleet.test", "fwd.fleet.test", "down.fleet.test"{{if .FleetOnApp}}, "app.fleet.test"{{end}}]
+associated_hostnames = ["iot.fleet.test", "svc.fleet.test", "fwd.fleet.test", "down.fleet.test"{{if .FleetOnApp}}, "app.fleet.test"{{end}}{{if .Wildcard}}, "*.wild.fleet.test"{{end}}]
 {{if .CRL}}crl_files = ["fleet.crl"]{{end}}
 {{with .CRLStale}}crl_stale = "{{.}}"{{end}}
 {{if .SecondCA}}
@@ -211,7 +216,20 @@ tls_key_file = "server-key.pem"
 name = "fleet devices"
 decision = "non_identity"
 include = [{ valid_certificate = true }]
-`))
+{{if .Wildcard}}
+[[applications]]
+name = "wild"
+domain = "*.wild.fleet.test"
+origin = "{{.Origin}}"
+tls_cert_file = "server.pem"
+tls_key_file = "server-key.pem"
+session_duration = "24h"
+
+[[applications.policies]]
+name = "fleet devices"
+decision = "non_identity"
+include = [{ valid_certificate = true }]
+{{end}}`))
 
 // echo is what the test origin answers: the request as it arrived.
 type echo struct {

@@ -167,7 +167,7 @@ func (x *exchange) mint() outcome {
 	d := x.decision.SessionDuration
 	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) {
 		x.assertion = ss.token
-		if !ss.sent {
+		if ss.sentFor != x.host {
 			// A device that did not keep the cookie gets it once per
 			// connection, not with every response.
 			x.cookie = sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now))
@@ -202,7 +202,10 @@ type session struct {
 	dur    time.Duration
 	token  string
 	exp    time.Time
-	sent   bool // a response on this connection carried it in Set-Cookie
+	// sentFor is the host whose Set-Cookie (its Domain) carried the token
+	// in a response on this connection: a device that reaches several hosts
+	// of a wildcard site over one connection gets the cookie for each.
+	sentFor string
 }
 
 // reusable reports whether the token may serve a request of app admitted by

@@ -1,9 +1,13 @@
 package gateway
 
 import (
+	"bufio"
+	"crypto/tls"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSessionTokenReusedOnConnection: requests that follow on one keep-alive
@@ -71,5 +75,70 @@ func TestSessionCookieAfterFailedResponse(t *testing.T) {
 	}
 	if c := ok.Header.Get("Set-Cookie"); !strings.HasPrefix(c, "CF_Authorization=") {
 		t.Errorf("the first complete response on the connection has no session cookie: %q", c)
+	}
+}
+
+// TestLogoutEndsConnectionSession: after /cdn-cgi/access/logout, the next
+// request on the same connection starts a new session (a new token, and its
+// cookie), instead of reusing the token the device just logged out of.
+func TestLogoutEndsConnectionSession(t *testing.T) {
+	h := newHarness(t)
+	rc := h.dial(t, hApp, h.pki.sensor1)
+	rc.send(request("GET", hApp, "/before"))
+	before := rc.read("GET")
+	first := before.echo(t).Headers.Get("Cf-Access-Jwt-Assertion")
+	if first == "" || !strings.HasPrefix(before.Header.Get("Set-Cookie"), "CF_Authorization="+first+";") {
+		t.Fatalf("first response: assertion %q, cookie %q", first, before.Header.Get("Set-Cookie"))
+	}
+	rc.send(request("GET", hApp, "/cdn-cgi/access/logout"))
+	if out := rc.read("GET"); out.StatusCode != http.StatusOK || !strings.HasPrefix(out.Header.Get("Set-Cookie"), "CF_Authorization=;") {
+		t.Fatalf("logout: status %d, cookie %q", out.StatusCode, out.Header.Get("Set-Cookie"))
+	}
+	rc.send(request("GET", hApp, "/after"))
+	after := rc.read("GET")
+	second := after.echo(t).Headers.Get("Cf-Access-Jwt-Assertion")
+	if second == "" || second == first {
+		t.Fatalf("after logout the origin got the logged-out token again")
+	}
+	if !strings.HasPrefix(after.Header.Get("Set-Cookie"), "CF_Authorization="+second+";") {
+		t.Fatalf("after logout the new session's cookie is missing: %q", after.Header.Get("Set-Cookie"))
+	}
+}
+
+// TestSessionCookiePerHostWithoutSNI: a connection without SNI lands on the
+// wildcard default site and may reach several of its hosts; each host gets
+// the session cookie (its Domain) once, not only the first.
+func TestSessionCookiePerHostWithoutSNI(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.Wildcard = true })
+	conf := h.tlsConfig("", h.pki.sensor1)
+	conf.InsecureSkipVerify = true // no SNI: the client has no name to check
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
+	if err != nil {
+		t.Fatalf("dial without SNI: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+	for i, step := range []struct {
+		host   string
+		cookie bool
+	}{
+		{"a.wild.fleet.test", true},
+		{"a.wild.fleet.test", false},
+		{"b.wild.fleet.test", true},
+		{"b.wild.fleet.test", false},
+	} {
+		rc.send(request("GET", step.host, "/"))
+		r := rc.read("GET")
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d to %s: status %d: %s", i, step.host, r.StatusCode, r.body)
+		}
+		got := r.Header.Get("Set-Cookie")
+		if step.cookie && !strings.Contains(got, "Domain="+step.host) {
+			t.Errorf("request %d to %s: cookie %q, want one for that host", i, step.host, got)
+		}
+		if !step.cookie && got != "" {
+			t.Errorf("request %d to %s: the cookie again: %q", i, step.host, got)
+		}
 	}
 }
