@@ -6,8 +6,14 @@
 # with `fleetgate bench` from CPU $CLIENT_CPU, and writes
 # `go tool pprof -top` to bench/results/<date>-profile-tls<V>-<mode>.txt.
 #
-# Knobs (environment): MODES="fresh keepalive" TLS=1.3 DURATION=10s
-# CONCURRENCY=16 DEVICES=100 VERDICT_CACHE_SIZE=100000 SERVER_CPU=0 CLIENT_CPU=1
+# The mode `idle` profiles memory instead (issue 5's idle-connection target):
+# it opens IDLE_N idle mTLS connections (`fleetgate bench -idle`), then has the
+# gateway run a GC and write its heap profile, every allocation recorded, to
+# bench/results/<date>-idle-heap-exact.txt: what each idle connection keeps.
+#
+# Knobs (environment): MODES="fresh keepalive" (or idle) TLS=1.3 DURATION=10s
+# CONCURRENCY=16 DEVICES=100 IDLE_N=4000 VERDICT_CACHE_SIZE=100000
+# SERVER_CPU=0 CLIENT_CPU=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -18,7 +24,8 @@ DURATION=${DURATION:-10s}
 CONCURRENCY=${CONCURRENCY:-16}
 DEVICES=${DEVICES:-100}
 OUT=${OUT:-bench/results}
-STAMP=$(date +%F)
+IDLE_N=${IDLE_N:-4000}
+STAMP=${STAMP:-$(date +%F)}
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -30,7 +37,50 @@ mkdir -p "$OUT"
 start_origin
 write_fleetgate_config 1
 
+# profile_idle: the heap of IDLE_N idle connections, one request each.
+profile_idle() {
+  local heap=$WORK/idle-heap.pprof pid client txt run
+  rm -f "$heap"
+  IDLE_TIMEOUT=10m write_fleetgate_config 1 # none may time out while counted
+  ulimit -n "$((IDLE_N + 1000))" 2>/dev/null || true
+  GOMAXPROCS=1 spawn fleetgate-prof "$SERVER_CPU" "$WORK/fleetgate-prof" -c "$WORK/fleetgate.toml" \
+    -cpuprofile "$WORK/cpu-idle.pprof" -memprofile "$heap" -memprofilerate 1
+  pid=$SPAWNED
+  wait_port "${ADDR[fleetgate]}"
+  log "opening $IDLE_N idle connections to fleetgate"
+  timeout 600 "$FG" bench -idle "$IDLE_N" -target "${ADDR[fleetgate]}" -sni "$(sni_for fleetgate keepalive)" -insecure \
+    -dir "$PKI" -devices "$DEVICES" -concurrency 32 -pid "$pid" -label fleetgate -json >"$WORK/idle-run.json" &
+  client=$!
+  # The client reads the RSS 2 s after its last connection and then closes
+  # them all: take the heap while they are open.
+  for _ in $(seq 1200); do
+    [ "$(ls "/proc/$pid/fd" | wc -l)" -ge "$IDLE_N" ] && break
+    kill -0 "$client" 2>/dev/null || die "the idle client stopped early"
+    sleep 0.5
+  done
+  kill -USR1 "$pid"
+  for _ in $(seq 100); do [ -s "$heap" ] && break; sleep 0.1; done
+  wait "$client" || die "the idle client failed"
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  run=$(cat "$WORK/idle-run.json")
+  txt=$OUT/$STAMP-idle-heap-exact.txt
+  {
+    echo "# fleetgate heap in use with $IDLE_N idle mTLS connections (one request each, TLS 1.3), every allocation recorded: bench/profile.sh (MODES=idle make bench-profile), $(date -u +%FT%TZ)"
+    echo "# GOMAXPROCS=1 on CPU $SERVER_CPU; fleetgate-prof -memprofilerate 1; the heap taken after a GC, with the connections open"
+    echo "# run (its RSS includes the profiler's own records): $run"
+    echo
+    go tool pprof -sample_index=inuse_space -top -nodecount=45 "$WORK/fleetgate-prof" "$heap" 2>&1
+  } >"$txt"
+  write_fleetgate_config 1
+  log "wrote $txt"
+}
+
 for mode in $MODES; do
+  if [ "$mode" = idle ]; then
+    profile_idle
+    continue
+  fi
   prof=$WORK/cpu-$mode.pprof
   GOMAXPROCS=1 spawn fleetgate-prof "$SERVER_CPU" "$WORK/fleetgate-prof" -c "$WORK/fleetgate.toml" -cpuprofile "$prof"
   pid=$SPAWNED

@@ -33,12 +33,20 @@ func run(args []string, stderr io.Writer) int {
 	file := fs.String("c", "", "configuration `file` (TOML)")
 	out := fs.String("cpuprofile", "cpu.pprof", "write the CPU profile to `file`")
 	heap := fs.String("memprofile", "", "on SIGUSR1, run a GC and write the heap profile to `file` (idle-memory analysis)")
+	rate := fs.Int("memprofilerate", 0, "record one allocation per `bytes` allocated (runtime.MemProfileRate; 1 records every allocation, for an exact per-connection count; 0 keeps Go's default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *file == "" {
 		fmt.Fprintln(stderr, "fleetgate-prof: -c FILE is required")
 		return 2
+	}
+	if *rate < 0 {
+		fmt.Fprintln(stderr, "fleetgate-prof: -memprofilerate must be 0 or more")
+		return 2
+	}
+	if *rate > 0 {
+		runtime.MemProfileRate = *rate
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := gateway.New(gateway.Options{Load: func() (*configs.Config, error) { return configs.Load(*file) }, Logger: logger})
