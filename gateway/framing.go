@@ -98,6 +98,9 @@ func framingError(req *fasthttp.Request) string {
 	case sawTE && h.ContentLength() != -1:
 		return "unsupported transfer coding"
 	}
+	if host := h.Host(); len(host) > 0 && !validHost(host) {
+		return "malformed Host header"
+	}
 	if target := h.RequestURI(); len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*")) {
 		// Absolute form: RFC 9112 section 3.2.2 makes its authority the host,
 		// and fasthttp forwards it as the Host header.
@@ -107,6 +110,72 @@ func framingError(req *fasthttp.Request) string {
 	}
 	return ""
 }
+
+// validHost reports whether a Host value is uri-host [":" port] (RFC 9110
+// section 7.2) in the forms a gateway serves: a name of letters, digits,
+// '-', '_' and '.', or a bracketed IPv6 literal, then at most ':' and five
+// digits. The Host goes to the origin as the device sent it, so anything
+// else ("app.fleet.test:80@evil.example", "app.fleet.test: 0") is refused:
+// the origin could read another authority in it than the one checked here.
+func validHost(h []byte) bool {
+	name, port := h, []byte(nil)
+	if h[0] == '[' {
+		end := bytes.IndexByte(h, ']')
+		if end < 3 { // at least "[::]"
+			return false
+		}
+		for _, c := range h[1:end] {
+			if !hexDigit(c) && c != ':' && c != '.' {
+				return false
+			}
+		}
+		switch rest := h[end+1:]; {
+		case len(rest) == 0:
+		case rest[0] == ':':
+			port = rest[1:]
+		default:
+			return false
+		}
+	} else {
+		if i := bytes.LastIndexByte(h, ':'); i >= 0 {
+			name, port = h[:i], h[i+1:]
+		}
+		if len(name) == 0 {
+			return false
+		}
+		for _, c := range name {
+			if !hostNameChars[c] {
+				return false
+			}
+		}
+	}
+	if len(port) > 5 {
+		return false
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func hexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// hostNameChars marks the bytes validHost accepts in a host name.
+var hostNameChars = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	t['-'], t['_'], t['.'] = true, true, true
+	return t
+}()
 
 // tokenChars marks the bytes of an RFC 9110 token (tchar).
 var tokenChars = func() (t [256]bool) {

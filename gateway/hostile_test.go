@@ -74,11 +74,20 @@ func TestSmugglingShapesRefused(t *testing.T) {
 		{"NUL in a value", "GET / HTTP/1.1\r\n" + host + "X-A: b\x00c\r\n\r\n", 400},
 		{"two Host", "GET / HTTP/1.1\r\n" + host + "Host: " + hIoT + "\r\n\r\n", 400},
 		{"absolute target for another host", "GET https://" + hIoT + "/ HTTP/1.1\r\n" + host + "\r\n", 400},
+		{"userinfo after the Host's port", "GET / HTTP/1.1\r\nHost: " + hApp + ":80@evil.example\r\n\r\n", 400},
+		{"space in the Host's port", "GET / HTTP/1.1\r\nHost: " + hApp + ": 0\r\n\r\n", 400},
+		{"letters in the Host's port", "GET / HTTP/1.1\r\nHost: " + hApp + ":https\r\n\r\n", 400},
+		{"six-digit port", "GET / HTTP/1.1\r\nHost: " + hApp + ":100443\r\n\r\n", 400},
+		{"path in the Host", "GET / HTTP/1.1\r\nHost: " + hApp + "/x\r\n\r\n", 400},
+		{"Host of only a port", "GET / HTTP/1.1\r\nHost: :443\r\n\r\n", 400},
+		{"unclosed IPv6 literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400},
 		// Controls: the same shapes done right are served.
 		{"control: chunked body", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200},
 		{"control: absolute target for the same host", "GET https://" + hApp + ":443/x HTTP/1.1\r\n" + host + "\r\n", 200},
 		{"control: Transfer-Encoding in capitals", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200},
 		{"control: tab in a value", "GET / HTTP/1.1\r\n" + host + "X-A: b\tc\r\n\r\n", 200},
+		{"control: Host with a port", "GET / HTTP/1.1\r\nHost: " + hApp + ":8443\r\n\r\n", 200},
+		{"control: Host in capitals with a trailing dot", "GET / HTTP/1.1\r\nHost: APP.fleet.test.\r\n\r\n", 200},
 	}
 	served := int64(0)
 	for _, tc := range tests {
@@ -242,6 +251,42 @@ func BenchmarkFramingChecks(b *testing.B) {
 		br.Reset(rd)
 		if awaitHeader(br) != nil || framingError(&req) != "" {
 			b.Fatal("refused")
+		}
+	}
+}
+
+func TestValidHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"app.fleet.test":           true,
+		"app.fleet.test:443":       true,
+		"app.fleet.test:":          true, // port = *DIGIT (RFC 3986)
+		"APP.Fleet.Test.":          true,
+		"127.0.0.1:8443":           true,
+		"[::1]":                    true,
+		"[::1]:8443":               true,
+		"[2001:db8::1]":            true,
+		"[::ffff:127.0.0.1]:443":   true,
+		"under_score.fleet.test":   true,
+		"app.fleet.test:80@evil":   false,
+		"user@app.fleet.test":      false,
+		"app.fleet.test: 0":        false,
+		"app.fleet.test:0x1bb":     false,
+		"app.fleet.test:100000":    false,
+		"app.fleet.test/x":         false,
+		"app fleet.test":           false,
+		":443":                     false,
+		"[::1":                     false,
+		"[::1]x":                   false,
+		"[::1]:8443:1":             false,
+		"[]":                       false,
+		"[fe80::1%25eth0]":         false,
+		"[::1]:abc":                false,
+		"app.fleet.test\x00":       false,
+		"app.fleet.test:443:443":   false,
+		"xn--bcher-kva.fleet.test": true,
+	} {
+		if got := validHost([]byte(h)); got != want {
+			t.Errorf("validHost(%q) = %v, want %v", h, got, want)
 		}
 	}
 }
