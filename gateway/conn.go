@@ -234,8 +234,12 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	}
 	c.pipe.setDeadline(time.Time{})
 
+	// Read before the pipeline: forwarding strips the hop-by-hop Connection
+	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
+	wantClose := req.Header.ConnectionClose()
+	x.http10 = !req.Header.IsHTTP11()
 	x.pipeline()
-	if req.Header.ConnectionClose() || c.srv.draining.Load() {
+	if wantClose || c.srv.draining.Load() {
 		x.closeAfter = true
 	}
 	c.finishExchange(x, bw, start)
@@ -278,6 +282,9 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	}
 	if x.closeAfter {
 		x.resp.SetConnectionClose()
+	} else if x.http10 {
+		// HTTP/1.0 keeps a connection only when the response says so.
+		x.resp.Header.Set("Connection", "keep-alive")
 	}
 	x.resp.SkipBody = x.req.Header.IsHead()
 	if x.status == 0 {

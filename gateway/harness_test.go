@@ -234,6 +234,7 @@ include = [{ valid_certificate = true }]
 // echo is what the test origin answers: the request as it arrived.
 type echo struct {
 	Method  string      `json:"method"`
+	Proto   string      `json:"proto"`
 	Path    string      `json:"path"`
 	Host    string      `json:"host"`
 	Headers http.Header `json:"headers"`
@@ -279,7 +280,7 @@ func startOrigin(t testing.TB) *origin {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Origin", "echo")
-		_ = json.NewEncoder(w).Encode(echo{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header, Body: string(body)})
+		_ = json.NewEncoder(w).Encode(echo{Method: r.Method, Proto: r.Proto, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header, Body: string(body)})
 	}))
 	t.Cleanup(func() {
 		close(o.done)

@@ -87,7 +87,8 @@ func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
 // (close_notify) right after its requests still gets every answer, then the
 // gateway's close_notify: TLS 1.3 allows the half-close, and HAProxy answers
 // it the same way. The first request is held at the origin until the
-// close_notify has reached the gateway; the second waits behind it.
+// close_notify has reached the gateway; the second waits behind it. (A TCP
+// half-close is another matter: gnet closes a connection on a read of 0.)
 func TestAnsweredAfterCloseNotify(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)
@@ -111,6 +112,48 @@ func TestAnsweredAfterCloseNotify(t *testing.T) {
 		}
 	}
 	c.expectEOF()
+}
+
+// TestDeviceAskedToClose: a request with Connection: close, or an HTTP/1.0
+// request without keep-alive, is answered with Connection: close and the
+// connection ends there; a request pipelined behind it is not served.
+func TestDeviceAskedToClose(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct{ name, req string }{
+		{"Connection: close", request("GET", hApp, "/last", "Connection: close")},
+		{"HTTP/1.0", "GET /last HTTP/1.0\r\nHost: " + hApp + "\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t, hApp, h.pki.sensor1)
+			c.send(tc.req + request("GET", hApp, "/never"))
+			r := c.read("GET")
+			if r.StatusCode != http.StatusOK || r.echo(t).Path != "/last" {
+				t.Fatalf("status %d: %s", r.StatusCode, r.body)
+			}
+			if !r.Close {
+				t.Errorf("the answer does not say Connection: close")
+			}
+			c.expectEOF()
+		})
+	}
+	t.Run("HTTP/1.0 keep-alive", func(t *testing.T) {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		c.send("GET /one HTTP/1.0\r\nHost: " + hApp + "\r\nConnection: keep-alive\r\n\r\n")
+		r := c.read("GET")
+		if r.StatusCode != http.StatusOK || r.Close {
+			t.Fatalf("status %d, close %v: an HTTP/1.0 keep-alive request keeps the connection", r.StatusCode, r.Close)
+		}
+		if got := r.Header.Get("Connection"); !strings.EqualFold(got, "keep-alive") {
+			t.Errorf("Connection: %q, want keep-alive (HTTP/1.0 keeps a connection only when told)", got)
+		}
+		if e := r.echo(t); e.Proto != "HTTP/1.1" {
+			t.Errorf("the origin got %s; an HTTP/1.0 request goes upstream as HTTP/1.1 (pooled)", e.Proto)
+		}
+		c.send(request("GET", hApp, "/two"))
+		if e := c.read("GET").echo(t); e.Path != "/two" {
+			t.Fatalf("second request answered with %s", e.Path)
+		}
+	})
 }
 
 func TestExpectContinue(t *testing.T) {

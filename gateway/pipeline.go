@@ -35,6 +35,7 @@ type exchange struct {
 	status     int
 	reason     string // for the access log (and the body of a refusal)
 	closeAfter bool   // close the connection after this response
+	http10     bool   // the device spoke HTTP/1.0: a connection kept open must say keep-alive
 	originKind string // origin failure kind, for logs and metrics
 	originDur  time.Duration
 }

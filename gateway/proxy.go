@@ -114,6 +114,13 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 // the gateway's own headers are set.
 func originRequest(req *fasthttp.Request, f forwardInfo) {
 	h := &req.Header
+	if string(h.Protocol()) != "HTTP/1.1" {
+		// An HTTP/1.0 device's request goes to the origin as HTTP/1.1, as
+		// nginx's proxy_http_version 1.1 and Envoy do: the origin connection
+		// stays in the keep-alive pool. Its framing is the same (framingError
+		// refused Transfer-Encoding on HTTP/1.0).
+		h.SetProtocol("HTTP/1.1")
+	}
 	if t := h.RequestURI(); len(t) > 0 && t[0] != '/' && string(t) != "*" {
 		// An absolute-form target (its authority is the Host, framingError
 		// checked) goes to the origin in origin form: the device's scheme is

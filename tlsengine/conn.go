@@ -211,6 +211,9 @@ func (c *Conn) Feed(data []byte) error {
 // the connection stays open for writing (the half-close RFC 8446 §6.1
 // allows, and what a device does when it closes its side right after its
 // request), so the owner finishes the responses it owes, then calls Close.
+// This holds for a TLS-level half-close only: a device that also shuts its
+// TCP side down is gone for gnet, which closes a connection whose read
+// returns 0.
 // Any other error is a broken record: crypto/tls has sent its alert and the
 // engine closes the connection itself.
 func (c *Conn) Read(p []byte) (int, error) {
