@@ -140,7 +140,7 @@ func validHost(h []byte) bool {
 		if i := bytes.LastIndexByte(h, ':'); i >= 0 {
 			name, port = h[:i], h[i+1:]
 		}
-		if len(name) == 0 {
+		if len(name) == 0 || name[0] == '.' {
 			return false
 		}
 		for _, c := range name {

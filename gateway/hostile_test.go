@@ -275,6 +275,8 @@ func TestValidHost(t *testing.T) {
 		"app.fleet.test/x":         false,
 		"app fleet.test":           false,
 		":443":                     false,
+		".":                        false,
+		".app.fleet.test":          false,
 		"[::1":                     false,
 		"[::1]x":                   false,
 		"[::1]:8443:1":             false,
