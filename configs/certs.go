@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -78,8 +79,10 @@ func certName(i int, c *x509.Certificate) string {
 }
 
 // parseCAUpload checks the PEM of a [[client_cas]] entry and fills ca's
-// certificates, expiry and fingerprint. path is the pem_file or pem key.
-func (l *loader) parseCAUpload(path string, data []byte, ca *ClientCA) bool {
+// certificates, expiry and fingerprint. path is the pem_file or pem key. It
+// returns the upload's certificates in file order, and whether all of them
+// are acceptable.
+func (l *loader) parseCAUpload(path string, data []byte, ca *ClientCA) ([]*x509.Certificate, bool) {
 	var certs []*x509.Certificate
 	ok := true
 	for rest := data; ; {
@@ -106,7 +109,7 @@ func (l *loader) parseCAUpload(path string, data []byte, ca *ClientCA) bool {
 		if ok {
 			l.errorf(path, "holds no PEM certificate")
 		}
-		return false
+		return nil, false
 	}
 	for i, c := range certs {
 		if c == nil {
@@ -128,7 +131,7 @@ func (l *loader) parseCAUpload(path string, data []byte, ca *ClientCA) bool {
 		}
 	}
 	if !ok {
-		return false
+		return nil, false
 	}
 	for i, c := range certs {
 		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
@@ -145,11 +148,78 @@ func (l *loader) parseCAUpload(path string, data []byte, ca *ClientCA) bool {
 		if ok {
 			l.errorf(path, "holds no root (self-signed) CA certificate: upload the whole chain, intermediate then root")
 		}
-		return false
+		return nil, false
 	}
 	sum := sha256.Sum256(ca.Roots[0].Raw)
 	ca.Fingerprint = hex.EncodeToString(sum[:])
-	return ok
+	return certs, ok
+}
+
+// caCert is one certificate of a client CA's upload, remembered for the
+// checks that span all [[client_cas]] entries.
+type caCert struct {
+	cert  *x509.Certificate
+	entry int    // index in client_cas
+	name  string // the entry's name
+	path  string // the entry's pem_file or pem key
+	n     int    // position in the upload, from 0
+}
+
+// caSubjects maps a subject DN (RawSubject) to the client-CA certificates
+// seen so far with that subject, one per distinct public key.
+type caSubjects map[string][]caCert
+
+// checkSubjects reports each certificate of the upload of client_cas[entry]
+// (certs, from its pem_file or pem key at path) whose subject DN is that of
+// an earlier client-CA certificate, of any entry or of the same upload, but
+// whose public key differs, and records the upload in seen. Why refuse:
+// revocation is keyed by issuer name (a CRL names its issuer by DN, and
+// tlsengine looks serials up under the certificate's RawIssuer), so one CA's
+// CRL would revoke the other's devices that have the same serial numbers.
+// The same certificate listed twice, or a CA cross-signed under another root
+// (same subject, same key), is fine.
+func (l *loader) checkSubjects(seen caSubjects, entry int, name, path string, certs []*x509.Certificate) {
+	for n, c := range certs {
+		key := string(c.RawSubject)
+		prev := seen[key]
+		known := false
+		var clash *caCert
+		for i := range prev {
+			if bytes.Equal(prev[i].cert.RawSubjectPublicKeyInfo, c.RawSubjectPublicKeyInfo) {
+				known = true
+			} else if clash == nil {
+				clash = &prev[i]
+			}
+		}
+		if clash != nil {
+			l.errorf(path, "%s and %s share the subject %q but not the public key: CRLs and revocation are keyed by issuer name, "+
+				"so one CA's CRL would revoke the other CA's devices that have the same serial numbers; give each CA a distinct subject name",
+				certName(n, c), l.otherCA(clash, entry), c.Subject.String())
+		}
+		if !known {
+			seen[key] = append(prev, caCert{cert: c, entry: entry, name: name, path: path, n: n})
+		}
+	}
+}
+
+// otherCA names the certificate o in a message about client_cas[entry].
+func (l *loader) otherCA(o *caCert, entry int) string {
+	what := certName(o.n, o.cert)
+	if o.entry == entry {
+		return what + " of this upload"
+	}
+	var where []string
+	if o.name != "" {
+		where = append(where, strconv.Quote(o.name))
+	}
+	if line := l.pos.line(o.path); line > 0 {
+		where = append(where, "line "+strconv.Itoa(line))
+	}
+	what += " of " + indexPath("client_cas", o.entry)
+	if len(where) > 0 {
+		what += " (" + strings.Join(where, ", ") + ")"
+	}
+	return what
 }
 
 // signedWithin reports whether c is signed by another certificate of certs.

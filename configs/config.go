@@ -104,7 +104,9 @@ type Tokens struct {
 
 // ClientCA is one [[client_cas]] entry: Access's "mTLS certificate", a root
 // CA with its intermediates, associated with the hostnames where devices may
-// present certificates it issued.
+// present certificates it issued. Across all entries of a Config, CA
+// certificates with the same subject DN have the same public key (loading
+// refuses others: revocation is keyed by issuer name).
 type ClientCA struct {
 	Name string
 	// ID identifies the entry in logs and metrics. It is derived from Name,

@@ -37,6 +37,11 @@
 //   - Client-CA certificates that expire within 30 days, server certificates
 //     that do not cover their domain, CAs without associated hostnames and
 //     applications without policies are warnings, not errors.
+//   - No two client-CA certificates (roots or intermediates, across all
+//     [[client_cas]] entries) may share a subject DN with different public
+//     keys: revocation is keyed by issuer name, so one CA's CRL would revoke
+//     another's devices with the same serial. The same certificate listed
+//     twice, or a cross-signed one (same subject and key), is fine.
 //   - Each CRL of crl_files must be signed by a certificate of its client
 //     CA's upload (matched by issuer name, key identifier first). A CRL past
 //     its nextUpdate is a warning (crl_stale = "warn", the default) or an

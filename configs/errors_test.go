@@ -192,6 +192,14 @@ func TestClientCAErrors(t *testing.T) {
 	edOpts.KeyType = pki.Ed25519
 	edRoot := pki.MustRoot(edOpts)
 	useCA := func(name string) func(*testing.T) string { return edited("pki/ca-chain.pem", "pki/"+name) }
+	// CAs named like the fixture's but with keys of their own (line 23 is
+	// the second entry's pem_file).
+	otherRoot := pki.MustRoot(pki.Root("Other Root"))
+	twinInter := otherRoot.MustIssue(pki.Intermediate("Fleet Intermediate"))
+	twinRoot := pki.MustRoot(pki.Root("Fleet Root"))
+	rekeyedInter := p.root.MustIssue(pki.Intermediate("Fleet Intermediate"))
+	secondCA := appended("\n[[client_cas]]\nname = \"other\"\npem_file = \"pki/other.pem\"\n")
+	const clashWhy = `but not the public key: CRLs and revocation are keyed by issuer name, so one CA's CRL would revoke the other CA's devices that have the same serial numbers; give each CA a distinct subject name`
 	runErrorCases(t, []errorCase{
 		{name: "not a CA", setup: writeCA("server.pem", p.devices, p.root), src: useCA("server.pem"),
 			want: []string{`fleetgate.toml:6: client_cas[0].pem_file: certificate 1 ("devices.fleet.test") is not a CA certificate (Basic Constraints CA:TRUE is required)`}},
@@ -226,6 +234,17 @@ func TestClientCAErrors(t *testing.T) {
 				`fleetgate.toml:7: client_cas[0].associated_hostnames[1]: "https://app.fleet.test/" is not a domain name: write the bare hostname, without scheme, port or path`,
 				`fleetgate.toml:7: client_cas[0].associated_hostnames[2]: "fleet" is not a valid domain name: want at least 2 labels`,
 			}},
+		{name: "intermediate subject of another entry, another key", setup: writeCA("other.pem", twinInter, otherRoot), src: secondCA,
+			want: []string{`fleetgate.toml:23: client_cas[1].pem_file: certificate 1 ("Fleet Intermediate") and certificate 1 ("Fleet Intermediate") of client_cas[0] ("fleet", line 6) share the subject "CN=Fleet Intermediate" ` + clashWhy}},
+		{name: "root subject of another entry, another key", setup: writeCA("other.pem", twinRoot), src: secondCA,
+			want: []string{`fleetgate.toml:23: client_cas[1].pem_file: certificate 1 ("Fleet Root") and certificate 2 ("Fleet Root") of client_cas[0] ("fleet", line 6) share the subject "CN=Fleet Root" ` + clashWhy}},
+		{name: "root and intermediate of one entry, both another key", setup: writeCA("other.pem", twinRoot.MustIssue(pki.Intermediate("Fleet Intermediate")), twinRoot), src: secondCA,
+			want: []string{
+				`fleetgate.toml:23: client_cas[1].pem_file: certificate 1 ("Fleet Intermediate") and certificate 1 ("Fleet Intermediate") of client_cas[0] ("fleet", line 6) share the subject "CN=Fleet Intermediate" ` + clashWhy,
+				`fleetgate.toml:23: client_cas[1].pem_file: certificate 2 ("Fleet Root") and certificate 2 ("Fleet Root") of client_cas[0] ("fleet", line 6) share the subject "CN=Fleet Root" ` + clashWhy,
+			}},
+		{name: "same subject, another key, in one upload", setup: writeCA("rekeyed.pem", p.inter, rekeyedInter, p.root), src: useCA("rekeyed.pem"),
+			want: []string{`fleetgate.toml:6: client_cas[0].pem_file: certificate 2 ("Fleet Intermediate") and certificate 1 ("Fleet Intermediate") of this upload share the subject "CN=Fleet Intermediate" ` + clashWhy}},
 		{name: "duplicate names and missing name", src: appended("\n[[client_cas]]\nname = \"fleet\"\npem_file = \"pki/ca-chain.pem\"\n\n[[client_cas]]\npem_file = \"pki/ca-chain.pem\"\n"),
 			want: []string{
 				`fleetgate.toml:22: client_cas[1].name: "fleet" is also the name of client_cas[0]`,

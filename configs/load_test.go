@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/policy"
 )
 
@@ -185,5 +186,38 @@ func TestClientCAsFor(t *testing.T) {
 		if got := cfg.ClientCAsFor(tc.domain); len(got) != tc.want {
 			t.Errorf("ClientCAsFor(%q) = %d CAs, want %d", tc.domain, len(got), tc.want)
 		}
+	}
+}
+
+// TestClientCASubjectsRepeatWithTheirKey: a CA certificate may appear more
+// than once under one subject as long as its public key is the same: the
+// same chain in two entries, or an intermediate cross-signed by another root.
+func TestClientCASubjectsRepeatWithTheirKey(t *testing.T) {
+	p := fixtures(t)
+	otherRoot := pki.MustRoot(pki.Root("Other Root"))
+	crossOpts := pki.Intermediate("Fleet Intermediate")
+	crossOpts.Key = p.inter.Key
+	cross := otherRoot.MustIssue(crossOpts)
+	for _, tc := range []struct {
+		name  string
+		other []*pki.Cert
+	}{
+		{name: "same chain twice", other: []*pki.Cert{p.inter, p.root}},
+		{name: "cross-signed intermediate", other: []*pki.Cert{cross, otherRoot}},
+		{name: "both in one upload", other: []*pki.Cert{p.inter, cross, p.root, otherRoot}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeDemoDir(t, dir)
+			must(t, writeFile(filepath.Join(dir, "pki/other.pem"), pki.ChainPEM(tc.other...)))
+			src := base + "\n[[client_cas]]\nname = \"other\"\npem_file = \"pki/other.pem\"\nassociated_hostnames = [\"app.fleet.test\"]\n"
+			cfg, err := Parse("fleetgate.toml", []byte(src), dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.ClientCAs) != 2 {
+				t.Errorf("client CAs: %d, want 2", len(cfg.ClientCAs))
+			}
+		})
 	}
 }

@@ -166,8 +166,12 @@ func (l *loader) signingKey(path, name string) crypto.Signer {
 
 // clientCAs checks every [[client_cas]] entry and fills cfg.ClientCAs with
 // those that load.
+//
+// Across entries, two CA certificates with the same subject DN must have the
+// same public key (checkSubjects).
 func (l *loader) clientCAs(fcs []fileClientCA, cfg *Config) {
 	names := map[string]int{}
+	subjects := caSubjects{}
 	for i := range fcs {
 		fc, path := &fcs[i], indexPath("client_cas", i)
 		ca := ClientCA{Name: fc.Name}
@@ -224,9 +228,11 @@ func (l *loader) clientCAs(fcs []fileClientCA, cfg *Config) {
 			l.errorf(joinKey(path, "crl_stale"), "%q is not reject or warn", fc.CRLStale)
 			ok = false
 		}
-		if !l.parseCAUpload(dataPath, data, &ca) {
+		certs, parsed := l.parseCAUpload(dataPath, data, &ca)
+		if !parsed {
 			continue
 		}
+		l.checkSubjects(subjects, i, fc.Name, dataPath, certs)
 		if l.crlFiles(path, fc, &ca) && ok {
 			cfg.ClientCAs = append(cfg.ClientCAs, ca)
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"math"
 	"sync"
 	"testing"
@@ -24,8 +25,10 @@ import (
 //   - the verdict is never Valid unless crypto/x509 independently agrees:
 //     every certificate parses and leaf.Verify succeeds with the site's
 //     roots, its intermediates plus the presented ones, ExtKeyUsage
-//     clientAuth and CurrentTime now; conversely, a chain x509 accepts
-//     (within the site's intermediate limit) is Valid (no false refusals);
+//     clientAuth and CurrentTime now, and the leaf is not a CA and has no
+//     KeyUsage without digitalSignature (fleetgate's own leaf rule);
+//     conversely, a chain that passes all that (within the site's
+//     intermediate limit) is Valid (no false refusals);
 //   - empty is Missing; an unparsable leaf is Malformed; more intermediates
 //     than the site allows is TooManyIntermediates (checked before the
 //     intermediates are parsed); else an unparsable intermediate is
@@ -180,6 +183,10 @@ func independentVerify(cs *chainSite, certs []*x509.Certificate, now time.Time) 
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
+	if leaf := certs[0]; err == nil && (leaf.IsCA || leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0) {
+		// fleetgate's leaf rule, which x509 does not apply to a leaf.
+		return false, errors.New("leaf is a CA, or has a key usage without digitalSignature")
+	}
 	return err == nil, err
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/verdict"
@@ -38,13 +39,16 @@ type validity struct {
 // Only the site's roots are trusted; intermediates come from the site's
 // upload and from the chain itself; the leaf and the path must allow
 // ExtKeyUsage clientAuth; every certificate on the verified path must be
-// within its validity window at now; and no certificate of that path may be
-// revoked by site.Revocation (else Revoked, with Detail naming which
-// certificate and why; a Valid or Revoked verdict carries the path in
-// Path, for Revocation.Recheck). A zero now means time.Now(). Device-sent
-// certificates that are not on the verified path are ignored, as by
-// crypto/x509 (a device that still bundles a superseded, expired
-// intermediate keeps working when the site holds the renewed one).
+// within its validity window at now; the leaf of a verified path must not be
+// a CA (basic constraints CA:TRUE) and, when it has a KeyUsage extension,
+// must allow digitalSignature (else BadUsage, as for a missing clientAuth;
+// a leaf without KeyUsage is fine; see leafUsageProblem); and no
+// certificate of that path may be revoked by site.Revocation (else Revoked,
+// with Detail naming which certificate and why; a Valid or Revoked verdict
+// carries the path in Path, for Revocation.Recheck). A zero now means
+// time.Now(). Device-sent certificates that are not on the verified path are
+// ignored, as by crypto/x509 (a device that still bundles a superseded,
+// expired intermediate keeps working when the site holds the renewed one).
 func VerifyChain(site *Site, chain []*x509.Certificate, now time.Time) verdict.Verdict {
 	v, _ := verifyChain(site, chain, now)
 	return v
@@ -128,10 +132,49 @@ func verifyChain(site *Site, chain []*x509.Certificate, now time.Time) (verdict.
 	}
 	chains, err := leaf.Verify(opts)
 	if err == nil {
+		if why := leafUsageProblem(leaf); why != "" {
+			v.Kind, v.Detail = verdict.BadUsage, why
+			return v, pathWindow(chains)
+		}
 		return site.Revocation.judge(v, chains, leafSum, now)
 	}
 	v.Kind, v.Detail = classifyChainError(leaf, chain, opts, err)
 	return v, sent
+}
+
+// leafUsageProblem says why a device's leaf may not authenticate a TLS
+// client, or returns "" when it may: a leaf must not be a CA (basic
+// constraints CA:TRUE), and a KeyUsage extension, when present, must allow
+// digitalSignature (RFC 5280 section 4.2.1.3; RFC 8446 and RFC 5246 sign
+// CertificateVerify with the leaf's key). crypto/x509 checks neither on a
+// leaf. Why refuse a CA leaf: a key that can issue certificates should not
+// double as a device identity, and a CA of the site's own upload (an
+// intermediate, even the root) would otherwise pass as a device. A leaf
+// without a KeyUsage extension (KeyUsage 0) is accepted, as RFC 5280 allows.
+func leafUsageProblem(leaf *x509.Certificate) string {
+	if leaf.BasicConstraintsValid && leaf.IsCA {
+		return fmt.Sprintf("leaf certificate (%q) is a CA (basic constraints CA:TRUE): a device certificate must not be able to issue certificates", leaf.Subject.CommonName)
+	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return fmt.Sprintf("leaf certificate (%q) has a key usage without digitalSignature (%s): its key may not sign the TLS handshake", leaf.Subject.CommonName, keyUsageNames(leaf.KeyUsage))
+	}
+	return ""
+}
+
+// keyUsageNames lists the bits of ku by their RFC 5280 names, for details.
+func keyUsageNames(ku x509.KeyUsage) string {
+	names := [...]string{"digitalSignature", "contentCommitment", "keyEncipherment", "dataEncipherment",
+		"keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly"}
+	var out []string
+	for i, n := range names {
+		if ku&(1<<i) != 0 {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
 }
 
 // checkCount returns TooManyIntermediates when the device sent more

@@ -52,8 +52,15 @@ type Options struct {
 	NotAfter     time.Time
 	IsCA         bool
 	// MaxPathLen is copied when IsCA is set; -1 means unlimited.
-	MaxPathLen  int
-	KeyUsage    x509.KeyUsage
+	MaxPathLen int
+	// KeyUsage is copied as is when set. When zero, a CA gets certSign,
+	// cRLSign and digitalSignature, a leaf digitalSignature (plus
+	// keyEncipherment for RSA), unless NoKeyUsage is set.
+	KeyUsage x509.KeyUsage
+	// NoKeyUsage leaves the KeyUsage extension out of the certificate, to
+	// test how a certificate without one is treated. KeyUsage must then be
+	// zero.
+	NoKeyUsage  bool
 	ExtKeyUsage []x509.ExtKeyUsage
 	DNSNames    []string
 	IPAddresses []net.IP
@@ -148,6 +155,9 @@ func NewKey(t KeyType) (crypto.Signer, error) {
 }
 
 func create(opts Options, parent *Cert) (*Cert, error) {
+	if opts.NoKeyUsage && opts.KeyUsage != 0 {
+		return nil, fmt.Errorf("pki: create %q: KeyUsage and NoKeyUsage are both set", opts.CommonName)
+	}
 	key := opts.Key
 	if key == nil {
 		var err error
@@ -195,7 +205,7 @@ func create(opts Options, parent *Cert) (*Cert, error) {
 		tmpl.URIs = append(tmpl.URIs, parsed)
 	}
 	if opts.IsCA {
-		if tmpl.KeyUsage == 0 {
+		if tmpl.KeyUsage == 0 && !opts.NoKeyUsage {
 			tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
 		}
 		switch {
@@ -208,7 +218,7 @@ func create(opts Options, parent *Cert) (*Cert, error) {
 		}
 		ski := sha256.Sum256(publicKeyBytes(key.Public()))
 		tmpl.SubjectKeyId = ski[:20]
-	} else if tmpl.KeyUsage == 0 {
+	} else if tmpl.KeyUsage == 0 && !opts.NoKeyUsage {
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 		if _, isRSA := key.(*rsa.PrivateKey); isRSA {
 			tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment

@@ -85,3 +85,41 @@ func TestCRL(t *testing.T) {
 		t.Fatal("nil serial accepted")
 	}
 }
+
+func TestKeyUsageOptions(t *testing.T) {
+	root := MustRoot(Root("root"))
+	hasKeyUsageExt := func(c *x509.Certificate) bool {
+		for _, e := range c.Extensions {
+			if e.Id.String() == "2.5.29.15" {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tc := range []struct {
+		name    string
+		opts    Options
+		wantExt bool
+		want    x509.KeyUsage
+		wantCA  bool
+	}{
+		{name: "leaf default", opts: Device("d"), wantExt: true, want: x509.KeyUsageDigitalSignature},
+		{name: "leaf explicit", opts: Options{CommonName: "d", KeyUsage: x509.KeyUsageCertSign}, wantExt: true, want: x509.KeyUsageCertSign},
+		{name: "leaf without extension", opts: Options{CommonName: "d", NoKeyUsage: true}},
+		{name: "CA default", opts: Intermediate("i"), wantExt: true, want: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature, wantCA: true},
+		{name: "CA without extension", opts: Options{CommonName: "i", IsCA: true, NoKeyUsage: true}, wantCA: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := root.Issue(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := hasKeyUsageExt(c.Cert); got != tc.wantExt || c.Cert.KeyUsage != tc.want || c.Cert.IsCA != tc.wantCA {
+				t.Errorf("extension %v key usage %v CA %v; want %v, %v, %v", got, c.Cert.KeyUsage, c.Cert.IsCA, tc.wantExt, tc.want, tc.wantCA)
+			}
+		})
+	}
+	if _, err := root.Issue(Options{CommonName: "d", KeyUsage: x509.KeyUsageDigitalSignature, NoKeyUsage: true}); err == nil {
+		t.Error("KeyUsage with NoKeyUsage: no error")
+	}
+}

@@ -22,7 +22,7 @@ const (
 	UnknownAuthority                 // does not chain to the site's roots
 	Expired                          // some certificate in the chain is past its NotAfter
 	NotYetValid                      // some certificate in the chain is before its NotBefore
-	BadUsage                         // leaf lacks ExtKeyUsage clientAuth, or an intermediate is not a CA
+	BadUsage                         // leaf lacks ExtKeyUsage clientAuth, is itself a CA or has a KeyUsage without digitalSignature, or an intermediate is not a CA
 	Malformed                        // a certificate could not be parsed
 	TooManyIntermediates             // more intermediates than the site allows
 	Revoked                          // a certificate in the chain is revoked (CRL or deny-list)
