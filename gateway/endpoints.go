@@ -25,7 +25,9 @@ func (x *exchange) accessEndpoints() outcome {
 	case pathCerts:
 		// The JWKS origins use to validate assertions: public, no auth.
 		x.reason = "jwks"
-		return x.json(fasthttp.StatusOK, x.app.snap.jwks)
+		// The newest keys: after a rotation, an open connection must not
+		// keep serving a key that was taken out of service.
+		return x.json(fasthttp.StatusOK, x.c.srv.snap.Load().jwks)
 	case pathGetIdentity:
 		return x.getIdentity()
 	case pathLogout:
@@ -62,6 +64,9 @@ func (x *exchange) getIdentity() outcome {
 	s := x.app.snap
 	var id identity
 	switch v := x.c.tc.Verdict(); {
+	case v.Presented() && !v.OK():
+		// A bad certificate never falls back to a token (policy.Subject).
+		return x.refuse(fasthttp.StatusUnauthorized, v.Kind.Reason())
 	case x.claims != nil:
 		c := x.claims
 		id = identity{CommonName: c.CommonName, CertSHA256: c.CertSHA256, Aud: c.Aud, Iss: c.Iss, Exp: c.Exp, Iat: c.Iat, Type: c.Type, Source: "token"}

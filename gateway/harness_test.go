@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -369,18 +371,31 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	h.writeConfig(h.params)
 
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
-		Logger: logger, Now: h.params.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { h.runErr <- h.srv.Run() }()
-	select {
-	case <-h.srv.Booted():
-	case err := <-h.runErr:
-		t.Fatalf("Run returned before boot: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not boot")
+	// The port was free a moment ago, but with other test binaries running
+	// an outgoing connection may take it meanwhile: then pick another.
+	for attempt := 1; ; attempt++ {
+		h.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
+			Logger: logger, Now: h.params.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { h.runErr <- h.srv.Run() }()
+		select {
+		case <-h.srv.Booted():
+		case err := <-h.runErr:
+			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
+				if h.params.Listen, err = FreePort(); err != nil {
+					t.Fatal(err)
+				}
+				h.addr = h.params.Listen
+				h.writeConfig(h.params)
+				continue
+			}
+			t.Fatalf("Run returned before boot: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("gateway did not boot")
+		}
+		break
 	}
 	t.Cleanup(func() {
 		h.stop()

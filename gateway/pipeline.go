@@ -92,24 +92,51 @@ func (x *exchange) checkHost() outcome {
 // readToken verifies a session token presented in the cookie or the
 // cf-access-token header. A bad token is not an error by itself: the request
 // may still carry a valid certificate.
+//
+// A browser may send several cookies of the name (a parent domain's, set
+// with Domain=, often first), so each candidate is tried in turn, cookies
+// before the header, and the first that verifies is used; at most
+// maxTokenCandidates are checked, since each costs a signature check.
+// Tokens are verified against the newest configuration, not the one the
+// connection opened under: a signing key a reload took out of service, or a
+// certificate revoked since, stops working on open connections too.
 func (x *exchange) readToken() outcome {
-	s := x.app.snap
-	tok := x.req.Header.Cookie(s.cookieName)
-	if len(tok) == 0 {
-		tok = x.req.Header.Peek("Cf-Access-Token")
+	var cands [maxTokenCandidates][]byte
+	n := 0
+	name := x.app.snap.cookieName
+	for k, v := range x.req.Header.Cookies() {
+		if n < len(cands) && len(v) > 0 && string(k) == name {
+			cands[n] = v
+			n++
+		}
 	}
-	if len(tok) == 0 {
+	if v := x.req.Header.Peek("Cf-Access-Token"); n < len(cands) && len(v) > 0 {
+		cands[n] = v
+		n++
+	}
+	if n == 0 {
 		return proceed
 	}
-	x.token = string(tok)
-	x.claims, x.tokenErr = s.verifyToken(x.token, x.app.aud, x.now)
-	if x.claims != nil {
-		if err := x.c.srv.snap.Load().tokenCertStatus(x.claims, x.now); err != nil {
-			x.claims, x.tokenErr = nil, err
+	s := x.c.srv.snap.Load()
+	for i, tok := range cands[:n] {
+		claims, err := s.verifyToken(string(tok), x.app.aud, x.now)
+		if claims != nil {
+			err = s.tokenCertStatus(claims, x.now)
+		}
+		if err == nil {
+			x.token, x.claims, x.tokenErr = string(tok), claims, nil
+			return proceed
+		}
+		if i == 0 {
+			x.token, x.tokenErr = string(tok), err // what the log names when none verifies
 		}
 	}
 	return proceed
 }
+
+// maxTokenCandidates bounds the session tokens one request may make the
+// gateway verify.
+const maxTokenCandidates = 3
 
 // recheckRevocation: a connection's verdict was computed at its handshake;
 // revocation is checked again on every request, against the newest
@@ -164,9 +191,12 @@ func (x *exchange) mint() outcome {
 		x.assertion = x.token
 		return proceed
 	}
-	s := x.app.snap
+	s := x.app.snap // the connection's: the cookie's attributes
+	// The newest configuration signs: a key a reload took out of service
+	// signs nothing more, on open connections too.
+	cur := x.c.srv.snap.Load()
 	d := x.decision.SessionDuration
-	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) {
+	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) && ss.minted == cur {
 		x.assertion = ss.token
 		if ss.sentFor != x.host {
 			// A device that did not keep the cookie gets it once per
@@ -175,14 +205,21 @@ func (x *exchange) mint() outcome {
 		}
 		return proceed
 	}
-	tok, err := s.mintFor(x.app, &x.input, x.decision)
+	tok, exp, err := cur.mintFor(x.app, &x.input, x.decision)
 	if err != nil {
 		return x.internalError("mint token", err)
 	}
 	x.assertion = tok
 	if d > 0 {
-		x.c.session = &session{app: x.app, policy: x.decision.Policy, dur: d, token: tok, exp: x.now.Add(d)}
-		x.cookie = sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, d)
+		// exp is in whole seconds and falls short of now+d by more than a
+		// second only when the certificate expires first: a token, and its
+		// cookie, never outlive the certificate.
+		maxAge := d
+		if left := exp.Sub(x.now); left < d-time.Second {
+			maxAge = left
+		}
+		x.c.session = &session{app: x.app, policy: x.decision.Policy, dur: d, token: tok, exp: exp, minted: cur}
+		x.cookie = sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, maxAge)
 		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 	} else {
 		x.closeAfter = true
@@ -203,6 +240,7 @@ type session struct {
 	dur    time.Duration
 	token  string
 	exp    time.Time
+	minted *snapshot // the configuration whose key signed it
 	// sentFor is the host whose Set-Cookie (its Domain) carried the token
 	// in a response on this connection: a device that reaches several hosts
 	// of a wildcard site over one connection gets the cookie for each.

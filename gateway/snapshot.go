@@ -240,10 +240,11 @@ func (s *snapshot) inputLimit() int {
 
 // mintFor mints the token of an allowed request: claims from the policy
 // input (the certificate's identity, or the token's standing in for it).
-func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision) (string, error) {
+func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision) (tok string, exp time.Time, err error) {
 	claims, err := app.policy.NewClaims(s.issuer, in, d)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	return s.keys.Mint(claims)
+	tok, err = s.keys.Mint(claims)
+	return tok, time.Unix(claims.Exp, 0), err
 }

@@ -38,6 +38,9 @@ type ClaimsParams struct {
 	Policy     string        // the name of the policy that admitted the request
 	Duration   time.Duration // the session length; 0 (or less): no duration
 	Now        time.Time     // iat and nbf; policy never reads the clock
+	// NotAfter, when set, caps exp: the certificate's own expiry, so that a
+	// session token never outlives the certificate it stands in for.
+	NotAfter time.Time
 }
 
 // NewClaims returns the claims of a token to mint: aud = [p.AUD], iss, sub
@@ -45,7 +48,8 @@ type ClaimsParams struct {
 // to a second), a random 128-bit identity_nonce (hex), common_name,
 // cert_sha256 and policy. When p.Duration is 0 the token is a "no duration"
 // one: NoDuration set and exp NoDurationLifetime after iat; it is for the
-// origin only and refused when presented back.
+// origin only and refused when presented back. exp never passes
+// p.NotAfter, when set.
 //
 // The nonce comes from crypto/rand, which never fails (since Go 1.24 a
 // broken system random source aborts the program instead).
@@ -72,6 +76,9 @@ func NewClaims(p ClaimsParams) *Claims {
 		c.Exp = now + int64(NoDurationLifetime/time.Second)
 	} else {
 		c.Exp = now + int64((p.Duration+time.Second-1)/time.Second)
+	}
+	if !p.NotAfter.IsZero() && c.Exp > p.NotAfter.Unix() {
+		c.Exp = p.NotAfter.Unix()
 	}
 	return c
 }
@@ -100,6 +107,9 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 		p.CommonName, p.CertSHA256, p.CertSerial, p.CertIssuer = s.CommonName, s.CertSHA256, s.CertSerial, s.CertIssuer
 		if !s.FromToken && len(in.Cert.Path) > 0 {
 			p.CertIssuer = base64.RawURLEncoding.EncodeToString(in.Cert.Path[0].RawIssuer)
+		}
+		if !s.FromToken {
+			p.NotAfter = in.Cert.Identity.NotAfter
 		}
 	}
 	return NewClaims(p), nil
