@@ -112,7 +112,8 @@ type cfgParams struct {
 	CRLStale string
 	// Wildcard adds the application "wild" on *.wild.fleet.test (24h
 	// sessions, fleet CA) and makes it the default site for ClientHellos
-	// without SNI.
+	// without SNI, and "exact-under-wild" on exact.wild.fleet.test (fleet
+	// CA, sensor-0002 only), a name the wildcard also covers.
 	Wildcard bool
 	// Now, when set, is the gateway's clock (not part of the file).
 	Now func() time.Time
@@ -141,7 +142,7 @@ signing_key_file = "token.pem"
 [[client_cas]]
 name = "fleet"
 pem_file = "ca-chain.pem"
-associated_hostnames = ["iot.fleet.test", "svc.fleet.test", "fwd.fleet.test", "down.fleet.test"{{if .FleetOnApp}}, "app.fleet.test"{{end}}{{if .Wildcard}}, "*.wild.fleet.test"{{end}}]
+associated_hostnames = ["iot.fleet.test", "svc.fleet.test", "fwd.fleet.test", "down.fleet.test"{{if .FleetOnApp}}, "app.fleet.test"{{end}}{{if .Wildcard}}, "*.wild.fleet.test", "exact.wild.fleet.test"{{end}}]
 {{if .CRL}}crl_files = ["fleet.crl"]{{end}}
 {{with .CRLStale}}crl_stale = "{{.}}"{{end}}
 {{if .SecondCA}}
@@ -219,6 +220,18 @@ name = "fleet devices"
 decision = "non_identity"
 include = [{ valid_certificate = true }]
 {{if .Wildcard}}
+[[applications]]
+name = "exact-under-wild"
+domain = "exact.wild.fleet.test"
+origin = "{{.Origin}}"
+tls_cert_file = "server.pem"
+tls_key_file = "server-key.pem"
+
+[[applications.policies]]
+name = "sensor-0002 only"
+decision = "non_identity"
+include = [{ common_name = "sensor-0002" }]
+
 [[applications]]
 name = "wild"
 domain = "*.wild.fleet.test"

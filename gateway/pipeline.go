@@ -83,7 +83,10 @@ func (x *exchange) checkHost() outcome {
 		return x.refuse(fasthttp.StatusBadRequest, "missing Host header")
 	case sni != "" && !strings.EqualFold(host, sni):
 		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" does not match the TLS server name "+quote(sni))
-	case sni == "" && !hostCovered(site.Name, host):
+	case sni == "" && !x.c.snap.servedBy(host, site):
+		// Without SNI the connection landed on the default site; a host
+		// it covers may still belong to a more specific site, with other
+		// CAs and policies, which this handshake never consulted.
 		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" is not served on this connection")
 	}
 	return proceed
@@ -328,19 +331,6 @@ func hostWithoutPort(h []byte) string {
 		s = s[:i]
 	}
 	return strings.ToLower(strings.TrimSuffix(s, "."))
-}
-
-// hostCovered reports whether a site name (an FQDN or "*.suffix") covers
-// host, with the wildcard covering exactly one label.
-func hostCovered(site, host string) bool {
-	if strings.EqualFold(site, host) {
-		return true
-	}
-	if suffix, ok := strings.CutPrefix(site, "*."); ok {
-		label, rest, found := strings.Cut(host, ".")
-		return found && label != "" && strings.EqualFold(rest, suffix)
-	}
-	return false
 }
 
 func quote(s string) string {

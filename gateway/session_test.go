@@ -142,3 +142,43 @@ func TestSessionCookiePerHostWithoutSNI(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSNIStaysOnItsSite: a connection without SNI lands on the wildcard
+// default site; a Host that the wildcard covers but a more specific site
+// serves (other policies, possibly other CAs) is refused with 421, not
+// judged by the wildcard's policies and forwarded.
+func TestNoSNIStaysOnItsSite(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.Wildcard = true })
+	conf := h.tlsConfig("", h.pki.sensor1)
+	conf.InsecureSkipVerify = true // no SNI: the client has no name to check
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
+	if err != nil {
+		t.Fatalf("dial without SNI: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+	rc.send(request("GET", "exact.wild.fleet.test", "/"))
+	if r := rc.read("GET"); r.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("no SNI, Host of the more specific site: %d, want 421: %s", r.StatusCode, r.body)
+	}
+	rc.send(request("GET", "other.wild.fleet.test", "/"))
+	if r := rc.read("GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("no SNI, a host of the wildcard site: %d, want 200: %s", r.StatusCode, r.body)
+	}
+	// With SNI the exact site judges by its own policy: sensor-0001 is not
+	// its device.
+	conf = h.tlsConfig("exact.wild.fleet.test", h.pki.sensor1)
+	conf.InsecureSkipVerify = true // the harness's server certificate does not name it
+	dc, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
+	if err != nil {
+		t.Fatalf("dial exact.wild.fleet.test: %v", err)
+	}
+	defer dc.Close()
+	_ = dc.SetDeadline(time.Now().Add(20 * time.Second))
+	direct := &rawConn{t: t, c: dc, br: bufio.NewReader(dc)}
+	direct.send(request("GET", "exact.wild.fleet.test", "/"))
+	if r := direct.read("GET"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("SNI of the exact site, a device its policy does not admit: %d, want 403", r.StatusCode)
+	}
+}

@@ -226,6 +226,13 @@ func caPools(cas []*configs.ClientCA) (roots, inters *x509.CertPool, gen uint64)
 	return roots, inters, h.Sum64() | 1
 }
 
+// servedBy reports whether host's requests belong to site: the site SNI
+// routing would choose for host, were it the server name, is site itself.
+func (s *snapshot) servedBy(host string, site *tlsengine.Site) bool {
+	got, ok := s.sites.Lookup(host)
+	return ok && got == site
+}
+
 // verifyToken checks a presented session token for an application,
 // consulting the verified-token cache first.
 func (s *snapshot) verifyToken(tok, aud string, now time.Time) (*policy.Claims, error) {
