@@ -218,6 +218,27 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 			c.finishExchange(x, bw, start)
 			return false
 		}
+	}
+
+	// Read before the phases: forwarding strips the hop-by-hop Connection
+	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
+	wantClose := req.Header.ConnectionClose()
+	x.http10 = !req.Header.IsHTTP11()
+	if wantClose || c.srv.draining.Load() {
+		x.closeAfter = true
+	}
+	// Authorize on the header alone: a refused request's body is never read
+	// (nor 100 Continue sent), so the connection ends after the answer.
+	if x.admit() == respond {
+		if cl := req.Header.ContentLength(); cl > 0 || cl == -1 { // a length, or chunked (-2: none)
+			x.closeAfter = true
+			c.unread = true
+		}
+		c.finishExchange(x, bw, start)
+		return !x.closeAfter
+	}
+
+	if req.MayContinue() {
 		if _, err := bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
 			return false
 		}
@@ -234,11 +255,7 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	}
 	c.pipe.setDeadline(time.Time{})
 
-	// Read before the pipeline: forwarding strips the hop-by-hop Connection
-	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
-	wantClose := req.Header.ConnectionClose()
-	x.http10 = !req.Header.IsHTTP11()
-	x.pipeline()
+	x.serve()
 	if wantClose || c.srv.draining.Load() {
 		x.closeAfter = true
 	}

@@ -156,6 +156,43 @@ func TestDeviceAskedToClose(t *testing.T) {
 	})
 }
 
+// TestRefusedBeforeBody: a request the gateway refuses is refused on its
+// header: no 100 Continue, its body never read or forwarded, and the
+// connection ends after the answer (its unread body cannot be framed).
+func TestRefusedBeforeBody(t *testing.T) {
+	h := newHarness(t)
+	body := strings.Repeat("b", 1000)
+	for _, tc := range []struct{ name, req string }{
+		{"Expect: 100-continue", "POST /up HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"},
+		{"body sent at once", "POST /up HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 1000\r\n\r\n" + body},
+		{"chunked body", "POST /up HTTP/1.1\r\nHost: " + hApp + "\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + body + "\r\n0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t, hApp, nil) // no certificate: the policies refuse it
+			c.send(tc.req)
+			r := c.read("POST")
+			if r.StatusCode != http.StatusForbidden {
+				t.Fatalf("first answer %d, want 403 before any 100 Continue: %s", r.StatusCode, r.body)
+			}
+			if !r.Close {
+				t.Errorf("a refusal with an unread body must close the connection")
+			}
+			c.finish()
+		})
+	}
+	t.Run("no body: the connection stays", func(t *testing.T) {
+		c := h.dial(t, hApp, nil)
+		c.send(request("GET", hApp, "/"))
+		if r := c.read("GET"); r.StatusCode != http.StatusForbidden || r.Close {
+			t.Fatalf("status %d, close %v: a refused GET keeps the connection", r.StatusCode, r.Close)
+		}
+		c.send(request("GET", hApp, "/cdn-cgi/access/certs"))
+		if r := c.read("GET"); r.StatusCode != http.StatusOK {
+			t.Fatalf("the next request on the connection: %d", r.StatusCode)
+		}
+	})
+}
+
 func TestExpectContinue(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)

@@ -48,25 +48,36 @@ const (
 	respond                // the response is complete: send it
 )
 
-// pipeline runs one request through the phases in order: revocation re-check,
-// host check, token,
-// Access endpoints, policy decision, token minting, forwarding. Each phase
-// either lets the request go on or completes the response.
-func (x *exchange) pipeline() {
-	phases := [...]func(*exchange) outcome{
+// admit runs the phases that need only the request's header, in order:
+// revocation re-check, host check, token, Access endpoints, policy
+// decision. It reports respond when one of them completed the response (a
+// refusal, or an endpoint's answer): then the body is never read. serveOne
+// runs it before reading the body or sending 100 Continue, so a device the
+// gateway refuses cannot make it read and buffer a body.
+func (x *exchange) admit() outcome {
+	return x.run(
 		(*exchange).recheckRevocation,
 		(*exchange).checkHost,
 		(*exchange).readToken,
 		(*exchange).accessEndpoints,
 		(*exchange).decide,
-		(*exchange).mint,
-		(*exchange).forward,
-	}
+	)
+}
+
+// serve runs the phases of an admitted request, once its body is read:
+// token minting, forwarding.
+func (x *exchange) serve() {
+	x.run((*exchange).mint, (*exchange).forward)
+}
+
+// run runs phases in order until one completes the response.
+func (x *exchange) run(phases ...func(*exchange) outcome) outcome {
 	for _, phase := range phases {
 		if phase(x) == respond {
-			return
+			return respond
 		}
 	}
+	return proceed
 }
 
 // checkHost refuses a request whose Host differs from the name the
