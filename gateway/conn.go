@@ -317,7 +317,9 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 			// shutdown): the response and close_notify go out in one write.
 			c.tc.Cork()
 		}
-		out = int64(len(x.resp.Body()))
+		if !x.resp.SkipBody {
+			out = int64(len(x.resp.Body())) // a HEAD's answer sends none
+		}
 		err = x.resp.Write(bw)
 		if err == nil {
 			err = bw.Flush()

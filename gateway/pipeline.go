@@ -292,6 +292,18 @@ func (x *exchange) forward() outcome {
 		x.resp.Reset()
 		return x.fail(status, "origin "+strings.ReplaceAll(kind, "_", " "))
 	}
+	if x.resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		// The device's Upgrade never reached the origin (hop-by-hop): an
+		// origin that switches anyway speaks something the gateway cannot
+		// relay.
+		x.originKind = "bad_response"
+		x.c.srv.log.Warn("origin request failed", "app", x.app.name, "origin", x.app.originURL, "kind", x.originKind, "err", "101 Switching Protocols to a request without Upgrade")
+		x.resp.Reset()
+		return x.fail(fasthttp.StatusBadGateway, "origin switched protocols")
+	}
+	// The origin's headers as sent: fasthttp would add a Content-Type to a
+	// response that has none.
+	x.resp.Header.SetNoDefaultContentType(true)
 	cleanOriginResponse(x.resp)
 	if x.cookie != "" {
 		x.resp.Header.Add("Set-Cookie", x.cookie)
