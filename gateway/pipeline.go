@@ -137,6 +137,9 @@ func (x *exchange) readToken() outcome {
 		if claims != nil {
 			err = s.tokenCertStatus(claims, x.now)
 		}
+		if err == nil && !x.app.trustsRoot(claims.CertRoot) {
+			err = errTokenUntrustedRoot
+		}
 		if err == nil {
 			x.token, x.claims, x.tokenErr = string(tok), claims, nil
 			return proceed
@@ -367,6 +370,10 @@ func quote(s string) string {
 		return r
 	}, s) + `"`
 }
+
+// errTokenUntrustedRoot refuses a session token whose certificate chained
+// to a root the application no longer trusts.
+var errTokenUntrustedRoot = errors.New("certificate authority no longer trusted for this application")
 
 // errTokenRevoked refuses a session token whose certificate was revoked
 // after the token was minted.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -60,6 +61,21 @@ type application struct {
 	originURL         string
 	forwardClientCert bool
 	serviceAuth401    bool
+	// roots are the hex SHA-256s of the roots of the CAs associated with
+	// the application's domain: a session token whose certificate chained
+	// to another root (a CA since removed) is refused here.
+	roots map[string]struct{}
+}
+
+// trustsRoot reports whether a token's cert_root is one of the
+// application's roots; a token without one (minted before the claim
+// existed) is judged by its signature, expiry and revocation alone.
+func (a *application) trustsRoot(root string) bool {
+	if root == "" {
+		return true
+	}
+	_, ok := a.roots[root]
+	return ok
 }
 
 // buildSnapshot provisions a snapshot from a validated configuration. old,
@@ -116,6 +132,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 			originURL:         ca.Origin.String(),
 			forwardClientCert: ca.ForwardClientCert,
 			serviceAuth401:    ca.ServiceAuth401,
+			roots:             rootSums(ca.ClientCAs),
 		}
 		if c, ok := oldClients[app.originURL]; ok && sameOriginOptions(old.cfg, cfg) {
 			app.origin = c
@@ -202,6 +219,18 @@ func (s *snapshot) tokenCertStatus(c *policy.Claims, now time.Time) error {
 		return errTokenRevocationUnknown
 	}
 	return nil
+}
+
+// rootSums returns the hex SHA-256s of the CAs' roots.
+func rootSums(cas []*configs.ClientCA) map[string]struct{} {
+	sums := make(map[string]struct{})
+	for _, ca := range cas {
+		for _, c := range ca.Roots {
+			sum := sha256.Sum256(c.Raw)
+			sums[hex.EncodeToString(sum[:])] = struct{}{}
+		}
+	}
+	return sums
 }
 
 // caPools builds a site's client-CA pools. The generation is a hash of the

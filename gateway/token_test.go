@@ -174,3 +174,28 @@ func TestSessionTokenCappedAtCertificateExpiry(t *testing.T) {
 		t.Fatalf("cookie %v: Max-Age must end with the certificate (at most 3600)", cookie)
 	}
 }
+
+// TestTokenOfRemovedCARefused: once a reload takes a CA away from an
+// application, a session token minted for one of that CA's devices no
+// longer opens it, on a new connection without a certificate.
+func TestTokenOfRemovedCARefused(t *testing.T) {
+	h := newHarness(t)
+	tok := sessionToken(t, h, h.pki.sensor1)
+	use := func() *response {
+		rc := h.dial(t, hApp, nil)
+		rc.send(request("GET", hApp, "/", "Cookie: CF_Authorization="+tok))
+		return rc.read("GET")
+	}
+	if r := use(); r.StatusCode != http.StatusOK {
+		t.Fatalf("before the reload: %d: %s", r.StatusCode, r.body)
+	}
+	np := h.params
+	np.FleetOnApp, np.SecondCA = false, true // app.fleet.test now trusts only the second CA
+	h.writeConfig(np)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if r := use(); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "no longer trusted") {
+		t.Fatalf("after the CA was removed: %d %q, want 403 naming the CA", r.StatusCode, r.body)
+	}
+}

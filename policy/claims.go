@@ -18,6 +18,10 @@ type Claims struct {
 	// session token dies with its certificate when a CRL revokes it.
 	CertSerial string `json:"cert_serial,omitempty"`
 	CertIssuer string `json:"cert_issuer,omitempty"`
+	// CertRoot is the lower-case hex SHA-256 of the root the certificate's
+	// verified chain ended at, so that a session token stops working where
+	// that root is no longer trusted (a CA removed from the application).
+	CertRoot string `json:"cert_root,omitempty"`
 	// Policy names the policy that admitted the request that minted the token.
 	Policy string `json:"policy,omitempty"`
 	// NoDuration marks a token minted for one request only: it goes to the

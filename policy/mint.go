@@ -35,6 +35,7 @@ type ClaimsParams struct {
 	CertSHA256 string
 	CertSerial string        // lower-case hex
 	CertIssuer string        // the leaf's issuer name, DER, base64url
+	CertRoot   string        // hex SHA-256 of the verified chain's root
 	Policy     string        // the name of the policy that admitted the request
 	Duration   time.Duration // the session length; 0 (or less): no duration
 	Now        time.Time     // iat and nbf; policy never reads the clock
@@ -69,6 +70,7 @@ func NewClaims(p ClaimsParams) *Claims {
 		CertSHA256:    p.CertSHA256,
 		CertSerial:    p.CertSerial,
 		CertIssuer:    p.CertIssuer,
+		CertRoot:      p.CertRoot,
 		Policy:        p.Policy,
 	}
 	if p.Duration <= 0 {
@@ -104,11 +106,12 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 	}
 	p := ClaimsParams{AUD: a.AUD, Issuer: issuer, Policy: d.Policy, Duration: d.SessionDuration, Now: in.Now}
 	if s, ok := in.Subject(); ok {
-		p.CommonName, p.CertSHA256, p.CertSerial, p.CertIssuer = s.CommonName, s.CertSHA256, s.CertSerial, s.CertIssuer
-		if !s.FromToken && len(in.Cert.Path) > 0 {
-			p.CertIssuer = base64.RawURLEncoding.EncodeToString(in.Cert.Path[0].RawIssuer)
-		}
+		p.CommonName, p.CertSHA256, p.CertSerial, p.CertIssuer, p.CertRoot = s.CommonName, s.CertSHA256, s.CertSerial, s.CertIssuer, s.CertRoot
 		if !s.FromToken {
+			if path := in.Cert.Path; len(path) > 0 {
+				p.CertIssuer = base64.RawURLEncoding.EncodeToString(path[0].RawIssuer)
+				p.CertRoot = hex.EncodeToString(path[len(path)-1].SHA256[:])
+			}
 			p.NotAfter = in.Cert.Identity.NotAfter
 		}
 	}

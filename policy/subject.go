@@ -11,6 +11,7 @@ type Subject struct {
 	// identity comes from a token; NewClaims takes it from the verdict's
 	// path otherwise (Subject itself never allocates).
 	CertIssuer string
+	CertRoot   string // from a token: the root its certificate chained to (hex SHA-256)
 	// FromToken is true when the identity comes from a token that stands in
 	// for a certificate not presented on this request.
 	FromToken bool
@@ -35,7 +36,7 @@ func (in *Input) Subject() (Subject, bool) {
 		return Subject{CommonName: c.Identity.CommonName, CertSHA256: c.Identity.SHA256, CertSerial: c.Identity.SerialHex}, true
 	}
 	if t := in.Token; t != nil && !t.NoDuration && t.CertSHA256 != "" {
-		return Subject{CommonName: t.CommonName, CertSHA256: t.CertSHA256, CertSerial: t.CertSerial, CertIssuer: t.CertIssuer, FromToken: true}, true
+		return Subject{CommonName: t.CommonName, CertSHA256: t.CertSHA256, CertSerial: t.CertSerial, CertIssuer: t.CertIssuer, CertRoot: t.CertRoot, FromToken: true}, true
 	}
 	return Subject{}, false
 }
