@@ -297,6 +297,11 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	if x.resp.IsBodyStream() {
 		body = x.settleBody()
 	}
+	if body != nil && x.http10 && x.resp.Header.ContentLength() < 0 {
+		// HTTP/1.0 has no chunked coding: a body of unknown length is
+		// delimited by closing the connection (writeStreamed).
+		x.closeAfter = true
+	}
 	if x.closeAfter {
 		x.resp.SetConnectionClose()
 	} else if x.http10 {

@@ -87,3 +87,42 @@ func TestHeadRefusalLogsNoBody(t *testing.T) {
 		t.Fatal("no access log line for the HEAD")
 	}
 }
+
+// TestHTTP10StreamedBodyUnframed: HTTP/1.0 has no chunked coding, so a
+// streamed body of unknown length goes to an HTTP/1.0 device unframed and
+// the connection closes after it; an HTTP/1.1 device gets it chunked.
+func TestHTTP10StreamedBodyUnframed(t *testing.T) {
+	o := startFaultOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.URL })
+	const n = 1 << 20 // past what the gateway buffers: streamed
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send("GET /chunked?n=1048576 HTTP/1.0\r\nHost: " + hApp + "\r\nConnection: keep-alive\r\n\r\n")
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET", ProtoMajor: 1, ProtoMinor: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if len(resp.TransferEncoding) != 0 || resp.Header.Get("Transfer-Encoding") != "" {
+		t.Fatalf("an HTTP/1.0 device got Transfer-Encoding %v", resp.TransferEncoding)
+	}
+	if !resp.Close {
+		t.Errorf("a close-delimited body must come with Connection: close")
+	}
+	if _, err := checkPattern(resp.Body, n); err != nil {
+		t.Fatalf("body: %v", err)
+	}
+
+	c11 := h.dial(t, hApp, h.pki.sensor1)
+	c11.send(request("GET", hApp, "/chunked?n=1048576"))
+	resp11, err := http.ReadResponse(c11.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp11.Body.Close()
+	if len(resp11.TransferEncoding) != 1 || resp11.TransferEncoding[0] != "chunked" || resp11.Close {
+		t.Fatalf("HTTP/1.1: transfer encoding %v, close %v; want chunked and kept", resp11.TransferEncoding, resp11.Close)
+	}
+	if _, err := checkPattern(resp11.Body, n); err != nil {
+		t.Fatalf("body: %v", err)
+	}
+}

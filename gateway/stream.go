@@ -110,16 +110,22 @@ func (x *exchange) originBodyFailed(err error) {
 
 // writeStreamed writes the response header, then the body as it comes from
 // the origin: with the origin's Content-Length, or chunked when the origin
-// sent none. It returns the body bytes written. An error means the response
+// sent none (to an HTTP/1.0 device: unframed, ended by the close). It returns the body bytes written. An error means the response
 // is incomplete and the connection must close.
 func (x *exchange) writeStreamed(bw *bufio.Writer, b *streamedBody) (sent int64, err error) {
 	defer prefixPool.Put(b.bp)
 	h := &x.resp.Header
 	cl := h.ContentLength()
-	chunked := cl < 0
-	if chunked {
+	chunked := cl < 0 && !x.http10
+	switch {
+	case chunked:
 		h.SetContentLength(-1) // also a body that ran until the origin closed
-	} else {
+	case cl < 0:
+		// An HTTP/1.0 device: the body ends when the connection closes
+		// (finishExchange set closeAfter).
+		h.SetContentLength(-2)
+		h.Del(fasthttp.HeaderTransferEncoding)
+	default:
 		h.SetContentLength(cl)
 	}
 	if err := h.Write(bw); err != nil {
