@@ -195,6 +195,12 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 		c.finishExchange(x, bw, start)
 		return false
 	}
+	if refusedMethod(req) { // CONNECT, TRACE: never forwarded (framing.go)
+		c.unread = true
+		x.refuseMethod() // 405 with Allow; the connection closes
+		c.finishExchange(x, bw, start)
+		return false
+	}
 	if why := framingError(req); why != "" {
 		// Never forwarded: the origin could frame it differently.
 		x.closeAfter = true

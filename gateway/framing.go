@@ -16,7 +16,11 @@ package gateway
 //     "identity": it reads no body and parses the body as the next request);
 //   - a header field name that is not an RFC 9110 token ("X A");
 //   - an absolute-form request target whose authority differs from Host (the
-//     Host check would pass on one name and the origin receive another).
+//     Host check would pass on one name and the origin receive another);
+//   - the CONNECT and TRACE methods (refusedMethod): a gateway to one
+//     origin is no tunnel, and TRACE would echo the minted assertion and
+//     the forwarded client certificate back to the device. These deserve
+//     405 rather than 400: the caller asks refusedMethod first.
 //
 // These are checks over bytes fasthttp already holds, not a second parser.
 
@@ -69,6 +73,9 @@ func awaitHeader(br *bufio.Reader) error {
 // still be refused with 400, or "" when its framing is sound.
 func framingError(req *fasthttp.Request) string {
 	h := &req.Header
+	if refusedMethod(req) {
+		return "method not allowed"
+	}
 	raw := h.RawHeaders()
 	var sawCL, sawTE bool
 	for len(raw) > 0 {
@@ -109,6 +116,30 @@ func framingError(req *fasthttp.Request) string {
 		}
 	}
 	return ""
+}
+
+// refusedMethod reports whether the request's method is one the gateway
+// never forwards, whatever the policy: CONNECT (fasthttp would send
+// "CONNECT /app.fleet.test:443" to the origin and relay its answer as if a
+// tunnel were open) and TRACE (the origin echoes the request, and with it
+// the Cf-Access-Jwt-Assertion and client-certificate headers the gateway
+// added). Methods are case-sensitive, but an origin may not treat them so:
+// "connect" and "trace" are refused too. The answer is 405 Method Not
+// Allowed, and the connection closes: what follows a CONNECT is not HTTP.
+func refusedMethod(req *fasthttp.Request) bool {
+	m := req.Header.Method()
+	return bytes.EqualFold(m, []byte(fasthttp.MethodConnect)) || bytes.EqualFold(m, []byte(fasthttp.MethodTrace))
+}
+
+// refuseMethod answers a request refusedMethod refused: 405 with an Allow
+// header (RFC 9110 section 15.5.6 requires one) naming the usual methods
+// (any other but CONNECT and TRACE is the origin's to accept or refuse),
+// and the connection closes.
+func (x *exchange) refuseMethod() outcome {
+	x.closeAfter = true
+	o := x.refuse(fasthttp.StatusMethodNotAllowed, "method not allowed")
+	x.resp.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+	return o
 }
 
 // validHost reports whether a Host value is uri-host [":" port] (RFC 9110

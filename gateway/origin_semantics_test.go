@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // startRawOrigin answers every request with answer(path), as raw bytes,
@@ -74,17 +75,19 @@ func TestHeadRefusalLogsNoBody(t *testing.T) {
 	if r := c.read("HEAD"); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("status %d", r.StatusCode)
 	}
-	var found bool
-	for _, l := range h.accessLines(t) {
-		if l["method"] == "HEAD" {
-			found = true
-			if l["bytes_out"] != float64(0) {
-				t.Errorf("HEAD logged bytes_out %v, want 0", l["bytes_out"])
+	// The line is written just after the answer: wait for it.
+	var line map[string]any
+	waitFor(t, "the HEAD's access log line", 5*time.Second, func() bool {
+		for _, l := range h.accessLines(t) {
+			if l["method"] == "HEAD" {
+				line = l
+				return true
 			}
 		}
-	}
-	if !found {
-		t.Fatal("no access log line for the HEAD")
+		return false
+	})
+	if line["bytes_out"] != float64(0) {
+		t.Errorf("HEAD logged bytes_out %v, want 0", line["bytes_out"])
 	}
 }
 

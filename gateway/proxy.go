@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,7 +22,10 @@ import (
 // spoofableHeaders are removed from every client request before it is
 // forwarded: the gateway is their only author, so a device must never be able
 // to pre-set them (a forged assertion or client-cert header would be trusted
-// by the origin).
+// by the origin). spoofablePrefixes extends the list to whole families:
+// every Cf-* (Cloudflare's), X-Forwarded-* (X-Forwarded-Client-Cert,
+// X-Forwarded-Port…) and the TLS-terminator headers (X-Ssl-Client-Verify,
+// Ssl-Client-Cert…) that origins read as the proxy's word.
 var spoofableHeaders = []string{
 	"Cf-Access-Jwt-Assertion",
 	"Cf-Access-Token",
@@ -30,13 +35,25 @@ var spoofableHeaders = []string{
 	"Cf-Client-Cert-Sha256",
 	"Client-Cert",
 	"Client-Cert-Chain",
+	"X-Client-Cert",
 	"Cf-Connecting-Ip",
 	"X-Forwarded-For",
 	"X-Forwarded-Proto",
 	"X-Forwarded-Host",
 	"X-Real-Ip",
+	"True-Client-Ip",
+	"X-Client-Ip",
 	"Forwarded",
 }
+
+// spoofablePrefixes are the lower-case name prefixes of spoofable headers,
+// by first byte (strippedName compares only those that can match).
+var spoofablePrefixes = func() (t [256][]string) {
+	for _, p := range []string{"cf-", "x-forwarded-", "x-ssl-", "ssl-client-"} {
+		t[p[0]] = append(t[p[0]], p)
+	}
+	return t
+}()
 
 // hopByHopHeaders apply to one connection only (RFC 9110 section 7.6.1) and
 // are not forwarded in either direction.
@@ -75,8 +92,7 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 	connect := opt.ConnectTimeout
 	hc := &fasthttp.HostClient{
 		Addr:                          addr,
-		Name:                          "fleetgate",
-		NoDefaultUserAgentHeader:      true,
+		NoDefaultUserAgentHeader:      true, // and no Name: a device's missing User-Agent stays missing
 		IsTLS:                         isTLS,
 		MaxConns:                      opt.MaxConns,
 		ReadTimeout:                   opt.Timeout,
@@ -121,26 +137,41 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		// refused Transfer-Encoding on HTTP/1.0).
 		h.SetProtocol("HTTP/1.1")
 	}
+	// The origin gets the Host the device sent, which the gateway checked
+	// against the SNI: without UseHostHeader, fasthttp writes the host of its
+	// own parse of the target instead (see pinTarget).
+	req.UseHostHeader = true
 	if t := h.RequestURI(); len(t) > 0 && t[0] != '/' && string(t) != "*" {
 		// An absolute-form target (its authority is the Host, framingError
 		// checked) goes to the origin in origin form: the device's scheme is
 		// not the origin's, and fasthttp would refuse to send https:// to an
-		// http origin.
-		req.SetRequestURI(string(req.URI().RequestURI()))
+		// http origin. Its path and query go byte for byte, as an
+		// origin-form target's do: URI().RequestURI() would normalise the
+		// path ("/abs/%2e%2e/x" becoming "/x"), and the origin would be
+		// asked for another path than the one the device asked for.
+		u := req.URI()
+		bp := certBufPool.Get().(*[]byte)
+		b := (*bp)[:0]
+		if p := u.PathOriginal(); len(p) > 0 {
+			b = append(b, p...)
+		} else {
+			b = append(b, '/')
+		}
+		if q := u.QueryString(); len(q) > 0 {
+			b = append(append(b, '?'), q...)
+		}
+		req.SetRequestURIBytes(b) // fasthttp copies it; the URI is parsed again
+		*bp = b
+		certBufPool.Put(bp)
+	}
+	if t := h.RequestURI(); len(t) > 1 && t[0] == '/' && t[1] == '/' {
+		pinTarget(req, t)
 	}
 	if carriesStripped(h) {
-		for _, name := range connectionTokens(h.Peek("Connection")) {
-			h.Del(name)
-		}
-		for _, name := range hopByHopHeaders {
-			h.Del(name)
-		}
-		for _, name := range spoofableHeaders {
-			h.Del(name)
-		}
-		// The gateway answered the expectation itself (100 Continue) and has
-		// the whole body: the origin must not be asked to answer it again.
-		h.Del("Expect")
+		// The gateway answers an expectation itself (100 Continue) and has
+		// the whole body: the origin must not be asked to answer it again,
+		// so Expect goes with the hop-by-hop and spoofable headers.
+		stripRequestHeaders(h)
 	}
 	if f.CookieName != "" {
 		h.DelCookie(f.CookieName)
@@ -168,43 +199,141 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	}
 }
 
+// pinTarget sets the path and query of req's URI, which the origin client
+// writes in the request line, to those of the origin-form target t, which
+// starts with "//". fasthttp parses such a target as a network-path
+// reference when it contains "://": "//evil.example/x://y" would reach the
+// origin as "/x://y" with Host: evil.example. Like any origin-form target,
+// t goes as it came, less a fragment.
+func pinTarget(req *fasthttp.Request, t []byte) {
+	if i := bytes.IndexByte(t, '#'); i >= 0 {
+		t = t[:i]
+	}
+	path, query, _ := bytes.Cut(t, []byte{'?'})
+	u := req.URI()
+	u.SetPathBytes(path) // both copy
+	u.SetQueryStringBytes(query)
+}
+
 // certBufPool holds the buffers the client certificate is base64-encoded
 // into for the origin's headers.
 var certBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
-// strippedHeaders are the lower-case names originRequest deletes.
-var strippedHeaders = func() map[string]bool {
-	m := map[string]bool{"expect": true}
-	for _, list := range [][]string{hopByHopHeaders, spoofableHeaders} {
+// strippedHeaders are the lower-case names originRequest deletes, besides
+// those that start with one of spoofablePrefixes or contain '_', indexed by
+// length (a comparison or two per field is cheaper than hashing it).
+var strippedHeaders = func() (t [33][]string) {
+	for _, list := range [][]string{{"Expect"}, hopByHopHeaders, spoofableHeaders} {
 		for _, name := range list {
-			m[strings.ToLower(name)] = true
+			name = strings.ToLower(name)
+			if len(name) >= len(t) {
+				panic("gateway: a stripped header name is longer than 32 bytes")
+			}
+			if !slices.Contains(t[len(name)], name) {
+				t[len(name)] = append(t[len(name)], name)
+			}
 		}
 	}
-	return m
+	return t
 }()
 
-// carriesStripped reports whether the request has any header originRequest
-// deletes (a Connection header included, which names the others): most
-// device requests have none, and one pass over their few headers is much
-// cheaper than two dozen deletions that find nothing.
-func carriesStripped(h *fasthttp.RequestHeader) bool {
-	var lower [32]byte
-	for k := range h.All() {
-		if len(k) > len(lower) {
-			continue // longer than every stripped name
+// strippedName reports whether originRequest deletes a request header
+// field of this name (any case):
+//
+//   - a name with '_': origins that map fields to CGI-style variables
+//     (HTTP_CF_ACCESS_JWT_ASSERTION) read Cf_Access_Jwt_Assertion as the
+//     gateway's own Cf-Access-Jwt-Assertion. Like nginx's default
+//     (underscores_in_headers off), such fields are dropped, never refused;
+//   - a spoofable name or family (spoofableHeaders, spoofablePrefixes);
+//   - a hop-by-hop name, Connection included (it nominates others), and
+//     Expect.
+func strippedName(k []byte) bool {
+	var lower [32]byte // longer than every name and prefix compared below
+	for i, c := range k {
+		switch {
+		case c == '_':
+			return true
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
 		}
-		for i, c := range k {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
+		if i < len(lower) {
 			lower[i] = c
 		}
-		if strippedHeaders[string(lower[:len(k)])] {
+	}
+	l := lower[:min(len(k), len(lower))]
+	if len(l) > 0 {
+		for _, p := range spoofablePrefixes[l[0]] {
+			if len(l) > len(p) && string(l[:len(p)]) == p {
+				return true
+			}
+		}
+	}
+	if len(k) >= len(strippedHeaders) {
+		return false
+	}
+	for _, name := range strippedHeaders[len(k)] {
+		if string(l) == name {
 			return true
 		}
 	}
 	return false
 }
+
+// carriesStripped reports whether the request has any header originRequest
+// deletes (a Connection header included, which names the others; a
+// trailer section shows as the Trailer field): most device requests have
+// none, and one pass over their few headers, with no allocation, is much
+// cheaper than collecting names and deleting them.
+func carriesStripped(h *fasthttp.RequestHeader) bool {
+	for k := range h.All() {
+		if strippedName(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripRequestHeaders deletes every field strippedName names, in the
+// header and the trailer section, and every field a Connection header
+// nominates, whichever of several Connection headers names it. The names
+// are collected first (deleting while iterating is undefined in fasthttp).
+func stripRequestHeaders(h *fasthttp.RequestHeader) {
+	bp := namesPool.Get().(*[]byte)
+	names := (*bp)[:0]
+	for k, v := range h.All() {
+		if bytes.EqualFold(k, strConnection) {
+			names = appendConnectionTokens(names, v)
+		}
+		if strippedName(k) {
+			names = append(append(names, k...), '\n')
+		}
+	}
+	for k := range h.Trailers() {
+		if strippedName(k) {
+			names = append(append(names, k...), '\n')
+		}
+	}
+	for rest := names; len(rest) > 0; {
+		var name []byte
+		name, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		h.DelBytes(name) // copies name before it deletes
+	}
+	putNames(bp, names)
+}
+
+// namesPool holds the buffers of header names to delete, each followed by
+// '\n' (which no field name contains).
+var namesPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+func putNames(bp *[]byte, names []byte) {
+	if cap(names) > 16<<10 {
+		return // an outsized request's buffer is not kept
+	}
+	*bp = names
+	namesPool.Put(bp)
+}
+
+var strConnection = []byte("Connection")
 
 // forwardInfo is what originRequest adds to a request.
 type forwardInfo struct {
@@ -215,34 +344,53 @@ type forwardInfo struct {
 	ClientCert *verdict.Identity // non-nil when the application forwards certificates
 }
 
-// connectionTokens lists the header names a Connection header marks as
-// hop-by-hop (besides the keep-alive and close options).
-func connectionTokens(v []byte) []string {
-	if len(v) == 0 {
-		return nil
-	}
-	var out []string
-	for _, tok := range strings.Split(string(v), ",") {
-		tok = strings.TrimSpace(tok)
-		if tok == "" || strings.EqualFold(tok, "close") || strings.EqualFold(tok, "keep-alive") {
+// appendConnectionTokens appends to names, each followed by '\n', the
+// header names a Connection header value marks as hop-by-hop: every
+// token but the keep-alive and close options, and but the framing fields
+// and Host. A Connection header may not nominate those (RFC 9110 section
+// 7.6.1: they are meant for every recipient); in fasthttp the header is
+// the framing, so deleting Content-Length or Transfer-Encoding would
+// reframe the message (a response with "Connection: Content-Length" would
+// go to the device as "Content-Length: 0" followed by its body).
+func appendConnectionTokens(names, v []byte) []byte {
+	for len(v) > 0 {
+		var tok []byte
+		tok, v, _ = bytes.Cut(v, []byte{','})
+		tok = bytes.TrimSpace(tok)
+		if len(tok) == 0 || bytes.IndexByte(tok, '\n') >= 0 {
 			continue
 		}
-		out = append(out, tok)
+		switch {
+		case bytes.EqualFold(tok, []byte("close")), bytes.EqualFold(tok, []byte("keep-alive")),
+			bytes.EqualFold(tok, []byte("Content-Length")), bytes.EqualFold(tok, []byte("Transfer-Encoding")),
+			bytes.EqualFold(tok, []byte("Host")):
+			continue
+		}
+		names = append(append(names, tok...), '\n')
 	}
-	return out
+	return names
 }
 
-// cleanOriginResponse removes hop-by-hop headers from the origin's response
-// before it goes to the device.
+// cleanOriginResponse removes hop-by-hop headers from the origin's
+// response before it goes to the device: those the origin's Connection
+// headers (all of them) nominate, then the hop-by-hop list with the
+// Connection header itself. The device's Connection header is the
+// gateway's alone (finishExchange): the origin's "keep-alive, X-Internal"
+// or "Upgrade" describes the origin connection, not the device's.
 func cleanOriginResponse(resp *fasthttp.Response) {
 	h := &resp.Header
-	for _, name := range connectionTokens(h.Peek("Connection")) {
-		h.Del(name)
+	bp := namesPool.Get().(*[]byte)
+	names := (*bp)[:0]
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		names = appendConnectionTokens(names, v)
 	}
+	for rest := names; len(rest) > 0; {
+		var name []byte
+		name, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		h.DelBytes(name)
+	}
+	putNames(bp, names)
 	for _, name := range hopByHopHeaders {
-		if name == "Connection" {
-			continue // fasthttp manages the response's own Connection header
-		}
 		h.Del(name)
 	}
 	h.ResetConnectionClose()
