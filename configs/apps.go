@@ -56,6 +56,9 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		} else {
 			app.Origin = u
 		}
+		if fa.OriginCAFile != "" {
+			app.OriginCAs, app.OriginCAsSum = l.originCAs(key("origin_ca_file"), fa.OriginCAFile, app.Origin)
+		}
 
 		app.SessionDuration = time.Duration(fa.SessionDuration)
 		l.checkSession(key("session_duration"), app.SessionDuration)

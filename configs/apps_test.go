@@ -2,6 +2,7 @@ package configs
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,3 +108,37 @@ func TestApplicationErrors(t *testing.T) {
 
 // deriveTelemetryAUD is the AUD derived for base's application.
 var deriveTelemetryAUD = policy.DeriveAUD("telemetry")
+
+// TestOriginCAFile: origin_ca_file gives an https origin its own roots; it
+// is refused on an http origin, and a file without a certificate is refused.
+func TestOriginCAFile(t *testing.T) {
+	withCA := func(origin, file string) string {
+		return strings.Replace(base, `origin = "http://127.0.0.1:9000"`,
+			`origin = "`+origin+`"`+"\n"+`origin_ca_file = "`+file+`"`, 1)
+	}
+	cfg, err := parseIn(t, withCA("https://127.0.0.1:9443", "pki/ca-chain.pem"))
+	if err != nil {
+		t.Fatalf("https origin with origin_ca_file: %v", err)
+	}
+	if a := cfg.Applications[0]; a.OriginCAs == nil || a.OriginCAsSum == [32]byte{} {
+		t.Fatal("origin_ca_file loaded no roots")
+	}
+	for _, tc := range []struct{ name, src, want string }{
+		{"http origin", withCA("http://127.0.0.1:9000", "pki/ca-chain.pem"),
+			`fleetgate.toml:13: applications[0].origin_ca_file: needs an https origin: http://127.0.0.1:9000 has no certificate to verify`},
+		{"a key, not certificates", withCA("https://127.0.0.1:9443", "keys/token.pem"),
+			`fleetgate.toml:13: applications[0].origin_ca_file: keys/token.pem holds a `},
+		{"missing file", withCA("https://127.0.0.1:9443", "pki/none.pem"),
+			`fleetgate.toml:13: applications[0].origin_ca_file: `},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseIn(t, tc.src)
+			if err == nil {
+				t.Fatal("loaded")
+			}
+			if got := strings.Join(problems(t, err), "\n"); !strings.Contains(got, tc.want) {
+				t.Errorf("problems:\n%s\nwant one starting %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -301,4 +302,45 @@ func (l *loader) serverCertificate(path string, fa *fileApplication, domain stri
 		}
 	}
 	return cert, true
+}
+
+// originCAs reads an application's origin_ca_file: the PEM certificates
+// that an https origin's certificate must chain to. It refuses a file
+// without a certificate, a PEM block of another type, and an http origin
+// (whose connections have no certificate to verify).
+func (l *loader) originCAs(path, name string, origin *url.URL) (*x509.CertPool, [32]byte) {
+	var sum [32]byte
+	if origin != nil && origin.Scheme != "https" {
+		l.errorf(path, "needs an https origin: %s has no certificate to verify", origin)
+		return nil, sum
+	}
+	data, ok := l.readFile(path, name)
+	if !ok {
+		return nil, sum
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			l.errorf(path, "%s holds a %q PEM block: only CERTIFICATE blocks belong in origin_ca_file", name, block.Type)
+			return nil, sum
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			l.errorf(path, "%s: certificate %d: %v", name, n+1, err)
+			return nil, sum
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		l.errorf(path, "%s holds no PEM certificate", name)
+		return nil, sum
+	}
+	return pool, sha256.Sum256(data)
 }

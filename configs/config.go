@@ -193,6 +193,13 @@ type Application struct {
 	policy.Application
 	// Origin is scheme://host[:port] of the upstream (http or https).
 	Origin *url.URL
+	// OriginCAs, from origin_ca_file (PEM certificates), are the roots an
+	// https origin's certificate is verified against instead of the
+	// system's (nginx's proxy_ssl_trusted_certificate); nil: the system's.
+	OriginCAs *x509.CertPool
+	// OriginCAsSum is the SHA-256 of origin_ca_file's contents: a reload
+	// that changes the file gets a new origin client.
+	OriginCAsSum [32]byte
 	// Certificate is the gateway's server certificate for Domain, with its
 	// chain as in tls_cert_file and Leaf set.
 	Certificate tls.Certificate

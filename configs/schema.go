@@ -67,6 +67,7 @@ type fileApplication struct {
 	Name              string       `toml:"name"`
 	Domain            string       `toml:"domain"`
 	Origin            string       `toml:"origin"`
+	OriginCAFile      string       `toml:"origin_ca_file"`
 	TLSCertFile       string       `toml:"tls_cert_file"`
 	TLSKeyFile        string       `toml:"tls_key_file"`
 	SessionDuration   duration     `toml:"session_duration" default:"24h"`

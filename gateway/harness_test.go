@@ -115,6 +115,8 @@ type cfgParams struct {
 	// without SNI, and "exact-under-wild" on exact.wild.fleet.test (fleet
 	// CA, sensor-0002 only), a name the wildcard also covers.
 	Wildcard bool
+	// OriginCAFile is app.fleet.test's origin_ca_file ("" for none).
+	OriginCAFile string
 	// Now, when set, is the gateway's clock (not part of the file).
 	Now func() time.Time
 }
@@ -173,6 +175,7 @@ include = [{ common_name = "sensor-retired" }]
 name = "app"
 domain = "app.fleet.test"
 origin = "{{.Origin}}"
+{{with .OriginCAFile}}origin_ca_file = "{{.}}"{{end}}
 tls_cert_file = "server.pem"
 tls_key_file = "server-key.pem"
 session_duration = "24h"

@@ -5,10 +5,15 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 // startRawOrigin answers every request with answer(path), as raw bytes,
@@ -127,5 +132,33 @@ func TestHTTP10StreamedBodyUnframed(t *testing.T) {
 	}
 	if _, err := checkPattern(resp11.Body, n); err != nil {
 		t.Fatalf("body: %v", err)
+	}
+}
+
+// TestHTTPSOriginWithItsCA: an https origin whose certificate comes from a
+// private CA is reached when origin_ca_file names that CA, and refused
+// (502) when it does not: the origin's certificate is verified.
+func TestHTTPSOriginWithItsCA(t *testing.T) {
+	p := sharedPKI()
+	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "tls origin: "+r.Host+r.URL.RequestURI())
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	h := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
+	c := h.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/x?y=1"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "tls origin: app.fleet.test/x?y=1" {
+		t.Fatalf("https origin with its CA: %d %q", r.StatusCode, r.body)
+	}
+
+	untrusted := newHarness(t, func(c *cfgParams) { c.Origin = srv.URL })
+	c = untrusted.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/"))
+	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("https origin whose CA is not trusted: %d, want 502: %s", r.StatusCode, r.body)
 	}
 }

@@ -284,6 +284,7 @@ func (x *exchange) forward() outcome {
 		Host:       x.host,
 		CookieName: x.app.snap.cookieName,
 		ClientCert: ident,
+		OriginTLS:  x.app.origin.IsTLS,
 	})
 	start := time.Now()
 	err := x.app.origin.Do(x.req, x.resp)

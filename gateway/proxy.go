@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -76,6 +77,8 @@ type originOptions struct {
 	Timeout          time.Duration
 	MaxConns         int
 	MaxResponseBytes int64 // enforced while streaming (stream.go), not by fasthttp
+	// RootCAs verify an https origin's certificate; nil: the system's.
+	RootCAs *x509.CertPool
 }
 
 // newOriginClient returns the pooled keep-alive client for one origin URL.
@@ -120,7 +123,7 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 	// max_response_bytes: fasthttp ignores MaxResponseBodySize when streaming.
 	hc.StreamResponseBody = true
 	if isTLS {
-		hc.TLSConfig = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12}
+		hc.TLSConfig = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: opt.RootCAs}
 	}
 	return hc
 }
@@ -141,6 +144,9 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	// against the SNI: without UseHostHeader, fasthttp writes the host of its
 	// own parse of the target instead (see pinTarget).
 	req.UseHostHeader = true
+	if f.OriginTLS {
+		defer req.URI().SetScheme("https") // after the target is settled below
+	}
 	if t := h.RequestURI(); len(t) > 0 && t[0] != '/' && string(t) != "*" {
 		// An absolute-form target (its authority is the Host, framingError
 		// checked) goes to the origin in origin form: the device's scheme is
@@ -342,6 +348,10 @@ type forwardInfo struct {
 	Host       string // the host the device asked for
 	CookieName string
 	ClientCert *verdict.Identity // non-nil when the application forwards certificates
+	// OriginTLS is set for an https origin: the request read from the
+	// device carries no scheme, and fasthttp's TLS client refuses an http
+	// one ("redirect to different scheme").
+	OriginTLS bool
 }
 
 // appendConnectionTokens appends to names, each followed by '\n', the

@@ -8,10 +8,13 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -497,4 +500,38 @@ func TestHardeningNetworkPathTarget(t *testing.T) {
 	if e := c.read("GET").echo(t); e.Host != hApp || e.Path != "//evil.example/x://y" {
 		t.Errorf("the origin got %q with Host %q", e.Path, e.Host)
 	}
+}
+
+// TestHTTPSOrigin: a request read from a device goes to an https origin.
+// It carries no scheme of its own, and fasthttp's TLS client refused it
+// ("redirect to different scheme") until originRequest set https.
+func TestHTTPSOrigin(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Host+" "+r.URL.RequestURI())
+	}))
+	defer srv.Close()
+	hc := newOriginClient(mustParseURL(t, srv.URL), originOptions{ConnectTimeout: time.Second, Timeout: 5 * time.Second, MaxConns: 4})
+	hc.TLSConfig.InsecureSkipVerify = true // httptest's certificate; the rest is the gateway's client
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	if err := req.Header.Read(bufio.NewReader(strings.NewReader("GET /x?y=1 HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	originRequest(req, forwardInfo{Host: "app.fleet.test", ClientIP: "127.0.0.1", OriginTLS: hc.IsTLS})
+	if err := hc.Do(req, resp); err != nil {
+		t.Fatalf("https origin: %v", err)
+	}
+	if got := string(resp.Body()); resp.StatusCode() != http.StatusOK || got != "app.fleet.test /x?y=1" {
+		t.Fatalf("status %d, body %q", resp.StatusCode(), got)
+	}
+}
+
+func mustParseURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

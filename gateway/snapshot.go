@@ -59,6 +59,7 @@ type application struct {
 	policy            *policy.Application
 	origin            *fasthttp.HostClient
 	originURL         string
+	originCAs         [32]byte // SHA-256 of origin_ca_file; zero without one
 	forwardClientCert bool
 	serviceAuth401    bool
 	// roots are the hex SHA-256s of the roots of the CAs associated with
@@ -102,10 +103,16 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		idleTimeout:    g.IdleTimeout,
 	}
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, s.maxHeaderBytes) }
-	oldClients := map[string]*fasthttp.HostClient{}
+	// An origin client is reused by the next snapshot when its URL and
+	// its trusted CAs are the same (its pooled connections survive).
+	type originKey struct {
+		url string
+		cas [32]byte
+	}
+	oldClients := map[originKey]*fasthttp.HostClient{}
 	if old != nil {
 		for _, a := range old.apps {
-			oldClients[a.originURL] = a.origin
+			oldClients[originKey{a.originURL, a.originCAs}] = a.origin
 		}
 	}
 	opt := originOptions{
@@ -134,10 +141,13 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 			serviceAuth401:    ca.ServiceAuth401,
 			roots:             rootSums(ca.ClientCAs),
 		}
-		if c, ok := oldClients[app.originURL]; ok && sameOriginOptions(old.cfg, cfg) {
+		app.originCAs = ca.OriginCAsSum
+		if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, cfg) {
 			app.origin = c
 		} else {
-			app.origin = newOriginClient(ca.Origin, opt)
+			o := opt
+			o.RootCAs = ca.OriginCAs
+			app.origin = newOriginClient(ca.Origin, o)
 		}
 		s.apps = append(s.apps, app)
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -78,13 +80,19 @@ Makes, in the output folder:
 
 func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Duration) error {
 	p := func(name string) string { return filepath.Join(out, name) }
-	rootOpts := pki.Root("fleetgate root CA")
+	// Each PKI's CAs get names of their own: fleetgate refuses two client
+	// CAs with one subject but different keys (CRLs are keyed by issuer
+	// name), so a second `fleetgate pki` (a CA rotation) must not clash.
+	var id [4]byte
+	_, _ = rand.Read(id[:])
+	suffix := " " + hex.EncodeToString(id[:])
+	rootOpts := pki.Root("fleetgate root CA" + suffix)
 	rootOpts.KeyType = kt
 	root, err := pki.NewRoot(rootOpts)
 	if err != nil {
 		return err
 	}
-	interOpts := pki.Intermediate("fleetgate intermediate CA")
+	interOpts := pki.Intermediate("fleetgate intermediate CA" + suffix)
 	interOpts.KeyType = kt
 	inter, err := root.Issue(interOpts)
 	if err != nil {
