@@ -180,10 +180,7 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		stripRequestHeaders(h)
 	}
 	if f.CookieName != "" {
-		h.DelCookie(f.CookieName)
-		if len(h.Peek("Cookie")) == 0 {
-			h.Del("Cookie")
-		}
+		dropCookie(h, f.CookieName)
 	}
 	if f.Token != "" {
 		h.Set("Cf-Access-Jwt-Assertion", f.Token)
@@ -219,6 +216,41 @@ func pinTarget(req *fasthttp.Request, t []byte) {
 	u := req.URI()
 	u.SetPathBytes(path) // both copy
 	u.SetQueryStringBytes(query)
+}
+
+// dropCookie removes every cookie named name from the request, keeping the
+// others in their order: fasthttp's DelCookie moves the last cookie into the
+// removed one's place, and an origin that reads the first of two cookies of
+// one name (path-scoped duplicates) would read the other.
+func dropCookie(h *fasthttp.RequestHeader, name string) {
+	found := false
+	for k := range h.Cookies() {
+		if string(k) == name {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	bp := certBufPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for k, v := range h.Cookies() {
+		if string(k) == name {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, "; "...)
+		}
+		b = append(append(append(b, k...), '='), v...)
+	}
+	h.DelAllCookies()
+	h.Del("Cookie")
+	if len(b) > 0 {
+		h.SetBytesV("Cookie", b) // parsed again, in this order; fasthttp copies
+	}
+	*bp = b
+	certBufPool.Put(bp)
 }
 
 // certBufPool holds the buffers the client certificate is base64-encoded

@@ -535,3 +535,25 @@ func mustParseURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestSessionCookieDroppedInOrder: removing the session cookie keeps the
+// other cookies in the order the device sent them (fasthttp's DelCookie
+// moved the last one into the removed one's place: "sid=b" before "sid=a").
+func TestSessionCookieDroppedInOrder(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"CF_Authorization=t; sid=a; x=1; sid=b", "sid=a; x=1; sid=b"},
+		{"sid=a; CF_Authorization=t; sid=b; CF_Authorization=u", "sid=a; sid=b"},
+		{"CF_Authorization=t", ""},
+		{"sid=a; x=1", "sid=a; x=1"},
+	} {
+		req := fasthttp.AcquireRequest()
+		if err := req.Header.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: a\r\nCookie: " + tc.in + "\r\n\r\n"))); err != nil {
+			t.Fatal(err)
+		}
+		originRequest(req, forwardInfo{CookieName: "CF_Authorization", Host: "a"})
+		if got := string(req.Header.Peek("Cookie")); got != tc.want {
+			t.Errorf("Cookie %q: the origin gets %q, want %q", tc.in, got, tc.want)
+		}
+		fasthttp.ReleaseRequest(req)
+	}
+}
