@@ -108,6 +108,9 @@ func framingError(req *fasthttp.Request) string {
 	if host := h.Host(); len(host) > 0 && !validHost(host) {
 		return "malformed Host header"
 	}
+	if !validTarget(h.RequestURI()) {
+		return "malformed request target"
+	}
 	if target := h.RequestURI(); len(target) > 0 && target[0] != '/' && !bytes.Equal(target, []byte("*")) {
 		// Absolute form: RFC 9112 section 3.2.2 makes its authority the host,
 		// and fasthttp forwards it as the Host header.
@@ -186,6 +189,25 @@ func validHost(h []byte) bool {
 	for _, c := range port {
 		if c < '0' || c > '9' {
 			return false
+		}
+	}
+	return true
+}
+
+// validTarget reports whether a request target's bytes are visible (no
+// control characters, spaces or DEL) and its percent-encodings complete
+// ("%" and two hex digits), as nginx requires: "/%0" or "/%zz" is refused
+// rather than forwarded, since the origin would decode it its own way.
+func validTarget(t []byte) bool {
+	for i := 0; i < len(t); i++ {
+		switch c := t[i]; {
+		case c <= ' ' || c == 0x7f:
+			return false
+		case c == '%':
+			if i+2 >= len(t) || !hexDigit(t[i+1]) || !hexDigit(t[i+2]) {
+				return false
+			}
+			i += 2
 		}
 	}
 	return true

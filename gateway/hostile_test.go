@@ -81,11 +81,15 @@ func TestSmugglingShapesRefused(t *testing.T) {
 		{"path in the Host", "GET / HTTP/1.1\r\nHost: " + hApp + "/x\r\n\r\n", 400},
 		{"Host of only a port", "GET / HTTP/1.1\r\nHost: :443\r\n\r\n", 400},
 		{"unclosed IPv6 literal", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400},
+		{"truncated percent-encoding", "GET /%0 HTTP/1.1\r\n" + host + "\r\n", 400},
+		{"percent-encoding that is not hex", "GET /a%zzb HTTP/1.1\r\n" + host + "\r\n", 400},
+		{"percent at the end", "GET /a?b=% HTTP/1.1\r\n" + host + "\r\n", 400},
 		// Controls: the same shapes done right are served.
 		{"control: chunked body", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200},
 		{"control: absolute target for the same host", "GET https://" + hApp + ":443/x HTTP/1.1\r\n" + host + "\r\n", 200},
 		{"control: Transfer-Encoding in capitals", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: CHUNKED\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200},
 		{"control: tab in a value", "GET / HTTP/1.1\r\n" + host + "X-A: b\tc\r\n\r\n", 200},
+		{"control: percent-encoded slash and query", "GET /a%2Fb?c=%41 HTTP/1.1\r\n" + host + "\r\n", 200},
 		{"control: Host with a port", "GET / HTTP/1.1\r\nHost: " + hApp + ":8443\r\n\r\n", 200},
 		{"control: Host in capitals with a trailing dot", "GET / HTTP/1.1\r\nHost: APP.fleet.test.\r\n\r\n", 200},
 	}
