@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 
+	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
 
@@ -278,6 +279,9 @@ func supportedProtocol(proto []byte) bool {
 // refuseRead answers a request that could not be read.
 func (x *exchange) refuseRead(err error, inBody bool) {
 	x.closeAfter = true
+	// Logged and counted as refused before the policies (decision none), as
+	// when refused before they ran: the request never reached the origin.
+	x.decided, x.decision = false, policy.Decision{}
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, errBareLF):

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,5 +161,32 @@ func TestHTTPSOriginWithItsCA(t *testing.T) {
 	c.send(request("GET", hApp, "/"))
 	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
 		t.Fatalf("https origin whose CA is not trusted: %d, want 502: %s", r.StatusCode, r.body)
+	}
+}
+
+// TestBodyRefusalLoggedBeforePolicies: a body refused while it is read
+// (413 here) is logged and counted as refused before the policies, as the
+// same 413 after Expect is, although the policies ran on the header.
+func TestBodyRefusalLoggedBeforePolicies(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send("POST /up HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("u", 70000))
+	if r := c.read("POST"); r.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", r.StatusCode)
+	}
+	var line map[string]any
+	waitFor(t, "the access log line", 5*time.Second, func() bool {
+		for _, l := range h.accessLines(t) {
+			if l["status"] == float64(413) {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	// The access log's word for a refusal no policy made is "deny" (the
+	// metrics' decision label is "none"); either way, no policy.
+	if line["decision"] != "deny" || line["policy"] != "" {
+		t.Errorf("413 logged with decision %v, policy %q; want deny and no policy", line["decision"], line["policy"])
 	}
 }

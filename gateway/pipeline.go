@@ -94,7 +94,7 @@ func (x *exchange) checkHost() outcome {
 		return x.refuse(fasthttp.StatusBadRequest, "missing Host header")
 	case sni != "" && !strings.EqualFold(host, sni):
 		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" does not match the TLS server name "+quote(sni))
-	case sni == "" && !x.c.snap.servedBy(host, site):
+	case sni == "" && !x.app.snap.servedBy(host, site): // the snapshot that built site
 		// Without SNI the connection landed on the default site; a host
 		// it covers may still belong to a more specific site, with other
 		// CAs and policies, which this handshake never consulted.
@@ -159,10 +159,18 @@ const maxTokenCandidates = 3
 // revocation is checked again on every request, against the newest
 // configuration, before anything uses the certificate (the policy, the
 // get-identity endpoint), so a device revoked while it holds a keep-alive
-// connection is refused on its next request.
+// connection is refused on its next request. So is expiry: a certificate
+// of the path that expired while the connection was open makes the
+// verdict Expired.
 func (x *exchange) recheckRevocation() outcome {
+	v := x.c.tc.Verdict()
 	if rev := x.c.srv.snap.Load().revocation; rev != nil {
-		rev.Recheck(x.c.tc.Verdict(), x.now)
+		rev.Recheck(v, x.now)
+	}
+	if v.OK() {
+		if until := v.PathNotAfter(); !until.IsZero() && x.now.After(until) {
+			v.Kind, v.Detail = verdict.Expired, "a certificate of the path expired at "+until.UTC().Format(time.RFC3339)+", while the connection was open"
+		}
 	}
 	return proceed
 }

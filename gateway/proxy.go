@@ -145,7 +145,9 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	// own parse of the target instead (see pinTarget).
 	req.UseHostHeader = true
 	if f.OriginTLS {
-		defer req.URI().SetScheme("https") // after the target is settled below
+		// After the target is settled below (SetRequestURIBytes parses the
+		// URI again): a closure, so that URI() is called then, not now.
+		defer func() { req.URI().SetScheme("https") }()
 	}
 	if t := h.RequestURI(); len(t) > 0 && t[0] != '/' && string(t) != "*" {
 		// An absolute-form target (its authority is the Host, framingError

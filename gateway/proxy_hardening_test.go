@@ -512,18 +512,22 @@ func TestHTTPSOrigin(t *testing.T) {
 	defer srv.Close()
 	hc := newOriginClient(mustParseURL(t, srv.URL), originOptions{ConnectTimeout: time.Second, Timeout: 5 * time.Second, MaxConns: 4})
 	hc.TLSConfig.InsecureSkipVerify = true // httptest's certificate; the rest is the gateway's client
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	if err := req.Header.Read(bufio.NewReader(strings.NewReader("GET /x?y=1 HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n"))); err != nil {
-		t.Fatal(err)
-	}
-	originRequest(req, forwardInfo{Host: "app.fleet.test", ClientIP: "127.0.0.1", OriginTLS: hc.IsTLS})
-	if err := hc.Do(req, resp); err != nil {
-		t.Fatalf("https origin: %v", err)
-	}
-	if got := string(resp.Body()); resp.StatusCode() != http.StatusOK || got != "app.fleet.test /x?y=1" {
-		t.Fatalf("status %d, body %q", resp.StatusCode(), got)
+	// Origin form, and absolute form (whose target is rebuilt: the scheme
+	// must be set after that, not before).
+	for _, target := range []string{"/x?y=1", "https://app.fleet.test/x?y=1"} {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		if err := req.Header.Read(bufio.NewReader(strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n"))); err != nil {
+			t.Fatal(err)
+		}
+		originRequest(req, forwardInfo{Host: "app.fleet.test", ClientIP: "127.0.0.1", OriginTLS: hc.IsTLS})
+		if err := hc.Do(req, resp); err != nil {
+			t.Fatalf("%s to an https origin: %v", target, err)
+		}
+		if got := string(resp.Body()); resp.StatusCode() != http.StatusOK || got != "app.fleet.test /x?y=1" {
+			t.Fatalf("%s: status %d, body %q", target, resp.StatusCode(), got)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,5 +198,31 @@ func TestTokenOfRemovedCARefused(t *testing.T) {
 	}
 	if r := use(); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "no longer trusted") {
 		t.Fatalf("after the CA was removed: %d %q, want 403 naming the CA", r.StatusCode, r.body)
+	}
+}
+
+// TestCertificateExpiresDuringConnection: a keep-alive connection outliving
+// its certificate is refused on its next request (the verdict is re-judged
+// per request, as for revocation), and a token minted from a path whose
+// intermediate expires before the leaf ends with the intermediate.
+func TestCertificateExpiresDuringConnection(t *testing.T) {
+	var offset atomic.Int64 // the gateway's clock runs this far ahead
+	h := newHarness(t, func(p *cfgParams) {
+		p.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	})
+	o := pki.Device("sensor-0001")
+	o.NotBefore, o.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	c := h.pki.inter.MustIssue(o)
+	dev := &device{name: o.CommonName, cert: c, tls: c.TLSCertificate(h.pki.inter)}
+
+	rc := h.dial(t, hApp, dev)
+	rc.send(request("GET", hApp, "/"))
+	if r := rc.read("GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("before expiry: %d: %s", r.StatusCode, r.body)
+	}
+	offset.Store(int64(2 * time.Hour))
+	rc.send(request("GET", hApp, "/"))
+	if r := rc.read("GET"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "expired") {
+		t.Fatalf("after the certificate expired, same connection: %d %q, want 403 expired", r.StatusCode, r.body)
 	}
 }

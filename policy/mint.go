@@ -112,7 +112,10 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 				p.CertIssuer = base64.RawURLEncoding.EncodeToString(path[0].RawIssuer)
 				p.CertRoot = hex.EncodeToString(path[len(path)-1].SHA256[:])
 			}
-			p.NotAfter = in.Cert.Identity.NotAfter
+			p.NotAfter = in.Cert.PathNotAfter() // an intermediate may expire first
+			if p.NotAfter.IsZero() {
+				p.NotAfter = in.Cert.Identity.NotAfter
+			}
 		}
 	}
 	return NewClaims(p), nil

@@ -356,6 +356,31 @@ func TestNewClaims(t *testing.T) {
 	}
 }
 
+// TestNewClaimsFromThePath: a token minted from a certificate names the
+// path's root (cert_root) and ends no later than the path's earliest
+// expiry, here an intermediate's, well before the leaf's and the session's.
+func TestNewClaimsFromThePath(t *testing.T) {
+	a := app(24*time.Hour, pol("fleet", Allow, sels(selValid), nil, nil))
+	v := validCert("sensor-0001", fp1)
+	v.Identity.NotAfter = t0.Add(10 * 24 * time.Hour)
+	root := [32]byte{1, 2, 3}
+	v.Path = []verdict.CertRef{
+		{NotAfter: t0.Add(10 * 24 * time.Hour)},
+		{NotAfter: t0.Add(2 * time.Hour)},
+		{NotAfter: t0.Add(10 * 365 * 24 * time.Hour), SHA256: root},
+	}
+	c, err := a.NewClaims(testIssuer, &Input{Cert: v, Now: t0}, Decision{Mint: true, Allowed: true, Policy: "fleet", SessionDuration: 24 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := t0.Add(2 * time.Hour).Unix(); c.Exp != want {
+		t.Errorf("exp %d, want the intermediate's expiry %d", c.Exp, want)
+	}
+	if want := hex.EncodeToString(root[:]); c.CertRoot != want {
+		t.Errorf("cert_root %q, want %q", c.CertRoot, want)
+	}
+}
+
 func TestNoDurationTokenRefusedBack(t *testing.T) {
 	for _, tt := range algKeys(t) {
 		t.Run(tt.alg, func(t *testing.T) {

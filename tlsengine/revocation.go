@@ -471,7 +471,7 @@ func pathRefs(ch []*x509.Certificate, leafSum [sha256.Size]byte) []verdict.CertR
 		if ref.Subject == "" {
 			ref.Subject = c.Subject.String()
 		}
-		ref.RawIssuer, ref.Serial = c.RawIssuer, c.SerialNumber
+		ref.RawIssuer, ref.Serial, ref.NotAfter = c.RawIssuer, c.SerialNumber, c.NotAfter
 		if i == 0 {
 			ref.SHA256 = leafSum
 		} else {

@@ -121,6 +121,22 @@ type CertRef struct {
 	Serial *big.Int
 	// SHA256 is the SHA-256 of the certificate's DER, its fingerprint.
 	SHA256 [sha256.Size]byte
+	// NotAfter is when the certificate expires.
+	NotAfter time.Time
+}
+
+// PathNotAfter returns when the verified path stops being valid: the
+// earliest NotAfter on it (an intermediate may expire before the leaf), or
+// the zero time without a path. A connection outliving it, or a token
+// minted from it, must not outlive it.
+func (v *Verdict) PathNotAfter() time.Time {
+	var t time.Time
+	for i := range v.Path {
+		if n := v.Path[i].NotAfter; !n.IsZero() && (t.IsZero() || n.Before(t)) {
+			t = n
+		}
+	}
+	return t
 }
 
 // OK reports whether the chain was accepted.
