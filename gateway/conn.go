@@ -41,6 +41,10 @@ type conn struct {
 	// unread is set by the worker when it refuses a request whose bytes it
 	// did not all read (413, 431, 400, 408): the connection then lingers.
 	unread bool
+	// unchecked counts the response bytes written since the outbound
+	// buffer was last looked at (tlsWriter); request workers only, one at a
+	// time.
+	unchecked int
 
 	mu       sync.Mutex
 	idle     *time.Timer // closes the connection when no request comes in time

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 )
 
 // patternPeriod is the period of the fault origin's bodies: byte i is
@@ -544,5 +546,53 @@ func TestNoDurationResponseSizes(t *testing.T) {
 				t.Errorf("%s n=%d: after the body, read %d bytes, %v; want a clean close_notify EOF", path, n, k, err)
 			}
 		}
+	}
+}
+
+// TestNonReaderHeldBack: a device that never reads but keeps sending small
+// requests, each served by a new worker, is held back by the outbound
+// bound like one large response is: its answers do not pile up in the
+// gateway (they did: 150 answers of 200 KiB, 26 MiB buffered).
+func TestNonReaderHeldBack(t *testing.T) {
+	fo := startFaultOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = fo.URL })
+	raw, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.(*net.TCPConn).SetReadBuffer(4096)
+	c := tls.Client(raw, h.tlsConfig(hApp, h.pki.sensor1))
+	defer c.Close()
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 150; i++ {
+		if _, err := c.Write([]byte(request("GET", hApp, "/body?n=204800"))); err != nil {
+			break // the gateway gave up on the connection: fine
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	total := 0
+	h.srv.live.Range(func(k, _ any) bool {
+		got := make(chan int, 1)
+		if err := k.(*conn).gc.AsyncWrite(nil, func(gc gnet.Conn, err error) error {
+			n := 0
+			if err == nil {
+				n = gc.OutboundBuffered()
+			}
+			got <- n
+			return nil
+		}); err == nil {
+			select {
+			case n := <-got:
+				total += n
+			case <-time.After(2 * time.Second):
+			}
+		}
+		return true
+	})
+	if total > 2*flowCheck+flowLowWater {
+		t.Fatalf("%d KiB of answers buffered for a device that reads nothing; the bound is about %d KiB", total>>10, (flowCheck+flowLowWater)>>10)
 	}
 }

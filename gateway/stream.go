@@ -200,10 +200,11 @@ func writePiece(bw *bufio.Writer, p []byte, chunked bool) error {
 // event loop), so without a bound a device reading slower than its origin
 // sends would make the gateway buffer the whole body. After every flowCheck
 // bytes the writer waits until the connection's outbound buffer holds no
-// more than flowLowWater.
+// more than flowLowWater. The count is the connection's, not the writer's:
+// a device that never reads but keeps sending small requests (each served
+// by a new worker) is held back too, instead of piling up their answers.
 type tlsWriter struct {
-	c         *conn
-	unchecked int
+	c *conn
 }
 
 func (w *tlsWriter) Write(p []byte) (int, error) {
@@ -211,9 +212,9 @@ func (w *tlsWriter) Write(p []byte) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	w.unchecked += n
-	if w.unchecked >= flowCheck {
-		w.unchecked = 0
+	w.c.unchecked += n
+	if w.c.unchecked >= flowCheck {
+		w.c.unchecked = 0
 		if err := w.c.waitOutbound(); err != nil {
 			return n, err
 		}
