@@ -53,6 +53,7 @@ type Server struct {
 	registry  *prometheus.Registry // nil when there is no admin listener to serve it
 	gnetEng   gnet.Engine
 	booted    chan struct{}
+	bootMu    sync.Mutex // orders OnBoot and the start of Shutdown
 	conns     atomic.Int64
 	inflight  atomic.Int64
 	live      sync.Map  // *conn → struct{}: the open connections, for the drain
@@ -171,9 +172,17 @@ func (s *Server) Run() error {
 	return err
 }
 
-// OnBoot records the gnet engine and reports readiness.
+// OnBoot records the gnet engine and reports readiness. A server whose
+// Shutdown began before it booted stops at once.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.bootMu.Lock()
+	defer s.bootMu.Unlock()
 	s.gnetEng = eng
+	if s.draining.Load() {
+		s.log.Info("shut down before it booted")
+		close(s.booted)
+		return gnet.Shutdown
+	}
 	s.listening.Store(true)
 	close(s.booted)
 	s.log.Info("listening", "addr", s.listen)
@@ -316,14 +325,23 @@ func (s *Server) provideKey(cfg *configs.Config) error {
 // in progress completes, a request in flight or sent right behind the
 // handshake is answered, with Connection: close). It stops the event loops
 // once every connection has closed (its output flushed) or ctx expires.
+//
+// Shutdown stops the server even when ctx has already expired (a zero
+// drain_timeout): a booted server is stopped at once, and one that has not
+// booted yet stops as it boots.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.bootMu.Lock()
 	s.draining.Store(true)
-	select {
-	case <-s.booted:
-	case <-s.runDone:
-		return s.runErr
-	case <-ctx.Done():
-		return ctx.Err()
+	booted := isDone(s.booted)
+	s.bootMu.Unlock()
+	if !booted {
+		// OnBoot sees draining and stops Run; wait for that, within ctx.
+		select {
+		case <-s.runDone:
+			return s.runErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	s.live.Range(func(c, _ any) bool {
 		c.(*conn).drain()
@@ -340,6 +358,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	return s.stop()
+}
+
+// isDone reports whether ch is closed.
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *Server) stop() error {

@@ -20,6 +20,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fleetgate check: unexpected argument %q (the configuration file goes after -c)\n", fs.Arg(0))
+		return 2
+	}
 	if *file == "" {
 		fs.Usage()
 		return 2

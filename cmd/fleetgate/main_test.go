@@ -312,8 +312,24 @@ func TestPKI(t *testing.T) {
 	if code, _, stderr := fleetgate(t, dir, "pki", "-out", "pki"); code != 1 || !strings.Contains(stderr, "already exists") {
 		t.Fatalf("second pki: exit %d, %q", code, stderr)
 	}
+	// Not even when ca.pem is gone: a kept token.pem is not replaced.
+	if err := os.Remove(filepath.Join(dir, "pki", "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := fleetgate(t, dir, "pki", "-out", "pki"); code != 1 || !strings.Contains(stderr, "already exists") {
+		t.Fatalf("pki over a folder without ca.pem: exit %d, %q", code, stderr)
+	}
+	// -force rewrites, and a key made world-readable meanwhile comes back 0600.
+	if err := os.Chmod(filepath.Join(dir, "pki", "token.pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if code, _, stderr := fleetgate(t, dir, "pki", "-out", "pki", "-force", "-key", "ed25519"); code != 0 {
 		t.Fatalf("pki -force: exit %d, %q", code, stderr)
+	}
+	for _, f := range []string{"token.pem", "ca-key.pem", "devices/sensor-0001-key.pem"} {
+		if fi, err := os.Stat(filepath.Join(dir, "pki", f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s after -force: %v %v, want mode 0600", f, fi.Mode(), err)
+		}
 	}
 	bad := []struct {
 		name string
@@ -335,7 +351,8 @@ func TestPKI(t *testing.T) {
 // serveParams fill the configuration of the serve tests.
 type serveParams struct {
 	Listen, Admin, Origin string
-	SecondCA              bool // trust pki2/ on app.fleet.test
+	SecondCA              bool   // trust pki2/ on app.fleet.test
+	DrainTimeout          string // "10s" when empty
 }
 
 func writeServeConfig(t testing.TB, path string, p serveParams) {
@@ -349,12 +366,16 @@ pem_file = "pki2/ca-chain.pem"
 associated_hostnames = ["app.fleet.test"]
 `
 	}
+	drain := p.DrainTimeout
+	if drain == "" {
+		drain = "10s"
+	}
 	data := fmt.Sprintf(`[gateway]
 listen = %q
 admin_listen = %q
 issuer = "https://access.fleet.test"
 event_loops = 2
-drain_timeout = "10s"
+drain_timeout = %q
 origin_timeout = "10s"
 origin_connect_timeout = "1s"
 
@@ -391,7 +412,7 @@ session_duration = "24h"
 name = "fleet devices"
 decision = "non_identity"
 include = [{ valid_certificate = true }]
-`, p.Listen, p.Admin, second, p.Origin, p.Origin)
+`, p.Listen, p.Admin, drain, second, p.Origin, p.Origin)
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -774,5 +795,61 @@ func TestDemo(t *testing.T) {
 	p2.signal(t, syscall.SIGTERM)
 	if code := p2.exitCode(t, 20*time.Second); code != 0 {
 		t.Fatalf("second start: exit %d", code)
+	}
+}
+
+// TestServeZeroDrainTimeout: with drain_timeout = "0s" a SIGTERM stops the
+// gateway at once, every time (the expired context used to race with the
+// boot check and leave it running).
+func TestServeZeroDrainTimeout(t *testing.T) {
+	f := newFleet(t)
+	writeServeConfig(t, f.cfg, serveParams{Listen: f.listen, Admin: f.admin, Origin: f.origin.URL, DrainTimeout: "0s"})
+	for i := range 4 {
+		p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
+		p.waitReady(t, f.admin)
+		p.signal(t, syscall.SIGTERM)
+		if code := p.exitCode(t, 10*time.Second); code != 0 {
+			t.Fatalf("run %d: exit %d after SIGTERM, want 0", i, code)
+		}
+	}
+}
+
+// TestServeSecondSignal: a second SIGTERM during the drain stops at once,
+// cutting the request in flight, and the exit status says so (1).
+func TestServeSecondSignal(t *testing.T) {
+	f := newFleet(t)
+	p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
+	p.waitReady(t, f.admin)
+	go func() {
+		resp, err := f.client(t, "pki", "sensor-0001").Get("https://app.fleet.test/slow")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-f.arrived:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the slow request never reached the origin")
+	}
+	p.signal(t, syscall.SIGTERM)
+	p.waitLog(t, `"draining"`, 1)
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t, 5*time.Second); code != 1 {
+		t.Fatalf("exit %d after a second SIGTERM, want 1 (drain_timeout is 10s)", code)
+	}
+}
+
+// TestServeRefusesStrayArguments: "fleetgate serve my.toml" (without -c)
+// is a mistake, not a request for the demo.
+func TestServeRefusesStrayArguments(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{{"serve", "my.toml"}, {"check", "my.toml"}} {
+		code, _, stderr := fleetgate(t, dir, args...)
+		if code != 2 || !strings.Contains(stderr, "-c") {
+			t.Errorf("%v: exit %d, %q; want 2 and a pointer to -c", args, code, stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "demo")); err == nil {
+		t.Error("a stray argument started the demo")
 	}
 }

@@ -61,12 +61,16 @@ Makes, in the output folder:
 		}
 	}
 	if !*force {
-		if _, err := os.Stat(filepath.Join(*out, "ca.pem")); err == nil {
-			fmt.Fprintf(stderr, "fleetgate pki: %s already exists (use -force to overwrite)\n", filepath.Join(*out, "ca.pem"))
-			return 1
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			fmt.Fprintln(stderr, "fleetgate pki:", err)
-			return 1
+		// Any file this would write: a token.pem or a server key kept in
+		// the folder must not be replaced behind the operator's back.
+		for _, f := range pkiFiles(*out, names) {
+			if _, err := os.Lstat(f); err == nil {
+				fmt.Fprintf(stderr, "fleetgate pki: %s already exists (use -force to overwrite)\n", f)
+				return 1
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				fmt.Fprintln(stderr, "fleetgate pki:", err)
+				return 1
+			}
 		}
 	}
 	if err := makePKI(*out, serverHosts, names, kt, time.Duration(*days)*24*time.Hour); err != nil {
@@ -76,6 +80,19 @@ Makes, in the output folder:
 	fmt.Fprintf(stdout, "wrote a root CA, an intermediate, a server certificate for %s and %d device certificates to %s\n",
 		strings.Join(serverHosts, ", "), len(names), *out)
 	return 0
+}
+
+// pkiFiles lists every file makePKI writes into out.
+func pkiFiles(out string, cns []string) []string {
+	files := []string{"ca.pem", "ca-key.pem", "intermediate.pem", "intermediate-key.pem", "ca-chain.pem",
+		"server.pem", "server-key.pem", "example.pem", "key.pem", "token.pem"}
+	for _, cn := range cns {
+		files = append(files, filepath.Join("devices", cn+".pem"), filepath.Join("devices", cn+"-key.pem"))
+	}
+	for i, f := range files {
+		files[i] = filepath.Join(out, f)
+	}
+	return files
 }
 
 func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Duration) error {

@@ -33,6 +33,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fleetgate serve: unexpected argument %q (the configuration file goes after -c)\n", fs.Arg(0))
+		return 2
+	}
 	logger, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "fleetgate:", err)
@@ -106,14 +110,39 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			}
 			logger.Info("draining", "signal", sig.String())
 			ctx, cancel := context.WithTimeout(context.Background(), srv.DrainTimeout())
+			// A second SIGTERM or SIGINT ends the drain at once, as with
+			// nginx's fast shutdown: requests still in flight are cut.
+			forced := make(chan bool, 1)
+			drained := make(chan struct{})
+			go func() {
+				for {
+					select {
+					case sig := <-sigs:
+						if sig != syscall.SIGHUP {
+							logger.Warn("second signal: stopping without waiting for requests in flight", "signal", sig.String())
+							forced <- true
+							cancel()
+							return
+						}
+					case <-drained:
+						return
+					}
+				}
+			}()
 			err := srv.Shutdown(ctx)
+			close(drained)
 			cancel()
 			if err != nil {
 				logger.Warn("shutdown", "err", err.Error())
 			}
 			<-runErr
 			logger.Info("stopped")
-			return 0
+			select {
+			case <-forced:
+				return 1
+			default:
+				return 0
+			}
 		}
 	}
 }

@@ -311,11 +311,31 @@ func WriteKey(path string, key crypto.Signer) error {
 	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: b}), 0o600)
 }
 
+// writeFile writes data to path with mode, also over an existing file of
+// another mode (os.WriteFile keeps an existing file's mode: an overwritten
+// key would stay world-readable): a temporary file with mode, then a
+// rename.
 func writeFile(path string, data []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	if err := os.WriteFile(path, data, mode); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("pki: %w", err)
 	}
 	return nil
