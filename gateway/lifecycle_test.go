@@ -314,3 +314,24 @@ func TestAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadNamesRestartOnlySettings: a reload that changes a setting only a
+// restart applies says so, naming it, on every reload while it differs
+// from the running value; the rest of the file applies.
+func TestReloadNamesRestartOnlySettings(t *testing.T) {
+	h := newHarness(t)
+	np := h.params
+	np.HandshakeTimeout = "7s"
+	h.writeConfig(np)
+	for i := 1; i <= 2; i++ {
+		if err := h.srv.Reload(); err != nil {
+			t.Fatalf("Reload: %v", err)
+		}
+		if n := strings.Count(h.logs.String(), "need a restart"); n != i {
+			t.Fatalf("after reload %d: %d restart warnings, want %d\n%s", i, n, i, h.logs.String())
+		}
+	}
+	if !strings.Contains(h.logs.String(), `"keys":"handshake_timeout"`) {
+		t.Errorf("the warning does not name handshake_timeout:\n%s", h.logs.String())
+	}
+}

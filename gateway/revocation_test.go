@@ -115,6 +115,28 @@ func TestRevocationFileWatch(t *testing.T) {
 	}
 }
 
+// TestRevocationWatchRetriesAfterRefusedReload: a new CRL that lands while
+// the main file is being edited (invalid) is not lost: fixing the file
+// makes the watcher reload again, and the CRL applies.
+func TestRevocationWatchRetriesAfterRefusedReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the CRL watch interval")
+	}
+	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
+	good := renderConfig(t, h.params)
+	h.writeFile("fleetgate.toml", []byte("[gateway\n")) // mid-edit
+	time.Sleep(10 * time.Millisecond)
+	h.writeCRL(h.pki.sensor1)
+	waitFor(t, "the refused reload", 4*crlWatchInterval, func() bool {
+		return strings.Contains(h.logs.String(), "reload refused")
+	})
+	time.Sleep(10 * time.Millisecond)
+	h.writeFile("fleetgate.toml", []byte(good)) // the edit is done; no SIGHUP
+	waitFor(t, "the CRL to apply once the file is fixed", 4*crlWatchInterval, func() bool {
+		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
+	})
+}
+
 // TestRevocationBadCRLKeepsServing: a CRL signed by the wrong key is refused
 // on reload with a config error, and the old configuration keeps serving.
 func TestRevocationBadCRLKeepsServing(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,9 @@ type Server struct {
 	gnetEng   gnet.Engine
 	booted    chan struct{}
 	bootMu    sync.Mutex // orders OnBoot and the start of Shutdown
+	// running is the [gateway] section the server started with: the
+	// settings a reload cannot change (restartOnly) keep these values.
+	running configs.Gateway
 	conns     atomic.Int64
 	inflight  atomic.Int64
 	live      sync.Map  // *conn → struct{}: the open connections, for the drain
@@ -117,6 +121,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.snap.Store(snap)
 	s.metrics.configLoaded(nil, snap)
+	s.running = cfg.Gateway
 	s.listen = cfg.Gateway.Listen
 	s.engine, err = tlsengine.NewEngine(tlsengine.Config{
 		Sites:            snap.sites,
@@ -170,6 +175,26 @@ func (s *Server) Run() error {
 	s.runErr = err
 	close(s.runDone)
 	return err
+}
+
+// restartOnly names the settings of next that differ from the running ones
+// but take effect only at start: the listeners, the event loops, the
+// handshake engine and the verdict cache are built once.
+func restartOnly(running, next *configs.Gateway) []string {
+	var keys []string
+	add := func(changed bool, key string) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	add(running.Listen != next.Listen, "listen")
+	add(running.AdminListen != next.AdminListen, "admin_listen")
+	add(running.EventLoops != next.EventLoops, "event_loops")
+	add(running.HandshakeWorkers != next.HandshakeWorkers, "handshake_workers")
+	add(running.HandshakeQueue != next.HandshakeQueue, "handshake_queue")
+	add(running.HandshakeTimeout != next.HandshakeTimeout, "handshake_timeout")
+	add(running.VerdictCacheSize != next.VerdictCacheSize, "verdict_cache_size")
+	return keys
 }
 
 // OnBoot records the gnet engine and reports readiness. A server whose
@@ -287,8 +312,8 @@ func (s *Server) Reload() error {
 		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
 		return err
 	}
-	if cfg.Gateway.Listen != old.cfg.Gateway.Listen {
-		s.log.Warn("listen address changes need a restart; keeping the old one", "listen", old.cfg.Gateway.Listen)
+	if keys := restartOnly(&s.running, &cfg.Gateway); len(keys) > 0 {
+		s.log.Warn("these settings changed but need a restart; the running values stay", "keys", strings.Join(keys, ", "))
 	}
 	s.snap.Store(snap)
 	s.engine.SetSites(snap.sites)

@@ -18,37 +18,64 @@ type fileStamp struct {
 
 // watchCRLs reloads the configuration when one of the current snapshot's CRL
 // files changes. It returns when stop is closed.
+//
+// A reload that fails (the main file is being edited, say) is tried again
+// when a CRL or the main file changes next, so the new CRL is not lost.
+// After a reload, files already watched keep the stamp seen before it: one
+// replaced while the reload read it shows as changed at the next tick.
 func (s *Server) watchCRLs(stop <-chan struct{}) {
 	t := time.NewTicker(crlWatchInterval)
 	defer t.Stop()
 	seen := map[string]fileStamp{}
-	stamp := func(paths []string) (changed bool) {
+	// stamp records the paths' stamps and reports whether a known one
+	// changed; with onlyNew it records the unknown paths only.
+	stamp := func(paths []string, onlyNew bool) (changed bool) {
 		for _, p := range paths {
+			old, ok := seen[p]
+			if ok && onlyNew {
+				continue
+			}
 			fi, err := os.Stat(p)
 			var st fileStamp
 			if err == nil {
 				st = fileStamp{size: fi.Size(), modTime: fi.ModTime()}
 			}
-			if old, ok := seen[p]; ok && old != st {
+			if ok && old != st {
 				changed = true
 			}
 			seen[p] = st
 		}
 		return changed
 	}
-	stamp(s.snap.Load().crlPaths())
+	watched := func(pending bool) []string {
+		snap := s.snap.Load()
+		paths := snap.crlPaths()
+		if pending && snap.cfg.Path != "" {
+			paths = append(paths, snap.cfg.Path)
+		}
+		return paths
+	}
+	pending := false
+	stamp(watched(false), false)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		if stamp(s.snap.Load().crlPaths()) {
-			s.log.Info("a CRL file changed; reloading")
-			if err := s.Reload(); err == nil {
-				stamp(s.snap.Load().crlPaths())
-			}
+		if !stamp(watched(pending), false) {
+			continue
 		}
+		s.log.Info("a watched CRL (or, after a refused reload, the configuration) changed; reloading")
+		if err := s.Reload(); err != nil {
+			if !pending {
+				pending = true
+				stamp(watched(true), true) // from now on, a fix to the main file retries too
+			}
+			continue
+		}
+		pending = false
+		stamp(watched(false), true)
 	}
 }
 
