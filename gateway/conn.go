@@ -257,7 +257,7 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 			return false
 		}
 	}
-	c.pipe.setDeadline(time.Now().Add(s.idleTimeout))
+	c.pipe.setIdleTimeout(s.idleTimeout) // between reads: a slow, steady upload is fine
 	if err := req.ContinueReadBody(br, int(s.maxBodyBytes), false); err != nil {
 		x.refuseRead(err, true)
 		c.unread = true

@@ -103,6 +103,8 @@ type cfgParams struct {
 	FleetOnApp bool
 	// SecondCA adds the second fleet CA, associated with app.fleet.test.
 	SecondCA bool
+	// IdleTimeout is [gateway].idle_timeout ("10s" when empty).
+	IdleTimeout string
 	// HandshakeTimeout is [gateway].handshake_timeout ("5s" when empty).
 	HandshakeTimeout string
 	// CRL gives the fleet CA the CRL file fleet.crl (the harness writes one
@@ -129,7 +131,7 @@ issuer = "https://access.fleet.test"
 event_loops = 2
 handshake_timeout = "{{with .HandshakeTimeout}}{{.}}{{else}}5s{{end}}"
 header_timeout = "2s"
-idle_timeout = "10s"
+idle_timeout = "{{with .IdleTimeout}}{{.}}{{else}}10s{{end}}"
 drain_timeout = "{{.DrainTimeout}}"
 {{if .Wildcard}}default_site = "*.wild.fleet.test"{{end}}
 max_header_bytes = "4KiB"

@@ -193,6 +193,26 @@ func TestRefusedBeforeBody(t *testing.T) {
 	})
 }
 
+// TestSlowSteadyUpload: idle_timeout bounds the time between the pieces of
+// a body, not the whole upload: a body that keeps coming, slower than
+// idle_timeout in total, goes through; one that stops gets 408.
+func TestSlowSteadyUpload(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.IdleTimeout = "1s" })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send("POST /up HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 10\r\n\r\n")
+	for range 10 { // 10 bytes over about 3 s, one every 300 ms
+		time.Sleep(300 * time.Millisecond)
+		c.send("b")
+	}
+	if r := c.read("POST"); r.StatusCode != http.StatusOK || r.echo(t).Body != "bbbbbbbbbb" {
+		t.Fatalf("a slow, steady upload: %d %s", r.StatusCode, r.body)
+	}
+	c.send("POST /up HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 10\r\n\r\nbbb")
+	if r := c.read("POST"); r.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("an upload that stops: %d, want 408", r.StatusCode)
+	}
+}
+
 func TestExpectContinue(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)

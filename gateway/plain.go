@@ -25,6 +25,7 @@ type plainPipe struct {
 	closed   bool
 	working  bool
 	deadline time.Time
+	idle     time.Duration // when set, each read that returns bytes moves deadline to now+idle
 	notify   chan struct{}
 	limit    int // most bytes buffered at once; the connection closes past it
 }
@@ -74,7 +75,16 @@ func (p *plainPipe) wake() {
 // setDeadline bounds the worker's blocking reads; zero means none.
 func (p *plainPipe) setDeadline(t time.Time) {
 	p.mu.Lock()
-	p.deadline = t
+	p.deadline, p.idle = t, 0
+	p.mu.Unlock()
+}
+
+// setIdleTimeout bounds the time between two reads that return bytes, not
+// their total (nginx's client_body_timeout): a slow but steady upload goes
+// through, a stalled one times out.
+func (p *plainPipe) setIdleTimeout(d time.Duration) {
+	p.mu.Lock()
+	p.deadline, p.idle = time.Now().Add(d), d
 	p.mu.Unlock()
 }
 
@@ -88,6 +98,9 @@ func (p *plainPipe) Read(b []byte) (int, error) {
 			p.buf = p.buf[n:]
 			if len(p.buf) == 0 {
 				p.buf = p.buf[:0:0] // let a large burst's memory go
+			}
+			if p.idle > 0 {
+				p.deadline = time.Now().Add(p.idle)
 			}
 			p.mu.Unlock()
 			return n, nil

@@ -43,21 +43,21 @@ type Options struct {
 // Server is a running fleetgate: the gnet event loops, the TLS engine, the
 // current configuration snapshot and the admin listener.
 type Server struct {
-	opts      Options
-	log       *slog.Logger
-	accessLg  *slog.Logger
-	now       func() time.Time
-	engine    *tlsengine.Engine
-	verdicts  *tlsengine.VerdictCache
-	snap      atomic.Pointer[snapshot]
-	metrics   metrics
-	registry  *prometheus.Registry // nil when there is no admin listener to serve it
-	gnetEng   gnet.Engine
-	booted    chan struct{}
-	bootMu    sync.Mutex // orders OnBoot and the start of Shutdown
+	opts     Options
+	log      *slog.Logger
+	accessLg *slog.Logger
+	now      func() time.Time
+	engine   *tlsengine.Engine
+	verdicts *tlsengine.VerdictCache
+	snap     atomic.Pointer[snapshot]
+	metrics  metrics
+	registry *prometheus.Registry // nil when there is no admin listener to serve it
+	gnetEng  gnet.Engine
+	booted   chan struct{}
+	bootMu   sync.Mutex // orders OnBoot and the start of Shutdown
 	// running is the [gateway] section the server started with: the
 	// settings a reload cannot change (restartOnly) keep these values.
-	running configs.Gateway
+	running   configs.Gateway
 	conns     atomic.Int64
 	inflight  atomic.Int64
 	live      sync.Map  // *conn → struct{}: the open connections, for the drain
