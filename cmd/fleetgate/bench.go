@@ -85,10 +85,14 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fleetgate bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if f.concurrency < 1 {
+		fmt.Fprintf(stderr, "fleetgate bench: -concurrency %d: want at least 1\n", f.concurrency)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -209,6 +213,11 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 		}
 	} else if werr := res.WriteText(stdout); werr != nil {
 		return werr
+	}
+	if err == nil && res.Requests == 0 && res.ErrorTotal > 0 {
+		// A run in which nothing succeeded measured nothing: scripts must
+		// not mistake it for a result.
+		return fmt.Errorf("bench: every request failed (%d errors)", res.ErrorTotal)
 	}
 	return err
 }
