@@ -103,6 +103,8 @@ type cfgParams struct {
 	FleetOnApp bool
 	// SecondCA adds the second fleet CA, associated with app.fleet.test.
 	SecondCA bool
+	// MaxBodyBytes is [gateway].max_body_bytes ("64KiB" when empty).
+	MaxBodyBytes string
 	// IdleTimeout is [gateway].idle_timeout ("10s" when empty).
 	IdleTimeout string
 	// HandshakeTimeout is [gateway].handshake_timeout ("5s" when empty).
@@ -136,7 +138,7 @@ drain_timeout = "{{.DrainTimeout}}"
 {{if .Wildcard}}default_site = "*.wild.fleet.test"{{end}}
 max_header_bytes = "4KiB"
 max_header_count = 20
-max_body_bytes = "64KiB"
+max_body_bytes = "{{with .MaxBodyBytes}}{{.}}{{else}}64KiB{{end}}"
 origin_connect_timeout = "1s"
 origin_timeout = "{{.OriginTimeout}}"
 

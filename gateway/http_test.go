@@ -213,6 +213,27 @@ func TestSlowSteadyUpload(t *testing.T) {
 	}
 }
 
+// TestRaisedBodyLimitRightAfterHandshake: a reload that raises
+// max_body_bytes raises what the engine holds behind the handshake too: a
+// body larger than the old bound, sent with the client's Finished, is
+// served, not cut off as inbound_overflow.
+func TestRaisedBodyLimitRightAfterHandshake(t *testing.T) {
+	h := newHarness(t)
+	np := h.params
+	np.MaxBodyBytes = "2MiB"
+	h.writeConfig(np)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	body := strings.Repeat("x", 1<<20) // beyond the engine's start-time bound (256 KiB)
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send("POST /big HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+	r := c.read("POST")
+	if r.StatusCode != http.StatusOK || len(r.echo(t).Body) != len(body) {
+		t.Fatalf("status %d, echoed %d bytes, want 200 and %d", r.StatusCode, len(r.body), len(body))
+	}
+}
+
 func TestExpectContinue(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)

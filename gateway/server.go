@@ -201,15 +201,16 @@ func restartOnly(running, next *configs.Gateway) []string {
 // Shutdown began before it booted stops at once.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.bootMu.Lock()
-	defer s.bootMu.Unlock()
 	s.gnetEng = eng
 	if s.draining.Load() {
-		s.log.Info("shut down before it booted")
 		close(s.booted)
+		s.bootMu.Unlock()
+		s.log.Info("shut down before it booted")
 		return gnet.Shutdown
 	}
 	s.listening.Store(true)
 	close(s.booted)
+	s.bootMu.Unlock() // Ready may call Shutdown
 	s.log.Info("listening", "addr", s.listen)
 	if s.opts.Ready != nil {
 		s.opts.Ready(s.listen)
@@ -317,6 +318,9 @@ func (s *Server) Reload() error {
 	}
 	s.snap.Store(snap)
 	s.engine.SetSites(snap.sites)
+	// Bytes sent right behind the handshake wait in the engine: a raised
+	// request limit must fit there too.
+	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.
 	s.verdicts.Purge()

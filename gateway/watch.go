@@ -74,7 +74,12 @@ func (s *Server) watchCRLs(stop <-chan struct{}) {
 			}
 			continue
 		}
-		pending = false
+		if pending {
+			// Forget the main file: watched again from scratch if a later
+			// reload is refused.
+			delete(seen, s.snap.Load().cfg.Path)
+			pending = false
+		}
 		stamp(watched(false), true)
 	}
 }

@@ -609,6 +609,28 @@ func TestInboundOverflow(t *testing.T) {
 	}
 }
 
+// TestSetMaxInbound: a raised bound applies to connections opened after
+// it: the same 64 KiB that overflow a 32 KiB engine (TestInboundOverflow)
+// fit in one raised to 128 KiB; the handshake then fails on the bytes
+// themselves, not on their amount.
+func TestSetMaxInbound(t *testing.T) {
+	e, loop, f := memEngine(t, func(c *Config) { c.MaxInbound = 32 << 10; c.HandshakeTimeout = 300 * time.Millisecond })
+	e.SetMaxInbound(128 << 10)
+	mt, _, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := captureClientHello(t, f.client(teDevices, nil))
+	flood := bytes.Repeat(append([]byte{23, 3, 3, 0x40, 0}, make([]byte, 0x4000)...), 4)
+	loop.post(func() { mt.traffic(hello[:len(hello)-1]); mt.traffic(flood) })
+	if !closedWithin(mt.closedCh, 5*time.Second) {
+		t.Fatal("transport not closed")
+	}
+	if n := e.Stats().Handshakes[ReasonInboundOverflow]; n != 0 {
+		t.Fatalf("%d inbound overflows under the raised bound (the bytes fitted)", n)
+	}
+}
+
 // TestMutatedClientHellos: random corruptions of a real ClientHello never
 // panic, never complete a handshake, and every connection ends.
 func TestMutatedClientHellos(t *testing.T) {

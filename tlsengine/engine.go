@@ -121,7 +121,7 @@ type Config struct {
 type Engine struct {
 	workers      int
 	timeout      time.Duration
-	maxInbound   int
+	maxInbound   atomic.Int64 // SetMaxInbound changes it for connections opened later
 	drainTimeout time.Duration
 	verifier     ChainVerifier
 	now          func() time.Time
@@ -145,7 +145,6 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e := &Engine{
 		workers:      cfg.Workers,
 		timeout:      cfg.HandshakeTimeout,
-		maxInbound:   cfg.MaxInbound,
 		drainTimeout: cfg.DrainTimeout,
 		verifier:     cfg.Verifier,
 		now:          cfg.Now,
@@ -166,12 +165,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 	if e.timeout == 0 {
 		e.timeout = DefaultHandshakeTimeout
 	}
-	if e.maxInbound == 0 {
-		e.maxInbound = DefaultMaxInbound
-	}
-	if e.maxInbound < recordHeaderLen+maxCiphertext {
-		e.maxInbound = recordHeaderLen + maxCiphertext // one full record must fit
-	}
+	e.SetMaxInbound(cfg.MaxInbound)
 	if e.drainTimeout == 0 {
 		e.drainTimeout = DefaultDrainTimeout
 	}
@@ -187,6 +181,17 @@ func NewEngine(cfg Config) (*Engine, error) {
 	e.adm = newAdmission(e.workers, queue)
 	e.tab.Store(newTable(cfg.Sites))
 	return e, nil
+}
+
+// SetMaxInbound changes Config.MaxInbound for the connections opened from
+// now on (a reload that raises the request size limits); 0 means
+// DefaultMaxInbound, and less than one whole record is raised to one.
+func (e *Engine) SetMaxInbound(n int) {
+	if n <= 0 {
+		n = DefaultMaxInbound
+	}
+	n = max(n, recordHeaderLen+maxCiphertext) // one full record must fit
+	e.maxInbound.Store(int64(n))
 }
 
 // SetSites swaps the SNI table (a reload). Handshakes already started keep
@@ -217,7 +222,7 @@ func (e *Engine) Open(t Transport) (*Conn, error) {
 		return nil, ErrShed
 	}
 	c := &Conn{eng: e, t: t, opened: time.Now()}
-	c.shim = newShim(c, t, e.adm, e.maxInbound)
+	c.shim = newShim(c, t, e.adm, int(e.maxInbound.Load()))
 	c.tls = tls.Server(c.shim, e.tab.Load().base)
 	e.spawn(c.handshake)
 	return c, nil

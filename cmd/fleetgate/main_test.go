@@ -843,10 +843,10 @@ func TestServeSecondSignal(t *testing.T) {
 // is a mistake, not a request for the demo.
 func TestServeRefusesStrayArguments(t *testing.T) {
 	dir := t.TempDir()
-	for _, args := range [][]string{{"serve", "my.toml"}, {"check", "my.toml"}} {
+	for _, args := range [][]string{{"serve", "my.toml"}, {"check", "my.toml"}, {"pki", "-out", "p", "-cn", "a", "b"}} {
 		code, _, stderr := fleetgate(t, dir, args...)
 		if code != 2 || !strings.Contains(stderr, "-c") {
-			t.Errorf("%v: exit %d, %q; want 2 and a pointer to -c", args, code, stderr)
+			t.Errorf("%v: exit %d, %q; want 2 and a pointer to the flag", args, code, stderr)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "demo")); err == nil {

@@ -43,6 +43,10 @@ Makes, in the output folder:
 	if err := fset.Parse(args); err != nil {
 		return parseExit(err)
 	}
+	if fset.NArg() > 0 {
+		fmt.Fprintf(stderr, "fleetgate pki: unexpected argument %q (device names go in one -cn, separated by commas)\n", fset.Arg(0))
+		return 2
+	}
 	kt, ok := map[string]pki.KeyType{"p256": pki.ECDSAP256, "p384": pki.ECDSAP384, "rsa": pki.RSA2048, "ed25519": pki.Ed25519}[*keyType]
 	if !ok {
 		fmt.Fprintf(stderr, "fleetgate pki: unknown key type %q\n", *keyType)
