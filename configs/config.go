@@ -50,8 +50,13 @@ type Gateway struct {
 	HandshakeTimeout time.Duration // handshake_timeout = "5s"
 	// HeaderTimeout is the time a client has to send a complete request
 	// header once it started one (header_timeout = "10s"): the slowloris guard.
-	HeaderTimeout    time.Duration
-	IdleTimeout      time.Duration // idle_timeout = "60s": keep-alive connections with no request are closed
+	HeaderTimeout time.Duration
+	IdleTimeout   time.Duration // idle_timeout = "60s": keep-alive connections with no request are closed
+	// MaxConnectionAge (max_connection_age = "1h", nginx's keepalive_time):
+	// a keep-alive connection older than this closes after its current
+	// request, so a device reconnects, and a reload's CAs and policies reach
+	// it (a connection keeps the configuration it started with); 0: no limit.
+	MaxConnectionAge time.Duration
 	DrainTimeout     time.Duration // drain_timeout = "15s": on shutdown, in-flight requests get this long; 0 closes at once
 	MaxConnections   int           // max_connections = 200000
 	MaxHeaderBytes   int64         // max_header_bytes = "16KiB" (at least 1KiB); larger headers get 431

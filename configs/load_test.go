@@ -22,7 +22,7 @@ func TestMinimalFileTakesDefaults(t *testing.T) {
 	want := Gateway{
 		Listen: "127.0.0.1:8443", AdminListen: "127.0.0.1:9443", Issuer: "https://fleetgate.local",
 		HandshakeQueue: 4096, HandshakeTimeout: 5 * time.Second, HeaderTimeout: 10 * time.Second,
-		IdleTimeout: 60 * time.Second, DrainTimeout: 15 * time.Second, MaxConnections: 200000,
+		IdleTimeout: 60 * time.Second, DrainTimeout: 15 * time.Second, MaxConnectionAge: time.Hour, MaxConnections: 200000,
 		MaxHeaderBytes: 16 << 10, MaxHeaderCount: 100, MaxBodyBytes: 8 << 20,
 		OriginConnectTimeout: 5 * time.Second, OriginTimeout: 30 * time.Second,
 		MaxConnsPerOrigin: 512, VerdictCacheSize: 100000, TokenCacheSize: 100000,

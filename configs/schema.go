@@ -27,6 +27,7 @@ type fileGateway struct {
 	HandshakeTimeout     duration `toml:"handshake_timeout" default:"5s"`
 	HeaderTimeout        duration `toml:"header_timeout" default:"10s"`
 	IdleTimeout          duration `toml:"idle_timeout" default:"60s"`
+	MaxConnectionAge     duration `toml:"max_connection_age" default:"1h"`
 	DrainTimeout         duration `toml:"drain_timeout" default:"15s"`
 	MaxConnections       int      `toml:"max_connections" default:"200000"`
 	MaxConnectionsPerIP  int      `toml:"max_connections_per_ip" default:"0"`

@@ -235,7 +235,7 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
 	wantClose := req.Header.ConnectionClose()
 	x.http10 = !req.Header.IsHTTP11()
-	if wantClose || c.srv.draining.Load() {
+	if wantClose || c.srv.draining.Load() || c.aged(s.maxConnAge) {
 		x.closeAfter = true
 	}
 	// Authorize on the header alone: a refused request's body is never read
@@ -352,6 +352,12 @@ func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
 	total := time.Since(start)
 	c.srv.metrics.request(x, total)
 	c.srv.accessLog(x, total, out)
+}
+
+// aged reports whether the connection has lived longer than maxAge (0: no
+// limit): its current request is its last (max_connection_age).
+func (c *conn) aged(maxAge time.Duration) bool {
+	return maxAge > 0 && time.Since(c.opened) >= maxAge
 }
 
 // app returns the application this connection's site belongs to.

@@ -105,6 +105,8 @@ type cfgParams struct {
 	SecondCA bool
 	// MaxBodyBytes is [gateway].max_body_bytes ("64KiB" when empty).
 	MaxBodyBytes string
+	// MaxConnectionAge is [gateway].max_connection_age (the default when empty).
+	MaxConnectionAge string
 	// IdleTimeout is [gateway].idle_timeout ("10s" when empty).
 	IdleTimeout string
 	// HandshakeTimeout is [gateway].handshake_timeout ("5s" when empty).
@@ -134,6 +136,7 @@ event_loops = 2
 handshake_timeout = "{{with .HandshakeTimeout}}{{.}}{{else}}5s{{end}}"
 header_timeout = "2s"
 idle_timeout = "{{with .IdleTimeout}}{{.}}{{else}}10s{{end}}"
+{{with .MaxConnectionAge}}max_connection_age = "{{.}}"{{end}}
 drain_timeout = "{{.DrainTimeout}}"
 {{if .Wildcard}}default_site = "*.wild.fleet.test"{{end}}
 max_header_bytes = "4KiB"

@@ -234,6 +234,24 @@ func TestRaisedBodyLimitRightAfterHandshake(t *testing.T) {
 	}
 }
 
+// TestMaxConnectionAge: a keep-alive connection older than
+// max_connection_age answers its current request with Connection: close
+// and ends, as nginx's keepalive_time does; a younger one stays.
+func TestMaxConnectionAge(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.MaxConnectionAge = "300ms" })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send(request("GET", hApp, "/young"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.Close {
+		t.Fatalf("a young connection: %d, close %v", r.StatusCode, r.Close)
+	}
+	time.Sleep(400 * time.Millisecond)
+	c.send(request("GET", hApp, "/old"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || !r.Close {
+		t.Fatalf("a connection past max_connection_age: %d, close %v; want its answer with Connection: close", r.StatusCode, r.Close)
+	}
+	c.expectEOF()
+}
+
 func TestExpectContinue(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)

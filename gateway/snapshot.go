@@ -49,6 +49,7 @@ type snapshot struct {
 	maxBodyBytes   int64
 	headerTimeout  time.Duration
 	idleTimeout    time.Duration
+	maxConnAge     time.Duration // 0: no limit
 }
 
 // application is one configured application, ready to serve.
@@ -101,6 +102,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		maxBodyBytes:   g.MaxBodyBytes,
 		headerTimeout:  g.HeaderTimeout,
 		idleTimeout:    g.IdleTimeout,
+		maxConnAge:     g.MaxConnectionAge,
 	}
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, s.maxHeaderBytes) }
 	// An origin client is reused by the next snapshot when its URL and
