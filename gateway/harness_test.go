@@ -570,9 +570,23 @@ type rawConn struct {
 // the handshake.
 func (h *harness) dial(t testing.TB, sni string, dev *device) *rawConn {
 	t.Helper()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, h.tlsConfig(sni, dev))
+	return h.dialConfig(t, sni, h.tlsConfig(sni, dev))
+}
+
+// dialUnverified is dial without checking the gateway's certificate: for
+// no SNI (sni "") and for names the harness's server certificate lacks.
+func (h *harness) dialUnverified(t testing.TB, sni string, dev *device) *rawConn {
+	t.Helper()
+	conf := h.tlsConfig(sni, dev)
+	conf.InsecureSkipVerify = true
+	return h.dialConfig(t, sni, conf)
+}
+
+func (h *harness) dialConfig(t testing.TB, sni string, conf *tls.Config) *rawConn {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
 	if err != nil {
-		t.Fatalf("dial %s: %v", sni, err)
+		t.Fatalf("dial %q: %v", sni, err)
 	}
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	t.Cleanup(func() { _ = c.Close() })

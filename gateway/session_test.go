@@ -1,13 +1,9 @@
 package gateway
 
 import (
-	"bufio"
-	"crypto/tls"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestSessionTokenReusedOnConnection: requests that follow on one keep-alive
@@ -110,15 +106,7 @@ func TestLogoutEndsConnectionSession(t *testing.T) {
 // the session cookie (its Domain) once, not only the first.
 func TestSessionCookiePerHostWithoutSNI(t *testing.T) {
 	h := newHarness(t, func(p *cfgParams) { p.Wildcard = true })
-	conf := h.tlsConfig("", h.pki.sensor1)
-	conf.InsecureSkipVerify = true // no SNI: the client has no name to check
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
-	if err != nil {
-		t.Fatalf("dial without SNI: %v", err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+	rc := h.dialUnverified(t, "", h.pki.sensor1) // no SNI
 	for i, step := range []struct {
 		host   string
 		cookie bool
@@ -149,15 +137,7 @@ func TestSessionCookiePerHostWithoutSNI(t *testing.T) {
 // judged by the wildcard's policies and forwarded.
 func TestNoSNIStaysOnItsSite(t *testing.T) {
 	h := newHarness(t, func(p *cfgParams) { p.Wildcard = true })
-	conf := h.tlsConfig("", h.pki.sensor1)
-	conf.InsecureSkipVerify = true // no SNI: the client has no name to check
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
-	if err != nil {
-		t.Fatalf("dial without SNI: %v", err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+	rc := h.dialUnverified(t, "", h.pki.sensor1) // no SNI
 	rc.send(request("GET", "exact.wild.fleet.test", "/"))
 	if r := rc.read("GET"); r.StatusCode != http.StatusMisdirectedRequest {
 		t.Fatalf("no SNI, Host of the more specific site: %d, want 421: %s", r.StatusCode, r.body)
@@ -168,15 +148,7 @@ func TestNoSNIStaysOnItsSite(t *testing.T) {
 	}
 	// With SNI the exact site judges by its own policy: sensor-0001 is not
 	// its device.
-	conf = h.tlsConfig("exact.wild.fleet.test", h.pki.sensor1)
-	conf.InsecureSkipVerify = true // the harness's server certificate does not name it
-	dc, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
-	if err != nil {
-		t.Fatalf("dial exact.wild.fleet.test: %v", err)
-	}
-	defer dc.Close()
-	_ = dc.SetDeadline(time.Now().Add(20 * time.Second))
-	direct := &rawConn{t: t, c: dc, br: bufio.NewReader(dc)}
+	direct := h.dialUnverified(t, "exact.wild.fleet.test", h.pki.sensor1) // the server certificate lacks the name
 	direct.send(request("GET", "exact.wild.fleet.test", "/"))
 	if r := direct.read("GET"); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("SNI of the exact site, a device its policy does not admit: %d, want 403", r.StatusCode)
