@@ -140,7 +140,10 @@ func (c *conn) work() {
 	for {
 		keep := c.serveOne(br, bw)
 		if !keep {
-			if c.unread {
+			// Input not read (a refused body, or requests pipelined behind
+			// the last one): closing at once could make the kernel reset
+			// the connection and lose the answer just written.
+			if c.unread || br.Buffered() > 0 || c.pipe.buffered() > 0 {
 				c.lingerClose()
 			} else {
 				c.shutdown()
@@ -235,7 +238,7 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
 	wantClose := req.Header.ConnectionClose()
 	x.http10 = !req.Header.IsHTTP11()
-	if wantClose || c.srv.draining.Load() || c.aged(s.maxConnAge) {
+	if wantClose || c.srv.draining.Load() || c.aged(c.srv.snap.Load().maxConnAge) { // the newest limit: a reload that lowers it reaches open connections
 		x.closeAfter = true
 	}
 	// Authorize on the header alone: a refused request's body is never read

@@ -252,6 +252,29 @@ func TestMaxConnectionAge(t *testing.T) {
 	c.expectEOF()
 }
 
+// TestMaxConnectionAgeReload: a reload that lowers max_connection_age
+// reaches connections opened before it (that is what the limit is for).
+func TestMaxConnectionAgeReload(t *testing.T) {
+	h := newHarness(t)
+	c := h.dial(t, hApp, h.pki.sensor1) // under the default, 1h
+	c.send(request("GET", hApp, "/before"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.Close {
+		t.Fatalf("before: %d, close %v", r.StatusCode, r.Close)
+	}
+	np := h.params
+	np.MaxConnectionAge = "200ms"
+	h.writeConfig(np)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.send(request("GET", hApp, "/after"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || !r.Close {
+		t.Fatalf("after the reload lowered the age: %d, close %v; want Connection: close", r.StatusCode, r.Close)
+	}
+	c.expectEOF()
+}
+
 func TestExpectContinue(t *testing.T) {
 	h := newHarness(t)
 	c := h.dial(t, hApp, h.pki.sensor1)

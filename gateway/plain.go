@@ -72,6 +72,13 @@ func (p *plainPipe) wake() {
 	}
 }
 
+// buffered returns how many bytes wait to be read.
+func (p *plainPipe) buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.buf)
+}
+
 // setDeadline bounds the worker's blocking reads; zero means none.
 func (p *plainPipe) setDeadline(t time.Time) {
 	p.mu.Lock()

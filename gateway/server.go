@@ -36,7 +36,9 @@ type Options struct {
 	AccessLog *slog.Logger
 	// Now is the clock; nil means time.Now. Tests move it.
 	Now func() time.Time
-	// Ready, when set, is called once the listener is up.
+	// Ready, when set, is called once the listener is up, from within Run
+	// as it boots: it must not wait for Run (to call Shutdown from it,
+	// start a goroutine).
 	Ready func(addr string)
 }
 
@@ -316,10 +318,12 @@ func (s *Server) Reload() error {
 	if keys := restartOnly(&s.running, &cfg.Gateway); len(keys) > 0 {
 		s.log.Warn("these settings changed but need a restart; the running values stay", "keys", strings.Join(keys, ", "))
 	}
+	// Bytes sent right behind the handshake wait in the engine: a raised
+	// request limit must fit there too, for connections opened under either
+	// snapshot while it is swapped.
+	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, old.inputLimit(), snap.inputLimit()))
 	s.snap.Store(snap)
 	s.engine.SetSites(snap.sites)
-	// Bytes sent right behind the handshake wait in the engine: a raised
-	// request limit must fit there too.
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.
