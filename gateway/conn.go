@@ -236,9 +236,10 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 
 	// Read before the phases: forwarding strips the hop-by-hop Connection
 	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
-	wantClose := req.Header.ConnectionClose()
+	// max_connection_age comes from the newest configuration: a reload that
+	// lowers it reaches open connections.
 	x.http10 = !req.Header.IsHTTP11()
-	if wantClose || c.srv.draining.Load() || c.aged(c.srv.snap.Load().maxConnAge) { // the newest limit: a reload that lowers it reaches open connections
+	if req.Header.ConnectionClose() || c.srv.draining.Load() || c.aged(c.srv.snap.Load().maxConnAge) {
 		x.closeAfter = true
 	}
 	// Authorize on the header alone: a refused request's body is never read
@@ -270,7 +271,7 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
 	c.pipe.setDeadline(time.Time{})
 
 	x.serve()
-	if wantClose || c.srv.draining.Load() {
+	if c.srv.draining.Load() { // a drain that began while this request was served
 		x.closeAfter = true
 	}
 	c.finishExchange(x, bw, start)

@@ -158,7 +158,7 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		// path ("/abs/%2e%2e/x" becoming "/x"), and the origin would be
 		// asked for another path than the one the device asked for.
 		u := req.URI()
-		bp := certBufPool.Get().(*[]byte)
+		bp := scratchPool.Get().(*[]byte)
 		b := (*bp)[:0]
 		if p := u.PathOriginal(); len(p) > 0 {
 			b = append(b, p...)
@@ -170,7 +170,7 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		}
 		req.SetRequestURIBytes(b) // fasthttp copies it; the URI is parsed again
 		*bp = b
-		certBufPool.Put(bp)
+		scratchPool.Put(bp)
 	}
 	if t := h.RequestURI(); len(t) > 1 && t[0] == '/' && t[1] == '/' {
 		pinTarget(req, t)
@@ -191,7 +191,7 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	h.Set("X-Forwarded-Proto", "https")
 	h.Set("X-Forwarded-Host", f.Host)
 	if f.ClientCert != nil && len(f.ClientCert.DER) > 0 {
-		bp := certBufPool.Get().(*[]byte)
+		bp := scratchPool.Get().(*[]byte)
 		b := append((*bp)[:0], ':')
 		b = base64.StdEncoding.AppendEncode(b, f.ClientCert.DER)
 		b = append(b, ':')
@@ -200,7 +200,7 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		// RFC 9440: the DER as a Structured Field Byte Sequence.
 		h.SetBytesV("Client-Cert", b)
 		*bp = b
-		certBufPool.Put(bp)
+		scratchPool.Put(bp)
 	}
 }
 
@@ -235,7 +235,7 @@ func dropCookie(h *fasthttp.RequestHeader, name string) {
 	if !found {
 		return
 	}
-	bp := certBufPool.Get().(*[]byte)
+	bp := scratchPool.Get().(*[]byte)
 	b := (*bp)[:0]
 	for k, v := range h.Cookies() {
 		if string(k) == name {
@@ -252,12 +252,13 @@ func dropCookie(h *fasthttp.RequestHeader, name string) {
 		h.SetBytesV("Cookie", b) // parsed again, in this order; fasthttp copies
 	}
 	*bp = b
-	certBufPool.Put(bp)
+	scratchPool.Put(bp)
 }
 
-// certBufPool holds the buffers the client certificate is base64-encoded
-// into for the origin's headers.
-var certBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+// scratchPool holds originRequest's scratch buffers: the rebuilt target of
+// an absolute-form request, the cookies kept for the origin, and the client
+// certificate base64-encoded for the origin's headers.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // strippedHeaders are the lower-case names originRequest deletes, besides
 // those that start with one of spoofablePrefixes or contain '_', indexed by

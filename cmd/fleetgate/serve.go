@@ -27,7 +27,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleetgate serve [-c FILE]\n\nRuns the gateway. SIGHUP reloads the file; SIGTERM or SIGINT drains and exits.\n\n")
+		fmt.Fprintf(stderr, "Usage: fleetgate serve [-c FILE]\n\nRuns the gateway. SIGHUP reloads the file; SIGTERM or SIGINT drains and exits (a second one stops at once, exit 1).\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
