@@ -2,7 +2,7 @@ package gateway
 
 // The Access flow: refusals and their reasons, service auth 401, session
 // cookies and the cf-access-token header, no-duration tokens, and the
-// /cdn-cgi/access/* endpoints (issue 4, points 3, 4 and 6).
+// /cdn-cgi/access/* endpoints.
 
 import (
 	"crypto/sha256"

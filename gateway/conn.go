@@ -12,7 +12,6 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 
-	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
 
@@ -38,9 +37,6 @@ type conn struct {
 	// the request worker touches it.
 	session *session
 
-	// unread is set by the worker when it refuses a request whose bytes it
-	// did not all read (413, 431, 400, 408): the connection then lingers.
-	unread bool
 	// unchecked counts the response bytes written since the outbound
 	// buffer was last looked at (tlsWriter); request workers only, one at a
 	// time.
@@ -138,16 +134,12 @@ func (c *conn) work() {
 		writerPool.Put(bw)
 	}()
 	for {
-		keep := c.serveOne(br, bw)
-		if !keep {
-			// Input not read (a refused body, or requests pipelined behind
-			// the last one): closing at once could make the kernel reset
-			// the connection and lose the answer just written.
-			if c.unread || br.Buffered() > 0 || c.pipe.buffered() > 0 {
-				c.lingerClose()
-			} else {
-				c.shutdown()
-			}
+		switch c.serveOne(br, bw) {
+		case endClose:
+			c.shutdown()
+			return
+		case endLinger:
+			c.lingerClose()
 			return
 		}
 		if c.pipe.finish(br.Buffered()) {
@@ -165,198 +157,6 @@ func (c *conn) work() {
 
 // writerPool holds the response writers of request workers.
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
-
-// serveOne reads, serves and answers one request. It reports whether the
-// connection may carry another.
-func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) (keepAlive bool) {
-	s := c.snap
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-
-	c.pipe.setDeadline(time.Now().Add(s.headerTimeout))
-	err := awaitHeader(br)
-	if err == nil {
-		err = req.Header.Read(br)
-	}
-	start := time.Now()
-	c.srv.inflight.Add(1)
-	defer c.srv.inflight.Add(-1)
-	x := &exchange{c: c, app: c.app(), req: req, resp: resp, now: c.srv.now()}
-	if err != nil {
-		if isQuietEOF(err) {
-			return false
-		}
-		x.refuseRead(err, false)
-		c.unread = true
-		c.finishExchange(x, bw, start)
-		return false
-	}
-	if !supportedProtocol(req.Header.Protocol()) {
-		// An HTTP version this gateway does not speak (HTTP/1.2, HTTP/2.0 in
-		// an HTTP/1 request line): its framing is unknown, so nothing after
-		// the header can be trusted.
-		x.closeAfter = true
-		c.unread = true
-		x.refuse(fasthttp.StatusHTTPVersionNotSupported, "HTTP version not supported")
-		c.finishExchange(x, bw, start)
-		return false
-	}
-	if refusedMethod(req) { // CONNECT, TRACE: never forwarded (framing.go)
-		c.unread = true
-		x.refuseMethod() // 405 with Allow; the connection closes
-		c.finishExchange(x, bw, start)
-		return false
-	}
-	if why := framingError(req); why != "" {
-		// Never forwarded: the origin could frame it differently.
-		x.closeAfter = true
-		c.unread = true
-		x.refuse(fasthttp.StatusBadRequest, "malformed request: "+why)
-		c.finishExchange(x, bw, start)
-		return false
-	}
-	if s.maxHeaderCount > 0 && req.Header.Len() > s.maxHeaderCount {
-		x.closeAfter = true
-		c.unread = true
-		x.refuse(fasthttp.StatusRequestHeaderFieldsTooLarge, "too many header fields")
-		c.finishExchange(x, bw, start)
-		return false
-	}
-	if req.MayContinue() {
-		if cl := req.Header.ContentLength(); cl > int(s.maxBodyBytes) {
-			x.closeAfter = true // the body may follow anyway: it is never read
-			c.unread = true
-			x.refuse(fasthttp.StatusRequestEntityTooLarge, "request body too large")
-			c.finishExchange(x, bw, start)
-			return false
-		}
-	}
-
-	// Read before the phases: forwarding strips the hop-by-hop Connection
-	// header, and fasthttp's close flag (HTTP/1.0, Connection: close) with it.
-	// max_connection_age comes from the newest configuration: a reload that
-	// lowers it reaches open connections.
-	x.http10 = !req.Header.IsHTTP11()
-	if req.Header.ConnectionClose() || c.srv.draining.Load() || c.aged(c.srv.snap.Load().maxConnAge) {
-		x.closeAfter = true
-	}
-	// Authorize on the header alone: a refused request's body is never read
-	// (nor 100 Continue sent), so the connection ends after the answer.
-	if x.admit() == respond {
-		if cl := req.Header.ContentLength(); cl > 0 || cl == -1 { // a length, or chunked (-2: none)
-			x.closeAfter = true
-			c.unread = true
-		}
-		c.finishExchange(x, bw, start)
-		return !x.closeAfter
-	}
-
-	if req.MayContinue() {
-		if _, err := bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
-			return false
-		}
-		if err := bw.Flush(); err != nil {
-			return false
-		}
-	}
-	c.pipe.setIdleTimeout(s.idleTimeout) // between reads: a slow, steady upload is fine
-	if err := req.ContinueReadBody(br, int(s.maxBodyBytes), false); err != nil {
-		x.refuseRead(err, true)
-		c.unread = true
-		c.finishExchange(x, bw, start)
-		return false
-	}
-	c.pipe.setDeadline(time.Time{})
-
-	x.serve()
-	if c.srv.draining.Load() { // a drain that began while this request was served
-		x.closeAfter = true
-	}
-	c.finishExchange(x, bw, start)
-	return !x.closeAfter
-}
-
-// supportedProtocol reports whether a request line's version is one the
-// gateway speaks: HTTP/1.1 or HTTP/1.0 (fasthttp accepts any HTTP/x.y).
-func supportedProtocol(proto []byte) bool {
-	return string(proto) == "HTTP/1.1" || string(proto) == "HTTP/1.0"
-}
-
-// refuseRead answers a request that could not be read.
-func (x *exchange) refuseRead(err error, inBody bool) {
-	x.closeAfter = true
-	// Logged and counted as refused before the policies (decision none), as
-	// when refused before they ran: the request never reached the origin.
-	x.decided, x.decision = false, policy.Decision{}
-	var small *fasthttp.ErrSmallBuffer
-	switch {
-	case errors.Is(err, errBareLF):
-		x.refuse(fasthttp.StatusBadRequest, "malformed request: bare LF line ending")
-	case errors.Is(err, errReadTimeout):
-		x.refuse(fasthttp.StatusRequestTimeout, "request timeout")
-	case errors.As(err, &small):
-		x.refuse(fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		x.refuse(fasthttp.StatusRequestEntityTooLarge, "request body too large")
-	case inBody:
-		x.refuse(fasthttp.StatusBadRequest, "malformed request body")
-	default:
-		x.refuse(fasthttp.StatusBadRequest, "malformed request")
-	}
-}
-
-// finishExchange writes the response, counts it and logs it. An origin
-// body that is still streaming is read whole when it is small, else copied
-// to the device as it arrives (stream.go).
-func (c *conn) finishExchange(x *exchange, bw *bufio.Writer, start time.Time) {
-	var body *streamedBody
-	if x.resp.IsBodyStream() {
-		body = x.settleBody()
-	}
-	if body != nil && x.http10 && x.resp.Header.ContentLength() < 0 {
-		// HTTP/1.0 has no chunked coding: a body of unknown length is
-		// delimited by closing the connection (writeStreamed).
-		x.closeAfter = true
-	}
-	if x.closeAfter {
-		x.resp.SetConnectionClose()
-	} else if x.http10 {
-		// HTTP/1.0 keeps a connection only when the response says so.
-		x.resp.Header.Set("Connection", "keep-alive")
-	}
-	x.resp.SkipBody = x.req.Header.IsHead()
-	if x.status == 0 {
-		x.status = x.resp.StatusCode()
-	}
-	var out int64
-	var err error
-	if body != nil {
-		out, err = x.writeStreamed(bw, body)
-	} else {
-		if x.closeAfter && !c.unread {
-			// The connection closes right after this response (work calls
-			// shutdown): the response and close_notify go out in one write.
-			c.tc.Cork()
-		}
-		if !x.resp.SkipBody {
-			out = int64(len(x.resp.Body())) // a HEAD's answer sends none
-		}
-		err = x.resp.Write(bw)
-		if err == nil {
-			err = bw.Flush()
-		}
-	}
-	if err != nil {
-		x.closeAfter = true
-	} else if ss := c.session; x.cookieSet && ss != nil && ss.token == x.assertion {
-		ss.sentFor = x.host // the device has the cookie: later responses need not repeat it
-	}
-	total := time.Since(start)
-	c.srv.metrics.request(x, total)
-	c.srv.accessLog(x, total, out)
-}
 
 // aged reports whether the connection has lived longer than maxAge (0: no
 // limit): its current request is its last (max_connection_age).

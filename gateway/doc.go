@@ -7,15 +7,21 @@
 //	event loop (gnet)          request worker (one goroutine per busy connection)
 //	─────────────────          ─────────────────────────────────────────────────
 //	OnOpen   → admission (max_connections, max_connections_per_ip, shed) → tlsengine.Open
-//	OnTraffic→ Feed, Read ──plaintext──▶ fasthttp parse (limits → 408/413/431; framing → 400)
-//	                                     pipeline: host (421) → token → /cdn-cgi/access/*
-//	                                               → policy (403/401) → mint → origin (502/504)
-//	         ◀──────── TLS records ───── response, the origin's body streamed with backpressure
-//	                                     (close after it in "no duration" mode)
+//	OnTraffic→ Feed, Read ──plaintext──▶ serveOne (exchange.go), its phases in order:
+//	                                       header → framing (505/405/400/431/413/408)
+//	                                       → certificate re-check → host (421) → token
+//	                                       → /cdn-cgi/access/* → policy (403/401)
+//	                                       → body → mint → origin (502/504)
+//	         ◀──────── TLS records ───── respond: the answer, the origin's body streamed
+//	                                     with backpressure; then the access log, and
+//	                                     endOf: keep, close, or close lingering
 //	OnClose  → release
 //
 // The event loop never blocks: handshakes run in tlsengine's bounded pool and
 // requests on their connection's worker, which exists only while a request
-// is in progress. Configuration lives in an immutable snapshot swapped
+// is in progress. Each phase returns a named outcome (proceed, respond,
+// hangUp) and records facts on the exchange; whether the connection stays
+// open is decided from those facts in one place (exchange.last, conn.endOf).
+// Configuration lives in an immutable snapshot swapped
 // atomically on reload; a connection keeps the snapshot it started with.
 package gateway

@@ -27,7 +27,7 @@ func (x *exchange) accessEndpoints() outcome {
 		x.reason = "jwks"
 		// The newest keys: after a rotation, an open connection must not
 		// keep serving a key that was taken out of service.
-		return x.json(fasthttp.StatusOK, x.c.srv.snap.Load().jwks)
+		return x.json(fasthttp.StatusOK, x.cur.jwks)
 	case pathGetIdentity:
 		return x.getIdentity()
 	case pathLogout:

@@ -1,6 +1,6 @@
 package gateway
 
-// Faults (issue 6, point 4): an origin that closes mid-response, a huge
+// Faults: an origin that closes mid-response, a huge
 // body streamed through without being held, max_response_bytes, reloads
 // under load, and a shutdown under load. (An origin that never answers:
 // TestOriginTimeout.)

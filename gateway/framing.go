@@ -1,6 +1,6 @@
 package gateway
 
-// Request framing checks (issue 6, point 2). fasthttp parses requests, and
+// Request framing checks. fasthttp parses requests, and
 // refuses most malformed ones itself (two Content-Length fields, a space
 // before the colon, a bad chunk size, NUL in a value, two Host fields…).
 // A few shapes it accepts are request-smuggling vectors when the gateway and
@@ -27,13 +27,9 @@ package gateway
 import (
 	"bufio"
 	"bytes"
-	"errors"
 
 	"github.com/valyala/fasthttp"
 )
-
-// errBareLF is awaitHeader's refusal of a line that ends in LF without CR.
-var errBareLF = errors.New("gateway: bare LF line ending in the request header")
 
 // awaitHeader blocks until br holds a whole request header (up to the empty
 // line that ends it) and refuses a bare LF on the way, as the bytes arrive:
@@ -139,8 +135,7 @@ func refusedMethod(req *fasthttp.Request) bool {
 // (any other but CONNECT and TRACE is the origin's to accept or refuse),
 // and the connection closes.
 func (x *exchange) refuseMethod() outcome {
-	x.closeAfter = true
-	o := x.refuse(fasthttp.StatusMethodNotAllowed, "method not allowed")
+	o := x.refuseUnread(fasthttp.StatusMethodNotAllowed, "method not allowed")
 	x.resp.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	return o
 }

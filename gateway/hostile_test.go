@@ -1,6 +1,6 @@
 package gateway
 
-// Hostile HTTP over real TLS connections (issue 6, point 2): request
+// Hostile HTTP over real TLS connections: request
 // smuggling shapes are refused with 400 and never reach the origin; a
 // slowloris header gets 408 at header_timeout; a body over the limit gets
 // 413 without the gateway waiting for it.

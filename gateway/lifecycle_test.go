@@ -1,7 +1,6 @@
 package gateway
 
-// The admin listener, reload, graceful drain and the access log (issue 4,
-// points 7, 8 and 9).
+// The admin listener, reload, graceful drain and the access log.
 
 import (
 	"context"

@@ -1,7 +1,7 @@
 package gateway
 
 // Prometheus metrics on the admin listener, configuration warnings in the
-// log, and /readyz (issue 7, points 2, 3 and 4).
+// log, and /readyz.
 
 import (
 	"context"

@@ -7,11 +7,6 @@ import (
 	"time"
 )
 
-// errStaleConn is returned instead of writing a request on a pooled origin
-// connection that the origin has already closed. Nothing was sent, so the
-// request may go out again on a fresh connection, whatever its method.
-var errStaleConn = errors.New("gateway: the origin closed the idle connection")
-
 // originConn is a pooled origin connection with two additions to fasthttp's
 // handling:
 //

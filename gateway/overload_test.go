@@ -1,6 +1,6 @@
 package gateway
 
-// Overload (issue 6, point 3): at three times the handshake capacity the
+// Overload: at three times the handshake capacity the
 // admitted handshakes complete and the excess is refused at once, counted;
 // at max_connections new connections are refused and open ones keep being
 // served; the optional per-address cap. The 60 s flood with memory samples

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"strings"
 	"time"
 
@@ -11,72 +10,75 @@ import (
 	"github.com/fleetgate/fleetgate/policy"
 )
 
-// exchange is one request's trip through the gateway: what came in, what was
-// decided, and what goes back. The phases of pipeline fill it in order.
-type exchange struct {
-	c    *conn
-	app  *application
-	req  *fasthttp.Request
-	resp *fasthttp.Response
-	now  time.Time
-	host string // the request's host, lower-case, without port
-
-	token    string         // the token the device presented, if any
-	claims   *policy.Claims // its verified claims; nil when absent or invalid
-	tokenErr error          // why a presented token was refused
-
-	input     policy.Input
-	decision  policy.Decision
-	decided   bool   // the policies were evaluated (decision is meaningful)
-	assertion string // the token forwarded to the origin
-	cookie    string // the session cookie minted for the device (Set-Cookie), "" for none
-	cookieSet bool   // the response carries cookie (forward added it and no failure replaced it)
-
-	status     int
-	reason     string // for the access log (and the body of a refusal)
-	closeAfter bool   // close the connection after this response
-	http10     bool   // the device spoke HTTP/1.0: a connection kept open must say keep-alive
-	originKind string // origin failure kind, for logs and metrics
-	originDur  time.Duration
+// readHeader waits for a request header and reads it. A device that
+// closes, or sends nothing, before a request hangs up; a header that cannot
+// be read is answered by checkFraming.
+func (x *exchange) readHeader() outcome {
+	c := x.c
+	c.pipe.setDeadline(time.Now().Add(c.snap.headerTimeout))
+	err := awaitHeader(x.br)
+	if err == nil {
+		err = x.req.Header.Read(x.br)
+	}
+	x.start, x.now = time.Now(), c.srv.now()
+	if err != nil && isQuietEOF(err) {
+		x.silent = true
+		return hangUp
+	}
+	x.headerErr = err
+	return proceed
 }
 
-// outcome is what a phase tells the pipeline.
-type outcome uint8
-
-const (
-	proceed outcome = iota // go on to the next phase
-	respond                // the response is complete: send it
-)
-
-// admit runs the phases that need only the request's header, in order:
-// revocation re-check, host check, token, Access endpoints, policy
-// decision. It reports respond when one of them completed the response (a
-// refusal, or an endpoint's answer): then the body is never read. serveOne
-// runs it before reading the body or sending 100 Continue, so a device the
-// gateway refuses cannot make it read and buffer a body.
-func (x *exchange) admit() outcome {
-	return x.run(
-		(*exchange).recheckRevocation,
-		(*exchange).checkHost,
-		(*exchange).readToken,
-		(*exchange).accessEndpoints,
-		(*exchange).decide,
-	)
+// checkFraming refuses what must never be forwarded because the origin
+// could frame it differently, or because it cannot be read at all: an
+// unreadable header (400, 408, 431), an HTTP version the gateway does not
+// speak (505), CONNECT and TRACE (405), a smuggling shape (400, framing.go),
+// too many fields (431), or an Expect: 100-continue with a body that can
+// never fit (413). Each leaves the rest of the input unread.
+func (x *exchange) checkFraming() outcome {
+	req, s := x.req, x.c.snap
+	switch {
+	case x.headerErr != nil:
+		return x.refuseRead(x.headerErr, false)
+	case !supportedProtocol(req.Header.Protocol()):
+		return x.refuseUnread(fasthttp.StatusHTTPVersionNotSupported, "HTTP version not supported")
+	case refusedMethod(req):
+		return x.refuseMethod()
+	}
+	if why := framingError(req); why != "" {
+		return x.refuseUnread(fasthttp.StatusBadRequest, "malformed request: "+why)
+	}
+	switch {
+	case s.maxHeaderCount > 0 && req.Header.Len() > s.maxHeaderCount:
+		return x.refuseUnread(fasthttp.StatusRequestHeaderFieldsTooLarge, "too many header fields")
+	case req.MayContinue() && req.Header.ContentLength() > int(s.maxBodyBytes):
+		// The body may follow anyway: it is never read.
+		return x.refuseUnread(fasthttp.StatusRequestEntityTooLarge, "request body too large")
+	}
+	// Read now: forwarding strips the hop-by-hop Connection header, and
+	// fasthttp's close flag (HTTP/1.0, Connection: close) with it.
+	x.http10 = !req.Header.IsHTTP11()
+	x.deviceClose = req.Header.ConnectionClose()
+	return proceed
 }
 
-// serve runs the phases of an admitted request, once its body is read:
-// token minting, forwarding.
-func (x *exchange) serve() {
-	x.run((*exchange).mint, (*exchange).forward)
-}
-
-// run runs phases in order until one completes the response.
-func (x *exchange) run(phases ...func(*exchange) outcome) outcome {
-	for _, phase := range phases {
-		if phase(x) == respond {
-			return respond
+// readBody reads the body of an admitted request, after answering its
+// Expect: 100-continue. Between two reads it waits at most idle_timeout: a
+// slow, steady upload is fine (nginx's client_body_timeout).
+func (x *exchange) readBody() outcome {
+	c, s := x.c, x.c.snap
+	if x.req.MayContinue() {
+		if _, err := x.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil || x.bw.Flush() != nil {
+			x.cut = true
+			return hangUp
 		}
 	}
+	c.pipe.setIdleTimeout(s.idleTimeout)
+	if err := x.req.ContinueReadBody(x.br, int(s.maxBodyBytes), false); err != nil {
+		return x.refuseRead(err, true)
+	}
+	c.pipe.setDeadline(time.Time{})
+	x.bodyRead = true
 	return proceed
 }
 
@@ -90,7 +92,7 @@ func (x *exchange) checkHost() outcome {
 	sni := x.c.tc.ServerName()
 	switch {
 	case host == "":
-		x.closeAfter = true // a malformed request: as for every 400, do not trust what follows
+		x.malformed = true // as for every 400, do not trust what follows
 		return x.refuse(fasthttp.StatusBadRequest, "missing Host header")
 	case sni != "" && !strings.EqualFold(host, sni):
 		return x.refuse(fasthttp.StatusMisdirectedRequest, "host "+quote(host)+" does not match the TLS server name "+quote(sni))
@@ -131,7 +133,7 @@ func (x *exchange) readToken() outcome {
 	if n == 0 {
 		return proceed
 	}
-	s := x.c.srv.snap.Load()
+	s := x.cur
 	for i, tok := range cands[:n] {
 		claims, err := s.verifyToken(string(tok), x.app.aud, x.now)
 		if claims != nil {
@@ -155,16 +157,16 @@ func (x *exchange) readToken() outcome {
 // gateway verify.
 const maxTokenCandidates = 3
 
-// recheckRevocation: a connection's verdict was computed at its handshake;
+// recheckCertificate: a connection's verdict was computed at its handshake;
 // revocation is checked again on every request, against the newest
 // configuration, before anything uses the certificate (the policy, the
 // get-identity endpoint), so a device revoked while it holds a keep-alive
 // connection is refused on its next request. So is expiry: a certificate
 // of the path that expired while the connection was open makes the
 // verdict Expired.
-func (x *exchange) recheckRevocation() outcome {
+func (x *exchange) recheckCertificate() outcome {
 	v := x.c.tc.Verdict()
-	if rev := x.c.srv.snap.Load().revocation; rev != nil {
+	if rev := x.cur.revocation; rev != nil {
 		rev.Recheck(v, x.now)
 	}
 	if v.OK() {
@@ -193,7 +195,7 @@ func (x *exchange) decide() outcome {
 	}
 	reason := x.decision.Reason
 	if x.tokenErr != nil && !in.Cert.OK() && x.decision.Policy == "" {
-		reason = "invalid session token: " + strings.TrimPrefix(x.tokenErr.Error(), "policy: ")
+		reason = "invalid session token: " + tokenRefusal(x.tokenErr)
 	}
 	status := fasthttp.StatusForbidden
 	if x.decision.ServiceAuthFailed && x.app.serviceAuth401 {
@@ -219,7 +221,7 @@ func (x *exchange) mint() outcome {
 	s := x.app.snap // the connection's: the cookie's attributes
 	// The newest configuration signs: a key a reload took out of service
 	// signs nothing more, on open connections too.
-	cur := x.c.srv.snap.Load()
+	cur := x.cur
 	d := x.decision.SessionDuration
 	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) && ss.minted == cur {
 		x.assertion = ss.token
@@ -247,7 +249,7 @@ func (x *exchange) mint() outcome {
 		x.cookie = sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, maxAge)
 		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 	} else {
-		x.closeAfter = true
+		x.perRequest = true // the next request makes a fresh handshake
 		x.c.srv.metrics.tokenMinted(x.app.name, "no_duration")
 	}
 	return proceed
@@ -325,33 +327,6 @@ func (x *exchange) forward() outcome {
 	return respond
 }
 
-// refuse answers with a status and a one-line reason the device can read.
-func (x *exchange) refuse(status int, reason string) outcome {
-	x.reason = reason
-	return x.fail(status, reason)
-}
-
-// fail writes a short text response.
-func (x *exchange) fail(status int, body string) outcome {
-	x.status = status
-	if x.reason == "" {
-		x.reason = body
-	}
-	x.resp.Reset()
-	x.cookieSet = false // a replaced response does not carry the cookie
-	x.resp.SetStatusCode(status)
-	x.resp.Header.SetContentType("text/plain; charset=utf-8")
-	x.resp.Header.Set("Cache-Control", "no-store")
-	x.resp.SetBodyString(body + "\n")
-	return respond
-}
-
-func (x *exchange) internalError(what string, err error) outcome {
-	x.c.srv.log.Error("internal error", "what", what, "err", err.Error())
-	x.reason = "internal error: " + what
-	return x.fail(fasthttp.StatusInternalServerError, "internal error")
-}
-
 // hostWithoutPort lower-cases a Host header value and drops its port,
 // handling bracketed IPv6 literals.
 func hostWithoutPort(h []byte) string {
@@ -379,15 +354,3 @@ func quote(s string) string {
 		return r
 	}, s) + `"`
 }
-
-// errTokenUntrustedRoot refuses a session token whose certificate chained
-// to a root the application no longer trusts.
-var errTokenUntrustedRoot = errors.New("certificate authority no longer trusted for this application")
-
-// errTokenRevoked refuses a session token whose certificate was revoked
-// after the token was minted.
-var errTokenRevoked = errors.New("certificate revoked")
-
-// errTokenRevocationUnknown refuses a session token whose certificate's
-// issuer has a CRL past its nextUpdate under crl_stale = "reject".
-var errTokenRevocationUnknown = errors.New("certificate revocation status unknown (stale CRL)")

@@ -1,19 +1,10 @@
 package gateway
 
 import (
-	"errors"
 	"io"
 	"sync"
 	"time"
 )
-
-// errInputOverflow is returned by plainPipe.push when a client sends more
-// than the pipe may hold while its current request is being served.
-var errInputOverflow = errors.New("gateway: too much pipelined input")
-
-// errReadTimeout is returned by plainPipe.Read when the worker's deadline
-// passes before bytes arrive (header timeout → 408, idle body → 408).
-var errReadTimeout = errors.New("gateway: read timeout")
 
 // plainPipe carries decrypted bytes from the event loop (which appends) to
 // the connection's request worker (which reads, blocking). The event loop

@@ -1,6 +1,6 @@
 package gateway
 
-// TLS posture through the real listener (issue 6, point 5): TLS 1.2 and 1.3
+// TLS posture through the real listener: TLS 1.2 and 1.3
 // only; in TLS 1.2 only ECDHE key exchange with AEAD ciphers; the server
 // certificate chain served complete; renegotiation refused; no compression.
 // Go's client covers what it can offer; openssl (skipped when absent) offers

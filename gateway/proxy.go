@@ -150,27 +150,7 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		defer func() { req.URI().SetScheme("https") }()
 	}
 	if t := h.RequestURI(); len(t) > 0 && t[0] != '/' && string(t) != "*" {
-		// An absolute-form target (its authority is the Host, framingError
-		// checked) goes to the origin in origin form: the device's scheme is
-		// not the origin's, and fasthttp would refuse to send https:// to an
-		// http origin. Its path and query go byte for byte, as an
-		// origin-form target's do: URI().RequestURI() would normalise the
-		// path ("/abs/%2e%2e/x" becoming "/x"), and the origin would be
-		// asked for another path than the one the device asked for.
-		u := req.URI()
-		bp := scratchPool.Get().(*[]byte)
-		b := (*bp)[:0]
-		if p := u.PathOriginal(); len(p) > 0 {
-			b = append(b, p...)
-		} else {
-			b = append(b, '/')
-		}
-		if q := u.QueryString(); len(q) > 0 {
-			b = append(append(b, '?'), q...)
-		}
-		req.SetRequestURIBytes(b) // fasthttp copies it; the URI is parsed again
-		*bp = b
-		scratchPool.Put(bp)
+		originForm(req)
 	}
 	if t := h.RequestURI(); len(t) > 1 && t[0] == '/' && t[1] == '/' {
 		pinTarget(req, t)
@@ -191,17 +171,47 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	h.Set("X-Forwarded-Proto", "https")
 	h.Set("X-Forwarded-Host", f.Host)
 	if f.ClientCert != nil && len(f.ClientCert.DER) > 0 {
-		bp := scratchPool.Get().(*[]byte)
-		b := append((*bp)[:0], ':')
-		b = base64.StdEncoding.AppendEncode(b, f.ClientCert.DER)
-		b = append(b, ':')
-		h.SetBytesV("Cf-Client-Cert-Der-Base64", b[1:len(b)-1]) // fasthttp copies values
-		h.Set("Cf-Client-Cert-Sha256", f.ClientCert.SHA256)
-		// RFC 9440: the DER as a Structured Field Byte Sequence.
-		h.SetBytesV("Client-Cert", b)
-		*bp = b
-		scratchPool.Put(bp)
+		setClientCertHeaders(h, f.ClientCert)
 	}
+}
+
+// originForm rewrites an absolute-form target (its authority is the Host,
+// framingError checked) into origin form for the origin: the device's scheme
+// is not the origin's, and fasthttp would refuse to send https:// to an http
+// origin. Its path and query go byte for byte, as an origin-form target's
+// do: URI().RequestURI() would normalise the path ("/abs/%2e%2e/x" becoming
+// "/x"), and the origin would be asked for another path than the one the
+// device asked for.
+func originForm(req *fasthttp.Request) {
+	u := req.URI()
+	bp := scratchPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	if p := u.PathOriginal(); len(p) > 0 {
+		b = append(b, p...)
+	} else {
+		b = append(b, '/')
+	}
+	if q := u.QueryString(); len(q) > 0 {
+		b = append(append(b, '?'), q...)
+	}
+	req.SetRequestURIBytes(b) // fasthttp copies it; the URI is parsed again
+	*bp = b
+	scratchPool.Put(bp)
+}
+
+// setClientCertHeaders hands the verified client certificate to the origin:
+// Cloudflare's Cf-Client-Cert-* headers and RFC 9440's Client-Cert.
+func setClientCertHeaders(h *fasthttp.RequestHeader, id *verdict.Identity) {
+	bp := scratchPool.Get().(*[]byte)
+	b := append((*bp)[:0], ':')
+	b = base64.StdEncoding.AppendEncode(b, id.DER)
+	b = append(b, ':')
+	h.SetBytesV("Cf-Client-Cert-Der-Base64", b[1:len(b)-1]) // fasthttp copies values
+	h.Set("Cf-Client-Cert-Sha256", id.SHA256)
+	// RFC 9440: the DER as a Structured Field Byte Sequence.
+	h.SetBytesV("Client-Cert", b)
+	*bp = b
+	scratchPool.Put(bp)
 }
 
 // pinTarget sets the path and query of req's URI, which the origin client
@@ -420,7 +430,7 @@ func appendConnectionTokens(names, v []byte) []byte {
 // response before it goes to the device: those the origin's Connection
 // headers (all of them) nominate, then the hop-by-hop list with the
 // Connection header itself. The device's Connection header is the
-// gateway's alone (finishExchange): the origin's "keep-alive, X-Internal"
+// gateway's alone (respond): the origin's "keep-alive, X-Internal"
 // or "Upgrade" describes the origin connection, not the device's.
 func cleanOriginResponse(resp *fasthttp.Response) {
 	h := &resp.Header

@@ -262,7 +262,7 @@ func TestHardeningOriginConnection(t *testing.T) {
 		resp := originResponse(t, raw)
 		cleanOriginResponse(resp)
 		if closeAfter {
-			resp.SetConnectionClose() // as finishExchange does
+			resp.SetConnectionClose() // as respond does
 		}
 		wire := wireResponse(t, resp)
 		head, _, _ := strings.Cut(wire, "\r\n\r\n")
@@ -351,8 +351,8 @@ func TestHardeningRefusedMethods(t *testing.T) {
 	}
 	x := &exchange{resp: &fasthttp.Response{}}
 	x.refuseMethod()
-	if x.resp.StatusCode() != fasthttp.StatusMethodNotAllowed || !x.closeAfter || len(x.resp.Header.Peek("Allow")) == 0 {
-		t.Errorf("refuseMethod: status %d, close %v, Allow %q", x.resp.StatusCode(), x.closeAfter, x.resp.Header.Peek("Allow"))
+	if x.resp.StatusCode() != fasthttp.StatusMethodNotAllowed || !x.unread || len(x.resp.Header.Peek("Allow")) == 0 {
+		t.Errorf("refuseMethod: status %d, close %v, Allow %q", x.resp.StatusCode(), x.unread, x.resp.Header.Peek("Allow"))
 	}
 }
 

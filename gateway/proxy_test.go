@@ -1,7 +1,6 @@
 package gateway
 
-// What reaches the origin, and what happens when the origin fails (issue 4,
-// point 5).
+// What reaches the origin, and what happens when the origin fails.
 
 import (
 	"crypto/sha256"

@@ -5,19 +5,15 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"math/big"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/fleetgate/fleetgate/configs"
-	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
@@ -107,10 +103,6 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, s.maxHeaderBytes) }
 	// An origin client is reused by the next snapshot when its URL and
 	// its trusted CAs are the same (its pooled connections survive).
-	type originKey struct {
-		url string
-		cas [32]byte
-	}
 	oldClients := map[originKey]*fasthttp.HostClient{}
 	if old != nil {
 		for _, a := range old.apps {
@@ -128,40 +120,11 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	}
 	sites := make([]*tlsengine.Site, 0, len(cfg.Applications))
 	for i := range cfg.Applications {
-		ca := &cfg.Applications[i]
-		pa := ca.Application // a copy: the snapshot owns its policy model
-		if err := pa.Compile(); err != nil {
-			return nil, fmt.Errorf("gateway: application %q: %w", ca.Name, err)
-		}
-		app := &application{
-			snap:              s,
-			name:              ca.Name,
-			aud:               ca.AUD,
-			policy:            &pa,
-			originURL:         ca.Origin.String(),
-			forwardClientCert: ca.ForwardClientCert,
-			serviceAuth401:    ca.ServiceAuth401,
-			roots:             rootSums(ca.ClientCAs),
-		}
-		app.originCAs = ca.OriginCAsSum
-		if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, cfg) {
-			app.origin = c
-		} else {
-			o := opt
-			o.RootCAs = ca.OriginCAs
-			app.origin = newOriginClient(ca.Origin, o)
+		app, site, err := s.buildApplication(&cfg.Applications[i], oldClients, old, opt)
+		if err != nil {
+			return nil, err
 		}
 		s.apps = append(s.apps, app)
-
-		site := &tlsengine.Site{
-			Name:           strings.ToLower(ca.Domain),
-			Certificates:   []tls.Certificate{ca.Certificate},
-			SessionTickets: ca.SessionTickets,
-			RejectInvalid:  ca.RejectInvalidCert,
-			Revocation:     s.revocation,
-			App:            app,
-		}
-		site.Roots, site.Intermediates, site.Generation = caPools(ca.ClientCAs)
 		sites = append(sites, site)
 	}
 	s.sites, err = tlsengine.NewSites(sites, g.DefaultSite)
@@ -169,6 +132,55 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	return s, nil
+}
+
+// originKey identifies an origin client: its URL and its trusted CAs.
+type originKey struct {
+	url string
+	cas [32]byte
+}
+
+// buildApplication provisions one application and its site: its compiled
+// policies, its origin client (reused from old when unchanged, so pooled
+// connections survive a reload) and its client-CA pools.
+func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[originKey]*fasthttp.HostClient, old *snapshot, opt originOptions) (*application, *tlsengine.Site, error) {
+	pa := ca.Application // a copy: the snapshot owns its policy model
+	if err := pa.Compile(); err != nil {
+		return nil, nil, fmt.Errorf("gateway: application %q: %w", ca.Name, err)
+	}
+	app := &application{
+		snap:              s,
+		name:              ca.Name,
+		aud:               ca.AUD,
+		policy:            &pa,
+		originURL:         ca.Origin.String(),
+		originCAs:         ca.OriginCAsSum,
+		forwardClientCert: ca.ForwardClientCert,
+		serviceAuth401:    ca.ServiceAuth401,
+		roots:             rootSums(ca.ClientCAs),
+	}
+	if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+		app.origin = c
+	} else {
+		o := opt
+		o.RootCAs = ca.OriginCAs
+		app.origin = newOriginClient(ca.Origin, o)
+	}
+	site := &tlsengine.Site{
+		Name:           strings.ToLower(ca.Domain),
+		Certificates:   []tls.Certificate{ca.Certificate},
+		SessionTickets: ca.SessionTickets,
+		RejectInvalid:  ca.RejectInvalidCert,
+		Revocation:     s.revocation,
+		App:            app,
+	}
+	var roots, inters []*x509.Certificate
+	for _, c := range ca.ClientCAs {
+		roots = append(roots, c.Roots...)
+		inters = append(inters, c.Intermediates...)
+	}
+	site.SetClientCAs(roots, inters)
+	return app, site, nil
 }
 
 func sameOriginOptions(a, b *configs.Config) bool {
@@ -209,22 +221,15 @@ func newRevocation(cfg *configs.Config) (*tlsengine.Revocation, error) {
 // certificate, or whose certificate's issuer has a CRL gone stale under
 // crl_stale = "reject"; nil when the token may be used.
 func (s *snapshot) tokenCertStatus(c *policy.Claims, now time.Time) error {
-	if s.revocation == nil || c.CertSHA256 == "" {
+	if s.revocation == nil {
 		return nil
 	}
-	ref := verdict.CertRef{Subject: c.CommonName}
-	if _, err := hex.Decode(ref.SHA256[:], []byte(c.CertSHA256)); err != nil {
-		return errTokenRevoked // we minted it, so this cannot happen: fail closed
-	}
-	if c.CertSerial != "" && c.CertIssuer != "" {
-		serial, ok := new(big.Int).SetString(c.CertSerial, 16)
-		issuer, err := base64.RawURLEncoding.DecodeString(c.CertIssuer)
-		if !ok || err != nil {
-			return errTokenRevoked
-		}
-		ref.Serial, ref.RawIssuer = serial, issuer
-	}
+	ref, ok, err := c.CertRef()
 	switch {
+	case err != nil:
+		return errTokenRevoked // the gateway minted it, so this cannot happen: fail closed
+	case !ok:
+		return nil
 	case s.revocation.RevokedRef(&ref):
 		return errTokenRevoked
 	case s.revocation.StaleRef(&ref, now):
@@ -243,28 +248,6 @@ func rootSums(cas []*configs.ClientCA) map[string]struct{} {
 		}
 	}
 	return sums
-}
-
-// caPools builds a site's client-CA pools. The generation is a hash of the
-// CA certificates, so an unchanged CA keeps its cached verdicts across a
-// reload while any change invalidates them.
-func caPools(cas []*configs.ClientCA) (roots, inters *x509.CertPool, gen uint64) {
-	if len(cas) == 0 {
-		return nil, nil, 0
-	}
-	roots, inters = x509.NewCertPool(), x509.NewCertPool()
-	h := xxhash.New()
-	for _, ca := range cas {
-		for _, c := range ca.Roots {
-			roots.AddCert(c)
-			_, _ = h.Write(c.Raw)
-		}
-		for _, c := range ca.Intermediates {
-			inters.AddCert(c)
-			_, _ = h.Write(c.Raw)
-		}
-	}
-	return roots, inters, h.Sum64() | 1
 }
 
 // servedBy reports whether host's requests belong to site: the site SNI

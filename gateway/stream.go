@@ -1,6 +1,6 @@
 package gateway
 
-// Origin response bodies on their way to the device (issue 6, point 4).
+// Origin response bodies on their way to the device.
 //
 // The origin client streams (fasthttp's StreamResponseBody): Do returns once
 // the origin's header is read. Before the response goes out, settleBody reads
@@ -26,9 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 )
 
@@ -42,13 +40,7 @@ const (
 	// flowLowWater is how full the outbound buffer may be for tlsWriter to
 	// go on writing.
 	flowLowWater = 256 << 10
-	// flowMaxPoll is the longest pause between two looks while waiting.
-	flowMaxPoll = 50 * time.Millisecond
 )
-
-// errDeviceStalled is tlsWriter's error for a device that read nothing for
-// a whole idle_timeout while a response waited for it.
-var errDeviceStalled = errors.New("gateway: the device stopped reading the response")
 
 var prefixPool = sync.Pool{New: func() any { b := make([]byte, streamPrefix); return &b }}
 
@@ -122,7 +114,7 @@ func (x *exchange) writeStreamed(bw *bufio.Writer, b *streamedBody) (sent int64,
 		h.SetContentLength(-1) // also a body that ran until the origin closed
 	case cl < 0:
 		// An HTTP/1.0 device: the body ends when the connection closes
-		// (finishExchange set closeAfter).
+		// (respond made this the last answer).
 		h.SetContentLength(-2)
 		h.Del(fasthttp.HeaderTransferEncoding)
 	default:
@@ -172,7 +164,7 @@ func (x *exchange) writeStreamed(bw *bufio.Writer, b *streamedBody) (sent int64,
 
 // streamCut records a response cut after its header went out.
 func (x *exchange) streamCut(err error, side string) {
-	x.closeAfter = true
+	x.cut = true
 	x.reason = "response cut: " + side + ": " + err.Error()
 	x.c.srv.log.Warn("response cut mid-body", "app", x.app.name, "side", side, "kind", x.originKind, "err", err.Error())
 }
@@ -215,57 +207,9 @@ func (w *tlsWriter) Write(p []byte) (int, error) {
 	w.c.unchecked += n
 	if w.c.unchecked >= flowCheck {
 		w.c.unchecked = 0
-		if err := w.c.waitOutbound(); err != nil {
+		if err := w.c.tc.WaitOutbound(flowLowWater, w.c.snap.idleTimeout); err != nil {
 			return n, err
 		}
 	}
 	return n, nil
 }
-
-// waitOutbound blocks until the connection's outbound buffer (read on its
-// event loop, after every record queued so far) is down to flowLowWater. It
-// gives up when the buffer has not shrunk for an idle_timeout (the device
-// stopped reading) or the connection is gone.
-func (c *conn) waitOutbound() error {
-	stall := c.snap.idleTimeout
-	delay := time.Millisecond
-	last, progress := -1, time.Now()
-	for {
-		got := make(chan int, 1)
-		err := c.gc.AsyncWrite(nil, func(gc gnet.Conn, err error) error {
-			if err != nil {
-				got <- -1
-				return nil
-			}
-			got <- gc.OutboundBuffered()
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		t := time.NewTimer(stall)
-		var n int
-		select {
-		case n = <-got:
-			t.Stop()
-		case <-t.C:
-			return errDeviceStalled
-		}
-		switch {
-		case n < 0:
-			return errConnGone
-		case n <= flowLowWater:
-			return nil
-		case last < 0 || n < last:
-			progress = time.Now()
-		case time.Since(progress) > stall:
-			return errDeviceStalled
-		}
-		last = n
-		time.Sleep(delay)
-		delay = min(2*delay, flowMaxPoll)
-	}
-}
-
-// errConnGone is tlsWriter's error once the connection has closed.
-var errConnGone = errors.New("gateway: the connection is closed")

@@ -1,5 +1,14 @@
 package policy
 
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
 // Claims are the JWT claims fleetgate mints and verifies. The JSON names
 // follow Cloudflare Access tokens, so origins written for Access work as-is.
 type Claims struct {
@@ -27,4 +36,29 @@ type Claims struct {
 	// NoDuration marks a token minted for one request only: it goes to the
 	// origin and is refused if ever presented back.
 	NoDuration bool `json:"no_duration,omitempty"`
+}
+
+// CertRef names the certificate behind the token the way revocation looks
+// certificates up: by fingerprint, and by issuer and serial when the token
+// carries them. ok is false for a token that names no certificate (minted
+// from a token, or before the claims existed); a token whose certificate
+// claims do not decode returns ErrMalformedToken: the gateway minted it, so
+// it must fail closed.
+func (c *Claims) CertRef() (ref verdict.CertRef, ok bool, err error) {
+	if c.CertSHA256 == "" {
+		return verdict.CertRef{}, false, nil
+	}
+	ref.Subject = c.CommonName
+	if n, err := hex.Decode(ref.SHA256[:], []byte(c.CertSHA256)); err != nil || n != len(ref.SHA256) {
+		return verdict.CertRef{}, false, fmt.Errorf("%w: cert_sha256", ErrMalformedToken)
+	}
+	if c.CertSerial != "" && c.CertIssuer != "" {
+		serial, okSerial := new(big.Int).SetString(c.CertSerial, 16)
+		issuer, err := base64.RawURLEncoding.DecodeString(c.CertIssuer)
+		if !okSerial || err != nil {
+			return verdict.CertRef{}, false, fmt.Errorf("%w: cert_serial or cert_issuer", ErrMalformedToken)
+		}
+		ref.Serial, ref.RawIssuer = serial, issuer
+	}
+	return ref, true, nil
 }

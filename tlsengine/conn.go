@@ -64,10 +64,9 @@ type Conn struct {
 
 	readErr error // event loop only
 
-	// Drain state: touched only in AsyncWrite callbacks (the event loop).
-	drainDelay    time.Duration
-	drainLast     int
-	drainProgress time.Time
+	// drainWatch follows the outbound buffer while closing; touched only in
+	// AsyncWrite callbacks (the event loop).
+	drainWatch outboundWatch
 }
 
 type valueBox struct{ v any }
@@ -339,19 +338,83 @@ func (c *Conn) drainCheck(_ gnet.Conn, err error) error {
 		return nil // the transport is already closed
 	}
 	n := c.t.OutboundBuffered()
-	now := time.Now()
-	switch {
-	case n == 0:
+	if n == 0 {
 		return c.t.Close()
-	case c.drainDelay == 0 || n < c.drainLast:
-		c.drainProgress = now
-	case now.Sub(c.drainProgress) > c.eng.drainTimeout:
+	}
+	stalled, next := c.drainWatch.observe(n, time.Now(), c.eng.drainTimeout)
+	if stalled {
 		return c.t.Close() // the reader stopped reading
 	}
-	c.drainLast = n
-	c.drainDelay = min(max(2*c.drainDelay, drainFirstPoll), drainMaxPoll)
-	time.AfterFunc(c.drainDelay, c.drain)
+	time.AfterFunc(next, c.drain)
 	return nil
+}
+
+// WaitOutbound blocks until the transport's outbound buffer, looked at on
+// the event loop after every record queued so far, holds at most lowWater
+// bytes. It is for writers on other goroutines, such as a response streamed
+// to a device: Write never blocks, so without it a device reading slower
+// than its origin sends would make the gateway buffer the whole body. It
+// returns ErrPeerStalled when the buffer has not shrunk for stall, and
+// ErrClosed once the transport is gone.
+func (c *Conn) WaitOutbound(lowWater int, stall time.Duration) error {
+	var w outboundWatch
+	for {
+		got := make(chan int, 1)
+		err := c.t.AsyncWrite(nil, func(_ gnet.Conn, err error) error {
+			if err != nil || c.shim.released.Load() {
+				got <- -1
+				return nil
+			}
+			got <- c.t.OutboundBuffered()
+			return nil
+		})
+		if err != nil {
+			return ErrClosed
+		}
+		t := time.NewTimer(stall)
+		var n int
+		select {
+		case n = <-got:
+			t.Stop()
+		case <-t.C:
+			return ErrPeerStalled // not even the look came back
+		}
+		switch {
+		case n < 0:
+			return ErrClosed
+		case n <= lowWater:
+			return nil
+		}
+		stalled, next := w.observe(n, time.Now(), stall)
+		if stalled {
+			return ErrPeerStalled
+		}
+		time.Sleep(next)
+	}
+}
+
+// outboundWatch follows a transport's outbound buffer across looks: the
+// pause before the next look, backing off from drainFirstPoll to
+// drainMaxPoll, and when the buffer last shrank.
+type outboundWatch struct {
+	delay    time.Duration
+	last     int
+	progress time.Time
+}
+
+// observe records a look that found n bytes buffered at now. It reports
+// whether the peer stalled (the buffer has not shrunk for longer than
+// stall) and, if not, how long to wait before the next look.
+func (w *outboundWatch) observe(n int, now time.Time, stall time.Duration) (stalled bool, next time.Duration) {
+	switch {
+	case w.delay == 0 || n < w.last:
+		w.progress = now
+	case now.Sub(w.progress) > stall:
+		return true, 0
+	}
+	w.last = n
+	w.delay = min(max(2*w.delay, drainFirstPoll), drainMaxPoll)
+	return false, w.delay
 }
 
 // HandshakeComplete reports whether the handshake succeeded; the accessors

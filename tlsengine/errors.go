@@ -44,6 +44,10 @@ var (
 	// RejectInvalid refuses the device's chain during the handshake.
 	ErrCertificateRejected = errors.New("tlsengine: client certificate rejected")
 
+	// ErrPeerStalled is returned by Conn.WaitOutbound when the outbound
+	// buffer has not shrunk for the stall limit: the peer stopped reading.
+	ErrPeerStalled = errors.New("tlsengine: the peer stopped reading")
+
 	errForeignConn = errors.New("tlsengine: ClientHello from a connection the engine does not own")
 
 	// errPeerClosed aborts a handshake whose transport went away. Not io.EOF:

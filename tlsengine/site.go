@@ -3,6 +3,7 @@ package tlsengine
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/cespare/xxhash/v2"
@@ -46,6 +47,33 @@ type Site struct {
 	// App is the gateway's own handle for this site (its application); the
 	// engine never looks at it.
 	App any
+}
+
+// SetClientCAs fills Roots, Intermediates and Generation with the client CAs
+// associated with the site. The generation is a hash of the certificates,
+// so an unchanged set keeps its cached verdicts across a reload while any
+// change invalidates them. With none, no client certificate is requested.
+func (s *Site) SetClientCAs(roots, intermediates []*x509.Certificate) {
+	if len(roots) == 0 && len(intermediates) == 0 {
+		s.Roots, s.Intermediates, s.Generation = nil, nil, 0
+		return
+	}
+	s.Roots, s.Intermediates = x509.NewCertPool(), x509.NewCertPool()
+	h := xxhash.New()
+	add := func(pool *x509.CertPool, role byte, c *x509.Certificate) {
+		pool.AddCert(c)
+		// The role and length go into the hash too: a root that becomes an
+		// intermediate is another trust set.
+		_, _ = h.Write(binary.BigEndian.AppendUint32([]byte{role}, uint32(len(c.Raw))))
+		_, _ = h.Write(c.Raw)
+	}
+	for _, c := range roots {
+		add(s.Roots, 'R', c)
+	}
+	for _, c := range intermediates {
+		add(s.Intermediates, 'I', c)
+	}
+	s.Generation = h.Sum64() | 1 // never 0, which no pool has
 }
 
 // maxNameLen is the longest DNS name in presentation form, without the

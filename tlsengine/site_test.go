@@ -2,8 +2,11 @@ package tlsengine
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 // vtSNISites builds the SNI table used by the lookup tests and benchmarks:
@@ -182,5 +185,50 @@ func BenchmarkSitesLookup(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSetClientCAs: the pools hold the CAs given; the generation is the same
+// for the same certificates (cached verdicts survive a reload that changes
+// nothing), differs when any changes, and is zero only without CAs.
+func TestSetClientCAs(t *testing.T) {
+	rootA := pki.MustRoot(pki.Root("Site Root A"))
+	rootB := pki.MustRoot(pki.Root("Site Root B"))
+	inter := rootA.MustIssue(pki.Intermediate("Site Intermediate"))
+	gen := func(roots []*pki.Cert, inters ...*pki.Cert) *Site {
+		s := &Site{}
+		var r, i []*x509.Certificate
+		for _, c := range roots {
+			r = append(r, c.Cert)
+		}
+		for _, c := range inters {
+			i = append(i, c.Cert)
+		}
+		s.SetClientCAs(r, i)
+		return s
+	}
+	a := gen([]*pki.Cert{rootA}, inter)
+	if a.Roots == nil || a.Intermediates == nil || a.Generation == 0 {
+		t.Fatalf("pools %v %v generation %d", a.Roots, a.Intermediates, a.Generation)
+	}
+	if !a.Roots.Equal(pki.Pool(rootA)) || !a.Intermediates.Equal(pki.Pool(inter)) {
+		t.Error("the pools do not hold the CAs given")
+	}
+	if again := gen([]*pki.Cert{rootA}, inter); again.Generation != a.Generation {
+		t.Errorf("same CAs, generation %d then %d", a.Generation, again.Generation)
+	}
+	for name, other := range map[string]*Site{
+		"another root":         gen([]*pki.Cert{rootB}, inter),
+		"a root added":         gen([]*pki.Cert{rootA, rootB}, inter),
+		"no intermediate":      gen([]*pki.Cert{rootA}),
+		"root as intermediate": gen(nil, rootA, inter),
+	} {
+		if other.Generation == a.Generation || other.Generation == 0 {
+			t.Errorf("%s: generation %d (first %d)", name, other.Generation, a.Generation)
+		}
+	}
+	none := gen(nil)
+	if none.Roots != nil || none.Intermediates != nil || none.Generation != 0 {
+		t.Errorf("no CAs: pools %v %v generation %d", none.Roots, none.Intermediates, none.Generation)
 	}
 }

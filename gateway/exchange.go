@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"bufio"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fleetgate/fleetgate/policy"
+)
+
+// exchange is one request's trip through the gateway: what came in, what was
+// decided, and what goes back. serveOne runs its phases in order.
+type exchange struct {
+	c    *conn
+	app  *application
+	cur  *snapshot // the newest configuration, loaded once for this request
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	req  *fasthttp.Request
+	resp *fasthttp.Response
+	now  time.Time
+	host string // the request's host, lower-case, without port
+
+	start     time.Time // the header was read
+	headerErr error     // why the header could not be read; checkFraming answers it
+
+	token    string         // the token the device presented, if any
+	claims   *policy.Claims // its verified claims; nil when absent or invalid
+	tokenErr error          // why a presented token was refused
+
+	input     policy.Input
+	decision  policy.Decision
+	decided   bool   // the policies were evaluated (decision is meaningful)
+	assertion string // the token forwarded to the origin
+	cookie    string // the session cookie minted for the device (Set-Cookie), "" for none
+	cookieSet bool   // the response carries cookie (forward added it and no failure replaced it)
+
+	status     int
+	reason     string // for the access log (and the body of a refusal)
+	bytesOut   int64  // the response body's bytes as sent
+	originKind string // origin failure kind, for logs and metrics
+	originDur  time.Duration
+
+	// What decides the end of the exchange (last, endOf). Phases record
+	// facts here; none of them decides whether the connection stays open.
+	http10      bool // the device spoke HTTP/1.0: a connection kept open must say keep-alive
+	deviceClose bool // Connection: close, or HTTP/1.0 without keep-alive
+	silent      bool // the device sent no request (closed, or went quiet)
+	unread      bool // input was left unread: a refused header, or a body refused mid-read
+	bodyRead    bool // the request's body was read whole
+	malformed   bool // nothing after this request can be trusted (400)
+	perRequest  bool // the token was minted for this one request ("no duration")
+	unframed    bool // the body goes to an HTTP/1.0 device delimited by the close
+	cut         bool // the answer could not be written whole
+	final       bool // the answer says Connection: close (last decided it)
+}
+
+// outcome is what a phase tells serveOne.
+type outcome uint8
+
+const (
+	proceed outcome = iota // go on to the next phase
+	respond                // the response is complete: send it
+	hangUp                 // nothing can be answered: end the exchange silently
+)
+
+// end is what becomes of a connection after an exchange.
+type end uint8
+
+const (
+	endKeep   end = iota // wait for the next request
+	endClose             // close_notify, then close
+	endLinger            // close once the device stops sending (lingerClose)
+)
+
+// serveOne serves one request on the connection, its phases in order, and
+// reports what becomes of the connection. The policies run on the header
+// alone: a refused request's body is never read, nor 100 Continue sent.
+func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) end {
+	x := c.newExchange(br, bw)
+	defer x.release()
+	if x.readHeader() == hangUp {
+		x.final = true
+		return c.endOf(x)
+	}
+	c.srv.inflight.Add(1)
+	defer c.srv.inflight.Add(-1)
+	if x.run(
+		(*exchange).checkFraming,       // 505, 405, 400, 431, 413: never forwarded
+		(*exchange).recheckCertificate, // revocation and expiry, now
+		(*exchange).checkHost,          // Host against the TLS server name (421)
+		(*exchange).readToken,          // a session token, from a cookie or header
+		(*exchange).accessEndpoints,    // /cdn-cgi/access/*
+		(*exchange).decide,             // the application's policies (403)
+		(*exchange).readBody,           // 100 Continue, then the body
+		(*exchange).mint,               // the token the origin gets
+		(*exchange).forward,            // the origin's answer
+	) == hangUp {
+		x.final = true
+		return c.endOf(x)
+	}
+	x.respond()
+	total := time.Since(x.start)
+	c.srv.metrics.request(x, total)
+	c.srv.accessLog(x, total, x.bytesOut)
+	return c.endOf(x)
+}
+
+// newExchange starts an exchange on the connection, with pooled request and
+// response values that release gives back.
+func (c *conn) newExchange(br *bufio.Reader, bw *bufio.Writer) *exchange {
+	return &exchange{
+		c: c, app: c.app(), cur: c.srv.snap.Load(), br: br, bw: bw,
+		req: fasthttp.AcquireRequest(), resp: fasthttp.AcquireResponse(),
+	}
+}
+
+func (x *exchange) release() {
+	fasthttp.ReleaseRequest(x.req)
+	fasthttp.ReleaseResponse(x.resp)
+}
+
+// run runs phases in order until one completes the response or hangs up.
+func (x *exchange) run(phases ...func(*exchange) outcome) outcome {
+	for _, phase := range phases {
+		if o := phase(x); o != proceed {
+			return o
+		}
+	}
+	return proceed
+}
+
+// last reports whether this exchange is the connection's last: every
+// reason a connection cannot carry another request is here. respond asks it
+// before the header goes out (Connection: close).
+func (x *exchange) last() bool {
+	return x.unread || x.bodyLeft() || x.malformed || x.perRequest || x.unframed ||
+		x.deviceClose || x.cut || x.c.srv.draining.Load() || x.c.aged(x.cur.maxConnAge)
+}
+
+// bodyLeft reports whether the request announced a body that was not read
+// (a request refused on its header): what follows cannot be parsed.
+func (x *exchange) bodyLeft() bool {
+	if x.bodyRead || x.headerErr != nil {
+		return false
+	}
+	cl := x.req.Header.ContentLength()
+	return cl > 0 || cl == -1 // a length, or chunked (-2: none)
+}
+
+// endOf decides what becomes of the connection once the exchange is over:
+// kept for the next request, closed, or closed lingering when input is left
+// unread (closing at once would make the kernel reset the connection and
+// could destroy the answer just written).
+func (c *conn) endOf(x *exchange) end {
+	switch {
+	case !x.final:
+		return endKeep
+	case x.unread || x.bodyLeft() || x.br.Buffered() > 0 || c.pipe.buffered() > 0:
+		return endLinger
+	}
+	return endClose
+}
+
+// supportedProtocol reports whether a request line's version is one the
+// gateway speaks: HTTP/1.1 or HTTP/1.0 (fasthttp accepts any HTTP/x.y).
+func supportedProtocol(proto []byte) bool {
+	return string(proto) == "HTTP/1.1" || string(proto) == "HTTP/1.0"
+}
