@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/compare.sh (make bench-compare): fleetgate side by side with nginx,
-# HAProxy and a Go standard-library mTLS proxy (issue 5, point 2).
+# HAProxy and a Go standard-library mTLS proxy, for the CPU-per-request targets.
 #
 # Every server runs on CPU $SERVER_CPU (taskset; worker_processes 1,
 # nbthread 1, GOMAXPROCS=1) in front of one origin; the load generator

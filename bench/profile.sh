@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# bench/profile.sh (make bench-profile): where fleetgate's CPU goes (issue 5:
-# "a CPU profile of the run shows where the time goes"). Runs the gateway
+# bench/profile.sh (make bench-profile): where fleetgate's CPU goes, so that
+# each performance change starts from a measurement. Runs the gateway
 # with Go's CPU profiler (bench/cmd/fleetgate-prof, the same configuration
 # as bench/compare.sh, pinned to CPU $SERVER_CPU with GOMAXPROCS=1), loads it
 # with `fleetgate bench` from CPU $CLIENT_CPU, and writes
 # `go tool pprof -top` to bench/results/<date>-profile-tls<V>-<mode>.txt.
 #
-# The mode `idle` profiles memory instead (issue 5's idle-connection target):
+# The mode `idle` profiles memory instead (for the idle-connection target):
 # it opens IDLE_N idle mTLS connections (`fleetgate bench -idle`), then has the
 # gateway run a GC and write its heap profile, every allocation recorded, to
 # bench/results/<date>-idle-heap-exact.txt: what each idle connection keeps.

@@ -61,7 +61,7 @@ var serverOrder = []string{"fleetgate", "nginx", "haproxy", "stdlib"}
 
 // Summarize reads the runs of a comparison and writes its Markdown table
 // (median and range of server CPU µs per request, throughput, p99) and the
-// issue's targets with their ratios to w, and the chart to o.PNG.
+// performance targets with their ratios to w, and the chart to o.PNG.
 func Summarize(o SummaryOptions, w io.Writer) error {
 	runs, err := readResults(o.Input)
 	if err != nil {
@@ -201,13 +201,13 @@ func (s *Summary) writeMarkdown(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nCrypto floor (one fresh TLS 1.3 mTLS request, server side, `fleetgate bench -floor`): %.1f µs of CPU.\n", s.FloorUS)
-	fmt.Fprintf(w, "\n**Targets** (issue 5; fleetgate's median server CPU per request over the other's):\n\n")
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median server CPU per request over the other's):\n\n")
 	for _, t := range s.targets() {
 		fmt.Fprintf(w, "- %s\n", t)
 	}
 }
 
-// targets evaluates the issue's CPU targets on the scenarios measured.
+// targets evaluates the project's CPU targets on the scenarios measured.
 func (s *Summary) targets() []string {
 	var out []string
 	ratio := func(sc Scenario, other string, limit float64) {

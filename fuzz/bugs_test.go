@@ -14,8 +14,8 @@ import (
 // anywhere in its signature segment (or after it), because
 // base64.RawURLEncoding.Strict() still skips '\r' and '\n'. A token then
 // has many spellings, against policy's own "one token has exactly one
-// spelling" and the issue's "a token that was not minted by us is never
-// accepted"; TokenCache keys each spelling apart.
+// spelling" and the fuzz invariant "a token that was not minted by us is
+// never accepted"; TokenCache keys each spelling apart.
 func TestRegressionTokenNewlineInSignature(t *testing.T) {
 	ts := getTokenSet(t)
 	tok := ts.minted[0].token

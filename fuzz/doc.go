@@ -1,7 +1,8 @@
 // Package fuzz holds fleetgate's fuzz targets over the public surfaces that
-// face the network or the operator, with their seed corpora (issue 6, point
-// 1). It has no non-test code: everything lives in _test.go files, and a
-// crash is never hidden behind recover().
+// face the network or the operator, with their seed corpora: bytes an attacker
+// or a mistaken operator controls must be refused, never crash. It has no
+// non-test code: everything lives in _test.go files, and a crash is never
+// hidden behind recover().
 //
 // Targets (each states its invariants in its doc comment):
 //

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/hardening.sh: the long runs of issue 6 (floods and faults), with
+# scripts/hardening.sh: the long hardening runs (floods and reloads), with
 # the real binary, `fleetgate bench` as the fleet and `fleetgate bench
 # -origin` as the origin, all on loopback. The short versions are Go tests
 # in gateway/ (overload_test.go, faults_test.go) that `make test` runs.
