@@ -1,0 +1,82 @@
+// Package testkit holds the small helpers the project's tests share: polling
+// for a condition, a goroutine-safe output buffer, and a free loopback port.
+// It is imported by tests only; nothing on the serving path uses it.
+package testkit
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Poll is how often WaitFor and Eventually look at their condition.
+const Poll = 5 * time.Millisecond
+
+// WaitFor polls cond until it holds, failing the test with what when d
+// passes first. The time is a safety net for a test that would otherwise
+// hang, never what the test measures: pick it generously.
+func WaitFor(tb testing.TB, what string, d time.Duration, cond func() bool) {
+	tb.Helper()
+	if !Eventually(d, cond) {
+		tb.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// Eventually polls cond until it holds (true) or d passes (false), for
+// callers that are not a test's goroutine (which may not call Fatal).
+func Eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(Poll)
+	}
+	return true
+}
+
+// Buffer is a bytes.Buffer that several goroutines may write and read: a log
+// sink, or a child process's output.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Count returns how many times s occurs in what was written so far: a test
+// that checks a log line after an action compares the count before and
+// after it, so that a line from an earlier action cannot satisfy it.
+func (b *Buffer) Count(s string) int {
+	return strings.Count(b.String(), s)
+}
+
+// FreePort returns a loopback address ("127.0.0.1:port") that was free a
+// moment ago.
+func FreePort(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	return addr
+}

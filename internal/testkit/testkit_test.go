@@ -1,0 +1,48 @@
+package testkit
+
+import (
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestEventually(t *testing.T) {
+	n := 0
+	if !Eventually(time.Second, func() bool { n++; return n == 3 }) || n != 3 {
+		t.Fatalf("Eventually stopped after %d looks", n)
+	}
+	start := time.Now()
+	if Eventually(20*time.Millisecond, func() bool { return false }) {
+		t.Fatal("a condition that never holds held")
+	}
+	if time.Since(start) < 20*time.Millisecond {
+		t.Fatal("gave up before the time was up")
+	}
+}
+
+func TestBufferConcurrent(t *testing.T) {
+	var b Buffer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				_, _ = b.Write([]byte("line\n"))
+				_ = b.String()
+			}
+		})
+	}
+	wg.Wait()
+	if got := b.Count("line\n"); got != 800 {
+		t.Fatalf("Count = %d, want 800", got)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	addr := FreePort(t)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("FreePort gave %s, which cannot be listened on: %v", addr, err)
+	}
+	_ = l.Close()
+}
