@@ -87,6 +87,10 @@ func (l *loader) crlFiles(path string, fc *fileClientCA, ca *ClientCA) bool {
 func (l *loader) parseCRLs(path, name string, data []byte) ([]*x509.RevocationList, bool) {
 	if !bytes.Contains(data, []byte("-----BEGIN")) {
 		list, err := ParseCRL(data)
+		if errors.Is(err, errVersion1) {
+			l.errorf(path, "%s: %v", name, err)
+			return nil, false
+		}
 		if err != nil {
 			l.errorf(path, "%s is neither PEM nor a DER CRL: %s", name, strings.TrimPrefix(err.Error(), "x509: "))
 			return nil, false
@@ -121,6 +125,9 @@ func (l *loader) parseCRLs(path, name string, data []byte) ([]*x509.RevocationLi
 	return lists, ok
 }
 
+// errVersion1 starts the errors of a malformed version 1 CRL.
+var errVersion1 = errors.New("version 1 CRL")
+
 // ParseCRL parses one DER certificate revocation list, version 2 or
 // version 1. RFC 5280 section 5 requires relying parties to process both,
 // and `openssl ca -gencrl` writes version 1 (no version field) unless
@@ -135,7 +142,8 @@ func (l *loader) parseCRLs(path, name string, data []byte) ([]*x509.RevocationLi
 // Number are nil), so it is matched to its CA by issuer name and signature.
 // A version 1 list with extensions, or with entry extensions, is refused:
 // RFC 5280 section 5.1.2.1 requires version 2 for them. A version 1 list
-// keeps its bytes twice (the signed and the parsed encodings).
+// keeps its bytes twice (the signed and the parsed encodings). Errors are
+// crypto/x509's ("x509: malformed crl"), or start with "version 1 CRL".
 func ParseCRL(der []byte) (*x509.RevocationList, error) {
 	list, err := x509.ParseRevocationList(der)
 	if err == nil {
@@ -156,11 +164,11 @@ func ParseCRL(der []byte) (*x509.RevocationList, error) {
 	}
 	list.Raw, list.RawTBSRevocationList = outer.FullBytes, tbs.FullBytes
 	if len(list.Extensions) > 0 {
-		return nil, errors.New("version 1 CRL with extensions: RFC 5280 allows extensions only in version 2 CRLs")
+		return nil, fmt.Errorf("%w with extensions: RFC 5280 allows extensions only in version 2 CRLs", errVersion1)
 	}
 	for i := range list.RevokedCertificateEntries {
 		if len(list.RevokedCertificateEntries[i].Extensions) > 0 {
-			return nil, fmt.Errorf("version 1 CRL: entry %d has extensions: RFC 5280 allows them only in version 2 CRLs", i+1)
+			return nil, fmt.Errorf("%w: entry %d has extensions: RFC 5280 allows them only in version 2 CRLs", errVersion1, i+1)
 		}
 	}
 	return list, nil
