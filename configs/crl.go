@@ -7,6 +7,7 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"slices"
@@ -85,7 +86,11 @@ func (l *loader) crlFiles(path string, fc *fileClientCA, ca *ClientCA) bool {
 // DER CRL.
 func (l *loader) parseCRLs(path, name string, data []byte) ([]*x509.RevocationList, bool) {
 	if !bytes.Contains(data, []byte("-----BEGIN")) {
-		list, err := x509.ParseRevocationList(data)
+		list, err := ParseCRL(data)
+		if errors.Is(err, errVersion1) {
+			l.errorf(path, "%s: %v", name, err)
+			return nil, false
+		}
 		if err != nil {
 			l.errorf(path, "%s is neither PEM nor a DER CRL: %s", name, strings.TrimPrefix(err.Error(), "x509: "))
 			return nil, false
@@ -105,7 +110,7 @@ func (l *loader) parseCRLs(path, name string, data []byte) ([]*x509.RevocationLi
 			ok = false
 			continue
 		}
-		list, err := x509.ParseRevocationList(block.Bytes)
+		list, err := ParseCRL(block.Bytes)
 		if err != nil {
 			l.errorf(path, "%s: CRL %d: %s", name, n, strings.TrimPrefix(err.Error(), "x509: "))
 			ok = false
@@ -118,6 +123,78 @@ func (l *loader) parseCRLs(path, name string, data []byte) ([]*x509.RevocationLi
 		ok = false
 	}
 	return lists, ok
+}
+
+// errVersion1 starts the errors of a malformed version 1 CRL.
+var errVersion1 = errors.New("version 1 CRL")
+
+// ParseCRL parses one DER certificate revocation list, version 2 or
+// version 1. RFC 5280 section 5 requires relying parties to process both,
+// and `openssl ca -gencrl` writes version 1 (no version field) unless
+// crl_extensions, crlnumber or a revocation reason is configured: the shape
+// of most small fleet CAs. x509.ParseRevocationList refuses version 1, so a
+// version 1 list is parsed by that same parser from a copy with the version
+// field (v2) inserted, then its Raw and RawTBSRevocationList are set back to
+// the bytes as signed: CheckSignatureFrom verifies the issuer's signature
+// over the original encoding, and both versions go through the same parser,
+// signature check, issuer match and nextUpdate rules. A version 1 list
+// carries no authority key identifier or CRL number (AuthorityKeyId and
+// Number are nil), so it is matched to its CA by issuer name and signature.
+// A version 1 list with extensions, or with entry extensions, is refused:
+// RFC 5280 section 5.1.2.1 requires version 2 for them. A version 1 list
+// keeps its bytes twice (the signed and the parsed encodings). Errors are
+// crypto/x509's ("x509: malformed crl"), or start with "version 1 CRL".
+func ParseCRL(der []byte) (*x509.RevocationList, error) {
+	list, err := x509.ParseRevocationList(der)
+	if err == nil {
+		return list, nil
+	}
+	outer, tbs, after, v1 := splitV1CRL(der)
+	if !v1 {
+		return nil, err
+	}
+	seq := func(content ...[]byte) []byte {
+		b, _ := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: bytes.Join(content, nil)})
+		return b // cannot fail: a SEQUENCE of raw content
+	}
+	v2 := []byte{asn1.TagInteger, 1, 1} // version INTEGER v2 (1)
+	list, err = x509.ParseRevocationList(seq(seq(v2, tbs.Bytes), after))
+	if err != nil {
+		return nil, err
+	}
+	list.Raw, list.RawTBSRevocationList = outer.FullBytes, tbs.FullBytes
+	if len(list.Extensions) > 0 {
+		return nil, fmt.Errorf("%w with extensions: RFC 5280 allows extensions only in version 2 CRLs", errVersion1)
+	}
+	for i := range list.RevokedCertificateEntries {
+		if len(list.RevokedCertificateEntries[i].Extensions) > 0 {
+			return nil, fmt.Errorf("%w: entry %d has extensions: RFC 5280 allows them only in version 2 CRLs", errVersion1, i+1)
+		}
+	}
+	return list, nil
+}
+
+// splitV1CRL returns, when der is a CRL whose TBSCertList starts with its
+// signature AlgorithmIdentifier (no version field: version 1), the outer
+// CertificateList, the TBSCertList and the bytes after it in the outer
+// SEQUENCE (signatureAlgorithm and signatureValue). Bytes after the outer
+// SEQUENCE are ignored, as x509.ParseRevocationList ignores them.
+func splitV1CRL(der []byte) (outer, tbs asn1.RawValue, after []byte, ok bool) {
+	isSeq := func(v *asn1.RawValue) bool {
+		return v.Class == asn1.ClassUniversal && v.Tag == asn1.TagSequence && v.IsCompound
+	}
+	var first asn1.RawValue
+	if _, err := asn1.Unmarshal(der, &outer); err != nil || !isSeq(&outer) {
+		return outer, tbs, nil, false
+	}
+	after, err := asn1.Unmarshal(outer.Bytes, &tbs)
+	if err != nil || !isSeq(&tbs) {
+		return outer, tbs, nil, false
+	}
+	if _, err := asn1.Unmarshal(tbs.Bytes, &first); err != nil || !isSeq(&first) {
+		return outer, tbs, nil, false
+	}
+	return outer, tbs, after, true
 }
 
 // checkCRL finds the certificate of ca that signed c.List, checks the

@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/crltest"
 	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
@@ -252,4 +254,142 @@ func TestLargeCRLFile(t *testing.T) {
 	if n := len(cfg.ClientCAs[0].CRLs); n != 1 {
 		t.Fatalf("%d CRLs", n)
 	}
+}
+
+// v1CRL returns a version 1 CRL of ca (DER) revoking serials, made in Go.
+func v1CRL(t testing.TB, ca *pki.Cert, next time.Time, opts crltest.V1Options, entries ...x509.RevocationListEntry) []byte {
+	t.Helper()
+	der, err := crltest.V1(ca, x509.RevocationList{ThisUpdate: time.Now().Add(-2 * time.Hour), NextUpdate: next, RevokedCertificateEntries: entries}, opts)
+	must(t, err)
+	return der
+}
+
+// TestParseCRLVersions: ParseCRL reads version 2 exactly as
+// x509.ParseRevocationList does, and version 1 into a list whose Raw and
+// RawTBSRevocationList are the bytes as signed; it refuses, without
+// panicking, every truncation of a version 1 list and a version 1 list
+// carrying extensions.
+func TestParseCRLVersions(t *testing.T) {
+	p := fixtures(t)
+	serial := big.NewInt(0x4f1a)
+	entry := x509.RevocationListEntry{SerialNumber: serial, RevocationTime: time.Now().Add(-time.Hour)}
+
+	v2, err := ParseCRL(p.crl)
+	want, _ := x509.ParseRevocationList(p.crl)
+	if err != nil || !bytes.Equal(v2.Raw, want.Raw) || !bytes.Equal(v2.RawTBSRevocationList, want.RawTBSRevocationList) || v2.Number.Cmp(want.Number) != 0 {
+		t.Fatalf("version 2: %v", err)
+	}
+
+	der := v1CRL(t, p.inter, time.Now().Add(time.Hour), crltest.V1Options{}, entry)
+	if _, err := x509.ParseRevocationList(der); err == nil {
+		t.Fatal("crypto/x509 parsed the version 1 list: the test no longer covers the version 1 path")
+	}
+	v1, err := ParseCRL(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(v1.Raw, der) || !bytes.Contains(der, v1.RawTBSRevocationList) || v1.RawTBSRevocationList[0] != 0x30 {
+		t.Error("version 1: Raw or RawTBSRevocationList is not the list as signed")
+	}
+	if err := v1.CheckSignatureFrom(p.inter.Cert); err != nil {
+		t.Errorf("version 1: signature: %v", err)
+	}
+	if err := v1.CheckSignatureFrom(p.root.Cert); err == nil {
+		t.Error("version 1: the root's key verifies the intermediate's list")
+	}
+	if !bytes.Equal(v1.RawIssuer, p.inter.Cert.RawSubject) || v1.AuthorityKeyId != nil || v1.Number != nil ||
+		len(v1.RevokedCertificateEntries) != 1 || v1.RevokedCertificateEntries[0].SerialNumber.Cmp(serial) != 0 {
+		t.Errorf("version 1: issuer %q, key id %x, number %v, entries %v", v1.Issuer, v1.AuthorityKeyId, v1.Number, v1.RevokedCertificateEntries)
+	}
+	corrupt, err := crltest.CorruptSignature(der)
+	must(t, err)
+	if l, err := ParseCRL(corrupt); err != nil || l.CheckSignatureFrom(p.inter.Cert) == nil {
+		t.Errorf("version 1 with a corrupted signature: parse %v, and it verifies", err)
+	}
+	for n := range len(der) {
+		if _, err := ParseCRL(der[:n]); err == nil {
+			t.Fatalf("version 1 cut to %d of %d bytes: parsed", n, len(der))
+		}
+	}
+
+	withExt := v1CRL(t, p.inter, time.Now().Add(time.Hour), crltest.V1Options{KeepExtensions: true})
+	if _, err := ParseCRL(withExt); err == nil || err.Error() != "version 1 CRL with extensions: RFC 5280 allows extensions only in version 2 CRLs" {
+		t.Errorf("version 1 with extensions: %v", err)
+	}
+}
+
+// TestCRLVersion1 loads and refuses version 1 lists (made in Go) through the
+// configuration: the nextUpdate and crl_stale rules are those of version 2,
+// and a list without nextUpdate never goes stale.
+func TestCRLVersion1(t *testing.T) {
+	p := fixtures(t)
+	now := time.Now()
+	entry := x509.RevocationListEntry{SerialNumber: big.NewInt(0x4f1a), RevocationTime: now.Add(-time.Hour)}
+
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	must(t, writeFile(filepath.Join(dir, "pki/fleet.crl"), pki.CRLPEM(v1CRL(t, p.inter, time.Time{}, crltest.V1Options{NoNextUpdate: true}, entry))))
+	cfg, err := Parse("fleetgate.toml", []byte(withCRL(`["pki/fleet.crl"]`, `"reject"`)(t)), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.ClientCAs[0].CRLs; len(cfg.Warnings) != 0 || len(c) != 1 || !c[0].NextUpdate.IsZero() || !c[0].List.NextUpdate.IsZero() ||
+		c[0].Issuer.Subject.CommonName != "Fleet Intermediate" || len(c[0].List.RevokedCertificateEntries) != 1 {
+		t.Fatalf("version 1 without nextUpdate: warnings %q, CRLs %+v", warnings(cfg.Warnings), c)
+	}
+
+	next := now.Add(-time.Hour)
+	stale := v1CRL(t, p.inter, next, crltest.V1Options{})
+	must(t, writeFile(filepath.Join(dir, "pki/fleet.crl"), stale))
+	cfg, err = Parse("fleetgate.toml", []byte(withCRL(`["pki/fleet.crl"]`, `"warn"`)(t)), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantWarning := `fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl is stale since ` + next.UTC().Format(time.RFC3339) +
+		`: revocations issued after it are not known; publish a newer CRL`
+	if got := warnings(cfg.Warnings); got != wantWarning {
+		t.Errorf("stale version 1, crl_stale = \"warn\": warnings\n got %s\nwant %s", got, wantWarning)
+	}
+
+	withReason := entry
+	withReason.ReasonCode = 1
+	runErrorCases(t, []errorCase{
+		{name: "stale, rejected", setup: writeCRL("fleet.crl", func(*testPKI) []byte { return stale }), src: withCRL(`["pki/fleet.crl"]`, `"reject"`),
+			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl is stale: its nextUpdate was ` + next.UTC().Format(time.RFC3339) + `; publish a newer CRL, or set crl_stale = "warn" to serve with it`}},
+		{name: "signed by another key of the same name", setup: writeCRL("fleet.crl", func(*testPKI) []byte {
+			return v1CRL(t, pki.MustRoot(pki.Root("Impostor Root")).MustIssue(pki.Intermediate("Fleet Intermediate")), now.Add(time.Hour), crltest.V1Options{}, entry)
+		}), src: withCRL(`["pki/fleet.crl"]`, ""),
+			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl: signature does not verify with the key of "Fleet Intermediate": this CRL was not signed by this client CA`}},
+		{name: "extensions, PEM", setup: writeCRL("fleet.crl", func(*testPKI) []byte {
+			return pki.CRLPEM(v1CRL(t, p.inter, now.Add(time.Hour), crltest.V1Options{KeepExtensions: true}))
+		}), src: withCRL(`["pki/fleet.crl"]`, ""),
+			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl: CRL 1: version 1 CRL with extensions: RFC 5280 allows extensions only in version 2 CRLs`}},
+		{name: "extensions, DER", setup: writeCRL("fleet.crl", func(*testPKI) []byte {
+			return v1CRL(t, p.inter, now.Add(time.Hour), crltest.V1Options{KeepExtensions: true})
+		}), src: withCRL(`["pki/fleet.crl"]`, ""),
+			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl: version 1 CRL with extensions: RFC 5280 allows extensions only in version 2 CRLs`}},
+		{name: "entry extensions", setup: writeCRL("fleet.crl", func(*testPKI) []byte {
+			return pki.CRLPEM(v1CRL(t, p.inter, now.Add(time.Hour), crltest.V1Options{}, entry, withReason))
+		}), src: withCRL(`["pki/fleet.crl"]`, ""),
+			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl: CRL 1: version 1 CRL: entry 2 has extensions: RFC 5280 allows them only in version 2 CRLs`}},
+	})
+}
+
+// FuzzParseCRL: ParseCRL never panics, and a list it returns is the bytes it
+// was given (Raw a prefix of them, RawTBSRevocationList inside Raw), so the
+// signature is always checked over what was read.
+func FuzzParseCRL(f *testing.F) {
+	p := fixtures(f)
+	f.Add(p.crl)
+	f.Add(v1CRL(f, p.inter, time.Now().Add(time.Hour), crltest.V1Options{}, x509.RevocationListEntry{SerialNumber: big.NewInt(7), RevocationTime: time.Now()}))
+	f.Add(v1CRL(f, p.inter, time.Time{}, crltest.V1Options{NoNextUpdate: true}))
+	f.Fuzz(func(t *testing.T, der []byte) {
+		list, err := ParseCRL(der)
+		if err != nil {
+			return
+		}
+		if !bytes.HasPrefix(der, list.Raw) || !bytes.Contains(list.Raw, list.RawTBSRevocationList) {
+			t.Fatalf("Raw or RawTBSRevocationList is not the input")
+		}
+	})
 }

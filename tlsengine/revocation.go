@@ -35,7 +35,11 @@ type CRL struct {
 	// Name identifies the list in verdict details and errors, such as
 	// "fleet-root: pki/fleet.crl".
 	Name string
-	// List is the parsed list (x509.ParseRevocationList).
+	// List is the parsed list: version 2 (x509.ParseRevocationList) or
+	// version 1 (configs.ParseCRL, whose Raw and RawTBSRevocationList are the
+	// bytes as signed, so CheckSignatureFrom verifies it like a version 2
+	// list). Both go through the same checks; a version 1 list has no
+	// authority key identifier, and needs none: lists are keyed by issuer name.
 	List *x509.RevocationList
 	// Issuer is the CA certificate whose key signed List. Its subject must be
 	// List's issuer; NewRevocation checks the signature again.
