@@ -374,22 +374,3 @@ func TestCRLVersion1(t *testing.T) {
 			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[0]: pki/fleet.crl: CRL 1: version 1 CRL: entry 2 has extensions: RFC 5280 allows them only in version 2 CRLs`}},
 	})
 }
-
-// FuzzParseCRL: ParseCRL never panics, and a list it returns is the bytes it
-// was given (Raw a prefix of them, RawTBSRevocationList inside Raw), so the
-// signature is always checked over what was read.
-func FuzzParseCRL(f *testing.F) {
-	p := fixtures(f)
-	f.Add(p.crl)
-	f.Add(v1CRL(f, p.inter, time.Now().Add(time.Hour), crltest.V1Options{}, x509.RevocationListEntry{SerialNumber: big.NewInt(7), RevocationTime: time.Now()}))
-	f.Add(v1CRL(f, p.inter, time.Time{}, crltest.V1Options{NoNextUpdate: true}))
-	f.Fuzz(func(t *testing.T, der []byte) {
-		list, err := ParseCRL(der)
-		if err != nil {
-			return
-		}
-		if !bytes.HasPrefix(der, list.Raw) || !bytes.Contains(list.Raw, list.RawTBSRevocationList) {
-			t.Fatalf("Raw or RawTBSRevocationList is not the input")
-		}
-	})
-}

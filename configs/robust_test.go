@@ -2,7 +2,6 @@ package configs
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
 )
@@ -85,27 +84,4 @@ func TestGarbageNeverPanics(t *testing.T) {
 			t.Errorf("%.40q loaded: %+v", g, cfg)
 		}
 	}
-}
-
-func FuzzParse(f *testing.F) {
-	for _, g := range garbage {
-		f.Add([]byte(g))
-	}
-	f.Add([]byte(base))
-	f.Add(Demo())
-	if example, err := os.ReadFile("fleetgate.toml"); err == nil {
-		f.Add(example)
-	}
-	dir := f.TempDir()
-	writeDemoDir(f, dir)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse("fuzz.toml", data, dir)
-		if (cfg == nil) == (err == nil) {
-			t.Fatalf("config %v and error %v", cfg, err)
-		}
-		var e *Errors
-		if err != nil && (!errors.As(err, &e) || len(e.Problems) == 0) {
-			t.Fatalf("error without problems: %v", err)
-		}
-	})
 }

@@ -23,6 +23,12 @@
 //	                      with the keys parsed
 //	FuzzConfigParse       TOML through configs.Parse with a folder of real PKI
 //	                      files, so certificate, key and policy checks run
+//	FuzzParseCRL          DER through configs.ParseCRL (version 1 and 2 lists);
+//	                      a list returned is always the bytes given
+//
+// These are the only fuzz targets of their surfaces: the gateway's HTTP
+// request parser, which needs the package's internals, has its own
+// (gateway.FuzzHTTPRequest).
 //
 // Every engine target asserts, per connection: no panic; no hang (Close,
 // then the transport closes and the handshake goroutine ends within 10 s);
