@@ -158,7 +158,7 @@ func (s *Server) Run() error {
 	}
 	stopWatch := make(chan struct{})
 	defer close(stopWatch)
-	go s.watchCRLs(stopWatch)
+	go s.newCRLWatcher().run(stopWatch)
 	loops := snap.cfg.Gateway.EventLoops
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)

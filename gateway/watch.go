@@ -16,72 +16,95 @@ type fileStamp struct {
 	modTime time.Time
 }
 
-// watchCRLs reloads the configuration when one of the current snapshot's CRL
-// files changes. It returns when stop is closed.
+// crlWatcher reloads the configuration when one of the current snapshot's
+// CRL files changes.
 //
 // A reload that fails (the main file is being edited, say) is tried again
 // when a CRL or the main file changes next, so the new CRL is not lost.
 // After a reload, files already watched keep the stamp seen before it: one
 // replaced while the reload read it shows as changed at the next tick.
-func (s *Server) watchCRLs(stop <-chan struct{}) {
+type crlWatcher struct {
+	s    *Server
+	seen map[string]fileStamp
+	// pending: a reload was refused; the main file is watched too until
+	// one succeeds.
+	pending bool
+}
+
+// newCRLWatcher records the files' stamps now, before the server serves: a
+// CRL replaced right after start is a change, not the baseline.
+func (s *Server) newCRLWatcher() *crlWatcher {
+	w := &crlWatcher{s: s, seen: map[string]fileStamp{}}
+	w.stamp(w.watched(), false)
+	return w
+}
+
+// run checks the files every crlWatchInterval until stop is closed.
+func (w *crlWatcher) run(stop <-chan struct{}) {
 	t := time.NewTicker(crlWatchInterval)
 	defer t.Stop()
-	seen := map[string]fileStamp{}
-	// stamp records the paths' stamps and reports whether a known one
-	// changed; with onlyNew it records the unknown paths only.
-	stamp := func(paths []string, onlyNew bool) (changed bool) {
-		for _, p := range paths {
-			old, ok := seen[p]
-			if ok && onlyNew {
-				continue
-			}
-			fi, err := os.Stat(p)
-			var st fileStamp
-			if err == nil {
-				st = fileStamp{size: fi.Size(), modTime: fi.ModTime()}
-			}
-			if ok && old != st {
-				changed = true
-			}
-			seen[p] = st
-		}
-		return changed
-	}
-	watched := func(pending bool) []string {
-		snap := s.snap.Load()
-		paths := snap.crlPaths()
-		if pending && snap.cfg.Path != "" {
-			paths = append(paths, snap.cfg.Path)
-		}
-		return paths
-	}
-	pending := false
-	stamp(watched(false), false)
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+			w.check()
 		}
-		if !stamp(watched(pending), false) {
-			continue
-		}
-		s.log.Info("a watched CRL (or, after a refused reload, the configuration) changed; reloading")
-		if err := s.Reload(); err != nil {
-			if !pending {
-				pending = true
-				stamp(watched(true), true) // from now on, a fix to the main file retries too
-			}
-			continue
-		}
-		if pending {
-			// Forget the main file: watched again from scratch if a later
-			// reload is refused.
-			delete(seen, s.snap.Load().cfg.Path)
-			pending = false
-		}
-		stamp(watched(false), true)
 	}
+}
+
+// check reloads when a watched file changed since it was last looked at.
+func (w *crlWatcher) check() {
+	if !w.stamp(w.watched(), false) {
+		return
+	}
+	w.s.log.Info("a watched CRL (or, after a refused reload, the configuration) changed; reloading")
+	if err := w.s.Reload(); err != nil {
+		if !w.pending {
+			w.pending = true
+			w.stamp(w.watched(), true) // from now on, a fix to the main file retries too
+		}
+		return
+	}
+	if w.pending {
+		// Forget the main file: watched again from scratch if a later
+		// reload is refused.
+		delete(w.seen, w.s.snap.Load().cfg.Path)
+		w.pending = false
+	}
+	w.stamp(w.watched(), true)
+}
+
+// watched lists the files to watch: the CRLs, and the main file while a
+// refused reload is pending.
+func (w *crlWatcher) watched() []string {
+	snap := w.s.snap.Load()
+	paths := snap.crlPaths()
+	if w.pending && snap.cfg.Path != "" {
+		paths = append(paths, snap.cfg.Path)
+	}
+	return paths
+}
+
+// stamp records the paths' stamps and reports whether a known one changed;
+// with onlyNew it records the unknown paths only.
+func (w *crlWatcher) stamp(paths []string, onlyNew bool) (changed bool) {
+	for _, p := range paths {
+		old, ok := w.seen[p]
+		if ok && onlyNew {
+			continue
+		}
+		fi, err := os.Stat(p)
+		var st fileStamp
+		if err == nil {
+			st = fileStamp{size: fi.Size(), modTime: fi.ModTime()}
+		}
+		if ok && old != st {
+			changed = true
+		}
+		w.seen[p] = st
+	}
+	return changed
 }
 
 // crlPaths lists the CRL files of the snapshot's configuration.
