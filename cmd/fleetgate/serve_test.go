@@ -2,8 +2,9 @@ package main
 
 // `fleetgate serve` runs until a signal: these tests start the binary and
 // signal it (SIGHUP reloads, SIGTERM or SIGINT drains, a second one stops at
-// once). They do not run in parallel: each runs a gateway, and their exit
-// deadlines should not depend on how many others share the machine.
+// once). Those tests do not run in parallel: each runs a gateway, and their
+// exit deadlines should not depend on how many others share the machine.
+// TestServeRefusesStrayArguments starts nothing and runs in process.
 
 import (
 	"context"
