@@ -1,0 +1,29 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBenchExitCodes: -h is not an error, a concurrency below 1 is a usage
+// error, and a run in which every request failed exits 1 (scripts must not
+// read it as a measurement).
+func TestBenchExitCodes(t *testing.T) {
+	t.Parallel()
+	pkiDir := filepath.Join(t.TempDir(), "pki")
+	if code, _, stderr := runInProcess(t, "bench", "-h"); code != 0 {
+		t.Errorf("bench -h: exit %d, want 0: %s", code, stderr)
+	}
+	if code, _, stderr := runInProcess(t, "bench", "-concurrency", "0", "-target", "127.0.0.1:1"); code != 2 || !strings.Contains(stderr, "concurrency") {
+		t.Errorf("bench -concurrency 0: exit %d, want 2: %s", code, stderr)
+	}
+	if code, _, stderr := runInProcess(t, "bench", "-init", pkiDir); code != 0 {
+		t.Fatalf("bench -init: exit %d: %s", code, stderr)
+	}
+	closed := freePort(t) // nobody listens there
+	code, _, stderr := runInProcess(t, "bench", "-insecure", "-target", closed, "-dir", pkiDir, "-devices", "2", "-concurrency", "1", "-requests", "3")
+	if code != 1 || !strings.Contains(stderr, "every request failed") {
+		t.Errorf("a run where every request failed: exit %d, want 1: %s", code, stderr)
+	}
+}

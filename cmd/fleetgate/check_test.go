@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	runPKI(t, dir, "pki", "sensor-0001")
+	good := filepath.Join(dir, "good.toml")
+	writeServeConfig(t, good, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+	code, out, errOut := runInProcess(t, "check", "-c", good)
+	if code != 0 {
+		t.Fatalf("good file: exit %d\n%s%s", code, out, errOut)
+	}
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], good+": ") || !strings.Contains(lines[0], "ok: 2 applications, 1 client CAs") {
+		t.Fatalf("good file: want a one-line summary, got %q", out)
+	}
+
+	badFile := `[gateway]
+listen = "nope"
+max_body_bytes = "lots"
+lisen = "x"
+
+[tokens]
+signing_key_file = "missing.pem"
+
+[[applications]]
+name = "a"
+domain = "http://x"
+origin = "ftp://y"
+`
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte(badFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runInProcess(t, "check", "-c", bad)
+	if code != 1 {
+		t.Fatalf("bad file: exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	if out != "" {
+		t.Errorf("bad file: stdout %q, want nothing", out)
+	}
+	line := regexp.MustCompile(`^` + regexp.QuoteMeta(bad) + `(:\d+)?: [a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*: \S.*$`)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	for _, l := range lines {
+		if !line.MatchString(l) && !strings.HasPrefix(l, "warning: ") {
+			t.Errorf("not a file:line: path: msg line: %q", l)
+		}
+	}
+	for _, want := range []string{
+		":2: gateway.listen: ",
+		":3: gateway.max_body_bytes: ",
+		":4: gateway.lisen: ",
+		":7: tokens.signing_key_file: ",
+		":11: applications[0].domain: ",
+		":12: applications[0].origin: ",
+	} {
+		if !strings.Contains(errOut, bad+want) {
+			t.Errorf("check does not report %q", bad+want)
+		}
+	}
+	if len(lines) < 6 {
+		t.Errorf("check printed %d problems, want every one (at least 6):\n%s", len(lines), errOut)
+	}
+	missing := filepath.Join(dir, "missing.toml")
+	if code, _, errOut := runInProcess(t, "check", "-c", missing); code != 1 || !strings.Contains(errOut, missing) {
+		t.Errorf("missing file: exit %d, %q", code, errOut)
+	}
+}

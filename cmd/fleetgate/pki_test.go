@@ -1,0 +1,114 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fleetgate/fleetgate/configs"
+)
+
+// runPKI runs `fleetgate pki` into dir/out.
+func runPKI(t testing.TB, dir, out string, cns string) {
+	t.Helper()
+	code, stdout, stderr := runInProcess(t, "pki", "-out", filepath.Join(dir, out), "-hosts", "devices.fleet.test,app.fleet.test", "-cn", cns)
+	if code != 0 {
+		t.Fatalf("pki: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+func TestPKI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "pki")
+	runPKI(t, dir, "pki", "sensor-0001,sensor-0002")
+	files := []string{"ca.pem", "ca-key.pem", "intermediate.pem", "intermediate-key.pem", "ca-chain.pem",
+		"server.pem", "server-key.pem", "example.pem", "key.pem", "token.pem",
+		"devices/sensor-0001.pem", "devices/sensor-0001-key.pem", "devices/sensor-0002.pem", "devices/sensor-0002-key.pem"}
+	for _, f := range files {
+		fi, err := os.Stat(filepath.Join(out, f))
+		if err != nil {
+			t.Fatalf("missing %s: %v", f, err)
+		}
+		if strings.HasSuffix(f, "key.pem") || f == "token.pem" {
+			if fi.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s is readable by others (%v)", f, fi.Mode())
+			}
+		}
+	}
+	// example.pem / key.pem: sensor-0001, a client certificate that chains to ca.pem.
+	pair, err := tls.LoadX509KeyPair(filepath.Join(out, "example.pem"), filepath.Join(out, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	if leaf.Subject.CommonName != "sensor-0001" || len(pair.Certificate) != 2 {
+		t.Fatalf("example.pem: CN %q, chain of %d", leaf.Subject.CommonName, len(pair.Certificate))
+	}
+	roots := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(filepath.Join(out, "ca.pem"))
+	roots.AppendCertsFromPEM(caPEM)
+	inter, _ := x509.ParseCertificate(pair.Certificate[1])
+	inters := x509.NewCertPool()
+	inters.AddCert(inter)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("example.pem does not verify for client auth against ca.pem: %v", err)
+	}
+
+	// The result loads in a configuration, and check says so.
+	cfgPath := filepath.Join(dir, "fleetgate.toml")
+	writeServeConfig(t, cfgPath, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+	if _, err := configs.Load(cfgPath); err != nil {
+		t.Fatalf("a configuration of the pki output does not load: %v", err)
+	}
+
+	// A second run refuses to overwrite, unless -force.
+	if code, _, stderr := runInProcess(t, "pki", "-out", out); code != 1 || !strings.Contains(stderr, "already exists") {
+		t.Fatalf("second pki: exit %d, %q", code, stderr)
+	}
+	// Not even when ca.pem is gone: a kept token.pem is not replaced.
+	if err := os.Remove(filepath.Join(out, "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runInProcess(t, "pki", "-out", out); code != 1 || !strings.Contains(stderr, "already exists") {
+		t.Fatalf("pki over a folder without ca.pem: exit %d, %q", code, stderr)
+	}
+	// -force rewrites, and a key made world-readable meanwhile comes back 0600.
+	if err := os.Chmod(filepath.Join(out, "token.pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runInProcess(t, "pki", "-out", out, "-force", "-key", "ed25519"); code != 0 {
+		t.Fatalf("pki -force: exit %d, %q", code, stderr)
+	}
+	for _, f := range []string{"token.pem", "ca-key.pem", "devices/sensor-0001-key.pem"} {
+		fi, err := os.Stat(filepath.Join(out, f))
+		if err != nil {
+			t.Errorf("%s after -force: %v", f, err)
+		} else if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s after -force: %v, want mode 0600", f, fi.Mode())
+		}
+	}
+	bad := []struct {
+		name string
+		args []string
+	}{
+		{"unknown key type", []string{"-key", "dsa"}},
+		{"device name with a slash", []string{"-cn", "../evil"}},
+		{"no days", []string{"-days", "0"}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			other := filepath.Join(t.TempDir(), "other")
+			if code, _, _ := runInProcess(t, append([]string{"pki", "-out", other}, tc.args...)...); code != 2 {
+				t.Fatalf("exit %d, want 2", code)
+			}
+			if _, err := os.Stat(other); err == nil {
+				t.Fatalf("a refused pki wrote %s", other)
+			}
+		})
+	}
+}
