@@ -19,7 +19,7 @@ import (
 type testPKI struct {
 	root, inter     *pki.Cert
 	devices, app    *pki.Cert
-	stream          *pki.Cert // stream.fleet.test, the tcp application of fleetgate.toml
+	stream          *pki.Cert     // stream.fleet.test, the tcp application of fleetgate.toml
 	token, previous crypto.Signer // P-256 and Ed25519
 	crl             []byte        // DER: the intermediate's CRL, revoking nothing we use, fresh for a week
 }

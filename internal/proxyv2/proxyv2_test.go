@@ -262,7 +262,9 @@ func TestV2Refuses(t *testing.T) {
 		{"non-ASCII cipher", func(c *Conn) { c.TLS.Cipher = "AES-ü" }, ErrValue},
 		{"CN not UTF-8", func(c *Conn) { c.CN = "\xff\xfe" }, ErrValue},
 		{"certificate over 64 KiB", func(c *Conn) { c.LeafDER, c.IncludeCert = make([]byte, 70000), true }, ErrTooLarge},
-		{"header over 64 KiB", func(c *Conn) { c.LeafDER, c.IncludeCert, c.Token = make([]byte, 40000), true, strings.Repeat("t", 30000) }, ErrTooLarge},
+		{"header over 64 KiB", func(c *Conn) {
+			c.LeafDER, c.IncludeCert, c.Token = make([]byte, 40000), true, strings.Repeat("t", 30000)
+		}, ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
