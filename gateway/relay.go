@@ -322,8 +322,14 @@ func (r *relay) originTraffic(gc gnet.Conn) gnet.Action {
 	r.meter.bytes(0, len(data))
 	r.touch()
 	if r.c.gc.OutboundBuffered() > r.set.relayBuffer {
+		// The device does not read: a close_notify would wait behind what
+		// it does not read, so its socket closes now, output dropped.
 		r.setReason(closeBackpressure)
-		r.cutOnLoop()
+		if !r.originDone {
+			_ = gc.Close()
+		}
+		r.c.markClosing()
+		_ = r.c.gc.Close()
 	}
 	return gnet.None
 }

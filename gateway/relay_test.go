@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -13,6 +14,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +25,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/pires/go-proxyproto/tlvparse"
 
+	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/proxyv2"
 	"github.com/fleetgate/fleetgate/policy"
 )
@@ -583,4 +587,116 @@ func TestTCPShutdownClosesRelays(t *testing.T) {
 		t.Error("the relayed connection outlived the shutdown")
 	}
 	f.closeLine(t, "tcp-echo", closeShutdown)
+}
+
+// lifeApp is a tcp application on name whose origin is origin, with extra
+// keys (timeouts) and any fleet device admitted.
+func lifeApp(name, domain, origin, keys string) string {
+	return fmt.Sprintf(`
+[[client_cas]]
+name = "fleet-%[1]s"
+pem_file = "ca-chain.pem"
+associated_hostnames = [%[2]q]
+
+[[applications]]
+name = %[1]q
+domain = %[2]q
+protocol = "tcp"
+origin = %[3]q
+tls_cert_file = "server.pem"
+tls_key_file = "server-key.pem"
+%[4]s
+
+[[applications.policies]]
+name = "devices"
+decision = "non_identity"
+include = [{ valid_certificate = true }]
+`, name, domain, origin, keys)
+}
+
+func TestTCPIdleTimeout(t *testing.T) {
+	echo := startTCPOrigin(t, echoHandler)
+	f := newTCPFixture(t, lifeApp("tcp-idle", "idle.tcp.test", echo.url(), `idle_timeout = "1s"`))
+	c, err := f.dialTCP(t, "idle.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Traffic keeps it open past the timeout...
+	for range 4 {
+		time.Sleep(400 * time.Millisecond)
+		if _, err := io.WriteString(c, "k"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("closed while active: %v", err)
+		}
+	}
+	// ...silence closes it.
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle device read %v, want close_notify", err)
+	}
+	if d := time.Since(start); d < 800*time.Millisecond || d > 3*time.Second {
+		t.Errorf("closed after %v of silence, want about 1s", d)
+	}
+	f.closeLine(t, "tcp-idle", closeIdle)
+}
+
+func TestTCPBackpressure(t *testing.T) {
+	// The origin sends far more than the device reads.
+	flood := startTCPOrigin(t, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB at most
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	f := newTCPFixture(t, lifeApp("tcp-flood", "flood.tcp.test", flood.url(), `relay_buffer = "64KiB"`))
+	c, err := f.dialTCP(t, "flood.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c // the device does not read
+	line := f.closeLine(t, "tcp-flood", closeBackpressure)
+	if n, _ := line["bytes_to_device"].(float64); n >= 64<<20 {
+		t.Errorf("the whole flood went through (%v bytes)", n)
+	}
+}
+
+// TestTCPOpenSSLDevice relays for openssl s_client as the device: what it
+// sends comes back from the echo origin.
+func TestTCPOpenSSLDevice(t *testing.T) {
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Skip("openssl not installed")
+	}
+	f := newTCPFixture(t, "")
+	f.writeFile("device.pem", pki.ChainPEM(f.pki.sensor1.cert, f.pki.inter))
+	f.writeFile("device-key.pem", f.pki.sensor1.cert.KeyPEM())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "s_client", "-connect", f.addr, "-servername", tEcho, "-quiet", "-no_ign_eof",
+		"-cert", filepath.Join(f.dir, "device.pem"), "-key", filepath.Join(f.dir, "device-key.pem"))
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(in, "hello from openssl\n"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "hello from openssl\n" {
+		t.Errorf("openssl read %q, %v", line, err)
+	}
+	_ = in.Close() // s_client sends close_notify at end of input
+	_ = cmd.Wait()
+	f.closeLine(t, "tcp-echo", closeDeviceClosed)
 }
