@@ -14,6 +14,10 @@ import (
 // revocation of the certificates that earned them.
 const maxSessionDuration = 31 * 24 * time.Hour
 
+// defaultSessionDuration is an http application's session_duration when the
+// key is absent.
+const defaultSessionDuration = 24 * time.Hour
+
 // applications checks every [[applications]] entry and fills
 // cfg.Applications with those that load. It runs after clientCAs.
 func (l *loader) applications(fas []fileApplication, cfg *Config) {
@@ -27,7 +31,9 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 			SessionTickets:    fa.SessionTickets,
 			RejectInvalidCert: fa.RejectInvalidCert,
 		}
-		app.Name, app.ServiceAuth401 = fa.Name, fa.ServiceAuth401
+		app.Name = fa.Name
+		app.Protocol = l.protocol(key("protocol"), fa.Protocol)
+		tcp := app.Protocol == ProtocolTCP
 		nameDup := false
 		if fa.Name == "" {
 			l.errorf(key("name"), "required: the application's name")
@@ -49,19 +55,28 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 			app.Domain = d
 		}
 
-		if fa.Origin == "" {
-			l.errorf(key("origin"), "required: the upstream URL, such as \"http://127.0.0.1:9000\"")
-		} else if u, err := checkURL(fa.Origin, true); err != nil {
-			l.errorf(key("origin"), "%v", err)
-		} else {
-			app.Origin = u
-		}
+		app.Origin = l.origin(key("origin"), fa.Origin, app.Protocol)
 		if fa.OriginCAFile != "" {
 			app.OriginCAs, app.OriginCAsSum = l.originCAs(key("origin_ca_file"), fa.OriginCAFile, app.Origin)
 		}
 
-		app.SessionDuration = time.Duration(fa.SessionDuration)
-		l.checkSession(key("session_duration"), app.SessionDuration)
+		switch {
+		case fa.SessionDuration != nil && tcp:
+			l.errorf(key("session_duration"), "not for a tcp application: it has no sessions (each connection gets a token of its own); remove it")
+		case fa.SessionDuration != nil:
+			app.SessionDuration = time.Duration(*fa.SessionDuration)
+			l.checkSession(key("session_duration"), app.SessionDuration)
+		case !tcp:
+			app.SessionDuration = defaultSessionDuration
+		}
+		if fa.ServiceAuth401 != nil {
+			if tcp {
+				l.errorf(key("service_auth_401"), "not for a tcp application: a refused device gets a TLS alert, not an HTTP status; remove it")
+			} else {
+				app.ServiceAuth401 = *fa.ServiceAuth401
+			}
+		}
+		l.transport(path, fa, &app, &cfg.Gateway)
 
 		audPath := key("name")
 		if fa.AUD != "" {
@@ -88,7 +103,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 			}
 		}
 		app.Certificate, _ = l.serverCertificate(path, fa, app.Domain)
-		app.Policies = l.policies(key("policies"), fa.Policies, app.Domain)
+		app.Policies = l.policies(key("policies"), fa.Policies, app.Domain, tcp)
 		if len(fa.Policies) == 0 && !l.bad(key("policies")) {
 			l.warnf(path, "no policies: every request to %q is denied", fa.Domain)
 		}
@@ -110,8 +125,15 @@ func (l *loader) checkSession(path string, d time.Duration) {
 }
 
 // policies checks the [[applications.policies]] of the application whose
-// domain is domain ("" when the domain itself is invalid).
-func (l *loader) policies(path string, fps []filePolicy, domain string) []policy.Policy {
+// domain is domain ("" when the domain itself is invalid); tcp is set for a
+// tcp application.
+//
+// Every decision works on a tcp application: allow, non_identity, bypass and
+// deny look only at the certificate verdict, the address and the token, and
+// none of them needs an HTTP exchange (fleetgate has no identity-provider
+// login). What a tcp application cannot have is a session, so a policy's
+// session_duration is refused there.
+func (l *loader) policies(path string, fps []filePolicy, domain string, tcp bool) []policy.Policy {
 	out := make([]policy.Policy, 0, len(fps))
 	var names []string
 	for i := range fps {
@@ -133,7 +155,9 @@ func (l *loader) policies(path string, fps []filePolicy, domain string) []policy
 			p.Action = a
 		}
 
-		if fp.SessionDuration != nil {
+		if fp.SessionDuration != nil && tcp {
+			l.errorf(key("session_duration"), "not for a policy of a tcp application: it has no sessions (each connection gets a token of its own); remove it")
+		} else if fp.SessionDuration != nil {
 			p.SessionDuration, p.HasSessionDuration = time.Duration(*fp.SessionDuration), true
 			l.checkSession(key("session_duration"), p.SessionDuration)
 		}

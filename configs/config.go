@@ -48,6 +48,17 @@ type Gateway struct {
 	HandshakeWorkers int           // handshake_workers = 0: one per CPU; at most 1024
 	HandshakeQueue   int           // handshake_queue = 4096: handshakes in flight; beyond it new connections are refused
 	HandshakeTimeout time.Duration // handshake_timeout = "5s"
+	// MaxHandshakeRate bounds the new TLS handshakes started per second,
+	// across all listeners and applications (max_handshake_rate = 0: no
+	// bound). Connections beyond it are refused at once, before any
+	// cryptography: under a reconnect storm the fleet is admitted at the rate
+	// the CPUs sustain instead of every handshake timing out.
+	MaxHandshakeRate int
+	// MaxHandshakeBurst is the token bucket's size: how many handshakes may
+	// start at once after a quiet period (max_handshake_burst = 0: equal to
+	// the rate). The loader applies that default, so it is at least 1
+	// whenever MaxHandshakeRate is set, and 0 when it is not.
+	MaxHandshakeBurst int
 	// HeaderTimeout is the time a client has to send a complete request
 	// header once it started one (header_timeout = "10s"): the slowloris guard.
 	HeaderTimeout time.Duration
@@ -188,15 +199,44 @@ type Revocation struct {
 	DeniedFingerprints [][sha256.Size]byte
 }
 
+// Protocol is what an application speaks to its devices and its origin
+// (protocol = "http").
+type Protocol string
+
+// The protocols an application may have. "mqtt" is refused by the loader
+// until the gateway serves it.
+const (
+	// ProtocolHTTP: HTTP/1.1 requests, each decided by the policies and
+	// proxied with the token in Cf-Access-Jwt-Assertion.
+	ProtocolHTTP Protocol = "http"
+	// ProtocolTCP: raw TCP over mutual TLS, decided once per connection in
+	// the handshake and relayed to a tcp:// origin, optionally after a PROXY
+	// protocol header that carries the device's identity.
+	ProtocolTCP Protocol = "tcp"
+)
+
+// The proxy_protocol values of a tcp application.
+const (
+	ProxyProtocolNone = ""   // no header: the origin sees the gateway's address
+	ProxyProtocolV1   = "v1" // the text line: addresses only
+	ProxyProtocolV2   = "v2" // binary: addresses, SNI, connection id, TLS facts, CN, certificate, token
+)
+
 // Application is one [[applications]] entry, ready for the gateway: the
 // policy engine's application plus what the gateway needs to serve it.
 type Application struct {
 	// Application carries name, domain (lower-case), AUD (aud, or derived
-	// from the name with policy.DeriveAUD), session duration (24h when
-	// absent; 0 for "0s", "no duration"), service_auth_401 and the policies
-	// in file order.
+	// from the name with policy.DeriveAUD), session duration, service_auth_401
+	// and the policies in file order. The session duration is 24h when
+	// absent and 0 for "0s" ("no duration"); a tcp application has no
+	// sessions, so its duration is always 0: each connection's token is
+	// minted for that connection alone.
 	policy.Application
-	// Origin is scheme://host[:port] of the upstream (http or https).
+	// Protocol is ProtocolHTTP (the default) or ProtocolTCP.
+	Protocol Protocol
+	// Origin is the upstream: scheme://host[:port] with scheme http or https
+	// for an http application, tcp://host:port (port always present) for a
+	// tcp application, whose relay dials Origin.Host.
 	Origin *url.URL
 	// OriginCAs, from origin_ca_file (PEM certificates), are the roots an
 	// https origin's certificate is verified against instead of the
@@ -209,7 +249,9 @@ type Application struct {
 	// chain as in tls_cert_file and Leaf set.
 	Certificate tls.Certificate
 	// ForwardClientCert adds Cf-Client-Cert-* and Client-Cert headers to
-	// origin requests (forward_client_cert = false).
+	// origin requests of an http application, and the SSL_CLIENT_CERT
+	// sub-TLV (the leaf's DER) to the PROXY v2 header of a tcp application,
+	// which then needs ProxyProtocol "v2" (forward_client_cert = false).
 	ForwardClientCert bool
 	// SessionTickets enables TLS session resumption (session_tickets =
 	// false). Off by default: a resumed session proves no key possession.
@@ -221,6 +263,30 @@ type Application struct {
 	// ClientCAs are the client CAs associated with Domain (pointers into
 	// Config.ClientCAs); empty means no client certificate is requested.
 	ClientCAs []*ClientCA
+	// OriginConnectTimeout bounds dialing this application's origin
+	// (origin_connect_timeout; default [gateway] origin_connect_timeout).
+	OriginConnectTimeout time.Duration
+
+	// The fields below are set for tcp applications only (zero for http,
+	// where the [gateway] values of the same names apply); the loader
+	// refuses their keys on an http application.
+
+	// ProxyProtocol is the PROXY protocol header written to the origin
+	// before the device's bytes: ProxyProtocolNone (the default),
+	// ProxyProtocolV1 or ProxyProtocolV2 (proxy_protocol).
+	ProxyProtocol string
+	// IdleTimeout closes a relayed connection when no byte has moved in
+	// either direction for this long (idle_timeout = "10m"; always > 0).
+	IdleTimeout time.Duration
+	// MaxConnectionAge closes a relayed connection this long after it was
+	// admitted, with ±10% jitter so that a fleet admitted together does not
+	// reconnect together; it makes devices pick up a reload's CAs and
+	// policies (max_connection_age = "0s": no limit).
+	MaxConnectionAge time.Duration
+	// RelayBuffer is the most bytes held for one direction of one relayed
+	// connection (relay_buffer = "256KiB", between 16KiB and 64MiB): when the
+	// receiving side is slower, the gateway stops reading from the sender.
+	RelayBuffer int64
 }
 
 // ClientCAsFor returns the client CAs associated with domain: those that list

@@ -95,7 +95,7 @@ func TestExampleFileLoads(t *testing.T) {
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
 	}
-	if cfg.Gateway.DefaultSite != "devices.fleet.test" || len(cfg.Tokens.PreviousKeys) != 1 || len(cfg.Applications) != 2 {
+	if cfg.Gateway.DefaultSite != "devices.fleet.test" || len(cfg.Tokens.PreviousKeys) != 1 || len(cfg.Applications) != 3 {
 		t.Errorf("gateway %+v, %d previous keys, %d applications", cfg.Gateway, len(cfg.Tokens.PreviousKeys), len(cfg.Applications))
 	}
 	if ca := cfg.ClientCAs[0]; len(ca.CRLs) != 1 || ca.CRLs[0].Issuer.Subject.CommonName != "Fleet Intermediate" || ca.CRLStale != "warn" {
@@ -105,8 +105,14 @@ func TestExampleFileLoads(t *testing.T) {
 		t.Errorf("revocation: %+v", r)
 	}
 	app := cfg.Applications[0]
-	if !strings.HasPrefix(app.AUD, "7c1b3f0e") || !app.ForwardClientCert || len(app.Policies) != 2 || app.SessionDuration != 0 {
+	if !strings.HasPrefix(app.AUD, "7c1b3f0e") || !app.ForwardClientCert || len(app.Policies) != 2 || app.SessionDuration != 0 || app.Protocol != ProtocolHTTP {
 		t.Errorf("applications[0]: %+v", app)
+	}
+	tcp := cfg.Applications[2]
+	if tcp.Protocol != ProtocolTCP || tcp.Origin.String() != "tcp://127.0.0.1:7000" || tcp.ProxyProtocol != ProxyProtocolV2 ||
+		!tcp.ForwardClientCert || tcp.IdleTimeout != 10*time.Minute || tcp.MaxConnectionAge != 0 || tcp.RelayBuffer != 256<<10 ||
+		tcp.OriginConnectTimeout != 5*time.Second || tcp.SessionDuration != 0 || len(tcp.ClientCAs) != 1 {
+		t.Errorf("applications[2]: %+v", tcp)
 	}
 }
 

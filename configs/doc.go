@@ -34,6 +34,15 @@
 //     (case-insensitive); a wildcard application needs the same wildcard.
 //   - An application's session_duration is 24h when absent; "0s" means no
 //     duration. A policy's session_duration overrides it only when present.
+//   - protocol = "tcp" makes a raw-TCP application: a tcp://host:port
+//     origin, optional proxy_protocol ("v1", "v2"), and its own idle_timeout
+//     (10m), max_connection_age (none) and relay_buffer (256KiB, 16KiB to
+//     64MiB). It has no sessions: session_duration (on it or its policies)
+//     and service_auth_401 are errors when written, and its
+//     Application.SessionDuration is 0. The tcp-only keys are errors on an
+//     http application, whose connections use the [gateway] values; tls://
+//     origins and protocol = "mqtt" are refused as not supported yet. Every
+//     policy decision works on both protocols.
 //   - Client-CA certificates that expire within 30 days, server certificates
 //     that do not cover their domain, CAs without associated hostnames and
 //     applications without policies are warnings, not errors.
@@ -56,6 +65,7 @@
 // (key path → line), errors.go (Problem, Errors), values.go (listeners,
 // URLs, domains), validate.go ([gateway], [tokens], [[client_cas]]),
 // certs.go (PEM, certificates, files), crl.go (crl_files, crl_stale and
-// [revocation]), apps.go ([[applications]] and their policies), config.go
+// [revocation]), apps.go ([[applications]] and their policies), tcp.go
+// (protocol, origins by protocol, the keys of tcp applications), config.go
 // (the result), demo.go and demo.toml (the embedded demo).
 package configs

@@ -19,6 +19,7 @@ import (
 type testPKI struct {
 	root, inter     *pki.Cert
 	devices, app    *pki.Cert
+	stream          *pki.Cert     // stream.fleet.test, the tcp application of fleetgate.toml
 	token, previous crypto.Signer // P-256 and Ed25519
 	crl             []byte        // DER: the intermediate's CRL, revoking nothing we use, fresh for a week
 }
@@ -52,6 +53,9 @@ func newTestPKI() (p *testPKI, err error) {
 	if p.app, err = p.inter.Issue(pki.Server(DemoAppDomain)); err != nil {
 		return nil, err
 	}
+	if p.stream, err = p.inter.Issue(pki.Server(streamDomain)); err != nil {
+		return nil, err
+	}
 	if p.token, err = pki.NewKey(pki.ECDSAP256); err != nil {
 		return nil, err
 	}
@@ -62,15 +66,23 @@ func newTestPKI() (p *testPKI, err error) {
 	return p, err
 }
 
+// The tcp application of fleetgate.toml: its domain and certificate files.
+const (
+	streamDomain = "stream.fleet.test"
+	streamCert   = "pki/stream.fleet.test.pem"
+	streamKey    = "pki/stream.fleet.test-key.pem"
+)
+
 // writeDemoDir writes the demo layout (the Demo* files) plus
-// keys/token-previous.pem and pki/fleet.crl into dir: what demo.toml and
-// fleetgate.toml need.
+// keys/token-previous.pem, pki/fleet.crl and the stream.fleet.test
+// certificate into dir: what demo.toml and fleetgate.toml need.
 func writeDemoDir(t testing.TB, dir string) *testPKI {
 	t.Helper()
 	p := fixtures(t)
 	must(t, writeFile(filepath.Join(dir, DemoCAChain), pki.ChainPEM(p.inter, p.root)))
 	must(t, p.devices.WriteFiles(filepath.Join(dir, DemoDevicesCert), filepath.Join(dir, DemoDevicesKey), p.inter))
 	must(t, p.app.WriteFiles(filepath.Join(dir, DemoAppCert), filepath.Join(dir, DemoAppKey), p.inter))
+	must(t, p.stream.WriteFiles(filepath.Join(dir, streamCert), filepath.Join(dir, streamKey), p.inter))
 	must(t, pki.WriteKey(filepath.Join(dir, DemoTokenKey), p.token))
 	must(t, pki.WriteKey(filepath.Join(dir, "keys/token-previous.pem"), p.previous))
 	must(t, writeFile(filepath.Join(dir, "pki/fleet.crl"), pki.CRLPEM(p.crl)))

@@ -25,6 +25,8 @@ type fileGateway struct {
 	HandshakeWorkers     int      `toml:"handshake_workers" default:"0"`
 	HandshakeQueue       int      `toml:"handshake_queue" default:"4096"`
 	HandshakeTimeout     duration `toml:"handshake_timeout" default:"5s"`
+	MaxHandshakeRate     int      `toml:"max_handshake_rate" default:"0"`
+	MaxHandshakeBurst    int      `toml:"max_handshake_burst" default:"0"`
 	HeaderTimeout        duration `toml:"header_timeout" default:"10s"`
 	IdleTimeout          duration `toml:"idle_timeout" default:"60s"`
 	MaxConnectionAge     duration `toml:"max_connection_age" default:"1h"`
@@ -64,20 +66,31 @@ type fileRevocation struct {
 	DeniedFingerprints []string `toml:"denied_fingerprints"`
 }
 
+// fileApplication: the keys whose absence matters are pointers without a
+// `default` tag. Their default depends on protocol (session_duration is 24h
+// for http; idle_timeout 10m and relay_buffer 256KiB for tcp), and a key that
+// does not fit the protocol is an error when written at all, whatever its
+// value: apps.go applies the defaults.
 type fileApplication struct {
-	Name              string       `toml:"name"`
-	Domain            string       `toml:"domain"`
-	Origin            string       `toml:"origin"`
-	OriginCAFile      string       `toml:"origin_ca_file"`
-	TLSCertFile       string       `toml:"tls_cert_file"`
-	TLSKeyFile        string       `toml:"tls_key_file"`
-	SessionDuration   duration     `toml:"session_duration" default:"24h"`
-	ForwardClientCert bool         `toml:"forward_client_cert"`
-	ServiceAuth401    bool         `toml:"service_auth_401"`
-	SessionTickets    bool         `toml:"session_tickets"`
-	RejectInvalidCert bool         `toml:"reject_invalid_cert"`
-	AUD               string       `toml:"aud"`
-	Policies          []filePolicy `toml:"policies"`
+	Name                 string       `toml:"name"`
+	Domain               string       `toml:"domain"`
+	Protocol             string       `toml:"protocol" default:"http"`
+	Origin               string       `toml:"origin"`
+	OriginCAFile         string       `toml:"origin_ca_file"`
+	TLSCertFile          string       `toml:"tls_cert_file"`
+	TLSKeyFile           string       `toml:"tls_key_file"`
+	SessionDuration      *duration    `toml:"session_duration"`
+	ForwardClientCert    bool         `toml:"forward_client_cert"`
+	ServiceAuth401       *bool        `toml:"service_auth_401"`
+	SessionTickets       bool         `toml:"session_tickets"`
+	RejectInvalidCert    bool         `toml:"reject_invalid_cert"`
+	AUD                  string       `toml:"aud"`
+	ProxyProtocol        *string      `toml:"proxy_protocol"`
+	OriginConnectTimeout *duration    `toml:"origin_connect_timeout"`
+	IdleTimeout          *duration    `toml:"idle_timeout"`
+	MaxConnectionAge     *duration    `toml:"max_connection_age"`
+	RelayBuffer          *size        `toml:"relay_buffer"`
+	Policies             []filePolicy `toml:"policies"`
 }
 
 type filePolicy struct {

@@ -46,6 +46,8 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 		{"max_conns_per_origin", int64(fg.MaxConnsPerOrigin), 1},
 		{"verdict_cache_size", int64(fg.VerdictCacheSize), 0},
 		{"token_cache_size", int64(fg.TokenCacheSize), 0},
+		{"max_handshake_rate", int64(fg.MaxHandshakeRate), 0},
+		{"max_handshake_burst", int64(fg.MaxHandshakeBurst), 0},
 	} {
 		if c.v < c.least {
 			l.errorf(p+"."+c.key, "must be at least %d, not %d", c.least, c.v)
@@ -74,10 +76,19 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 			l.errorf(p+"."+c.key, "must be longer than 0s")
 		}
 	}
+	burst := fg.MaxHandshakeBurst
+	switch {
+	case fg.MaxHandshakeRate > 0 && burst == 0:
+		burst = fg.MaxHandshakeRate
+	case fg.MaxHandshakeRate <= 0 && burst > 0:
+		l.warnf(p+".max_handshake_burst", "has no effect without max_handshake_rate (0: handshakes are not rate-limited)")
+		burst = 0
+	}
 	*g = Gateway{
 		Listen: fg.Listen, AdminListen: fg.AdminListen, Issuer: fg.Issuer,
 		EventLoops: fg.EventLoops, HandshakeWorkers: fg.HandshakeWorkers, HandshakeQueue: fg.HandshakeQueue,
 		HandshakeTimeout: time.Duration(fg.HandshakeTimeout), HeaderTimeout: time.Duration(fg.HeaderTimeout),
+		MaxHandshakeRate: max(fg.MaxHandshakeRate, 0), MaxHandshakeBurst: max(burst, 0),
 		IdleTimeout: time.Duration(fg.IdleTimeout), DrainTimeout: time.Duration(fg.DrainTimeout),
 		MaxConnectionAge: time.Duration(fg.MaxConnectionAge),
 		MaxConnections:   fg.MaxConnections, MaxConnectionsPerIP: fg.MaxConnectionsPerIP,

@@ -131,3 +131,47 @@ func checkAUD(s string) (string, error) {
 	}
 	return a, nil
 }
+
+// checkTCPOrigin parses a tcp application's origin: tcp://host:port, where
+// host is an IP address (IPv6 in brackets) or a hostname, and port is 1 to
+// 65535. tls:// (TLS to the origin) and http(s):// are refused with what to
+// write instead.
+func checkTCPOrigin(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Opaque != "" {
+		return nil, fmt.Errorf("%q is not a tcp://host:port address", s)
+	}
+	switch u.Scheme {
+	case "tcp":
+	case "tls":
+		return nil, fmt.Errorf("%q: TLS to the origin is not supported yet: use tcp://host:port", s)
+	case "http", "https":
+		return nil, fmt.Errorf("%q is an HTTP origin: a tcp application relays raw TCP to tcp://host:port (protocol = \"http\" proxies HTTP)", s)
+	default:
+		return nil, fmt.Errorf("%q is not a tcp://host:port address", s)
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("%q: a tcp origin is tcp://host:port, without user info, path, query or fragment", s)
+	}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return nil, fmt.Errorf("%q: a tcp origin needs a host, as in \"tcp://127.0.0.1:7000\"", s)
+	}
+	if port == "" {
+		return nil, fmt.Errorf("%q: a tcp origin needs a port, as in \"tcp://127.0.0.1:7000\"", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return nil, fmt.Errorf("%q: invalid port %q (1 to 65535)", s, port)
+	}
+	if ip := net.ParseIP(host); ip == nil {
+		if strings.Contains(u.Host, "[") {
+			return nil, fmt.Errorf("%q: %q is not an IPv6 address", s, host)
+		}
+		if err := checkLabels(strings.ToLower(host), 1); err != nil {
+			return nil, fmt.Errorf("%q: invalid host %q: %v", s, host, err)
+		}
+	} else if strings.Contains(host, ":") != strings.Contains(u.Host, "[") {
+		return nil, fmt.Errorf("%q: write an IPv6 address in brackets, as in \"tcp://[::1]:7000\"", s)
+	}
+	return &url.URL{Scheme: "tcp", Host: u.Host}, nil
+}

@@ -11,7 +11,8 @@ import (
 )
 
 // adminServer is the operator's listener: liveness (/healthz), readiness
-// (/readyz) and Prometheus metrics (/metrics). It is plain net/http: it
+// (/readyz), Prometheus metrics (/metrics) and the token keys
+// (/cdn-cgi/access/certs). It is plain net/http: it
 // serves a handful of requests from the operator's own machines.
 type adminServer struct {
 	ln  net.Listener
@@ -37,6 +38,13 @@ func startAdmin(addr string, s *Server) (*adminServer, error) {
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))
+	})
+	// The token keys, as on every application's domain: origins of tcp
+	// applications verify the token of the PROXY header with them, and a
+	// fleet with no HTTP application has no other place to fetch them.
+	mux.HandleFunc(pathCerts, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(s.snap.Load().jwks)
 	})
 	if s.registry != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{

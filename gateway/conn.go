@@ -32,6 +32,9 @@ type conn struct {
 
 	// Touched only on the event loop.
 	handshakeSeen bool
+	// relay is set when the connection is a tcp application's, relayed to
+	// its origin (relay.go).
+	relay *relay
 
 	// session is the last session token minted on this connection; only
 	// the request worker touches it.
@@ -70,6 +73,13 @@ func (c *conn) traffic(data []byte) gnet.Action {
 		return gnet.None
 	}
 	if !c.tc.HandshakeComplete() {
+		return gnet.None
+	}
+	if c.relay != nil {
+		return c.relay.pumpDevice()
+	}
+	if app := c.app(); app.tcp != nil {
+		c.startRelay(app)
 		return gnet.None
 	}
 	if !c.handshakeSeen {
@@ -196,6 +206,9 @@ func (c *conn) idleLimit() time.Duration {
 // still in its handshake gets drainGrace when it completes (traffic).
 func (c *conn) drain() {
 	switch {
+	case c.tc.HandshakeComplete() && c.app().tcp != nil:
+		// A relayed connection is cut once drain_timeout has passed
+		// (Server.Shutdown).
 	case !c.tc.HandshakeComplete():
 	case c.served.Load():
 		c.idleExpired()

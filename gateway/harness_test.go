@@ -125,6 +125,9 @@ type cfgParams struct {
 	OriginCAFile string
 	// Now, when set, is the gateway's clock (not part of the file).
 	Now func() time.Time
+	// Extra is TOML appended to the file as is (more client CAs and
+	// applications, such as the tcp applications of relay_test.go).
+	Extra string
 }
 
 var cfgTemplate = template.Must(template.New("toml").Parse(`
@@ -254,7 +257,8 @@ session_duration = "24h"
 name = "fleet devices"
 decision = "non_identity"
 include = [{ valid_certificate = true }]
-{{end}}`))
+{{end}}
+{{.Extra}}`))
 
 // echo is what the test origin answers: the request as it arrived.
 type echo struct {

@@ -31,6 +31,23 @@ type metrics interface {
 	configLoaded(old, cur *snapshot)
 	// reloadFailed counts a reload that was refused.
 	reloadFailed()
+	// tcpRefused counts a tcp application's device refused inside the
+	// handshake, with the reason an HTTP 403 would carry.
+	tcpRefused(app, reason string)
+	// tcpOpened counts a relayed connection of a tcp application that
+	// starts; the meter counts its bytes and its close.
+	tcpOpened(app string) relayMeter
+}
+
+// relayMeter counts one relayed connection; its methods are called on the
+// connection's event loop.
+type relayMeter interface {
+	// bytes adds bytes moved from the device to the origin (up) and from
+	// the origin to the device (down).
+	bytes(up, down int)
+	// closed records the connection's end with its close reason; called
+	// once.
+	closed(reason string)
 }
 
 // noMetrics counts nothing: the sink when no admin listener can serve
@@ -44,3 +61,7 @@ func (noMetrics) tokenMinted(string, string)         {}
 func (noMetrics) request(*exchange, time.Duration)   {}
 func (noMetrics) configLoaded(*snapshot, *snapshot)  {}
 func (noMetrics) reloadFailed()                      {}
+func (noMetrics) tcpRefused(string, string)          {}
+func (noMetrics) tcpOpened(string) relayMeter        { return noMetrics{} }
+func (noMetrics) bytes(int, int)                     {}
+func (noMetrics) closed(string)                      {}

@@ -92,6 +92,11 @@ type promMetrics struct {
 	originErr *prometheus.CounterVec   // app, kind
 	tokens    *prometheus.CounterVec   // app, kind
 
+	tcpConns    *prometheus.GaugeVec   // app
+	tcpBytes    *prometheus.CounterVec // app, direction
+	tcpCloses   *prometheus.CounterVec // app, reason
+	tcpRefusals *prometheus.CounterVec // app, reason
+
 	reloadsOK, reloadsFailed prometheus.Counter
 	lastReloadOK             prometheus.Gauge
 	lastReloadTime           prometheus.Gauge
@@ -177,6 +182,17 @@ func newPromMetrics(s *Server) *promMetrics {
 	m.tokens = f.counterVec("tokens_minted_total",
 		`Tokens minted, by application and kind: "session" (also sent as the session cookie) or "no_duration" (for one request).`,
 		"app", "kind")
+
+	m.tcpConns = f.gaugeVec("tcp_connections", "Relayed connections of tcp applications open now, by application.", "app")
+	m.tcpBytes = f.counterVec("tcp_bytes_total",
+		`Bytes relayed by tcp applications, by application and direction: "device_to_origin" (plaintext read from devices) or "origin_to_device".`,
+		"app", "direction")
+	m.tcpCloses = f.counterVec("tcp_closes_total",
+		"Relayed connections of tcp applications closed, by application and reason: device_closed, origin_closed, idle, max_age, revoked, expired, backpressure, origin_down, shutdown.",
+		"app", "reason")
+	m.tcpRefusals = f.counterVec("tcp_refused_total",
+		"Devices of tcp applications refused inside the TLS handshake (bad_certificate alert), by application and the reason an HTTP application's 403 would carry.",
+		"app", "reason")
 
 	reloads := f.counterVec("config_reloads_total", "Configuration reloads, by result: ok or failed.", "result")
 	m.reloadsOK, m.reloadsFailed = reloads.WithLabelValues("ok"), reloads.WithLabelValues("failed")
@@ -289,6 +305,41 @@ func (m *promMetrics) configLoaded(old, cur *snapshot) {
 	m.lastReloadTime.Set(float64(m.srv.now().UnixNano()) / 1e9)
 }
 
+func (m *promMetrics) tcpRefused(app, reason string) {
+	m.tcpRefusals.WithLabelValues(app, reason).Inc()
+}
+
+// tcpOpened resolves the connection's label children once: the relay then
+// counts its bytes with an atomic add per read.
+func (m *promMetrics) tcpOpened(app string) relayMeter {
+	g := m.tcpConns.WithLabelValues(app)
+	g.Inc()
+	return &promRelayMeter{m: m, app: app, conns: g,
+		up: m.tcpBytes.WithLabelValues(app, "device_to_origin"), down: m.tcpBytes.WithLabelValues(app, "origin_to_device")}
+}
+
+// promRelayMeter counts one relayed connection.
+type promRelayMeter struct {
+	m        *promMetrics
+	app      string
+	conns    prometheus.Gauge
+	up, down prometheus.Counter
+}
+
+func (p *promRelayMeter) bytes(up, down int) {
+	if up > 0 {
+		p.up.Add(float64(up))
+	}
+	if down > 0 {
+		p.down.Add(float64(down))
+	}
+}
+
+func (p *promRelayMeter) closed(reason string) {
+	p.conns.Dec()
+	p.m.tcpCloses.WithLabelValues(p.app, reason).Inc()
+}
+
 func (m *promMetrics) reloadFailed() {
 	m.reloadsFailed.Inc()
 	m.lastReloadOK.Set(0)
@@ -386,6 +437,12 @@ func (f factory) counter(name, help string) prometheus.Counter {
 
 func (f factory) gauge(name, help string) prometheus.Gauge {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: name, Help: help}, labels)
 	f.reg.MustRegister(g)
 	return g
 }

@@ -62,8 +62,9 @@ type Server struct {
 	running   configs.Gateway
 	conns     atomic.Int64
 	inflight  atomic.Int64
-	live      sync.Map  // *conn → struct{}: the open connections, for the drain
-	perIP     ipCounter // open connections per client address (max_connections_per_ip)
+	live      sync.Map   // *conn → struct{}: the open connections, for the drain
+	relays    relayIndex // live relayed connections of tcp applications, by certificate
+	perIP     ipCounter  // open connections per client address (max_connections_per_ip)
 	draining  atomic.Bool
 	reloadMu  sync.Mutex
 	admin     *adminServer
@@ -121,6 +122,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	snap.srv = s
 	s.snap.Store(snap)
 	s.metrics.configLoaded(nil, snap)
 	s.running = cfg.Gateway
@@ -224,6 +226,11 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // at max_connections, at max_connections_per_ip for the client's address, or
 // when the handshake queue is full.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if o, ok := gc.Context().(*originSide); ok {
+		// A tcp application's origin socket, enrolled by its relay: not a
+		// device, so neither counted nor admitted.
+		return o.r.originOpened(gc)
+	}
 	snap := s.snap.Load()
 	if s.draining.Load() {
 		s.metrics.connRefused("draining")
@@ -266,16 +273,23 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 
 // OnTraffic moves received bytes through TLS to the connection's worker.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
-	c, ok := gc.Context().(*conn)
-	if !ok {
-		return gnet.Close
+	switch v := gc.Context().(type) {
+	case *conn:
+		data, _ := gc.Next(-1)
+		return v.traffic(data)
+	case *originSide:
+		return v.r.originTraffic(gc)
 	}
-	data, _ := gc.Next(-1)
-	return c.traffic(data)
+	return gnet.Close
 }
 
 // OnClose releases the connection's resources.
 func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	if o, ok := gc.Context().(*originSide); ok {
+		gc.SetContext(nil)
+		o.r.originClosed()
+		return gnet.None
+	}
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.None
@@ -289,6 +303,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	c.markClosing()
 	c.pipe.close()
 	c.tc.Release()
+	if c.relay != nil {
+		c.relay.deviceClosed()
+	}
 	return gnet.None
 }
 
@@ -315,6 +332,7 @@ func (s *Server) Reload() error {
 		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
 		return err
 	}
+	snap.srv = s
 	if keys := restartOnly(&s.running, &cfg.Gateway); len(keys) > 0 {
 		s.log.Warn("these settings changed but need a restart; the running values stay", "keys", strings.Join(keys, ", "))
 	}
@@ -328,6 +346,11 @@ func (s *Server) Reload() error {
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.
 	s.verdicts.Purge()
+	// Relayed connections keep their snapshot, but not a certificate this
+	// one revokes: they close now.
+	if n := s.relays.recheck(snap.revocation, s.now()); n > 0 {
+		s.log.Info("closing tcp connections of revoked certificates", "connections", n)
+	}
 	s.metrics.configLoaded(old, snap)
 	s.log.Info("configuration reloaded", "hash", cfg.Hash, "applications", len(snap.apps))
 	s.logWarnings(cfg)
@@ -382,9 +405,38 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	})
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	// Relayed tcp connections carry no request to finish: they are cut
+	// (close_notify to the device, the origin closed) once drain_timeout
+	// has passed, or when ctx ends first.
+	cutAt := time.Now().Add(s.DrainTimeout())
+	cut := false
+	cutRelays := func() {
+		if !cut && s.relays.len() > 0 {
+			cut = true
+			s.relays.cutAll(closeShutdown)
+		}
+	}
 	for s.inflight.Load() > 0 || s.conns.Load() > 0 {
+		if !cut && !time.Now().Before(cutAt) {
+			cutRelays()
+		}
 		select {
 		case <-ctx.Done():
+			if !cut && s.relays.len() > 0 {
+				// Give the cut connections a moment to send their
+				// close_notify and log their line.
+				cutRelays()
+				grace := time.NewTimer(time.Second)
+				for s.relays.len() > 0 {
+					select {
+					case <-grace.C:
+					case <-tick.C:
+						continue
+					}
+					break
+				}
+				grace.Stop()
+			}
 			s.log.Warn("drain timeout; closing with requests in flight", "inflight", s.inflight.Load(), "connections", s.conns.Load())
 			return s.stop()
 		case <-tick.C:

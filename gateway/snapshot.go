@@ -46,6 +46,11 @@ type snapshot struct {
 	headerTimeout  time.Duration
 	idleTimeout    time.Duration
 	maxConnAge     time.Duration // 0: no limit
+
+	// srv is the server the snapshot serves in, set before its sites are
+	// installed: a tcp application's handshake hook logs and counts with
+	// it. Nil in tests that build snapshots alone.
+	srv *Server
 }
 
 // application is one configured application, ready to serve.
@@ -59,6 +64,8 @@ type application struct {
 	originCAs         [32]byte // SHA-256 of origin_ca_file; zero without one
 	forwardClientCert bool
 	serviceAuth401    bool
+	// tcp is set for a tcp application: its relay's settings. Nil for http.
+	tcp *tcpSettings
 	// roots are the hex SHA-256s of the roots of the CAs associated with
 	// the application's domain: a session token whose certificate chained
 	// to another root (a CA since removed) is refused here.
@@ -159,7 +166,9 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		serviceAuth401:    ca.ServiceAuth401,
 		roots:             rootSums(ca.ClientCAs),
 	}
-	if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+	if ca.Protocol == configs.ProtocolTCP {
+		app.tcp = newTCPSettings(ca)
+	} else if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
 		o := opt
@@ -180,6 +189,12 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		inters = append(inters, c.Intermediates...)
 	}
 	site.SetClientCAs(roots, inters)
+	if app.tcp != nil {
+		// A raw TCP device cannot read a 403: the policies decide inside
+		// the handshake, and a refusal is a bad_certificate alert.
+		site.Authorize = app.authorize
+		site.RequireCertificate = site.Roots != nil && !admitsWithoutCertificate(&pa)
+	}
 	return app, site, nil
 }
 

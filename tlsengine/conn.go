@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,7 @@ const (
 type Conn struct {
 	eng    *Engine
 	t      Transport
+	remote netip.Addr // the device's address, when the transport has one
 	shim   *shim
 	tls    *tls.Conn
 	opened time.Time
@@ -52,7 +54,9 @@ type Conn struct {
 	serverName string
 	verdict    *verdict.Verdict
 	rejected   bool
-	hsDur      time.Duration
+	// authorization is what Site.Authorize returned.
+	authorization any
+	hsDur         time.Duration
 
 	complete atomic.Bool
 	closing  atomic.Bool
@@ -89,7 +93,7 @@ func (c *Conn) handshake() {
 		c.verdict = c.judge(cs.PeerCertificates)
 	}
 	c.shim.cpu.release()
-	if err != nil && !c.rejected && c.site != nil && c.site.RejectInvalid && isNoCertificate(err) {
+	if err != nil && !c.rejected && c.site != nil && (c.site.RejectInvalid || c.site.RequireCertificate) && isNoCertificate(err) {
 		// RequireAnyClientCert refused a device that sent no certificate:
 		// as much a refusal by reject_invalid_cert as a bad chain.
 		c.rejected, c.verdict = true, &verdict.Verdict{Kind: verdict.Missing}
@@ -171,17 +175,39 @@ func (c *Conn) judge(chain []*x509.Certificate) *verdict.Verdict {
 	return &v
 }
 
-// verifyDuringHandshake is VerifyConnection for RejectInvalid sites: the
-// chain is judged inside the handshake, and a bad one fails it with
+// verifyDuringHandshake is VerifyConnection for RejectInvalid sites and
+// sites with Authorize: the chain is judged inside the handshake, and a bad
+// one (RejectInvalid) or a refused device (Authorize) fails it with
 // bad_certificate.
 func (c *Conn) verifyDuringHandshake(cs tls.ConnectionState) error {
 	c.verdict = c.judge(cs.PeerCertificates)
-	if !c.verdict.OK() {
+	if c.site.RejectInvalid && c.site.Roots != nil && !c.verdict.OK() {
 		c.rejected = true
 		return fmt.Errorf("%w: %s", ErrCertificateRejected, c.verdict.Kind)
 	}
+	if c.site.Authorize != nil {
+		auth, err := c.site.Authorize(c.verdict, c.remote)
+		if err != nil {
+			c.rejected = true
+			return fmt.Errorf("%w: %w", ErrCertificateRejected, err)
+		}
+		c.authorization = auth
+	}
 	return nil
 }
+
+// Authorization is what the site's Authorize hook returned for this
+// connection (nil without one, or before the handshake completes).
+func (c *Conn) Authorization() any {
+	if !c.complete.Load() {
+		return nil
+	}
+	return c.authorization
+}
+
+// RemoteAddr is the device's address as the transport reported it at Open
+// (invalid when the transport has none).
+func (c *Conn) RemoteAddr() netip.Addr { return c.remote }
 
 // Feed hands the connection bytes received by the event loop (OnTraffic,
 // with c.Next(-1)); it copies them. During the handshake the bytes go to the

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net"
+	"net/netip"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -221,9 +223,30 @@ func (e *Engine) Open(t Transport) (*Conn, error) {
 		e.obs.Handshake(HandshakeEvent{Reason: ReasonShed})
 		return nil, ErrShed
 	}
-	c := &Conn{eng: e, t: t, opened: time.Now()}
+	c := &Conn{eng: e, t: t, opened: time.Now(), remote: remoteAddr(t)}
 	c.shim = newShim(c, t, e.adm, int(e.maxInbound.Load()))
 	c.tls = tls.Server(c.shim, e.tab.Load().base)
 	e.spawn(c.handshake)
 	return c, nil
+}
+
+// remoteAddr is the transport's peer address, when it has one (a gnet.Conn
+// does): Site.Authorize decides with it.
+func remoteAddr(t Transport) netip.Addr {
+	ra, ok := t.(interface{ RemoteAddr() net.Addr })
+	if !ok {
+		return netip.Addr{}
+	}
+	a := ra.RemoteAddr()
+	if a == nil {
+		return netip.Addr{}
+	}
+	if ta, ok := a.(*net.TCPAddr); ok && ta != nil {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }

@@ -5,8 +5,11 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
 // Site is one hostname's TLS settings: the server certificate(s) the gateway
@@ -44,6 +47,27 @@ type Site struct {
 	// during the handshake instead of letting the gateway answer 403. It saves
 	// CPU under attack at the cost of an opaque error.
 	RejectInvalid bool
+	// RequireCertificate makes crypto/tls require a client certificate
+	// (RequireAnyClientCert) without refusing an invalid chain by itself: a
+	// device that sends none gets certificate_required (TLS 1.3) or
+	// handshake_failure (TLS 1.2). The gateway sets it on tcp applications
+	// whose policies can never admit a device without a certificate. It
+	// needs Roots.
+	RequireCertificate bool
+	// Authorize, when set, decides inside the handshake, in crypto/tls's
+	// VerifyConnection: it is called with the chain's verdict (Kind Missing
+	// when none was sent) and the device's address (invalid when the
+	// transport has none), after RejectInvalid's check, and an error fails
+	// the handshake, so crypto/tls sends bad_certificate (42) and the
+	// handshake ends with ReasonBadCertificate. What it returns with a nil
+	// error is kept with the connection (Conn.Authorization): the gateway
+	// keeps its decision there. Why here rather than after
+	// the handshake: a raw TCP device cannot read an HTTP 403, and a refused
+	// device must not cost an origin connection. It runs for every
+	// handshake, resumed ones too, on the handshake goroutine: it must be
+	// quick and safe for concurrent use. The engine knows nothing of what it
+	// checks.
+	Authorize func(v *verdict.Verdict, remote netip.Addr) (any, error)
 	// App is the gateway's own handle for this site (its application); the
 	// engine never looks at it.
 	App any

@@ -63,9 +63,10 @@ func (t *table) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 	}
 	c.site = site
 	conf := t.siteConfig(site)
-	if site.RejectInvalid && site.Roots != nil {
+	if (site.RejectInvalid && site.Roots != nil) || site.Authorize != nil {
 		// The one per-connection config: VerifyConnection must record this
-		// connection's verdict. It runs for resumed sessions too.
+		// connection's verdict (and decide with its address). It runs for
+		// resumed sessions too.
 		conf = conf.Clone()
 		conf.VerifyConnection = c.verifyDuringHandshake
 	}
@@ -98,7 +99,7 @@ func buildSiteConfig(site *Site) *tls.Config {
 		// Requested, not required (DESIGN decision 2): a device without a
 		// valid certificate gets a 403 with the reason, not a TLS alert.
 		conf.ClientAuth = tls.RequestClientCert
-		if site.RejectInvalid {
+		if site.RejectInvalid || site.RequireCertificate {
 			// The site opted into rejecting at the handshake: a missing
 			// certificate gets certificate_required (TLS 1.3).
 			conf.ClientAuth = tls.RequireAnyClientCert

@@ -1,0 +1,573 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/proxyv2"
+	"github.com/fleetgate/fleetgate/internal/verdict"
+	"github.com/fleetgate/fleetgate/tlsengine"
+)
+
+// The relay of a tcp application's connection: after the handshake (whose
+// hook already admitted the device), the origin is dialed off the event
+// loop, and the connected socket is enrolled on the device's own event
+// loop, tagged as an origin (originSide). From then on both sockets' events
+// run on that one loop, and the bytes move without a goroutine:
+//
+//	device OnTraffic: tlsengine Read (plaintext) ─▶ origin gnet.Conn.Write
+//	origin OnTraffic: gnet Next ─▶ tlsengine Write (records, corked into one write)
+//
+// Ends: the device's close_notify (or its socket's close) closes the origin
+// once what is queued for it is written; the origin's close ends the
+// device's side with close_notify. Anything else (idle, age, revocation,
+// expiry, backpressure, shutdown) cuts both. One log line per connection,
+// when both sides are closed.
+
+// Close reasons: the reason label of fleetgate_tcp_closes_total and the
+// close log line.
+const (
+	closeDeviceClosed = "device_closed"
+	closeOriginClosed = "origin_closed"
+	closeIdle         = "idle"
+	closeMaxAge       = "max_age"
+	closeRevoked      = "revoked"
+	closeExpired      = "expired"
+	closeBackpressure = "backpressure"
+	closeOriginDown   = "origin_down"
+	closeShutdown     = "shutdown"
+)
+
+var tcpCloseReasons = []string{closeDeviceClosed, closeOriginClosed, closeIdle, closeMaxAge,
+	closeRevoked, closeExpired, closeBackpressure, closeOriginDown, closeShutdown}
+
+// originDrainLimit bounds how long an origin that does not read may hold a
+// closing relay's last bytes.
+const originDrainLimit = 30 * time.Second
+
+// originSide tags an origin socket's gnet.Conn (its context): OnOpen,
+// OnTraffic and OnClose hand it to its relay, and it is never counted as a
+// device connection.
+type originSide struct{ r *relay }
+
+// relay is one relayed connection of a tcp application.
+type relay struct {
+	srv    *Server
+	c      *conn
+	app    *application
+	set    *tcpSettings
+	loop   gnet.EventLoop
+	adm    *tcpAdmission
+	v      *verdict.Verdict
+	id     proxyv2.ID
+	opened time.Time
+	meter  relayMeter
+
+	// Facts gathered on the loop at start, for the PROXY header.
+	src, dst netip.AddrPort
+	sni      string
+	tlsFacts proxyv2.TLS
+	header   []byte // written by dial before Enroll, read by OnOpen after it
+
+	lastActive atomic.Int64 // UnixNano of the last byte either way
+	stopped    atomic.Bool  // timers do nothing more
+
+	// Event loop only.
+	origin     gnet.Conn // the origin socket, once open
+	originDone bool      // the origin socket closed, or will never open
+	devDone    bool      // the device's socket closed
+	draining   bool      // the origin closes once its output is written
+	up, down   int64     // bytes device→origin, origin→device
+	finished   bool
+
+	mu     sync.Mutex
+	reason string
+	timers []*time.Timer
+}
+
+// startRelay begins relaying a tcp application's connection whose
+// handshake just completed (on the loop): it gathers the connection's facts,
+// registers it for revocation, arms its timers and starts dialing the origin
+// on a worker.
+func (c *conn) startRelay(app *application) {
+	s := c.srv
+	adm, _ := c.tc.Authorization().(*tcpAdmission)
+	if adm == nil {
+		// Every tcp site has the hook: a completed handshake without its
+		// decision is a wiring fault, so fail closed.
+		s.log.Error("tcp connection without an admission decision; closing", "app", app.name)
+		c.shutdown()
+		return
+	}
+	r := &relay{srv: s, c: c, app: app, set: app.tcp, loop: c.gc.EventLoop(), adm: adm,
+		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName()}
+	var err error
+	if r.id, err = proxyv2.NewID(); err != nil {
+		s.log.Error("tcp connection id", "err", err.Error())
+		c.shutdown()
+		return
+	}
+	r.src, _ = proxyv2.AddrPort(c.gc.RemoteAddr())
+	r.dst, _ = proxyv2.AddrPort(c.gc.LocalAddr())
+	cs := c.tc.ConnectionState()
+	r.tlsFacts = proxyv2.TLS{Version: proxyv2.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite),
+		SigAlg: app.tcp.sigAlg, KeyAlg: app.tcp.keyAlg}
+	r.touch()
+	c.relay = r
+	r.meter = s.metrics.tcpOpened(app.name)
+	s.relays.add(r)
+	r.armTimers()
+	s.workers.Go(r.dial)
+}
+
+func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
+
+// identity reports whether the device's identity goes to the origin: a
+// verified certificate, admitted by a policy that mints (not bypass).
+func (r *relay) identity() bool { return r.v.OK() && r.adm.decision.Mint }
+
+// dial runs on a worker: it builds the PROXY header (minting the token),
+// dials the origin within origin_connect_timeout and enrolls the socket on
+// the device's loop. Any failure closes the device with origin_down.
+func (r *relay) dial() {
+	hdr, err := r.buildHeader()
+	if err != nil {
+		r.srv.log.Error("tcp relay: PROXY header", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
+		r.originFailed()
+		return
+	}
+	r.header = hdr
+	d := net.Dialer{Timeout: r.set.connectTimeout}
+	nc, err := d.Dial("tcp", r.set.originAddr)
+	if err != nil {
+		r.srv.log.Warn("tcp origin down", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "err", err.Error())
+		r.originFailed()
+		return
+	}
+	// Enroll duplicates the socket onto the loop and closes nc.
+	ch, err := r.loop.Enroll(gnet.NewContext(context.Background(), &originSide{r}), nc)
+	if err != nil {
+		_ = nc.Close()
+		r.srv.log.Warn("tcp relay: enroll the origin socket", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
+		r.originFailed()
+		return
+	}
+	if res := <-ch; res.Err != nil {
+		r.srv.log.Warn("tcp relay: enroll the origin socket", "app", r.app.name, "conn_id", r.id.String(), "err", res.Err.Error())
+		r.originFailed()
+	}
+}
+
+// buildHeader returns the PROXY header of proxy_protocol (nil for none).
+func (r *relay) buildHeader() ([]byte, error) {
+	switch r.set.proxyProtocol {
+	case configs.ProxyProtocolNone:
+		return nil, nil
+	case configs.ProxyProtocolV1:
+		return proxyv2.V1(r.src, r.dst)
+	}
+	pc := &proxyv2.Conn{Source: r.src, Destination: r.dst, SNI: r.sni, ID: r.id, TLS: r.tlsFacts}
+	if r.identity() {
+		id := &r.v.Identity
+		pc.Verified, pc.CN = true, id.CommonName
+		if r.set.forwardCert {
+			pc.LeafDER, pc.IncludeCert = id.DER, true
+		}
+		tok, err := r.mint()
+		if err != nil {
+			return nil, err
+		}
+		pc.Token = tok
+	}
+	return proxyv2.V2(pc)
+}
+
+// mint signs the connection's token: the claims an HTTP request admitted by
+// the same decision gets, for the application's aud, expiring tcpTokenLife
+// after the connection opened (sooner if the certificate expires first).
+// The newest configuration's key signs, as on the HTTP path.
+func (r *relay) mint() (string, error) {
+	cur := r.srv.snap.Load()
+	in := r.adm.input
+	in.Now = r.srv.now()
+	claims, err := r.app.policy.NewClaims(cur.issuer, &in, r.adm.decision)
+	if err != nil {
+		return "", err
+	}
+	exp := in.Now.Add(tcpTokenLife).Unix()
+	if na := certNotAfter(r.v); !na.IsZero() && na.Unix() < exp {
+		exp = na.Unix()
+	}
+	claims.Exp = exp
+	tok, err := cur.keys.Mint(claims)
+	if err == nil {
+		r.srv.metrics.tokenMinted(r.app.name, "tcp")
+	}
+	return tok, err
+}
+
+// certNotAfter is when the connection's certificate path stops being valid
+// (zero without a verified certificate).
+func certNotAfter(v *verdict.Verdict) time.Time {
+	if !v.OK() {
+		return time.Time{}
+	}
+	if t := v.PathNotAfter(); !t.IsZero() {
+		return t
+	}
+	return v.Identity.NotAfter
+}
+
+// originFailed is called off the loop when the origin cannot be reached:
+// the device's connection closes with origin_down.
+func (r *relay) originFailed() {
+	r.setReason(closeOriginDown)
+	r.onLoop(func() {
+		r.originDone = true
+		if !r.devDone {
+			r.c.shutdown()
+		}
+		r.maybeFinish()
+	})
+}
+
+// originOpened is the origin socket's OnOpen, on the loop: the PROXY header
+// goes first, then the device's bytes held by TLS meanwhile (the device's
+// connection is woken to read them).
+func (r *relay) originOpened(gc gnet.Conn) ([]byte, gnet.Action) {
+	r.origin = gc
+	if r.devDone || r.cutting() {
+		return nil, gnet.Close
+	}
+	_ = r.c.gc.Wake(nil)
+	return r.header, gnet.None
+}
+
+// pumpDevice moves the device's plaintext to the origin (on the loop, from
+// the device's OnTraffic). Until the origin is open the records wait in TLS
+// (bounded by the engine's inbound limit).
+func (r *relay) pumpDevice() gnet.Action {
+	if r.origin == nil || r.originDone || r.draining {
+		return gnet.None
+	}
+	bp := readBufPool.Get().(*[]byte)
+	defer readBufPool.Put(bp)
+	buf := *bp
+	moved := false
+	defer func() {
+		if moved {
+			r.touch()
+		}
+	}()
+	for {
+		n, err := r.c.tc.Read(buf)
+		if n > 0 {
+			moved = true
+			r.up += int64(n)
+			r.meter.bytes(n, 0)
+			if _, werr := r.origin.Write(buf[:n]); werr != nil {
+				r.setReason(closeOriginClosed)
+				r.cutOnLoop()
+				return gnet.None
+			}
+			if r.origin.OutboundBuffered() > r.set.relayBuffer {
+				r.setReason(closeBackpressure)
+				r.cutOnLoop()
+				return gnet.None
+			}
+		}
+		if errors.Is(err, tlsengine.ErrWouldBlock) {
+			return gnet.None
+		}
+		if err != nil {
+			// close_notify (io.EOF) or a broken record (the engine closes
+			// the device): the origin gets what is queued, then closes.
+			r.setReason(closeDeviceClosed)
+			r.drainOrigin()
+			return gnet.None
+		}
+	}
+}
+
+// originTraffic moves the origin's bytes to the device, encrypted (the
+// origin socket's OnTraffic, on the loop). The records of one read go out
+// in one write.
+func (r *relay) originTraffic(gc gnet.Conn) gnet.Action {
+	data, _ := gc.Next(-1)
+	if len(data) == 0 {
+		return gnet.None
+	}
+	if r.devDone {
+		return gnet.Close
+	}
+	tc := r.c.tc
+	tc.Cork()
+	_, err := tc.Write(data)
+	_ = tc.Flush()
+	if err != nil {
+		return gnet.None // the device is closing; its OnClose ends the relay
+	}
+	r.down += int64(len(data))
+	r.meter.bytes(0, len(data))
+	r.touch()
+	if r.c.gc.OutboundBuffered() > r.set.relayBuffer {
+		// The device does not read: a close_notify would wait behind what
+		// it does not read, so its socket closes now, output dropped.
+		r.setReason(closeBackpressure)
+		if !r.originDone {
+			_ = gc.Close()
+		}
+		r.c.markClosing()
+		_ = r.c.gc.Close()
+	}
+	return gnet.None
+}
+
+// originClosed is the origin socket's OnClose: the device's side ends with
+// close_notify, after what the origin sent.
+func (r *relay) originClosed() {
+	r.originDone = true
+	r.setReason(closeOriginClosed)
+	if !r.devDone {
+		r.c.shutdown()
+	}
+	r.maybeFinish()
+}
+
+// deviceClosed is called from the device's OnClose.
+func (r *relay) deviceClosed() {
+	r.devDone = true
+	r.setReason(closeDeviceClosed)
+	r.drainOrigin()
+	r.maybeFinish()
+}
+
+// drainOrigin closes the origin socket once what is queued for it is
+// written (gnet's close would drop it), or after originDrainLimit.
+func (r *relay) drainOrigin() {
+	if r.draining || r.origin == nil || r.originDone {
+		return
+	}
+	r.draining = true
+	r.checkOriginDrained(time.Now().Add(originDrainLimit))
+}
+
+func (r *relay) checkOriginDrained(deadline time.Time) {
+	if r.originDone {
+		return
+	}
+	if r.origin.OutboundBuffered() == 0 || time.Now().After(deadline) {
+		_ = r.origin.Close()
+		return
+	}
+	time.AfterFunc(5*time.Millisecond, func() { r.onLoop(func() { r.checkOriginDrained(deadline) }) })
+}
+
+// cut closes both sides now, with reason (the first reason recorded wins).
+// Safe from any goroutine.
+func (r *relay) cut(reason string) {
+	r.setReason(reason)
+	r.onLoop(r.cutOnLoop)
+}
+
+func (r *relay) cutOnLoop() {
+	if r.finished {
+		return
+	}
+	if r.origin != nil && !r.originDone {
+		_ = r.origin.Close()
+	}
+	if !r.devDone {
+		r.c.shutdown()
+	}
+}
+
+// onLoop runs f on the relay's event loop. When the engine is stopping, its
+// loops close every connection themselves.
+func (r *relay) onLoop(f func()) {
+	_ = r.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		f()
+		return nil
+	}))
+}
+
+func (r *relay) setReason(reason string) {
+	r.mu.Lock()
+	if r.reason == "" {
+		r.reason = reason
+	}
+	r.mu.Unlock()
+}
+
+// cutting reports whether a reason to close has been recorded.
+func (r *relay) cutting() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reason != ""
+}
+
+// maybeFinish ends the relay once both sockets are closed: timers stop, the
+// revocation index forgets it, and its one log line is written.
+func (r *relay) maybeFinish() {
+	if r.finished || !r.devDone || !r.originDone {
+		return
+	}
+	r.finished = true
+	r.stopped.Store(true)
+	r.mu.Lock()
+	for _, t := range r.timers {
+		t.Stop()
+	}
+	reason := r.reason
+	r.mu.Unlock()
+	if reason == "" {
+		reason = closeDeviceClosed
+	}
+	r.srv.relays.remove(r)
+	r.meter.closed(reason)
+	attrs := []slog.Attr{
+		slog.String("app", r.app.name),
+		slog.String("client", r.src.Addr().String()),
+		slog.String("conn_id", r.id.String()),
+		slog.String("policy", r.adm.decision.Policy),
+		slog.Int64("bytes_from_device", r.up),
+		slog.Int64("bytes_to_device", r.down),
+		slog.Float64("duration_ms", float64(time.Since(r.opened).Microseconds())/1000),
+		slog.String("reason", reason),
+	}
+	if r.v.Presented() {
+		attrs = append(attrs, slog.String("cn", r.v.Identity.CommonName), slog.String("sha256", r.v.Identity.SHA256))
+	}
+	r.srv.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "tcp connection closed", attrs...)
+}
+
+// armTimers starts the relay's idle, age and expiry timers.
+func (r *relay) armTimers() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := r.set.idleTimeout; d > 0 {
+		var t *time.Timer
+		t = time.AfterFunc(d, func() {
+			if r.stopped.Load() {
+				return
+			}
+			left := d - time.Since(time.Unix(0, r.lastActive.Load()))
+			if left <= 0 {
+				r.cut(closeIdle)
+				return
+			}
+			t.Reset(left)
+		})
+		r.timers = append(r.timers, t)
+	}
+	if d := r.set.maxAge; d > 0 {
+		// ±10%: a fleet admitted together does not reconnect together.
+		j := time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+		r.timers = append(r.timers, time.AfterFunc(j, func() { r.cut(closeMaxAge) }))
+	}
+	if na := certNotAfter(r.v); !na.IsZero() {
+		r.timers = append(r.timers, time.AfterFunc(na.Sub(r.srv.now()), func() { r.cut(closeExpired) }))
+	}
+}
+
+// relayIndex holds the live relays by the SHA-256 of their certificate
+// ("" without one), so that a reload revoking a certificate reaches the
+// connections of that certificate without looking at the others.
+type relayIndex struct {
+	mu    sync.Mutex
+	bySHA map[string]map[*relay]struct{}
+	n     int
+}
+
+func (x *relayIndex) add(r *relay) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.bySHA == nil {
+		x.bySHA = make(map[string]map[*relay]struct{})
+	}
+	k := r.v.Identity.SHA256
+	set := x.bySHA[k]
+	if set == nil {
+		set = make(map[*relay]struct{}, 1)
+		x.bySHA[k] = set
+	}
+	set[r] = struct{}{}
+	x.n++
+}
+
+func (x *relayIndex) remove(r *relay) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	k := r.v.Identity.SHA256
+	if set, ok := x.bySHA[k]; ok {
+		if _, ok := set[r]; ok {
+			delete(set, r)
+			x.n--
+		}
+		if len(set) == 0 {
+			delete(x.bySHA, k)
+		}
+	}
+}
+
+func (x *relayIndex) len() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.n
+}
+
+// cutAll cuts every live relay with reason.
+func (x *relayIndex) cutAll(reason string) {
+	x.mu.Lock()
+	var all []*relay
+	for _, set := range x.bySHA {
+		for r := range set {
+			all = append(all, r)
+		}
+	}
+	x.mu.Unlock()
+	for _, r := range all {
+		r.cut(reason)
+	}
+}
+
+// recheck cuts, with reason revoked, the relays whose certificate rev now
+// revokes: one check per certificate, not per connection.
+func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
+	if rev == nil {
+		return 0
+	}
+	var revoked []*relay
+	x.mu.Lock()
+	for sha, set := range x.bySHA {
+		if sha == "" {
+			continue
+		}
+		for r := range set {
+			v := *r.v // Recheck rewrites the verdict it is given
+			// Revoked, or its CRL gone stale under crl_stale = "reject".
+			if rev.Recheck(&v, now); v.Kind != verdict.Valid {
+				for r2 := range set {
+					revoked = append(revoked, r2)
+				}
+			}
+			break
+		}
+	}
+	x.mu.Unlock()
+	for _, r := range revoked {
+		r.cut(closeRevoked)
+	}
+	return len(revoked)
+}
