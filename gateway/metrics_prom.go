@@ -183,21 +183,9 @@ func newPromMetrics(s *Server) *promMetrics {
 		`Tokens minted, by application and kind: "session" (also sent as the session cookie) or "no_duration" (for one request).`,
 		"app", "kind")
 
-	m.tcpConns = f.gaugeVec("tcp_connections", "Relayed connections of tcp applications open now, by application.", "app")
-	m.tcpBytes = f.counterVec("tcp_bytes_total",
-		`Bytes relayed by tcp applications, by application and direction: "device_to_origin" (plaintext read from devices) or "origin_to_device".`,
-		"app", "direction")
-	m.tcpCloses = f.counterVec("tcp_closes_total",
-		"Relayed connections of tcp applications closed, by application and reason: device_closed, origin_closed, idle, max_age, revoked, expired, backpressure, origin_down, shutdown.",
-		"app", "reason")
-	m.tcpRefusals = f.counterVec("tcp_refused_total",
-		"Devices of tcp applications refused inside the TLS handshake (bad_certificate alert), by application and the reason an HTTP application's 403 would carry.",
-		"app", "reason")
+	m.registerTCP(f)
 
-	reloads := f.counterVec("config_reloads_total", "Configuration reloads, by result: ok or failed.", "result")
-	m.reloadsOK, m.reloadsFailed = reloads.WithLabelValues("ok"), reloads.WithLabelValues("failed")
-	m.lastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load succeeded, 0 when the last reload was refused.")
-	m.lastReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "When the configuration now serving was loaded, as a Unix time.")
+	m.registerReloads(f)
 
 	empty := map[string]*appMetrics{}
 	m.apps.Store(&empty)
@@ -208,6 +196,28 @@ func newPromMetrics(s *Server) *promMetrics {
 		newScrapeCollector(s, m),
 	)
 	return m
+}
+
+// registerReloads creates the metrics of configuration reloads.
+func (m *promMetrics) registerReloads(f factory) {
+	reloads := f.counterVec("config_reloads_total", "Configuration reloads, by result: ok or failed.", "result")
+	m.reloadsOK, m.reloadsFailed = reloads.WithLabelValues("ok"), reloads.WithLabelValues("failed")
+	m.lastReloadOK = f.gauge("config_last_reload_successful", "1 when the last configuration load succeeded, 0 when the last reload was refused.")
+	m.lastReloadTime = f.gauge("config_last_reload_success_timestamp_seconds", "When the configuration now serving was loaded, as a Unix time.")
+}
+
+// registerTCP creates the metrics of tcp applications' relayed connections.
+func (m *promMetrics) registerTCP(f factory) {
+	m.tcpConns = f.gaugeVec("tcp_connections", "Relayed connections of tcp applications open now, by application.", "app")
+	m.tcpBytes = f.counterVec("tcp_bytes_total",
+		`Bytes relayed by tcp applications, by application and direction: "device_to_origin" (plaintext read from devices) or "origin_to_device".`,
+		"app", "direction")
+	m.tcpCloses = f.counterVec("tcp_closes_total",
+		"Relayed connections of tcp applications closed, by application and reason: device_closed, origin_closed, idle, max_age, revoked, expired, backpressure, origin_down, shutdown.",
+		"app", "reason")
+	m.tcpRefusals = f.counterVec("tcp_refused_total",
+		"Devices of tcp applications refused inside the TLS handshake (bad_certificate alert), by application and the reason an HTTP application's 403 would carry.",
+		"app", "reason")
 }
 
 // Handshake counts a finished handshake: implements tlsengine.Observer.
