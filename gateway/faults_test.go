@@ -566,33 +566,55 @@ func TestNonReaderHeldBack(t *testing.T) {
 	if err := c.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 150; i++ {
-		if _, err := c.Write([]byte(request("GET", hApp, "/body?n=204800"))); err != nil {
-			break // the gateway gave up on the connection: fine
+	var writeErr error // the gateway may give up on the connection; then nothing is left to measure
+	sent := 0
+	for ; sent < 150; sent++ {
+		if _, writeErr = c.Write([]byte(request("GET", hApp, "/body?n=204800"))); writeErr != nil {
+			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
-	total := 0
+
+	// Measure this device's connection, found on its event loop by its
+	// address: the bound below means nothing unless it was measured.
+	type sample struct {
+		addr string
+		n    int
+	}
+	local := raw.LocalAddr().String()
+	measured, buffered := false, 0
 	h.srv.live.Range(func(k, _ any) bool {
-		got := make(chan int, 1)
+		got := make(chan sample, 1)
 		if err := k.(*conn).gc.AsyncWrite(nil, func(gc gnet.Conn, err error) error {
-			n := 0
-			if err == nil {
-				n = gc.OutboundBuffered()
+			s := sample{n: -1}
+			if err == nil && gc.RemoteAddr() != nil {
+				s = sample{gc.RemoteAddr().String(), gc.OutboundBuffered()}
 			}
-			got <- n
+			got <- s
 			return nil
-		}); err == nil {
-			select {
-			case n := <-got:
-				total += n
-			case <-time.After(2 * time.Second):
+		}); err != nil {
+			return true // closed meanwhile: not this device's, or reported below
+		}
+		select {
+		case s := <-got:
+			if s.n >= 0 && s.addr == local {
+				measured, buffered = true, s.n
+				return false
 			}
+		case <-time.After(2 * time.Second):
+			t.Errorf("the event loop did not answer the outbound-buffer query in 2s")
 		}
 		return true
 	})
-	if total > 2*flowCheck+flowLowWater {
-		t.Fatalf("%d KiB of answers buffered for a device that reads nothing; the bound is about %d KiB", total>>10, (flowCheck+flowLowWater)>>10)
+	if !measured {
+		t.Fatalf("the device's connection (%s) was not measured: it is not open (after %d requests; last write error %v)", local, sent, writeErr)
+	}
+	if buffered == 0 {
+		t.Fatalf("nothing buffered for a device that sent %d requests and read nothing: were they served at all?", sent)
+	}
+	t.Logf("%d requests sent, %d KiB buffered", sent, buffered>>10)
+	if buffered > 2*flowCheck+flowLowWater {
+		t.Fatalf("%d KiB of answers buffered for a device that reads nothing; the bound is about %d KiB", buffered>>10, (flowCheck+flowLowWater)>>10)
 	}
 }

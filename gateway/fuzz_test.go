@@ -2,12 +2,11 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -41,6 +40,7 @@ func FuzzHTTPRequest(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: " + hIoT + "\r\n\r\n",
 		"GET /cdn-cgi/access/get-identity HTTP/1.1\r\n" + host + "Cookie: CF_Authorization=eyJhbGciOiJub25lIn0.e30.\r\n\r\n",
 		"GET https://" + hIoT + "/ HTTP/1.1\r\n" + host + "\r\n",
+		"HEAD / HTTP/1.1\r\n" + host + "\r\nGET /after-head HTTP/1.1\r\n" + host + "\r\n",
 		"\r\n\r\n",
 		"",
 	} {
@@ -56,20 +56,33 @@ func FuzzHTTPRequest(f *testing.F) {
 		// Header timeout is 2s in the harness; a slow answer past 8s is a hang.
 		_ = conn.SetDeadline(time.Now().Add(8 * time.Second))
 		if len(input) > 0 {
-			if _, err := conn.Write(input); err != nil && !isClosedErr(err) {
+			// The gateway reads (or, after a refusal, discards) everything a
+			// device sends until it closes its side: a write never fails.
+			if _, err := conn.Write(input); err != nil {
 				t.Fatalf("write: %v", err)
 			}
 		}
 		_ = conn.CloseWrite() // the device is done sending: every answer must come now
+		// A response to HEAD has no body whatever its Content-Length, so
+		// each final response is read against the method of the request it
+		// answers, in order (as far as net/http can split the input).
+		methods := requestMethods(input)
 		br := bufio.NewReader(conn)
-		for n := 0; ; n++ {
+		for n, final := 0, 0; ; n++ {
 			if _, err := br.Peek(1); err != nil {
 				if isTimeout(err) {
 					t.Fatalf("the gateway neither answered nor closed within 8s (after %d responses)", n)
 				}
-				break // closed: fine
+				if err != io.EOF {
+					t.Fatalf("after %d complete responses, the connection ended with %v, not a clean close", n, err)
+				}
+				break // close_notify (or a TCP close between records) after complete answers
 			}
-			resp, err := http.ReadResponse(br, nil)
+			var req *http.Request
+			if final < len(methods) {
+				req = &http.Request{Method: methods[final]}
+			}
+			resp, err := http.ReadResponse(br, req)
 			if err != nil {
 				if isTimeout(err) {
 					t.Fatalf("response %d: the gateway stalled mid-response", n)
@@ -78,18 +91,40 @@ func FuzzHTTPRequest(f *testing.F) {
 			}
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if err != nil && !isClosedErr(err) {
-				t.Fatalf("response %d body: %v", n, err)
+			if err != nil {
+				// Truncated (io.ErrUnexpectedEOF), reset, or stalled: the
+				// answer was not delivered whole.
+				t.Fatalf("response %d (status %d) body: %v", n, resp.StatusCode, err)
 			}
+			if resp.StatusCode >= 100 && resp.StatusCode < 200 {
+				continue // interim (100 Continue): the final answer follows
+			}
+			final++
 			switch resp.StatusCode {
 			case 400, 408, 413, 431:
 				if !resp.Close {
 					t.Fatalf("response %d: a framing refusal (%d) must close the connection", n, resp.StatusCode)
 				}
+				if req != nil && req.Method == http.MethodHead && resp.ContentLength > 0 {
+					// The refusal of a request line the gateway could not
+					// read (say "HEAD * HTTP/0.0", which net/http reads)
+					// does not know the method was HEAD and may carry its
+					// body: exactly that body or none, then a clean close.
+					rest, err := io.ReadAll(io.LimitReader(br, resp.ContentLength+1))
+					if err != nil || (len(rest) != 0 && int64(len(rest)) != resp.ContentLength) {
+						t.Fatalf("response %d (%d to HEAD): %d bytes after the header (Content-Length %d), then %v",
+							n, resp.StatusCode, len(rest), resp.ContentLength, err)
+					}
+				}
 			}
 			if resp.Close {
-				if _, err := br.Peek(1); err == nil {
+				switch _, err := br.Peek(1); {
+				case err == nil:
 					t.Fatalf("bytes after a response that closes the connection (status %d)", resp.StatusCode)
+				case isTimeout(err):
+					t.Fatalf("the gateway did not close the connection after a response saying it would (status %d)", resp.StatusCode)
+				case err != io.EOF:
+					t.Fatalf("after a response that closes the connection (status %d), the connection ended with %v, not a clean close", resp.StatusCode, err)
 				}
 				break
 			}
@@ -102,10 +137,19 @@ func FuzzHTTPRequest(f *testing.F) {
 	})
 }
 
-func isClosedErr(err error) bool {
-	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-		return true
+// requestMethods returns the methods of the requests that net/http reads
+// from input, in order, up to the first it cannot read.
+func requestMethods(input []byte) []string {
+	var methods []string
+	br := bufio.NewReader(bytes.NewReader(input))
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return methods
+		}
+		methods = append(methods, req.Method)
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return methods
+		}
 	}
-	s := err.Error()
-	return strings.Contains(s, "connection reset") || strings.Contains(s, "broken pipe")
 }

@@ -86,9 +86,21 @@ func TestReload(t *testing.T) {
 		{"unknown key and bad values", "[gateway]\nlisten = \"" + h.addr + "\"\nlisen = 1\nmax_body_bytes = \"lots\"\n", "fleetgate.toml:3"},
 		{"missing files", strings.ReplaceAll(renderConfig(t, h.params), "server.pem", "missing.pem"), "missing.pem"},
 	}
+	// refusals returns the log lines of refused reloads, oldest first: each
+	// subtest must add exactly one (an earlier subtest's line must not do).
+	refusals := func() []string {
+		var lines []string
+		for _, l := range strings.Split(h.logs.String(), "\n") {
+			if strings.Contains(l, `"msg":"reload refused`) {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
 	for _, tc := range bad {
 		t.Run("refused: "+tc.name, func(t *testing.T) {
 			h.writeFile("fleetgate.toml", []byte(tc.data))
+			before := len(refusals())
 			err := h.srv.Reload()
 			if err == nil {
 				t.Fatal("Reload accepted a bad file")
@@ -100,8 +112,10 @@ func TestReload(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
 			}
-			if !strings.Contains(h.logs.String(), "reload refused") {
-				t.Error("the refused reload is not logged")
+			if after := refusals(); len(after) != before+1 {
+				t.Errorf("%d refused-reload log lines before this reload and %d after, want exactly one more", before, len(after))
+			} else if last := after[len(after)-1]; !strings.Contains(last, tc.want) {
+				t.Errorf("the refused-reload log line does not mention %q: %s", tc.want, last)
 			}
 			if s := get(t, p.sensor1); s != 200 {
 				t.Fatalf("after a refused reload, a new connection gets %d", s)

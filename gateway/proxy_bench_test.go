@@ -17,25 +17,36 @@ func BenchmarkOriginRequest(b *testing.B) {
 	var req fasthttp.Request
 	id := &verdict.Identity{DER: make([]byte, 600), SHA256: "4bb8f981f239975619e1a288a7005fce8e45901e19ff5ac180e5166d3edc278e"}
 	f := forwardInfo{Token: "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", ClientIP: "10.1.2.3", Host: "devices.fleet.test", CookieName: "CF_Authorization", ClientCert: id}
+	// The readers are reset, not made anew, each round: what is measured is
+	// the gateway's parse and rewrite, not the benchmark's own allocations.
+	rd := bytes.NewReader(raw)
+	br := bufio.NewReader(rd)
 	b.ReportAllocs()
 	for b.Loop() {
 		req.Reset()
-		if err := req.Header.Read(bufioReader(raw)); err != nil {
+		rd.Reset(raw)
+		br.Reset(rd)
+		if err := req.Header.Read(br); err != nil {
 			b.Fatal(err)
 		}
 		originRequest(&req, f)
 	}
 }
 
+// bufioReader is a fresh reader over b, for tests that parse once.
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
 
 func BenchmarkOriginRequestParseOnly(b *testing.B) {
 	raw := []byte("GET /v1/readings?since=17 HTTP/1.1\r\nHost: devices.fleet.test\r\nUser-Agent: sensor/2.1\r\nAccept: application/json\r\n\r\n")
 	var req fasthttp.Request
+	rd := bytes.NewReader(raw)
+	br := bufio.NewReader(rd)
 	b.ReportAllocs()
 	for b.Loop() {
 		req.Reset()
-		if err := req.Header.Read(bufioReader(raw)); err != nil {
+		rd.Reset(raw)
+		br.Reset(rd)
+		if err := req.Header.Read(br); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -111,8 +111,17 @@ func TestTokenCacheCollision(t *testing.T) {
 			hv, ha := xxhash.Sum64String(victim), xxhash.Sum64String(tt.attacker)
 			sv, sa := cache.shard(hv), cache.shard(ha)
 			sv.mu.Lock()
-			e := sv.m[hv]
+			e, ok := sv.m[hv]
 			sv.mu.Unlock()
+			// Without the victim's entry there is nothing to plant, and
+			// the attacker's refusal below would prove nothing.
+			if !ok {
+				t.Fatalf("victim's token is not cached under its hash %#x", hv)
+			}
+			if e.token != victim || e.ks != ks || e.claims == nil {
+				t.Fatalf("victim's cache entry is not the victim's: token match %v, same key set %v, claims %v",
+					e.token == victim, e.ks == ks, e.claims)
+			}
 			sa.mu.Lock()
 			sa.m[ha] = e
 			sa.mu.Unlock()

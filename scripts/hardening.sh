@@ -8,15 +8,19 @@
 #                three times the gateway's handshake capacity: handshake_queue
 #                = QUEUE (64) with one CPU slot, 3 × QUEUE clients. The excess
 #                is shed at once; the gateway's RSS is sampled every second.
-#                Passes when the RSS stays under RSS_LIMIT_MIB (256) and grows
-#                by less than GROWTH_LIMIT_MIB (32) from the 10th second on.
+#                Passes when the excess was shed (shed > 0), devices were
+#                served (requests > 0), no handshake timed out (neither the
+#                gateway's count nor the bench's), and the RSS stays under
+#                RSS_LIMIT_MIB (256) and grows by less than GROWTH_LIMIT_MIB
+#                (32) from the 10th second on.
 #   soak-reload  (make soak-reload) DURATION seconds of load (fresh handshakes
 #                and kept-alive connections) with a SIGHUP every second, the
 #                file alternating between two configurations: passes when no
 #                request fails and every reload succeeds. Then a SIGTERM
 #                during load: the gateway must exit 0, and no request whose
 #                connection was admitted may fail (refusals at the handshake,
-#                once draining, are expected).
+#                once draining, are expected); a bench report that is missing
+#                or unreadable is a failure, never "nothing lost".
 #
 # Knobs (environment): DURATION=60 QUEUE=64 RSS_LIMIT_MIB=256
 # GROWTH_LIMIT_MIB=32 CONCURRENCY=8 WORK=<temp dir> PORT_BASE=18640.
@@ -92,6 +96,12 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
 # json_field FILE NAME: a numeric field of a bench JSON report.
 json_field() { sed -n "s/.*\"$2\":\([0-9.]*\).*/\1/p" "$1"; }
 json_errors() { sed -n 's/.*"errors":{\([^}]*\)}.*/\1/p' "$1"; }
+# json_error FILE KIND: the count of one error kind in a bench JSON report (0 if absent).
+json_error() { json_errors "$1" | tr ',' '\n' | awk -F: -v k="\"$2\"" '$1 == k { s += $2 } END { print s + 0 }'; }
+# report_ok FILE: whether FILE is a bench JSON report (requests and errors present).
+report_ok() { [ -s "$1" ] && grep -q '"requests":[0-9]' "$1" && grep -q '"errors":{' "$1"; }
+# positive N: whether N is a number above zero.
+positive() { awk -v n="$1" 'BEGIN { exit !(n ~ /^[0-9.]+$/ && n + 0 > 0) }'; }
 
 # write_config FILE EXTRA: the gateway configuration (bench/config.sh),
 # EXTRA appended.
@@ -162,6 +172,17 @@ flood() {
   echo "bench: $(json_field "$WORK/flood.json" requests) requests ok, $(json_field "$WORK/flood.json" error_total) refused or failed {$(json_errors "$WORK/flood.json")}, $(json_field "$WORK/flood.json" throughput_rps) ok/s"
   echo "served requests (handshake included): p50 $(json_field "$WORK/flood.json" p50) µs, p99 $(json_field "$WORK/flood.json" p99) µs, max $(json_field "$WORK/flood.json" max) µs"
   echo "gateway: shed $(metric fleetgate_connections_refused_total 'reason="shed"') connections; $(metric fleetgate_handshakes_total 'result="ok"') handshakes completed; timed out $(metric fleetgate_handshakes_total 'reason="timeout"')"
+  # The RSS bound means nothing unless the flood happened: the excess shed,
+  # devices served, and no handshake left waiting until it timed out.
+  local fail=0 shed requests gw_timeouts bench_timeouts
+  report_ok "$WORK/flood.json" || die "no bench report in $WORK/flood.json"
+  shed=$(metric fleetgate_connections_refused_total 'reason="shed"')
+  requests=$(json_field "$WORK/flood.json" requests)
+  gw_timeouts=$(metric fleetgate_handshakes_total 'reason="timeout"')
+  bench_timeouts=$(json_error "$WORK/flood.json" timeout)
+  positive "$shed" || { echo "FAIL: nothing was shed: the flood did not exceed the handshake capacity (or /metrics did not answer)"; fail=1; }
+  positive "$requests" || { echo "FAIL: no request was served during the flood"; fail=1; }
+  [ "$gw_timeouts" = 0 ] && [ "$bench_timeouts" = 0 ] || { echo "FAIL: timeouts: $gw_timeouts handshakes timed out at the gateway, $bench_timeouts requests timed out at the bench"; fail=1; }
   awk -F'\t' -v lim="$RSS_LIMIT_MIB" -v glim="$GROWTH_LIMIT_MIB" '
     NR == 1 { next }
     { n++; v[n] = $2; if (n == 1 || $2 < min) min = $2; if ($2 > max) max = $2; sum += $2; if ($1 >= 10 && at10 == "") at10 = $2; last = $2 }
@@ -171,8 +192,10 @@ flood() {
       ok = (max < lim) && (last - at10 < glim)
       printf "%s: RSS max under %d MiB and growth from 10 s under %d MiB\n", ok ? "PASS" : "FAIL", lim, glim
       exit ok ? 0 : 1
-    }' "$samples"
+    }' "$samples" || fail=1
   echo "(per-second samples: $samples)"
+  if [ "$fail" = 0 ]; then echo "PASS: excess shed, devices served, no timeouts, RSS bounded"; else echo "FAIL"; fi
+  return "$fail"
 }
 
 soak_reload() {
@@ -221,7 +244,9 @@ include = [{ common_name = "no-such-device" }]
   echo "== soak-reload: ${DURATION}s, $hups SIGHUPs (one a second, alternating two configurations)"
   for f in fresh keep; do
     echo "bench $f: $(json_field "$WORK/$f.json" requests) requests ok, $(json_field "$WORK/$f.json" error_total) failed {$(json_errors "$WORK/$f.json")}, $(json_field "$WORK/$f.json" throughput_rps) req/s"
+    report_ok "$WORK/$f.json" || { echo "FAIL: no bench report in $WORK/$f.json"; fail=1; }
     [ "$(json_field "$WORK/$f.json" error_total)" = 0 ] || fail=1
+    positive "$(json_field "$WORK/$f.json" requests)" || { echo "FAIL: bench $f served no request"; fail=1; }
   done
   echo "gateway: $ok_reloads reloads ok, $failed_reloads refused; RSS max $((rss_max / 1024)) MiB"
   [ "$failed_reloads" = 0 ] && [ "$ok_reloads" -ge "$hups" ] || fail=1
@@ -235,14 +260,22 @@ include = [{ common_name = "no-such-device" }]
   kill -TERM "$GW"
   local rc=0
   wait "$GW" || rc=$?
-  wait "$BENCH" || true
+  local bench_rc=0
+  wait "$BENCH" || bench_rc=$?
   local errs lost
+  # No report is no evidence: it must not read as "nothing lost".
+  if ! report_ok "$WORK/term.json"; then
+    echo "SIGTERM during load: FAIL: no bench report in $WORK/term.json (bench exited $bench_rc: $(cat "$WORK/term.json.err" 2>/dev/null))"
+    echo "FAIL"
+    return 1
+  fi
   errs=$(json_errors "$WORK/term.json")
   # Kinds other than dial and handshake are requests lost after their
   # connection was admitted.
   lost=$(echo "$errs" | tr ',' '\n' | awk -F: '$1 !~ /"(dial|handshake)"/ && NF == 2 { s += $2 } END { print s + 0 }')
   echo "SIGTERM during load: the gateway exited $rc after serving $(json_field "$WORK/term.json" requests) requests of the run ($served_before before the signal); refused after the drain began {$errs}; admitted and lost: $lost"
   [ "$rc" = 0 ] && [ "$lost" = 0 ] || fail=1
+  positive "$(json_field "$WORK/term.json" requests)" || { echo "FAIL: no request was served in the SIGTERM run"; fail=1; }
   if [ "$fail" = 0 ]; then echo "PASS: no failed request, every reload applied, clean exit on SIGTERM"; else echo "FAIL"; fi
   return "$fail"
 }
