@@ -151,6 +151,9 @@ type originKey struct {
 // policies, its origin client (reused from old when unchanged, so pooled
 // connections survive a reload) and its client-CA pools.
 func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[originKey]*fasthttp.HostClient, old *snapshot, opt originOptions) (*application, *tlsengine.Site, error) {
+	if ca.Protocol == configs.ProtocolMQTT {
+		return nil, nil, fmt.Errorf("gateway: application %q: protocol \"mqtt\" is not served by this build", ca.Name)
+	}
 	pa := ca.Application // a copy: the snapshot owns its policy model
 	if err := pa.Compile(); err != nil {
 		return nil, nil, fmt.Errorf("gateway: application %q: %w", ca.Name, err)
