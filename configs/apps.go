@@ -33,7 +33,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		}
 		app.Name = fa.Name
 		app.Protocol = l.protocol(key("protocol"), fa.Protocol)
-		tcp := app.Protocol == ProtocolTCP
+		tcp := app.Protocol.Relayed()
 		nameDup := false
 		if fa.Name == "" {
 			l.errorf(key("name"), "required: the application's name")
@@ -62,7 +62,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 
 		switch {
 		case fa.SessionDuration != nil && tcp:
-			l.errorf(key("session_duration"), "not for a tcp application: it has no sessions (each connection gets a token of its own); remove it")
+			l.errorf(key("session_duration"), "not for a%s application: it has no sessions (each connection gets a token of its own); remove it", article(app.Protocol))
 		case fa.SessionDuration != nil:
 			app.SessionDuration = time.Duration(*fa.SessionDuration)
 			l.checkSession(key("session_duration"), app.SessionDuration)
@@ -71,12 +71,13 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		}
 		if fa.ServiceAuth401 != nil {
 			if tcp {
-				l.errorf(key("service_auth_401"), "not for a tcp application: a refused device gets a TLS alert, not an HTTP status; remove it")
+				l.errorf(key("service_auth_401"), "not for a%s application: a refused device gets a %s, not an HTTP status; remove it", article(app.Protocol), refusalOf(app.Protocol))
 			} else {
 				app.ServiceAuth401 = *fa.ServiceAuth401
 			}
 		}
 		l.transport(path, fa, &app, &cfg.Gateway)
+		l.mqtt(path, fa, &app)
 
 		audPath := key("name")
 		if fa.AUD != "" {

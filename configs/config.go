@@ -203,8 +203,7 @@ type Revocation struct {
 // (protocol = "http").
 type Protocol string
 
-// The protocols an application may have. "mqtt" is refused by the loader
-// until the gateway serves it.
+// The protocols an application may have.
 const (
 	// ProtocolHTTP: HTTP/1.1 requests, each decided by the policies and
 	// proxied with the token in Cf-Access-Jwt-Assertion.
@@ -213,7 +212,17 @@ const (
 	// the handshake and relayed to a tcp:// origin, optionally after a PROXY
 	// protocol header that carries the device's identity.
 	ProtocolTCP Protocol = "tcp"
+	// ProtocolMQTT: a tcp application whose first packet must be an MQTT
+	// CONNECT: the handshake always completes, the policies decide on the
+	// certificate's verdict when the CONNECT arrives, refusals are CONNACKs,
+	// and the client id, username and password can be bound to the
+	// certificate (mqtt.go).
+	ProtocolMQTT Protocol = "mqtt"
 )
+
+// Relayed reports whether connections of the protocol are relayed to a
+// tcp:// origin (tcp and mqtt), not proxied as HTTP requests.
+func (p Protocol) Relayed() bool { return p == ProtocolTCP || p == ProtocolMQTT }
 
 // The proxy_protocol values of a tcp application.
 const (
@@ -232,7 +241,7 @@ type Application struct {
 	// sessions, so its duration is always 0: each connection's token is
 	// minted for that connection alone.
 	policy.Application
-	// Protocol is ProtocolHTTP (the default) or ProtocolTCP.
+	// Protocol is ProtocolHTTP (the default), ProtocolTCP or ProtocolMQTT.
 	Protocol Protocol
 	// Origin is the upstream: scheme://host[:port] with scheme http or https
 	// for an http application, tcp://host:port (port always present) for a
@@ -287,6 +296,10 @@ type Application struct {
 	// connection (relay_buffer = "256KiB", between 16KiB and 64MiB): when the
 	// receiving side is slower, the gateway stops reading from the sender.
 	RelayBuffer int64
+
+	// MQTT holds the keys of an mqtt application (nil for http and tcp);
+	// the tcp keys above apply to it too.
+	MQTT *MQTTSettings
 }
 
 // ClientCAsFor returns the client CAs associated with domain: those that list

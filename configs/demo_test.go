@@ -95,7 +95,7 @@ func TestExampleFileLoads(t *testing.T) {
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
 	}
-	if cfg.Gateway.DefaultSite != "devices.fleet.test" || len(cfg.Tokens.PreviousKeys) != 1 || len(cfg.Applications) != 3 {
+	if cfg.Gateway.DefaultSite != "devices.fleet.test" || len(cfg.Tokens.PreviousKeys) != 1 || len(cfg.Applications) != 4 {
 		t.Errorf("gateway %+v, %d previous keys, %d applications", cfg.Gateway, len(cfg.Tokens.PreviousKeys), len(cfg.Applications))
 	}
 	if ca := cfg.ClientCAs[0]; len(ca.CRLs) != 1 || ca.CRLs[0].Issuer.Subject.CommonName != "Fleet Intermediate" || ca.CRLStale != "warn" {
@@ -113,6 +113,11 @@ func TestExampleFileLoads(t *testing.T) {
 		!tcp.ForwardClientCert || tcp.IdleTimeout != 10*time.Minute || tcp.MaxConnectionAge != 0 || tcp.RelayBuffer != 256<<10 ||
 		tcp.OriginConnectTimeout != 5*time.Second || tcp.SessionDuration != 0 || len(tcp.ClientCAs) != 1 {
 		t.Errorf("applications[2]: %+v", tcp)
+	}
+	mq := cfg.Applications[3]
+	if mq.Protocol != ProtocolMQTT || mq.MQTT == nil || *mq.MQTT != (MQTTSettings{ClientID: "{cn}", Username: MQTTCommonName, Password: MQTTToken, MaxConnectBytes: 64 << 10}) ||
+		mq.Origin.Host != "127.0.0.1:1883" || len(mq.ClientCAs) != 1 {
+		t.Errorf("applications[3]: %+v %+v", mq, mq.MQTT)
 	}
 }
 

@@ -41,8 +41,15 @@
 //     and service_auth_401 are errors when written, and its
 //     Application.SessionDuration is 0. The tcp-only keys are errors on an
 //     http application, whose connections use the [gateway] values; tls://
-//     origins and protocol = "mqtt" are refused as not supported yet. Every
-//     policy decision works on both protocols.
+//     origins are refused as not supported yet. Every policy decision works
+//     on every protocol.
+//   - protocol = "mqtt" is a tcp application (every tcp key applies) with
+//     mqtt_client_id ("any", "common_name" or a template with one "{cn}"),
+//     mqtt_username ("keep", "common_name"), mqtt_password ("keep",
+//     "token", which needs mqtt_username = "common_name") and
+//     max_connect_bytes (64KiB, 256 bytes to 1MiB): mqtt.go. These keys are
+//     errors on other protocols, and reject_invalid_cert is an error on an
+//     mqtt application (it always completes the handshake).
 //   - Client-CA certificates that expire within 30 days, server certificates
 //     that do not cover their domain, CAs without associated hostnames and
 //     applications without policies are warnings, not errors.

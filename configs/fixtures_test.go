@@ -20,6 +20,7 @@ type testPKI struct {
 	root, inter     *pki.Cert
 	devices, app    *pki.Cert
 	stream          *pki.Cert     // stream.fleet.test, the tcp application of fleetgate.toml
+	mqtt            *pki.Cert     // mqtt.fleet.test, the mqtt application of fleetgate.toml
 	token, previous crypto.Signer // P-256 and Ed25519
 	crl             []byte        // DER: the intermediate's CRL, revoking nothing we use, fresh for a week
 }
@@ -53,6 +54,9 @@ func newTestPKI() (p *testPKI, err error) {
 	if p.app, err = p.inter.Issue(pki.Server(DemoAppDomain)); err != nil {
 		return nil, err
 	}
+	if p.mqtt, err = p.inter.Issue(pki.Server("mqtt.fleet.test")); err != nil {
+		panic(err)
+	}
 	if p.stream, err = p.inter.Issue(pki.Server(streamDomain)); err != nil {
 		return nil, err
 	}
@@ -83,6 +87,7 @@ func writeDemoDir(t testing.TB, dir string) *testPKI {
 	must(t, p.devices.WriteFiles(filepath.Join(dir, DemoDevicesCert), filepath.Join(dir, DemoDevicesKey), p.inter))
 	must(t, p.app.WriteFiles(filepath.Join(dir, DemoAppCert), filepath.Join(dir, DemoAppKey), p.inter))
 	must(t, p.stream.WriteFiles(filepath.Join(dir, streamCert), filepath.Join(dir, streamKey), p.inter))
+	must(t, p.mqtt.WriteFiles(filepath.Join(dir, "pki/mqtt.fleet.test.pem"), filepath.Join(dir, "pki/mqtt.fleet.test-key.pem"), p.inter))
 	must(t, pki.WriteKey(filepath.Join(dir, DemoTokenKey), p.token))
 	must(t, pki.WriteKey(filepath.Join(dir, "keys/token-previous.pem"), p.previous))
 	must(t, writeFile(filepath.Join(dir, "pki/fleet.crl"), pki.CRLPEM(p.crl)))

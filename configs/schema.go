@@ -90,6 +90,10 @@ type fileApplication struct {
 	IdleTimeout          *duration    `toml:"idle_timeout"`
 	MaxConnectionAge     *duration    `toml:"max_connection_age"`
 	RelayBuffer          *size        `toml:"relay_buffer"`
+	MQTTClientID         *string      `toml:"mqtt_client_id"`
+	MQTTUsername         *string      `toml:"mqtt_username"`
+	MQTTPassword         *string      `toml:"mqtt_password"`
+	MaxConnectBytes      *size        `toml:"max_connect_bytes"`
 	Policies             []filePolicy `toml:"policies"`
 }
 

@@ -27,12 +27,10 @@ const (
 // gateway serves (the protocol-specific checks are then skipped).
 func (l *loader) protocol(path, s string) Protocol {
 	switch p := Protocol(s); p {
-	case ProtocolHTTP, ProtocolTCP:
+	case ProtocolHTTP, ProtocolTCP, ProtocolMQTT:
 		return p
-	case "mqtt":
-		l.errorf(path, "\"mqtt\" is not supported yet: use \"http\" or \"tcp\"")
 	default:
-		l.errorf(path, "%q is not \"http\" or \"tcp\"", s)
+		l.errorf(path, "%q is not \"http\", \"tcp\" or \"mqtt\"", s)
 	}
 	return ""
 }
@@ -42,7 +40,7 @@ func (l *loader) protocol(path, s string) Protocol {
 // protocol is unknown.
 func (l *loader) origin(path, s string, proto Protocol) *url.URL {
 	if s == "" {
-		if proto == ProtocolTCP {
+		if proto.Relayed() {
 			l.errorf(path, "required: the upstream address, such as \"tcp://127.0.0.1:7000\"")
 		} else {
 			l.errorf(path, "required: the upstream URL, such as \"http://127.0.0.1:9000\"")
@@ -59,7 +57,7 @@ func (l *loader) origin(path, s string, proto Protocol) *url.URL {
 			return u
 		}
 		l.errorf(path, "%v", err)
-	case proto == ProtocolTCP:
+	case proto.Relayed():
 		u, err := checkTCPOrigin(s)
 		if err == nil {
 			return u
@@ -95,7 +93,7 @@ func (l *loader) transport(path string, fa *fileApplication, app *Application, g
 				l.errorf(key(k.key), "only for protocol = \"tcp\": %s; remove it", k.why)
 			}
 		}
-	case ProtocolTCP:
+	case ProtocolTCP, ProtocolMQTT:
 		if fa.ProxyProtocol != nil {
 			switch v := *fa.ProxyProtocol; v {
 			case ProxyProtocolNone, ProxyProtocolV1, ProxyProtocolV2:

@@ -81,10 +81,8 @@ func TestTCPApplicationErrors(t *testing.T) {
 			want: []string{`fleetgate.toml:13: applications[0].proxy_protocol: only for protocol = "tcp": an HTTP origin gets the device's identity in headers and the token; remove it`}},
 
 		// protocol.
-		{name: "mqtt is not supported yet", src: func(t *testing.T) string { return edit(t, tcpApp("", ""), `protocol = "tcp"`, `protocol = "mqtt"`) },
-			want: []string{`fleetgate.toml:24: applications[1].protocol: "mqtt" is not supported yet: use "http" or "tcp"`}},
 		{name: "unknown protocol", src: func(t *testing.T) string { return edit(t, tcpApp("", ""), `protocol = "tcp"`, `protocol = "udp"`) },
-			want: []string{`fleetgate.toml:24: applications[1].protocol: "udp" is not "http" or "tcp"`}},
+			want: []string{`fleetgate.toml:24: applications[1].protocol: "udp" is not "http", "tcp" or "mqtt"`}},
 
 		// Origins.
 		{name: "tls origin", src: tcpOrigin("tls://127.0.0.1:7000"),

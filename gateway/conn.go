@@ -35,6 +35,9 @@ type conn struct {
 	// relay is set when the connection is a tcp application's, relayed to
 	// its origin (relay.go).
 	relay *relay
+	// mqtt is set for an mqtt application's connection from the end of its
+	// handshake until its CONNECT is decided (mqttapp.go).
+	mqtt *mqttGate
 
 	// session is the last session token minted on this connection; only
 	// the request worker touches it.
@@ -78,7 +81,9 @@ func (c *conn) traffic(data []byte) gnet.Action {
 	if c.relay != nil {
 		return c.relay.pumpDevice()
 	}
-	if app := c.app(); app.tcp != nil {
+	if app := c.app(); app.mqtt != nil {
+		return c.mqttTraffic(app)
+	} else if app.tcp != nil {
 		c.startRelay(app)
 		return gnet.None
 	}

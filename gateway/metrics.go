@@ -34,6 +34,9 @@ type metrics interface {
 	// tcpRefused counts a tcp application's device refused inside the
 	// handshake, with the reason an HTTP 403 would carry.
 	tcpRefused(app, reason string)
+	// mqttRefused counts an mqtt application's device refused (or closed)
+	// before its CONNECT reached the broker, with the reason.
+	mqttRefused(app, reason string)
 	// tcpOpened counts a relayed connection of a tcp application that
 	// starts; the meter counts its bytes and its close.
 	tcpOpened(app string) relayMeter
@@ -62,6 +65,7 @@ func (noMetrics) request(*exchange, time.Duration)   {}
 func (noMetrics) configLoaded(*snapshot, *snapshot)  {}
 func (noMetrics) reloadFailed()                      {}
 func (noMetrics) tcpRefused(string, string)          {}
+func (noMetrics) mqttRefused(string, string)         {}
 func (noMetrics) tcpOpened(string) relayMeter        { return noMetrics{} }
 func (noMetrics) bytes(int, int)                     {}
 func (noMetrics) closed(string)                      {}

@@ -92,10 +92,11 @@ type promMetrics struct {
 	originErr *prometheus.CounterVec   // app, kind
 	tokens    *prometheus.CounterVec   // app, kind
 
-	tcpConns    *prometheus.GaugeVec   // app
-	tcpBytes    *prometheus.CounterVec // app, direction
-	tcpCloses   *prometheus.CounterVec // app, reason
-	tcpRefusals *prometheus.CounterVec // app, reason
+	tcpConns     *prometheus.GaugeVec   // app
+	tcpBytes     *prometheus.CounterVec // app, direction
+	tcpCloses    *prometheus.CounterVec // app, reason
+	tcpRefusals  *prometheus.CounterVec // app, reason
+	mqttRefusals *prometheus.CounterVec // app, reason
 
 	reloadsOK, reloadsFailed prometheus.Counter
 	lastReloadOK             prometheus.Gauge
@@ -218,6 +219,9 @@ func (m *promMetrics) registerTCP(f factory) {
 	m.tcpRefusals = f.counterVec("tcp_refused_total",
 		"Devices of tcp applications refused inside the TLS handshake (bad_certificate alert), by application and the reason an HTTP application's 403 would carry.",
 		"app", "reason")
+	m.mqttRefusals = f.counterVec("mqtt_refused_total",
+		"Devices of mqtt applications refused before their CONNECT reached the broker (a CONNACK when the device can read one), by application and reason.",
+		"app", "reason")
 }
 
 // Handshake counts a finished handshake: implements tlsengine.Observer.
@@ -317,6 +321,10 @@ func (m *promMetrics) configLoaded(old, cur *snapshot) {
 
 func (m *promMetrics) tcpRefused(app, reason string) {
 	m.tcpRefusals.WithLabelValues(app, reason).Inc()
+}
+
+func (m *promMetrics) mqttRefused(app, reason string) {
+	m.mqttRefusals.WithLabelValues(app, reason).Inc()
 }
 
 // tcpOpened resolves the connection's label children once: the relay then

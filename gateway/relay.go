@@ -79,6 +79,11 @@ type relay struct {
 	sni      string
 	tlsFacts proxyv2.TLS
 	header   []byte // written by dial before Enroll, read by OnOpen after it
+	// mq is set for an mqtt application: the CONNECT that follows the
+	// header, and the answer when the origin is down (mqttapp.go).
+	mq    *mqttRelay
+	idle  time.Duration // idle_timeout, or more for an MQTT keep-alive
+	token string        // the connection's token, once minted (dial worker only)
 
 	lastActive atomic.Int64 // UnixNano of the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
@@ -101,17 +106,23 @@ type relay struct {
 // registers it for revocation, arms its timers and starts dialing the origin
 // on a worker.
 func (c *conn) startRelay(app *application) {
-	s := c.srv
 	adm, _ := c.tc.Authorization().(*tcpAdmission)
 	if adm == nil {
 		// Every tcp site has the hook: a completed handshake without its
 		// decision is a wiring fault, so fail closed.
-		s.log.Error("tcp connection without an admission decision; closing", "app", app.name)
+		c.srv.log.Error("tcp connection without an admission decision; closing", "app", app.name)
 		c.shutdown()
 		return
 	}
+	c.beginRelay(app, adm, nil, app.tcp.idleTimeout)
+}
+
+// beginRelay starts the relay of an admitted connection (on the loop); mq
+// is set for an mqtt application, and idle is the connection's idle timeout.
+func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, idle time.Duration) {
+	s := c.srv
 	r := &relay{srv: s, c: c, app: app, set: app.tcp, loop: c.gc.EventLoop(), adm: adm,
-		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName()}
+		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName(), mq: mq, idle: idle}
 	var err error
 	if r.id, err = proxyv2.NewID(); err != nil {
 		s.log.Error("tcp connection id", "err", err.Error())
@@ -146,6 +157,15 @@ func (r *relay) dial() {
 		r.srv.log.Error("tcp relay: PROXY header", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
 		r.originFailed()
 		return
+	}
+	if r.mq != nil {
+		first, err := r.mq.connectBytes(r)
+		if err != nil {
+			r.srv.log.Error("mqtt relay: CONNECT", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
+			r.originFailed()
+			return
+		}
+		hdr = append(hdr, first...)
 	}
 	r.header = hdr
 	d := net.Dialer{Timeout: r.set.connectTimeout}
@@ -198,6 +218,9 @@ func (r *relay) buildHeader() ([]byte, error) {
 // after the connection opened (sooner if the certificate expires first).
 // The newest configuration's key signs, as on the HTTP path.
 func (r *relay) mint() (string, error) {
+	if r.token != "" {
+		return r.token, nil // one token per connection: the PROXY header's and the MQTT password
+	}
 	cur := r.srv.snap.Load()
 	in := r.adm.input
 	in.Now = r.srv.now()
@@ -212,6 +235,7 @@ func (r *relay) mint() (string, error) {
 	claims.Exp = exp
 	tok, err := cur.keys.Mint(claims)
 	if err == nil {
+		r.token = tok
 		r.srv.metrics.tokenMinted(r.app.name, "tcp")
 	}
 	return tok, err
@@ -235,6 +259,9 @@ func (r *relay) originFailed() {
 	r.setReason(closeOriginDown)
 	r.onLoop(func() {
 		r.originDone = true
+		if r.mq != nil {
+			r.mq.originDown(r)
+		}
 		if !r.devDone {
 			r.c.shutdown()
 		}
@@ -456,7 +483,7 @@ func (r *relay) maybeFinish() {
 func (r *relay) armTimers() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if d := r.set.idleTimeout; d > 0 {
+	if d := r.idle; d > 0 {
 		var t *time.Timer
 		t = time.AfterFunc(d, func() {
 			if r.stopped.Load() {

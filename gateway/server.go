@@ -303,6 +303,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	c.markClosing()
 	c.pipe.close()
 	c.tc.Release()
+	if c.mqtt != nil {
+		c.mqtt.closed()
+	}
 	if c.relay != nil {
 		c.relay.deviceClosed()
 	}

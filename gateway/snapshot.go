@@ -64,8 +64,12 @@ type application struct {
 	originCAs         [32]byte // SHA-256 of origin_ca_file; zero without one
 	forwardClientCert bool
 	serviceAuth401    bool
-	// tcp is set for a tcp application: its relay's settings. Nil for http.
+	// tcp is set for a tcp or mqtt application: its relay's settings. Nil
+	// for http.
 	tcp *tcpSettings
+	// mqtt is set for an mqtt application: its CONNECT check and identity
+	// binding (mqttapp.go).
+	mqtt *mqttSettings
 	// roots are the hex SHA-256s of the roots of the CAs associated with
 	// the application's domain: a session token whose certificate chained
 	// to another root (a CA since removed) is refused here.
@@ -166,8 +170,11 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		serviceAuth401:    ca.ServiceAuth401,
 		roots:             rootSums(ca.ClientCAs),
 	}
-	if ca.Protocol == configs.ProtocolTCP {
+	if ca.Protocol.Relayed() {
 		app.tcp = newTCPSettings(ca)
+		if ca.Protocol == configs.ProtocolMQTT {
+			app.mqtt = newMQTTSettings(ca, &s.cfg.Gateway)
+		}
 	} else if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
@@ -189,7 +196,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		inters = append(inters, c.Intermediates...)
 	}
 	site.SetClientCAs(roots, inters)
-	if app.tcp != nil {
+	if app.tcp != nil && app.mqtt == nil {
 		// A raw TCP device cannot read a 403: the policies decide inside
 		// the handshake, and a refusal is a bad_certificate alert.
 		site.Authorize = app.authorize

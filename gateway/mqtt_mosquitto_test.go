@@ -1,0 +1,211 @@
+package gateway
+
+// mosquitto (Debian) behind fleetgate, with mosquitto_pub and mosquitto_sub
+// as devices, MQTT 3.1.1 and 5.0: allowed devices publish and receive, a
+// wrong client id gets the refusal as the client prints it, and a mosquitto
+// acl_file with "pattern write devices/%u/#" shows that the username the
+// broker sees is the certificate's CN, whatever the device sent. Skipped when
+// the binaries are missing (apt-get install mosquitto mosquitto-clients).
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
+)
+
+// mosquittoDomain is the application's domain. The clients send -h as SNI;
+// the name does not resolve, so they reach the gateway through a SOCKS5
+// proxy (--proxy socks5h://, the proxy resolves the name) that the test runs.
+const mosquittoDomain = "broker.mqtt.test"
+
+// socks5 is a minimal SOCKS5 proxy (no authentication, CONNECT only) that
+// connects every request to target, whatever name it asks for.
+func socks5(t *testing.T, target string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				hdr := make([]byte, 2)
+				if _, err := io.ReadFull(c, hdr); err != nil || hdr[0] != 5 {
+					return
+				}
+				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
+					return
+				}
+				_, _ = c.Write([]byte{5, 0})
+				req := make([]byte, 4)
+				if _, err := io.ReadFull(c, req); err != nil {
+					return
+				}
+				var skip int
+				switch req[3] {
+				case 1:
+					skip = 4 + 2
+				case 4:
+					skip = 16 + 2
+				case 3:
+					l := make([]byte, 1)
+					if _, err := io.ReadFull(c, l); err != nil {
+						return
+					}
+					skip = int(l[0]) + 2
+				}
+				if _, err := io.ReadFull(c, make([]byte, skip)); err != nil {
+					return
+				}
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					_, _ = c.Write([]byte{5, 5, 0, 1, 0, 0, 0, 0, 0, 0})
+					return
+				}
+				defer up.Close()
+				_, _ = c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+				go func() { _, _ = io.Copy(up, c); _ = up.(*net.TCPConn).CloseWrite() }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	return "socks5h://" + ln.Addr().String()
+}
+
+func TestMQTTMosquitto(t *testing.T) {
+	broker, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if broker, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
+			t.Skip("mosquitto not installed")
+		}
+	}
+	pub, err1 := exec.LookPath("mosquitto_pub")
+	sub, err2 := exec.LookPath("mosquitto_sub")
+	if err1 != nil || err2 != nil {
+		t.Skip("mosquitto-clients not installed")
+	}
+	brokerAddr, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, brokerPort, _ := net.SplitHostPort(brokerAddr)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		// mosquitto runs as the current user; it reads these files.
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	acl := write("acl", "pattern write devices/%u/#\npattern read devices/#\n")
+	// Run as the current user (as root, mosquitto would switch to the
+	// user "mosquitto", who cannot read the test's folder).
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := write("mosquitto.conf", fmt.Sprintf("user %s\nlistener %s 127.0.0.1\nallow_anonymous true\nacl_file %s\npersistence false\nlog_dest stderr\n",
+		me.Username, brokerPort, acl))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mosq := exec.CommandContext(ctx, broker, "-c", conf)
+	var mosqLog syncBuffer
+	mosq.Stdout, mosq.Stderr = &mosqLog, &mosqLog
+	if err := mosq.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = mosq.Wait()
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", mosqLog.String())
+		}
+	})
+	waitFor(t, "mosquitto listening", 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", brokerAddr)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	})
+
+	f := newTCPFixture(t, fmt.Sprintf(`
+[[client_cas]]
+name = "fleet-mosquitto"
+pem_file = "ca-chain.pem"
+associated_hostnames = [%q]
+
+[[applications]]
+name = "mosquitto"
+domain = %q
+protocol = "mqtt"
+origin = "tcp://%s"
+tls_cert_file = "server.pem"
+tls_key_file = "server-key.pem"
+mqtt_client_id = "common_name"
+mqtt_username = "common_name"
+
+[[applications.policies]]
+name = "fleet"
+decision = "non_identity"
+include = [{ valid_certificate = true }]
+`, mosquittoDomain, mosquittoDomain, brokerAddr))
+	proxy := socks5(t, f.addr)
+	for _, d := range []*device{f.pki.sensor1, f.pki.sensor2} {
+		f.writeFile(d.name+".pem", pki.ChainPEM(d.cert, f.pki.inter))
+		f.writeFile(d.name+"-key.pem", d.cert.KeyPEM())
+	}
+	run := func(bin string, dev *device, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		all := append([]string{"-h", mosquittoDomain, "-p", "8883", "--proxy", proxy, "--cafile", filepath.Join(f.dir, "root.pem"), "--insecure",
+			"--cert", filepath.Join(f.dir, dev.name+".pem"), "--key", filepath.Join(f.dir, dev.name+"-key.pem")}, args...)
+		out, err := exec.CommandContext(ctx, bin, all...).CombinedOutput()
+		return string(out), err
+	}
+	for _, v := range []struct{ name, flag string }{{"3.1.1", "mqttv311"}, {"5.0", "mqttv5"}} {
+		t.Run(v.name, func(t *testing.T) {
+			topic := "devices/sensor-0001/" + v.flag
+			spoof := "devices/sensor-0002/" + v.flag
+			// Retained, so that the subscriber started afterwards gets them.
+			if out, err := run(pub, f.pki.sensor1, "-V", v.flag, "-i", "sensor-0001", "-q", "1", "-r", "-t", topic, "-m", "21.5"); err != nil {
+				t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+			}
+			// The device claims the username sensor-0002: the broker sees its
+			// CN, so the ACL refuses the write to sensor-0002's topics.
+			if out, err := run(pub, f.pki.sensor1, "-V", v.flag, "-i", "sensor-0001", "-u", "sensor-0002", "-q", "1", "-r", "-t", spoof, "-m", "spoofed"); err != nil {
+				t.Logf("mosquitto_pub (spoof): %v\n%s", err, out)
+			}
+			out, _ := run(sub, f.pki.sensor2, "-V", v.flag, "-i", "sensor-0002", "-t", "devices/#", "-v", "-W", "3")
+			if !strings.Contains(out, topic+" 21.5") {
+				t.Errorf("mosquitto_sub did not receive the allowed message:\n%s", out)
+			}
+			if strings.Contains(out, "spoofed") {
+				t.Errorf("the broker took the device's username, not its CN:\n%s", out)
+			}
+			// A wrong client id: the client prints the CONNACK's refusal.
+			out, err := run(pub, f.pki.sensor1, "-V", v.flag, "-i", "someone-else", "-t", topic, "-m", "x")
+			if err == nil || !strings.Contains(strings.ToLower(out), "identifier") {
+				t.Errorf("mosquitto_pub with a wrong client id: %v\n%s", err, out)
+			}
+			t.Logf("mosquitto_pub -V %s -i someone-else prints: %s", v.flag, strings.TrimSpace(out))
+		})
+	}
+}

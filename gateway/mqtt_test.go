@@ -1,0 +1,460 @@
+package gateway
+
+// Tests of mqtt applications over real sockets: devices speak raw MQTT
+// (mochi-mqtt's packets package) over TLS to the gateway; behind it an
+// embedded mochi-mqtt broker admits a device only when its password verifies
+// as a token against the JWKS the admin listener serves, and a capturing TCP
+// origin shows what bytes reach a broker.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/internal/mqttwire"
+)
+
+const (
+	mToken = "token.mqtt.test" // client id and username = CN, password = token; the JWT-checking broker
+	mRaw   = "raw.mqtt.test"   // no binding (the CONNECT passes byte for byte); sensor-0001 only; capturing origin
+	mTmpl  = "tmpl.mqtt.test"  // client id "fleet-{cn}", max_connect_bytes 256; capturing origin
+	mDown  = "down.mqtt.test"  // nobody listens at the origin
+)
+
+// jwtAuth is a mochi hook that admits a client only when its password is a
+// token that verifies against the gateway's JWKS, for the username as CN.
+type jwtAuth struct {
+	mqtt.HookBase
+	jwksURL string
+	mu      sync.Mutex
+	seen    []packets.Packet // every CONNECT the broker received
+}
+
+func (h *jwtAuth) ID() string { return "fleetgate-jwt" }
+func (h *jwtAuth) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (h *jwtAuth) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	h.mu.Lock()
+	h.seen = append(h.seen, pk)
+	h.mu.Unlock()
+	tok, err := jwt.ParseSigned(string(pk.Connect.Password), []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA, jose.RS256})
+	if err != nil {
+		return false
+	}
+	resp, err := http.Get(h.jwksURL)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var set jose.JSONWebKeySet
+	if json.NewDecoder(resp.Body).Decode(&set) != nil || len(tok.Headers) == 0 {
+		return false
+	}
+	keys := set.Key(tok.Headers[0].KeyID)
+	if len(keys) == 0 {
+		return false
+	}
+	var std jwt.Claims
+	var own struct {
+		CommonName string `json:"common_name"`
+	}
+	if tok.Claims(keys[0].Key, &std, &own) != nil || std.ValidateWithLeeway(jwt.Expected{Time: time.Now()}, time.Minute) != nil {
+		return false
+	}
+	return own.CommonName == string(pk.Connect.Username) && own.CommonName != ""
+}
+
+func (h *jwtAuth) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+func (h *jwtAuth) connects() []packets.Packet {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]packets.Packet(nil), h.seen...)
+}
+
+// captured is a TCP origin that hands every connection's bytes to the test.
+type captured struct {
+	*tcpOrigin
+	got chan []byte
+}
+
+func startCapture(t *testing.T) *captured {
+	c := &captured{got: make(chan []byte, 8)}
+	c.tcpOrigin = startTCPOrigin(t, func(conn net.Conn) {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(conn)
+		c.got <- b
+	})
+	return c
+}
+
+type mqttFixture struct {
+	*tcpFixture
+	auth      *jwtAuth
+	brokerURL string
+	raw, tmpl *captured
+}
+
+func newMQTTFixture(t *testing.T) *mqttFixture {
+	t.Helper()
+	f := &mqttFixture{auth: &jwtAuth{}, raw: startCapture(t), tmpl: startCapture(t)}
+	brokerAddr, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.brokerURL = brokerAddr
+	b := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := b.AddHook(f.auth, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: brokerAddr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	app := func(name, domain, origin, keys, include string) string {
+		return fmt.Sprintf(`
+[[applications]]
+name = %q
+domain = %q
+protocol = "mqtt"
+origin = %q
+tls_cert_file = "server.pem"
+tls_key_file = "server-key.pem"
+%s
+
+[[applications.policies]]
+name = "devices"
+decision = "non_identity"
+include = [%s]
+`, name, domain, origin, keys, include)
+	}
+	extra := `
+[[client_cas]]
+name = "fleet-mqtt"
+pem_file = "ca-chain.pem"
+associated_hostnames = ["` + strings.Join([]string{mToken, mRaw, mTmpl, mDown}, `", "`) + `"]
+` + app("mqtt-token", mToken, "tcp://"+brokerAddr, "mqtt_client_id = \"common_name\"\nmqtt_username = \"common_name\"\nmqtt_password = \"token\"", `{ valid_certificate = true }`) +
+		app("mqtt-raw", mRaw, f.raw.url(), "idle_timeout = \"1s\"", `{ common_name = "sensor-0001" }`) +
+		app("mqtt-tmpl", mTmpl, f.tmpl.url(), "mqtt_client_id = \"fleet-{cn}\"\nmax_connect_bytes = 256\nproxy_protocol = \"v1\"", `{ valid_certificate = true }`) +
+		app("mqtt-down", mDown, "tcp://"+down, "", `{ valid_certificate = true }`)
+	f.tcpFixture = &tcpFixture{headers: make(proxyHeaders, 1)}
+	f.harness = newHarness(t, func(p *cfgParams) { p.Extra = extra; p.HandshakeTimeout = "2s" })
+	f.auth.jwksURL = "http://" + f.srv.AdminAddr() + "/cdn-cgi/access/certs"
+	return f
+}
+
+// mqttConnect encodes a CONNECT.
+func mqttConnect(t testing.TB, version byte, clientID string, keepAlive uint16, mod ...func(*packets.Packet)) []byte {
+	t.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Keepalive: keepAlive, Clean: true}}
+	for _, m := range mod {
+		m(&pk)
+	}
+	var b bytes.Buffer
+	if err := pk.ConnectEncode(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// readPacket reads one MQTT packet of version from r.
+func readPacket(r *bufio.Reader, version byte) (packets.Packet, error) {
+	var pk packets.Packet
+	hb, err := r.ReadByte()
+	if err != nil {
+		return pk, err
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return pk, err
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		return pk, err
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return pk, err
+	}
+	pk.ProtocolVersion = version
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	}
+	return pk, err
+}
+
+// session dials app as dev, sends first and returns the reader of the
+// answers.
+func (f *mqttFixture) session(t *testing.T, sni string, dev *device, first []byte) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := f.dialTCP(t, sni, dev)
+	if err != nil {
+		t.Fatalf("the handshake of an mqtt application must complete: %v", err)
+	}
+	if _, err := c.Write(first); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+// refusedWith expects a CONNACK with code (and under MQTT 5 a reason
+// string containing reason), then the end of the connection.
+func refusedWith(t *testing.T, r *bufio.Reader, version, code byte, reason string) {
+	t.Helper()
+	pk, err := readPacket(r, version)
+	if err != nil {
+		t.Fatalf("no CONNACK: %v", err)
+	}
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != code {
+		t.Fatalf("packet type %d code %#x, want CONNACK %#x", pk.FixedHeader.Type, pk.ReasonCode, code)
+	}
+	if version == mqttwire.V5 && !strings.Contains(pk.Properties.ReasonString, reason) {
+		t.Errorf("reason string %q lacks %q", pk.Properties.ReasonString, reason)
+	}
+	if _, err := r.ReadByte(); err == nil {
+		t.Error("the connection stayed open after the refusal")
+	}
+}
+
+func TestMQTTTokenAdmitsAtTheBroker(t *testing.T) {
+	f := newMQTTFixture(t)
+	for _, v := range []byte{mqttwire.V311, mqttwire.V5} {
+		t.Run(fmt.Sprintf("level %d", v), func(t *testing.T) {
+			before := len(f.auth.connects())
+			// An empty client id is replaced by the CN; the device sends no
+			// credentials at all.
+			c, r := f.session(t, mToken, f.pki.sensor1, mqttConnect(t, v, "", 30))
+			pk, err := readPacket(r, v)
+			if err != nil || pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+				t.Fatalf("CONNACK %+v, %v: the broker refused the token", pk, err)
+			}
+			seen := f.auth.connects()[before]
+			if seen.Connect.ClientIdentifier != "sensor-0001" || string(seen.Connect.Username) != "sensor-0001" {
+				t.Errorf("the broker saw client id %q username %q", seen.Connect.ClientIdentifier, seen.Connect.Username)
+			}
+			var prop string
+			for _, p := range seen.Properties.User {
+				if p.Key == mqttwire.TokenProperty {
+					prop = p.Val
+				}
+			}
+			if (v == mqttwire.V5) != (prop == string(seen.Connect.Password)) {
+				t.Errorf("user property %q, password %q", prop, seen.Connect.Password)
+			}
+			// Publish and receive through the gateway.
+			var b bytes.Buffer
+			sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: v, PacketID: 1,
+				Filters: packets.Subscriptions{{Filter: "devices/sensor-0001/#"}}}
+			_ = sub.SubscribeEncode(&b)
+			pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: v,
+				TopicName: "devices/sensor-0001/temp", Payload: []byte("21.5")}
+			if _, err := c.Write(b.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			if pk, err := readPacket(r, v); err != nil || pk.FixedHeader.Type != packets.Suback {
+				t.Fatalf("SUBACK: %+v %v", pk.FixedHeader, err)
+			}
+			b.Reset()
+			_ = pub.PublishEncode(&b)
+			if _, err := c.Write(b.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			pk, err = readPacket(r, v)
+			if err != nil || pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != "21.5" {
+				t.Fatalf("the published message did not come back: %+v %v", pk, err)
+			}
+		})
+	}
+	// The broker really checks: the same CONNECT sent straight to it with a
+	// forged token is refused.
+	direct, err := net.Dial("tcp", f.brokerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	_ = direct.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = direct.Write(mqttConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
+		pk.Connect.Username, pk.Connect.UsernameFlag = []byte("sensor-0001"), true
+		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("eyJhbGciOiJFUzI1NiJ9.eyJjb21tb25fbmFtZSI6InNlbnNvci0wMDAxIn0.c2ln"), true
+	}))
+	if pk, err := readPacket(bufio.NewReader(direct), mqttwire.V311); err == nil && pk.ReasonCode == 0 {
+		t.Error("the broker admitted a forged token")
+	}
+}
+
+func TestMQTTRefusals(t *testing.T) {
+	f := newMQTTFixture(t)
+	const v3, v5 = mqttwire.V311, mqttwire.V5
+	for _, tc := range []struct {
+		name    string
+		sni     string
+		dev     *device
+		first   []byte
+		version byte
+		code    byte
+		reason  string // in the MQTT 5 reason string
+		log     string // the refusal's logged and counted reason
+	}{
+		{"no certificate 3.1.1", mToken, nil, mqttConnect(t, v3, "sensor-0001", 30), v3, 5, "", "no policy matched"},
+		{"no certificate 5.0", mToken, nil, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", "no policy matched"},
+		{"foreign certificate", mToken, f.pki.foreign, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", ""},
+		{"expired certificate", mToken, f.pki.expired, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", ""},
+		{"policy refuses sensor-0002", mRaw, f.pki.sensor2, mqttConnect(t, v3, "x", 30), v3, 5, "", "no policy matched"},
+		{"wrong client id 3.1.1", mToken, f.pki.sensor1, mqttConnect(t, v3, "sensor-0002", 30), v3, 2, "", "client identifier not valid"},
+		{"wrong client id 5.0", mToken, f.pki.sensor1, mqttConnect(t, v5, "sensor-0002", 30), v5, 0x85, `"sensor-0001"`, "client identifier not valid"},
+		{"template not followed", mTmpl, f.pki.sensor1, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x85, `"fleet-sensor-0001"`, "client identifier not valid"},
+		{"oversize 5.0", mTmpl, f.pki.sensor1, mqttConnect(t, v5, strings.Repeat("x", 300), 30), v5, 0x95, "larger than 256", "CONNECT too large"},
+		{"level 6", mRaw, f.pki.sensor1, func() []byte {
+			b := mqttConnect(t, v3, "sensor-0001", 30)
+			b[8] = 6
+			return b
+		}(), v5, 0x84, "level 6", "unsupported protocol version"},
+		{"MQTT 3.1", mRaw, f.pki.sensor1, mqttConnect(t, 3, "sensor-0001", 30, func(pk *packets.Packet) { pk.Connect.ProtocolName = []byte("MQIsdp") }), v3, 1, "", "unsupported protocol version"},
+		{"origin down 3.1.1", mDown, f.pki.sensor1, mqttConnect(t, v3, "sensor-0001", 30), v3, 3, "", "server unavailable"},
+		{"origin down 5.0", mDown, f.pki.sensor1, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x88, "broker", "server unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, r := f.session(t, tc.sni, tc.dev, tc.first)
+			refusedWith(t, r, tc.version, tc.code, tc.reason)
+		})
+	}
+	// Closed without a CONNACK, nothing sent to the origin.
+	for _, tc := range []struct {
+		name, sni, log string
+		first          []byte
+	}{
+		{"PUBLISH first", mRaw, "first packet is not a CONNECT", []byte{0x30, 0x05, 0x00, 0x01, 'a', 'h', 'i'}},
+		{"an HTTP request", mRaw, "first packet is not a CONNECT", []byte("GET / HTTP/1.1\r\nHost: raw.mqtt.test\r\n\r\n")},
+		{"garbage length", mRaw, "malformed CONNECT", []byte{0x10, 0xff, 0xff, 0xff, 0xff, 0x7f}},
+		{"malformed CONNECT", mRaw, "malformed CONNECT", []byte{0x10, 0x04, 0x00, 0x04, 'M', 'Q'}},
+		{"oversize 3.1.1", mTmpl, "CONNECT too large", mqttConnect(t, v3, strings.Repeat("x", 300), 30)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, r := f.session(t, tc.sni, f.pki.sensor1, tc.first)
+			if b, err := r.ReadByte(); err == nil {
+				t.Fatalf("got byte %#x, want the connection closed", b)
+			}
+		})
+	}
+	t.Run("no CONNECT within handshake_timeout", func(t *testing.T) {
+		start := time.Now()
+		_, r := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, v3, "sensor-0001", 30)[:5])
+		if _, err := r.ReadByte(); err == nil {
+			t.Fatal("got a byte")
+		}
+		if d := time.Since(start); d < 1500*time.Millisecond {
+			t.Errorf("closed after %v, before handshake_timeout (2s)", d)
+		}
+	})
+	if f.raw.accepted.Load() != 0 || f.tmpl.accepted.Load() != 0 {
+		t.Errorf("refused devices reached an origin: %d, %d", f.raw.accepted.Load(), f.tmpl.accepted.Load())
+	}
+	m := f.metrics(t)
+	for _, want := range []string{
+		`fleetgate_mqtt_refused_total{app="mqtt-token",reason="client identifier not valid"} 2`,
+		`fleetgate_mqtt_refused_total{app="mqtt-raw",reason="first packet is not a CONNECT"} 2`,
+		`fleetgate_mqtt_refused_total{app="mqtt-raw",reason="no CONNECT in time"} 1`,
+		`fleetgate_mqtt_refused_total{app="mqtt-tmpl",reason="CONNECT too large"} 2`,
+		`fleetgate_mqtt_refused_total{app="mqtt-down",reason="server unavailable"} 2`,
+		`fleetgate_mqtt_refused_total{app="mqtt-raw",reason="unsupported protocol version"} 2`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	var refusal map[string]any
+	for _, l := range f.logLines(t) {
+		if l["msg"] == "mqtt connection refused" && l["app"] == "mqtt-token" && l["reason"] == "client identifier not valid" && l["mqtt_version"] == float64(5) {
+			refusal = l
+		}
+	}
+	if refusal == nil || refusal["cn"] != "sensor-0001" || refusal["client_id"] != "sensor-0002" || refusal["app"] != "mqtt-token" {
+		t.Errorf("refusal log line: %v", refusal)
+	}
+}
+
+// TestMQTTByteForByte: a CONNECT fleetgate does not change reaches the broker
+// as the device sent it, with what followed it in the same write, after the
+// PROXY header.
+func TestMQTTByteForByte(t *testing.T) {
+	f := newMQTTFixture(t)
+	for _, tc := range []struct {
+		name, sni string
+		origin    *captured
+		first     []byte
+		prefix    string
+	}{
+		{"no binding", mRaw, f.raw, mqttConnect(t, mqttwire.V5, "anything", 30, func(pk *packets.Packet) {
+			pk.Connect.Username, pk.Connect.UsernameFlag = []byte("u"), true
+			pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
+			pk.Properties.User = []packets.UserProperty{{Key: "site", Val: "north"}}
+		}), ""},
+		{"template matched", mTmpl, f.tmpl, mqttConnect(t, mqttwire.V311, "fleet-sensor-0001", 30), "PROXY TCP4 "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sent := append(append([]byte{}, tc.first...), 0xc0, 0x00) // CONNECT, PINGREQ
+			c, _ := f.session(t, tc.sni, f.pki.sensor1, sent)
+			_ = c.CloseWrite()
+			got := <-tc.origin.got
+			if tc.prefix != "" {
+				line, rest, ok := bytes.Cut(got, []byte("\r\n"))
+				if !ok || !bytes.HasPrefix(line, []byte(tc.prefix)) {
+					t.Fatalf("no PROXY v1 line: %q", got)
+				}
+				got = rest
+			}
+			if !bytes.Equal(got, sent) {
+				t.Errorf("the broker got\n% x\nwant\n% x", got, sent)
+			}
+		})
+	}
+}
+
+// TestMQTTKeepAliveIdle: the idle timeout is the larger of idle_timeout
+// (1s) and 1.5× the keep-alive.
+func TestMQTTKeepAliveIdle(t *testing.T) {
+	f := newMQTTFixture(t)
+	c, _ := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "sensor-0001", 2))
+	time.Sleep(1500 * time.Millisecond) // past idle_timeout, within 1.5 × 2s
+	if _, err := c.Write([]byte{0xc0, 0x00}); err != nil {
+		t.Fatalf("cut before 1.5 × keep-alive: %v", err)
+	}
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read a byte from the capturing origin")
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("idle close after %v, want about 3s", d)
+	}
+	f.closeLine(t, "mqtt-raw", closeIdle)
+}

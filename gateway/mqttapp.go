@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/mqttwire"
+	"github.com/fleetgate/fleetgate/policy"
+	"github.com/fleetgate/fleetgate/tlsengine"
+)
+
+// An mqtt application is a tcp application whose first packet is checked
+// before the broker is dialed. Its handshake always completes (no Authorize
+// hook: the certificate is requested, not required), and then, on the
+// connection's event loop:
+//
+//	decrypted bytes ─▶ mqttGate: Peek (CONNECT? size ≤ max_connect_bytes?) within handshake_timeout
+//	                     │ ParseConnect (level 4 or 5)
+//	                     ▼ decide: policies on the verdict + address; identity binding
+//	refused ─▶ CONNACK in the device's version (MQTT 5: with a reason string), close
+//	admitted ─▶ relay (relay.go): PROXY header, then the CONNECT (re-encoded
+//	            only when changed: client id, username, token) and what followed it
+//
+// Refusals are logged ("mqtt connection refused") and counted
+// (fleetgate_mqtt_refused_total{app,reason}); nothing reaches the broker.
+
+// mqttSettings are an mqtt application's settings beside its tcpSettings.
+type mqttSettings struct {
+	binding        *configs.MQTTSettings
+	connectTimeout time.Duration // [gateway] handshake_timeout: the CONNECT must arrive within it
+}
+
+func newMQTTSettings(ca *configs.Application, g *configs.Gateway) *mqttSettings {
+	return &mqttSettings{binding: ca.MQTT, connectTimeout: g.HandshakeTimeout}
+}
+
+// needsCertificate reports whether the identity binding needs a verified
+// certificate (its CN).
+func (m *mqttSettings) needsCertificate() bool {
+	b := m.binding
+	return b.ClientID != "" || b.Username == configs.MQTTCommonName || b.Password == configs.MQTTToken
+}
+
+// The reasons of refusals that are not the policies' own (theirs are the
+// texts an HTTP 403 carries).
+const (
+	mqttReasonTimeout     = "no CONNECT in time"
+	mqttReasonNotConnect  = "first packet is not a CONNECT"
+	mqttReasonMalformed   = "malformed CONNECT"
+	mqttReasonTooLarge    = "CONNECT too large"
+	mqttReasonVersion     = "unsupported protocol version"
+	mqttReasonClosed      = "closed before CONNECT"
+	mqttReasonNeedsCert   = "identity binding needs a valid certificate"
+	mqttReasonNoIdentity  = "policy passes no identity for the token"
+	mqttReasonClientID    = "client identifier not valid"
+	mqttReasonOriginDown  = "server unavailable"
+	mqttReasonEncodeError = "CONNECT could not be re-encoded"
+)
+
+// mqttGate is a connection of an mqtt application between the end of its
+// handshake and the decision on its CONNECT. Its buffer is touched on the
+// event loop only; done is set once it has decided (or the device left).
+type mqttGate struct {
+	c     *conn
+	app   *application
+	loop  gnet.EventLoop
+	buf   []byte
+	timer *time.Timer
+	done  atomic.Bool
+}
+
+// mqttRelay is what a relay of an mqtt application carries beyond a tcp
+// relay's: the CONNECT to send first and what the device sent after it.
+type mqttRelay struct {
+	connect *mqttwire.Connect
+	rest    []byte
+	token   bool // put the connection's token in the password
+}
+
+// mqttTraffic is the device's OnTraffic for an mqtt application until its
+// CONNECT has been decided.
+func (c *conn) mqttTraffic(app *application) gnet.Action {
+	g := c.mqtt
+	if g == nil {
+		g = &mqttGate{c: c, app: app, loop: c.gc.EventLoop()}
+		c.mqtt = g
+		g.timer = time.AfterFunc(app.mqtt.connectTimeout, g.timeout)
+	}
+	if g.done.Load() {
+		return gnet.None
+	}
+	max := app.mqtt.binding.MaxConnectBytes
+	bp := readBufPool.Get().(*[]byte)
+	defer readBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := c.tc.Read(buf)
+		if n > 0 {
+			g.buf = append(g.buf, buf[:n]...)
+			size, perr := mqttwire.Peek(g.buf)
+			switch {
+			case errors.Is(perr, mqttwire.ErrIncomplete):
+			case errors.Is(perr, mqttwire.ErrNotConnect):
+				g.refuse(0, mqttwire.NotAuthorized, mqttReasonNotConnect, "", false)
+				return gnet.None
+			case perr != nil:
+				g.refuse(0, mqttwire.NotAuthorized, mqttReasonMalformed, "", false)
+				return gnet.None
+			case size > max:
+				// MQTT 5 has a code for it; 3.1.1 devices are just closed.
+				v, _ := mqttwire.PeekVersion(g.buf)
+				g.refuse(v, mqttwire.PacketTooLarge, mqttReasonTooLarge,
+					fmt.Sprintf("CONNECT of %d bytes is larger than %d", size, max), v == mqttwire.V5)
+				return gnet.None
+			case len(g.buf) >= size:
+				g.decide(g.buf[:size], g.buf[size:])
+				return gnet.None
+			}
+		}
+		if errors.Is(err, tlsengine.ErrWouldBlock) {
+			return gnet.None
+		}
+		if err != nil {
+			g.refuse(0, mqttwire.NotAuthorized, mqttReasonClosed, "", false)
+			return gnet.None
+		}
+	}
+}
+
+// timeout fires handshake_timeout after the handshake's end: a device that
+// has not sent its whole CONNECT by then is closed.
+func (g *mqttGate) timeout() {
+	_ = g.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if !g.done.Load() {
+			g.refuse(0, mqttwire.NotAuthorized, mqttReasonTimeout, "", false)
+		}
+		return nil
+	}))
+}
+
+// closed is called from the device's OnClose: the gate decides nothing more.
+func (g *mqttGate) closed() {
+	if g.done.CompareAndSwap(false, true) {
+		g.timer.Stop()
+		g.buf = nil
+	}
+}
+
+// decide judges a complete CONNECT (pkt) on the loop; rest is what the
+// device sent after it.
+func (g *mqttGate) decide(pkt, rest []byte) {
+	c, app := g.c, g.app
+	cn, err := mqttwire.ParseConnect(pkt)
+	var uv *mqttwire.UnsupportedVersionError
+	switch {
+	case errors.As(err, &uv):
+		g.refuse(uv.Level, mqttwire.UnsupportedVersion, mqttReasonVersion,
+			fmt.Sprintf("protocol level %d: MQTT 3.1.1 (4) and 5.0 (5) are served", uv.Level), true)
+		return
+	case err != nil:
+		g.refuse(0, mqttwire.NotAuthorized, mqttReasonMalformed, "", false)
+		return
+	}
+	v := c.tc.Verdict()
+	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now()}}
+	adm.decision = app.policy.Evaluate(&adm.input)
+	set := app.mqtt
+	deny := func(r mqttwire.Refusal, reason, detail string) {
+		g.refuseConnect(cn, r, reason, detail, adm.decision.Policy)
+	}
+	switch {
+	case !adm.decision.Allowed:
+		deny(mqttwire.NotAuthorized, adm.decision.Reason, adm.decision.Reason)
+		return
+	case set.needsCertificate() && !v.OK():
+		deny(mqttwire.NotAuthorized, mqttReasonNeedsCert, "a valid client certificate is required: "+v.Kind.String())
+		return
+	case set.binding.Password == configs.MQTTToken && !adm.decision.Mint:
+		deny(mqttwire.NotAuthorized, mqttReasonNoIdentity, "policy "+adm.decision.Policy+" passes no identity")
+		return
+	}
+	commonName := v.Identity.CommonName
+	if want, bound := set.binding.ExpectedClientID(commonName); bound {
+		switch id := cn.ClientID(); {
+		case id == "":
+			cn.SetClientID(want) // as a broker assigns one
+		case id != want:
+			deny(mqttwire.BadClientID, mqttReasonClientID, fmt.Sprintf("client identifier must be %q", want))
+			return
+		}
+	}
+	if set.binding.Username == configs.MQTTCommonName {
+		cn.SetUsername(commonName)
+	}
+	g.done.Store(true)
+	g.timer.Stop()
+	g.buf = nil
+	mr := &mqttRelay{connect: cn, rest: append([]byte(nil), rest...), token: set.binding.Password == configs.MQTTToken}
+	// A device that pings on time is never cut as idle.
+	idle := app.tcp.idleTimeout
+	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
+		idle = ka
+	}
+	c.beginRelay(app, adm, mr, idle)
+}
+
+// connectBytes is what the broker receives after the PROXY header: the
+// CONNECT (with the token when asked for) and what the device sent after it.
+// It runs on the relay's dial worker.
+func (m *mqttRelay) connectBytes(r *relay) ([]byte, error) {
+	if m.token {
+		tok, err := r.mint()
+		if err != nil {
+			return nil, err
+		}
+		m.connect.SetToken(tok)
+	}
+	b, err := m.connect.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return append(b[:len(b):len(b)], m.rest...), nil
+}
+
+// originDown answers the device with "server unavailable" (on the loop,
+// before its connection closes).
+func (m *mqttRelay) originDown(r *relay) {
+	if r.devDone {
+		return
+	}
+	v := m.connect.Version()
+	if b := mqttwire.Connack(v, mqttwire.ServerUnavailable, "the broker cannot be reached"); b != nil {
+		_, _ = r.c.tc.Write(b)
+	}
+	r.srv.metrics.mqttRefused(r.app.name, mqttReasonOriginDown)
+	logMQTTRefusal(r.c, r.app, mqttReasonOriginDown, r.adm.decision.Policy, m.connect)
+}
+
+// refuseConnect refuses a decoded CONNECT.
+func (g *mqttGate) refuseConnect(cn *mqttwire.Connect, r mqttwire.Refusal, reason, detail, pol string) {
+	g.finish()
+	if b := mqttwire.Connack(cn.Version(), r, detail); b != nil {
+		_, _ = g.c.tc.Write(b)
+	}
+	g.c.srv.metrics.mqttRefused(g.app.name, reason)
+	logMQTTRefusal(g.c, g.app, reason, pol, cn)
+	g.c.shutdown()
+}
+
+// refuse closes a connection whose CONNECT could not be decoded; with
+// connack, the device first gets a CONNACK for version with r and detail.
+func (g *mqttGate) refuse(version byte, r mqttwire.Refusal, reason, detail string, connack bool) {
+	g.finish()
+	if connack {
+		if b := mqttwire.Connack(version, r, detail); b != nil {
+			_, _ = g.c.tc.Write(b)
+		}
+	}
+	g.c.srv.metrics.mqttRefused(g.app.name, reason)
+	logMQTTRefusal(g.c, g.app, reason, "", nil)
+	g.c.shutdown()
+}
+
+func (g *mqttGate) finish() {
+	g.done.Store(true)
+	g.timer.Stop()
+	g.buf = nil
+}
+
+// logMQTTRefusal writes the access-log line of a refused device.
+func logMQTTRefusal(c *conn, app *application, reason, pol string, cn *mqttwire.Connect) {
+	v := c.tc.Verdict()
+	attrs := []slog.Attr{
+		slog.String("app", app.name),
+		slog.String("client", c.remoteIP),
+		slog.String("verdict", v.Kind.String()),
+		slog.String("reason", reason),
+		slog.String("policy", pol),
+	}
+	if cn != nil {
+		attrs = append(attrs, slog.Int("mqtt_version", int(cn.Version())), slog.String("client_id", cn.ClientID()))
+	}
+	if v.Presented() {
+		attrs = append(attrs, slog.String("cn", v.Identity.CommonName), slog.String("sha256", v.Identity.SHA256))
+	}
+	c.srv.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "mqtt connection refused", attrs...)
+}
