@@ -252,7 +252,7 @@ func checkPatternFrom(r io.Reader, off, n int64) (int64, error) {
 
 func TestMaxResponseBytes(t *testing.T) {
 	o := startFaultOrigin(t)
-	v := newHarness(t, func(p *cfgParams) { p.Origin = o.URL }).variant(t, `max_response_bytes = "1MiB"`)
+	v := newHarness(t, func(p *cfgParams) { p.Origin = o.URL }).variantWith(t, func(c *fileConfig) { c.Gateway.MaxResponseBytes = "1MiB" })
 	cl := v.client(v.pki.sensor1)
 	tests := []struct {
 		name, path string

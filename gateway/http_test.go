@@ -219,12 +219,12 @@ func TestSlowSteadyUpload(t *testing.T) {
 // served, not cut off as inbound_overflow.
 func TestRaisedBodyLimitRightAfterHandshake(t *testing.T) {
 	h := newHarness(t)
-	np := h.params
-	np.MaxBodyBytes = "2MiB"
+	cfg := h.config()
+	cfg.Gateway.MaxBodyBytes = "2MiB"
 	// The origin echoes a megabyte as JSON: under the race detector on a
 	// busy machine that takes longer than the harness's 1 s.
-	np.OriginTimeout = "20s"
-	h.writeConfig(np)
+	cfg.Gateway.OriginTimeout = "20s"
+	h.write(cfg)
 	if err := h.srv.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
@@ -264,9 +264,9 @@ func TestMaxConnectionAgeReload(t *testing.T) {
 	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.Close {
 		t.Fatalf("before: %d, close %v", r.StatusCode, r.Close)
 	}
-	np := h.params
-	np.MaxConnectionAge = "200ms"
-	h.writeConfig(np)
+	cfg := h.config()
+	cfg.Gateway.MaxConnectionAge = "200ms"
+	h.write(cfg)
 	if err := h.srv.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}

@@ -77,6 +77,10 @@ func TestReload(t *testing.T) {
 		t.Fatalf("device of the second CA before the reload: %d, want 403", s)
 	}
 
+	missing := h.config() // every server certificate file is missing
+	for i := range missing.Applications {
+		missing.Applications[i].TLSCertFile = "missing.pem"
+	}
 	bad := []struct {
 		name string
 		data string
@@ -84,7 +88,7 @@ func TestReload(t *testing.T) {
 	}{
 		{"not TOML", "[gateway\nlisten = ", "fleetgate.toml"},
 		{"unknown key and bad values", "[gateway]\nlisten = \"" + h.addr + "\"\nlisen = 1\nmax_body_bytes = \"lots\"\n", "fleetgate.toml:3"},
-		{"missing files", strings.ReplaceAll(renderConfig(t, h.params), "server.pem", "missing.pem"), "missing.pem"},
+		{"missing files", string(marshalConfig(t, missing)), "missing.pem"},
 	}
 	// refusals returns the log lines of refused reloads, oldest first: each
 	// subtest must add exactly one (an earlier subtest's line must not do).
@@ -125,9 +129,9 @@ func TestReload(t *testing.T) {
 	}
 
 	t.Run("accepted: new CA", func(t *testing.T) {
-		np := h.params
-		np.FleetOnApp, np.SecondCA = false, true // app.fleet.test now trusts only the second CA
-		h.writeConfig(np)
+		cfg := h.config()
+		cfg.trustOnlySecondCA()
+		h.write(cfg)
 		if err := h.srv.Reload(); err != nil {
 			t.Fatalf("Reload: %v", err)
 		}
@@ -144,15 +148,6 @@ func TestReload(t *testing.T) {
 			t.Fatalf("iot after the reload: %d", s)
 		}
 	})
-}
-
-func renderConfig(t testing.TB, p cfgParams) string {
-	t.Helper()
-	var b strings.Builder
-	if err := cfgTemplate.Execute(&b, p); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
 }
 
 func TestGracefulDrain(t *testing.T) {
@@ -333,9 +328,9 @@ func TestAccessLog(t *testing.T) {
 // from the running value; the rest of the file applies.
 func TestReloadNamesRestartOnlySettings(t *testing.T) {
 	h := newHarness(t)
-	np := h.params
-	np.HandshakeTimeout = "7s"
-	h.writeConfig(np)
+	cfg := h.config()
+	cfg.Gateway.HandshakeTimeout = "7s"
+	h.write(cfg)
 	for i := 1; i <= 2; i++ {
 		if err := h.srv.Reload(); err != nil {
 			t.Fatalf("Reload: %v", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
@@ -311,23 +312,41 @@ func TestMetricsExpiry(t *testing.T) {
 	}
 }
 
-// variant starts a second gateway on h's files, with extra keys in its
-// [gateway] table, and returns a harness for it (same PKI and origin).
+// variantWith starts a second gateway on h's files, with h's configuration
+// changed by edit and a listen address of its own, and returns a harness for
+// it (same PKI and origin).
+func (h *harness) variantWith(t *testing.T, edit func(*fileConfig)) *harness {
+	t.Helper()
+	cfg := h.config()
+	listen := testkit.FreePort(t)
+	cfg.Gateway.Listen = listen
+	if edit != nil {
+		edit(&cfg)
+	}
+	return h.startVariant(t, listen, marshalConfig(t, cfg))
+}
+
+// variant is variantWith for keys added as raw TOML to the [gateway] table.
+// For nothing new: it is kept only for tests written before the file was a
+// Go value; use variantWith.
 func (h *harness) variant(t *testing.T, gatewayKeys string) *harness {
 	t.Helper()
-	b, err := os.ReadFile(h.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Replace(string(b), `listen = "`+h.addr+`"`, `listen = "`+listen+`"`+"\n"+gatewayKeys, 1)
+	cfg := h.config()
+	listen := testkit.FreePort(t)
+	cfg.Gateway.Listen = listen
+	text := strings.Replace(string(marshalConfig(t, cfg)), "[gateway]\n", "[gateway]\n"+gatewayKeys+"\n", 1)
+	return h.startVariant(t, listen, []byte(text))
+}
+
+// startVariant starts a gateway on the file text (written beside h's) that
+// listens on listen.
+func (h *harness) startVariant(t *testing.T, listen string, text []byte) *harness {
+	t.Helper()
+	var err error
 	v := &harness{t: t, pki: h.pki, dir: h.dir, cfgPath: filepath.Join(h.dir, "variant.toml"),
 		params: h.params, origin: h.origin, addr: listen, logs: &syncBuffer{}, runErr: make(chan error, 1)}
 	v.params.Listen = listen
-	v.writeFile("variant.toml", []byte(text))
+	v.writeFile("variant.toml", text)
 	logger := slog.New(slog.NewJSONHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	v.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(v.cfgPath) }, Logger: logger})
 	if err != nil {
@@ -372,7 +391,9 @@ func isTimeout(err error) bool {
 // TestMetricsConnectionRefusals provokes shedding (handshake queue full)
 // and max_connections, with a queue of one handshake and two connections.
 func TestMetricsConnectionRefusals(t *testing.T) {
-	v := newHarness(t).variant(t, "handshake_queue = 1\nmax_connections = 2")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) {
+		c.Gateway.HandshakeQueue, c.Gateway.MaxConnections = 1, 2
+	})
 
 	// D: a completed handshake, kept open (one connection, no handshake).
 	d := v.dial(t, hApp, v.pki.sensor1) // app keeps connections alive (iot closes them)
@@ -423,9 +444,9 @@ func TestMetricsReload(t *testing.T) {
 	}
 	expectMetrics(t, h, []want{w("fleetgate_token_cache_hits_total", 1), w("fleetgate_token_cache_misses_total", 1)})
 
-	p := h.params
-	p.SecondCA = true
-	h.writeConfig(p)
+	cfg := h.config()
+	cfg.ClientCAs = append(cfg.ClientCAs, secondFleetCA())
+	h.write(cfg)
 	if err := h.srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -466,9 +487,9 @@ func TestExpiryWarningsLogged(t *testing.T) {
 	opts.NotAfter = time.Now().Add(10 * 24 * time.Hour)
 	root := pki.MustRoot(opts)
 	h.writeFile("ca2-chain.pem", root.CertPEM())
-	p := h.params
-	p.SecondCA = true
-	h.writeConfig(p)
+	cfg := h.config()
+	cfg.ClientCAs = append(cfg.ClientCAs, secondFleetCA())
+	h.write(cfg)
 
 	warned := func(logs string) bool {
 		for _, line := range strings.Split(logs, "\n") {
@@ -609,17 +630,10 @@ func TestReadyz(t *testing.T) {
 // listen address and returns its path.
 func (h *harness) variantConfig(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(h.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(h.dir, "variant-"+strings.ReplaceAll(listen, ":", "-")+".toml")
-	text := strings.Replace(string(b), `listen = "`+h.addr+`"`, `listen = "`+listen+`"`, 1)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+	cfg := h.config()
+	cfg.Gateway.Listen = testkit.FreePort(t)
+	path := filepath.Join(h.dir, "variant-"+strings.ReplaceAll(cfg.Gateway.Listen, ":", "-")+".toml")
+	if err := os.WriteFile(path, marshalConfig(t, cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -629,11 +643,9 @@ func (h *harness) variantConfig(t *testing.T) string {
 // the gateway counts nothing.
 func TestNoAdminNoMetrics(t *testing.T) {
 	h := newHarness(t)
-	b, err := os.ReadFile(h.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.writeFile("noadmin.toml", []byte(strings.Replace(string(b), `admin_listen = "127.0.0.1:0"`, `admin_listen = ""`, 1)))
+	cfg := h.config()
+	cfg.Gateway.AdminListen = "" // no admin listener
+	h.writeFile("noadmin.toml", marshalConfig(t, cfg))
 	s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(filepath.Join(h.dir, "noadmin.toml")) }})
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,9 @@ func refusedFast(t *testing.T, h *harness) time.Duration {
 // The excess is refused at once and counted as shed; the stalled
 // connections, admitted, then complete their handshakes and are served.
 func TestHandshakeOverloadSheds(t *testing.T) {
-	v := newHarness(t).variant(t, "handshake_queue = 4\nhandshake_workers = 1")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) {
+		c.Gateway.HandshakeQueue, c.Gateway.HandshakeWorkers = 4, 1
+	})
 	const capacity = 4
 	type held struct {
 		raw    net.Conn
@@ -99,7 +101,9 @@ func TestHandshakeOverloadSheds(t *testing.T) {
 // the accounting does not: every device is either served or refused at
 // once, and the refusals are exactly the sheds counted.
 func TestHandshakeBurstAccounting(t *testing.T) {
-	v := newHarness(t).variant(t, "handshake_queue = 4\nhandshake_workers = 1")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) {
+		c.Gateway.HandshakeQueue, c.Gateway.HandshakeWorkers = 4, 1
+	})
 	const devices = 12
 	var mu sync.Mutex
 	served, refused := 0, 0
@@ -151,7 +155,7 @@ func TestHandshakeBurstAccounting(t *testing.T) {
 // TestMaxConnectionsKeepsExisting: at max_connections a new connection is
 // refused at once, and the open ones keep being served.
 func TestMaxConnectionsKeepsExisting(t *testing.T) {
-	v := newHarness(t).variant(t, "max_connections = 3")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) { c.Gateway.MaxConnections = 3 })
 	var open []*rawConn
 	for range 3 {
 		c := v.dial(t, hApp, v.pki.sensor1)
@@ -208,7 +212,7 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 		}
 	}
 
-	v := base.variant(t, "max_connections_per_ip = 2")
+	v := base.variantWith(t, func(c *fileConfig) { c.Gateway.MaxConnectionsPerIP = 2 })
 	var mine []*rawConn
 	for range 2 {
 		c, err := dialFrom(v, "127.0.0.1")

@@ -53,9 +53,11 @@ func rsaVariant(t *testing.T) *harness {
 	if err := rsaServer.WriteFiles(filepath.Join(h.dir, "server-rsa.pem"), filepath.Join(h.dir, "server-rsa-key.pem"), p.inter); err != nil {
 		t.Fatal(err)
 	}
-	text := strings.NewReplacer(`"server.pem"`, `"server-rsa.pem"`, `"server-key.pem"`, `"server-rsa-key.pem"`).Replace(renderConfig(t, h.params))
-	h.writeFile("fleetgate.toml", []byte(text)) // variant reads h's file
-	return h.variant(t, "")
+	return h.variantWith(t, func(c *fileConfig) {
+		for i := range c.Applications {
+			c.Applications[i].TLSCertFile, c.Applications[i].TLSKeyFile = "server-rsa.pem", "server-rsa-key.pem"
+		}
+	})
 }
 
 func TestTLSVersions(t *testing.T) {

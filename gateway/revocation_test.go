@@ -123,7 +123,6 @@ func TestRevocationWatchRetriesAfterRefusedReload(t *testing.T) {
 		t.Skip("waits for the CRL watch interval")
 	}
 	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
-	good := renderConfig(t, h.params)
 	h.writeFile("fleetgate.toml", []byte("[gateway\n")) // mid-edit
 	time.Sleep(10 * time.Millisecond)
 	h.writeCRL(h.pki.sensor1)
@@ -131,7 +130,7 @@ func TestRevocationWatchRetriesAfterRefusedReload(t *testing.T) {
 		return strings.Contains(h.logs.String(), "reload refused")
 	})
 	time.Sleep(10 * time.Millisecond)
-	h.writeFile("fleetgate.toml", []byte(good)) // the edit is done; no SIGHUP
+	h.write(h.config()) // the edit is done; no SIGHUP
 	waitFor(t, "the CRL to apply once the file is fixed", 4*crlWatchInterval, func() bool {
 		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
 	})

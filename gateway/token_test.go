@@ -190,9 +190,9 @@ func TestTokenOfRemovedCARefused(t *testing.T) {
 	if r := use(); r.StatusCode != http.StatusOK {
 		t.Fatalf("before the reload: %d: %s", r.StatusCode, r.body)
 	}
-	np := h.params
-	np.FleetOnApp, np.SecondCA = false, true // app.fleet.test now trusts only the second CA
-	h.writeConfig(np)
+	cfg := h.config()
+	cfg.trustOnlySecondCA()
+	h.write(cfg)
 	if err := h.srv.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
