@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // patternPeriod is the period of the fault origin's bodies: byte i is
@@ -143,7 +145,7 @@ func TestOriginClosesMidResponse(t *testing.T) {
 			t.Fatalf("%s: %d bytes received, the origin sent 300000", path, n)
 		}
 	}
-	waitFor(t, "the access-log lines", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the access-log lines", 5*time.Second, func() bool {
 		kinds := 0
 		for _, l := range h.accessLines(t) {
 			if l["origin_error"] == "truncated" {
@@ -288,7 +290,7 @@ func TestMaxResponseBytes(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "the access-log lines", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the access-log lines", 5*time.Second, func() bool {
 		n := 0
 		for _, l := range v.accessLines(t) {
 			if l["origin_error"] == "response_too_large" {
@@ -472,7 +474,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "some requests under load", 10*time.Second, func() bool { return l.ok.Load() >= 5 })
+	testkit.WaitFor(t, "some requests under load", 10*time.Second, func() bool { return l.ok.Load() >= 5 })
 
 	h.stopped = true // this test shuts the gateway down itself
 	shutdown := make(chan error, 1)
@@ -481,7 +483,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 		defer cancel()
 		shutdown <- h.srv.Shutdown(ctx)
 	}()
-	waitFor(t, "the drain to start", 5*time.Second, func() bool { return !h.srv.Ready() })
+	testkit.WaitFor(t, "the drain to start", 5*time.Second, func() bool { return !h.srv.Ready() })
 	time.Sleep(200 * time.Millisecond) // the held requests are still waiting
 	select {
 	case err := <-shutdown:

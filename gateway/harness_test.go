@@ -7,7 +7,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // The application domains the harness configures.
@@ -423,24 +423,6 @@ func (o *origin) waitArrived(t testing.TB) string {
 	}
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness is one running gateway with its origin and configuration file.
 type harness struct {
 	t       testing.TB
@@ -451,7 +433,7 @@ type harness struct {
 	origin  *origin
 	srv     *Server
 	addr    string
-	logs    *syncBuffer // diagnostics and access log, JSON lines
+	logs    *testkit.Buffer // diagnostics and access log, JSON lines
 	runErr  chan error
 	stopped bool
 }
@@ -461,16 +443,10 @@ type harness struct {
 func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	t.Helper()
 	p := sharedPKI()
-	h := &harness{t: t, pki: p, dir: t.TempDir(), logs: &syncBuffer{}, runErr: make(chan error, 1)}
+	h := &harness{t: t, pki: p, dir: t.TempDir(), logs: &testkit.Buffer{}, runErr: make(chan error, 1)}
 	h.origin = startOrigin(t)
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	down, err := FreePort() // free a moment ago: nobody listens there
-	if err != nil {
-		t.Fatal(err)
-	}
+	listen := testkit.FreePort(t)
+	down := testkit.FreePort(t) // free a moment ago: nobody listens there
 	h.params = cfgParams{Listen: listen, Origin: h.origin.srv.URL, DownOrigin: "http://" + down,
 		OriginTimeout: "1s", DrainTimeout: "5s", FleetOnApp: true}
 	for _, m := range mod {
@@ -494,6 +470,7 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	// The port was free a moment ago, but with other test binaries running
 	// an outgoing connection may take it meanwhile: then pick another.
 	for attempt := 1; ; attempt++ {
+		var err error
 		h.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
 			Logger: logger, Now: h.params.Now})
 		if err != nil {
@@ -504,9 +481,7 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 		case <-h.srv.Booted():
 		case err := <-h.runErr:
 			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
-				if h.params.Listen, err = FreePort(); err != nil {
-					t.Fatal(err)
-				}
+				h.params.Listen = testkit.FreePort(t)
 				h.addr = h.params.Listen
 				h.write(h.config())
 				continue
@@ -797,16 +772,4 @@ func (h *harness) accessLines(t testing.TB) []map[string]any {
 		}
 	}
 	return out
-}
-
-// waitFor polls cond until it holds or the time is up.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 func adminGet(t testing.TB, h *harness, path string) (int, string) {
@@ -169,7 +170,7 @@ func TestGracefulDrain(t *testing.T) {
 		defer cancel()
 		shutdown <- h.srv.Shutdown(ctx)
 	}()
-	waitFor(t, "/readyz to answer 503", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "/readyz to answer 503", 5*time.Second, func() bool {
 		s, _ := adminGet(t, h, "/readyz")
 		return s == http.StatusServiceUnavailable
 	})
@@ -265,7 +266,7 @@ func TestAccessLog(t *testing.T) {
 	assertion := noDur.echo(t).Headers.Get("Cf-Access-Jwt-Assertion")
 
 	var lines []map[string]any // each is written once its response is out
-	waitFor(t, "four access-log lines", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "four access-log lines", 5*time.Second, func() bool {
 		lines = h.accessLines(t)
 		return len(lines) >= 4
 	})
@@ -335,7 +336,7 @@ func TestReloadNamesRestartOnlySettings(t *testing.T) {
 		if err := h.srv.Reload(); err != nil {
 			t.Fatalf("Reload: %v", err)
 		}
-		if n := strings.Count(h.logs.String(), "need a restart"); n != i {
+		if n := h.logs.Count("need a restart"); n != i {
 			t.Fatalf("after reload %d: %d restart warnings, want %d\n%s", i, n, i, h.logs.String())
 		}
 	}

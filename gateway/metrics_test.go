@@ -344,7 +344,7 @@ func (h *harness) startVariant(t *testing.T, listen string, text []byte) *harnes
 	t.Helper()
 	var err error
 	v := &harness{t: t, pki: h.pki, dir: h.dir, cfgPath: filepath.Join(h.dir, "variant.toml"),
-		params: h.params, origin: h.origin, addr: listen, logs: &syncBuffer{}, runErr: make(chan error, 1)}
+		params: h.params, origin: h.origin, addr: listen, logs: &testkit.Buffer{}, runErr: make(chan error, 1)}
 	v.params.Listen = listen
 	v.writeFile("variant.toml", text)
 	logger := slog.New(slog.NewJSONHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -413,7 +413,7 @@ func TestMetricsConnectionRefusals(t *testing.T) {
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "max_connections")})
 
 	_ = d.c.Close() // back to one connection: the next one gets past max_connections…
-	waitFor(t, "the keep-alive connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 1 })
+	testkit.WaitFor(t, "the keep-alive connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 1 })
 	refused(t, v.addr) // …and finds the handshake queue full
 	s := expectMetrics(t, v, []want{
 		w("fleetgate_connections_refused_total", 1, "reason", "shed"),
@@ -515,7 +515,7 @@ func TestExpiryWarningsLogged(t *testing.T) {
 		}
 	})
 	t.Run("start", func(t *testing.T) {
-		logs := &syncBuffer{}
+		logs := &testkit.Buffer{}
 		_, err := New(Options{
 			Load:   func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
 			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
@@ -575,7 +575,7 @@ func TestReadyz(t *testing.T) {
 			defer cancel()
 			done <- s.Shutdown(ctx)
 		}()
-		waitFor(t, "draining", 5*time.Second, s.draining.Load)
+		testkit.WaitFor(t, "draining", 5*time.Second, s.draining.Load)
 		run := make(chan error, 1)
 		go func() { run <- s.Run() }()
 		<-s.Booted()
@@ -607,7 +607,7 @@ func TestReadyz(t *testing.T) {
 		defer cancel()
 		shutdown <- h.srv.Shutdown(ctx)
 	}()
-	waitFor(t, "/readyz to answer 503", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "/readyz to answer 503", 5*time.Second, func() bool {
 		code, body := readyz(h.srv.AdminAddr())
 		return code == 503 && body == "not ready: draining"
 	})

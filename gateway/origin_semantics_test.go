@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // startRawOrigin answers every request with answer(path), as raw bytes,
@@ -83,7 +84,7 @@ func TestHeadRefusalLogsNoBody(t *testing.T) {
 	}
 	// The line is written just after the answer: wait for it.
 	var line map[string]any
-	waitFor(t, "the HEAD's access log line", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the HEAD's access log line", 5*time.Second, func() bool {
 		for _, l := range h.accessLines(t) {
 			if l["method"] == "HEAD" {
 				line = l
@@ -175,7 +176,7 @@ func TestBodyRefusalLoggedBeforePolicies(t *testing.T) {
 		t.Fatalf("status %d, want 413", r.StatusCode)
 	}
 	var line map[string]any
-	waitFor(t, "the access log line", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the access log line", 5*time.Second, func() bool {
 		for _, l := range h.accessLines(t) {
 			if l["status"] == float64(413) {
 				line = l

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // refusedFast dials addr and expects the gateway to close the connection
@@ -58,7 +60,7 @@ func TestHandshakeOverloadSheds(t *testing.T) {
 		t.Cleanup(func() { raw.Close() })
 		admitted = append(admitted, held{raw, time.Now()})
 	}
-	waitFor(t, "the handshake queue to fill", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the handshake queue to fill", 5*time.Second, func() bool {
 		return v.srv.engine.Stats().InFlight == capacity
 	})
 
@@ -175,7 +177,7 @@ func TestMaxConnectionsKeepsExisting(t *testing.T) {
 	}
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 2, "reason", "max_connections")})
 	_ = open[0].c.Close()
-	waitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
+	testkit.WaitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
 	c := v.dial(t, hApp, v.pki.sensor1)
 	c.send(request("GET", hApp, "/room"))
 	if r := c.read("GET"); r.StatusCode != 200 {
@@ -236,7 +238,7 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 	}
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "max_connections_per_ip")})
 	_ = mine[0].c.Close()
-	waitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
+	testkit.WaitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
 	if _, err := dialFrom(v, "127.0.0.1"); err != nil {
 		t.Fatalf("after a close, 127.0.0.1 is still refused: %v", err)
 	}

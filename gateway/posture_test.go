@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // postureDial completes a handshake with conf (SNI app.fleet.test, device
@@ -315,7 +316,7 @@ func TestRenegotiationRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testkit.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -330,7 +331,7 @@ func TestRenegotiationRefused(t *testing.T) {
 		_ = cmd.Process.Kill()
 		<-done
 	})
-	waitFor(t, "the openssl handshake", 10*time.Second, func() bool { return strings.Contains(out.String(), "Verify return code") })
+	testkit.WaitFor(t, "the openssl handshake", 10*time.Second, func() bool { return strings.Contains(out.String(), "Verify return code") })
 	if !strings.Contains(out.String(), "Secure Renegotiation IS supported") {
 		t.Logf("openssl reports no secure renegotiation support:\n%s", out.String())
 	}

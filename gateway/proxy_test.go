@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 func TestOriginHeaders(t *testing.T) {
@@ -155,7 +157,7 @@ func TestOriginFailures(t *testing.T) {
 				t.Errorf("the 502 body leaks the origin address: %q", r.body)
 			}
 			var line map[string]any // written once the response is out: wait for it
-			waitFor(t, "the access-log line", 5*time.Second, func() bool {
+			testkit.WaitFor(t, "the access-log line", 5*time.Second, func() bool {
 				for _, l := range h.accessLines(t) {
 					if l["host"] == tc.domain && l["path"] == tc.path && l["method"] == tc.method && l["status"] == float64(502) {
 						line = l

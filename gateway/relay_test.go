@@ -174,7 +174,7 @@ func (f *tcpFixture) dialTCP(t testing.TB, sni string, dev *device) (*tls.Conn, 
 func (f *tcpFixture) closeLine(t testing.TB, app, reason string) map[string]any {
 	t.Helper()
 	var line map[string]any
-	waitFor(t, "the close line of "+app+" ("+reason+")", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "the close line of "+app+" ("+reason+")", 10*time.Second, func() bool {
 		for _, l := range f.logLines(t) {
 			if l["msg"] == "tcp connection closed" && l["app"] == app && l["reason"] == reason {
 				line = l
@@ -319,7 +319,7 @@ func TestTCPRefusedInHandshake(t *testing.T) {
 			if tc.reason == "" {
 				return
 			}
-			waitFor(t, "the refusal line", 5*time.Second, func() bool {
+			testkit.WaitFor(t, "the refusal line", 5*time.Second, func() bool {
 				for _, l := range f.logLines(t) {
 					if r, _ := l["reason"].(string); l["msg"] == "tcp connection refused" && l["app"] == "tcp-echo" && strings.Contains(r, tc.reason) {
 						return true

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // writeCRL writes fleet.crl, signed by the fleet intermediate, revoking the
@@ -107,7 +108,7 @@ func TestRevocationFileWatch(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond) // a distinct modification time
 	h.writeCRL(h.pki.sensor1)
-	waitFor(t, "the watched CRL to revoke sensor-0001", 4*crlWatchInterval, func() bool {
+	testkit.WaitFor(t, "the watched CRL to revoke sensor-0001", 4*crlWatchInterval, func() bool {
 		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
 	})
 	if r := h.get(t, h.client(h.pki.sensor2), href(hApp, "/")); r.StatusCode != http.StatusOK {
@@ -126,12 +127,12 @@ func TestRevocationWatchRetriesAfterRefusedReload(t *testing.T) {
 	h.writeFile("fleetgate.toml", []byte("[gateway\n")) // mid-edit
 	time.Sleep(10 * time.Millisecond)
 	h.writeCRL(h.pki.sensor1)
-	waitFor(t, "the refused reload", 4*crlWatchInterval, func() bool {
+	testkit.WaitFor(t, "the refused reload", 4*crlWatchInterval, func() bool {
 		return strings.Contains(h.logs.String(), "reload refused")
 	})
 	time.Sleep(10 * time.Millisecond)
 	h.write(h.config()) // the edit is done; no SIGHUP
-	waitFor(t, "the CRL to apply once the file is fixed", 4*crlWatchInterval, func() bool {
+	testkit.WaitFor(t, "the CRL to apply once the file is fixed", 4*crlWatchInterval, func() bool {
 		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
 	})
 }
