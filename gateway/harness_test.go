@@ -1,9 +1,11 @@
 package gateway
 
 // The end-to-end harness of the gateway's tests: a PKI generated at run time,
-// a TOML configuration written to a temporary folder, an echo origin (plus a
-// held and an unreachable variant), a running Server on loopback, and client
-// helpers (Go's net/http and crypto/tls, raw bytes over TLS, curl).
+// the TOML configuration as a Go value (fileConfig) written to a temporary
+// folder, an echo origin (plus a held and an unreachable variant), a running
+// Server on loopback (and variants of it on the same files), and client
+// helpers (Go's net/http and crypto/tls, raw bytes over TLS). Polling, log
+// buffers and free ports come from internal/testkit.
 
 import (
 	"bufio"
@@ -772,4 +774,117 @@ func (h *harness) accessLines(t testing.TB) []map[string]any {
 		}
 	}
 	return out
+}
+
+// writeCRL writes fleet.crl, signed by the fleet intermediate, revoking the
+// given devices. Each call moves thisUpdate forward so the file changes.
+func (h *harness) writeCRL(revoked ...*device) {
+	h.t.Helper()
+	h.writeCRLUntil(time.Now().Add(24*time.Hour), revoked...)
+}
+
+// writeCRLUntil is writeCRL with the list's nextUpdate.
+func (h *harness) writeCRLUntil(nextUpdate time.Time, revoked ...*device) {
+	h.t.Helper()
+	certs := make([]*pki.Cert, 0, len(revoked))
+	for _, d := range revoked {
+		certs = append(certs, d.cert)
+	}
+	now := time.Now()
+	der := h.pki.inter.MustCRL(pki.Serials(certs...), now.Add(-time.Minute), nextUpdate)
+	path := filepath.Join(h.dir, "fleet.crl")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, pki.CRLPEM(der), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil { // atomically, as operators are told to
+		h.t.Fatal(err)
+	}
+}
+
+// variantWith starts a second gateway on h's files, with h's configuration
+// changed by edit and a listen address of its own, and returns a harness for
+// it (same PKI and origin).
+func (h *harness) variantWith(t *testing.T, edit func(*fileConfig)) *harness {
+	t.Helper()
+	cfg := h.config()
+	listen := testkit.FreePort(t)
+	cfg.Gateway.Listen = listen
+	if edit != nil {
+		edit(&cfg)
+	}
+	return h.startVariant(t, listen, marshalConfig(t, cfg))
+}
+
+// variant is variantWith for keys added as raw TOML to the [gateway] table.
+// For nothing new: it is kept only for tests written before the file was a
+// Go value; use variantWith.
+func (h *harness) variant(t *testing.T, gatewayKeys string) *harness {
+	t.Helper()
+	cfg := h.config()
+	listen := testkit.FreePort(t)
+	cfg.Gateway.Listen = listen
+	text := strings.Replace(string(marshalConfig(t, cfg)), "[gateway]\n", "[gateway]\n"+gatewayKeys+"\n", 1)
+	return h.startVariant(t, listen, []byte(text))
+}
+
+// startVariant starts a gateway on the file text (written beside h's) that
+// listens on listen.
+func (h *harness) startVariant(t *testing.T, listen string, text []byte) *harness {
+	t.Helper()
+	var err error
+	v := &harness{t: t, pki: h.pki, dir: h.dir, cfgPath: filepath.Join(h.dir, "variant.toml"),
+		params: h.params, origin: h.origin, addr: listen, logs: &testkit.Buffer{}, runErr: make(chan error, 1)}
+	v.params.Listen = listen
+	v.writeFile("variant.toml", text)
+	logger := slog.New(slog.NewJSONHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	v.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(v.cfgPath) }, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { v.runErr <- v.srv.Run() }()
+	select {
+	case <-v.srv.Booted():
+	case err := <-v.runErr:
+		t.Fatalf("Run returned before boot: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not boot")
+	}
+	t.Cleanup(func() {
+		v.stop()
+		if t.Failed() {
+			t.Logf("variant gateway log:\n%s", v.logs.String())
+		}
+	})
+	return v
+}
+
+// refused dials the gateway and waits for it to close the connection.
+func refused(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return // refused before accept: fine too
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n > 0 || isTimeout(err) {
+		t.Fatalf("the connection was not refused (read %d, %v)", n, err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// rawGet makes one request on a fresh TLS connection (a fresh handshake)
+// and returns the response.
+func (h *harness) rawGet(t testing.TB, sni, host, path string, dev *device, extra ...string) *response {
+	t.Helper()
+	c := h.dial(t, sni, dev)
+	c.send(request("GET", host, path, append(extra, "Connection: close")...))
+	r := c.read("GET")
+	_ = c.c.Close()
+	return r
 }

@@ -1,14 +1,21 @@
 package gateway
 
-// What the gateway forwards, hardened: header names with '_', the whole
-// spoofable families, every Connection header (and never the framing on a
-// Connection header's word), CONNECT and TRACE, the device's User-Agent (or
-// its absence), absolute-form targets, and targets that start with "//".
+// What the gateway forwards to the origin, and how: the forwarding headers,
+// https origins (with their CA), answers relayed as sent, origin failures;
+// and hardened: header names with '_', the whole spoofable families (also
+// in trailers), every Connection header (and never the framing on a
+// Connection header's word), the device's User-Agent (or its absence),
+// absolute-form targets, and targets that start with "//".
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,6 +25,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
@@ -325,62 +334,6 @@ func TestHardeningOriginConnectionEndToEnd(t *testing.T) {
 	}
 }
 
-// TestHardeningRefusedMethods (finding 4): CONNECT and TRACE are refused
-// before anything is forwarded.
-func TestHardeningRefusedMethods(t *testing.T) {
-	for _, tc := range []struct {
-		raw     string
-		refused bool
-	}{
-		{"CONNECT app.fleet.test:443 HTTP/1.1\r\nHost: app.fleet.test:443\r\n\r\n", true},
-		{"TRACE / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", true},
-		{"trace / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", true},
-		{"Connect / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", true},
-		{"GET / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
-		{"OPTIONS * HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
-		{"TRACK / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
-		{"PROPFIND / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
-	} {
-		req := readRequest(t, tc.raw)
-		if got := refusedMethod(req); got != tc.refused {
-			t.Errorf("%q: refusedMethod = %v", tc.raw, got)
-		}
-		if why := framingError(req); (why != "") != tc.refused {
-			t.Errorf("%q: framingError = %q", tc.raw, why)
-		}
-	}
-	x := &exchange{resp: &fasthttp.Response{}}
-	x.refuseMethod()
-	if x.resp.StatusCode() != fasthttp.StatusMethodNotAllowed || !x.unread || len(x.resp.Header.Peek("Allow")) == 0 {
-		t.Errorf("refuseMethod: status %d, close %v, Allow %q", x.resp.StatusCode(), x.unread, x.resp.Header.Peek("Allow"))
-	}
-}
-
-// TestHardeningRefusedMethodsEndToEnd: over the wire, CONNECT and TRACE
-// get 405 with an Allow header, the connection closes, and neither reaches
-// the origin.
-func TestHardeningRefusedMethodsEndToEnd(t *testing.T) {
-	o := startCountingOrigin(t)
-	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
-	for _, raw := range []string{
-		"CONNECT " + hApp + ":443 HTTP/1.1\r\nHost: " + hApp + ":443\r\n\r\n",
-		"TRACE / HTTP/1.1\r\nHost: " + hApp + "\r\n\r\n",
-	} {
-		c := h.dial(t, hApp, h.pki.sensor1)
-		c.send(raw)
-		r := c.read("GET")
-		if r.StatusCode != http.StatusMethodNotAllowed || r.Header.Get("Allow") == "" {
-			t.Errorf("%q: status %d, Allow %q; want 405 with Allow: %s", raw, r.StatusCode, r.Header.Get("Allow"), r.body)
-		}
-		if !r.Close {
-			t.Errorf("%q: the connection should close", raw)
-		}
-	}
-	if n := o.hits.Load(); n != 0 {
-		t.Errorf("the origin received %d requests", n)
-	}
-}
-
 // TestHardeningUserAgent (finding 5): the device's User-Agent reaches the
 // origin unchanged, and its absence stays an absence.
 func TestHardeningUserAgent(t *testing.T) {
@@ -559,5 +512,325 @@ func TestSessionCookieDroppedInOrder(t *testing.T) {
 			t.Errorf("Cookie %q: the origin gets %q, want %q", tc.in, got, tc.want)
 		}
 		fasthttp.ReleaseRequest(req)
+	}
+}
+
+// startRawOrigin answers every request with answer(path), as raw bytes,
+// and closes the connection after it.
+func startRawOrigin(t *testing.T, answer func(path string) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(answer(req.URL.Path)))
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+func TestOriginAnswersRelayedAsSent(t *testing.T) {
+	origin := startRawOrigin(t, func(path string) string {
+		switch path {
+		case "/switch":
+			return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+		default: // no Content-Type
+			return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+		}
+	})
+	h := newHarness(t, func(p *cfgParams) { p.Origin = origin })
+
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send(request("GET", hApp, "/plain"))
+	r := c.read("GET")
+	if r.StatusCode != http.StatusOK || r.body != "ok" {
+		t.Fatalf("status %d body %q", r.StatusCode, r.body)
+	}
+	if ct, ok := r.Header["Content-Type"]; ok {
+		t.Errorf("the origin sent no Content-Type; the device got %q", ct)
+	}
+
+	c.send(request("GET", hApp, "/switch", "Connection: Upgrade", "Upgrade: websocket"))
+	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("an origin's 101 to a request whose Upgrade it never saw: %d, want 502", r.StatusCode)
+	}
+}
+
+// TestHTTPSOriginWithItsCA: an https origin whose certificate comes from a
+// private CA is reached when origin_ca_file names that CA, and refused
+// (502) when it does not: the origin's certificate is verified.
+func TestHTTPSOriginWithItsCA(t *testing.T) {
+	p := sharedPKI()
+	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "tls origin: "+r.Host+r.URL.RequestURI())
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	h := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
+	c := h.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/x?y=1"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "tls origin: app.fleet.test/x?y=1" {
+		t.Fatalf("https origin with its CA: %d %q", r.StatusCode, r.body)
+	}
+
+	untrusted := newHarness(t, func(c *cfgParams) { c.Origin = srv.URL })
+	c = untrusted.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/"))
+	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("https origin whose CA is not trusted: %d, want 502: %s", r.StatusCode, r.body)
+	}
+}
+
+func TestOriginHeaders(t *testing.T) {
+	h := newHarness(t)
+	p := h.pki
+	spoofed := http.Header{
+		"Cf-Access-Jwt-Assertion":   {"forged.jwt.value"},
+		"X-Forwarded-For":           {"203.0.113.7"},
+		"X-Forwarded-Proto":         {"http"},
+		"X-Forwarded-Host":          {"evil.example"},
+		"Forwarded":                 {"for=203.0.113.7"},
+		"X-Real-Ip":                 {"203.0.113.7"},
+		"Cf-Connecting-Ip":          {"203.0.113.7"},
+		"Cf-Client-Cert-Der-Base64": {"Zm9yZ2Vk"},
+		"Cf-Client-Cert-Sha256":     {strings.Repeat("0", 64)},
+		"Client-Cert":               {":Zm9yZ2Vk:"},
+		"Client-Cert-Chain":         {":Zm9yZ2Vk:"},
+		"Cookie":                    {"theme=dark; CF_Authorization=junk.junk.junk; lang=en"},
+		"X-Device-Model":            {"m1"},
+		"Connection":                {"keep-alive, X-Hop"},
+		"X-Hop":                     {"drop me"},
+	}
+	certHeaders := []string{"Cf-Client-Cert-Der-Base64", "Cf-Client-Cert-Sha256", "Client-Cert"}
+
+	tests := []struct {
+		name    string
+		domain  string
+		forward bool
+	}{
+		{"session app", hApp, false},
+		{"no-duration app", hIoT, false},
+		{"forward_client_cert app", hFwd, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := p.sensor2
+			if tc.domain == hIoT {
+				dev = p.sensor1 // the only device its policy admits
+			}
+			der := base64.StdEncoding.EncodeToString(dev.cert.DER)
+			sum := sha256.Sum256(dev.cert.DER)
+			r := h.do(t, h.client(dev), "POST", href(tc.domain, "/path?q=1"), spoofed, "payload")
+			if r.StatusCode != 200 {
+				t.Fatalf("status %d: %s", r.StatusCode, r.body)
+			}
+			e := r.echo(t)
+			got := e.Headers
+			if e.Method != "POST" || e.Path != "/path?q=1" || e.Body != "payload" || e.Host != tc.domain {
+				t.Errorf("origin saw %s %s host %q body %q", e.Method, e.Path, e.Host, e.Body)
+			}
+			want := map[string]string{
+				"X-Forwarded-For":   "127.0.0.1",
+				"X-Forwarded-Proto": "https",
+				"X-Forwarded-Host":  tc.domain,
+				"Cookie":            "theme=dark; lang=en",
+				"X-Device-Model":    "m1",
+			}
+			for k, v := range want {
+				if vs := got.Values(k); len(vs) != 1 || vs[0] != v {
+					t.Errorf("origin got %s = %q, want %q", k, vs, v)
+				}
+			}
+			for _, k := range []string{"Forwarded", "X-Real-Ip", "Cf-Connecting-Ip", "Client-Cert-Chain", "X-Hop", "Cf-Access-Token"} {
+				if vs := got.Values(k); len(vs) != 0 {
+					t.Errorf("client-sent %s reached the origin: %q", k, vs)
+				}
+			}
+			jwt := got.Values("Cf-Access-Jwt-Assertion")
+			if len(jwt) != 1 || jwt[0] == "forged.jwt.value" || strings.Count(jwt[0], ".") != 2 {
+				t.Errorf("Cf-Access-Jwt-Assertion = %q, want the gateway's token alone", jwt)
+			}
+			if tc.forward {
+				for k, v := range map[string]string{
+					"Cf-Client-Cert-Der-Base64": der,
+					"Cf-Client-Cert-Sha256":     hex.EncodeToString(sum[:]),
+					"Client-Cert":               ":" + der + ":",
+				} {
+					if vs := got.Values(k); len(vs) != 1 || vs[0] != v {
+						t.Errorf("origin got %s = %q, want %.30q…", k, vs, v)
+					}
+				}
+			} else {
+				for _, k := range certHeaders {
+					if vs := got.Values(k); len(vs) != 0 {
+						t.Errorf("client-sent %s reached the origin: %q", k, vs)
+					}
+				}
+			}
+		})
+	}
+
+	t.Run("only the session cookie", func(t *testing.T) {
+		r := h.do(t, h.client(p.sensor2), "GET", href(hApp, "/"), http.Header{"Cookie": {"CF_Authorization=junk"}}, "")
+		if r.StatusCode != 200 {
+			t.Fatalf("status %d: %s", r.StatusCode, r.body)
+		}
+		if vs := r.echo(t).Headers.Values("Cookie"); len(vs) != 0 {
+			t.Errorf("origin got Cookie %q, want none", vs)
+		}
+	})
+
+	t.Run("forward_client_cert with a token and no certificate", func(t *testing.T) {
+		login := h.get(t, h.client(p.sensor2), href(hFwd, "/"))
+		_, ck := sessionCookieOf(t, login)
+		r := h.do(t, h.client(nil), "GET", href(hFwd, "/"), http.Header{
+			"Cookie":      {"CF_Authorization=" + ck.Value},
+			"Client-Cert": {":Zm9yZ2Vk:"},
+		}, "")
+		if r.StatusCode != 200 {
+			t.Fatalf("status %d: %s", r.StatusCode, r.body)
+		}
+		for _, k := range certHeaders {
+			if vs := r.echo(t).Headers.Values(k); len(vs) != 0 {
+				t.Errorf("origin got %s %q without a certificate on the connection", k, vs)
+			}
+		}
+	})
+}
+
+func TestOriginFailures(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		name, domain, path string
+		method             string
+		kind               string // origin_error in the access log
+	}{
+		{"nobody listens", hDown, "/", "GET", "unreachable"},
+		{"nobody listens, POST", hDown, "/", "POST", "unreachable"},
+		{"origin closes without answering", hApp, "/close", "GET", "connection_closed"},
+		{"origin closes without answering, POST", hApp, "/close", "POST", "connection_closed"},
+		{"origin answers garbage", hApp, "/garbage", "GET", "bad_response"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.do(t, h.client(h.pki.sensor1), tc.method, href(tc.domain, tc.path), nil, "x")
+			if r.StatusCode != http.StatusBadGateway {
+				t.Fatalf("status %d, want 502: %s", r.StatusCode, r.body)
+			}
+			if strings.Contains(r.body, "127.0.0.1") {
+				t.Errorf("the 502 body leaks the origin address: %q", r.body)
+			}
+			var line map[string]any // written once the response is out: wait for it
+			testkit.WaitFor(t, "the access-log line", 5*time.Second, func() bool {
+				for _, l := range h.accessLines(t) {
+					if l["host"] == tc.domain && l["path"] == tc.path && l["method"] == tc.method && l["status"] == float64(502) {
+						line = l
+					}
+				}
+				return line != nil
+			})
+			if line["origin_error"] != tc.kind {
+				t.Errorf("origin_error %v, want %q", line["origin_error"], tc.kind)
+			}
+		})
+	}
+	if !strings.Contains(h.logs.String(), `"origin request failed"`) {
+		t.Errorf("no log line names the origin failure")
+	}
+	// Everyone else is served.
+	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != 200 {
+		t.Fatalf("another application: status %d", r.StatusCode)
+	}
+}
+
+// TestCarriesStripped: the shortcut that skips the deletions must see every
+// header originRequest deletes, whatever its case, and only those.
+func TestCarriesStripped(t *testing.T) {
+	parse := func(t *testing.T, headers string) *fasthttp.RequestHeader {
+		t.Helper()
+		var req fasthttp.Request
+		raw := "GET / HTTP/1.1\r\nHost: devices.fleet.test\r\n" + headers + "\r\n"
+		if err := req.Header.Read(bufioReader([]byte(raw))); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		h := &fasthttp.RequestHeader{}
+		req.Header.CopyTo(h)
+		return h
+	}
+	names := append(append([]string{"Expect"}, hopByHopHeaders...), spoofableHeaders...)
+	for _, name := range names {
+		for _, spelled := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			value := "x"
+			if strings.EqualFold(name, "Connection") {
+				value = "close"
+			}
+			h := parse(t, "User-Agent: sensor\r\n"+spelled+": "+value+"\r\n")
+			if !carriesStripped(h) {
+				t.Errorf("%s: not seen", spelled)
+			}
+			var req fasthttp.Request
+			h.CopyTo(&req.Header)
+			originRequest(&req, forwardInfo{ClientIP: "10.0.0.1", Host: "devices.fleet.test"})
+			if got := req.Header.Peek(name); len(got) > 0 && !strings.HasPrefix(name, "X-Forwarded") {
+				t.Errorf("%s: reached the origin as %q", spelled, got)
+			}
+		}
+	}
+	// A header the Connection header nominates is hop-by-hop too.
+	nominated := parse(t, "Connection: X-Secret\r\nX-Secret: 1\r\n")
+	if !carriesStripped(nominated) {
+		t.Error("Connection: X-Secret not seen")
+	}
+	var req fasthttp.Request
+	nominated.CopyTo(&req.Header)
+	originRequest(&req, forwardInfo{ClientIP: "10.0.0.1", Host: "devices.fleet.test"})
+	if got := req.Header.Peek("X-Secret"); len(got) > 0 {
+		t.Errorf("X-Secret, nominated by Connection, reached the origin: %q", got)
+	}
+	ordinary := parse(t, "User-Agent: sensor\r\nAccept: application/json\r\nContent-Type: text/plain\r\nX-Request-Id: 7\r\nCookie: a=b\r\n")
+	if carriesStripped(ordinary) {
+		t.Error("a request with no stripped header is taken for one")
+	}
+}
+
+// TestStrippedFromTrailers: spoofable fields in a chunked body's trailer
+// section, announced or not, never reach the origin. (fasthttp refuses some
+// trailer names itself, X-Forwarded-For among them: those never get here.)
+func TestStrippedFromTrailers(t *testing.T) {
+	for _, announce := range []string{"Trailer: Cf-Connecting-Ip, Cf-Access-Jwt-Assertion\r\n", ""} {
+		raw := "POST /up HTTP/1.1\r\nHost: devices.fleet.test\r\nTransfer-Encoding: chunked\r\n" + announce +
+			"\r\n5\r\nhello\r\n0\r\nCf-Connecting-Ip: 6.6.6.6\r\nCf-Access-Jwt-Assertion: forged\r\n\r\n"
+		var req fasthttp.Request
+		if err := req.Read(bufioReader([]byte(raw))); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		if !carriesStripped(&req.Header) {
+			t.Errorf("announce %q: the trailer fields were not seen", announce)
+		}
+		originRequest(&req, forwardInfo{Token: "minted", ClientIP: "10.0.0.1", Host: "devices.fleet.test"})
+		var out strings.Builder
+		if _, err := req.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "6.6.6.6") || strings.Contains(out.String(), "forged") {
+			t.Errorf("announce %q: a spoofed trailer field reached the origin:\n%s", announce, out.String())
+		}
 	}
 }

@@ -1,61 +1,30 @@
 package gateway
 
-// The admin listener, reload, graceful drain and the access log.
+// The Server's life: reload (accepted, refused, restart-only settings,
+// configuration warnings), graceful drain and its timeout, and reloads and
+// a shutdown under load.
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
-
-func adminGet(t testing.TB, h *harness, path string) (int, string) {
-	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + h.srv.AdminAddr() + path)
-	if err != nil {
-		t.Fatalf("admin %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func TestAdminEndpoints(t *testing.T) {
-	h := newHarness(t)
-	host, _, err := net.SplitHostPort(h.srv.AdminAddr())
-	if err != nil || host != "127.0.0.1" {
-		t.Fatalf("AdminAddr %q: want a loopback address (%v)", h.srv.AdminAddr(), err)
-	}
-	tests := []struct {
-		name, path string
-		status     int
-		body       string
-	}{
-		{"healthz", "/healthz", 200, "ok"},
-		{"readyz", "/readyz", 200, "ready"},
-		{"unknown", "/metrics-nope", 404, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			status, body := adminGet(t, h, tc.path)
-			if status != tc.status || (tc.body != "" && strings.TrimSpace(body) != tc.body) {
-				t.Fatalf("%s: %d %q, want %d %q", tc.path, status, body, tc.status, tc.body)
-			}
-		})
-	}
-	if !h.srv.Ready() {
-		t.Error("Ready() is false on a running gateway")
-	}
-}
 
 func TestReload(t *testing.T) {
 	h := newHarness(t)
@@ -255,75 +224,6 @@ func TestDrainTimeout(t *testing.T) {
 	}
 }
 
-func TestAccessLog(t *testing.T) {
-	h := newHarness(t)
-	p := h.pki
-	login := h.get(t, h.client(p.sensor2), href(hApp, "/log/me?x=1"))
-	_, ck := sessionCookieOf(t, login)
-	h.do(t, h.client(nil), "GET", href(hApp, "/with-cookie"), http.Header{"Cookie": {"CF_Authorization=" + ck.Value}}, "")
-	h.get(t, h.client(nil), href(hIoT, "/refused"))
-	noDur := h.get(t, h.client(p.sensor1), href(hIoT, "/nodur"))
-	assertion := noDur.echo(t).Headers.Get("Cf-Access-Jwt-Assertion")
-
-	var lines []map[string]any // each is written once its response is out
-	testkit.WaitFor(t, "four access-log lines", 5*time.Second, func() bool {
-		lines = h.accessLines(t)
-		return len(lines) >= 4
-	})
-	byPath := map[string]map[string]any{}
-	for _, l := range lines {
-		path, _ := l["path"].(string)
-		if _, dup := byPath[path]; dup {
-			t.Errorf("two access-log lines for %s", path)
-		}
-		byPath[path] = l
-	}
-	tests := []struct {
-		path     string
-		status   float64
-		decision string
-		policy   string
-		reason   string
-		cn       string
-	}{
-		{"/log/me", 200, "non_identity", "fleet devices", `allowed by policy "fleet devices"`, "sensor-0002"},
-		{"/with-cookie", 200, "non_identity", "fleet devices", `allowed by policy "fleet devices"`, ""},
-		{"/refused", 403, "deny", "", "no client certificate", ""},
-		{"/nodur", 200, "non_identity", "sensor-0001 only", `allowed by policy "sensor-0001 only"`, "sensor-0001"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.path, func(t *testing.T) {
-			l := byPath[tc.path]
-			if l == nil {
-				t.Fatalf("no access-log line for %s among %d", tc.path, len(lines))
-			}
-			for _, k := range []string{"time", "client_ip", "sni", "host", "method", "path", "status", "decision", "policy", "reason",
-				"cert_cn", "cert_sha256", "bytes_in", "bytes_out", "handshake_ms", "origin_ms", "total_ms"} {
-				if _, ok := l[k]; !ok {
-					t.Errorf("no %q in %v", k, l)
-				}
-			}
-			if l["status"] != tc.status || l["decision"] != tc.decision || l["policy"] != tc.policy || l["reason"] != tc.reason || l["cert_cn"] != tc.cn {
-				t.Errorf("line %v", l)
-			}
-			if l["client_ip"] != "127.0.0.1" || l["method"] != "GET" || l["sni"] == "" {
-				t.Errorf("line %v", l)
-			}
-		})
-	}
-	all := h.logs.String()
-	for name, secret := range map[string]string{
-		"session token":         ck.Value,
-		"session signature":     ck.Value[strings.LastIndexByte(ck.Value, '.')+1:],
-		"no-duration assertion": assertion[strings.LastIndexByte(assertion, '.')+1:],
-		"private key":           "PRIVATE KEY",
-	} {
-		if strings.Contains(all, secret) {
-			t.Errorf("the log contains the %s", name)
-		}
-	}
-}
-
 // TestReloadNamesRestartOnlySettings: a reload that changes a setting only a
 // restart applies says so, naming it, on every reload while it differs
 // from the running value; the rest of the file applies.
@@ -343,4 +243,275 @@ func TestReloadNamesRestartOnlySettings(t *testing.T) {
 	if !strings.Contains(h.logs.String(), `"keys":"handshake_timeout"`) {
 		t.Errorf("the warning does not name handshake_timeout:\n%s", h.logs.String())
 	}
+}
+
+// loadClient makes requests until stop is closed, each on a fresh connection
+// (the connection closes after the response), and records failures.
+type loadClient struct {
+	h      *harness
+	sni    string
+	ok     atomic.Int64
+	failed atomic.Int64
+	mu     sync.Mutex
+	errs   []string
+}
+
+// once sends one request on a new connection. dialed reports whether the
+// handshake completed (the connection was admitted); err is set when the
+// request then failed.
+func (l *loadClient) once(path string) (dialed bool, err error) {
+	c, err := tlsDial(l.h, l.sni)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, request("GET", l.sni, path)); err != nil {
+		return true, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "GET"})
+	if err != nil {
+		return true, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return true, err
+	}
+	if resp.StatusCode != 200 {
+		return true, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return true, nil
+}
+
+func (l *loadClient) fail(err error) {
+	l.failed.Add(1)
+	l.mu.Lock()
+	if len(l.errs) < 10 {
+		l.errs = append(l.errs, err.Error())
+	}
+	l.mu.Unlock()
+}
+
+// tlsDial completes a handshake with the gateway as sensor-0001.
+func tlsDial(h *harness, sni string) (net.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, h.tlsConfig(sni, h.pki.sensor1))
+}
+
+// TestReloadUnderLoad: the configuration reloads every 20ms while clients
+// make requests on fresh and on kept-alive connections: none fails.
+func TestReloadUnderLoad(t *testing.T) {
+	h := newHarness(t)
+	l := &loadClient{h: h, sni: hIoT} // no duration: a fresh connection per request
+	keep := h.client(h.pki.sensor1)   // app: connections kept alive across reloads
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := l.once("/reload"); err != nil {
+					l.fail(err)
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := keep.Get(href(hApp, "/keep"))
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			if err != nil {
+				l.fail(err)
+			} else {
+				l.ok.Add(1)
+			}
+		}
+	})
+	reloads := 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); reloads++ {
+		if err := h.srv.Reload(); err != nil {
+			t.Fatalf("reload %d: %v", reloads, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d reloads, %d requests served, %d failed", reloads, l.ok.Load(), l.failed.Load())
+	if l.failed.Load() != 0 {
+		t.Fatalf("%d requests failed during reloads: %v", l.failed.Load(), l.errs)
+	}
+	if l.ok.Load() < 10 {
+		t.Fatalf("only %d requests were served", l.ok.Load())
+	}
+}
+
+// TestShutdownUnderLoad: Shutdown while requests are held at the origin and
+// clients keep opening connections: every request whose connection was
+// admitted gets its response, later connections are refused, and Run
+// returns nil.
+func TestShutdownUnderLoad(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.OriginTimeout = "10s" })
+	const held = 6
+	heldErr := make(chan error, held)
+	for i := range held {
+		go func() {
+			c, err := tlsDial(h, hApp)
+			if err != nil {
+				heldErr <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+			path := "/hold/" + strconv.Itoa(i)
+			_, _ = io.WriteString(c, request("GET", hApp, path))
+			resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "GET"})
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(resp.Body)
+				if err == nil && (resp.StatusCode != 200 || !strings.Contains(string(b), path)) {
+					err = fmt.Errorf("%s: status %d: %.100s", path, resp.StatusCode, b)
+				}
+			}
+			heldErr <- err
+		}()
+	}
+	for range held {
+		h.origin.waitArrived(t)
+	}
+
+	// Clients that keep coming, each on a fresh connection.
+	l := &loadClient{h: h, sni: hIoT}
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				dialed, err := l.once("/more")
+				switch {
+				case !dialed:
+					refused.Add(1) // not admitted: the gateway is draining or gone
+					if !h.srv.draining.Load() {
+						l.fail(fmt.Errorf("refused before the drain: %v", err))
+					}
+					return
+				case err != nil:
+					l.fail(err) // admitted, then lost
+				default:
+					l.ok.Add(1)
+				}
+			}
+		})
+	}
+	testkit.WaitFor(t, "some requests under load", 10*time.Second, func() bool { return l.ok.Load() >= 5 })
+
+	h.stopped = true // this test shuts the gateway down itself
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shutdown <- h.srv.Shutdown(ctx)
+	}()
+	testkit.WaitFor(t, "the drain to start", 5*time.Second, func() bool { return !h.srv.Ready() })
+	time.Sleep(200 * time.Millisecond) // the held requests are still waiting
+	select {
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) with requests in flight", err)
+	default:
+	}
+	for range held {
+		h.origin.release <- struct{}{}
+	}
+	for range held {
+		if err := <-heldErr; err != nil {
+			t.Errorf("a request in flight at the shutdown: %v", err)
+		}
+	}
+	select {
+	case err := <-shutdown:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	select {
+	case err := <-h.runErr:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Shutdown")
+	}
+	wg.Wait()
+	t.Logf("%d requests served under load, %d admitted and lost, %d connections refused", l.ok.Load(), l.failed.Load(), refused.Load())
+	if l.failed.Load() != 0 {
+		t.Fatalf("%d admitted requests got no response: %v", l.failed.Load(), l.errs)
+	}
+}
+
+// TestExpiryWarningsLogged: a client CA that expires within 30 days is
+// logged at warn level when the configuration is loaded, at start and on
+// reload, and its expiry gauge says so.
+func TestExpiryWarningsLogged(t *testing.T) {
+	h := newHarness(t)
+	opts := pki.Root("Fleet Root Expiring")
+	opts.NotAfter = time.Now().Add(10 * 24 * time.Hour)
+	root := pki.MustRoot(opts)
+	h.writeFile("ca2-chain.pem", root.CertPEM())
+	cfg := h.config()
+	cfg.ClientCAs = append(cfg.ClientCAs, secondFleetCA())
+	h.write(cfg)
+
+	warned := func(logs string) bool {
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `"msg":"configuration warning"`) &&
+				strings.Contains(line, "client_cas[1]") && strings.Contains(line, "expires on") {
+				return true
+			}
+		}
+		return false
+	}
+
+	t.Run("reload", func(t *testing.T) {
+		if err := h.srv.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if !warned(h.logs.String()) {
+			t.Fatalf("no warning logged for the expiring CA:\n%s", h.logs.String())
+		}
+		s := scrapeMetrics(t, h)
+		v, found := s.value("fleetgate_client_ca_expiry_seconds", "name", "fleet-2")
+		if !found || v <= 9*24*3600 || v > 10*24*3600 {
+			t.Errorf("fleetgate_client_ca_expiry_seconds{name=fleet-2} = %v (found %v), want about 10 days", v, found)
+		}
+	})
+	t.Run("start", func(t *testing.T) {
+		logs := &testkit.Buffer{}
+		_, err := New(Options{
+			Load:   func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
+			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !warned(logs.String()) {
+			t.Fatalf("no warning logged at start:\n%s", logs.String())
+		}
+	})
 }

@@ -1,31 +1,23 @@
 package gateway
 
-// Faults: an origin that closes mid-response, a huge
-// body streamed through without being held, max_response_bytes, reloads
-// under load, and a shutdown under load. (An origin that never answers:
-// TestOriginTimeout.)
+// Origin response bodies on their way to the device: a huge body streamed
+// through without being held, an origin that closes mid-response,
+// max_response_bytes, and a body of unknown length to an HTTP/1.0 device.
+// (An origin that never answers: TestOriginTimeout.)
 
 import (
-	"bufio"
 	"bytes"
-	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
@@ -301,322 +293,41 @@ func TestMaxResponseBytes(t *testing.T) {
 	})
 }
 
-// loadClient makes requests until stop is closed, each on a fresh connection
-// (the connection closes after the response), and records failures.
-type loadClient struct {
-	h      *harness
-	sni    string
-	ok     atomic.Int64
-	failed atomic.Int64
-	mu     sync.Mutex
-	errs   []string
-}
-
-// once sends one request on a new connection. dialed reports whether the
-// handshake completed (the connection was admitted); err is set when the
-// request then failed.
-func (l *loadClient) once(path string) (dialed bool, err error) {
-	c, err := tlsDial(l.h, l.sni)
-	if err != nil {
-		return false, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, request("GET", l.sni, path)); err != nil {
-		return true, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "GET"})
-	if err != nil {
-		return true, err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return true, err
-	}
-	if resp.StatusCode != 200 {
-		return true, fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return true, nil
-}
-
-func (l *loadClient) fail(err error) {
-	l.failed.Add(1)
-	l.mu.Lock()
-	if len(l.errs) < 10 {
-		l.errs = append(l.errs, err.Error())
-	}
-	l.mu.Unlock()
-}
-
-// tlsDial completes a handshake with the gateway as sensor-0001.
-func tlsDial(h *harness, sni string) (net.Conn, error) {
-	return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, h.tlsConfig(sni, h.pki.sensor1))
-}
-
-// TestReloadUnderLoad: the configuration reloads every 20ms while clients
-// make requests on fresh and on kept-alive connections: none fails.
-func TestReloadUnderLoad(t *testing.T) {
-	h := newHarness(t)
-	l := &loadClient{h: h, sni: hIoT} // no duration: a fresh connection per request
-	keep := h.client(h.pki.sensor1)   // app: connections kept alive across reloads
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := l.once("/reload"); err != nil {
-					l.fail(err)
-				} else {
-					l.ok.Add(1)
-				}
-			}
-		})
-	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			resp, err := keep.Get(href(hApp, "/keep"))
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if err == nil && resp.StatusCode != 200 {
-					err = fmt.Errorf("status %d", resp.StatusCode)
-				}
-			}
-			if err != nil {
-				l.fail(err)
-			} else {
-				l.ok.Add(1)
-			}
-		}
-	})
-	reloads := 0
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); reloads++ {
-		if err := h.srv.Reload(); err != nil {
-			t.Fatalf("reload %d: %v", reloads, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	close(stop)
-	wg.Wait()
-	t.Logf("%d reloads, %d requests served, %d failed", reloads, l.ok.Load(), l.failed.Load())
-	if l.failed.Load() != 0 {
-		t.Fatalf("%d requests failed during reloads: %v", l.failed.Load(), l.errs)
-	}
-	if l.ok.Load() < 10 {
-		t.Fatalf("only %d requests were served", l.ok.Load())
-	}
-}
-
-// TestShutdownUnderLoad: Shutdown while requests are held at the origin and
-// clients keep opening connections: every request whose connection was
-// admitted gets its response, later connections are refused, and Run
-// returns nil.
-func TestShutdownUnderLoad(t *testing.T) {
-	h := newHarness(t, func(p *cfgParams) { p.OriginTimeout = "10s" })
-	const held = 6
-	heldErr := make(chan error, held)
-	for i := range held {
-		go func() {
-			c, err := tlsDial(h, hApp)
-			if err != nil {
-				heldErr <- err
-				return
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-			path := "/hold/" + strconv.Itoa(i)
-			_, _ = io.WriteString(c, request("GET", hApp, path))
-			resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: "GET"})
-			if err == nil {
-				var b []byte
-				b, err = io.ReadAll(resp.Body)
-				if err == nil && (resp.StatusCode != 200 || !strings.Contains(string(b), path)) {
-					err = fmt.Errorf("%s: status %d: %.100s", path, resp.StatusCode, b)
-				}
-			}
-			heldErr <- err
-		}()
-	}
-	for range held {
-		h.origin.waitArrived(t)
-	}
-
-	// Clients that keep coming, each on a fresh connection.
-	l := &loadClient{h: h, sni: hIoT}
-	var refused atomic.Int64
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			for {
-				dialed, err := l.once("/more")
-				switch {
-				case !dialed:
-					refused.Add(1) // not admitted: the gateway is draining or gone
-					if !h.srv.draining.Load() {
-						l.fail(fmt.Errorf("refused before the drain: %v", err))
-					}
-					return
-				case err != nil:
-					l.fail(err) // admitted, then lost
-				default:
-					l.ok.Add(1)
-				}
-			}
-		})
-	}
-	testkit.WaitFor(t, "some requests under load", 10*time.Second, func() bool { return l.ok.Load() >= 5 })
-
-	h.stopped = true // this test shuts the gateway down itself
-	shutdown := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		shutdown <- h.srv.Shutdown(ctx)
-	}()
-	testkit.WaitFor(t, "the drain to start", 5*time.Second, func() bool { return !h.srv.Ready() })
-	time.Sleep(200 * time.Millisecond) // the held requests are still waiting
-	select {
-	case err := <-shutdown:
-		t.Fatalf("Shutdown returned (%v) with requests in flight", err)
-	default:
-	}
-	for range held {
-		h.origin.release <- struct{}{}
-	}
-	for range held {
-		if err := <-heldErr; err != nil {
-			t.Errorf("a request in flight at the shutdown: %v", err)
-		}
-	}
-	select {
-	case err := <-shutdown:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
-	select {
-	case err := <-h.runErr:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after Shutdown")
-	}
-	wg.Wait()
-	t.Logf("%d requests served under load, %d admitted and lost, %d connections refused", l.ok.Load(), l.failed.Load(), refused.Load())
-	if l.failed.Load() != 0 {
-		t.Fatalf("%d admitted requests got no response: %v", l.failed.Load(), l.errs)
-	}
-}
-
-// TestNoDurationResponseSizes: the last response of a no-duration request
-// goes out corked with its close_notify (tlsengine.Conn.Cork), in one write
-// up to 64 KiB and in pieces beyond: whatever its size, the device reads
-// the whole body, then a clean TLS close.
-func TestNoDurationResponseSizes(t *testing.T) {
+// TestHTTP10StreamedBodyUnframed: HTTP/1.0 has no chunked coding, so a
+// streamed body of unknown length goes to an HTTP/1.0 device unframed and
+// the connection closes after it; an HTTP/1.1 device gets it chunked.
+func TestHTTP10StreamedBodyUnframed(t *testing.T) {
 	o := startFaultOrigin(t)
 	h := newHarness(t, func(p *cfgParams) { p.Origin = o.URL })
-	for _, n := range []int64{0, 1000, 60 << 10, 70 << 10, 200 << 10} {
-		for _, path := range []string{"/body", "/chunked"} {
-			rc := h.dial(t, hIoT, h.pki.sensor1)
-			rc.send(request("GET", hIoT, path+"?n="+strconv.FormatInt(n, 10)))
-			r := rc.read("GET")
-			if r.StatusCode != http.StatusOK {
-				t.Fatalf("%s n=%d: status %d", path, n, r.StatusCode)
-			}
-			if got, err := checkPattern(strings.NewReader(r.body), n); err != nil || got != n {
-				t.Fatalf("%s n=%d: %d bytes, %v", path, n, got, err)
-			}
-			if !r.Close {
-				t.Errorf("%s n=%d: no Connection: close on a no-duration response", path, n)
-			}
-			_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			var one [1]byte
-			if k, err := rc.br.Read(one[:]); k != 0 || err != io.EOF {
-				t.Errorf("%s n=%d: after the body, read %d bytes, %v; want a clean close_notify EOF", path, n, k, err)
-			}
-		}
-	}
-}
-
-// TestNonReaderHeldBack: a device that never reads but keeps sending small
-// requests, each served by a new worker, is held back by the outbound
-// bound like one large response is: its answers do not pile up in the
-// gateway (they did: 150 answers of 200 KiB, 26 MiB buffered).
-func TestNonReaderHeldBack(t *testing.T) {
-	fo := startFaultOrigin(t)
-	h := newHarness(t, func(p *cfgParams) { p.Origin = fo.URL })
-	raw, err := net.DialTimeout("tcp", h.addr, 5*time.Second)
+	const n = 1 << 20 // past what the gateway buffers: streamed
+	c := h.dial(t, hApp, h.pki.sensor1)
+	c.send("GET /chunked?n=1048576 HTTP/1.0\r\nHost: " + hApp + "\r\nConnection: keep-alive\r\n\r\n")
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET", ProtoMajor: 1, ProtoMinor: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = raw.(*net.TCPConn).SetReadBuffer(4096)
-	c := tls.Client(raw, h.tlsConfig(hApp, h.pki.sensor1))
-	defer c.Close()
-	if err := c.Handshake(); err != nil {
+	defer resp.Body.Close()
+	if len(resp.TransferEncoding) != 0 || resp.Header.Get("Transfer-Encoding") != "" {
+		t.Fatalf("an HTTP/1.0 device got Transfer-Encoding %v", resp.TransferEncoding)
+	}
+	if !resp.Close {
+		t.Errorf("a close-delimited body must come with Connection: close")
+	}
+	if _, err := checkPattern(resp.Body, n); err != nil {
+		t.Fatalf("body: %v", err)
+	}
+
+	c11 := h.dial(t, hApp, h.pki.sensor1)
+	c11.send(request("GET", hApp, "/chunked?n=1048576"))
+	resp11, err := http.ReadResponse(c11.br, &http.Request{Method: "GET"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	var writeErr error // the gateway may give up on the connection; then nothing is left to measure
-	sent := 0
-	for ; sent < 150; sent++ {
-		if _, writeErr = c.Write([]byte(request("GET", hApp, "/body?n=204800"))); writeErr != nil {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	defer resp11.Body.Close()
+	if len(resp11.TransferEncoding) != 1 || resp11.TransferEncoding[0] != "chunked" || resp11.Close {
+		t.Fatalf("HTTP/1.1: transfer encoding %v, close %v; want chunked and kept", resp11.TransferEncoding, resp11.Close)
 	}
-	time.Sleep(500 * time.Millisecond)
-
-	// Measure this device's connection, found on its event loop by its
-	// address: the bound below means nothing unless it was measured.
-	type sample struct {
-		addr string
-		n    int
-	}
-	local := raw.LocalAddr().String()
-	measured, buffered := false, 0
-	h.srv.live.Range(func(k, _ any) bool {
-		got := make(chan sample, 1)
-		if err := k.(*conn).gc.AsyncWrite(nil, func(gc gnet.Conn, err error) error {
-			s := sample{n: -1}
-			if err == nil && gc.RemoteAddr() != nil {
-				s = sample{gc.RemoteAddr().String(), gc.OutboundBuffered()}
-			}
-			got <- s
-			return nil
-		}); err != nil {
-			return true // closed meanwhile: not this device's, or reported below
-		}
-		select {
-		case s := <-got:
-			if s.n >= 0 && s.addr == local {
-				measured, buffered = true, s.n
-				return false
-			}
-		case <-time.After(2 * time.Second):
-			t.Errorf("the event loop did not answer the outbound-buffer query in 2s")
-		}
-		return true
-	})
-	if !measured {
-		t.Fatalf("the device's connection (%s) was not measured: it is not open (after %d requests; last write error %v)", local, sent, writeErr)
-	}
-	if buffered == 0 {
-		t.Fatalf("nothing buffered for a device that sent %d requests and read nothing: were they served at all?", sent)
-	}
-	t.Logf("%d requests sent, %d KiB buffered", sent, buffered>>10)
-	if buffered > 2*flowCheck+flowLowWater {
-		t.Fatalf("%d KiB of answers buffered for a device that reads nothing; the bound is about %d KiB", buffered>>10, (flowCheck+flowLowWater)>>10)
+	if _, err := checkPattern(resp11.Body, n); err != nil {
+		t.Fatalf("body: %v", err)
 	}
 }
