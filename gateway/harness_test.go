@@ -140,9 +140,9 @@ type cfgParams struct {
 
 // fileConfig is the gateway's TOML file as the tests write it: a Go value
 // mirroring the sections of configs/schema.go, marshalled by write. Every
-// key is omitempty: a key left unset is absent from the file, and its
-// default applies. Durations and sizes are written as in the file ("5s",
-// "64KiB").
+// key but admin_listen is omitempty: a key left unset is absent from the
+// file, and its default applies. Durations and sizes are written as in the
+// file ("5s", "64KiB").
 type fileConfig struct {
 	Gateway      gatewaySection    `toml:"gateway"`
 	Tokens       tokensSection     `toml:"tokens"`
