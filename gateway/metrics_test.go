@@ -1,17 +1,15 @@
 package gateway
 
-// Prometheus metrics on the admin listener, configuration warnings in the
-// log, and /readyz.
+// Prometheus metrics on the admin listener: what each kind of traffic,
+// refusal, reload and revocation counts, and what the sink costs.
 
 import (
-	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
@@ -139,17 +138,6 @@ func expectMetrics(t testing.TB, h *harness, wants []want) scrape {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// rawGet makes one request on a fresh TLS connection (a fresh handshake)
-// and returns the response.
-func (h *harness) rawGet(t testing.TB, sni, host, path string, dev *device, extra ...string) *response {
-	t.Helper()
-	c := h.dial(t, sni, dev)
-	c.send(request("GET", host, path, append(extra, "Connection: close")...))
-	r := c.read("GET")
-	_ = c.c.Close()
-	return r
 }
 
 // TestMetricsCountTraffic drives each outcome it can provoke through a real
@@ -311,68 +299,12 @@ func TestMetricsExpiry(t *testing.T) {
 	}
 }
 
-// variant starts a second gateway on h's files, with extra keys in its
-// [gateway] table, and returns a harness for it (same PKI and origin).
-func (h *harness) variant(t *testing.T, gatewayKeys string) *harness {
-	t.Helper()
-	b, err := os.ReadFile(h.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Replace(string(b), `listen = "`+h.addr+`"`, `listen = "`+listen+`"`+"\n"+gatewayKeys, 1)
-	v := &harness{t: t, pki: h.pki, dir: h.dir, cfgPath: filepath.Join(h.dir, "variant.toml"),
-		params: h.params, origin: h.origin, addr: listen, logs: &syncBuffer{}, runErr: make(chan error, 1)}
-	v.params.Listen = listen
-	v.writeFile("variant.toml", []byte(text))
-	logger := slog.New(slog.NewJSONHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	v.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(v.cfgPath) }, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { v.runErr <- v.srv.Run() }()
-	select {
-	case <-v.srv.Booted():
-	case err := <-v.runErr:
-		t.Fatalf("Run returned before boot: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not boot")
-	}
-	t.Cleanup(func() {
-		v.stop()
-		if t.Failed() {
-			t.Logf("variant gateway log:\n%s", v.logs.String())
-		}
-	})
-	return v
-}
-
-// refused dials the gateway and waits for it to close the connection.
-func refused(t *testing.T, addr string) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return // refused before accept: fine too
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n > 0 || isTimeout(err) {
-		t.Fatalf("the connection was not refused (read %d, %v)", n, err)
-	}
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 // TestMetricsConnectionRefusals provokes shedding (handshake queue full)
 // and max_connections, with a queue of one handshake and two connections.
 func TestMetricsConnectionRefusals(t *testing.T) {
-	v := newHarness(t).variant(t, "handshake_queue = 1\nmax_connections = 2")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) {
+		c.Gateway.HandshakeQueue, c.Gateway.MaxConnections = 1, 2
+	})
 
 	// D: a completed handshake, kept open (one connection, no handshake).
 	d := v.dial(t, hApp, v.pki.sensor1) // app keeps connections alive (iot closes them)
@@ -392,7 +324,7 @@ func TestMetricsConnectionRefusals(t *testing.T) {
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "max_connections")})
 
 	_ = d.c.Close() // back to one connection: the next one gets past max_connections…
-	waitFor(t, "the keep-alive connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 1 })
+	testkit.WaitFor(t, "the keep-alive connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 1 })
 	refused(t, v.addr) // …and finds the handshake queue full
 	s := expectMetrics(t, v, []want{
 		w("fleetgate_connections_refused_total", 1, "reason", "shed"),
@@ -423,9 +355,9 @@ func TestMetricsReload(t *testing.T) {
 	}
 	expectMetrics(t, h, []want{w("fleetgate_token_cache_hits_total", 1), w("fleetgate_token_cache_misses_total", 1)})
 
-	p := h.params
-	p.SecondCA = true
-	h.writeConfig(p)
+	cfg := h.config()
+	cfg.ClientCAs = append(cfg.ClientCAs, secondFleetCA())
+	h.write(cfg)
 	if err := h.srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -457,183 +389,13 @@ func TestMetricsReload(t *testing.T) {
 	}
 }
 
-// TestExpiryWarningsLogged: a client CA that expires within 30 days is
-// logged at warn level when the configuration is loaded, at start and on
-// reload, and its expiry gauge says so.
-func TestExpiryWarningsLogged(t *testing.T) {
-	h := newHarness(t)
-	opts := pki.Root("Fleet Root Expiring")
-	opts.NotAfter = time.Now().Add(10 * 24 * time.Hour)
-	root := pki.MustRoot(opts)
-	h.writeFile("ca2-chain.pem", root.CertPEM())
-	p := h.params
-	p.SecondCA = true
-	h.writeConfig(p)
-
-	warned := func(logs string) bool {
-		for _, line := range strings.Split(logs, "\n") {
-			if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `"msg":"configuration warning"`) &&
-				strings.Contains(line, "client_cas[1]") && strings.Contains(line, "expires on") {
-				return true
-			}
-		}
-		return false
-	}
-
-	t.Run("reload", func(t *testing.T) {
-		if err := h.srv.Reload(); err != nil {
-			t.Fatal(err)
-		}
-		if !warned(h.logs.String()) {
-			t.Fatalf("no warning logged for the expiring CA:\n%s", h.logs.String())
-		}
-		s := scrapeMetrics(t, h)
-		v, found := s.value("fleetgate_client_ca_expiry_seconds", "name", "fleet-2")
-		if !found || v <= 9*24*3600 || v > 10*24*3600 {
-			t.Errorf("fleetgate_client_ca_expiry_seconds{name=fleet-2} = %v (found %v), want about 10 days", v, found)
-		}
-	})
-	t.Run("start", func(t *testing.T) {
-		logs := &syncBuffer{}
-		_, err := New(Options{
-			Load:   func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
-			Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !warned(logs.String()) {
-			t.Fatalf("no warning logged at start:\n%s", logs.String())
-		}
-	})
-}
-
-// TestReadyz: not ready before the listener is up, ready while serving, not
-// ready while draining (and connections then are refused and counted), and
-// a Shutdown that comes before the listener never lets it turn ready.
-func TestReadyz(t *testing.T) {
-	h := newHarness(t, func(p *cfgParams) { p.OriginTimeout = "10s" })
-	readyz := func(addr string) (int, string) {
-		t.Helper()
-		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/readyz")
-		if err != nil {
-			t.Fatalf("/readyz: %v", err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(b))
-	}
-
-	t.Run("before the listener", func(t *testing.T) {
-		s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := startAdmin("127.0.0.1:0", s) // what Run does first
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.close()
-		if code, body := readyz(a.addr()); code != 503 || body != "not ready: listener not up" {
-			t.Errorf("/readyz before Run: %d %q", code, body)
-		}
-		if s.Ready() {
-			t.Error("Ready() before Run")
-		}
-	})
-
-	t.Run("shutdown before boot", func(t *testing.T) {
-		cfgPath := h.variantConfig(t)
-		s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(cfgPath) }})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			done <- s.Shutdown(ctx)
-		}()
-		waitFor(t, "draining", 5*time.Second, s.draining.Load)
-		run := make(chan error, 1)
-		go func() { run <- s.Run() }()
-		<-s.Booted()
-		if s.Ready() {
-			t.Error("ready after a Shutdown that came before the listener")
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-run; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if s.Ready() {
-			t.Error("ready after Run returned")
-		}
-	})
-
-	if code, body := readyz(h.srv.AdminAddr()); code != 200 || body != "ready" {
-		t.Fatalf("/readyz while serving: %d %q", code, body)
-	}
-
-	slow := h.dial(t, hApp, h.pki.sensor1)
-	slow.send(request("GET", hApp, "/hold/ready"))
-	h.origin.waitArrived(t)
-	h.stopped = true
-	shutdown := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shutdown <- h.srv.Shutdown(ctx)
-	}()
-	waitFor(t, "/readyz to answer 503", 5*time.Second, func() bool {
-		code, body := readyz(h.srv.AdminAddr())
-		return code == 503 && body == "not ready: draining"
-	})
-	refused(t, h.addr)
-	expectMetrics(t, h, []want{w("fleetgate_connections_refused_total", 1, "reason", "draining")})
-	if v, _ := scrapeMetrics(t, h).value("fleetgate_ready"); v != 0 {
-		t.Errorf("fleetgate_ready = %v while draining", v)
-	}
-	h.origin.release <- struct{}{}
-	if r := slow.read("GET"); r.StatusCode != 200 {
-		t.Errorf("in-flight request: %d", r.StatusCode)
-	}
-	if err := <-shutdown; err != nil {
-		t.Fatal(err)
-	}
-	<-h.runErr
-}
-
-// variantConfig writes a copy of h's configuration with its own free
-// listen address and returns its path.
-func (h *harness) variantConfig(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(h.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(h.dir, "variant-"+strings.ReplaceAll(listen, ":", "-")+".toml")
-	text := strings.Replace(string(b), `listen = "`+h.addr+`"`, `listen = "`+listen+`"`, 1)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // TestNoAdminNoMetrics: without an admin listener nothing can scrape, so
 // the gateway counts nothing.
 func TestNoAdminNoMetrics(t *testing.T) {
 	h := newHarness(t)
-	b, err := os.ReadFile(h.cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.writeFile("noadmin.toml", []byte(strings.Replace(string(b), `admin_listen = "127.0.0.1:0"`, `admin_listen = ""`, 1)))
+	cfg := h.config()
+	cfg.Gateway.AdminListen = "" // no admin listener
+	h.writeFile("noadmin.toml", marshalConfig(t, cfg))
 	s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(filepath.Join(h.dir, "noadmin.toml")) }})
 	if err != nil {
 		t.Fatal(err)
@@ -747,4 +509,58 @@ func TestMetricsRequestNoAlloc(t *testing.T) {
 			t.Errorf("no fleetgate_handshakes_total series with reason %q", r)
 		}
 	}
+}
+
+// TestMetricsRevokedAndBadUsage: the refusal reasons the main metrics test
+// cannot provoke move their counters too: a revoked certificate (CRL), a
+// certificate without clientAuth usage, and a failed handshake (a client
+// that only speaks TLS 1.1).
+func TestMetricsRevokedAndBadUsage(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.CRL = true })
+	h.writeCRL(h.pki.sensor2)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if r := h.rawGet(t, hIoT, hIoT, "/", h.pki.sensor2); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "certificate revoked") {
+		t.Fatalf("revoked device: status %d %q", r.StatusCode, r.body)
+	}
+	srvOnly := h.pki.inter.MustIssue(pki.Options{CommonName: "sensor-0001", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	badUsage := &device{name: "sensor-0001", cert: srvOnly, tls: srvOnly.TLSCertificate(h.pki.inter)}
+	if r := h.rawGet(t, hIoT, hIoT, "/", badUsage); r.StatusCode != http.StatusForbidden || !strings.Contains(r.body, "client authentication") {
+		t.Fatalf("certificate without clientAuth: status %d %q", r.StatusCode, r.body)
+	}
+	old := h.tlsConfig(hIoT, h.pki.sensor1)
+	old.MinVersion, old.MaxVersion = tls.VersionTLS11, tls.VersionTLS11
+	if c, err := tls.Dial("tcp", h.addr, old); err == nil {
+		c.Close()
+		t.Fatal("a TLS 1.1 handshake succeeded")
+	}
+	expectMetrics(t, h, []want{
+		w("fleetgate_client_cert_verdicts_total", 1, "app", "iot", "verdict", "revoked"),
+		w("fleetgate_handshakes_total", 1, "result", "ok", "reason", "revoked"),
+		w("fleetgate_client_cert_verdicts_total", 1, "app", "iot", "verdict", "bad_usage"),
+		w("fleetgate_handshakes_total", 1, "result", "ok", "reason", "bad_usage"),
+		w("fleetgate_handshakes_total", 1, "result", "error", "reason", "tls_error"),
+		w("fleetgate_requests_total", 2, "app", "iot", "status", "403"),
+	})
+}
+
+// TestMetricsHandshakeTimeout: a client that sends half a ClientHello and
+// stalls is cut off at handshake_timeout and counted as a timeout.
+func TestMetricsHandshakeTimeout(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.HandshakeTimeout = "300ms" })
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A handshake record header announcing 512 bytes, and only 3 of them.
+	if _, err := c.Write([]byte{22, 3, 1, 2, 0, 1, 0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the stalled connection was not closed: %v", err)
+	}
+	expectMetrics(t, h, []want{w("fleetgate_handshakes_total", 1, "result", "error", "reason", "timeout")})
 }

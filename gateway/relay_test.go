@@ -27,6 +27,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/proxyv2"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/policy"
 )
 
@@ -112,48 +113,46 @@ type tcpFixture struct {
 	headers                 proxyHeaders
 }
 
-func newTCPFixture(t *testing.T, extra string) *tcpFixture {
+// tcpApp is a tcp application on domain with the harness's server
+// certificate, relaying to origin, admitting (non_identity) the devices sel
+// matches.
+func tcpApp(name, domain, origin string, sel selector) appSection {
+	a := httpApp(name, domain, origin, admit("devices", sel))
+	a.Protocol = "tcp"
+	return a
+}
+
+// newTCPFixture starts the fixture's origins and a harness with the tcp
+// applications above, then edits (more applications) applied in order.
+func newTCPFixture(t *testing.T, edits ...func(*fileConfig)) *tcpFixture {
 	t.Helper()
 	f := &tcpFixture{headers: make(proxyHeaders, 8)}
 	f.echo = startTCPOrigin(t, echoHandler)
 	f.proxy = startTCPOrigin(t, f.headers.handle)
 	f.v1 = startTCPOrigin(t, f.headers.handle)
 	f.closed = startTCPOrigin(t, func(c net.Conn) { _, _ = io.WriteString(c, "bye\n") })
-	down, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
+	down := testkit.FreePort(t)
+	app := func(name, domain, origin, pp string, sel selector) appSection {
+		a := tcpApp(name, domain, origin, sel)
+		a.ProxyProtocol = pp
+		a.ForwardClientCert = pp == "v2"
+		a.IdleTimeout, a.RelayBuffer = "30s", "64KiB"
+		return a
 	}
-	app := func(name, domain, origin, pp, policy string) string {
-		return fmt.Sprintf(`
-[[applications]]
-name = %q
-domain = %q
-protocol = "tcp"
-origin = %q
-tls_cert_file = "server.pem"
-tls_key_file = "server-key.pem"
-proxy_protocol = %q
-%s
-idle_timeout = "30s"
-relay_buffer = "64KiB"
-
-[[applications.policies]]
-name = "devices"
-decision = "non_identity"
-include = [%s]
-`, name, domain, origin, pp, map[bool]string{true: "forward_client_cert = true"}[pp == "v2"], policy)
+	edit := func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-tcp", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{tEcho, tProxy, tV1, tDown, tClosed}})
+		c.Applications = append(c.Applications,
+			app("tcp-echo", tEcho, f.echo.url(), "", commonName("sensor-0001")),
+			app("tcp-proxy", tProxy, f.proxy.url(), "v2", anyFleetDevice),
+			app("tcp-v1", tV1, f.v1.url(), "v1", anyFleetDevice),
+			app("tcp-down", tDown, "tcp://"+down, "", anyFleetDevice),
+			app("tcp-closed", tClosed, f.closed.url(), "", anyFleetDevice))
+		for _, e := range edits {
+			e(c)
+		}
 	}
-	cfg := `
-[[client_cas]]
-name = "fleet-tcp"
-pem_file = "ca-chain.pem"
-associated_hostnames = ["` + strings.Join([]string{tEcho, tProxy, tV1, tDown, tClosed}, `", "`) + `"]
-` + app("tcp-echo", tEcho, f.echo.url(), "", `{ common_name = "sensor-0001" }`) +
-		app("tcp-proxy", tProxy, f.proxy.url(), "v2", `{ valid_certificate = true }`) +
-		app("tcp-v1", tV1, f.v1.url(), "v1", `{ valid_certificate = true }`) +
-		app("tcp-down", tDown, "tcp://"+down, "", `{ valid_certificate = true }`) +
-		app("tcp-closed", tClosed, f.closed.url(), "", `{ valid_certificate = true }`) + extra
-	f.harness = newHarness(t, func(p *cfgParams) { p.Extra = cfg })
+	f.harness = newHarness(t, func(p *cfgParams) { p.Edit = edit })
 	return f
 }
 
@@ -175,7 +174,7 @@ func (f *tcpFixture) dialTCP(t testing.TB, sni string, dev *device) (*tls.Conn, 
 func (f *tcpFixture) closeLine(t testing.TB, app, reason string) map[string]any {
 	t.Helper()
 	var line map[string]any
-	waitFor(t, "the close line of "+app+" ("+reason+")", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "the close line of "+app+" ("+reason+")", 10*time.Second, func() bool {
 		for _, l := range f.logLines(t) {
 			if l["msg"] == "tcp connection closed" && l["app"] == app && l["reason"] == reason {
 				line = l
@@ -212,7 +211,7 @@ func (f *tcpFixture) metrics(t testing.TB) string {
 }
 
 func TestTCPRelayEcho(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +271,7 @@ func TestTCPRelayEcho(t *testing.T) {
 }
 
 func TestTCPRelayGaugeWhileOpen(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -294,7 +293,7 @@ func TestTCPRelayGaugeWhileOpen(t *testing.T) {
 }
 
 func TestTCPRefusedInHandshake(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	cases := []struct {
 		name    string
 		dev     *device
@@ -320,7 +319,7 @@ func TestTCPRefusedInHandshake(t *testing.T) {
 			if tc.reason == "" {
 				return
 			}
-			waitFor(t, "the refusal line", 5*time.Second, func() bool {
+			testkit.WaitFor(t, "the refusal line", 5*time.Second, func() bool {
 				for _, l := range f.logLines(t) {
 					if r, _ := l["reason"].(string); l["msg"] == "tcp connection refused" && l["app"] == "tcp-echo" && strings.Contains(r, tc.reason) {
 						return true
@@ -352,7 +351,7 @@ func TestTCPRefusedInHandshake(t *testing.T) {
 }
 
 func TestTCPProxyV2(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tProxy, f.pki.sensor2)
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +462,7 @@ func TestTCPProxyV2(t *testing.T) {
 }
 
 func TestTCPProxyV1(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tV1, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -489,7 +488,7 @@ func TestTCPProxyV1(t *testing.T) {
 }
 
 func TestTCPOriginDown(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tDown, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -504,7 +503,7 @@ func TestTCPOriginDown(t *testing.T) {
 }
 
 func TestTCPOriginCloses(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tClosed, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -520,7 +519,7 @@ func TestTCPOriginCloses(t *testing.T) {
 }
 
 func TestTCPRevokedByReload(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -542,9 +541,9 @@ func TestTCPRevokedByReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(f.pki.sensor1.cert.Cert.Raw)
-	p := f.params
-	p.Extra += "\n[revocation]\ndenied_fingerprints = [\"" + hex.EncodeToString(sum[:]) + "\"]\n"
-	f.writeConfig(p)
+	cfg := f.config()
+	cfg.Revocation.DeniedFingerprints = []string{hex.EncodeToString(sum[:])}
+	f.write(cfg)
 	start := time.Now()
 	if err := f.srv.Reload(); err != nil {
 		t.Fatal(err)
@@ -567,7 +566,7 @@ func TestTCPRevokedByReload(t *testing.T) {
 }
 
 func TestTCPShutdownClosesRelays(t *testing.T) {
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -589,34 +588,22 @@ func TestTCPShutdownClosesRelays(t *testing.T) {
 	f.closeLine(t, "tcp-echo", closeShutdown)
 }
 
-// lifeApp is a tcp application on name whose origin is origin, with extra
-// keys (timeouts) and any fleet device admitted.
-func lifeApp(name, domain, origin, keys string) string {
-	return fmt.Sprintf(`
-[[client_cas]]
-name = "fleet-%[1]s"
-pem_file = "ca-chain.pem"
-associated_hostnames = [%[2]q]
-
-[[applications]]
-name = %[1]q
-domain = %[2]q
-protocol = "tcp"
-origin = %[3]q
-tls_cert_file = "server.pem"
-tls_key_file = "server-key.pem"
-%[4]s
-
-[[applications.policies]]
-name = "devices"
-decision = "non_identity"
-include = [{ valid_certificate = true }]
-`, name, domain, origin, keys)
+// lifeApp adds a tcp application name on domain, with a client CA of its
+// own, whose origin is origin, with set applied to it (timeouts) and any
+// fleet device admitted.
+func lifeApp(name, domain, origin string, set func(*appSection)) func(*fileConfig) {
+	return func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-" + name, PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{domain}})
+		a := tcpApp(name, domain, origin, anyFleetDevice)
+		set(&a)
+		c.Applications = append(c.Applications, a)
+	}
 }
 
 func TestTCPIdleTimeout(t *testing.T) {
 	echo := startTCPOrigin(t, echoHandler)
-	f := newTCPFixture(t, lifeApp("tcp-idle", "idle.tcp.test", echo.url(), `idle_timeout = "1s"`))
+	f := newTCPFixture(t, lifeApp("tcp-idle", "idle.tcp.test", echo.url(), func(a *appSection) { a.IdleTimeout = "1s" }))
 	c, err := f.dialTCP(t, "idle.tcp.test", f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -652,7 +639,7 @@ func TestTCPBackpressure(t *testing.T) {
 			}
 		}
 	})
-	f := newTCPFixture(t, lifeApp("tcp-flood", "flood.tcp.test", flood.url(), `relay_buffer = "64KiB"`))
+	f := newTCPFixture(t, lifeApp("tcp-flood", "flood.tcp.test", flood.url(), func(a *appSection) { a.RelayBuffer = "64KiB" }))
 	c, err := f.dialTCP(t, "flood.tcp.test", f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
@@ -671,7 +658,7 @@ func TestTCPOpenSSLDevice(t *testing.T) {
 	if err != nil {
 		t.Skip("openssl not installed")
 	}
-	f := newTCPFixture(t, "")
+	f := newTCPFixture(t)
 	f.writeFile("device.pem", pki.ChainPEM(f.pki.sensor1.cert, f.pki.inter))
 	f.writeFile("device-key.pem", f.pki.sensor1.cert.KeyPEM())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

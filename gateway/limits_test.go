@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // refusedFast dials addr and expects the gateway to close the connection
@@ -41,7 +43,9 @@ func refusedFast(t *testing.T, h *harness) time.Duration {
 // The excess is refused at once and counted as shed; the stalled
 // connections, admitted, then complete their handshakes and are served.
 func TestHandshakeOverloadSheds(t *testing.T) {
-	v := newHarness(t).variant(t, "handshake_queue = 4\nhandshake_workers = 1")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) {
+		c.Gateway.HandshakeQueue, c.Gateway.HandshakeWorkers = 4, 1
+	})
 	const capacity = 4
 	type held struct {
 		raw    net.Conn
@@ -56,7 +60,7 @@ func TestHandshakeOverloadSheds(t *testing.T) {
 		t.Cleanup(func() { raw.Close() })
 		admitted = append(admitted, held{raw, time.Now()})
 	}
-	waitFor(t, "the handshake queue to fill", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the handshake queue to fill", 5*time.Second, func() bool {
 		return v.srv.engine.Stats().InFlight == capacity
 	})
 
@@ -99,7 +103,9 @@ func TestHandshakeOverloadSheds(t *testing.T) {
 // the accounting does not: every device is either served or refused at
 // once, and the refusals are exactly the sheds counted.
 func TestHandshakeBurstAccounting(t *testing.T) {
-	v := newHarness(t).variant(t, "handshake_queue = 4\nhandshake_workers = 1")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) {
+		c.Gateway.HandshakeQueue, c.Gateway.HandshakeWorkers = 4, 1
+	})
 	const devices = 12
 	var mu sync.Mutex
 	served, refused := 0, 0
@@ -151,7 +157,7 @@ func TestHandshakeBurstAccounting(t *testing.T) {
 // TestMaxConnectionsKeepsExisting: at max_connections a new connection is
 // refused at once, and the open ones keep being served.
 func TestMaxConnectionsKeepsExisting(t *testing.T) {
-	v := newHarness(t).variant(t, "max_connections = 3")
+	v := newHarness(t).variantWith(t, func(c *fileConfig) { c.Gateway.MaxConnections = 3 })
 	var open []*rawConn
 	for range 3 {
 		c := v.dial(t, hApp, v.pki.sensor1)
@@ -171,7 +177,7 @@ func TestMaxConnectionsKeepsExisting(t *testing.T) {
 	}
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 2, "reason", "max_connections")})
 	_ = open[0].c.Close()
-	waitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
+	testkit.WaitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
 	c := v.dial(t, hApp, v.pki.sensor1)
 	c.send(request("GET", hApp, "/room"))
 	if r := c.read("GET"); r.StatusCode != 200 {
@@ -208,7 +214,7 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 		}
 	}
 
-	v := base.variant(t, "max_connections_per_ip = 2")
+	v := base.variantWith(t, func(c *fileConfig) { c.Gateway.MaxConnectionsPerIP = 2 })
 	var mine []*rawConn
 	for range 2 {
 		c, err := dialFrom(v, "127.0.0.1")
@@ -232,7 +238,7 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 	}
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "max_connections_per_ip")})
 	_ = mine[0].c.Close()
-	waitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
+	testkit.WaitFor(t, "a connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
 	if _, err := dialFrom(v, "127.0.0.1"); err != nil {
 		t.Fatalf("after a close, 127.0.0.1 is still refused: %v", err)
 	}

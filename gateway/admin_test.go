@@ -1,0 +1,169 @@
+package gateway
+
+// The admin listener: its endpoints, and readiness (/readyz before the
+// listener is up, while serving, and through a drain).
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
+
+func adminGet(t testing.TB, h *harness, path string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + h.srv.AdminAddr() + path)
+	if err != nil {
+		t.Fatalf("admin %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	h := newHarness(t)
+	host, _, err := net.SplitHostPort(h.srv.AdminAddr())
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("AdminAddr %q: want a loopback address (%v)", h.srv.AdminAddr(), err)
+	}
+	tests := []struct {
+		name, path string
+		status     int
+		body       string
+	}{
+		{"healthz", "/healthz", 200, "ok"},
+		{"readyz", "/readyz", 200, "ready"},
+		{"unknown", "/metrics-nope", 404, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := adminGet(t, h, tc.path)
+			if status != tc.status || (tc.body != "" && strings.TrimSpace(body) != tc.body) {
+				t.Fatalf("%s: %d %q, want %d %q", tc.path, status, body, tc.status, tc.body)
+			}
+		})
+	}
+	if !h.srv.Ready() {
+		t.Error("Ready() is false on a running gateway")
+	}
+}
+
+// TestReadyz: not ready before the listener is up, ready while serving, not
+// ready while draining (and connections then are refused and counted), and
+// a Shutdown that comes before the listener never lets it turn ready.
+func TestReadyz(t *testing.T) {
+	h := newHarness(t, func(p *cfgParams) { p.OriginTimeout = "10s" })
+	readyz := func(addr string) (int, string) {
+		t.Helper()
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(b))
+	}
+
+	t.Run("before the listener", func(t *testing.T) {
+		s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := startAdmin("127.0.0.1:0", s) // what Run does first
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.close()
+		if code, body := readyz(a.addr()); code != 503 || body != "not ready: listener not up" {
+			t.Errorf("/readyz before Run: %d %q", code, body)
+		}
+		if s.Ready() {
+			t.Error("Ready() before Run")
+		}
+	})
+
+	t.Run("shutdown before boot", func(t *testing.T) {
+		cfgPath := h.variantConfig(t)
+		s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(cfgPath) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			done <- s.Shutdown(ctx)
+		}()
+		testkit.WaitFor(t, "draining", 5*time.Second, s.draining.Load)
+		run := make(chan error, 1)
+		go func() { run <- s.Run() }()
+		<-s.Booted()
+		if s.Ready() {
+			t.Error("ready after a Shutdown that came before the listener")
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-run; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if s.Ready() {
+			t.Error("ready after Run returned")
+		}
+	})
+
+	if code, body := readyz(h.srv.AdminAddr()); code != 200 || body != "ready" {
+		t.Fatalf("/readyz while serving: %d %q", code, body)
+	}
+
+	slow := h.dial(t, hApp, h.pki.sensor1)
+	slow.send(request("GET", hApp, "/hold/ready"))
+	h.origin.waitArrived(t)
+	h.stopped = true
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shutdown <- h.srv.Shutdown(ctx)
+	}()
+	testkit.WaitFor(t, "/readyz to answer 503", 5*time.Second, func() bool {
+		code, body := readyz(h.srv.AdminAddr())
+		return code == 503 && body == "not ready: draining"
+	})
+	refused(t, h.addr)
+	expectMetrics(t, h, []want{w("fleetgate_connections_refused_total", 1, "reason", "draining")})
+	if v, _ := scrapeMetrics(t, h).value("fleetgate_ready"); v != 0 {
+		t.Errorf("fleetgate_ready = %v while draining", v)
+	}
+	h.origin.release <- struct{}{}
+	if r := slow.read("GET"); r.StatusCode != 200 {
+		t.Errorf("in-flight request: %d", r.StatusCode)
+	}
+	if err := <-shutdown; err != nil {
+		t.Fatal(err)
+	}
+	<-h.runErr
+}
+
+// variantConfig writes a copy of h's configuration with its own free
+// listen address and returns its path.
+func (h *harness) variantConfig(t *testing.T) string {
+	t.Helper()
+	cfg := h.config()
+	cfg.Gateway.Listen = testkit.FreePort(t)
+	path := filepath.Join(h.dir, "variant-"+strings.ReplaceAll(cfg.Gateway.Listen, ":", "-")+".toml")
+	if err := os.WriteFile(path, marshalConfig(t, cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
