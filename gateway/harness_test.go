@@ -227,6 +227,10 @@ type appSection struct {
 	IdleTimeout          string          `toml:"idle_timeout,omitempty"`
 	MaxConnectionAge     string          `toml:"max_connection_age,omitempty"`
 	RelayBuffer          string          `toml:"relay_buffer,omitempty"`
+	MQTTClientID         string          `toml:"mqtt_client_id,omitempty"`
+	MQTTUsername         string          `toml:"mqtt_username,omitempty"`
+	MQTTPassword         string          `toml:"mqtt_password,omitempty"`
+	MaxConnectBytes      string          `toml:"max_connect_bytes,omitempty"`
 	Policies             []policySection `toml:"policies,omitempty"`
 }
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // mosquittoDomain is the application's domain. The clients send -h as SNI;
@@ -126,7 +127,7 @@ func TestMQTTMosquitto(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	mosq := exec.CommandContext(ctx, broker, "-c", conf)
-	var mosqLog syncBuffer
+	var mosqLog testkit.Buffer
 	mosq.Stdout, mosq.Stderr = &mosqLog, &mosqLog
 	if err := mosq.Start(); err != nil {
 		t.Fatal(err)
@@ -138,7 +139,7 @@ func TestMQTTMosquitto(t *testing.T) {
 			t.Logf("mosquitto log:\n%s", mosqLog.String())
 		}
 	})
-	waitFor(t, "mosquitto listening", 10*time.Second, func() bool {
+	testkit.WaitFor(t, "mosquitto listening", 10*time.Second, func() bool {
 		c, err := net.Dial("tcp", brokerAddr)
 		if err == nil {
 			_ = c.Close()
@@ -146,27 +147,13 @@ func TestMQTTMosquitto(t *testing.T) {
 		return err == nil
 	})
 
-	f := newTCPFixture(t, fmt.Sprintf(`
-[[client_cas]]
-name = "fleet-mosquitto"
-pem_file = "ca-chain.pem"
-associated_hostnames = [%q]
-
-[[applications]]
-name = "mosquitto"
-domain = %q
-protocol = "mqtt"
-origin = "tcp://%s"
-tls_cert_file = "server.pem"
-tls_key_file = "server-key.pem"
-mqtt_client_id = "common_name"
-mqtt_username = "common_name"
-
-[[applications.policies]]
-name = "fleet"
-decision = "non_identity"
-include = [{ valid_certificate = true }]
-`, mosquittoDomain, mosquittoDomain, brokerAddr))
+	f := newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mosquitto", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{mosquittoDomain}})
+		a := httpApp("mosquitto", mosquittoDomain, "tcp://"+brokerAddr, admit("fleet", anyFleetDevice))
+		a.Protocol, a.MQTTClientID, a.MQTTUsername = "mqtt", "common_name", "common_name"
+		c.Applications = append(c.Applications, a)
+	})
 	proxy := socks5(t, f.addr)
 	for _, d := range []*device{f.pki.sensor1, f.pki.sensor2} {
 		f.writeFile(d.name+".pem", pki.ChainPEM(d.cert, f.pki.inter))

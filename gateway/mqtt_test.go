@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/internal/mqttwire"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 const (
@@ -116,14 +117,7 @@ type mqttFixture struct {
 func newMQTTFixture(t *testing.T) *mqttFixture {
 	t.Helper()
 	f := &mqttFixture{auth: &jwtAuth{}, raw: startCapture(t), tmpl: startCapture(t)}
-	brokerAddr, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	down, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	brokerAddr, down := testkit.FreePort(t), testkit.FreePort(t)
 	f.brokerURL = brokerAddr
 	b := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := b.AddHook(f.auth, nil); err != nil {
@@ -136,34 +130,30 @@ func newMQTTFixture(t *testing.T) *mqttFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	app := func(name, domain, origin, keys, include string) string {
-		return fmt.Sprintf(`
-[[applications]]
-name = %q
-domain = %q
-protocol = "mqtt"
-origin = %q
-tls_cert_file = "server.pem"
-tls_key_file = "server-key.pem"
-%s
-
-[[applications.policies]]
-name = "devices"
-decision = "non_identity"
-include = [%s]
-`, name, domain, origin, keys, include)
+	app := func(name, domain, origin string, sel selector, set func(*appSection)) appSection {
+		a := httpApp(name, domain, origin, admit("devices", sel))
+		a.Protocol = "mqtt"
+		if set != nil {
+			set(&a)
+		}
+		return a
 	}
-	extra := `
-[[client_cas]]
-name = "fleet-mqtt"
-pem_file = "ca-chain.pem"
-associated_hostnames = ["` + strings.Join([]string{mToken, mRaw, mTmpl, mDown}, `", "`) + `"]
-` + app("mqtt-token", mToken, "tcp://"+brokerAddr, "mqtt_client_id = \"common_name\"\nmqtt_username = \"common_name\"\nmqtt_password = \"token\"", `{ valid_certificate = true }`) +
-		app("mqtt-raw", mRaw, f.raw.url(), "idle_timeout = \"1s\"", `{ common_name = "sensor-0001" }`) +
-		app("mqtt-tmpl", mTmpl, f.tmpl.url(), "mqtt_client_id = \"fleet-{cn}\"\nmax_connect_bytes = 256\nproxy_protocol = \"v1\"", `{ valid_certificate = true }`) +
-		app("mqtt-down", mDown, "tcp://"+down, "", `{ valid_certificate = true }`)
+	edit := func(c *fileConfig) {
+		c.Gateway.HandshakeTimeout = "2s"
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{mToken, mRaw, mTmpl, mDown}})
+		c.Applications = append(c.Applications,
+			app("mqtt-token", mToken, "tcp://"+brokerAddr, anyFleetDevice, func(a *appSection) {
+				a.MQTTClientID, a.MQTTUsername, a.MQTTPassword = "common_name", "common_name", "token"
+			}),
+			app("mqtt-raw", mRaw, f.raw.url(), commonName("sensor-0001"), func(a *appSection) { a.IdleTimeout = "1s" }),
+			app("mqtt-tmpl", mTmpl, f.tmpl.url(), anyFleetDevice, func(a *appSection) {
+				a.MQTTClientID, a.MaxConnectBytes, a.ProxyProtocol = "fleet-{cn}", "256B", "v1"
+			}),
+			app("mqtt-down", mDown, "tcp://"+down, anyFleetDevice, nil))
+	}
 	f.tcpFixture = &tcpFixture{headers: make(proxyHeaders, 1)}
-	f.harness = newHarness(t, func(p *cfgParams) { p.Extra = extra; p.HandshakeTimeout = "2s" })
+	f.harness = newHarness(t, func(p *cfgParams) { p.Edit = edit })
 	f.auth.jwksURL = "http://" + f.srv.AdminAddr() + "/cdn-cgi/access/certs"
 	return f
 }
