@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -100,10 +99,4 @@ func goRelay(s *TCPServer, raw net.Conn, conf *tls.Config, upstream string) {
 		_ = tc.CloseWrite() // the device is done: the origin may still answer
 	}
 	<-back
-}
-
-// isFileLimit reports whether err is "too many open files" (the process's
-// or the system's).
-func isFileLimit(err error) bool {
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }

@@ -86,7 +86,8 @@ type Options struct {
 	Concurrency int
 	// Duration bounds the measured phase; Requests bounds its request count
 	// (successes and failures). The first bound reached ends the run. Both
-	// zero: DefaultDuration. Requests alone: at most MaxRunTime.
+	// zero: DefaultDuration. Requests alone: at most MaxRunTime. In ModeTCP
+	// a request is one echoed message.
 	Duration time.Duration
 	Requests int64
 	// Warmup runs before the measured phase; its requests are not counted.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -69,6 +70,21 @@ func (s *TCPServer) track(c net.Conn) bool {
 	return true
 }
 
+// trackHandler is track for an accepted connection whose handler is about
+// to start: it counts the handler under the same lock, so that a Shutdown
+// that has set closing waits for every handler it did not refuse.
+func (s *TCPServer) trackHandler(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		_ = c.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
 // untrack closes c and forgets it.
 func (s *TCPServer) untrack(c net.Conn) {
 	_ = c.Close()
@@ -96,13 +112,14 @@ func serveTCP(ln net.Listener, handle func(s *TCPServer, c net.Conn)) *TCPServer
 				}
 				break
 			}
-			if !s.track(c) {
+			if !s.trackHandler(c) {
 				continue
 			}
-			s.wg.Go(func() {
+			go func() {
+				defer s.wg.Done()
 				defer s.untrack(c)
 				handle(s, c)
-			})
+			}()
 		}
 		s.mu.Lock()
 		closing := s.closing
@@ -142,4 +159,10 @@ func StartEchoOrigin(addr string) (*TCPServer, error) {
 			}
 		}
 	}), nil
+}
+
+// isFileLimit reports whether err is "too many open files" (the process's
+// or the system's).
+func isFileLimit(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }

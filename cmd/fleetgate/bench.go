@@ -69,7 +69,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the server's certificate")
 	fs.IntVar(&f.concurrency, "concurrency", bench.DefaultConcurrency, "workers, each with one request in flight")
 	fs.DurationVar(&f.duration, "duration", 0, "measured phase (default 10s; with -requests alone, at most 5m)")
-	fs.Int64Var(&f.requests, "requests", 0, "measured requests (0: bounded by -duration)")
+	fs.Int64Var(&f.requests, "requests", 0, "measured requests, or messages with -mode tcp (0: bounded by -duration)")
 	fs.DurationVar(&f.warmup, "warmup", 0, "warm-up before measuring, not counted")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "bound on each request, dial and handshake included")
 	fs.StringVar(&f.mode, "mode", "fresh", "fresh (a handshake per request), keepalive, cookie (certificate once, then the session cookie), tcp (echo through a relay) or tcp-hold (idle relayed connections, with -idle)")
