@@ -5,7 +5,7 @@ FUZZTIME ?= 30s
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-floor bench-idle bench-profile
+.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-floor bench-idle bench-profile
 
 all: build
 
@@ -48,10 +48,21 @@ clean:
 	rm -rf bin
 
 # bench-compare: fleetgate vs nginx, HAProxy and Go's standard library (installs
-# nginx and haproxy when missing); writes bench/results/<date>.md and .png.
+# nginx and haproxy when missing); writes bench/results/<date>.md and .png,
+# then the relay rows (bench-relay) unless RELAY=0.
 # Knobs: RUNS, DURATION, WARMUP, CONCURRENCY, DEVICES, TLS_VERSIONS, MODES, SERVERS.
+RELAY ?= 1
 bench-compare:
 	bash bench/compare.sh
+	if [ "$(RELAY)" != 0 ]; then env -u SERVERS bash bench/relay.sh; fi
+
+# bench-relay: raw TCP over mTLS relayed to a TCP echo origin: fleetgate's tcp
+# application vs nginx stream, HAProxy mode tcp and a Go io.Copy relay; server
+# CPU per echoed message (64 B, 4 KiB) and per connect, RSS per idle relayed
+# connection; writes bench/results/<date>-relay.md and .jsonl.
+# Knobs: RUNS, DURATION, WARMUP, CONCURRENCY, DEVICES, SIZES, MESSAGES, TLS, HOLD_N, RELAY_SERVERS.
+bench-relay:
+	bash bench/relay.sh
 
 # bench-floor: the crypto floor of one fresh mTLS request (the CPU of its
 # unavoidable operations), the reference of the "≤ 1.4× the floor" target.

@@ -94,6 +94,8 @@ type worker struct {
 	ok         int64
 	errs       map[string]int64
 	handshakes int64
+
+	tcp *tcpWorker // ModeTCP's state; nil in the HTTP modes
 }
 
 // errKind is the classification of a failed request ("" for success).

@@ -12,7 +12,10 @@
 # FG_ADMIN (admin listener, none when empty), FG_PROCS (event loops and
 # handshake workers, 1), FG_IDLE_TIMEOUT (60s), and, when set,
 # FG_QUEUE (handshake_queue), FG_HANDSHAKE_TIMEOUT, FG_DRAIN_TIMEOUT and
-# FG_VERDICT_CACHE_SIZE; fleetgate's defaults otherwise.
+# FG_VERDICT_CACHE_SIZE; fleetgate's defaults otherwise. FG_TCP_ORIGIN
+# (host:port), when set, adds a tcp application on bench.fleet.test relaying
+# to that TCP origin (bench/relay.sh), with no PROXY header, so that an echo
+# origin sends back exactly the device's bytes.
 fleetgate_toml() {
   : "${FG_LISTEN:?FG_LISTEN is required}" "${FG_ORIGIN:?FG_ORIGIN is required}"
   cat <<EOT
@@ -63,4 +66,24 @@ name = "fleet devices"
 decision = "non_identity"
 include = [{ valid_certificate = true }]
 EOT
+  if [ -n "${FG_TCP_ORIGIN:-}" ]; then
+    cat <<EOT
+
+# relay: raw TCP over mTLS to a TCP origin, decided in the handshake.
+[[applications]]
+name = "relay"
+domain = "bench.fleet.test"
+protocol = "tcp"
+origin = "tcp://$FG_TCP_ORIGIN"
+tls_cert_file = "pki/server.pem"
+tls_key_file = "pki/server-key.pem"
+proxy_protocol = ""
+idle_timeout = "10m"
+
+[[applications.policies]]
+name = "fleet devices"
+decision = "non_identity"
+include = [{ valid_certificate = true }]
+EOT
+  fi
 }

@@ -14,6 +14,14 @@
 //	                                      ▼
 //	                                    Origin (a tiny keep-alive HTTP server)
 //
+// Relays (tcp applications and their peers) have their own modes:
+//
+//	tcp:      dial, mTLS handshake, Messages messages of MessageSize bytes
+//	          echoed one at a time (each checked), close_notify
+//	tcp-hold: MeasureIdle with Echo: N connections, one echo each, then idle
+//	          ──▶ relay (fleetgate tcp application, nginx stream, HAProxy
+//	              mode tcp, StartGoRelay) ──▶ StartEchoOrigin (TCP echo)
+//
 // What each file owns:
 //
 //   - devices.go: the simulated fleet's certificates, generated once into a
@@ -26,13 +34,20 @@
 //   - floor.go: the crypto floor, the unavoidable cryptography of one fresh
 //     mTLS request on the server side (MeasureFloor, BenchmarkCryptoFloor).
 //   - summary.go, chart.go: the comparison's Markdown table and PNG chart.
-//   - idle.go: memory per idle mTLS connection.
+//   - idle.go: memory per idle mTLS connection (relayed ones too).
+//   - tcp.go: the tcp mode's worker and its figures (TCPStats);
+//     tcpserver.go the TCP echo origin and the server type of the raw TCP
+//     servers; gorelay.go the Go crypto/tls + io.Copy relay (two goroutines
+//     per connection) the relay comparison runs against; relaysummary.go
+//     its Markdown tables.
 //
 // The scripts (bash, bounded, every process they start killed on exit):
 // compare.sh (`make bench-compare`: the side-by-side table and chart in
-// bench/results/), idle.sh (`make bench-idle`), profile.sh (`make
+// bench/results/), relay.sh (`make bench-relay`, also run by bench-compare:
+// the relays' CPU per message and per connect, and memory per idle relayed
+// connection), idle.sh (`make bench-idle`), profile.sh (`make
 // bench-profile`: fleetgate's CPU profile under load, with
-// cmd/fleetgate-prof), and lib.sh, which starts the servers for all three.
+// cmd/fleetgate-prof), and lib.sh, which starts the servers for all of them.
 //
 // Numbers from this package are measurements, never test assertions: the
 // tests check that the machinery works (no errors, ordered percentiles), and

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -31,6 +32,10 @@ type IdleOptions struct {
 	// by default one request is made first (a device that reported and
 	// keeps its connection), which needs a keep-alive application.
 	NoRequest bool
+	// Echo > 0 is for relays (ModeTCPHold): instead of a request, each
+	// connection echoes one message of Echo bytes through the relay, so
+	// that its origin side is connected too, then idles.
+	Echo int
 	// Settle is the pause between the last connection and the RSS reading;
 	// default 2s.
 	Settle time.Duration
@@ -43,6 +48,9 @@ type IdleResult struct {
 	Label  string `json:"label,omitempty"`
 	Target string `json:"target"`
 	N      int    `json:"n"`
+	// Echo is IdleOptions.Echo: the message each relayed connection echoed
+	// before it idled (0: an HTTP request, or none).
+	Echo int `json:"echo_bytes,omitempty"`
 	// Open is the number of connections still open when RSS was read.
 	Open   int              `json:"open"`
 	Errors map[string]int64 `json:"errors"`
@@ -72,6 +80,9 @@ func MeasureIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 	if o.Settle <= 0 {
 		o.Settle = 2 * time.Second
 	}
+	if o.Echo < 0 || o.Echo > MaxMessageSize {
+		return nil, fmt.Errorf("bench: idle: echo of %d bytes: want 0 … %d", o.Echo, MaxMessageSize)
+	}
 	run := o.Run.withMode(ModeKeepalive)
 	run.SourceIPs = (o.N + o.PerSource - 1) / o.PerSource
 	run, err := run.withDefaults()
@@ -81,12 +92,18 @@ func MeasureIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 	raiseFileLimit(uint64(o.N) + 256)
 	r := &runner{o: run, tlsConf: clientConfig(run)}
 	req := requestBytes(run, "")
+	if o.Echo > 0 {
+		req = make([]byte, o.Echo)
+		for i := range req {
+			req[i] = byte('a' + i%26)
+		}
+	}
 
 	before, err := procRSS(o.PID)
 	if err != nil {
 		return nil, err
 	}
-	res := &IdleResult{Label: o.Label, Target: run.Target, N: o.N, Errors: map[string]int64{}, RSSBefore: before}
+	res := &IdleResult{Label: o.Label, Target: run.Target, N: o.N, Echo: o.Echo, Errors: map[string]int64{}, RSSBefore: before}
 	conns := make([]*tls.Conn, o.N)
 	kinds := make([]errKind, o.N)
 	next := make(chan int)
@@ -95,7 +112,7 @@ func MeasureIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 	for range run.Concurrency {
 		wg.Go(func() {
 			for i := range next {
-				conns[i], kinds[i] = r.openIdle(ctx, i, req, !o.NoRequest)
+				conns[i], kinds[i] = r.openIdle(ctx, i, req, !o.NoRequest, o.Echo > 0)
 			}
 		})
 	}
@@ -147,8 +164,9 @@ feed:
 }
 
 // openIdle opens connection i: TCP from its spread source address, the
-// handshake with the next device, and optionally one request.
-func (r *runner) openIdle(ctx context.Context, i int, req []byte, request bool) (*tls.Conn, errKind) {
+// handshake with the next device, and optionally one request (or, with
+// echo, one message echoed through a relay).
+func (r *runner) openIdle(ctx context.Context, i int, req []byte, request, echo bool) (*tls.Conn, errKind) {
 	o := &r.o
 	raw, err := r.dial(ctx, i%o.Concurrency, i/o.Concurrency)
 	if err != nil {
@@ -160,7 +178,12 @@ func (r *runner) openIdle(ctx context.Context, i int, req []byte, request bool) 
 		_ = raw.Close()
 		return nil, classify("handshake", err, false)
 	}
-	if request {
+	if request && echo {
+		if kind := echoOnce(c, req); kind != "" {
+			_ = raw.Close()
+			return nil, kind
+		}
+	} else if request {
 		if _, err := c.Write(req); err != nil {
 			_ = raw.Close()
 			return nil, classify("write", err, false)
@@ -183,6 +206,24 @@ func (r *runner) openIdle(ctx context.Context, i int, req []byte, request bool) 
 	}
 	_ = raw.SetDeadline(time.Time{})
 	return c, ""
+}
+
+// echoOnce sends msg on c and reads it back.
+func echoOnce(c *tls.Conn, msg []byte) errKind {
+	if _, err := c.Write(msg); err != nil {
+		if alert := pendingAlert(c); alert != "" {
+			return alert
+		}
+		return classify("write", err, false)
+	}
+	back := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, back); err != nil {
+		return classify("read", err, false)
+	}
+	if !bytes.Equal(back, msg) {
+		return "mismatch"
+	}
+	return ""
 }
 
 // stillOpen reports whether the server has not closed c: a read that would
@@ -214,8 +255,12 @@ func raiseFileLimit(n uint64) {
 
 // WriteText writes r for a person.
 func (r *IdleResult) WriteText(w io.Writer) error {
-	_, err := fmt.Fprintf(w, "idle mTLS connections%s to %s: %d of %d open after %.1fs; RSS %.1f MiB → %.1f MiB: %.0f bytes per connection; errors %v\n",
-		labelSuffix(r.Label), r.Target, r.Open, r.N, r.OpenSeconds, float64(r.RSSBefore)/(1<<20), float64(r.RSSAfter)/(1<<20), r.BytesPerConn, r.Errors)
+	what := "idle mTLS connections"
+	if r.Echo > 0 {
+		what = "idle relayed mTLS connections"
+	}
+	_, err := fmt.Fprintf(w, "%s%s to %s: %d of %d open after %.1fs; RSS %.1f MiB → %.1f MiB: %.0f bytes per connection; errors %v\n",
+		what, labelSuffix(r.Label), r.Target, r.Open, r.N, r.OpenSeconds, float64(r.RSSBefore)/(1<<20), float64(r.RSSAfter)/(1<<20), r.BytesPerConn, r.Errors)
 	return err
 }
 

@@ -29,6 +29,15 @@ const (
 	// then sends requests carrying only the cookie over keep-alive TLS
 	// connections that present no certificate.
 	ModeCookie Mode = "cookie"
+	// ModeTCP is for tcp applications and raw TLS relays: each connection
+	// makes a full mTLS handshake, then echoes Messages messages of
+	// MessageSize bytes through the relay to a TCP echo origin, one at a
+	// time, and closes with close_notify.
+	ModeTCP Mode = "tcp"
+	// ModeTCPHold opens connections through a relay, echoes one message on
+	// each (so that the origin side is connected too) and holds them idle:
+	// the memory of an idle relayed connection (MeasureIdle with Echo).
+	ModeTCPHold Mode = "tcp-hold"
 )
 
 // Defaults of Options.
@@ -40,6 +49,12 @@ const (
 	MaxRunTime = 5 * time.Minute
 	// DefaultCookieName is the session cookie of ModeCookie.
 	DefaultCookieName = "CF_Authorization"
+	// DefaultMessages is ModeTCP's messages per connection.
+	DefaultMessages = 100
+	// DefaultMessageSize is ModeTCP's message size in bytes.
+	DefaultMessageSize = 64
+	// MaxMessageSize bounds Options.MessageSize.
+	MaxMessageSize = 16 << 20
 )
 
 // Options describe one run of the simulator. Zero fields take the defaults
@@ -71,7 +86,8 @@ type Options struct {
 	Concurrency int
 	// Duration bounds the measured phase; Requests bounds its request count
 	// (successes and failures). The first bound reached ends the run. Both
-	// zero: DefaultDuration. Requests alone: at most MaxRunTime.
+	// zero: DefaultDuration. Requests alone: at most MaxRunTime. In ModeTCP
+	// a request is one echoed message.
 	Duration time.Duration
 	Requests int64
 	// Warmup runs before the measured phase; its requests are not counted.
@@ -94,6 +110,13 @@ type Options struct {
 	// addresses 127.0.0.2, 127.0.0.3 … (a loopback target only), so that a
 	// long fresh run does not run out of ephemeral ports.
 	SourceIPs int
+	// Messages is the number of messages each ModeTCP connection echoes
+	// before it closes (default DefaultMessages); 1 makes a run about the
+	// cost of a connect.
+	Messages int
+	// MessageSize is the size of a ModeTCP message in bytes, 1 to
+	// MaxMessageSize (default DefaultMessageSize).
+	MessageSize int
 	// Label names the run in its Result (for scripts).
 	Label string
 	// Progress, when set, receives a live progress line about 4 times a
@@ -101,13 +124,13 @@ type Options struct {
 	Progress io.Writer
 }
 
-// ParseMode parses fresh, keepalive or cookie.
+// ParseMode parses fresh, keepalive, cookie, tcp or tcp-hold.
 func ParseMode(s string) (Mode, error) {
 	switch m := Mode(strings.ToLower(s)); m {
-	case ModeFresh, ModeKeepalive, ModeCookie:
+	case ModeFresh, ModeKeepalive, ModeCookie, ModeTCP, ModeTCPHold:
 		return m, nil
 	}
-	return "", fmt.Errorf("bench: mode %q: want fresh, keepalive or cookie", s)
+	return "", fmt.Errorf("bench: mode %q: want fresh, keepalive, cookie, tcp or tcp-hold", s)
 }
 
 // ParseTLSVersion parses "1.2" or "1.3".
@@ -191,6 +214,19 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if _, err := ParseMode(string(o.Mode)); err != nil {
 		return o, err
+	}
+	if o.Mode == ModeTCPHold {
+		return o, errors.New("bench: mode tcp-hold holds idle connections: measure it with MeasureIdle (-idle N)")
+	}
+	if o.Messages < 0 || o.MessageSize < 0 || o.MessageSize > MaxMessageSize {
+		return o, fmt.Errorf("bench: %d messages of %d bytes: want a count ≥ 0 and a size of 1 … %d bytes (0: the defaults)",
+			o.Messages, o.MessageSize, MaxMessageSize)
+	}
+	if o.Messages == 0 {
+		o.Messages = DefaultMessages
+	}
+	if o.MessageSize == 0 {
+		o.MessageSize = DefaultMessageSize
 	}
 	if o.TLSVersion == 0 {
 		o.TLSVersion = tls.VersionTLS13

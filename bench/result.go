@@ -53,6 +53,10 @@ type Result struct {
 	// ClientCPUPerReqUS is this process's own CPU per successful request.
 	ClientCPUPerReqUS float64 `json:"client_cpu_us_per_req"`
 
+	// TCP is set in ModeTCP, where a "request" above is one echoed
+	// message (Requests, Throughput and Latency are about messages).
+	TCP *TCPStats `json:"tcp,omitempty"`
+
 	Started time.Time `json:"started"`
 }
 
@@ -89,8 +93,35 @@ func latencyOf(h *hdrhistogram.Histogram) Latency {
 // WriteJSON writes r as one line of JSON.
 func (r *Result) WriteJSON(w io.Writer) error { return writeJSONLine(w, r) }
 
+// TCPStats are ModeTCP's own figures.
+type TCPStats struct {
+	MessageSize     int `json:"message_size"`
+	MessagesPerConn int `json:"messages_per_conn"`
+	// Messages were echoed in full and intact; MessagesPerS is Messages /
+	// DurationS.
+	Messages     int64   `json:"messages"`
+	MessagesPerS float64 `json:"messages_per_s"`
+	// Connects counts the measured connections whose TCP connect and mTLS
+	// handshake succeeded; ConnectsPerS is Connects / DurationS.
+	Connects     int64   `json:"connects"`
+	ConnectsPerS float64 `json:"connects_per_s"`
+	// ConnectLatency is the time from dial to the end of the client's
+	// handshake, in microseconds.
+	ConnectLatency Latency `json:"connect_latency_us"`
+	// ServerCPUPerMessageUS and ServerCPUPerConnectUS divide the server's
+	// CPU time over the run (set when PIDs were given) by Messages and by
+	// Connects. Each includes the other's share: a run of many messages per
+	// connection measures messages, a run of one message per connection
+	// measures connects.
+	ServerCPUPerMessageUS *float64 `json:"server_cpu_us_per_message,omitempty"`
+	ServerCPUPerConnectUS *float64 `json:"server_cpu_us_per_connect,omitempty"`
+}
+
 // WriteText writes r for a person.
 func (r *Result) WriteText(w io.Writer) error {
+	if r.TCP != nil {
+		return r.writeTCPText(w)
+	}
 	var b strings.Builder
 	label := ""
 	if r.Label != "" {

@@ -44,6 +44,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	cookies := map[int]string{} // by device index
 	for i := range workers {
 		w := &worker{r: r, id: i, hist: newHistogram(), errs: map[string]int64{}}
+		if o.Mode == ModeTCP {
+			w.initTCP()
+		}
 		extra := ""
 		if o.Mode == ModeCookie {
 			d := i % len(o.Devices)
@@ -129,6 +132,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			per := s * 1e6 / float64(res.Requests)
 			res.ServerCPUPerReqUS = &per
 		}
+		if res.TCP != nil {
+			res.TCP.serverCPU(s)
+		}
 	}
 	return res, nil
 }
@@ -143,7 +149,13 @@ func (r *runner) work(ctx context.Context, w *worker) {
 			return
 		}
 		start := time.Now()
-		kind := w.do(ctx)
+		var kind errKind
+		if r.o.Mode == ModeTCP {
+			// A message's latency starts after its connection is up.
+			kind, start = w.doTCP(ctx, start)
+		} else {
+			kind = w.do(ctx)
+		}
 		lat := time.Since(start)
 		if kind == "" {
 			r.okCount.Add(1)
@@ -188,6 +200,9 @@ func (r *runner) result(workers []*worker, elapsed time.Duration) *Result {
 		res.Throughput = float64(res.Requests) / elapsed.Seconds()
 	}
 	res.Latency = latencyOf(h)
+	if o.Mode == ModeTCP {
+		res.TCP = tcpStats(o, workers, elapsed, res.Requests)
+	}
 	return res
 }
 

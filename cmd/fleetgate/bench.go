@@ -24,6 +24,16 @@ const benchUsage = `Usage:
   fleetgate bench -idle N -target ADDR -pid PID  memory per idle mTLS connection of server PID
   fleetgate bench -summarize FILE -floor-us F    the comparison's Markdown table (and -out, -png)
 
+Relays (tcp applications and their peers):
+  fleetgate bench -mode tcp -target ADDR         echo -messages messages of -message-size bytes
+                                                 per connection through a relay to a TCP echo origin
+  fleetgate bench -mode tcp-hold -idle N -target ADDR -pid PID
+                                                 memory per idle relayed connection of server PID
+  fleetgate bench -origin-tcp ADDR               run the TCP echo origin until SIGTERM
+  fleetgate bench -relay-server ADDR -dir DIR -relay-upstream HOST:PORT
+                                                 run the Go crypto/tls + io.Copy relay until SIGTERM
+  fleetgate bench -summarize-relay FILE          the relay comparison's Markdown tables
+
 Device certificates are generated once into DIR/devices (from DIR's CA, or
 from -ca-cert/-ca-key) and reused by later runs.
 
@@ -38,8 +48,9 @@ type benchFlags struct {
 	duration, warmup, timeout                     time.Duration
 	jsonOut, insecure, floor                      bool
 	initDir, origin, stdlibServer, upstream       string
-	idle                                          int
-	summarize, out, png                           string
+	idle, messages, messageSize                   int
+	originTCP, relayServer, relayUpstream         string
+	summarize, summarizeRelay, out, png           string
 	floorUS                                       float64
 }
 
@@ -58,10 +69,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the server's certificate")
 	fs.IntVar(&f.concurrency, "concurrency", bench.DefaultConcurrency, "workers, each with one request in flight")
 	fs.DurationVar(&f.duration, "duration", 0, "measured phase (default 10s; with -requests alone, at most 5m)")
-	fs.Int64Var(&f.requests, "requests", 0, "measured requests (0: bounded by -duration)")
+	fs.Int64Var(&f.requests, "requests", 0, "measured requests, or messages with -mode tcp (0: bounded by -duration)")
 	fs.DurationVar(&f.warmup, "warmup", 0, "warm-up before measuring, not counted")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "bound on each request, dial and handshake included")
-	fs.StringVar(&f.mode, "mode", "fresh", "fresh (a handshake per request), keepalive, or cookie (certificate once, then the session cookie)")
+	fs.StringVar(&f.mode, "mode", "fresh", "fresh (a handshake per request), keepalive, cookie (certificate once, then the session cookie), tcp (echo through a relay) or tcp-hold (idle relayed connections, with -idle)")
+	fs.IntVar(&f.messages, "messages", bench.DefaultMessages, "-mode tcp: messages echoed per connection before it closes (1: measure connects)")
+	fs.IntVar(&f.messageSize, "message-size", bench.DefaultMessageSize, "-mode tcp and tcp-hold: message size in `bytes`")
 	fs.StringVar(&f.tlsVersion, "tls", "1.3", "TLS version: 1.2 or 1.3")
 	fs.StringVar(&f.group, "group", "x25519", "key-exchange group: x25519, p256 or mlkem (X25519MLKEM768)")
 	fs.StringVar(&f.path, "path", "/", "request `path`")
@@ -75,8 +88,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.origin, "origin", "", "run the benchmark origin on `ADDR`")
 	fs.StringVar(&f.stdlibServer, "stdlib-server", "", "run the standard-library proxy on `ADDR` (certificates from -dir)")
 	fs.StringVar(&f.upstream, "upstream", "http://127.0.0.1:9000", "origin `URL` of -stdlib-server")
+	fs.StringVar(&f.originTCP, "origin-tcp", "", "run the TCP echo origin on `ADDR`")
+	fs.StringVar(&f.relayServer, "relay-server", "", "run the Go TLS relay on `ADDR` (certificates from -dir)")
+	fs.StringVar(&f.relayUpstream, "relay-upstream", "127.0.0.1:9001", "TCP origin (`host:port`) of -relay-server")
 	fs.IntVar(&f.idle, "idle", 0, "open `N` idle mTLS connections to -target and report server -pid's RSS growth per connection")
 	fs.StringVar(&f.summarize, "summarize", "", "JSON-lines `file` of comparison runs: print the Markdown table")
+	fs.StringVar(&f.summarizeRelay, "summarize-relay", "", "JSON-lines `file` of relay comparison runs: print the Markdown tables")
 	fs.Float64Var(&f.floorUS, "floor-us", 0, "crypto floor in µs for -summarize (0: measure it now)")
 	fs.StringVar(&f.out, "out", "", "with -summarize: also write the Markdown to `file`")
 	fs.StringVar(&f.png, "png", "", "with -summarize: also draw the chart to `file`")
@@ -104,15 +121,27 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	case f.floor:
 		err = benchFloor(stdout, f.jsonOut)
 	case f.origin != "":
-		err = benchServe(ctx, stdout, "origin", func() (*bench.Server, error) { return bench.StartOrigin(f.origin) })
+		err = benchServe(ctx, stdout, "origin", func() (benchServer, error) { return bench.StartOrigin(f.origin) })
+	case f.originTCP != "":
+		err = benchServe(ctx, stdout, "tcp echo origin", func() (benchServer, error) { return bench.StartEchoOrigin(f.originTCP) })
+	case f.relayServer != "":
+		err = benchServe(ctx, stdout, "go relay", func() (benchServer, error) {
+			return bench.StartGoRelay(bench.GoRelayOptions{
+				Listen: f.relayServer, Upstream: f.relayUpstream,
+				CertFile: filepath.Join(f.dir, bench.ServerFile), KeyFile: filepath.Join(f.dir, bench.ServerKeyFile),
+				ClientCAFile: filepath.Join(f.dir, bench.RootFile),
+			})
+		})
 	case f.stdlibServer != "":
-		err = benchServe(ctx, stdout, "stdlib server", func() (*bench.Server, error) {
+		err = benchServe(ctx, stdout, "stdlib server", func() (benchServer, error) {
 			return bench.StartStdlib(bench.StdlibOptions{
 				Listen: f.stdlibServer, Upstream: f.upstream,
 				CertFile: filepath.Join(f.dir, bench.ServerFile), KeyFile: filepath.Join(f.dir, bench.ServerKeyFile),
 				ClientCAFile: filepath.Join(f.dir, bench.RootFile),
 			})
 		})
+	case f.summarizeRelay != "":
+		err = bench.SummarizeRelay(f.summarizeRelay, stdout)
 	case f.summarize != "":
 		err = bench.Summarize(bench.SummaryOptions{Input: f.summarize, FloorUS: f.floorUS, Markdown: f.out, PNG: f.png}, stdout)
 	default:
@@ -150,8 +179,15 @@ func benchFloor(stdout io.Writer, jsonOut bool) error {
 	return fl.WriteText(stdout)
 }
 
+// benchServer is a running server of package bench (HTTP or TCP).
+type benchServer interface {
+	Addr() string
+	Done() <-chan error
+	Shutdown(ctx context.Context) error
+}
+
 // benchServe runs one of the package's servers until ctx ends.
-func benchServe(ctx context.Context, stdout io.Writer, what string, start func() (*bench.Server, error)) error {
+func benchServe(ctx context.Context, stdout io.Writer, what string, start func() (benchServer, error)) error {
 	s, err := start()
 	if err != nil {
 		return err
@@ -171,7 +207,8 @@ func benchServe(ctx context.Context, stdout io.Writer, what string, start func()
 func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) error {
 	o := bench.Options{Target: f.target, SNI: f.sni, Host: f.host, Insecure: f.insecure,
 		Concurrency: f.concurrency, Duration: f.duration, Requests: f.requests, Warmup: f.warmup,
-		Timeout: f.timeout, Path: f.path, BodySize: f.bodySize, SourceIPs: f.sourceIPs, Label: f.label}
+		Timeout: f.timeout, Path: f.path, BodySize: f.bodySize, SourceIPs: f.sourceIPs, Label: f.label,
+		Messages: f.messages, MessageSize: f.messageSize}
 	var err error
 	if o.Mode, err = bench.ParseMode(f.mode); err != nil {
 		return err
@@ -203,6 +240,9 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 	if f.idle > 0 {
 		return benchIdle(ctx, f, o, stdout)
 	}
+	if o.Mode == bench.ModeTCPHold {
+		return fmt.Errorf("bench: -mode tcp-hold needs -idle N (the connections to hold) and -pid")
+	}
 	res, err := bench.Run(ctx, o)
 	if err != nil && res == nil {
 		return err
@@ -226,7 +266,14 @@ func benchIdle(ctx context.Context, f *benchFlags, o bench.Options, stdout io.Wr
 	if len(o.PIDs) != 1 {
 		return fmt.Errorf("bench: -idle needs exactly one server -pid")
 	}
-	res, err := bench.MeasureIdle(ctx, bench.IdleOptions{Run: o, N: f.idle, PID: o.PIDs[0], Label: f.label})
+	opts := bench.IdleOptions{Run: o, N: f.idle, PID: o.PIDs[0], Label: f.label}
+	if o.Mode == bench.ModeTCP || o.Mode == bench.ModeTCPHold {
+		// A relayed connection echoes one message, so that its origin side
+		// is connected too, then idles.
+		opts.Echo = o.MessageSize
+		opts.Run.Mode = ""
+	}
+	res, err := bench.MeasureIdle(ctx, opts)
 	if err != nil {
 		return err
 	}

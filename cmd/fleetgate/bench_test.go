@@ -27,3 +27,30 @@ func TestBenchExitCodes(t *testing.T) {
 		t.Errorf("a run where every request failed: exit %d, want 1: %s", code, stderr)
 	}
 }
+
+// TestBenchTCPFlags: tcp-hold without -idle is refused with the reason, and
+// a tcp run against a relay that is not there exits 1 like the HTTP modes.
+func TestBenchTCPFlags(t *testing.T) {
+	t.Parallel()
+	pkiDir := filepath.Join(t.TempDir(), "pki")
+	if code, _, stderr := runInProcess(t, "bench", "-init", pkiDir); code != 0 {
+		t.Fatalf("bench -init: exit %d: %s", code, stderr)
+	}
+	closed := freePort(t)
+	base := []string{"bench", "-insecure", "-target", closed, "-dir", pkiDir, "-devices", "2", "-concurrency", "1"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"hold without -idle", []string{"-mode", "tcp-hold"}, "needs -idle"},
+		{"unknown mode", []string{"-mode", "udp"}, "tcp or tcp-hold"},
+		{"nobody relays", []string{"-mode", "tcp", "-requests", "2", "-message-size", "4096"}, "every request failed"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runInProcess(t, append(append([]string{}, base...), tt.args...)...)
+		if code != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%s: exit %d, want 1 with %q: %s", tt.name, code, tt.want, stderr)
+		}
+	}
+}
