@@ -270,7 +270,7 @@ func TestValidHost(t *testing.T) {
 	}
 }
 
-// TestHardeningRefusedMethods (finding 4): CONNECT and TRACE are refused
+// TestHardeningRefusedMethods: CONNECT and TRACE are refused
 // before anything is forwarded.
 func TestHardeningRefusedMethods(t *testing.T) {
 	for _, tc := range []struct {

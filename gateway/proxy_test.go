@@ -64,7 +64,7 @@ func wireRequest(t testing.TB, req *fasthttp.Request) (line string, fields map[s
 
 var testForward = forwardInfo{Token: "minted.jwt.sig", ClientIP: "10.0.0.1", Host: "app.fleet.test", CookieName: "CF_Authorization"}
 
-// TestHardeningUnderscoreHeaders (finding 1): a field name with '_' never
+// TestHardeningUnderscoreHeaders: a field name with '_' never
 // reaches the origin, whatever it spells, and the request is served.
 func TestHardeningUnderscoreHeaders(t *testing.T) {
 	raw := "GET /x HTTP/1.1\r\nHost: app.fleet.test\r\n" +
@@ -99,7 +99,7 @@ func TestHardeningUnderscoreHeaders(t *testing.T) {
 	}
 }
 
-// TestHardeningSpoofableFamilies (finding 2): every field of the spoofable
+// TestHardeningSpoofableFamilies: every field of the spoofable
 // families is stripped, in any case; the gateway's own forwarding headers
 // are then the only ones; neighbours of those names pass.
 func TestHardeningSpoofableFamilies(t *testing.T) {
@@ -197,7 +197,7 @@ func TestHardeningStrippedNoAlloc(t *testing.T) {
 	}
 }
 
-// TestHardeningConnectionTokens (finding 3, request side): the fields every
+// TestHardeningConnectionTokens: the fields every
 // Connection header nominates are stripped, not only the first's; framing
 // fields and Host are never stripped on a Connection header's word.
 func TestHardeningConnectionTokens(t *testing.T) {
@@ -261,7 +261,7 @@ func wireResponse(t testing.TB, resp *fasthttp.Response) string {
 	return b.String()
 }
 
-// TestHardeningOriginConnection (finding 3, response side): the origin's
+// TestHardeningOriginConnection: the origin's
 // Connection headers and the fields they nominate stay at the gateway; the
 // device's Connection header is the gateway's alone.
 func TestHardeningOriginConnection(t *testing.T) {
@@ -334,7 +334,7 @@ func TestHardeningOriginConnectionEndToEnd(t *testing.T) {
 	}
 }
 
-// TestHardeningUserAgent (finding 5): the device's User-Agent reaches the
+// TestHardeningUserAgent: the device's User-Agent reaches the
 // origin unchanged, and its absence stays an absence.
 func TestHardeningUserAgent(t *testing.T) {
 	h := newHarness(t)
@@ -349,7 +349,7 @@ func TestHardeningUserAgent(t *testing.T) {
 	}
 }
 
-// TestHardeningAbsoluteTarget (finding 6): an absolute-form target reaches
+// TestHardeningAbsoluteTarget: an absolute-form target reaches
 // the origin in origin form with its path and query as sent, exactly as the
 // same target in origin form does.
 func TestHardeningAbsoluteTarget(t *testing.T) {

@@ -2,7 +2,7 @@
 # scripts/hardening.sh: the long hardening runs (floods and reloads), with
 # the real binary, `fleetgate bench` as the fleet and `fleetgate bench
 # -origin` as the origin, all on loopback. The short versions are Go tests
-# in gateway/ (overload_test.go, faults_test.go) that `make test` runs.
+# in gateway/ (limits_test.go, stream_test.go, server_test.go) that `make test` runs.
 #
 #   flood        (make flood) DURATION seconds of fresh mTLS handshakes at
 #                three times the gateway's handshake capacity: handshake_queue
