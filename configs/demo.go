@@ -26,9 +26,16 @@ const (
 	// DemoAppDomain is the session application: non_identity, include
 	// valid_certificate, 24h session cookie.
 	DemoAppDomain = "app.fleet.test"
-	// DemoOrigin is the origin of both demo applications: the gateway's
-	// built-in echo origin.
+	// DemoMQTTDomain is the mqtt application: valid_certificate, the
+	// client id must be the CN, the broker sees the CN as the username.
+	DemoMQTTDomain = "mqtt.fleet.test"
+	// DemoOrigin is the origin of the two http demo applications: the
+	// gateway's built-in echo origin.
 	DemoOrigin = "http://127.0.0.1:9000"
+	// DemoMQTTOrigin is the origin of the mqtt demo application: the
+	// gateway's built-in MQTT broker. Not 1883, so that a local broker on
+	// the standard port does not keep the demo from starting.
+	DemoMQTTOrigin = "tcp://127.0.0.1:9883"
 	// DemoCAChain is the client CA upload: the intermediate, then the root,
 	// as PEM certificates. Device certificates are issued by the
 	// intermediate.
@@ -40,6 +47,9 @@ const (
 	// DemoAppCert and DemoAppKey are the same for DemoAppDomain.
 	DemoAppCert = "pki/app.fleet.test.pem"
 	DemoAppKey  = "pki/app.fleet.test-key.pem"
+	// DemoMQTTCert and DemoMQTTKey are the same for DemoMQTTDomain.
+	DemoMQTTCert = "pki/mqtt.fleet.test.pem"
+	DemoMQTTKey  = "pki/mqtt.fleet.test-key.pem"
 	// DemoTokenKey is the token signing key: PKCS#8 PEM, P-256.
 	DemoTokenKey = "keys/token.pem"
 )

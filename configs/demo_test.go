@@ -29,25 +29,38 @@ func TestDemoParsesAgainstAGeneratedFolder(t *testing.T) {
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
 	}
-	if len(cfg.Applications) != 2 {
+	if len(cfg.Applications) != 3 {
 		t.Fatalf("applications: %d", len(cfg.Applications))
 	}
 	for i, want := range []struct {
 		domain   string
+		protocol Protocol
+		origin   string
 		duration time.Duration
 		include  string
 	}{
-		{DemoDevicesDomain, 0, `common_name = "sensor-0001"`},
-		{DemoAppDomain, 24 * time.Hour, `valid_certificate = true`},
+		{DemoDevicesDomain, ProtocolHTTP, DemoOrigin, 0, `common_name = "sensor-0001"`},
+		{DemoAppDomain, ProtocolHTTP, DemoOrigin, 24 * time.Hour, `valid_certificate = true`},
+		{DemoMQTTDomain, ProtocolMQTT, DemoMQTTOrigin, 0, `valid_certificate = true`},
 	} {
 		app := cfg.Applications[i]
-		if app.Domain != want.domain || app.SessionDuration != want.duration || app.Origin.String() != DemoOrigin || len(app.ClientCAs) != 1 {
-			t.Errorf("applications[%d]: %q %v %v %d CAs", i, app.Domain, app.SessionDuration, app.Origin, len(app.ClientCAs))
+		if app.Domain != want.domain || app.Protocol != want.protocol || app.SessionDuration != want.duration ||
+			app.Origin.String() != want.origin || len(app.ClientCAs) != 1 {
+			t.Errorf("applications[%d]: %q %q %v %v %d CAs", i, app.Domain, app.Protocol, app.SessionDuration, app.Origin, len(app.ClientCAs))
 		}
 		if len(app.Policies) != 1 || app.Policies[0].Action != policy.NonIdentity || len(app.Policies[0].Include) != 1 ||
 			app.Policies[0].Include[0].(interface{ String() string }).String() != want.include {
 			t.Errorf("applications[%d] policies: %+v", i, app.Policies)
 		}
+	}
+
+	// The mqtt application binds the client id and the username to the CN.
+	mq := cfg.Applications[2]
+	if mq.MQTT == nil || *mq.MQTT != (MQTTSettings{ClientID: MQTTCNPlaceholder, Username: MQTTCommonName, Password: MQTTKeep, MaxConnectBytes: defaultMaxConnectBytes}) {
+		t.Errorf("applications[2] mqtt settings: %+v", mq.MQTT)
+	}
+	if id, ok := mq.MQTT.ExpectedClientID("sensor-0001"); !ok || id != "sensor-0001" {
+		t.Errorf("expected client id of sensor-0001: %q %v", id, ok)
 	}
 
 	// Demo returns a copy: changing it changes nothing for the next caller.
@@ -76,7 +89,7 @@ func TestDemoNamesItsFiles(t *testing.T) {
 		}
 		got = append(got, filepath.ToSlash(name))
 	}
-	want := []string{DemoTokenKey, DemoCAChain, DemoDevicesCert, DemoDevicesKey, DemoAppCert, DemoAppKey}
+	want := []string{DemoTokenKey, DemoCAChain, DemoDevicesCert, DemoDevicesKey, DemoAppCert, DemoAppKey, DemoMQTTCert, DemoMQTTKey}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("demo files:\n got %v\nwant %v", got, want)
 	}

@@ -65,6 +65,15 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 		defer origin.Close()
 		fmt.Fprintf(stdout, "fleetgate: demo echo origin on %s\n", configs.DemoOrigin)
+		// The broker's own log: warnings and errors only, in the gateway's format.
+		brokerLog, _ := newLogger(stderr, *logFormat, "warn")
+		broker, err := demo.StartBroker(strings.TrimPrefix(configs.DemoMQTTOrigin, "tcp://"), brokerLog.With("component", "demo mqtt broker"))
+		if err != nil {
+			fmt.Fprintln(stderr, "fleetgate:", err)
+			return 1
+		}
+		defer broker.Close()
+		fmt.Fprintf(stdout, "fleetgate: demo mqtt broker (mochi-mqtt, admits every client) on %s\n", configs.DemoMQTTOrigin)
 	}
 
 	loadFile := load
@@ -151,6 +160,16 @@ func printSteps(w io.Writer, dir, listen string) {
 	fmt.Fprintf(w, "\nTry it (each command prints the HTTP status):\n\n")
 	for _, s := range demo.Steps(dir, listen) {
 		fmt.Fprintf(w, "# %s\n%s\n\n", s.Title, s.Cmd)
+	}
+	fmt.Fprintf(w, "MQTT on %s: mosquitto_pub and mosquitto_sub come with `apt-get install mosquitto-clients`.\n", configs.DemoMQTTDomain)
+	fmt.Fprintf(w, "They connect to the name they are given and send it as SNI (there is no --resolve): first add\n")
+	fmt.Fprintf(w, "this line to /etc/hosts:\n\n    %s\n\n", demo.MQTTHostsLine(listen))
+	for _, s := range demo.MQTTSteps(dir, listen) {
+		fmt.Fprintf(w, "# %s\n%s\n", s.Title, s.Cmd)
+		for _, l := range s.Output {
+			fmt.Fprintf(w, "#   %s\n", l)
+		}
+		fmt.Fprintln(w)
 	}
 }
 

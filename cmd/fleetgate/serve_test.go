@@ -196,15 +196,18 @@ func TestServeReloadAndDrain(t *testing.T) {
 const demoOrigin = "127.0.0.1:9000"
 
 // TestDemo runs the demo (serve without -c) through the binary: it runs
-// until SIGINT or SIGTERM, and its echo origin takes a fixed port.
+// until SIGINT or SIGTERM, and its echo origin and MQTT broker take fixed
+// ports.
 func TestDemo(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	if l, err := net.Listen("tcp", demoOrigin); err != nil {
-		t.Skipf("the demo origin's port is busy: %v", err)
-	} else {
-		l.Close()
+	for _, addr := range []string{demoOrigin, demoBroker} {
+		if l, err := net.Listen("tcp", addr); err != nil {
+			t.Skipf("a port of the demo's origins is busy: %v", err)
+		} else {
+			l.Close()
+		}
 	}
 	work := t.TempDir()
 	demoDir := filepath.Join(work, "demo") // a clean folder: it does not exist yet
@@ -250,6 +253,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("step %q printed %q, want %d", s.title, got, s.status)
 		}
 	}
+	checkDemoMQTT(t, demoDir, listen, out)
 	p.signal(t, syscall.SIGINT)
 	if code := p.exitCode(t, 20*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGINT", code)

@@ -1,6 +1,7 @@
 // Package demo prepares what `make run` needs: a demo PKI and token key in a
-// folder (created on first start, reused after), a loopback echo origin, and
-// the curl commands that show the Access flow end to end.
+// folder (created on first start, reused after), a loopback echo origin, a
+// loopback MQTT broker, and the curl and mosquitto commands that show the
+// Access flow end to end.
 package demo
 
 import (
@@ -30,15 +31,43 @@ func DeviceCert(name string) string { return filepath.Join("pki", "devices", nam
 // DeviceKey is the path of a device's private key.
 func DeviceKey(name string) string { return filepath.Join("pki", "devices", name+"-key.pem") }
 
+// Files returns the files, relative to the demo folder, that Prepare writes.
+func Files() []string {
+	files := []string{configs.DemoCAChain, RootCA, configs.DemoTokenKey}
+	for _, s := range servers {
+		files = append(files, s.cert, s.key)
+	}
+	for _, d := range Devices {
+		files = append(files, DeviceCert(d), DeviceKey(d))
+	}
+	return files
+}
+
+// servers are the demo's server certificates: one per domain.
+var servers = []struct{ host, cert, key string }{
+	{configs.DemoDevicesDomain, configs.DemoDevicesCert, configs.DemoDevicesKey},
+	{configs.DemoAppDomain, configs.DemoAppCert, configs.DemoAppKey},
+	{configs.DemoMQTTDomain, configs.DemoMQTTCert, configs.DemoMQTTKey},
+}
+
 // Prepare makes sure dir holds the demo PKI: a root and an intermediate CA,
 // server certificates for the demo domains, device certificates and a token
-// signing key. It creates them only when the root is missing and reports
-// whether it did.
+// signing key. When every file is there it leaves the folder untouched;
+// when any is missing (a folder made by an older fleetgate, before the mqtt
+// domain, or one partly deleted) it creates them all anew, since the
+// intermediate's key is not kept. It reports whether it created them.
 func Prepare(dir string) (created bool, err error) {
-	if _, err := os.Stat(filepath.Join(dir, configs.DemoCAChain)); err == nil {
+	complete := true
+	for _, f := range Files() {
+		if _, err := os.Stat(filepath.Join(dir, f)); errors.Is(err, fs.ErrNotExist) {
+			complete = false
+			break
+		} else if err != nil {
+			return false, fmt.Errorf("demo: %w", err)
+		}
+	}
+	if complete {
 		return false, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("demo: %w", err)
 	}
 	root, err := pki.NewRoot(pki.Root("fleetgate demo root CA"))
 	if err != nil {
@@ -54,10 +83,6 @@ func Prepare(dir string) (created bool, err error) {
 	}
 	if err := writeAll(path(RootCA), root.CertPEM()); err != nil {
 		return false, err
-	}
-	servers := []struct{ host, cert, key string }{
-		{"devices.fleet.test", configs.DemoDevicesCert, configs.DemoDevicesKey},
-		{"app.fleet.test", configs.DemoAppCert, configs.DemoAppKey},
 	}
 	for _, s := range servers {
 		c, err := inter.Issue(pki.Server(s.host))

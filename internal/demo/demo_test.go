@@ -22,9 +22,12 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		t.Fatalf("first Prepare: created %v, err %v", created, err)
 	}
 	files := []string{configs.DemoCAChain, RootCA, configs.DemoDevicesCert, configs.DemoDevicesKey,
-		configs.DemoAppCert, configs.DemoAppKey, configs.DemoTokenKey}
+		configs.DemoAppCert, configs.DemoAppKey, configs.DemoMQTTCert, configs.DemoMQTTKey, configs.DemoTokenKey}
 	for _, d := range Devices {
 		files = append(files, DeviceCert(d), DeviceKey(d))
+	}
+	if got := Files(); len(got) != len(files) {
+		t.Errorf("Files() = %v, want the %d files %v", got, len(files), files)
 	}
 	before := map[string][]byte{}
 	for _, f := range files {
@@ -45,8 +48,11 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the demo configuration does not load: %v", err)
 	}
-	if len(cfg.Applications) != 2 {
-		t.Fatalf("%d demo applications, want 2", len(cfg.Applications))
+	if len(cfg.Applications) != 3 {
+		t.Fatalf("%d demo applications, want 3", len(cfg.Applications))
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %v", cfg.Warnings)
 	}
 
 	// Device certificates chain to the root that the curl commands trust.
@@ -56,20 +62,7 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range Devices {
-		rest := before[DeviceCert(d)]
-		var chain []*x509.Certificate
-		for {
-			var b *pem.Block
-			b, rest = pem.Decode(rest)
-			if b == nil {
-				break
-			}
-			c, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			chain = append(chain, c)
-		}
+		chain := parseChain(t, before[DeviceCert(d)])
 		if len(chain) != 2 || chain[0].Subject.CommonName != d {
 			t.Fatalf("%s: chain of %d, leaf %q", d, len(chain), chain[0].Subject.CommonName)
 		}
@@ -83,6 +76,25 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		}
 	}
 
+	// Each server certificate covers its domain and chains to the root.
+	for _, s := range []struct{ domain, cert string }{
+		{configs.DemoDevicesDomain, configs.DemoDevicesCert},
+		{configs.DemoAppDomain, configs.DemoAppCert},
+		{configs.DemoMQTTDomain, configs.DemoMQTTCert},
+	} {
+		chain := parseChain(t, before[s.cert])
+		if len(chain) != 2 {
+			t.Fatalf("%s: chain of %d", s.cert, len(chain))
+		}
+		inter := x509.NewCertPool()
+		inter.AddCert(chain[1])
+		roots := x509.NewCertPool()
+		roots.AddCert(root)
+		if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: s.domain, Roots: roots, Intermediates: inter}); err != nil {
+			t.Errorf("%s does not verify for %s: %v", s.cert, s.domain, err)
+		}
+	}
+
 	// A second start reuses the folder untouched.
 	created, err = Prepare(dir)
 	if err != nil || created {
@@ -92,6 +104,53 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		if now, _ := os.ReadFile(filepath.Join(dir, f)); string(now) != string(b) {
 			t.Errorf("%s changed on the second start", f)
 		}
+	}
+}
+
+// TestPrepareCompletesAnOlderFolder: a folder made before the mqtt domain
+// (or partly deleted) lacks a file; Prepare creates the PKI anew so that
+// the demo configuration loads.
+func TestPrepareCompletesAnOlderFolder(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Prepare(dir); err != nil {
+		t.Fatal(err)
+	}
+	oldRoot, _ := os.ReadFile(filepath.Join(dir, RootCA))
+	for _, f := range []string{configs.DemoMQTTCert, configs.DemoMQTTKey} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := configs.Parse(configs.DemoName, configs.Demo(), dir); err == nil {
+		t.Fatal("the demo configuration loads without the mqtt certificate")
+	}
+	created, err := Prepare(dir)
+	if err != nil || !created {
+		t.Fatalf("Prepare on an incomplete folder: created %v, err %v", created, err)
+	}
+	if _, err := configs.Parse(configs.DemoName, configs.Demo(), dir); err != nil {
+		t.Fatalf("the demo configuration does not load after Prepare: %v", err)
+	}
+	// Every file is new: certificates from the new intermediate only.
+	if newRoot, _ := os.ReadFile(filepath.Join(dir, RootCA)); string(newRoot) == string(oldRoot) {
+		t.Error("the root was kept, but the mqtt certificate cannot have been issued by it")
+	}
+}
+
+func parseChain(t *testing.T, rest []byte) []*x509.Certificate {
+	t.Helper()
+	var chain []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return chain
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, c)
 	}
 }
 
@@ -129,6 +188,76 @@ func TestSteps(t *testing.T) {
 			}
 			if !strings.Contains(steps[3].Cmd, " -c ") || !strings.Contains(steps[4].Cmd, " -b ") || strings.Contains(steps[4].Cmd, "--cert") {
 				t.Errorf("the cookie steps do not save then send the jar: %q / %q", steps[3].Cmd, steps[4].Cmd)
+			}
+		})
+	}
+}
+
+func TestMQTTSteps(t *testing.T) {
+	tests := []struct {
+		name, dir, listen string
+		port, hosts       string
+	}{
+		{"loopback", "/tmp/demo", "127.0.0.1:8443", "8443", "127.0.0.1 mqtt.fleet.test"},
+		{"all interfaces", "/tmp/demo", ":9443", "9443", "127.0.0.1 mqtt.fleet.test"},
+		{"another loopback address", "/tmp/demo", "127.0.0.2:8443", "8443", "127.0.0.2 mqtt.fleet.test"},
+		{"bad listen falls back", "/tmp/demo", "nonsense", "8443", "127.0.0.1 mqtt.fleet.test"},
+		{"folder with a space", "/tmp/my demo", "127.0.0.1:8443", "8443", "127.0.0.1 mqtt.fleet.test"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := MQTTHostsLine(tc.listen); got != tc.hosts {
+				t.Errorf("hosts line %q, want %q", got, tc.hosts)
+			}
+			steps := MQTTSteps(tc.dir, tc.listen)
+			if len(steps) != 5 {
+				t.Fatalf("%d steps, want 5", len(steps))
+			}
+			wantExit := []int{0, 0, 2, 0x85, 5}
+			for i, s := range steps {
+				if s.Exit != wantExit[i] {
+					t.Errorf("step %d %q: exit %d, want %d", i, s.Title, s.Exit, wantExit[i])
+				}
+				if !strings.Contains(s.Title, " → ") {
+					t.Errorf("step %d: title %q does not name its outcome", i, s.Title)
+				}
+				bin, _, _ := strings.Cut(s.Cmd, " ")
+				if bin != "mosquitto_pub" && bin != "mosquitto_sub" {
+					t.Errorf("step %d: %q is not a mosquitto client", i, s.Cmd)
+				}
+				if !strings.Contains(s.Cmd, " -h mqtt.fleet.test -p "+tc.port+" ") || !strings.Contains(s.Cmd, " --cafile ") {
+					t.Errorf("step %d: command %q", i, s.Cmd)
+				}
+				if strings.Contains(tc.dir, " ") && !strings.Contains(s.Cmd, "'"+tc.dir+"/") {
+					t.Errorf("step %d: a folder with a space is not quoted: %q", i, s.Cmd)
+				}
+				if (s.Exit != 0) != (len(s.Output) == 2 && strings.HasPrefix(s.Output[0], "Connection error: ")) {
+					t.Errorf("step %d: exit %d with output %q", i, s.Exit, s.Output)
+				}
+			}
+			sensor := "--cert " + shellQuote(filepath.Join(tc.dir, DeviceCert("sensor-0001")))
+			for i, want := range []struct {
+				has, hasNot []string
+			}{
+				{[]string{sensor, " -i sensor-0001 ", " -r", " -t " + MQTTTopic + " -m " + MQTTReading}, []string{"-V"}},
+				{[]string{sensor, " -i sensor-0001 ", " -t 'devices/#'", " -C 1"}, nil},
+				{[]string{sensor, " -i someone-else "}, []string{"-V"}},
+				{[]string{sensor, " -i someone-else ", " -V mqttv5 "}, nil},
+				{[]string{" -i sensor-0001 "}, []string{"--cert", "--key"}},
+			} {
+				for _, h := range want.has {
+					if !strings.Contains(steps[i].Cmd, h) {
+						t.Errorf("step %d: %q lacks %q", i, steps[i].Cmd, h)
+					}
+				}
+				for _, h := range want.hasNot {
+					if strings.Contains(steps[i].Cmd, h) {
+						t.Errorf("step %d: %q has %q", i, steps[i].Cmd, h)
+					}
+				}
+			}
+			if len(steps[1].Output) != 1 || steps[1].Output[0] != MQTTTopic+" "+MQTTReading {
+				t.Errorf("the subscriber's output: %q", steps[1].Output)
 			}
 		})
 	}

@@ -1,0 +1,223 @@
+package main
+
+// The mqtt part of TestDemo: mqtt.fleet.test is served in front of the demo
+// broker, and the mosquitto commands the walkthrough prints get the outcome
+// it says.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/demo"
+	"github.com/fleetgate/fleetgate/internal/mqttwire"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// demoBroker is the demo's fixed MQTT broker (configs.DemoMQTTOrigin).
+const demoBroker = "127.0.0.1:9883"
+
+// checkDemoMQTT runs against a demo gateway listening on listen with its
+// files in demoDir, whose stdout is out.
+func checkDemoMQTT(t *testing.T, demoDir, listen, out string) {
+	t.Helper()
+	if strings.TrimPrefix(configs.DemoMQTTOrigin, "tcp://") != demoBroker {
+		t.Fatalf("the demo broker moved to %s: update demoBroker", configs.DemoMQTTOrigin)
+	}
+	// The walkthrough prints the mosquitto commands, what they print, where
+	// they come from and the /etc/hosts line they need.
+	for _, want := range []string{"apt-get install mosquitto-clients", "\n    " + demo.MQTTHostsLine(listen) + "\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the walkthrough lacks %q:\n%s", want, out)
+		}
+	}
+	steps := demo.MQTTSteps(demoDir, listen)
+	for _, s := range steps {
+		block := "# " + s.Title + "\n" + s.Cmd + "\n"
+		for _, l := range s.Output {
+			block += "#   " + l + "\n"
+		}
+		if !strings.Contains(out, block) {
+			t.Errorf("the walkthrough lacks the step:\n%s", block)
+		}
+	}
+
+	// A Go device through the gateway: sensor-0001 is admitted with its own
+	// client id, and the broker behind delivers what it publishes.
+	roots := x509.NewCertPool()
+	rootPEM, err := os.ReadFile(filepath.Join(demoDir, demo.RootCA))
+	if err != nil || !roots.AppendCertsFromPEM(rootPEM) {
+		t.Fatalf("demo root: %v", err)
+	}
+	dial := func(device string) (*tls.Conn, *bufio.Reader) {
+		t.Helper()
+		cfg := &tls.Config{ServerName: configs.DemoMQTTDomain, RootCAs: roots}
+		if device != "" {
+			cert, err := tls.LoadX509KeyPair(filepath.Join(demoDir, demo.DeviceCert(device)), filepath.Join(demoDir, demo.DeviceKey(device)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", listen, cfg)
+		if err != nil {
+			t.Fatalf("TLS to %s as %q: %v", configs.DemoMQTTDomain, device, err)
+		}
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	for _, v := range []byte{mqttwire.V311, mqttwire.V5} {
+		c, r := dial("sensor-0001")
+		if code := demoConnect(t, c, r, v, "sensor-0001"); code != 0 {
+			t.Errorf("MQTT %d: sensor-0001 as sensor-0001: CONNACK %#x, want accepted", v, code)
+		} else if got := demoPubSub(t, c, r, v, "devices/sensor-0001/go", "21.5"); got != "21.5" {
+			t.Errorf("MQTT %d: received %q", v, got)
+		}
+		c.Close()
+	}
+	for _, tc := range []struct {
+		name, device, clientID string
+		version, code          byte
+	}{
+		{"wrong client id, 3.1.1", "sensor-0001", "someone-else", mqttwire.V311, 2},
+		{"wrong client id, 5.0", "sensor-0001", "someone-else", mqttwire.V5, 0x85},
+		{"another device's client id", "sensor-0002", "sensor-0001", mqttwire.V311, 2},
+		{"no certificate", "", "sensor-0001", mqttwire.V311, 5},
+		{"no certificate, 5.0", "", "sensor-0001", mqttwire.V5, 0x87},
+	} {
+		c, r := dial(tc.device)
+		if code := demoConnect(t, c, r, tc.version, tc.clientID); code != tc.code {
+			t.Errorf("%s: CONNACK %#x, want %#x", tc.name, code, tc.code)
+		}
+		if _, err := r.ReadByte(); err == nil {
+			t.Errorf("%s: the connection stayed open after the refusal", tc.name)
+		}
+		c.Close()
+	}
+
+	// The commands themselves, as printed, when mosquitto-clients is
+	// installed and a private mount namespace can give them the /etc/hosts
+	// line (root on Linux): the real /etc/hosts is left alone.
+	t.Run("mosquitto", func(t *testing.T) {
+		for _, bin := range []string{"mosquitto_pub", "mosquitto_sub", "unshare"} {
+			if _, err := exec.LookPath(bin); err != nil {
+				t.Skipf("%s is not installed", bin)
+			}
+		}
+		if err := exec.Command("unshare", "-m", "mount", "--bind", "/etc/hosts", "/etc/hosts").Run(); err != nil {
+			t.Skipf("no private mount namespace for an /etc/hosts line: %v", err)
+		}
+		etcHosts, err := os.ReadFile("/etc/hosts")
+		if err != nil {
+			t.Skip(err)
+		}
+		hosts := filepath.Join(t.TempDir(), "hosts")
+		if err := os.WriteFile(hosts, append(etcHosts, "\n"+demo.MQTTHostsLine(listen)+"\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range steps {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			cmd := exec.CommandContext(ctx, "unshare", "-m", "sh", "-c", `mount --bind "$1" /etc/hosts && exec sh -c "$2"`, "sh", hosts, s.Cmd)
+			got, err := cmd.CombinedOutput()
+			cancel()
+			exit := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				exit = ee.ExitCode()
+			} else if err != nil {
+				t.Fatalf("%s: %v", s.Title, err)
+			}
+			want := strings.Join(s.Output, "\n")
+			if exit != s.Exit || strings.TrimSpace(string(got)) != want {
+				t.Errorf("%s:\n%s\nexit %d, printed:\n%s\nwant exit %d and:\n%s", s.Title, s.Cmd, exit, got, s.Exit, want)
+			}
+		}
+	})
+}
+
+// demoConnect sends a CONNECT and returns the CONNACK's code.
+func demoConnect(t *testing.T, w io.Writer, r *bufio.Reader, version byte, clientID string) byte {
+	t.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Keepalive: 30, Clean: true}}
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	ack := demoRead(t, r, version)
+	if ack.FixedHeader.Type != packets.Connack {
+		t.Fatalf("packet type %d, want CONNACK", ack.FixedHeader.Type)
+	}
+	return ack.ReasonCode
+}
+
+// demoPubSub subscribes to topic, publishes payload on it (QoS 0) and
+// returns the payload received.
+func demoPubSub(t *testing.T, w io.Writer, r *bufio.Reader, version byte, topic, payload string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: version, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: topic}}}
+	if err := sub.SubscribeEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: version, TopicName: topic, Payload: []byte(payload)}
+	if err := pub.PublishEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if pk := demoRead(t, r, version); pk.FixedHeader.Type == packets.Publish {
+			return string(pk.Payload)
+		}
+	}
+}
+
+// demoRead reads one packet.
+func demoRead(t *testing.T, r *bufio.Reader, version byte) packets.Packet {
+	t.Helper()
+	var pk packets.Packet
+	hb, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("reading a packet: %v", err)
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		t.Fatal(err)
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatal(err)
+	}
+	pk.ProtocolVersion = version
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
