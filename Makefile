@@ -77,7 +77,7 @@ bench-profile:
 # from 100 ms up to 5 s, against max_handshake_rate = STORM_RATE (500), burst
 # STORM_BURST (500). Passes when all are connected within 30 s, some were shed
 # (reason rate), and the gateway's RSS stays under STORM_RSS_MIB (300). The
-# small version (200 devices, 50/s, in process) is part of `make test`.
+# small version (100 devices, 20/s, in process) is part of `make test`.
 storm: build
 	FLEETGATE_STORM_BIN=$(CURDIR)/bin/fleetgate $(GO) test -count=1 -timeout 10m -v -run '^TestTCPReconnectStormBinary$$' ./gateway/
 
