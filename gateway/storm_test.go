@@ -174,6 +174,12 @@ func runStorm(t testing.TB, g stormGateway, fleet *stormFleet, p stormParams) *s
 	}
 	samplerDone := make(chan struct{})
 	stopSampler := make(chan struct{})
+	var stopOnce sync.Once
+	stop := func() {
+		stopOnce.Do(func() { close(stopSampler) })
+		<-samplerDone
+	}
+	defer stop() // also when the test fails half-way
 	go func() {
 		defer close(samplerDone)
 		tick := time.NewTicker(50 * time.Millisecond)
@@ -245,8 +251,7 @@ func runStorm(t testing.TB, g stormGateway, fleet *stormFleet, p stormParams) *s
 	if hs := metricValue(m, `fleetgate_handshakes_total{reason="rate",result="error"}`); hs != res.shed {
 		t.Errorf("handshakes refused for rate: %v, connections refused for rate: %v; want the same", hs, res.shed)
 	}
-	close(stopSampler)
-	<-samplerDone
+	stop()
 	sampleRSS()
 	res.peakRSS = peak.Load()
 
@@ -448,7 +453,7 @@ func TestTCPReconnectStorm(t *testing.T) {
 	if raceDetector {
 		p.rssLimit *= 3
 	}
-	needFDs(t, uint64(3*p.devices+200))
+	needFDs(t, uint64(4*p.devices+200)) // per device: its socket, the gateway's two, the origin's
 	fleet := newStormFleet(t, p.devices)
 	origin := startTCPOrigin(t, stormEcho)
 	dir := t.TempDir()
