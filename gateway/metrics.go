@@ -19,7 +19,7 @@ type metrics interface {
 	// connAccepted counts a connection admitted by OnOpen.
 	connAccepted()
 	// connRefused counts a connection refused by OnOpen: "max_connections",
-	// "max_connections_per_ip", "shed" or "draining".
+	// "max_connections_per_ip", "shed", "rate" or "draining".
 	connRefused(reason string)
 	// tokenMinted counts a token minted for app: "session" or "no_duration".
 	tokenMinted(app, kind string)

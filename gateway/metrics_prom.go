@@ -34,6 +34,7 @@ var (
 // the reason label when result="error".
 var handshakeFailures = []string{
 	tlsengine.ReasonShed,
+	tlsengine.ReasonRate,
 	tlsengine.ReasonTimeout,
 	tlsengine.ReasonUnknownSNI,
 	tlsengine.ReasonNotTLS,
@@ -53,7 +54,7 @@ var originKinds = []string{
 }
 
 // connRefusals are the reasons OnOpen refuses a connection.
-var connRefusals = []string{"max_connections", "max_connections_per_ip", "shed", "draining"}
+var connRefusals = []string{"max_connections", "max_connections_per_ip", "shed", tlsengine.ReasonRate, "draining"}
 
 // verdictKinds are the verdict kinds with a stable name, in Kind order.
 var verdictKinds = func() []verdict.Kind {
@@ -145,7 +146,7 @@ func newPromMetrics(s *Server) *promMetrics {
 	f := factory{m.reg}
 
 	m.handshakes = f.counterVec("handshakes_total",
-		`TLS handshakes by how they ended. result="ok": completed, and reason is the client certificate verdict (valid, missing, unknown_authority, expired, revoked, bad_usage…); result="error": failed or refused, and reason says why (shed, timeout, unknown_sni, not_tls, tls_error…).`,
+		`TLS handshakes by how they ended. result="ok": completed, and reason is the client certificate verdict (valid, missing, unknown_authority, expired, revoked, bad_usage…); result="error": failed or refused, and reason says why (shed, rate, timeout, unknown_sni, not_tls, tls_error…).`,
 		"result", "reason")
 	for _, k := range verdictKinds {
 		m.hsOK = append(m.hsOK, m.handshakes.WithLabelValues("ok", k.String()))
@@ -161,7 +162,7 @@ func newPromMetrics(s *Server) *promMetrics {
 
 	m.accepted = f.counter("connections_accepted_total", "Connections admitted (a TLS handshake started).")
 	m.refusedVec = f.counterVec("connections_refused_total",
-		"Connections closed at once: max_connections reached, max_connections_per_ip reached for the client address, handshake queue full (shed), or the gateway draining.", "reason")
+		"Connections closed at once: max_connections reached, max_connections_per_ip reached for the client address, handshake queue full (shed), over max_handshake_rate (rate), or the gateway draining.", "reason")
 	m.refused = make(map[string]prometheus.Counter, len(connRefusals))
 	for _, r := range connRefusals {
 		m.refused[r] = m.refusedVec.WithLabelValues(r)
@@ -243,7 +244,7 @@ func (m *promMetrics) Handshake(ev tlsengine.HandshakeEvent) {
 			c = m.handshakes.WithLabelValues("error", ev.Reason)
 		}
 		c.Inc()
-		if ev.Reason != tlsengine.ReasonShed {
+		if ev.Reason != tlsengine.ReasonShed && ev.Reason != tlsengine.ReasonRate {
 			m.hsDurFailed.Observe(ev.Duration.Seconds())
 		}
 	}

@@ -10,7 +10,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -28,66 +27,6 @@ import (
 // the name does not resolve, so they reach the gateway through a SOCKS5
 // proxy (--proxy socks5h://, the proxy resolves the name) that the test runs.
 const mosquittoDomain = "broker.mqtt.test"
-
-// socks5 is a minimal SOCKS5 proxy (no authentication, CONNECT only) that
-// connects every request to target, whatever name it asks for.
-func socks5(t *testing.T, target string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				hdr := make([]byte, 2)
-				if _, err := io.ReadFull(c, hdr); err != nil || hdr[0] != 5 {
-					return
-				}
-				if _, err := io.ReadFull(c, make([]byte, hdr[1])); err != nil {
-					return
-				}
-				_, _ = c.Write([]byte{5, 0})
-				req := make([]byte, 4)
-				if _, err := io.ReadFull(c, req); err != nil {
-					return
-				}
-				var skip int
-				switch req[3] {
-				case 1:
-					skip = 4 + 2
-				case 4:
-					skip = 16 + 2
-				case 3:
-					l := make([]byte, 1)
-					if _, err := io.ReadFull(c, l); err != nil {
-						return
-					}
-					skip = int(l[0]) + 2
-				}
-				if _, err := io.ReadFull(c, make([]byte, skip)); err != nil {
-					return
-				}
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					_, _ = c.Write([]byte{5, 5, 0, 1, 0, 0, 0, 0, 0, 0})
-					return
-				}
-				defer up.Close()
-				_, _ = c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0})
-				go func() { _, _ = io.Copy(up, c); _ = up.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(c, up)
-			}()
-		}
-	}()
-	return "socks5h://" + ln.Addr().String()
-}
 
 func TestMQTTMosquitto(t *testing.T) {
 	broker, err := exec.LookPath("mosquitto")
@@ -154,7 +93,7 @@ func TestMQTTMosquitto(t *testing.T) {
 		a.Protocol, a.MQTTClientID, a.MQTTUsername = "mqtt", "common_name", "common_name"
 		c.Applications = append(c.Applications, a)
 	})
-	proxy := socks5(t, f.addr)
+	proxy := "socks5h://" + startSOCKS5(t, f.addr).ln.Addr().String()
 	for _, d := range []*device{f.pki.sensor1, f.pki.sensor2} {
 		f.writeFile(d.name+".pem", pki.ChainPEM(d.cert, f.pki.inter))
 		f.writeFile(d.name+"-key.pem", d.cert.KeyPEM())

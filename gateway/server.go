@@ -132,6 +132,8 @@ func New(opts Options) (*Server, error) {
 		Workers:          cfg.Gateway.HandshakeWorkers,
 		Queue:            cfg.Gateway.HandshakeQueue,
 		HandshakeTimeout: cfg.Gateway.HandshakeTimeout,
+		HandshakeRate:    cfg.Gateway.MaxHandshakeRate,
+		HandshakeBurst:   cfg.Gateway.MaxHandshakeBurst,
 		Verifier:         s.verdicts,
 		// Bytes a device sends right behind its Finished wait in the engine
 		// until the handshake completes: allow one whole request there too.
@@ -223,8 +225,8 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 // OnOpen admits a connection: refused at once when the gateway is draining,
-// at max_connections, at max_connections_per_ip for the client's address, or
-// when the handshake queue is full.
+// at max_connections, at max_connections_per_ip for the client's address,
+// when the handshake queue is full, or over max_handshake_rate.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if o, ok := gc.Context().(*originSide); ok {
 		// A tcp application's origin socket, enrolled by its relay: not a
@@ -257,7 +259,11 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		if perIP {
 			s.perIP.leave(addr)
 		}
-		s.metrics.connRefused("shed")
+		if errors.Is(err, tlsengine.ErrRate) {
+			s.metrics.connRefused(tlsengine.ReasonRate)
+		} else {
+			s.metrics.connRefused("shed")
+		}
 		return nil, gnet.Close
 	}
 	s.metrics.connAccepted()
@@ -345,6 +351,7 @@ func (s *Server) Reload() error {
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, old.inputLimit(), snap.inputLimit()))
 	s.snap.Store(snap)
 	s.engine.SetSites(snap.sites)
+	s.engine.SetHandshakeRate(cfg.Gateway.MaxHandshakeRate, cfg.Gateway.MaxHandshakeBurst)
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.

@@ -47,8 +47,8 @@ type ChainVerifier interface {
 	Verdict(site *Site, chain []*x509.Certificate, now time.Time) verdict.Verdict
 }
 
-// Observer receives one event per finished handshake (and per shed
-// connection), for metrics. It is called on handshake goroutines, so it must
+// Observer receives one event per finished handshake (and per connection
+// shed by the queue or the rate), for metrics. It is called on handshake goroutines, so it must
 // be safe for concurrent use and quick.
 type Observer interface {
 	Handshake(ev HandshakeEvent)
@@ -58,7 +58,7 @@ type Observer interface {
 type HandshakeEvent struct {
 	// Reason is ReasonOK or why the handshake failed or was refused.
 	Reason string
-	// Conn is the connection; nil for ReasonShed.
+	// Conn is the connection; nil for ReasonShed and ReasonRate.
 	Conn *Conn
 	// Site is the site the ClientHello selected; nil if none was.
 	Site *Site
@@ -96,6 +96,13 @@ type Config struct {
 	// DefaultHandshakeTimeout. A stalled client holds a Queue place (never a
 	// CPU slot) for at most this long.
 	HandshakeTimeout time.Duration
+	// HandshakeRate bounds the handshakes started per second, over every
+	// connection the engine serves; a connection beyond it is refused by
+	// Open with ErrRate. 0 means unlimited. Change it with SetHandshakeRate.
+	HandshakeRate int
+	// HandshakeBurst is the rate's token bucket size: the handshakes that
+	// may start at once after a quiet period. 0 means HandshakeRate.
+	HandshakeBurst int
 	// MaxInbound bounds the received bytes buffered and not yet consumed;
 	// 0 means DefaultMaxInbound.
 	MaxInbound int
@@ -141,7 +148,8 @@ func NewEngine(cfg Config) (*Engine, error) {
 		return nil, errors.New("tlsengine: Config.Sites is required")
 	case cfg.Verifier == nil:
 		return nil, errors.New("tlsengine: Config.Verifier is required")
-	case cfg.Workers < 0, cfg.Queue < 0, cfg.HandshakeTimeout < 0, cfg.MaxInbound < 0, cfg.DrainTimeout < 0:
+	case cfg.Workers < 0, cfg.Queue < 0, cfg.HandshakeTimeout < 0, cfg.MaxInbound < 0, cfg.DrainTimeout < 0,
+		cfg.HandshakeRate < 0, cfg.HandshakeBurst < 0:
 		return nil, errors.New("tlsengine: Config limits must not be negative")
 	}
 	e := &Engine{
@@ -181,6 +189,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		e.obs = nopObserver{}
 	}
 	e.adm = newAdmission(e.workers, queue)
+	e.adm.setRate(cfg.HandshakeRate, cfg.HandshakeBurst)
 	e.tab.Store(newTable(cfg.Sites))
 	return e, nil
 }
@@ -194,6 +203,13 @@ func (e *Engine) SetMaxInbound(n int) {
 	}
 	n = max(n, recordHeaderLen+maxCiphertext) // one full record must fit
 	e.maxInbound.Store(int64(n))
+}
+
+// SetHandshakeRate changes Config.HandshakeRate and HandshakeBurst (a
+// reload): perSecond <= 0 removes the bound, burst <= 0 means perSecond.
+// The tokens already in the bucket are kept, up to the new burst.
+func (e *Engine) SetHandshakeRate(perSecond, burst int) {
+	e.adm.setRate(perSecond, burst)
 }
 
 // SetSites swaps the SNI table (a reload). Handshakes already started keep
@@ -214,14 +230,23 @@ func (e *Engine) Stats() Stats {
 
 // Open starts the TLS server side of a new connection; call it from gnet's
 // OnOpen. When the handshakes in flight are at Config.Queue it returns
-// ErrShed at once (count "shed"): the caller should close the connection.
+// ErrShed at once (count "shed"), and when a handshake now would exceed
+// Config.HandshakeRate it returns ErrRate at once (count "rate"): either
+// way the caller should close the connection, nothing having been read.
 // Otherwise the handshake starts on its own goroutine and the returned Conn
 // receives the connection's bytes through Feed.
 func (e *Engine) Open(t Transport) (*Conn, error) {
+	// The queue first: a connection it sheds spends no token of the rate.
 	if !e.adm.enter() {
 		e.adm.counts[rShed].Add(1)
 		e.obs.Handshake(HandshakeEvent{Reason: ReasonShed})
 		return nil, ErrShed
+	}
+	if !e.adm.allow() {
+		e.adm.leave()
+		e.adm.counts[rRate].Add(1)
+		e.obs.Handshake(HandshakeEvent{Reason: ReasonRate})
+		return nil, ErrRate
 	}
 	c := &Conn{eng: e, t: t, opened: time.Now(), remote: remoteAddr(t)}
 	c.shim = newShim(c, t, e.adm, int(e.maxInbound.Load()))

@@ -13,6 +13,11 @@ var (
 	// than queued behind handshakes that would all time out.
 	ErrShed = errors.New("tlsengine: handshake queue full, connection shed")
 
+	// ErrRate is returned by Engine.Open when more handshakes would start
+	// than Config.HandshakeRate allows: the connection is refused at once,
+	// before any handshake work, and the device retries later.
+	ErrRate = errors.New("tlsengine: handshake rate exceeded, connection shed")
+
 	// ErrWouldBlock is returned by Conn.Read when no complete TLS record is
 	// buffered. It is a net.Error whose Temporary() is true: crypto/tls passes
 	// such errors through without marking the connection broken, which is what
@@ -69,6 +74,7 @@ var _ net.Error = wouldBlockError{}
 const (
 	ReasonOK              = "ok"               // handshake completed (the verdict may still be negative)
 	ReasonShed            = "shed"             // refused at Open: queue full
+	ReasonRate            = "rate"             // refused at Open: over the handshake rate
 	ReasonTimeout         = "timeout"          // HandshakeTimeout expired
 	ReasonUnknownSNI      = "unknown_sni"      // no site for the server name; alert unrecognized_name sent
 	ReasonNotTLS          = "not_tls"          // the bytes were not a TLS record stream
@@ -95,6 +101,7 @@ const (
 	rInboundOverflow
 	rClosed
 	rTLSError
+	rRate
 	numReasons
 )
 
@@ -110,6 +117,7 @@ var reasonNames = [numReasons]string{
 	rInboundOverflow: ReasonInboundOverflow,
 	rClosed:          ReasonClosed,
 	rTLSError:        ReasonTLSError,
+	rRate:            ReasonRate,
 }
 
 func (r reason) String() string {

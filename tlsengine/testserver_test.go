@@ -254,6 +254,13 @@ func startServer(tb testing.TB, cfg Config, oneByte bool) *teServer {
 	if err != nil {
 		tb.Fatalf("NewEngine: %v", err)
 	}
+	return startServerEngine(tb, eng, oneByte)
+}
+
+// startServerEngine is startServer with an engine the test built (and may
+// have adjusted before any connection uses it).
+func startServerEngine(tb testing.TB, eng *Engine, oneByte bool) *teServer {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen: %v", err)
