@@ -127,7 +127,16 @@ func New(opts Options) (*Server, error) {
 	s.metrics.configLoaded(nil, snap)
 	s.running = cfg.Gateway
 	s.listen = cfg.Gateway.Listen
-	s.engine, err = tlsengine.NewEngine(tlsengine.Config{
+	if s.engine, err = s.newEngine(cfg, snap); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newEngine builds the TLS engine over the first snapshot's sites, with
+// the [gateway] bounds of cfg.
+func (s *Server) newEngine(cfg *configs.Config, snap *snapshot) (*tlsengine.Engine, error) {
+	e, err := tlsengine.NewEngine(tlsengine.Config{
 		Sites:            snap.sites,
 		Workers:          cfg.Gateway.HandshakeWorkers,
 		Queue:            cfg.Gateway.HandshakeQueue,
@@ -146,7 +155,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	return s, nil
+	return e, nil
 }
 
 // Run serves until Shutdown (or a fatal listener error). It starts the admin
