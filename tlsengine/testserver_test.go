@@ -283,15 +283,21 @@ func startServer(tb testing.TB, cfg Config, oneByte bool) *teServer {
 	return s
 }
 
-// dial opens a TLS connection and completes the handshake.
+// dial opens a TLS connection and completes the handshake within 30s.
 func (s *teServer) dial(tb testing.TB, conf *tls.Config) (*tls.Conn, error) {
+	tb.Helper()
+	return s.dialWithin(tb, conf, 30*time.Second)
+}
+
+// dialWithin is dial with the handshake bounded by d instead.
+func (s *teServer) dialWithin(tb testing.TB, conf *tls.Config, d time.Duration) (*tls.Conn, error) {
 	tb.Helper()
 	raw, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	c := tls.Client(raw, conf)
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(d))
 	if err := c.Handshake(); err != nil {
 		_ = c.Close()
 		return nil, err
