@@ -444,7 +444,10 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 		// flight) is fed so that Read looks at its state again.
 		client bool
 		wake   func(held []byte) []byte
-		// buffered: release only once Read sees bytes it has not taken.
+		// buffered: wake's first byte is fed first; the rest only once
+		// Read has looked at its state with no record buffered (and so has
+		// given its CPU slot back and cannot take the record without looking
+		// again), and the hook releases only when Read sees it buffered.
 		buffered bool
 	}{
 		{name: "no byte yet"},
@@ -461,6 +464,7 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 			e, loop, _ := memEngine(t, func(c *Config) {
 				c.Observer = obs
 				c.Go = func(f func()) { spawned <- f }
+				c.HandshakeTimeout = 5 * time.Minute // only the Release ends it
 			})
 			mt, cc, err := memOpen(t, e, loop)
 			if err != nil {
@@ -474,6 +478,8 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 			sh := mt.conn.shim
 			var armed, fired atomic.Bool
 			armed.Store(!st.client)
+			waiting := make(chan struct{})
+			var waitingOnce sync.Once
 			sh.readHook = func() {
 				if !armed.Load() || fired.Load() {
 					return
@@ -483,6 +489,7 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 					avail := sh.ready - sh.off
 					sh.mu.Unlock()
 					if avail == 0 {
+						waitingOnce.Do(func() { close(waiting) })
 						return
 					}
 				}
@@ -506,6 +513,16 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 				}
 				armed.Store(true)
 				wake := st.wake(hc.heldBytes())
+				if st.buffered {
+					first := wake[:1]
+					wake = wake[1:]
+					loop.post(func() { mt.traffic(first) })
+					select {
+					case <-waiting:
+					case <-time.After(20 * time.Second):
+						t.Fatal("the handshake never waited for the second flight")
+					}
+				}
 				loop.post(func() { mt.traffic(wake) })
 			}
 
