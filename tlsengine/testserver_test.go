@@ -289,10 +289,12 @@ func (s *teServer) dial(tb testing.TB, conf *tls.Config) (*tls.Conn, error) {
 	return s.dialWithin(tb, conf, 30*time.Second)
 }
 
-// dialWithin is dial with the handshake bounded by d instead.
+// dialWithin is dial with the connect and the handshake each bounded by d
+// instead (a burst of connects overflows the listen backlog, and the SYN
+// retries back off for seconds).
 func (s *teServer) dialWithin(tb testing.TB, conf *tls.Config, d time.Duration) (*tls.Conn, error) {
 	tb.Helper()
-	raw, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+	raw, err := net.DialTimeout("tcp", s.addr, d)
 	if err != nil {
 		return nil, err
 	}
