@@ -391,6 +391,164 @@ func TestReleaseDuringHandshake(t *testing.T) {
 	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
 }
 
+// heldClientConn is a client net.Conn whose first write (the ClientHello)
+// reaches the server and whose later writes are held back for the test.
+type heldClientConn struct {
+	*memClientConn
+	mu     sync.Mutex
+	passed bool
+	held   []byte
+}
+
+func (c *heldClientConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.passed {
+		c.passed = true
+		return c.memClientConn.Write(b)
+	}
+	c.held = append(c.held, b...)
+	return len(b), nil
+}
+
+func (c *heldClientConn) heldBytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.held...)
+}
+
+// TestReleaseAtEachHandshakeStep: a Release (OnClose) at each point where
+// the handshake waits for the client ends it counted "closed", once, with
+// no other reason, and frees its queue place. The test starts the handshake
+// goroutine itself (Config.Go), so a hook in the shim's Read can run the
+// Release on the loop in the window between Read's look at its state and
+// its acting on it. Before the shim set the released flag and the abort
+// together under its lock, Read there saw the transport gone without the
+// abort, returned a bare io.EOF, and the handshake was counted "tls_error".
+func TestReleaseAtEachHandshakeStep(t *testing.T) {
+	f := fixture(t)
+	hello := captureClientHello(t, f.client(teDevices, nil))
+	firstRecord := func(b []byte) []byte {
+		if len(b) < recordHeaderLen {
+			t.Fatalf("held flight too short: %x", b)
+		}
+		return b[:recordHeaderLen+(int(b[3])<<8|int(b[4]))]
+	}
+	steps := []struct {
+		name string
+		// early is fed before the handshake starts; the hook is armed from
+		// the start. Without client, the hook releases at its first call.
+		early []byte
+		// client runs a real client whose second flight is held back; the
+		// hook is armed once it is written, then wake (a part of the held
+		// flight) is fed so that Read looks at its state again.
+		client bool
+		wake   func(held []byte) []byte
+		// buffered: wake's first byte is fed first; the rest only once
+		// Read has looked at its state with no record buffered (and so has
+		// given its CPU slot back and cannot take the record without looking
+		// again), and the hook releases only when Read sees it buffered.
+		buffered bool
+	}{
+		{name: "no byte yet"},
+		{name: "part of the ClientHello", early: hello[:10]},
+		{name: "waiting for the second flight", client: true,
+			wake: func(held []byte) []byte { return held[:1] }},
+		{name: "a record of the second flight buffered", client: true, buffered: true,
+			wake: firstRecord},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			obs := &teObserver{}
+			spawned := make(chan func(), 1)
+			e, loop, _ := memEngine(t, func(c *Config) {
+				c.Observer = obs
+				c.Go = func(f func()) { spawned <- f }
+				c.HandshakeTimeout = 5 * time.Minute // only the Release ends it
+			})
+			mt, cc, err := memOpen(t, e, loop)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.early != nil {
+				fed := make(chan struct{})
+				loop.post(func() { mt.traffic(st.early); close(fed) })
+				<-fed
+			}
+			sh := mt.conn.shim
+			var armed, fired atomic.Bool
+			armed.Store(!st.client)
+			waiting := make(chan struct{})
+			var waitingOnce sync.Once
+			sh.readHook = func() {
+				if !armed.Load() || fired.Load() {
+					return
+				}
+				if st.buffered {
+					sh.mu.Lock()
+					avail := sh.ready - sh.off
+					sh.mu.Unlock()
+					if avail == 0 {
+						waitingOnce.Do(func() { close(waiting) })
+						return
+					}
+				}
+				fired.Store(true)
+				loop.post(mt.closeNow) // OnClose → Release, on the loop
+				<-mt.closedCh
+			}
+			go (<-spawned)()
+
+			if st.client {
+				hc := &heldClientConn{memClientConn: cc.(*memClientConn)}
+				done := make(chan error, 1)
+				go func() { done <- tls.Client(hc, f.client(teDevices, &f.deviceTLS)).Handshake() }()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("client handshake: %v", err)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatal("client never wrote its second flight")
+				}
+				armed.Store(true)
+				wake := st.wake(hc.heldBytes())
+				if st.buffered {
+					first := wake[:1]
+					wake = wake[1:]
+					loop.post(func() { mt.traffic(first) })
+					select {
+					case <-waiting:
+					case <-time.After(20 * time.Second):
+						t.Fatal("the handshake never waited for the second flight")
+					}
+				}
+				loop.post(func() { mt.traffic(wake) })
+			}
+
+			waitFor(t, "the handshake to end", 20*time.Second, func() bool { return e.Stats().InFlight == 0 })
+			if !fired.Load() {
+				t.Fatal("the hook never released the connection")
+			}
+			for reason, n := range e.Stats().Handshakes {
+				want := uint64(0)
+				if reason == ReasonClosed {
+					want = 1
+				}
+				if n != want {
+					t.Errorf("%d %q handshakes, want %d", n, reason, want)
+				}
+			}
+			if evs := obs.all(); len(evs) != 1 || evs[0].Reason != ReasonClosed || !errors.Is(evs[0].Err, errPeerClosed) {
+				for _, ev := range evs {
+					t.Logf("event %q: %v", ev.Reason, ev.Err)
+				}
+				t.Errorf("%d events, want one %q", len(evs), ReasonClosed)
+			}
+		})
+	}
+}
+
 // TestHandshakeEventAndVerdictInSlot: the observer gets one event with the
 // site, name, verdict and version; the verifier runs once, inside a CPU slot.
 func TestHandshakeEventAndVerdictInSlot(t *testing.T) {

@@ -63,10 +63,14 @@ type shim struct {
 	abort       chan struct{} // closed when abortErr is set
 	abortOnce   sync.Once
 
-	released   atomic.Bool // the transport is gone (OnClose)
+	released   atomic.Bool // the transport is gone (OnClose); set under mu
 	unknownSNI atomic.Bool // rewrite crypto/tls's internal_error alert to unrecognized_name
 
 	cpu slot // handshake goroutine only
+
+	// readHook, if set, runs in Read after each look at the state, outside
+	// the lock: tests release the connection there. Nil in production.
+	readHook func()
 
 	// Outbound coalescing (Cork): while corked, records are appended to
 	// pending instead of going out one AsyncWrite each.
@@ -183,18 +187,25 @@ func (s *shim) putInbound() {
 // Read implements net.Conn for crypto/tls; see the type's comment.
 func (s *shim) Read(p []byte) (int, error) {
 	for {
+		// released is read under the lock with abortErr: release sets both
+		// at once, so a handshake never sees the transport gone without the
+		// abort that names why (a bare io.EOF would be counted as a TLS
+		// error instead of "closed").
 		s.mu.Lock()
-		blocking, err, avail := s.handshaking, s.abortErr, s.ready-s.off
+		blocking, err, avail, released := s.handshaking, s.abortErr, s.ready-s.off, s.released.Load()
 		if err == nil && avail > 0 && (!blocking || s.cpu.held) {
 			n := s.take(p)
 			s.mu.Unlock()
 			return n, nil
 		}
 		s.mu.Unlock()
+		if s.readHook != nil {
+			s.readHook()
+		}
 		switch {
 		case err != nil:
 			return 0, err
-		case s.released.Load():
+		case released:
 			return 0, io.EOF
 		case !blocking:
 			return 0, ErrWouldBlock
@@ -276,13 +287,22 @@ func (s *shim) uncork(cb gnet.AsyncCallback) error {
 // The first cause wins. It does nothing once the handshake has ended.
 func (s *shim) stopHandshake(why reason, err error) {
 	s.mu.Lock()
+	stopped := s.stopLocked(why, err)
+	s.mu.Unlock()
+	if stopped {
+		s.abortOnce.Do(func() { close(s.abort) })
+	}
+}
+
+// stopLocked records the abort if the handshake is still running and has
+// none yet, and reports whether it did; the caller then closes s.abort.
+// Called with s.mu held.
+func (s *shim) stopLocked(why reason, err error) bool {
 	if !s.handshaking || s.abortErr != nil {
-		s.mu.Unlock()
-		return
+		return false
 	}
 	s.abortErr, s.abortWhy = err, why
-	s.mu.Unlock()
-	s.abortOnce.Do(func() { close(s.abort) })
+	return true
 }
 
 // endHandshake switches Read to its non-blocking mode and returns the
@@ -302,9 +322,16 @@ func (s *shim) endHandshake() (reason, error) {
 }
 
 // release records that the transport is gone (OnClose).
+// The flag and the handshake's abort are set together under s.mu, so Read
+// sees both or neither.
 func (s *shim) release() {
+	s.mu.Lock()
 	s.released.Store(true)
-	s.stopHandshake(rClosed, errPeerClosed)
+	stopped := s.stopLocked(rClosed, errPeerClosed)
+	s.mu.Unlock()
+	if stopped {
+		s.abortOnce.Do(func() { close(s.abort) })
+	}
 	select {
 	case s.notify <- struct{}{}:
 	default:

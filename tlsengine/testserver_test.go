@@ -290,15 +290,23 @@ func startServerEngine(tb testing.TB, eng *Engine, oneByte bool) *teServer {
 	return s
 }
 
-// dial opens a TLS connection and completes the handshake.
+// dial opens a TLS connection and completes the handshake within 30s.
 func (s *teServer) dial(tb testing.TB, conf *tls.Config) (*tls.Conn, error) {
 	tb.Helper()
-	raw, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+	return s.dialWithin(tb, conf, 30*time.Second)
+}
+
+// dialWithin is dial with the connect and the handshake each bounded by d
+// instead (a burst of connects overflows the listen backlog, and the SYN
+// retries back off for seconds).
+func (s *teServer) dialWithin(tb testing.TB, conf *tls.Config, d time.Duration) (*tls.Conn, error) {
+	tb.Helper()
+	raw, err := net.DialTimeout("tcp", s.addr, d)
 	if err != nil {
 		return nil, err
 	}
 	c := tls.Client(raw, conf)
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(d))
 	if err := c.Handshake(); err != nil {
 		_ = c.Close()
 		return nil, err
