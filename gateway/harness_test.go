@@ -133,9 +133,6 @@ type cfgParams struct {
 	// more client CAs and applications (the tcp applications of
 	// relay_test.go), or any key the fields above do not cover.
 	Edit func(*fileConfig)
-	// Extra is TOML appended to the file as is. For nothing new: it is kept
-	// only for tests written before the file was a Go value; use Edit.
-	Extra string
 }
 
 // fileConfig is the gateway's TOML file as the tests write it: a Go value
@@ -149,9 +146,6 @@ type fileConfig struct {
 	ClientCAs    []clientCASection `toml:"client_cas,omitempty"`
 	Revocation   revocationSection `toml:"revocation,omitempty"`
 	Applications []appSection      `toml:"applications,omitempty"`
-	// Extra is TOML appended to the marshalled file as is: cfgParams.Extra,
-	// kept for tests not yet written with the Go value.
-	Extra string `toml:"-"`
 }
 
 // gatewaySection is [gateway].
@@ -295,7 +289,6 @@ func baseConfig(p cfgParams) fileConfig {
 			OriginTimeout:        p.OriginTimeout,
 		},
 		Tokens: tokensSection{SigningKeyFile: "token.pem"},
-		Extra:  p.Extra,
 	}
 	fleet := clientCASection{Name: "fleet", PEMFile: "ca-chain.pem", CRLStale: p.CRLStale,
 		AssociatedHostnames: []string{hIoT, hSvc, hFwd, hDown}}
@@ -352,9 +345,6 @@ func marshalConfig(t testing.TB, cfg fileConfig) []byte {
 	b, err := toml.Marshal(cfg)
 	if err != nil {
 		t.Fatalf("marshal the configuration: %v", err)
-	}
-	if cfg.Extra != "" {
-		b = append(append(b, '\n'), cfg.Extra...)
 	}
 	return b
 }
@@ -543,13 +533,6 @@ func (h *harness) write(cfg fileConfig) {
 	if err := os.WriteFile(h.cfgPath, marshalConfig(h.t, cfg), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
-}
-
-// writeConfig writes the harness's file built with p. For nothing new: it
-// is kept for tests written before the file was a Go value; use write.
-func (h *harness) writeConfig(p cfgParams) {
-	h.t.Helper()
-	h.write(baseConfig(p))
 }
 
 // tlsConfig is a device's TLS client configuration: it trusts the fleet root
@@ -818,18 +801,6 @@ func (h *harness) variantWith(t *testing.T, edit func(*fileConfig)) *harness {
 		edit(&cfg)
 	}
 	return h.startVariant(t, listen, marshalConfig(t, cfg))
-}
-
-// variant is variantWith for keys added as raw TOML to the [gateway] table.
-// For nothing new: it is kept only for tests written before the file was a
-// Go value; use variantWith.
-func (h *harness) variant(t *testing.T, gatewayKeys string) *harness {
-	t.Helper()
-	cfg := h.config()
-	listen := testkit.FreePort(t)
-	cfg.Gateway.Listen = listen
-	text := strings.Replace(string(marshalConfig(t, cfg)), "[gateway]\n", "[gateway]\n"+gatewayKeys+"\n", 1)
-	return h.startVariant(t, listen, []byte(text))
 }
 
 // startVariant starts a gateway on the file text (written beside h's) that

@@ -95,43 +95,18 @@ func (f *stormFleet) writeConfig(t testing.TB, dir, listen, admin, origin string
 	if err := f.server.WriteFiles(filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem"), f.inter); err != nil {
 		t.Fatal(err)
 	}
-	timeout := ""
-	if p.handshakeTimeout != "" {
-		timeout = fmt.Sprintf("handshake_timeout = %q", p.handshakeTimeout)
+	app := tcpApp("storm", stormDomain, origin, anyFleetDevice)
+	app.Policies[0].Name = "fleet"
+	app.IdleTimeout = "5m"
+	cfg := fileConfig{
+		Gateway: gatewaySection{Listen: listen, AdminListen: admin, MaxHandshakeRate: p.rate,
+			MaxHandshakeBurst: p.burst, DrainTimeout: "1s", HandshakeTimeout: p.handshakeTimeout},
+		Tokens:       tokensSection{SigningKeyFile: "token.pem"},
+		ClientCAs:    []clientCASection{{Name: "storm fleet", PEMFile: "ca-chain.pem", AssociatedHostnames: []string{stormDomain}}},
+		Applications: []appSection{app},
 	}
-	cfg := fmt.Sprintf(`
-[gateway]
-listen = %q
-admin_listen = %q
-max_handshake_rate = %d
-max_handshake_burst = %d
-drain_timeout = "1s"
-%s
-
-[tokens]
-signing_key_file = "token.pem"
-
-[[client_cas]]
-name = "storm fleet"
-pem_file = "ca-chain.pem"
-associated_hostnames = [%q]
-
-[[applications]]
-name = "storm"
-domain = %q
-protocol = "tcp"
-origin = %q
-tls_cert_file = "server.pem"
-tls_key_file = "server-key.pem"
-idle_timeout = "5m"
-
-[[applications.policies]]
-name = "fleet"
-decision = "non_identity"
-include = [{ valid_certificate = true }]
-`, listen, admin, p.rate, p.burst, timeout, stormDomain, stormDomain, origin)
 	path := filepath.Join(dir, "fleetgate.toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, marshalConfig(t, cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
