@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
@@ -80,7 +81,7 @@ func memHandshake(t *testing.T, e *Engine, loop *enginetest.Loop, conf *tls.Conf
 	if err := client.Handshake(); err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	return mt, client
 }
 
@@ -166,7 +167,7 @@ func TestBeforeHandshake(t *testing.T) {
 		t.Fatal("Close during the handshake did not close the transport")
 	}
 	counted(t, e, ReasonClosed, 1)
-	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
 }
 
 // TestReleaseDuringHandshake: OnClose mid-handshake ends the handshake
@@ -181,7 +182,7 @@ func TestReleaseDuringHandshake(t *testing.T) {
 	loop.Post(func() { mt.Traffic(hello[:10]) })
 	loop.Post(mt.CloseNow) // the peer hung up: OnClose → Release
 	counted(t, e, ReasonClosed, 1)
-	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
 }
 
 // heldClientConn is a client net.Conn whose first write (the ClientHello)
@@ -319,7 +320,7 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 				loop.Post(func() { mt.Traffic(wake) })
 			}
 
-			waitFor(t, "the handshake to end", 20*time.Second, func() bool { return e.Stats().InFlight == 0 })
+			testkit.WaitFor(t, "the handshake to end", 20*time.Second, func() bool { return e.Stats().InFlight == 0 })
 			if !fired.Load() {
 				t.Fatal("the hook never released the connection")
 			}
@@ -407,7 +408,7 @@ func TestSetSitesKeepsStartedHandshakes(t *testing.T) {
 	if err := client.Handshake(); err != nil {
 		t.Fatalf("started before the reload: %v", err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	if mt.conn.Site().Name != teDevices {
 		t.Errorf("site %q", mt.conn.Site().Name)
 	}
@@ -460,7 +461,7 @@ func TestConcurrentWriters(t *testing.T) {
 			t.Errorf("writer %d: %d bytes", w, counts[byte('a'+w)])
 		}
 	}
-	waitFor(t, "the pings", 10*time.Second, func() bool { return len(mt.received()) == 200 })
+	testkit.WaitFor(t, "the pings", 10*time.Second, func() bool { return len(mt.received()) == 200 })
 }
 
 // TestPeerCloseNotify: the peer's close_notify makes Read return io.EOF;
@@ -496,11 +497,11 @@ func TestHalfCloseStillWritable(t *testing.T) {
 	if err := client.Handshake(); err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	_, _ = client.Write([]byte("request"))
 	_ = client.CloseWrite()
 	readErr := make(chan error, 1)
-	waitFor(t, "the request", 5*time.Second, func() bool { return mt.received() == "request" })
+	testkit.WaitFor(t, "the request", 5*time.Second, func() bool { return mt.received() == "request" })
 	loop.Post(func() {
 		_, err := mt.conn.Read(make([]byte, 16))
 		readErr <- err
@@ -625,7 +626,7 @@ func TestMutatedClientHellos(t *testing.T) {
 	}
 	// A handshake goroutine leaves the admission count when it returns,
 	// just after it closed its transport: wait for the last ones.
-	waitFor(t, "every handshake to leave", 10*time.Second, func() bool { return e.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "every handshake to leave", 10*time.Second, func() bool { return e.Stats().InFlight == 0 })
 	st := e.Stats()
 	if st.Handshakes[ReasonOK] != 0 || st.InFlight != 0 {
 		t.Errorf("stats %+v", st)
@@ -679,15 +680,15 @@ func TestCorkBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "a write once the cork limit is passed", 5*time.Second, func() bool { return mt.WriteCount()-before == 1 })
+	testkit.WaitFor(t, "a write once the cork limit is passed", 5*time.Second, func() bool { return mt.WriteCount()-before == 1 })
 	if err := mt.conn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rest after Flush", 5*time.Second, func() bool { return mt.WriteCount()-before == 2 })
+	testkit.WaitFor(t, "the rest after Flush", 5*time.Second, func() bool { return mt.WriteCount()-before == 2 })
 	if _, err := mt.conn.Write([]byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "an uncorked write going out alone", 5*time.Second, func() bool { return mt.WriteCount()-before == 3 })
+	testkit.WaitFor(t, "an uncorked write going out alone", 5*time.Second, func() bool { return mt.WriteCount()-before == 3 })
 	if closedWithin(mt.Closed(), 50*time.Millisecond) {
 		t.Fatal("Flush closed the connection")
 	}
@@ -702,9 +703,9 @@ func TestIdleHoldsNoInboundBuffer(t *testing.T) {
 	if _, err := client.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the server to read the record", 5*time.Second, func() bool { return mt.received() == "ping" })
+	testkit.WaitFor(t, "the server to read the record", 5*time.Second, func() bool { return mt.received() == "ping" })
 	s := mt.conn.shim
-	waitFor(t, "the idle connection to give its inbound buffer back", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the idle connection to give its inbound buffer back", 5*time.Second, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.in == nil && s.inBox == nil

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
 
@@ -50,7 +51,7 @@ func TestCryptoTLSSurvivesWouldBlock(t *testing.T) {
 	if err := client.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	for i, msg := range []string{"one", "two", "three"} {
 		// Straight to crypto/tls, on the loop, with nothing buffered.
 		errc := make(chan error, 1)
@@ -64,7 +65,7 @@ func TestCryptoTLSSurvivesWouldBlock(t *testing.T) {
 		if _, err := io.WriteString(client, msg); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the message", 10*time.Second, func() bool { return bytes.HasSuffix([]byte(mt.received()), []byte(msg)) })
+		testkit.WaitFor(t, "the message", 10*time.Second, func() bool { return bytes.HasSuffix([]byte(mt.received()), []byte(msg)) })
 	}
 	if got := mt.received(); got != "onetwothree" {
 		t.Errorf("received %q", got)
@@ -183,7 +184,7 @@ func TestShimCPUSlot(t *testing.T) {
 		t.Fatalf("after returning bytes: %d slots busy, held=%v", busy, s.cpu.held)
 	}
 	go read()
-	waitFor(t, "the slot released while waiting", 5*time.Second, func() bool { return len(a.cpu) == 0 })
+	testkit.WaitFor(t, "the slot released while waiting", 5*time.Second, func() bool { return len(a.cpu) == 0 })
 	s.stopHandshake(rTimeout, ErrHandshakeTimeout)
 	if n := <-got; n != 0 {
 		t.Fatalf("aborted read returned %d bytes", n)
@@ -497,7 +498,7 @@ func TestBadInput(t *testing.T) {
 					t.Fatal(err)
 				}
 				_, _ = c.Write(tt.send[0])
-				waitFor(t, "the handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 1 })
+				testkit.WaitFor(t, "the handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 1 })
 				c.Close()
 			} else {
 				got, _ = rawExchange(t, s.addr, tt.send...)
@@ -510,7 +511,7 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "no handshake in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
 	c, err := s.dial(t, f.client(teDevices, &f.deviceTLS))
 	if err != nil {
 		t.Fatalf("a good device after bad input: %v", err)

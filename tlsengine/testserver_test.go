@@ -3,8 +3,8 @@ package tlsengine
 // Test infrastructure shared by the engine's tests and benchmarks: a PKI
 // fixture, a minimal gnet server that drives the engine exactly as the
 // gateway will, and client and raw-TCP helpers. (The in-memory event loop
-// and Transport are in conn_test.go.) Names are prefixed "te" or "mem" to
-// stay clear of other test files.
+// and Transport come from enginetest; conn_test.go opens connections on
+// them.) Names are prefixed "te" or "mem" to stay clear of other test files.
 
 import (
 	"bufio"
@@ -27,6 +27,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
@@ -328,22 +329,10 @@ func ask(tb testing.TB, c net.Conn, cmd string) string {
 	return strings.TrimSuffix(line, "\n")
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, what string, d time.Duration, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // counted waits until the engine has counted at least n handshakes for reason.
 func counted(tb testing.TB, e *Engine, reason string, n uint64) {
 	tb.Helper()
-	waitFor(tb, fmt.Sprintf("%d %q handshakes", n, reason), 20*time.Second, func() bool {
+	testkit.WaitFor(tb, fmt.Sprintf("%d %q handshakes", n, reason), 20*time.Second, func() bool {
 		return e.Stats().Handshakes[reason] >= n
 	})
 }
