@@ -77,7 +77,7 @@ func TestRegressionUnknownSNIEventServerName(t *testing.T) {
 			hello = s.hello
 		}
 	}
-	s := h.open(t, nil)
+	s := h.open(t)
 	s.feedRaw(t, [][]byte{hello})
 	_, ev := s.finish(t, finishOpts{maxOut: maxPreHandshake})
 	if ev.Reason != "unknown_sni" || ev.ServerName != "unknown.example" {

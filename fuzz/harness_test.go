@@ -1,8 +1,13 @@
 package fuzz
 
 // The engine harness shared by the TLS targets: one *tlsengine.Engine per
-// process (long-lived, as in the gateway), one loop and transport per
-// connection, and the checks every connection must pass when it ends.
+// process (long-lived, as in the gateway), one enginetest loop and
+// transport per connection (no sockets, driven the way the gateway drives
+// the engine from gnet), and the checks every connection must pass when it
+// ends. The transport also checks the engine's side of the Transport
+// contract: an AsyncWrite buffer is never modified after the call (gnet does
+// not copy), OutboundBuffered is only called on the loop, and nothing is
+// written after the transport closed.
 
 import (
 	"bytes"
@@ -14,8 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/tlsengine"
+	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
+
+var _ tlsengine.Transport = (*enginetest.Transport)(nil)
 
 // Bounds of one connection's life in the harness. A wait that runs out is a
 // hang and fails the input.
@@ -136,32 +145,31 @@ func newHarness(f *fixture) (*harness, error) {
 // session is one engine connection over a fresh loop and transport.
 type session struct {
 	h      *harness
-	l      *loop
-	t      *transport
+	l      *enginetest.Loop
+	t      *enginetest.Transport
 	c      *tlsengine.Conn
 	before tlsengine.Stats
 }
 
-// open starts a connection; toClient is nil when no real client reads.
-// The caller must call finish.
-func (h *harness) open(tb testing.TB, toClient *pipe) *session {
+// open starts a connection (the transport's Client is the device's side,
+// for the targets that run a real client). The caller must call finish.
+func (h *harness) open(tb testing.TB) *session {
 	tb.Helper()
 	if h.iterations == 0 {
 		h.baseline = runtime.NumGoroutine()
 	}
 	h.iterations++
-	s := &session{h: h, l: newLoop(), before: h.eng.Stats()}
-	s.t = newTransport(s.l, toClient)
+	s := &session{h: h, l: enginetest.NewLoop(), before: h.eng.Stats()}
+	s.t = enginetest.NewTransport(s.l, tlsengine.ErrWouldBlock)
 	if s.before.InFlight != 0 {
 		tb.Fatalf("engine has %d handshakes in flight before a new connection", s.before.InFlight)
 	}
-	opened := make(chan error, 1)
-	s.l.post(false, func() { // OnOpen runs on the loop
+	err := s.t.Open(func() (enginetest.Conn, error) { // OnOpen runs on the loop
 		c, err := h.eng.Open(s.t)
-		s.c, s.t.conn = c, c
-		opened <- err
+		s.c = c
+		return c, err
 	})
-	if err := <-opened; err != nil {
+	if err != nil {
 		tb.Fatalf("Open: %v (nothing else is in flight, so nothing may be shed)", err)
 	}
 	return s
@@ -172,22 +180,6 @@ func (h *harness) open(tb testing.TB, toClient *pipe) *session {
 func (s *session) ended() (tlsengine.HandshakeEvent, bool) {
 	ev, n := s.h.obs.get(s.c)
 	return ev, n > 0
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for i := 0; !cond(); i++ {
-		if time.Now().After(deadline) {
-			return false
-		}
-		if i < 50 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(20 * time.Microsecond)
-		}
-	}
-	return true
 }
 
 // feedRaw feeds chunks one OnTraffic each, and after a chunk that completes
@@ -202,13 +194,13 @@ func (s *session) feedRaw(tb testing.TB, chunks [][]byte) {
 		readyBefore := frameReady(all)
 		all = append(all, ch...)
 		cpuBefore := s.h.eng.Stats().CPUTime
-		if !s.t.feed(ch, hangTimeout) {
+		if !s.t.Deliver(ch, hangTimeout) {
 			s.fail(tb, "event loop blocked in OnTraffic (Feed/Read) for %s", hangTimeout)
 		}
 		if _, done := s.ended(); done || frameReady(all) == readyBefore {
 			continue
 		}
-		if !waitFor(settleTimeout, func() bool {
+		if !testkit.Spin(settleTimeout, func() bool {
 			_, done := s.ended()
 			return done || s.h.eng.Stats().CPUTime != cpuBefore
 		}) {
@@ -260,20 +252,20 @@ func (s *session) finish(tb testing.TB, o finishOpts) (out []byte, ev tlsengine.
 	h := s.h
 	_ = s.c.Close()
 	select {
-	case <-s.t.closedCh:
+	case <-s.t.Closed():
 	case <-time.After(hangTimeout):
 		s.fail(tb, "hang: transport not closed %s after Conn.Close", hangTimeout)
 	}
-	if !waitFor(hangTimeout, func() bool { _, done := s.ended(); return done && h.eng.Stats().InFlight == 0 }) {
+	if !testkit.Spin(hangTimeout, func() bool { _, done := s.ended(); return done && h.eng.Stats().InFlight == 0 }) {
 		s.fail(tb, "hang: handshake goroutine still running %s after the transport closed", hangTimeout)
 	}
-	if !s.l.shutdown(hangTimeout) {
+	if !s.l.Shutdown(hangTimeout) {
 		s.fail(tb, "hang: event loop did not drain")
 	}
 	ev, n := h.obs.get(s.c)
 	h.obs.forget(s.c)
 	after := h.eng.Stats()
-	out, _, _, violations, _ := s.t.snapshot()
+	out, violations := s.t.Sent(), s.t.Violations()
 
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
@@ -334,7 +326,7 @@ func (s *session) finish(tb testing.TB, o finishOpts) (out []byte, ev tlsengine.
 func (s *session) checkGrowth(tb testing.TB) {
 	tb.Helper()
 	h := s.h
-	if !waitFor(settleTimeout, func() bool { return runtime.NumGoroutine() <= h.baseline+goroutineSlack }) {
+	if !testkit.Spin(settleTimeout, func() bool { return runtime.NumGoroutine() <= h.baseline+goroutineSlack }) {
 		s.fail(tb, "goroutines grew to %d (baseline %d, after %d connections)", runtime.NumGoroutine(), h.baseline, h.iterations)
 	}
 	if h.iterations%heapCheckEvery == 0 {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
@@ -31,7 +32,7 @@ func FuzzTLSPreHandshake(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
 		countExec("FuzzTLSPreHandshake")
 		h := getHarness(t)
-		s := h.open(t, nil)
+		s := h.open(t)
 		s.feedRaw(t, chunk(data, cuts))
 		s.finish(t, finishOpts{maxOut: maxPreHandshake})
 	})
@@ -50,7 +51,7 @@ func FuzzClientHello(f *testing.F) {
 	f.Fuzz(func(t *testing.T, hello []byte, cut uint16) {
 		countExec("FuzzClientHello")
 		h := getHarness(t)
-		s := h.open(t, nil)
+		s := h.open(t)
 		var chunks [][]byte
 		if c := int(cut); c > 0 && c < len(hello) {
 			chunks = [][]byte{hello[:c], hello[c:]}
@@ -146,10 +147,9 @@ const (
 func runPostHandshake(t *testing.T, m postMode, script []byte) {
 	h := getHarness(t)
 	f := h.f
-	toClient := newPipe()
-	s := h.open(t, toClient)
-	s.t.echo = m.echo()
-	s.t.backlog.Store(int64(m.backlog()))
+	s := h.open(t)
+	s.t.Echo = m.echo()
+	s.t.SetBacklog(m.backlog())
 
 	roots := x509.NewCertPool()
 	roots.AddCert(f.root.Cert)
@@ -169,7 +169,7 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 		c := f.rsaDevice.TLSCertificate(f.inter)
 		conf.Certificates, presented = []tls.Certificate{c}, f.rsaDevice.DER
 	}
-	client := tls.Client(&clientConn{t: s.t}, conf)
+	client := tls.Client(s.t.Client(), conf)
 	hsErr := make(chan error, 1)
 	go func() { hsErr <- client.Handshake() }()
 	select {
@@ -180,7 +180,7 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 	}
 	// The engine finishes after the client (TLS 1.3: it still has to read
 	// the client's Finished and judge the chain).
-	if !waitFor(hangTimeout, func() bool { _, done := s.ended(); return done }) {
+	if !testkit.Spin(hangTimeout, func() bool { _, done := s.ended(); return done }) {
 		s.fail(t, "hang: server handshake did not finish in %s", hangTimeout)
 	}
 	if ev, _ := s.ended(); ev.Reason == tlsengine.ReasonOK {
@@ -219,7 +219,7 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 		}
 		switch op {
 		case opRaw:
-			if !s.t.feed(data, hangTimeout) {
+			if !s.t.Deliver(data, hangTimeout) {
 				s.fail(t, "event loop blocked in OnTraffic for %s", hangTimeout)
 			}
 		case opRecord:
@@ -229,7 +229,7 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 			} else {
 				rec = []byte{23, 3, 3, 0, 0}
 			}
-			if !s.t.feed(rec, hangTimeout) {
+			if !s.t.Deliver(rec, hangTimeout) {
 				s.fail(t, "event loop blocked in OnTraffic for %s", hangTimeout)
 			}
 		case opClientWrite:
@@ -238,7 +238,7 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 		case opCloseNotify:
 			_ = client.CloseWrite()
 		case opServerWrite:
-			s.t.write(data)
+			_, _ = s.t.WriteConn(data)
 		case opServerClose:
 			_ = s.c.Close()
 		case opServerBulk:
@@ -246,14 +246,14 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 			if len(data) > 0 {
 				k = int(data[0]) % 64
 			}
-			s.t.write(bytes.Repeat([]byte("fleetgate-bulk-"), k<<10/15+1))
+			_, _ = s.t.WriteConn(bytes.Repeat([]byte("fleetgate-bulk-"), k<<10/15+1))
 		}
-		if !s.l.sync(hangTimeout) {
+		if !s.l.Sync(hangTimeout) {
 			s.fail(t, "event loop blocked for %s", hangTimeout)
 		}
 	}
 
-	written := func() int { _, _, w, _, _ := s.t.snapshot(); return len(w) }()
+	written := len(s.t.Accepted())
 	_, ev := s.finish(t, finishOpts{maxOut: maxPreHandshake + 2*written + 64<<10, mayComplete: true})
 	_ = client.Close()
 	select {
@@ -261,7 +261,7 @@ func runPostHandshake(t *testing.T, m postMode, script []byte) {
 	case <-time.After(hangTimeout):
 		t.Fatalf("hang: the client's reader did not see the connection close")
 	}
-	_, plain, srvWritten, _, readErr := s.t.snapshot()
+	plain, srvWritten, readErr := s.t.Received(), s.t.Accepted(), s.t.ReadErr()
 	if !bytes.HasPrefix(sent, plain) {
 		t.Fatalf("the engine decrypted %q, which is not a prefix of what the client sent %q (reason %s, read error %v)", plain, sent, ev.Reason, readErr)
 	}

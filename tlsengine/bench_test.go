@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
 
 // Handshake benchmarks: full mTLS (TLS 1.3, X25519, ECDSA P-256 server and
@@ -47,8 +49,8 @@ func BenchmarkHandshakeMTLS(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			loop := newMemLoop()
-			defer loop.close()
+			loop := enginetest.NewLoop()
+			defer loop.Close()
 			conf := benchClientConfig(f)
 			one := func() {
 				mt, cc, err := memOpen(b, e, loop)

@@ -14,253 +14,47 @@ import (
 	"testing"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
-
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
+	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
 
-// Conn tests over an in-memory event loop and Transport (no sockets): the
-// loop, the transport and the client's net.Conn come first; the benchmarks
-// use them too.
+// Conn tests over the in-memory event loop and Transport of enginetest (no
+// sockets); the benchmarks use them too.
 
-// memLoop is a single goroutine running tasks in order, like a gnet loop.
-type memLoop struct {
-	mu    sync.Mutex
-	cond  *sync.Cond
-	tasks []func()
-	stop  bool
-	done  chan struct{}
-}
+var _ Transport = (*enginetest.Transport)(nil)
 
-func newMemLoop() *memLoop {
-	l := &memLoop{done: make(chan struct{})}
-	l.cond = sync.NewCond(&l.mu)
-	go l.run()
-	return l
-}
-
-func (l *memLoop) post(f func()) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.stop {
-		return false
-	}
-	l.tasks = append(l.tasks, f)
-	l.cond.Signal()
-	return true
-}
-
-func (l *memLoop) run() {
-	defer close(l.done)
-	for {
-		l.mu.Lock()
-		for len(l.tasks) == 0 && !l.stop {
-			l.cond.Wait()
-		}
-		tasks := l.tasks
-		l.tasks = nil
-		stop := l.stop
-		l.mu.Unlock()
-		for _, f := range tasks {
-			f()
-		}
-		if stop && len(tasks) == 0 {
-			return
-		}
-	}
-}
-
-func (l *memLoop) close() {
-	l.mu.Lock()
-	l.stop = true
-	l.cond.Signal()
-	l.mu.Unlock()
-	<-l.done
-}
-
-// memPipe is a byte queue the client side reads with blocking semantics.
-type memPipe struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	buf    []byte
-	closed bool
-}
-
-func newMemPipe() *memPipe {
-	p := &memPipe{}
-	p.cond = sync.NewCond(&p.mu)
-	return p
-}
-
-func (p *memPipe) write(b []byte) {
-	p.mu.Lock()
-	p.buf = append(p.buf, b...)
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
-func (p *memPipe) closeWrite() {
-	p.mu.Lock()
-	p.closed = true
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
-func (p *memPipe) read(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.buf) == 0 && !p.closed {
-		p.cond.Wait()
-	}
-	if len(p.buf) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(b, p.buf)
-	p.buf = p.buf[n:]
-	return n, nil
-}
-
-// memTransport is the server side's Transport: writes land in toClient, and
-// the "event handler" (onTraffic) runs on the loop for client bytes and Wake.
+// memTransport is an enginetest.Transport with the engine connection opened
+// on it. Its traffic handler closes the connection on the peer's
+// close_notify (CloseOnEOF), as the gateway does once it owes no answer;
+// a test that wants the half-close clears CloseOnEOF before any traffic.
 type memTransport struct {
-	loop     *memLoop
-	toClient *memPipe
-	conn     *Conn
-	closed   bool   // loop only
-	inbox    []byte // application data the server read; loop only
-	inboxMu  sync.Mutex
-	// keepAfterEOF leaves the connection open after the peer's close_notify
-	// (a half-close); without it the transport closes, as the gateway does
-	// once it owes no answer.
-	keepAfterEOF bool
-	writes       atomic.Int64 // AsyncWrite calls with data
-	outbound     atomic.Int64 // simulated OutboundBuffered
-	onData       func(t *memTransport, data []byte)
-	closedCh     chan struct{}
+	*enginetest.Transport
+	conn *Conn
 }
 
-func (t *memTransport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
-	if !t.loop.post(func() {
-		var err error
-		if t.closed {
-			err = net.ErrClosed
-		} else if len(buf) > 0 {
-			t.writes.Add(1)
-			t.toClient.write(buf)
-		}
-		if cb != nil {
-			_ = cb(nil, err)
-		}
-	}) {
-		return net.ErrClosed
-	}
-	return nil
-}
+func (t *memTransport) received() string { return string(t.Received()) }
 
-func (t *memTransport) Wake(cb gnet.AsyncCallback) error {
-	t.loop.post(func() {
-		if !t.closed {
-			t.traffic(nil)
-		}
-		if cb != nil {
-			_ = cb(nil, nil)
-		}
-	})
-	return nil
-}
-
-func (t *memTransport) Close() error {
-	t.loop.post(t.closeNow)
-	return nil
-}
-
-func (t *memTransport) closeNow() {
-	if t.closed {
-		return
-	}
-	t.closed = true
-	t.toClient.closeWrite()
-	if t.conn != nil {
-		t.conn.Release()
-	}
-	close(t.closedCh)
-}
-
-func (t *memTransport) OutboundBuffered() int { return int(t.outbound.Load()) }
-
-// traffic is the transport's OnTraffic: Feed, then Read until ErrWouldBlock.
-func (t *memTransport) traffic(data []byte) {
-	if t.conn == nil || t.closed {
-		return
-	}
-	if t.conn.Feed(data) != nil {
-		return
-	}
-	var buf [4096]byte
-	for {
-		n, err := t.conn.Read(buf[:])
-		if n > 0 {
-			t.inboxMu.Lock()
-			t.inbox = append(t.inbox, buf[:n]...)
-			t.inboxMu.Unlock()
-			if t.onData != nil {
-				t.onData(t, buf[:n])
-			}
-		}
-		if errors.Is(err, io.EOF) && !t.keepAfterEOF {
-			_ = t.conn.Close() // what the gateway does once it owes no answer
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (t *memTransport) received() string {
-	t.inboxMu.Lock()
-	defer t.inboxMu.Unlock()
-	return string(t.inbox)
-}
-
-// memClientConn is the client's net.Conn over a memTransport.
-type memClientConn struct {
-	t *memTransport
-}
-
-func (c *memClientConn) Read(b []byte) (int, error) { return c.t.toClient.read(b) }
-func (c *memClientConn) Write(b []byte) (int, error) {
-	data := append([]byte(nil), b...)
-	if !c.t.loop.post(func() { c.t.traffic(data) }) {
-		return 0, net.ErrClosed
-	}
-	return len(b), nil
-}
-func (c *memClientConn) Close() error                     { return c.t.Close() }
-func (c *memClientConn) LocalAddr() net.Addr              { return shimAddr{} }
-func (c *memClientConn) RemoteAddr() net.Addr             { return shimAddr{} }
-func (c *memClientConn) SetDeadline(time.Time) error      { return nil }
-func (c *memClientConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *memClientConn) SetWriteDeadline(time.Time) error { return nil }
-
-// memOpen opens an engine connection over a fresh memTransport on loop and
-// returns the transport and the client side's net.Conn.
-func memOpen(tb testing.TB, e *Engine, loop *memLoop) (*memTransport, net.Conn, error) {
+// memOpen opens an engine connection over a fresh transport on loop (Open
+// runs on the loop, as OnOpen does) and returns the transport and the
+// client side's net.Conn.
+func memOpen(tb testing.TB, e *Engine, loop *enginetest.Loop) (*memTransport, net.Conn, error) {
 	tb.Helper()
-	t := &memTransport{loop: loop, toClient: newMemPipe(), closedCh: make(chan struct{})}
-	opened := make(chan error, 1)
-	loop.post(func() { // OnOpen runs on the loop
+	t := &memTransport{Transport: enginetest.NewTransport(loop, ErrWouldBlock)}
+	t.CloseOnEOF = true
+	err := t.Open(func() (enginetest.Conn, error) {
 		c, err := e.Open(t)
 		t.conn = c
-		opened <- err
+		return c, err
 	})
-	if err := <-opened; err != nil {
+	if err != nil {
 		return nil, nil, err
 	}
-	return t, &memClientConn{t: t}, nil
+	return t, t.Client(), nil
 }
 
 // memEngine is an engine over the fixture plus an in-memory loop.
-func memEngine(t *testing.T, mod func(*Config)) (*Engine, *memLoop, *teFixture) {
+func memEngine(t *testing.T, mod func(*Config)) (*Engine, *enginetest.Loop, *teFixture) {
 	t.Helper()
 	f := fixture(t)
 	cfg := f.config(t)
@@ -271,13 +65,13 @@ func memEngine(t *testing.T, mod func(*Config)) (*Engine, *memLoop, *teFixture) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop := newMemLoop()
-	t.Cleanup(loop.close)
+	loop := enginetest.NewLoop()
+	t.Cleanup(loop.Close)
 	return e, loop, f
 }
 
 // memHandshake opens a connection and completes a handshake on both sides.
-func memHandshake(t *testing.T, e *Engine, loop *memLoop, conf *tls.Config) (*memTransport, *tls.Conn) {
+func memHandshake(t *testing.T, e *Engine, loop *enginetest.Loop, conf *tls.Config) (*memTransport, *tls.Conn) {
 	t.Helper()
 	mt, cc, err := memOpen(t, e, loop)
 	if err != nil {
@@ -287,7 +81,7 @@ func memHandshake(t *testing.T, e *Engine, loop *memLoop, conf *tls.Config) (*me
 	if err := client.Handshake(); err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	return mt, client
 }
 
@@ -305,22 +99,22 @@ func closedWithin(ch <-chan struct{}, d time.Duration) bool {
 func TestCloseWaitsForDrain(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
-	mt.outbound.Store(1 << 20) // gnet still holds a megabyte for the socket
+	mt.SetOutboundBuffered(1 << 20) // gnet still holds a megabyte for the socket
 	if _, err := mt.conn.Write([]byte("last words")); err != nil {
 		t.Fatal(err)
 	}
 	_ = mt.conn.Close()
 	_ = mt.conn.Close() // idempotent
-	if closedWithin(mt.closedCh, 200*time.Millisecond) {
+	if closedWithin(mt.Closed(), 200*time.Millisecond) {
 		t.Fatal("transport closed with output pending")
 	}
 	if _, err := mt.conn.Write([]byte("more")); !errors.Is(err, ErrClosed) {
 		t.Errorf("Write after Close = %v, want ErrClosed", err)
 	}
-	mt.outbound.Store(512 << 10) // progress
+	mt.SetOutboundBuffered(512 << 10) // progress
 	time.Sleep(100 * time.Millisecond)
-	mt.outbound.Store(0)
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	mt.SetOutboundBuffered(0)
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed after the buffer drained")
 	}
 	got, err := io.ReadAll(client)
@@ -334,10 +128,10 @@ func TestCloseWaitsForDrain(t *testing.T) {
 func TestCloseDrainTimeout(t *testing.T) {
 	e, loop, f := memEngine(t, func(c *Config) { c.DrainTimeout = 150 * time.Millisecond })
 	mt, _ := memHandshake(t, e, loop, f.client(teDevices, nil))
-	mt.outbound.Store(4096) // stuck
+	mt.SetOutboundBuffered(4096) // stuck
 	start := time.Now()
 	_ = mt.conn.Close()
-	if !closedWithin(mt.closedCh, 10*time.Second) {
+	if !closedWithin(mt.Closed(), 10*time.Second) {
 		t.Fatal("transport never closed")
 	}
 	if d := time.Since(start); d < 150*time.Millisecond {
@@ -369,11 +163,11 @@ func TestBeforeHandshake(t *testing.T) {
 		t.Error("Value lost")
 	}
 	_ = c.Close()
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("Close during the handshake did not close the transport")
 	}
 	counted(t, e, ReasonClosed, 1)
-	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
 }
 
 // TestReleaseDuringHandshake: OnClose mid-handshake ends the handshake
@@ -385,16 +179,16 @@ func TestReleaseDuringHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	hello := captureClientHello(t, f.client(teDevices, nil))
-	loop.post(func() { mt.traffic(hello[:10]) })
-	loop.post(mt.closeNow) // the peer hung up: OnClose → Release
+	loop.Post(func() { mt.Traffic(hello[:10]) })
+	loop.Post(mt.CloseNow) // the peer hung up: OnClose → Release
 	counted(t, e, ReasonClosed, 1)
-	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 5*time.Second, func() bool { return e.Stats().InFlight == 0 })
 }
 
 // heldClientConn is a client net.Conn whose first write (the ClientHello)
 // reaches the server and whose later writes are held back for the test.
 type heldClientConn struct {
-	*memClientConn
+	net.Conn
 	mu     sync.Mutex
 	passed bool
 	held   []byte
@@ -405,7 +199,7 @@ func (c *heldClientConn) Write(b []byte) (int, error) {
 	defer c.mu.Unlock()
 	if !c.passed {
 		c.passed = true
-		return c.memClientConn.Write(b)
+		return c.Conn.Write(b)
 	}
 	c.held = append(c.held, b...)
 	return len(b), nil
@@ -472,7 +266,7 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 			}
 			if st.early != nil {
 				fed := make(chan struct{})
-				loop.post(func() { mt.traffic(st.early); close(fed) })
+				loop.Post(func() { mt.Traffic(st.early); close(fed) })
 				<-fed
 			}
 			sh := mt.conn.shim
@@ -494,13 +288,13 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 					}
 				}
 				fired.Store(true)
-				loop.post(mt.closeNow) // OnClose → Release, on the loop
-				<-mt.closedCh
+				loop.Post(mt.CloseNow) // OnClose → Release, on the loop
+				<-mt.Closed()
 			}
 			go (<-spawned)()
 
 			if st.client {
-				hc := &heldClientConn{memClientConn: cc.(*memClientConn)}
+				hc := &heldClientConn{Conn: cc}
 				done := make(chan error, 1)
 				go func() { done <- tls.Client(hc, f.client(teDevices, &f.deviceTLS)).Handshake() }()
 				select {
@@ -516,17 +310,17 @@ func TestReleaseAtEachHandshakeStep(t *testing.T) {
 				if st.buffered {
 					first := wake[:1]
 					wake = wake[1:]
-					loop.post(func() { mt.traffic(first) })
+					loop.Post(func() { mt.Traffic(first) })
 					select {
 					case <-waiting:
 					case <-time.After(20 * time.Second):
 						t.Fatal("the handshake never waited for the second flight")
 					}
 				}
-				loop.post(func() { mt.traffic(wake) })
+				loop.Post(func() { mt.Traffic(wake) })
 			}
 
-			waitFor(t, "the handshake to end", 20*time.Second, func() bool { return e.Stats().InFlight == 0 })
+			testkit.WaitFor(t, "the handshake to end", 20*time.Second, func() bool { return e.Stats().InFlight == 0 })
 			if !fired.Load() {
 				t.Fatal("the hook never released the connection")
 			}
@@ -614,7 +408,7 @@ func TestSetSitesKeepsStartedHandshakes(t *testing.T) {
 	if err := client.Handshake(); err != nil {
 		t.Fatalf("started before the reload: %v", err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	if mt.conn.Site().Name != teDevices {
 		t.Errorf("site %q", mt.conn.Site().Name)
 	}
@@ -667,7 +461,7 @@ func TestConcurrentWriters(t *testing.T) {
 			t.Errorf("writer %d: %d bytes", w, counts[byte('a'+w)])
 		}
 	}
-	waitFor(t, "the pings", 10*time.Second, func() bool { return len(mt.received()) == 200 })
+	testkit.WaitFor(t, "the pings", 10*time.Second, func() bool { return len(mt.received()) == 200 })
 }
 
 // TestPeerCloseNotify: the peer's close_notify makes Read return io.EOF;
@@ -677,7 +471,7 @@ func TestPeerCloseNotify(t *testing.T) {
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, nil))
 	_, _ = client.Write([]byte("bye"))
 	_ = client.CloseWrite()
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed after the peer's close_notify")
 	}
 	if got := mt.received(); got != "bye" {
@@ -698,31 +492,31 @@ func TestHalfCloseStillWritable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mt.keepAfterEOF = true // set before any traffic: loop only afterwards
+	mt.CloseOnEOF = false // a half-close; set before any traffic: loop only afterwards
 	client := tls.Client(cc, f.client(teDevices, nil))
 	if err := client.Handshake(); err != nil {
 		t.Fatalf("client handshake: %v", err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	_, _ = client.Write([]byte("request"))
 	_ = client.CloseWrite()
 	readErr := make(chan error, 1)
-	waitFor(t, "the request", 5*time.Second, func() bool { return mt.received() == "request" })
-	loop.post(func() {
+	testkit.WaitFor(t, "the request", 5*time.Second, func() bool { return mt.received() == "request" })
+	loop.Post(func() {
 		_, err := mt.conn.Read(make([]byte, 16))
 		readErr <- err
 	})
 	if err := <-readErr; !errors.Is(err, io.EOF) {
 		t.Fatalf("Read after close_notify = %v, want io.EOF", err)
 	}
-	if closedWithin(mt.closedCh, 100*time.Millisecond) {
+	if closedWithin(mt.Closed(), 100*time.Millisecond) {
 		t.Fatal("the engine closed the connection on the peer's close_notify; the response is lost")
 	}
 	if _, err := mt.conn.Write([]byte("response")); err != nil {
 		t.Fatalf("Write after the peer's close_notify: %v", err)
 	}
 	_ = mt.conn.Close()
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed after Close")
 	}
 	got, err := io.ReadAll(client)
@@ -738,7 +532,7 @@ func TestBadRecordAfterHandshake(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
 	mt, _ := memHandshake(t, e, loop, f.client(teDevices, nil))
 	errc := make(chan error, 1)
-	loop.post(func() {
+	loop.Post(func() {
 		_ = mt.conn.Feed(append([]byte{23, 3, 3, 0, 40}, bytes.Repeat([]byte{1}, 40)...))
 		_, err := mt.conn.Read(make([]byte, 100))
 		errc <- err
@@ -746,7 +540,7 @@ func TestBadRecordAfterHandshake(t *testing.T) {
 	if err := <-errc; err == nil || err == ErrWouldBlock {
 		t.Fatalf("Read = %v, want a decryption error", err)
 	}
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed")
 	}
 }
@@ -760,9 +554,9 @@ func TestInboundOverflow(t *testing.T) {
 	}
 	hello := captureClientHello(t, f.client(teDevices, nil))
 	flood := bytes.Repeat(append([]byte{23, 3, 3, 0x40, 0}, make([]byte, 0x4000)...), 4)
-	loop.post(func() { mt.traffic(hello[:len(hello)-1]); mt.traffic(flood) })
+	loop.Post(func() { mt.Traffic(hello[:len(hello)-1]); mt.Traffic(flood) })
 	counted(t, e, ReasonInboundOverflow, 1)
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed")
 	}
 }
@@ -780,8 +574,8 @@ func TestSetMaxInbound(t *testing.T) {
 	}
 	hello := captureClientHello(t, f.client(teDevices, nil))
 	flood := bytes.Repeat(append([]byte{23, 3, 3, 0x40, 0}, make([]byte, 0x4000)...), 4)
-	loop.post(func() { mt.traffic(hello[:len(hello)-1]); mt.traffic(flood) })
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	loop.Post(func() { mt.Traffic(hello[:len(hello)-1]); mt.Traffic(flood) })
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed")
 	}
 	if n := e.Stats().Handshakes[ReasonInboundOverflow]; n != 0 {
@@ -823,16 +617,16 @@ func TestMutatedClientHellos(t *testing.T) {
 			t.Fatal(err)
 		}
 		transports = append(transports, mt)
-		loop.post(func() { mt.traffic(h) })
+		loop.Post(func() { mt.Traffic(h) })
 	}
 	for i, mt := range transports {
-		if !closedWithin(mt.closedCh, 30*time.Second) {
+		if !closedWithin(mt.Closed(), 30*time.Second) {
 			t.Fatalf("connection %d never closed", i)
 		}
 	}
 	// A handshake goroutine leaves the admission count when it returns,
 	// just after it closed its transport: wait for the last ones.
-	waitFor(t, "every handshake to leave", 10*time.Second, func() bool { return e.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "every handshake to leave", 10*time.Second, func() bool { return e.Stats().InFlight == 0 })
 	st := e.Stats()
 	if st.Handshakes[ReasonOK] != 0 || st.InFlight != 0 {
 		t.Errorf("stats %+v", st)
@@ -847,7 +641,7 @@ func TestMutatedClientHellos(t *testing.T) {
 func TestCorkCoalescesLastResponse(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
-	before := mt.writes.Load()
+	before := mt.WriteCount()
 	mt.conn.Cork()
 	for _, part := range []string{"HTTP/1.1 200 OK\r\n", "\r\n", "last words"} {
 		if _, err := mt.conn.Write([]byte(part)); err != nil {
@@ -855,14 +649,14 @@ func TestCorkCoalescesLastResponse(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	if got := mt.writes.Load() - before; got != 0 {
+	if got := mt.WriteCount() - before; got != 0 {
 		t.Fatalf("%d writes reached the transport while corked, want 0", got)
 	}
 	_ = mt.conn.Close()
-	if !closedWithin(mt.closedCh, 5*time.Second) {
+	if !closedWithin(mt.Closed(), 5*time.Second) {
 		t.Fatal("transport not closed")
 	}
-	if got := mt.writes.Load() - before; got != 1 {
+	if got := mt.WriteCount() - before; got != 1 {
 		t.Errorf("%d writes for three records and close_notify, want 1", got)
 	}
 	got, err := io.ReadAll(client)
@@ -877,7 +671,7 @@ func TestCorkCoalescesLastResponse(t *testing.T) {
 func TestCorkBounded(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
-	before := mt.writes.Load()
+	before := mt.WriteCount()
 	mt.conn.Cork()
 	big := bytes.Repeat([]byte("x"), 16<<10)
 	go func() { _, _ = io.Copy(io.Discard, io.LimitReader(client, int64(5*len(big)))) }()
@@ -886,16 +680,16 @@ func TestCorkBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "a write once the cork limit is passed", 5*time.Second, func() bool { return mt.writes.Load()-before == 1 })
+	testkit.WaitFor(t, "a write once the cork limit is passed", 5*time.Second, func() bool { return mt.WriteCount()-before == 1 })
 	if err := mt.conn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the rest after Flush", 5*time.Second, func() bool { return mt.writes.Load()-before == 2 })
+	testkit.WaitFor(t, "the rest after Flush", 5*time.Second, func() bool { return mt.WriteCount()-before == 2 })
 	if _, err := mt.conn.Write([]byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "an uncorked write going out alone", 5*time.Second, func() bool { return mt.writes.Load()-before == 3 })
-	if closedWithin(mt.closedCh, 50*time.Millisecond) {
+	testkit.WaitFor(t, "an uncorked write going out alone", 5*time.Second, func() bool { return mt.WriteCount()-before == 3 })
+	if closedWithin(mt.Closed(), 50*time.Millisecond) {
 		t.Fatal("Flush closed the connection")
 	}
 }
@@ -909,9 +703,9 @@ func TestIdleHoldsNoInboundBuffer(t *testing.T) {
 	if _, err := client.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the server to read the record", 5*time.Second, func() bool { return mt.received() == "ping" })
+	testkit.WaitFor(t, "the server to read the record", 5*time.Second, func() bool { return mt.received() == "ping" })
 	s := mt.conn.shim
-	waitFor(t, "the idle connection to give its inbound buffer back", 5*time.Second, func() bool {
+	testkit.WaitFor(t, "the idle connection to give its inbound buffer back", 5*time.Second, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.in == nil && s.inBox == nil

@@ -18,6 +18,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
@@ -343,7 +344,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	if _, err := c.Write(hello[:len(hello)/2]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 1 })
+	testkit.WaitFor(t, "the handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 1 })
 	if st := s.eng.Stats(); st.CPUBusy != 0 {
 		t.Errorf("a stalled handshake holds %d CPU slots", st.CPUBusy)
 	}
@@ -357,7 +358,7 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Errorf("closed after %v, want about 300ms", elapsed)
 	}
 	counted(t, s.eng, ReasonTimeout, 1)
-	waitFor(t, "no handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
 }
 
 // TestQueueFullSheds: with the queue full, a new connection is refused at
@@ -376,7 +377,7 @@ func TestQueueFullSheds(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	waitFor(t, "3 handshakes in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 3 })
+	testkit.WaitFor(t, "3 handshakes in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 3 })
 	got, elapsed := rawExchange(t, s.addr, captureClientHello(t, f.client(teDevices, nil)))
 	if len(got) != 0 || elapsed > 5*time.Second {
 		t.Errorf("shed connection got %x after %v, want an immediate close", got, elapsed)
@@ -385,7 +386,7 @@ func TestQueueFullSheds(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	waitFor(t, "no handshake in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
 	counted(t, s.eng, ReasonClosed, 3)
 	// Room again: a device gets through.
 	c, err := s.dial(t, f.client(teDevices, &f.deviceTLS))
@@ -422,7 +423,7 @@ func TestStalledClientsDoNotStarve(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "200 stalled handshakes in flight", 20*time.Second, func() bool { return s.eng.Stats().InFlight == stalled })
+	testkit.WaitFor(t, "200 stalled handshakes in flight", 20*time.Second, func() bool { return s.eng.Stats().InFlight == stalled })
 	time.Sleep(50 * time.Millisecond) // let every stalled handshake reach its wait
 	if st := s.eng.Stats(); st.CPUBusy != 0 {
 		t.Fatalf("stalled handshakes hold %d CPU slots", st.CPUBusy)
@@ -505,7 +506,7 @@ func TestManyConcurrentHandshakes(t *testing.T) {
 	}
 	t.Logf("%d concurrent handshakes in %v", n, time.Since(start))
 	counted(t, s.eng, ReasonOK, uint64(n+1))
-	waitFor(t, "no handshake in flight", 20*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 20*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
 	settleGoroutines(t, base)
 }
 

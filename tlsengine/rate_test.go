@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // fakeClock is a settable clock for the handshake rate's token bucket.
@@ -155,7 +157,7 @@ func TestOpenShedsOverRate(t *testing.T) {
 	if st := eng.Stats(); st.Handshakes[ReasonShed] != 0 {
 		t.Errorf("counted as queue shed too: %v", st.Handshakes)
 	}
-	waitFor(t, "no handshake in flight", 10*time.Second, func() bool { return eng.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 10*time.Second, func() bool { return eng.Stats().InFlight == 0 })
 	var rated int
 	for _, ev := range obs.all() {
 		if ev.Reason == ReasonRate {

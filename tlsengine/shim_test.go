@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/panjf2000/gnet/v2"
+	"github.com/fleetgate/fleetgate/internal/testkit"
+	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
 
 // TestWouldBlockIsTemporary pins the contract crypto/tls relies on: the
@@ -40,8 +41,8 @@ func TestCryptoTLSSurvivesWouldBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop := newMemLoop()
-	defer loop.close()
+	loop := enginetest.NewLoop()
+	defer loop.Close()
 	mt, cc, err := memOpen(t, e, loop)
 	if err != nil {
 		t.Fatal(err)
@@ -50,11 +51,11 @@ func TestCryptoTLSSurvivesWouldBlock(t *testing.T) {
 	if err := client.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
 	for i, msg := range []string{"one", "two", "three"} {
 		// Straight to crypto/tls, on the loop, with nothing buffered.
 		errc := make(chan error, 1)
-		loop.post(func() {
+		loop.Post(func() {
 			_, err := mt.conn.tls.Read(make([]byte, 10))
 			errc <- err
 		})
@@ -64,7 +65,7 @@ func TestCryptoTLSSurvivesWouldBlock(t *testing.T) {
 		if _, err := io.WriteString(client, msg); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the message", 10*time.Second, func() bool { return bytes.HasSuffix([]byte(mt.received()), []byte(msg)) })
+		testkit.WaitFor(t, "the message", 10*time.Second, func() bool { return bytes.HasSuffix([]byte(mt.received()), []byte(msg)) })
 	}
 	if got := mt.received(); got != "onetwothree" {
 		t.Errorf("received %q", got)
@@ -183,7 +184,7 @@ func TestShimCPUSlot(t *testing.T) {
 		t.Fatalf("after returning bytes: %d slots busy, held=%v", busy, s.cpu.held)
 	}
 	go read()
-	waitFor(t, "the slot released while waiting", 5*time.Second, func() bool { return len(a.cpu) == 0 })
+	testkit.WaitFor(t, "the slot released while waiting", 5*time.Second, func() bool { return len(a.cpu) == 0 })
 	s.stopHandshake(rTimeout, ErrHandshakeTimeout)
 	if n := <-got; n != 0 {
 		t.Fatalf("aborted read returned %d bytes", n)
@@ -217,39 +218,17 @@ func TestShimSlotWaitIsAbortable(t *testing.T) {
 	}
 }
 
-// recordingTransport records writes (callbacks are not run).
-type recordingTransport struct {
-	mu     sync.Mutex
-	writes [][]byte
-}
-
-func (r *recordingTransport) AsyncWrite(b []byte, _ gnet.AsyncCallback) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(b) > 0 {
-		r.writes = append(r.writes, b)
-	}
-	return nil
-}
-func (r *recordingTransport) Wake(gnet.AsyncCallback) error { return nil }
-func (r *recordingTransport) Close() error                  { return nil }
-func (r *recordingTransport) OutboundBuffered() int         { return 0 }
-
-func (r *recordingTransport) written() [][]byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([][]byte(nil), r.writes...)
-}
-
 // TestShimWriteCopies: crypto/tls reuses its buffer, so each write is copied.
 func TestShimWriteCopies(t *testing.T) {
-	rt := &recordingTransport{}
+	loop := enginetest.NewLoop()
+	defer loop.Close()
+	rt := enginetest.NewTransport(loop, ErrWouldBlock)
 	s := newShim(nil, rt, newAdmission(1, 1), DefaultMaxInbound)
 	b := []byte("record one")
 	_, _ = s.Write(b)
 	copy(b, "RECORD TWO")
 	_, _ = s.Write(b)
-	if w := rt.written(); string(w[0]) != "record one" || string(w[1]) != "RECORD TWO" {
+	if w := rt.Writes(); len(w) != 2 || string(w[0]) != "record one" || string(w[1]) != "RECORD TWO" {
 		t.Fatalf("writes %q", w)
 	}
 	s.release()
@@ -266,8 +245,10 @@ func TestUnknownSNIAlertBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	loop := enginetest.NewLoop()
+	defer loop.Close()
 	for i, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-		rt := &recordingTransport{}
+		rt := enginetest.NewTransport(loop, ErrWouldBlock)
 		c, err := e.Open(rt)
 		if err != nil {
 			t.Fatal(err)
@@ -276,7 +257,7 @@ func TestUnknownSNIAlertBytes(t *testing.T) {
 		conf.MaxVersion = v
 		_ = c.Feed(captureClientHello(t, conf))
 		counted(t, e, ReasonUnknownSNI, uint64(i+1))
-		w := rt.written()
+		w := rt.Writes()
 		if len(w) != 1 {
 			t.Fatalf("version %x: %d writes, want 1", v, len(w))
 		}
@@ -517,7 +498,7 @@ func TestBadInput(t *testing.T) {
 					t.Fatal(err)
 				}
 				_, _ = c.Write(tt.send[0])
-				waitFor(t, "the handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 1 })
+				testkit.WaitFor(t, "the handshake in flight", 5*time.Second, func() bool { return s.eng.Stats().InFlight == 1 })
 				c.Close()
 			} else {
 				got, _ = rawExchange(t, s.addr, tt.send...)
@@ -530,7 +511,7 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "no handshake in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
+	testkit.WaitFor(t, "no handshake in flight", 10*time.Second, func() bool { return s.eng.Stats().InFlight == 0 })
 	c, err := s.dial(t, f.client(teDevices, &f.deviceTLS))
 	if err != nil {
 		t.Fatalf("a good device after bad input: %v", err)

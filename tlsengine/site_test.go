@@ -16,7 +16,7 @@ func vtSNISites(t testing.TB, defaultName string) (*Sites, map[string]*Site) {
 	byName := map[string]*Site{}
 	var list []*Site
 	for _, n := range []string{"devices.fleet.test", "*.fleet.test", "Admin.Fleet.Test.", "*.zone.fleet.test", "localhost"} {
-		s := &Site{Name: n, Certificates: []tls.Certificate{vtServerCert(t)}}
+		s := &Site{Name: n, Certificates: []tls.Certificate{fixture(t).server}}
 		byName[n] = s
 		list = append(list, s)
 	}
@@ -88,7 +88,7 @@ func TestSitesLookup(t *testing.T) {
 
 	// The length limit: 253 bytes (plus the tolerated dot) is a name, 254 is not.
 	long := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 56) + ".test"
-	longSite := &Site{Name: long, Certificates: []tls.Certificate{vtServerCert(t)}}
+	longSite := &Site{Name: long, Certificates: []tls.Certificate{fixture(t).server}}
 	longTable, err := NewSites([]*Site{longSite}, "")
 	if err != nil || len(long) != 253 {
 		t.Fatalf("NewSites(%d-byte name): %v", len(long), err)
@@ -111,7 +111,7 @@ func TestSitesLookup(t *testing.T) {
 }
 
 func TestNewSitesErrors(t *testing.T) {
-	cert := []tls.Certificate{vtServerCert(t)}
+	cert := []tls.Certificate{fixture(t).server}
 	site := func(name string) *Site { return &Site{Name: name, Certificates: cert} }
 	cases := []struct {
 		name        string

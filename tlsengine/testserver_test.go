@@ -3,8 +3,8 @@ package tlsengine
 // Test infrastructure shared by the engine's tests and benchmarks: a PKI
 // fixture, a minimal gnet server that drives the engine exactly as the
 // gateway will, and client and raw-TCP helpers. (The in-memory event loop
-// and Transport are in conn_test.go.) Names are prefixed "te" or "mem" to
-// stay clear of other test files.
+// and Transport come from enginetest; conn_test.go opens connections on
+// them.) Names are prefixed "te" or "mem" to stay clear of other test files.
 
 import (
 	"bufio"
@@ -27,6 +27,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
@@ -39,18 +40,22 @@ const (
 	teTickets = "tickets.fleet.test" // SessionTickets
 )
 
-// teFixture is the PKI and sites shared by the tests (built once).
+// teFixture is the one test PKI of the engine's tests (built once): the
+// handshake tests use it through fixture, the verify, cache, revocation and
+// SNI tests through vtNewPKI.
 type teFixture struct {
-	root, inter    *pki.Cert // the fleet CA; also issues the server cert
-	otherRoot      *pki.Cert // another CA
-	device         *pki.Cert // valid device of root/inter
-	otherDevice    *pki.Cert // device of otherRoot
-	deviceTLS      tls.Certificate
-	otherDeviceTLS tls.Certificate
-	server         tls.Certificate
-	clientRoots    *x509.CertPool
-	rootPEM        []byte // for openssl
-	devKeyPEM      []byte
+	root, inter *pki.Cert // the fleet CA; also issues the server cert
+	// otherRoot is another fleet's CA; otherInter, its intermediate, has
+	// the same name as inter: only the key tells them apart.
+	otherRoot, otherInter *pki.Cert
+	device                *pki.Cert // valid device of root/inter, with every identity field set
+	otherDevice           *pki.Cert // device of otherRoot/otherInter
+	deviceTLS             tls.Certificate
+	otherDeviceTLS        tls.Certificate
+	server                tls.Certificate
+	clientRoots           *x509.CertPool
+	rootPEM               []byte // for openssl
+	devKeyPEM             []byte
 }
 
 var (
@@ -65,11 +70,16 @@ func fixture(tb testing.TB) *teFixture {
 		f.root = pki.MustRoot(pki.Root("Fleet Root"))
 		f.inter = f.root.MustIssue(pki.Intermediate("Fleet Intermediate"))
 		f.otherRoot = pki.MustRoot(pki.Root("Other Root"))
-		otherInter := f.otherRoot.MustIssue(pki.Intermediate("Other Intermediate"))
-		f.device = f.inter.MustIssue(pki.Device("sensor-0001"))
-		f.otherDevice = otherInter.MustIssue(pki.Device("intruder-0001"))
+		f.otherInter = f.otherRoot.MustIssue(pki.Intermediate("Fleet Intermediate")) // same name as ours
+		dev := pki.Device("sensor-0001")
+		dev.Organization = []string{"Acme Fleet"}
+		dev.OrgUnit = []string{"sensors", "line-3"}
+		dev.DNSNames = []string{"sensor-0001.devices.fleet.test"}
+		dev.URIs = []string{"spiffe://fleet.test/device/sensor-0001"}
+		f.device = f.inter.MustIssue(dev)
+		f.otherDevice = f.otherInter.MustIssue(pki.Device("intruder-0001"))
 		f.deviceTLS = f.device.TLSCertificate(f.inter)
-		f.otherDeviceTLS = f.otherDevice.TLSCertificate(otherInter)
+		f.otherDeviceTLS = f.otherDevice.TLSCertificate(f.otherInter)
 		srv := f.inter.MustIssue(pki.Server(teDevices, teOpen, teStrict, teWild, teTickets, "127.0.0.1"))
 		f.server = srv.TLSCertificate(f.inter)
 		f.clientRoots = pki.Pool(f.root)
@@ -328,22 +338,10 @@ func ask(tb testing.TB, c net.Conn, cmd string) string {
 	return strings.TrimSuffix(line, "\n")
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(tb testing.TB, what string, d time.Duration, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // counted waits until the engine has counted at least n handshakes for reason.
 func counted(tb testing.TB, e *Engine, reason string, n uint64) {
 	tb.Helper()
-	waitFor(tb, fmt.Sprintf("%d %q handshakes", n, reason), 20*time.Second, func() bool {
+	testkit.WaitFor(tb, fmt.Sprintf("%d %q handshakes", n, reason), 20*time.Second, func() bool {
 		return e.Stats().Handshakes[reason] >= n
 	})
 }

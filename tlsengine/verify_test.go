@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,58 +18,35 @@ import (
 // generated relative to the real clock (pki's defaults), so vtNow is too.
 var vtNow = time.Now()
 
-// vtPKI is the test PKI shared by the verify, cache and SNI tests: one
-// fleet's root and intermediate, the site that trusts them, and another
-// site's CA.
+// vtPKI is the verify, cache, revocation and SNI tests' view of the shared
+// fixture: one fleet's root and intermediate, the site that trusts them, and
+// another site's CA.
 type vtPKI struct {
 	root, inter *pki.Cert
 	device      *pki.Cert // leaf from inter, with every identity field set
 	site        *Site     // trusts root only; intermediates come from the device
 	other       *pki.Cert // another site's root
-	otherInter  *pki.Cert
+	otherInter  *pki.Cert // its intermediate, with the same name as inter
 }
 
+// vtNewPKI returns the fixture's PKI with a fresh site (a test may change
+// its site; the certificates are shared and never changed).
 func vtNewPKI(t testing.TB) *vtPKI {
 	t.Helper()
-	p := &vtPKI{}
-	p.root = pki.MustRoot(pki.Root("Fleet Root"))
-	p.inter = p.root.MustIssue(pki.Intermediate("Fleet Intermediate"))
-	dev := pki.Device("sensor-0001")
-	dev.Organization = []string{"Acme Fleet"}
-	dev.OrgUnit = []string{"sensors", "line-3"}
-	dev.DNSNames = []string{"sensor-0001.devices.fleet.test"}
-	dev.URIs = []string{"spiffe://fleet.test/device/sensor-0001"}
-	p.device = p.inter.MustIssue(dev)
-	p.site = vtSite(t, "devices.fleet.test", p.root)
-	p.other = pki.MustRoot(pki.Root("Other Root"))
-	p.otherInter = p.other.MustIssue(pki.Intermediate("Fleet Intermediate")) // same name as ours
-	return p
+	f := fixture(t)
+	return &vtPKI{root: f.root, inter: f.inter, device: f.device, site: vtSite(t, teDevices, f.root),
+		other: f.otherRoot, otherInter: f.otherInter}
 }
 
-// vtSite returns a site named name whose client CAs are roots.
+// vtSite returns a site named name whose client CAs are roots, serving the
+// fixture's server certificate (the SNI tests only need one to exist).
 func vtSite(t testing.TB, name string, roots ...*pki.Cert) *Site {
 	t.Helper()
-	s := &Site{Name: name, Certificates: []tls.Certificate{vtServerCert(t)}, Generation: 1}
+	s := &Site{Name: name, Certificates: []tls.Certificate{fixture(t).server}, Generation: 1}
 	if len(roots) > 0 {
 		s.Roots = pki.Pool(roots...)
 	}
 	return s
-}
-
-var (
-	vtServerOnce sync.Once
-	vtServer     tls.Certificate
-)
-
-// vtServerCert returns a server certificate (generated once per test binary:
-// the SNI tests only need one to exist).
-func vtServerCert(t testing.TB) tls.Certificate {
-	t.Helper()
-	vtServerOnce.Do(func() {
-		ca := pki.MustRoot(pki.Root("Gateway CA"))
-		vtServer = ca.MustIssue(pki.Server("devices.fleet.test")).TLSCertificate()
-	})
-	return vtServer
 }
 
 func vtChain(certs ...*pki.Cert) []*x509.Certificate {

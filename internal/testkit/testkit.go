@@ -6,6 +6,7 @@ package testkit
 import (
 	"bytes"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,32 @@ func Eventually(d time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// Spin is Eventually for a wait that usually ends within microseconds and
+// runs thousands of times (each fuzz iteration waits for its handshake
+// goroutine): it yields (runtime.Gosched) for the first spinYields looks,
+// then sleeps spinSleep between looks, instead of Poll, which would make
+// such a loop thousands of times slower.
+func Spin(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for i := 0; !cond(); i++ {
+		if time.Now().After(deadline) {
+			return false
+		}
+		if i < spinYields {
+			runtime.Gosched()
+		} else {
+			time.Sleep(spinSleep)
+		}
+	}
+	return true
+}
+
+// Spin's pace: yields first, then short sleeps.
+const (
+	spinYields = 50
+	spinSleep  = 20 * time.Microsecond
+)
 
 // Buffer is a bytes.Buffer that several goroutines may write and read: a log
 // sink, or a child process's output.

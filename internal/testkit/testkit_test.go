@@ -21,6 +21,26 @@ func TestEventually(t *testing.T) {
 	}
 }
 
+// TestSpin: Spin looks again far sooner than Poll (100 looks at Poll would
+// take half a second), and still gives up when the time is up.
+func TestSpin(t *testing.T) {
+	n := 0
+	start := time.Now()
+	if !Spin(10*time.Second, func() bool { n++; return n == 100 }) || n != 100 {
+		t.Fatalf("Spin stopped after %d looks", n)
+	}
+	if d := time.Since(start); d > 50*Poll {
+		t.Errorf("100 looks took %v, no faster than polling every %v", d, Poll)
+	}
+	start = time.Now()
+	if Spin(20*time.Millisecond, func() bool { return false }) {
+		t.Fatal("a condition that never holds held")
+	}
+	if time.Since(start) < 20*time.Millisecond {
+		t.Fatal("gave up before the time was up")
+	}
+}
+
 func TestBufferConcurrent(t *testing.T) {
 	var b Buffer
 	var wg sync.WaitGroup
