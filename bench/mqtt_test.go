@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"text/template"
@@ -344,6 +345,51 @@ func TestRunMQTTOptions(t *testing.T) {
 		set(&o)
 		if _, err := RunMQTT(context.Background(), o); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestSummarizeMQTT(t *testing.T) {
+	per := func(v float64) *float64 { return &v }
+	lines := []MQTTResult{
+		{Label: "mosquitto", Scenario: "connect", MQTTVersion: "3.1.1", Devices: 100, Connected: 100, ServerCPUPerConnectUS: per(400)},
+		{Label: "mosquitto", Scenario: "connect", MQTTVersion: "3.1.1", Devices: 100, Connected: 100, ServerCPUPerConnectUS: per(600)},
+		{Label: "mosquitto", Scenario: "connect", MQTTVersion: "3.1.1", Devices: 100, Connected: 100, ServerCPUPerConnectUS: per(500)},
+		{Label: "fleetgate", Scenario: "connect", MQTTVersion: "3.1.1", Devices: 100, Connected: 100, ServerCPUPerConnectUS: per(900)},
+		{Label: "mosquitto", Scenario: "qos1", MQTTVersion: "3.1.1", QoS: 1, Devices: 10, MessagesPerDevice: 50,
+			ServerCPUPerMessageUS: per(10), PublishLatency: &Latency{P50: 100, P99: 300}},
+		{Label: "fleetgate", Scenario: "qos1", MQTTVersion: "3.1.1", QoS: 1, Devices: 10, MessagesPerDevice: 50,
+			ServerCPUPerMessageUS: per(25), PublishLatency: &Latency{P50: 200, P99: 600}, Errors: map[string]int64{"refused_v311_5_not_authorized": 2}},
+		{Label: "fleetgate", Scenario: "storm", MQTTVersion: "3.1.1", Devices: 9000, Connected: 9000, ConnectS: 4.5, HoldS: 10,
+			StillConnected: 9000, ServerPIDs: []int{1, 2}, ServerProcs: []string{"fleetgate", "mosquitto"},
+			ServerRSSBytes: []int64{100 << 20, 50 << 20}, ServerPeakRSSBytes: []int64{120 << 20, 60 << 20}},
+	}
+	var in bytes.Buffer
+	for i := range lines {
+		if err := lines[i].WriteJSON(&in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.WriteString(`{"label":"an http run","requests":3}` + "\n")
+	path := filepath.Join(t.TempDir(), "runs.jsonl")
+	if err := os.WriteFile(path, in.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := SummarizeMQTT(path, &out); err != nil {
+		t.Fatal(err)
+	}
+	md := out.String()
+	for _, want := range []string{
+		"| connect | mosquitto | 3 | 100 |",
+		"| connect | µs per connect (server_cpu_us_per_connect) | 500.0 | 900.0 | +400.0 | 1.80× | fleetgate vs mosquitto |",
+		"| qos1 | µs per message (server_cpu_us_per_message) | 10.0 | 25.0 | +15.0 | 2.50× | fleetgate vs mosquitto |",
+		"refused_v311_5_not_authorized=2",
+		"| storm | fleetgate | 9000 | 9000 | 4.50 s |",
+		"fleetgate 100 MiB (peak 120 MiB); mosquitto 50 MiB (peak 60 MiB)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q:\n%s", want, md)
 		}
 	}
 }
