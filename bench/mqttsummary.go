@@ -62,7 +62,9 @@ func SummarizeMQTT(path string, w io.Writer) error {
 	for _, g := range groups {
 		first := g.runs[0]
 		pubLat, qos, mps := "-", "-", "-"
+		perConnect := g.optMedian(func(r *MQTTResult) *float64 { return r.ServerCPUPerConnectUS })
 		if first.MessagesPerDevice > 0 {
+			perConnect = "-" // a publishing run's few connects measure little
 			qos = fmt.Sprint(first.QoS)
 			mps = fmt.Sprintf("%.0f", g.median(func(r *MQTTResult) float64 { return r.MessagesPerS }))
 		}
@@ -76,8 +78,7 @@ func SummarizeMQTT(path string, w io.Writer) error {
 			fmtUS(int64(g.median(func(r *MQTTResult) float64 { return float64(r.ConnectLatency.P50) }))),
 			fmtUS(int64(g.median(func(r *MQTTResult) float64 { return float64(r.ConnectLatency.P99) }))),
 			qos, mps, pubLat,
-			g.optMedian(func(r *MQTTResult) *float64 { return r.ServerCPUPerConnectUS }),
-			g.optMedian(func(r *MQTTResult) *float64 { return r.ServerCPUPerMessageUS }),
+			perConnect, g.optMedian(func(r *MQTTResult) *float64 { return r.ServerCPUPerMessageUS }),
 			g.errors())
 	}
 
@@ -108,7 +109,7 @@ func SummarizeMQTT(path string, w io.Writer) error {
 	}
 	if price.Len() > 0 {
 		b.WriteString("\nServer CPU (all the server processes of the set-up, from /proc/PID/stat), medians:\n\n")
-		b.WriteString("| scenario | figure | first set-up | this set-up | difference | ratio | set-ups |\n")
+		b.WriteString("| scenario | figure | baseline (first set-up) | this set-up | difference | ratio | set-ups |\n")
 		b.WriteString("| --- | --- | --: | --: | --: | --: | --- |\n")
 		b.WriteString(price.String())
 	}
