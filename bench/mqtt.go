@@ -242,9 +242,10 @@ type MQTTResult struct {
 	MessagesPerS   float64  `json:"messages_per_s"`
 	PublishLatency *Latency `json:"publish_latency_us,omitempty"` // QoS 1: PUBLISH → PUBACK
 
-	// HoldS is the idle phase; Pings the PINGREQs answered in it; and
-	// StillConnected the devices connected at its end (at the end of the
-	// run without a hold).
+	// HoldS is the idle phase; Pings the PINGREQs answered in the whole run
+	// (a device pings a keep-alive after it last sent a packet, while the
+	// rest of the fleet connects too); and StillConnected the devices
+	// connected at the end of the run.
 	HoldS          float64 `json:"hold_s"`
 	Pings          int64   `json:"pings"`
 	StillConnected int64   `json:"still_connected"`
@@ -286,6 +287,7 @@ type mqttDevice struct {
 	hist  *hdrhistogram.Histogram // QoS 1 publish latency
 	sent  int64
 	pings int64
+	acked bool // its CONNECT was accepted
 	// lastSent is when the device last sent a packet: it pings a
 	// keep-alive after that.
 	lastSent time.Time
@@ -356,11 +358,14 @@ func RunMQTT(ctx context.Context, opts MQTTOptions) (*MQTTResult, error) {
 	}()
 
 	// Phase 1: the fleet connects.
+	// A connected device keeps its connection alive (PINGREQ at its
+	// keep-alive) until the whole fleet is connected.
 	cpu0, self0, t0 := r.mark()
 	connectHist := newHistogram()
 	var mu sync.Mutex
 	next := make(chan *mqttDevice)
-	var wg sync.WaitGroup
+	var wg, idlers sync.WaitGroup
+	fleetUp := make(chan time.Time)
 	for range min(o.Concurrency, len(devs)) {
 		wg.Go(func() {
 			for d := range next {
@@ -374,6 +379,11 @@ func RunMQTT(ctx context.Context, opts MQTTOptions) (*MQTTResult, error) {
 				mu.Lock()
 				_ = connectHist.RecordValue(max(time.Since(start).Microseconds(), 1))
 				mu.Unlock()
+				idlers.Go(func() {
+					if kind := r.idle(ctx, d, fleetUp); kind != "" && ctx.Err() == nil {
+						d.fail(kind)
+					}
+				})
 			}
 		})
 	}
@@ -388,6 +398,8 @@ feed:
 	close(next)
 	wg.Wait()
 	cpu1, self1, t1 := r.mark()
+	close(fleetUp)
+	idlers.Wait()
 	res.Connected = connectHist.TotalCount()
 	res.ConnectS = t1.Sub(t0).Seconds()
 	if res.ConnectS > 0 {
@@ -403,8 +415,8 @@ feed:
 	}
 	connected := make([]*mqttDevice, 0, len(devs))
 	for _, d := range devs {
-		if d.conn != nil {
-			connected = append(connected, d)
+		if d.acked {
+			connected = append(connected, d) // its connection may have failed since
 		}
 	}
 
@@ -412,6 +424,9 @@ feed:
 	if o.Messages > 0 && len(connected) > 0 && ctx.Err() == nil {
 		interval := o.Rate.interval(len(connected))
 		for i, d := range connected {
+			if d.conn == nil {
+				continue
+			}
 			// Spread the devices' first messages over one interval.
 			offset := time.Duration(int64(interval) * int64(i) / int64(len(connected)))
 			wg.Go(func() { r.publish(ctx, d, t1.Add(offset), interval) })
@@ -562,6 +577,7 @@ func (r *mqttRunner) connect(ctx context.Context, d *mqttDevice) errKind {
 		return refusedKind(o.Version, ack.ReasonCode)
 	}
 	_ = raw.SetDeadline(time.Time{})
+	d.acked = true
 	return ""
 }
 
@@ -650,30 +666,33 @@ func (r *mqttRunner) hold(ctx context.Context, d *mqttDevice, end time.Time) {
 	}
 }
 
-// idleUntil waits until t, sending PINGREQ whenever a keep-alive has
-// passed since the device last sent a packet (MQTT's rule for clients).
+// idleUntil waits until t, pinging as idle does.
 func (r *mqttRunner) idleUntil(ctx context.Context, d *mqttDevice, t time.Time) errKind {
+	wake := time.NewTimer(time.Until(t))
+	defer wake.Stop()
+	return r.idle(ctx, d, wake.C)
+}
+
+// idle waits until done delivers or closes, sending PINGREQ whenever a
+// keep-alive has passed since the device last sent a packet (MQTT's rule
+// for clients).
+func (r *mqttRunner) idle(ctx context.Context, d *mqttDevice, done <-chan time.Time) errKind {
+	ping := time.NewTimer(time.Until(d.lastSent.Add(r.o.KeepAlive)))
+	defer ping.Stop()
 	for {
-		ping := d.lastSent.Add(r.o.KeepAlive)
-		wake := t
-		if ping.Before(t) {
-			wake = ping
-		}
-		if wait := time.Until(wake); wait > 0 {
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return "cancelled"
-			}
-		}
-		if !wake.Before(t) {
+		select {
+		case <-done:
 			return ""
+		case <-ctx.Done():
+			return "cancelled"
+		case <-ping.C:
 		}
 		_ = d.conn.SetDeadline(time.Now().Add(r.o.Timeout))
 		if kind := d.ping(); kind != "" {
 			return kind
 		}
 		d.pings++
+		ping.Reset(time.Until(d.lastSent.Add(r.o.KeepAlive)))
 	}
 }
 

@@ -18,7 +18,8 @@
 #   - qos1-rate: $RATE_DEVICES devices publish $RATE_MESSAGES QoS 1 messages
 #     each at $RATE (for the fleet): PUBACK latency at a set rate;
 #   - storm: $STORM_N devices connect, $STORM_CONCURRENCY at a time, then hold
-#     idle for $STORM_HOLD pinging every $STORM_KEEPALIVE; fresh servers for
+#     idle for $STORM_HOLD (every device, from its CONNACK on, sends PINGREQ
+#     $STORM_KEEPALIVE after its last packet, as a device does); fresh servers for
 #     each set-up: time until all are connected, connects/s, and the RSS and
 #     peak RSS (VmHWM) of fleetgate and mosquitto. Through fleetgate a device
 #     is two descriptors in fleetgate (device and broker side): when
@@ -28,7 +29,7 @@
 # Knobs (environment): RUNS=3 CONCURRENCY=16 CONNECT_N=1000 PUB_DEVICES=50
 # QOS0_MESSAGES=2000 QOS1_MESSAGES=400 SIZE=64 RATE_DEVICES=200 RATE=2000
 # RATE_MESSAGES=50 STORM_N=10000 (0: no storm) STORM_CONCURRENCY=200
-# STORM_HOLD=10s STORM_KEEPALIVE=5s MQTT_VERSION=3.1.1 TLS=1.3
+# STORM_HOLD=10s STORM_KEEPALIVE=30s MQTT_VERSION=3.1.1 TLS=1.3
 # SERVER_CPU=0 CLIENT_CPU=1 WORK=bench/work OUT=bench/results STAMP=<date>
 # (results: $OUT/$STAMP-mqtt.md and .jsonl). About 3 minutes with the defaults.
 set -euo pipefail
@@ -48,7 +49,7 @@ RATE_MESSAGES=${RATE_MESSAGES:-50}
 STORM_N=${STORM_N:-10000}
 STORM_CONCURRENCY=${STORM_CONCURRENCY:-200}
 STORM_HOLD=${STORM_HOLD:-10s}
-STORM_KEEPALIVE=${STORM_KEEPALIVE:-5s}
+STORM_KEEPALIVE=${STORM_KEEPALIVE:-30s}
 MQTT_VERSION=${MQTT_VERSION:-3.1.1}
 TLS=${TLS:-1.3}
 OUT=${OUT:-bench/results}
@@ -154,7 +155,7 @@ MD=$OUT/$STAMP-mqtt.md
   echo "- $(go version | cut -d' ' -f3-), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $({ mosquitto -h 2>/dev/null || true; } | head -1), $(openssl version 2>/dev/null || echo 'OpenSSL ?')"
   echo "- servers on CPU $SERVER_CPU (mosquitto, and fleetgate with GOMAXPROCS=1 and one event loop); the client on CPU $CLIENT_CPU; loopback; TLS $TLS with X25519, ECDSA P-256 certificates (root → intermediate → leaf), MQTT $MQTT_VERSION, clean sessions, client id = the device certificate's CN, topic \`devices/<cn>/telemetry\`, no subscribers."
   echo "- mosquitto: one process, \`max_connections -1\`, descriptor limit: $MOSQUITTO_LIMITS; listener $MOSQUITTO_TLS_ADDR with \`require_certificate true\`, \`cafile\` the bench root, \`use_identity_as_username true\` (the *mosquitto* rows); plain listener $MOSQUITTO_PLAIN_ADDR behind fleetgate's mqtt application (\`mqtt_client_id = \"common_name\"\`, \`mqtt_username = \"common_name\"\`) on ${ADDR[fleetgate]} (the *fleetgate* rows: CPU of fleetgate + mosquitto)."
-  echo "- connect: each device dials, handshakes, sends CONNECT and waits for the CONNACK ($CONCURRENCY in flight), then stays connected until the run ends with DISCONNECT; the CPU per connect is the servers' CPU over that phase. qos0: each device writes its messages back to back, then a PINGREQ whose PINGRESP shows the broker has read them all. qos1: one message in flight per device, PUBACK latency from the write to the PUBACK. qos1-rate: the same at a total rate of $RATE messages/s. Each scenario starts with a 50-device warm-up run per set-up, not recorded."
+  echo "- connect: each device dials, handshakes, sends CONNECT and waits for the CONNACK ($CONCURRENCY in flight), then stays connected until the run ends with DISCONNECT; the CPU per connect is the servers' CPU over that phase. qos0: each device writes its messages back to back, then a PINGREQ whose PINGRESP shows the broker has read them all. qos1: one message in flight per device, PUBACK latency from the write to the PUBACK. qos1-rate: the same at a total rate of $RATE messages/s. storm: $STORM_CONCURRENCY connects in flight, each device then idle with a keep-alive of $STORM_KEEPALIVE (PINGREQ $STORM_KEEPALIVE after its last packet, from its CONNACK on) until the whole fleet is connected and for $STORM_HOLD more; the RSS is read at the end of the hold, the peak is VmHWM. Each scenario starts with a 50-device warm-up run per set-up, not recorded."
   echo
   echo "**Noisy numbers.** The machine (2 CPUs) was shared with other engineers' builds and tests during this run: throughput and latency move with their load, and even the server CPU per connect or per message (each process's own CPU time, from /proc) moves by tens of percent between runs. Read the differences, not the third digit."
   echo
