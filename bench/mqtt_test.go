@@ -30,6 +30,9 @@ type brokerLog struct {
 	mu        sync.Mutex
 	clientIDs []string
 	published map[string]int
+	// slowID's CONNECT is held slowFor before it is accepted.
+	slowID  string
+	slowFor time.Duration
 }
 
 func (h *brokerLog) ID() string { return "bench-log" }
@@ -44,8 +47,12 @@ func (h *brokerLog) OnACLCheck(*mqtt.Client, string, bool) bool              { r
 
 func (h *brokerLog) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	h.clientIDs = append(h.clientIDs, pk.Connect.ClientIdentifier)
+	slow := pk.Connect.ClientIdentifier == h.slowID
+	h.mu.Unlock()
+	if slow {
+		time.Sleep(h.slowFor)
+	}
 	return nil
 }
 
@@ -192,6 +199,31 @@ func TestRunMQTTPacedAndHold(t *testing.T) {
 		t.Errorf("hold: %d pings in %.1fs, %d still connected; want ≥ 4 (one per device), 4", res.Pings, res.HoldS, res.StillConnected)
 	}
 	wantPublished(t, log, f, 25)
+}
+
+// A device connected early pings at its keep-alive while the rest of the
+// fleet connects: mochi closes a client silent for 1.5 keep-alives (3 s at
+// 2 s), and the last device's CONNECT is held 4 s.
+func TestRunMQTTPingsWhileFleetConnects(t *testing.T) {
+	f := newFixture(t)
+	addr, log := startBroker(t, f, true)
+	last, err := commonName(&f.fleet[len(f.fleet)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	log.slowID, log.slowFor = last, 4*time.Second
+	log.mu.Unlock()
+	o := f.mqttOptions(t, addr)
+	o.Concurrency, o.KeepAlive, o.Messages = 1, 2*time.Second, 1
+	res, err := RunMQTT(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 4 || res.ErrorTotal != 0 || res.StillConnected != 4 || res.Messages != 4 || res.Pings < 3 {
+		t.Errorf("connected %d, errors %v, still connected %d, messages %d, pings %d; want 4, none, 4, 4, ≥ 3",
+			res.Connected, res.Errors, res.StillConnected, res.Messages, res.Pings)
+	}
 }
 
 // mqttGatewayTOML: mqtt.fleet.test is an mqtt application in front of the
