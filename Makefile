@@ -5,7 +5,7 @@ FUZZTIME ?= 30s
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-floor bench-idle bench-profile
+.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-mqtt bench-floor bench-idle bench-profile
 
 all: build
 
@@ -63,6 +63,17 @@ bench-compare:
 # Knobs: RUNS, DURATION, WARMUP, CONCURRENCY, DEVICES, SIZES, MESSAGES, TLS, HOLD_N, RELAY_SERVERS.
 bench-relay:
 	bash bench/relay.sh
+
+# bench-mqtt: MQTT devices over mTLS against mosquitto directly (its own TLS
+# listener, require_certificate true) and behind fleetgate's mqtt application
+# (installs mosquitto when missing): server CPU per connect and per message
+# at QoS 0 and 1, PUBACK latency, and a connect storm (time until all are
+# connected, peak RSS); writes bench/results/<date>-mqtt.md and .jsonl.
+# Knobs: RUNS, CONCURRENCY, CONNECT_N, PUB_DEVICES, QOS0_MESSAGES, QOS1_MESSAGES,
+# SIZE, RATE_DEVICES, RATE, RATE_MESSAGES, STORM_N, STORM_CONCURRENCY, STORM_HOLD,
+# STORM_KEEPALIVE, MQTT_VERSION, TLS.
+bench-mqtt:
+	bash bench/mqtt.sh
 
 # bench-floor: the crypto floor of one fresh mTLS request (the CPU of its
 # unavoidable operations), the reference of the "≤ 1.4× the floor" target.

@@ -15,7 +15,10 @@
 # FG_VERDICT_CACHE_SIZE; fleetgate's defaults otherwise. FG_TCP_ORIGIN
 # (host:port), when set, adds a tcp application on bench.fleet.test relaying
 # to that TCP origin (bench/relay.sh), with no PROXY header, so that an echo
-# origin sends back exactly the device's bytes.
+# origin sends back exactly the device's bytes. FG_MQTT_ORIGIN (host:port),
+# when set, adds an mqtt application on mqtt.fleet.test in front of that
+# broker (bench/mqtt.sh): client id bound to the device's CN, the CN as the
+# username the broker sees.
 fleetgate_toml() {
   : "${FG_LISTEN:?FG_LISTEN is required}" "${FG_ORIGIN:?FG_ORIGIN is required}"
   cat <<EOT
@@ -36,7 +39,7 @@ signing_key_file = "pki/token.pem"
 [[client_cas]]
 name = "bench-fleet"
 pem_file = "pki/ca-chain.pem"
-associated_hostnames = ["devices.fleet.test", "app.fleet.test", "bench.fleet.test"]
+associated_hostnames = ["devices.fleet.test", "app.fleet.test", "bench.fleet.test"${FG_MQTT_ORIGIN:+, \"mqtt.fleet.test\"}]
 
 # fresh: no duration, a token per request, the connection closes after it.
 [[applications]]
@@ -79,6 +82,28 @@ tls_cert_file = "pki/server.pem"
 tls_key_file = "pki/server-key.pem"
 proxy_protocol = ""
 idle_timeout = "10m"
+
+[[applications.policies]]
+name = "fleet devices"
+decision = "non_identity"
+include = [{ valid_certificate = true }]
+EOT
+  fi
+  if [ -n "${FG_MQTT_ORIGIN:-}" ]; then
+    cat <<EOT
+
+# mqtt: the CONNECT checked and bound to the certificate, then relayed to the broker.
+[[applications]]
+name = "mqtt"
+domain = "mqtt.fleet.test"
+protocol = "mqtt"
+origin = "tcp://$FG_MQTT_ORIGIN"
+tls_cert_file = "pki/server.pem"
+tls_key_file = "pki/server-key.pem"
+proxy_protocol = ""
+idle_timeout = "10m"
+mqtt_client_id = "common_name"
+mqtt_username = "common_name"
 
 [[applications.policies]]
 name = "fleet devices"

@@ -32,7 +32,7 @@ const (
 )
 
 // DefaultServerNames are the names InitPKI's server certificate covers.
-var DefaultServerNames = []string{"devices.fleet.test", "app.fleet.test", "bench.fleet.test", "localhost", "127.0.0.1"}
+var DefaultServerNames = []string{"devices.fleet.test", "app.fleet.test", "bench.fleet.test", "mqtt.fleet.test", "localhost", "127.0.0.1"}
 
 // InitPKI creates, in dir, a P-256 root CA, an intermediate, a server
 // certificate for names (DefaultServerNames when empty) and a token signing

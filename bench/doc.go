@@ -22,6 +22,14 @@
 //	          ──▶ relay (fleetgate tcp application, nginx stream, HAProxy
 //	              mode tcp, StartGoRelay) ──▶ StartEchoOrigin (TCP echo)
 //
+// MQTT devices have theirs (RunMQTT, not Run):
+//
+//	mqtt:     each device once: dial, mTLS, CONNECT (client id = its CN) →
+//	          CONNACK; then Messages PUBLISH at QoS 0 or 1 at a Rate; then
+//	          idle for Hold (PINGREQ at the keep-alive); DISCONNECT
+//	          ──▶ mosquitto's own mTLS listener, or fleetgate's mqtt
+//	              application ──▶ mosquitto's plain listener
+//
 // What each file owns:
 //
 //   - devices.go: the simulated fleet's certificates, generated once into a
@@ -40,12 +48,17 @@
 //     servers; gorelay.go the Go crypto/tls + io.Copy relay (two goroutines
 //     per connection) the relay comparison runs against; relaysummary.go
 //     its Markdown tables.
+//   - mqtt.go: the mqtt mode (RunMQTT, MQTTResult), its packets encoded and
+//     decoded by mochi-mqtt's packets package; mqttsummary.go its Markdown
+//     tables.
 //
 // The scripts (bash, bounded, every process they start killed on exit):
 // compare.sh (`make bench-compare`: the side-by-side table and chart in
 // bench/results/), relay.sh (`make bench-relay`, also run by bench-compare:
 // the relays' CPU per message and per connect, and memory per idle relayed
-// connection), idle.sh (`make bench-idle`), profile.sh (`make
+// connection), mqtt.sh (`make bench-mqtt`: mosquitto directly over mTLS vs
+// behind fleetgate, per connect and per message, and a connect storm),
+// idle.sh (`make bench-idle`), profile.sh (`make
 // bench-profile`: fleetgate's CPU profile under load, with
 // cmd/fleetgate-prof), and lib.sh, which starts the servers for all of them.
 //

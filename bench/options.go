@@ -124,13 +124,13 @@ type Options struct {
 	Progress io.Writer
 }
 
-// ParseMode parses fresh, keepalive, cookie, tcp or tcp-hold.
+// ParseMode parses fresh, keepalive, cookie, tcp, tcp-hold or mqtt.
 func ParseMode(s string) (Mode, error) {
 	switch m := Mode(strings.ToLower(s)); m {
-	case ModeFresh, ModeKeepalive, ModeCookie, ModeTCP, ModeTCPHold:
+	case ModeFresh, ModeKeepalive, ModeCookie, ModeTCP, ModeTCPHold, ModeMQTT:
 		return m, nil
 	}
-	return "", fmt.Errorf("bench: mode %q: want fresh, keepalive, cookie, tcp or tcp-hold", s)
+	return "", fmt.Errorf("bench: mode %q: want fresh, keepalive, cookie, tcp, tcp-hold or mqtt", s)
 }
 
 // ParseTLSVersion parses "1.2" or "1.3".
@@ -217,6 +217,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Mode == ModeTCPHold {
 		return o, errors.New("bench: mode tcp-hold holds idle connections: measure it with MeasureIdle (-idle N)")
+	}
+	if o.Mode == ModeMQTT {
+		return o, errors.New("bench: mode mqtt runs with RunMQTT")
 	}
 	if o.Messages < 0 || o.MessageSize < 0 || o.MessageSize > MaxMessageSize {
 		return o, fmt.Errorf("bench: %d messages of %d bytes: want a count ≥ 0 and a size of 1 … %d bytes (0: the defaults)",

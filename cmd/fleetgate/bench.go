@@ -34,6 +34,11 @@ Relays (tcp applications and their peers):
                                                  run the Go crypto/tls + io.Copy relay until SIGTERM
   fleetgate bench -summarize-relay FILE          the relay comparison's Markdown tables
 
+MQTT (mqtt applications and brokers):
+  fleetgate bench -mode mqtt -target ADDR        -devices N connect (client id = CN), publish
+                                                 -messages each at -qos and -rate, -hold idle
+  fleetgate bench -summarize-mqtt FILE           the mqtt comparison's Markdown tables
+
 Device certificates are generated once into DIR/devices (from DIR's CA, or
 from -ca-cert/-ca-key) and reused by later runs.
 
@@ -52,6 +57,10 @@ type benchFlags struct {
 	originTCP, relayServer, relayUpstream         string
 	summarize, summarizeRelay, out, png           string
 	floorUS                                       float64
+	qos                                           int
+	rate, mqttVersion, scenario, summarizeMQTT    string
+	hold, keepAlive                               time.Duration
+	set                                           map[string]bool // the flags given
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) int {
@@ -72,9 +81,16 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&f.requests, "requests", 0, "measured requests, or messages with -mode tcp (0: bounded by -duration)")
 	fs.DurationVar(&f.warmup, "warmup", 0, "warm-up before measuring, not counted")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "bound on each request, dial and handshake included")
-	fs.StringVar(&f.mode, "mode", "fresh", "fresh (a handshake per request), keepalive, cookie (certificate once, then the session cookie), tcp (echo through a relay) or tcp-hold (idle relayed connections, with -idle)")
-	fs.IntVar(&f.messages, "messages", bench.DefaultMessages, "-mode tcp: messages echoed per connection before it closes (1: measure connects)")
-	fs.IntVar(&f.messageSize, "message-size", bench.DefaultMessageSize, "-mode tcp and tcp-hold: message size in `bytes`")
+	fs.StringVar(&f.mode, "mode", "fresh", "fresh (a handshake per request), keepalive, cookie (certificate once, then the session cookie), tcp (echo through a relay), tcp-hold (idle relayed connections, with -idle) or mqtt (a fleet of MQTT devices)")
+	fs.IntVar(&f.messages, "messages", bench.DefaultMessages, "-mode tcp: messages echoed per connection before it closes (1: measure connects); -mode mqtt: messages each device publishes (0: none)")
+	fs.IntVar(&f.messageSize, "message-size", bench.DefaultMessageSize, "-mode tcp, tcp-hold and mqtt: message (payload) size in `bytes`")
+	fs.IntVar(&f.qos, "qos", 1, "-mode mqtt: QoS of the messages, 0 or 1")
+	fs.StringVar(&f.rate, "rate", "0", "-mode mqtt: publish `rate`: N or N/s for the fleet, N/device per device, 0 unpaced")
+	fs.DurationVar(&f.hold, "hold", 0, "-mode mqtt: after publishing, hold the devices connected and idle this long, pinging at -keepalive")
+	fs.DurationVar(&f.keepAlive, "keepalive", bench.DefaultMQTTKeepAlive, "-mode mqtt: the CONNECT's keep-alive (whole seconds)")
+	fs.StringVar(&f.mqttVersion, "mqtt-version", "3.1.1", "-mode mqtt: MQTT version, 3.1.1 or 5")
+	fs.StringVar(&f.scenario, "scenario", "", "-mode mqtt: a `name` for the run's shape in the report (for scripts)")
+	fs.StringVar(&f.summarizeMQTT, "summarize-mqtt", "", "JSON-lines `file` of mqtt comparison runs: print the Markdown tables")
 	fs.StringVar(&f.tlsVersion, "tls", "1.3", "TLS version: 1.2 or 1.3")
 	fs.StringVar(&f.group, "group", "x25519", "key-exchange group: x25519, p256 or mlkem (X25519MLKEM768)")
 	fs.StringVar(&f.path, "path", "/", "request `path`")
@@ -104,6 +120,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fleetgate bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
@@ -140,6 +158,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 				ClientCAFile: filepath.Join(f.dir, bench.RootFile),
 			})
 		})
+	case f.summarizeMQTT != "":
+		err = bench.SummarizeMQTT(f.summarizeMQTT, stdout)
 	case f.summarizeRelay != "":
 		err = bench.SummarizeRelay(f.summarizeRelay, stdout)
 	case f.summarize != "":
@@ -237,6 +257,9 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 	if isTerminal(stderr) {
 		o.Progress = stderr
 	}
+	if o.Mode == bench.ModeMQTT {
+		return benchMQTT(ctx, f, o, stdout)
+	}
 	if f.idle > 0 {
 		return benchIdle(ctx, f, o, stdout)
 	}
@@ -258,6 +281,49 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 		// A run in which nothing succeeded measured nothing: scripts must
 		// not mistake it for a result.
 		return fmt.Errorf("bench: every request failed (%d errors)", res.ErrorTotal)
+	}
+	return err
+}
+
+// benchMQTT is `fleetgate bench -mode mqtt`: the fleet of o.Devices as MQTT
+// devices.
+func benchMQTT(ctx context.Context, f *benchFlags, o bench.Options, stdout io.Writer) error {
+	if f.idle > 0 {
+		return fmt.Errorf("bench: -mode mqtt holds its devices with -hold DURATION, not -idle")
+	}
+	if f.qos != 0 && f.qos != 1 {
+		return fmt.Errorf("bench: -qos %d: want 0 or 1", f.qos)
+	}
+	if f.keepAlive%time.Second != 0 {
+		return fmt.Errorf("bench: -keepalive %s: want whole seconds", f.keepAlive)
+	}
+	mo := bench.MQTTOptions{Target: o.Target, SNI: o.SNI, Devices: o.Devices, RootCAs: o.RootCAs, Insecure: o.Insecure,
+		TLSVersion: o.TLSVersion, Group: o.Group, QoS: byte(f.qos), Messages: f.messages, MessageSize: f.messageSize,
+		Hold: f.hold, KeepAlive: f.keepAlive, Timeout: o.Timeout, PIDs: o.PIDs, Label: f.label, Scenario: f.scenario}
+	if f.set["concurrency"] {
+		mo.Concurrency = f.concurrency
+	}
+	var err error
+	if mo.Version, err = bench.ParseMQTTVersion(f.mqttVersion); err != nil {
+		return err
+	}
+	if mo.Rate, err = bench.ParseRate(f.rate); err != nil {
+		return err
+	}
+	res, err := bench.RunMQTT(ctx, mo)
+	if res == nil {
+		return err
+	}
+	if f.jsonOut {
+		if werr := res.WriteJSON(stdout); werr != nil {
+			return werr
+		}
+	} else if werr := res.WriteText(stdout); werr != nil {
+		return werr
+	}
+	if err == nil && res.Connected == 0 {
+		// Nothing connected: scripts must not mistake the run for a result.
+		return fmt.Errorf("bench: no device connected (%d errors)", res.ErrorTotal)
 	}
 	return err
 }

@@ -44,8 +44,38 @@ func TestBenchTCPFlags(t *testing.T) {
 		want string
 	}{
 		{"hold without -idle", []string{"-mode", "tcp-hold"}, "needs -idle"},
-		{"unknown mode", []string{"-mode", "udp"}, "tcp or tcp-hold"},
+		{"unknown mode", []string{"-mode", "udp"}, "tcp-hold or mqtt"},
 		{"nobody relays", []string{"-mode", "tcp", "-requests", "2", "-message-size", "4096"}, "every request failed"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runInProcess(t, append(append([]string{}, base...), tt.args...)...)
+		if code != 1 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%s: exit %d, want 1 with %q: %s", tt.name, code, tt.want, stderr)
+		}
+	}
+}
+
+// TestBenchMQTTFlags: bad -mode mqtt flags are refused with the reason, and
+// a run in which no device connected exits 1.
+func TestBenchMQTTFlags(t *testing.T) {
+	t.Parallel()
+	pkiDir := filepath.Join(t.TempDir(), "pki")
+	if code, _, stderr := runInProcess(t, "bench", "-init", pkiDir); code != 0 {
+		t.Fatalf("bench -init: exit %d: %s", code, stderr)
+	}
+	closed := freePort(t)
+	base := []string{"bench", "-insecure", "-target", closed, "-dir", pkiDir, "-devices", "2", "-mode", "mqtt"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"qos 2", []string{"-qos", "2"}, "-qos 2"},
+		{"bad rate", []string{"-rate", "10/min"}, "N/device"},
+		{"bad version", []string{"-mqtt-version", "3.1"}, "3.1.1 or 5"},
+		{"fractional keep-alive", []string{"-keepalive", "1500ms"}, "whole seconds"},
+		{"-idle", []string{"-idle", "10"}, "-hold"},
+		{"nobody listens", []string{"-messages", "1"}, "no device connected"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runInProcess(t, append(append([]string{}, base...), tt.args...)...)
