@@ -11,8 +11,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -245,5 +247,31 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 	var ne net.Error
 	if _, err := dialFrom(v, "127.0.0.1"); err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("at the cap again: %v", err)
+	}
+}
+
+// TestShedLog: connections refused at accept are logged at most once a
+// second per reason, each line with how many since the last.
+func TestShedLog(t *testing.T) {
+	var buf testkit.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	var l shedLog
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range 5 {
+		l.shed(log, "rate", "192.0.2.1", t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	l.shed(log, "shed", "192.0.2.2", t0.Add(200*time.Millisecond))
+	l.shed(log, "rate", "192.0.2.3", t0.Add(1100*time.Millisecond))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	want := []string{`"reason":"rate","count":1,"last_client":"192.0.2.1"`,
+		`"reason":"shed","count":1,"last_client":"192.0.2.2"`,
+		`"reason":"rate","count":5,"last_client":"192.0.2.3"`}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), buf.String())
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) || !strings.Contains(lines[i], "connections refused at accept") {
+			t.Errorf("line %d = %s, want %s", i, lines[i], w)
+		}
 	}
 }

@@ -65,6 +65,7 @@ type Server struct {
 	live      sync.Map   // *conn → struct{}: the open connections, for the drain
 	relays    relayIndex // live relayed connections of tcp applications, by certificate
 	perIP     ipCounter  // open connections per client address (max_connections_per_ip)
+	shedLog   shedLog    // the log lines of connections shed as they are accepted
 	draining  atomic.Bool
 	reloadMu  sync.Mutex
 	admin     *adminServer
@@ -268,11 +269,12 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		if perIP {
 			s.perIP.leave(addr)
 		}
+		reason := "shed"
 		if errors.Is(err, tlsengine.ErrRate) {
-			s.metrics.connRefused(tlsengine.ReasonRate)
-		} else {
-			s.metrics.connRefused("shed")
+			reason = tlsengine.ReasonRate
 		}
+		s.metrics.connRefused(reason)
+		s.shedLog.shed(s.log, reason, addr.String(), time.Now())
 		return nil, gnet.Close
 	}
 	s.metrics.connAccepted()
