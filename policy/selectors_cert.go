@@ -288,7 +288,7 @@ func (s serial) Match(in *Input) bool {
 }
 
 // fingerprint is { fingerprint = "9c0e…" }: the SHA-256 of the leaf's DER.
-type fingerprint string // lower-case hex, 64 digits
+type fingerprint struct{ hex, source string } // hex: lower-case, 64 digits
 
 // NormalizeFingerprint returns a SHA-256 fingerprint written as 64 hex
 // digits (colons optional, case-insensitive) in lower case without colons.
@@ -309,16 +309,19 @@ func parseFingerprint(v any) (Selector, error) {
 		return nil, err
 	}
 	h, err := NormalizeFingerprint(s)
-	return fingerprint(h), err
+	if err != nil {
+		return nil, err
+	}
+	return fingerprint{hex: h, source: s}, nil
 }
 
 func (fingerprint) Key() string            { return keyFingerprint }
 func (fingerprint) NeedsCertificate() bool { return true }
-func (f fingerprint) String() string       { return keyFingerprint + " = " + strconv.Quote(string(f)) }
+func (f fingerprint) String() string       { return keyFingerprint + " = " + strconv.Quote(f.source) }
 
 func (f fingerprint) Match(in *Input) bool {
 	sub, ok := in.Subject()
-	return ok && sub.CertSHA256 == string(f)
+	return ok && sub.CertSHA256 == f.hex
 }
 
 // clientCA is { client_ca = "fleet-root" }: the device's verified path goes
