@@ -60,18 +60,24 @@ func (x *exchange) serviceCredential(in *policy.Input) {
 // now, with the policies it was admitted under, and cuts with reason policy
 // those that are no longer allowed. It returns how many it cut.
 func (x *relayIndex) reevaluate(lists *policy.ListSet, now time.Time) int {
-	var cut []*relay
+	// Copied out first: evaluating a large fleet must not hold up the
+	// connections that open and close meanwhile.
 	x.mu.Lock()
+	all := make([]*relay, 0, x.n)
 	for _, set := range x.bySHA {
 		for r := range set {
-			in := r.adm.input
-			in.Lists, in.Now = lists, now
-			if d := r.app.policy.Evaluate(&in); !d.Allowed {
-				cut = append(cut, r)
-			}
+			all = append(all, r)
 		}
 	}
 	x.mu.Unlock()
+	var cut []*relay
+	for _, r := range all {
+		in := r.adm.input
+		in.Lists, in.Now = lists, now
+		if d := r.app.policy.Evaluate(&in); !d.Allowed {
+			cut = append(cut, r)
+		}
+	}
 	for _, r := range cut {
 		r.cut(closePolicy)
 	}

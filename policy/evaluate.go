@@ -124,6 +124,10 @@ func policyReason(p *Policy) string {
 // session cookie keeps working while the policies are still evaluated on
 // every request.
 //
+// A service token that was presented but did not check out
+// (Input.ServiceTokenProblem) refuses the request after the bypass pass, as
+// a Service Auth failure (ServiceAuthFailed: 401 with service_auth_401).
+//
 // Evaluate never allocates once Compile has run, and is safe for concurrent
 // use.
 func (a *Application) Evaluate(in *Input) Decision {

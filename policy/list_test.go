@@ -162,6 +162,22 @@ func BenchmarkListContains(b *testing.B) {
 			}
 		}
 	})
+	// Keys spread over the whole table, as a fleet's are: each lookup
+	// misses the CPU caches.
+	keys := make([]string, 4096)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("device-%07d", (i*7919*131)%1_000_000)
+	}
+	b.Run("hit-spread", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if !l.Contains(keys[i&4095]) {
+				b.Fatal("miss")
+			}
+			i++
+		}
+	})
 	b.Run("miss", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
