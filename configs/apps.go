@@ -104,6 +104,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 			}
 		}
 		app.Certificate, _ = l.serverCertificate(path, fa, app.Domain)
+		l.env.NoHTTP = app.Protocol != ProtocolHTTP
 		app.Policies = l.policies(key("policies"), fa.Policies, app.Domain, tcp)
 		if len(fa.Policies) == 0 && !l.bad(key("policies")) {
 			l.warnf(path, "no policies: every request to %q is denied", fa.Domain)
@@ -174,6 +175,21 @@ func (l *loader) policies(path string, fps []filePolicy, domain string, tcp bool
 	return out
 }
 
+// caServes reports whether the [[client_cas]] entry called name lists
+// domain in its associated_hostnames (true when the entry did not load: its
+// own error explains it).
+func (l *loader) caServes(name, domain string) bool {
+	if l.env.ClientCAs[name] == nil {
+		return true
+	}
+	for _, h := range l.caHosts[name] {
+		if h == domain {
+			return true
+		}
+	}
+	return false
+}
+
 // rule parses the selector entries of one include, require or exclude list.
 func (l *loader) rule(path string, entries []selector, domain string) []policy.Selector {
 	var out []policy.Selector
@@ -196,7 +212,7 @@ func (l *loader) rule(path string, entries []selector, domain string) []policy.S
 			continue
 		}
 		for k, v := range e {
-			sel, err := policy.ParseSelector(k, v)
+			sel, err := policy.ParseSelectorIn(&l.env, k, v)
 			if err != nil {
 				msg := strings.TrimPrefix(err.Error(), "policy: ")
 				if se := (*policy.SelectorError)(nil); errors.As(err, &se) {
@@ -207,6 +223,10 @@ func (l *loader) rule(path string, entries []selector, domain string) []policy.S
 			}
 			if sel.NeedsCertificate() && domain != "" && !l.associated[domain] {
 				l.errorf(sp, "%s needs a client CA associated with %q: add %q to the associated_hostnames of a [[client_cas]] entry", k, domain, domain)
+				continue
+			}
+			if name, _ := v.(string); k == "client_ca" && domain != "" && !l.caServes(name, domain) {
+				l.errorf(sp, "client CA %q is not associated with %q: no device of this application can verify against it", name, domain)
 				continue
 			}
 			out = append(out, sel)

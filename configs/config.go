@@ -31,8 +31,15 @@ type Config struct {
 	ClientCAs []ClientCA
 	// Revocation holds the [revocation] deny-lists; the CRLs are per client
 	// CA (ClientCA.CRLs).
-	Revocation   Revocation
-	Applications []Application
+	Revocation Revocation
+	// Lists are the [[lists]] entries, in file order: sets of device
+	// values (common names, fingerprints, serials, URI SANs, addresses) the
+	// `list` selector consults.
+	Lists []List
+	// ServiceTokens are the [[service_tokens]] entries, in file order:
+	// credentials for machines without certificates (HTTP applications).
+	ServiceTokens []policy.ServiceToken
+	Applications  []Application
 	// Warnings are problems that do not prevent serving, such as a client CA
 	// that expires within 30 days, in file order.
 	Warnings []Problem

@@ -27,10 +27,14 @@ type duration time.Duration
 // or a TOML integer.
 type size int64
 
+// timestamp is a time: a TOML date-time, or an RFC 3339 string.
+type timestamp time.Time
+
 var (
 	durationType = reflect.TypeFor[duration]()
 	sizeType     = reflect.TypeFor[size]()
 	selectorType = reflect.TypeFor[selector]()
+	timeType     = reflect.TypeFor[timestamp]()
 )
 
 // decodeDocument decodes data into the schema. It returns nil when the
@@ -118,6 +122,23 @@ func (r *report) value(path string, v any, dst reflect.Value) {
 			return
 		}
 		dst.SetInt(n)
+		return
+	case timeType:
+		var t time.Time
+		switch tv := v.(type) {
+		case time.Time:
+			t = tv
+		case string:
+			var err error
+			if t, err = time.Parse(time.RFC3339, tv); err != nil {
+				r.typeErrorf(path, "%q is not an RFC 3339 time such as \"2027-06-01T00:00:00Z\"", tv)
+				return
+			}
+		default:
+			r.typeErrorf(path, "expected an RFC 3339 time such as \"2027-06-01T00:00:00Z\", got %s", tomlType(v))
+			return
+		}
+		dst.Set(reflect.ValueOf(timestamp(t)))
 		return
 	case selectorType:
 		m, ok := v.(map[string]any)

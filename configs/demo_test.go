@@ -148,7 +148,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 			for ft.Kind() == reflect.Pointer || (ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct) {
 				ft = ft.Elem()
 			}
-			if ft.Kind() == reflect.Struct {
+			if ft.Kind() == reflect.Struct && ft != timeType {
 				walk(prefix+key+".", ft)
 				continue
 			}

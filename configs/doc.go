@@ -72,7 +72,8 @@
 // (key path → line), errors.go (Problem, Errors), values.go (listeners,
 // URLs, domains), validate.go ([gateway], [tokens], [[client_cas]]),
 // certs.go (PEM, certificates, files), crl.go (crl_files, crl_stale and
-// [revocation]), apps.go ([[applications]] and their policies), tcp.go
+// [revocation]), lists.go ([[lists]] and [[service_tokens]], and the names
+// selectors resolve), apps.go ([[applications]] and their policies), tcp.go
 // (protocol, origins by protocol, the keys of tcp applications), config.go
 // (the result), demo.go and demo.toml (the embedded demo).
 package configs

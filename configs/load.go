@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/fleetgate/fleetgate/policy"
 )
 
 // maxConfigBytes bounds the configuration file itself.
@@ -60,7 +62,8 @@ func (o Options) Load(path string) (*Config, error) {
 // Parse is the package-level Parse with these options.
 func (o Options) Parse(name string, data []byte, baseDir string) (*Config, error) {
 	l := &loader{report: newReport(name, scanPositions(data)), dir: baseDir, now: o.Now, opts: o,
-		associated: map[string]bool{}, domains: map[string]int{}}
+		associated: map[string]bool{}, domains: map[string]int{}, caHosts: map[string][]string{},
+		env: policy.Env{ClientCAs: map[string][][32]byte{}, Lists: map[string]policy.ListKind{}, ServiceTokens: map[string]bool{}}}
 	if l.now.IsZero() {
 		l.now = time.Now()
 	}
@@ -79,6 +82,9 @@ func (o Options) Parse(name string, data []byte, baseDir string) (*Config, error
 	l.tokens(&fc.Tokens, &cfg.Tokens)
 	l.clientCAs(fc.ClientCAs, cfg)
 	l.revocation(&fc.Revocation, &cfg.Revocation)
+	l.clientCAEnv(fc.ClientCAs, cfg)
+	l.lists(fc.Lists, cfg)
+	l.serviceTokens(fc.ServiceTokens, cfg)
 	l.applications(fc.Applications, cfg)
 	l.defaultSite(cfg)
 	if errs := l.result(); errs != nil {
@@ -101,4 +107,9 @@ type loader struct {
 	associated map[string]bool
 	// domains maps each valid application domain to its index.
 	domains map[string]int
+	// env is what selectors resolve names in: client CAs, lists, service
+	// tokens; NoHTTP is set per application.
+	env policy.Env
+	// caHosts maps each loaded client CA's name to its associated hostnames.
+	caHosts map[string][]string
 }

@@ -10,11 +10,27 @@ package configs
 // key), and pointers for optional values whose absence matters.
 
 type fileConfig struct {
-	Gateway      fileGateway       `toml:"gateway"`
-	Tokens       fileTokens        `toml:"tokens"`
-	ClientCAs    []fileClientCA    `toml:"client_cas"`
-	Revocation   fileRevocation    `toml:"revocation"`
-	Applications []fileApplication `toml:"applications"`
+	Gateway       fileGateway        `toml:"gateway"`
+	Tokens        fileTokens         `toml:"tokens"`
+	ClientCAs     []fileClientCA     `toml:"client_cas"`
+	Revocation    fileRevocation     `toml:"revocation"`
+	Lists         []fileList         `toml:"lists"`
+	ServiceTokens []fileServiceToken `toml:"service_tokens"`
+	Applications  []fileApplication  `toml:"applications"`
+}
+
+type fileList struct {
+	Name   string   `toml:"name"`
+	Kind   string   `toml:"kind"`
+	File   *string  `toml:"file"`
+	Values []string `toml:"values"`
+}
+
+type fileServiceToken struct {
+	Name               string     `toml:"name"`
+	ClientID           string     `toml:"client_id"`
+	ClientSecretSHA256 string     `toml:"client_secret_sha256"`
+	Expires            *timestamp `toml:"expires"`
 }
 
 type fileGateway struct {

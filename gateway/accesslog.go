@@ -36,6 +36,7 @@ func (s *Server) accessLog(x *exchange, total time.Duration, bytesOut int64) {
 		slog.Int("status", x.status),
 		slog.String("decision", decision),
 		slog.String("policy", policyName),
+		slog.String("rule", x.decision.Rule),
 		slog.String("reason", x.reason),
 		slog.String("cert_verdict", v.Kind.String()),
 		slog.String("cert_cn", v.Identity.CommonName),
@@ -45,6 +46,9 @@ func (s *Server) accessLog(x *exchange, total time.Duration, bytesOut int64) {
 		slog.Float64("handshake_ms", ms(x.c.tc.HandshakeDuration())),
 		slog.Float64("origin_ms", ms(x.originDur)),
 		slog.Float64("total_ms", ms(total)),
+	}
+	if st := x.input.ServiceToken; st != nil {
+		attrs = append(attrs, slog.String("service_token", st.Name)) // the name only, never the id or secret
 	}
 	if x.originKind != "" {
 		attrs = append(attrs, slog.String("origin_error", x.originKind))

@@ -2,7 +2,7 @@
 // handler, each connection's life, HTTP/1.1 handling with fasthttp's request
 // and response types, the Access flow, proxying to origins, the admin
 // listener (health, readiness, Prometheus metrics), configuration reload and
-// the CRL file watch.
+// the CRL and list file watch.
 //
 //	event loop (gnet)          request worker (one goroutine per busy connection)
 //	─────────────────          ─────────────────────────────────────────────────
@@ -24,4 +24,7 @@
 // open is decided from those facts in one place (exchange.last, conn.endOf).
 // Configuration lives in an immutable snapshot swapped
 // atomically on reload; a connection keeps the snapshot it started with.
+// Revocation, [[lists]] and service tokens are the exceptions: every request
+// and tcp decision consults the newest snapshot's (lists.go), and a reload
+// re-checks live tcp relays against them.
 package gateway

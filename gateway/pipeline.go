@@ -185,8 +185,10 @@ func (x *exchange) decide() outcome {
 		ClientIP: x.c.remoteAddr,
 		Host:     x.host,
 		Now:      x.now,
+		Lists:    x.cur.lists, // the newest, as revocation
 	}
 	in := &x.input
+	x.serviceCredential(in)
 	x.decision = x.app.policy.Evaluate(in)
 	x.decided = true
 	if x.decision.Allowed {
@@ -214,7 +216,8 @@ func (x *exchange) mint() outcome {
 		return proceed // bypass: no identity, no token
 	}
 	v := x.c.tc.Verdict()
-	if !v.OK() && x.claims != nil {
+	service := x.input.ServiceToken != nil
+	if !v.OK() && x.claims != nil && !service {
 		x.assertion = x.token
 		return proceed
 	}
@@ -223,7 +226,7 @@ func (x *exchange) mint() outcome {
 	// signs nothing more, on open connections too.
 	cur := x.cur
 	d := x.decision.SessionDuration
-	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, d, x.now) && ss.minted == cur {
+	if ss := x.c.session; d > 0 && !service && ss.reusable(x.app, x.decision.Policy, d, x.now) && ss.minted == cur {
 		x.assertion = ss.token
 		if ss.sentFor != x.host {
 			// A device that did not keep the cookie gets it once per

@@ -50,7 +50,7 @@ const (
 )
 
 var tcpCloseReasons = []string{closeDeviceClosed, closeOriginClosed, closeIdle, closeMaxAge,
-	closeRevoked, closeExpired, closeBackpressure, closeOriginDown, closeShutdown}
+	closeRevoked, closeExpired, closeBackpressure, closeOriginDown, closeShutdown, closePolicy}
 
 // originDrainLimit bounds how long an origin that does not read may hold a
 // closing relay's last bytes.
@@ -468,6 +468,7 @@ func (r *relay) maybeFinish() {
 		slog.String("client", r.src.Addr().String()),
 		slog.String("conn_id", r.id.String()),
 		slog.String("policy", r.adm.decision.Policy),
+		slog.String("rule", r.adm.decision.Rule),
 		slog.Int64("bytes_from_device", r.up),
 		slog.Int64("bytes_to_device", r.down),
 		slog.Float64("duration_ms", float64(time.Since(r.opened).Microseconds())/1000),

@@ -372,6 +372,10 @@ func (s *Server) Reload() error {
 	if n := s.relays.recheck(snap.revocation, s.now()); n > 0 {
 		s.log.Info("closing tcp connections of revoked certificates", "connections", n)
 	}
+	// Nor a decision the newest lists reverse.
+	if n := s.relays.reevaluate(snap.lists, s.now()); n > 0 {
+		s.log.Info("closing tcp connections that the policies no longer admit", "connections", n)
+	}
 	s.metrics.configLoaded(old, snap)
 	s.log.Info("configuration reloaded", "hash", cfg.Hash, "applications", len(snap.apps))
 	s.logWarnings(cfg)

@@ -32,10 +32,14 @@ type snapshot struct {
 	// site carries it, and requests on older connections are re-checked
 	// against the newest snapshot's.
 	revocation *tlsengine.Revocation
-	jwks       []byte
-	issuer     string
-	cookieName string
-	sameSite   string
+	// lists and serviceTokens, like revocation, are consulted in the newest
+	// snapshot by every request and tcp decision (lists.go).
+	lists         *policy.ListSet
+	serviceTokens *policy.ServiceTokens
+	jwks          []byte
+	issuer        string
+	cookieName    string
+	sameSite      string
 
 	maxHeaderBytes int
 	// readers pools the request workers' header readers, each of
@@ -128,6 +132,9 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	}
 	if s.revocation, err = newRevocation(cfg); err != nil {
 		return nil, err
+	}
+	if err := s.provisionCredentials(cfg); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	sites := make([]*tlsengine.Site, 0, len(cfg.Applications))
 	for i := range cfg.Applications {

@@ -114,6 +114,11 @@ func (a *application) authorize(v *verdict.Verdict, remote netip.Addr) (any, err
 		now = srv.now
 	}
 	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: remote, Now: now()}}
+	if srv := a.snap.srv; srv != nil {
+		adm.input.Lists = srv.snap.Load().lists // the newest, as revocation
+	} else {
+		adm.input.Lists = a.snap.lists
+	}
 	adm.decision = a.policy.Evaluate(&adm.input)
 	if adm.decision.Allowed {
 		return adm, nil
@@ -126,6 +131,7 @@ func (a *application) authorize(v *verdict.Verdict, remote netip.Addr) (any, err
 			slog.String("verdict", v.Kind.String()),
 			slog.String("reason", adm.decision.Reason),
 			slog.String("policy", adm.decision.Policy),
+			slog.String("rule", adm.decision.Rule),
 		}
 		if v.Presented() {
 			attrs = append(attrs, slog.String("cn", v.Identity.CommonName), slog.String("sha256", v.Identity.SHA256))

@@ -17,7 +17,7 @@ type fileStamp struct {
 }
 
 // crlWatcher reloads the configuration when one of the current snapshot's
-// CRL files changes.
+// CRL files or [[lists]] files changes.
 //
 // A reload that fails (the main file is being edited, say) is tried again
 // when a CRL or the main file changes next, so the new CRL is not lost.
@@ -58,7 +58,7 @@ func (w *crlWatcher) check() {
 	if !w.stamp(w.watched(), false) {
 		return
 	}
-	w.s.log.Info("a watched CRL (or, after a refused reload, the configuration) changed; reloading")
+	w.s.log.Info("a watched CRL or list file (or, after a refused reload, the configuration) changed; reloading")
 	if err := w.s.Reload(); err != nil {
 		if !w.pending {
 			w.pending = true
@@ -75,11 +75,11 @@ func (w *crlWatcher) check() {
 	w.stamp(w.watched(), true)
 }
 
-// watched lists the files to watch: the CRLs, and the main file while a
-// refused reload is pending.
+// watched lists the files to watch: the CRLs, the list files, and the main
+// file while a refused reload is pending.
 func (w *crlWatcher) watched() []string {
 	snap := w.s.snap.Load()
-	paths := snap.crlPaths()
+	paths := append(snap.crlPaths(), snap.listPaths()...)
 	if w.pending && snap.cfg.Path != "" {
 		paths = append(paths, snap.cfg.Path)
 	}

@@ -31,6 +31,10 @@ type Claims struct {
 	// verified chain ended at, so that a session token stops working where
 	// that root is no longer trusted (a CA removed from the application).
 	CertRoot string `json:"cert_root,omitempty"`
+	// ServiceTokenName names the [[service_tokens]] entry the request
+	// presented; CommonName is then its client id, as in Access's service
+	// tokens, and the token names no certificate.
+	ServiceTokenName string `json:"service_token_name,omitempty"`
 	// Policy names the policy that admitted the request that minted the token.
 	Policy string `json:"policy,omitempty"`
 	// NoDuration marks a token minted for one request only: it goes to the

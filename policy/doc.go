@@ -11,7 +11,9 @@
 //	configs: ParseAction, ParseSelector, DeriveAUD ─▶ Application ─▶ Compile (once)
 //
 //	certificate verdict ─┐
-//	verified token ──────┼─▶ (*Application).Evaluate ─▶ Decision
+//	verified token ──────┤
+//	service token ───────┼─▶ (*Application).Evaluate ─▶ Decision (policy, rule)
+//	newest lists ────────┤        │
 //	client IP, host, now ┘        │
 //	                              ├─ bypass / non_identity policies, in file order
 //	                              ├─ allow / deny policies, in file order
@@ -22,8 +24,11 @@
 //	(*KeySet).JWKS ─▶ /cdn-cgi/access/certs ─▶ ParseJWKS ─▶ (*PublicKeys).VerifyAny (origins, CLI)
 //
 // Files: model.go (the contract types), action.go (actions), selector.go
-// (the selector registry) and selectors_builtin.go (valid_certificate,
-// common_name, everyone), subject.go (the identity selectors see: the
+// (the selector registry, Env) and selectors_builtin.go (valid_certificate,
+// common_name, everyone), selectors_cert.go (common_name_pattern, SANs, O,
+// OU, serial, fingerprint, client_ca), selectors_net.go (ip, list), list.go
+// (List, ListSet: xxhash sets of a million values), servicetoken.go
+// (ServiceTokens, service_token selectors), subject.go (the identity selectors see: the
 // certificate's, or a session token's), evaluate.go (Compile, Evaluate,
 // Decision), aud.go (audience tags), claims.go and mint.go (token claims and
 // signing), keyset.go (signing keys, kid, JWKS), verify.go (token

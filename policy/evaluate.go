@@ -40,11 +40,24 @@ type Decision struct {
 	// Mint is true when the gateway must mint a token: allowed by an allow or
 	// non_identity policy (bypass admits without any token).
 	Mint bool
+	// Rule names the include entry that matched in the deciding policy, as
+	// written: `include[1] common_name_pattern = "sensor-*"`; "" when no
+	// policy matched. For the access log and the tcp close log.
+	Rule string
 }
 
 // plan is what Compile precomputes for Evaluate.
 type plan struct {
-	reasons []string // per policy: "allowed by policy …" or "denied by policy …"
+	reasons []string   // per policy: "allowed by policy …" or "denied by policy …"
+	rules   [][]string // per policy, per include entry: its Rule text
+}
+
+// ruleText is the Rule of a decision made by include entry j.
+func ruleText(j int, s Selector) string {
+	if st, ok := s.(fmt.Stringer); ok {
+		return "include[" + strconv.Itoa(j) + "] " + st.String()
+	}
+	return "include[" + strconv.Itoa(j) + "] " + s.Key()
 }
 
 // Compile checks the application's policies, fills AUD with
@@ -56,6 +69,7 @@ type plan struct {
 func (a *Application) Compile() error {
 	var errs []error
 	reasons := make([]string, len(a.Policies))
+	rules := make([][]string, len(a.Policies))
 	for i := range a.Policies {
 		p := &a.Policies[i]
 		if p.Action > NonIdentity {
@@ -72,6 +86,13 @@ func (a *Application) Compile() error {
 			}
 		}
 		reasons[i] = policyReason(p)
+		for j, sel := range p.Include {
+			if sel != nil {
+				rules[i] = append(rules[i], ruleText(j, sel))
+			} else {
+				rules[i] = append(rules[i], "")
+			}
+		}
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -79,7 +100,7 @@ func (a *Application) Compile() error {
 	if a.AUD == "" {
 		a.AUD = DeriveAUD(a.Name)
 	}
-	a.plan = &plan{reasons: reasons}
+	a.plan = &plan{reasons: reasons, rules: rules}
 	return nil
 }
 
@@ -103,6 +124,10 @@ func policyReason(p *Policy) string {
 // session cookie keeps working while the policies are still evaluated on
 // every request.
 //
+// A service token that was presented but did not check out
+// (Input.ServiceTokenProblem) refuses the request after the bypass pass, as
+// a Service Auth failure (ServiceAuthFailed: 401 with service_auth_401).
+//
 // Evaluate never allocates once Compile has run, and is safe for concurrent
 // use.
 func (a *Application) Evaluate(in *Input) Decision {
@@ -125,11 +150,11 @@ func (a *Application) Evaluate(in *Input) Decision {
 		if !p.Action.early() {
 			continue
 		}
-		if p.Action == NonIdentity && (certBad || tokenReason != "") {
+		if p.Action == NonIdentity && (certBad || tokenReason != "" || in.ServiceTokenProblem != "") {
 			continue
 		}
-		if p.matches(in) {
-			return a.decide(i)
+		if j := p.matches(in); j >= 0 {
+			return a.decide(i, j)
 		}
 	}
 	if certBad {
@@ -138,14 +163,22 @@ func (a *Application) Evaluate(in *Input) Decision {
 	if tokenReason != "" {
 		return a.refuse(tokenReason)
 	}
+	if in.ServiceTokenProblem != "" {
+		// A machine that presents a service token means to use it: a wrong
+		// or expired one is refused as Service Auth failure (401 with
+		// service_auth_401), whatever else the request carries.
+		d := a.refuse(in.ServiceTokenProblem)
+		d.ServiceAuthFailed = true
+		return d
+	}
 	// Pass 2: allow and deny, in file order.
 	for i := range a.Policies {
 		p := &a.Policies[i]
 		if p.Action.early() {
 			continue
 		}
-		if p.matches(in) {
-			return a.decide(i)
+		if j := p.matches(in); j >= 0 {
+			return a.decide(i, j)
 		}
 	}
 	if kind != verdict.Valid && in.Token == nil {
@@ -172,10 +205,10 @@ func (a *Application) tokenProblem(in *Input) string {
 	return ""
 }
 
-// decide builds the decision of policy i, which matched.
-func (a *Application) decide(i int) Decision {
+// decide builds the decision of policy i, whose include entry j matched.
+func (a *Application) decide(i, j int) Decision {
 	p := &a.Policies[i]
-	d := Decision{Action: p.Action, Policy: p.Name, Reason: a.reason(i)}
+	d := Decision{Action: p.Action, Policy: p.Name, Reason: a.reason(i), Rule: a.rule(i, j)}
 	if p.Action == Deny {
 		d.ServiceAuthFailed = a.hasNonIdentity()
 		return d
@@ -205,6 +238,15 @@ func (a *Application) reason(i int) string {
 	return policyReason(&a.Policies[i])
 }
 
+// rule returns the Rule text of include entry j of policy i, precomputed
+// when Compile has run.
+func (a *Application) rule(i, j int) string {
+	if pl := a.plan; pl != nil && len(pl.rules) == len(a.Policies) && j < len(pl.rules[i]) {
+		return pl.rules[i][j]
+	}
+	return ruleText(j, a.Policies[i].Include[j])
+}
+
 func (a *Application) hasNonIdentity() bool {
 	for i := range a.Policies {
 		if a.Policies[i].Action == NonIdentity {
@@ -215,27 +257,28 @@ func (a *Application) hasNonIdentity() bool {
 }
 
 // matches applies the rules: include OR (an empty include never matches),
-// require AND, exclude NOT.
-func (p *Policy) matches(in *Input) bool {
-	ok := false
-	for _, s := range p.Include {
+// require AND, exclude NOT. It returns the index of the include entry that
+// matched, or -1 when the policy does not match.
+func (p *Policy) matches(in *Input) int {
+	m := -1
+	for j, s := range p.Include {
 		if s != nil && s.Match(in) {
-			ok = true
+			m = j
 			break
 		}
 	}
-	if !ok {
-		return false
+	if m < 0 {
+		return -1
 	}
 	for _, s := range p.Require {
 		if s == nil || !s.Match(in) {
-			return false
+			return -1
 		}
 	}
 	for _, s := range p.Exclude {
 		if s == nil || s.Match(in) {
-			return false
+			return -1
 		}
 	}
-	return true
+	return m
 }

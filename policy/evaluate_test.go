@@ -297,13 +297,23 @@ func TestEvaluate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := tt.in
-			if got := tt.app.Evaluate(&in); got != tt.want {
+			got := tt.app.Evaluate(&in)
+			// The rule is named exactly when a policy decided.
+			if (got.Rule != "") != (got.Policy != "") || got.Rule != "" && !strings.HasPrefix(got.Rule, "include[") {
+				t.Errorf("Rule %q with Policy %q", got.Rule, got.Policy)
+			}
+			rule := got.Rule
+			if got.Rule = ""; got != tt.want {
 				t.Errorf("Evaluate:\n got %+v\nwant %+v", got, tt.want)
 			}
-			// The same decision without Compile's precomputed reasons.
+			// The same decision without Compile's precomputed texts.
 			raw := *tt.app
 			raw.plan = nil
-			if got := raw.Evaluate(&in); got != tt.want {
+			got = raw.Evaluate(&in)
+			if got.Rule != rule {
+				t.Errorf("Rule without Compile %q, with %q", got.Rule, rule)
+			}
+			if got.Rule = ""; got != tt.want {
 				t.Errorf("Evaluate without Compile:\n got %+v\nwant %+v", got, tt.want)
 			}
 		})

@@ -33,12 +33,15 @@ type ClaimsParams struct {
 	// never satisfies a certificate selector when presented back.
 	CommonName string
 	CertSHA256 string
-	CertSerial string        // lower-case hex
-	CertIssuer string        // the leaf's issuer name, DER, base64url
-	CertRoot   string        // hex SHA-256 of the verified chain's root
-	Policy     string        // the name of the policy that admitted the request
-	Duration   time.Duration // the session length; 0 (or less): no duration
-	Now        time.Time     // iat and nbf; policy never reads the clock
+	CertSerial string // lower-case hex
+	CertIssuer string // the leaf's issuer name, DER, base64url
+	CertRoot   string // hex SHA-256 of the verified chain's root
+	Policy     string // the name of the policy that admitted the request
+	// ServiceTokenName is set for a request admitted with a service token:
+	// CommonName is then the token's client id, and no certificate is named.
+	ServiceTokenName string
+	Duration         time.Duration // the session length; 0 (or less): no duration
+	Now              time.Time     // iat and nbf; policy never reads the clock
 	// NotAfter, when set, caps exp: the certificate's own expiry, so that a
 	// session token never outlives the certificate it stands in for.
 	NotAfter time.Time
@@ -72,6 +75,8 @@ func NewClaims(p ClaimsParams) *Claims {
 		CertIssuer:    p.CertIssuer,
 		CertRoot:      p.CertRoot,
 		Policy:        p.Policy,
+
+		ServiceTokenName: p.ServiceTokenName,
 	}
 	if p.Duration <= 0 {
 		c.NoDuration = true
@@ -105,7 +110,14 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 		return nil, fmt.Errorf("policy: NewClaims: negative session duration %s", d.SessionDuration)
 	}
 	p := ClaimsParams{AUD: a.AUD, Issuer: issuer, Policy: d.Policy, Duration: d.SessionDuration, Now: in.Now}
-	if s, ok := in.Subject(); ok {
+	if st := in.ServiceToken; st != nil {
+		// A machine's credential: the token says which, not a certificate
+		// (a session token from it never stands in for one).
+		p.CommonName, p.ServiceTokenName = st.ClientID, st.Name
+		if !st.Expires.IsZero() {
+			p.NotAfter = st.Expires
+		}
+	} else if s, ok := in.Subject(); ok {
 		p.CommonName, p.CertSHA256, p.CertSerial, p.CertIssuer, p.CertRoot = s.CommonName, s.CertSHA256, s.CertSerial, s.CertIssuer, s.CertRoot
 		if !s.FromToken {
 			if path := in.Cert.Path; len(path) > 0 {

@@ -31,6 +31,20 @@ type Input struct {
 	Host string
 	// Now is the evaluation time; policy never reads the clock itself.
 	Now time.Time
+	// Lists are the newest [[lists]] the `list` selector looks values up
+	// in; nil holds none. They are swapped on reload independently of the
+	// application, so a device added to a list is refused on its next
+	// request on a connection opened before.
+	Lists *ListSet
+	// ServiceToken is the service token the request presented
+	// (CF-Access-Client-Id and CF-Access-Client-Secret) once the gateway
+	// checked it with ServiceTokens.Check; nil when none, or when it did not
+	// check out (then ServiceTokenProblem says why).
+	ServiceToken *ServiceToken
+	// ServiceTokenProblem is why a presented service token was refused
+	// ("service token expired", …), "" when none was presented or it is
+	// valid. A non-empty problem refuses the request after bypass policies.
+	ServiceTokenProblem string
 }
 
 // Selector is one rule entry such as { common_name = "sensor-0001" }.

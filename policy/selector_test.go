@@ -102,7 +102,9 @@ func TestParseSelector(t *testing.T) {
 }
 
 func TestSelectorKeys(t *testing.T) {
-	want := []string{"common_name", "everyone", "valid_certificate"}
+	want := []string{"any_valid_service_token", "client_ca", "common_name", "common_name_pattern", "everyone",
+		"fingerprint", "ip", "list", "organization", "organizational_unit", "san_dns", "san_email", "san_uri",
+		"serial", "service_token", "valid_certificate"}
 	if got := SelectorKeys(); !reflect.DeepEqual(got, want) {
 		t.Errorf("SelectorKeys() = %v, want %v", got, want)
 	}

@@ -416,6 +416,7 @@ func identityOf(c *x509.Certificate, sum [sha256.Size]byte) verdict.Identity {
 		Organization: c.Subject.Organization,
 		OrgUnit:      c.Subject.OrganizationalUnit,
 		DNSNames:     c.DNSNames,
+		Emails:       c.EmailAddresses,
 		IssuerCN:     c.Issuer.CommonName,
 		NotBefore:    c.NotBefore,
 		NotAfter:     c.NotAfter,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,8 +19,10 @@ func TestCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("good file: exit %d\n%s%s", code, out, errOut)
 	}
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], good+": ") || !strings.Contains(lines[0], "ok: 2 applications, 1 client CAs") {
-		t.Fatalf("good file: want a one-line summary, got %q", out)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[0], good+": ") || !strings.Contains(lines[0], "ok: 2 applications, 1 client CAs") ||
+		lines[1] != `application "devices" (http, devices.fleet.test): selectors common_name` ||
+		lines[2] != `application "app" (http, app.fleet.test): selectors valid_certificate` {
+		t.Fatalf("good file: want a summary and one line per application, got %q", out)
 	}
 
 	badFile := `[gateway]
@@ -71,5 +74,57 @@ origin = "ftp://y"
 	missing := filepath.Join(dir, "missing.toml")
 	if code, _, errOut := runInProcess(t, "check", "-c", missing); code != 1 || !strings.Contains(errOut, missing) {
 		t.Errorf("missing file: exit %d, %q", code, errOut)
+	}
+}
+
+// TestCheckReportsSelectorsAndLists: check names, per application, the
+// selectors and lists its policies use, and how many entries each list has.
+func TestCheckReportsSelectorsAndLists(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	runPKI(t, dir, "pki", "sensor-0001")
+	file := filepath.Join(dir, "lists.toml")
+	writeServeConfig(t, file, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var q strings.Builder
+	q.WriteString("# quarantined\n")
+	for i := range 1500 {
+		fmt.Fprintf(&q, "sensor-%04d\n", 5000+i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "quarantine.txt"), []byte(q.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(data), `include = [{ valid_certificate = true }]`,
+		`include = [{ valid_certificate = true }, { common_name_pattern = "sensor-*" }]
+exclude = [{ list = "quarantine" }, { list = "recalled" }]`, 1) + `
+[[lists]]
+name = "quarantine"
+kind = "common_name"
+file = "quarantine.txt"
+
+[[lists]]
+name = "recalled"
+kind = "serial"
+values = ["4f:1a:09", "4F1A0A"]
+`
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runInProcess(t, "check", "-c", file)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		`application "devices" (http, devices.fleet.test): selectors common_name` + "\n",
+		`application "app" (http, app.fleet.test): selectors common_name_pattern, list, valid_certificate; lists quarantine (1500 entries), recalled (2 entries)` + "\n",
+		`list "quarantine": common_name, 1500 entries (quarantine.txt)` + "\n",
+		`list "recalled": serial, 2 entries (inline values)` + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
 	}
 }

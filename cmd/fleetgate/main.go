@@ -4,6 +4,7 @@
 //	fleetgate check -c FILE        validate a configuration file
 //	fleetgate pki [flags]          make a CA, an intermediate, server and device certificates
 //	fleetgate token verify ...     verify a token against a JWKS
+//	fleetgate token service ...    create a service token (client id and secret)
 //	fleetgate bench [flags]        load a server with a simulated fleet
 //	fleetgate version              print the version
 package main
@@ -25,6 +26,8 @@ Usage:
   fleetgate pki [flags]            make a root CA, an intermediate, server and device certificates
   fleetgate token verify [flags] TOKEN
                                    verify a token against a JWKS and print its claims
+  fleetgate token service -name NAME
+                                   create a service token: its id and secret, once, and the TOML block
   fleetgate bench [flags]          simulate a fleet of mTLS devices against a server (load test)
   fleetgate version                print the version
 

@@ -19,8 +19,11 @@ import (
 const maxJWKSBytes = 1 << 20
 
 func cmdToken(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "service" {
+		return cmdTokenService(args[1:], time.Now(), stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] TOKEN")
+		fmt.Fprintln(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] TOKEN\n       fleetgate token service -name NAME [-duration 8760h]")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
 			return 0
 		}

@@ -65,7 +65,9 @@ type Options struct {
 	DNSNames    []string
 	IPAddresses []net.IP
 	URIs        []string
-	Serial      *big.Int
+	// EmailAddresses are rfc822Name SANs.
+	EmailAddresses []string
+	Serial         *big.Int
 	// Key, when set, is used instead of generating a new one.
 	Key crypto.Signer
 }
@@ -194,6 +196,7 @@ func create(opts Options, parent *Cert) (*Cert, error) {
 		ExtKeyUsage:           opts.ExtKeyUsage,
 		DNSNames:              opts.DNSNames,
 		IPAddresses:           opts.IPAddresses,
+		EmailAddresses:        opts.EmailAddresses,
 		BasicConstraintsValid: true,
 		IsCA:                  opts.IsCA,
 	}

@@ -81,8 +81,9 @@ type Identity struct {
 	OrgUnit      []string
 	DNSNames     []string
 	URIs         []string
-	SerialHex    string // lower-case hex, no separators
-	SHA256       string // lower-case hex fingerprint of the leaf DER
+	Emails       []string // rfc822Name SANs
+	SerialHex    string   // lower-case hex, no separators
+	SHA256       string   // lower-case hex fingerprint of the leaf DER
 	IssuerCN     string
 	NotBefore    time.Time
 	NotAfter     time.Time
