@@ -141,11 +141,29 @@ type cfgParams struct {
 // file, and its default applies. Durations and sizes are written as in the
 // file ("5s", "64KiB").
 type fileConfig struct {
-	Gateway      gatewaySection    `toml:"gateway"`
-	Tokens       tokensSection     `toml:"tokens"`
-	ClientCAs    []clientCASection `toml:"client_cas,omitempty"`
-	Revocation   revocationSection `toml:"revocation,omitempty"`
-	Applications []appSection      `toml:"applications,omitempty"`
+	Gateway       gatewaySection        `toml:"gateway"`
+	Tokens        tokensSection         `toml:"tokens"`
+	ClientCAs     []clientCASection     `toml:"client_cas,omitempty"`
+	Revocation    revocationSection     `toml:"revocation,omitempty"`
+	Applications  []appSection          `toml:"applications,omitempty"`
+	Lists         []listSection         `toml:"lists,omitempty"`
+	ServiceTokens []serviceTokenSection `toml:"service_tokens,omitempty"`
+}
+
+// listSection is one [[lists]].
+type listSection struct {
+	Name   string   `toml:"name,omitempty"`
+	Kind   string   `toml:"kind,omitempty"`
+	File   string   `toml:"file,omitempty"`
+	Values []string `toml:"values,omitempty"`
+}
+
+// serviceTokenSection is one [[service_tokens]].
+type serviceTokenSection struct {
+	Name               string `toml:"name,omitempty"`
+	ClientID           string `toml:"client_id,omitempty"`
+	ClientSecretSHA256 string `toml:"client_secret_sha256,omitempty"`
+	Expires            string `toml:"expires,omitempty"`
 }
 
 // gatewaySection is [gateway].

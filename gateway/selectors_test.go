@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // The selector tests: each selector on an application of its own, reached
@@ -56,10 +57,11 @@ var sharedSelPKI = sync.OnceValue(func() *selPKI {
 
 // selCase is one application and who it admits.
 type selCase struct {
-	name     string
-	selector string // the include entry
-	admits   func(*selPKI, *testPKI) *device
-	refuses  func(*selPKI, *testPKI) *device
+	name    string
+	sel     selector // the include entry
+	rule    string   // how the access log names it
+	admits  func(*selPKI, *testPKI) *device
+	refuses func(*selPKI, *testPKI) *device
 }
 
 func meter(s *selPKI, _ *testPKI) *device   { return s.meter }
@@ -68,71 +70,56 @@ func sensor1(_ *selPKI, p *testPKI) *device { return p.sensor1 }
 
 func selCases(s *selPKI) []selCase {
 	fp := sha256.Sum256(s.meter.cert.Cert.Raw)
+	fph := strings.ToUpper(hex.EncodeToString(fp[:]))
 	return []selCase{
-		{"cn-pattern", `{ common_name_pattern = "meter-*" }`, meter, sensor1},
-		{"san-dns", `{ san_dns = "*.fleet.test" }`, meter, sensor1},
-		{"san-dns-exact", `{ san_dns = "meter-17.fleet.test" }`, meter, gauge},
-		{"san-uri", `{ san_uri = "spiffe://fleet.test/meter/*" }`, meter, sensor1},
-		{"san-uri-exact", `{ san_uri = "spiffe://fleet.test/meter/17" }`, meter, gauge},
-		{"san-email", `{ san_email = "ops@fleet.test" }`, meter, sensor1},
-		{"org", `{ organization = "Acme Meters" }`, meter, gauge},
-		{"ou", `{ organizational_unit = "gauges" }`, gauge, meter},
-		{"serial", `{ serial = "4F:1A:09" }`, meter, sensor1},
-		{"fingerprint", `{ fingerprint = "` + strings.ToUpper(hex.EncodeToString(fp[:])) + `" }`, meter, sensor1},
-		{"client-ca-a", `{ client_ca = "sel-a" }`, meter, gauge},
-		{"client-ca-b", `{ client_ca = "sel-b" }`, gauge, meter},
-		{"ip", `{ ip = ["127.0.0.0/8", "2001:db8::/32"] }`, meter, nil},
-		{"ip-other", `{ ip = ["10.0.0.0/8"] }`, nil, meter},
-		{"list", `{ list = "beta" }`, gauge, meter},
+		{"cn-pattern", selector{"common_name_pattern": "meter-*"}, `common_name_pattern = "meter-*"`, meter, sensor1},
+		{"san-dns", selector{"san_dns": "*.fleet.test"}, `san_dns = "*.fleet.test"`, meter, sensor1},
+		{"san-dns-exact", selector{"san_dns": "meter-17.fleet.test"}, `san_dns = "meter-17.fleet.test"`, meter, gauge},
+		{"san-uri", selector{"san_uri": "spiffe://fleet.test/meter/*"}, `san_uri = "spiffe://fleet.test/meter/*"`, meter, sensor1},
+		{"san-uri-exact", selector{"san_uri": "spiffe://fleet.test/meter/17"}, `san_uri = "spiffe://fleet.test/meter/17"`, meter, gauge},
+		{"san-email", selector{"san_email": "ops@fleet.test"}, `san_email = "ops@fleet.test"`, meter, sensor1},
+		{"org", selector{"organization": "Acme Meters"}, `organization = "Acme Meters"`, meter, gauge},
+		{"ou", selector{"organizational_unit": "gauges"}, `organizational_unit = "gauges"`, gauge, meter},
+		{"serial", selector{"serial": "4F:1A:09"}, `serial = "4F:1A:09"`, meter, sensor1},
+		{"fingerprint", selector{"fingerprint": fph}, `fingerprint = "` + fph + `"`, meter, sensor1},
+		{"client-ca-a", selector{"client_ca": "sel-a"}, `client_ca = "sel-a"`, meter, gauge},
+		{"client-ca-b", selector{"client_ca": "sel-b"}, `client_ca = "sel-b"`, gauge, meter},
+		{"ip", selector{"ip": []string{"127.0.0.0/8", "2001:db8::/32"}}, `ip = ["127.0.0.0/8", "2001:db8::/32"]`, meter, nil},
+		{"ip-other", selector{"ip": []string{"10.0.0.0/8"}}, `ip = ["10.0.0.0/8"]`, nil, meter},
+		{"list", selector{"list": "beta"}, `list = "beta"`, gauge, meter},
 	}
 }
 
-// selConfig returns the TOML of the selector applications: both CAs,
-// associated with every one of them, and the lists they use.
-func selConfig(s *selPKI, cases []selCase, extra string) string {
-	var b strings.Builder
+// selEnv is where the selector applications' files are (dir) and the
+// origin they proxy to.
+type selEnv struct{ dir, origin string }
+
+// app is an http application of the selector tests on domain, with the
+// selector server certificate.
+func (e selEnv) app(name, domain string, pols ...policySection) appSection {
+	a := httpApp(name, domain, e.origin, pols...)
+	a.TLSCertFile, a.TLSKeyFile = filepath.Join(e.dir, "sel.pem"), filepath.Join(e.dir, "sel-key.pem")
+	return a
+}
+
+// selConfig adds the selector applications to c: both CAs, associated with
+// every one of them, and the lists they use.
+func selConfig(c *fileConfig, e selEnv, cases []selCase) {
 	domains := make([]string, 0, len(cases)+1)
-	for _, c := range cases {
-		domains = append(domains, selDomain(c.name))
+	for _, sc := range cases {
+		domains = append(domains, selDomain(sc.name))
 	}
 	domains = append(domains, "sel.fleet.test")
-	fmt.Fprintf(&b, `
-[[client_cas]]
-name = "sel-a"
-pem_file = "ca-chain.pem"
-associated_hostnames = ["%[1]s"]
-
-[[client_cas]]
-name = "sel-b"
-pem_file = "ca2-chain.pem"
-associated_hostnames = ["%[1]s"]
-
-[[lists]]
-name = "beta"
-kind = "common_name"
-values = ["gauge-0001"]
-
-[[lists]]
-name = "quarantine"
-kind = "common_name"
-file = "$DIR/quarantine.txt"
-`, strings.Join(domains, `", "`))
-	for _, c := range cases {
-		fmt.Fprintf(&b, `
-[[applications]]
-name = "sel-%[1]s"
-domain = "%[2]s"
-origin = "%[3]s"
-tls_cert_file = "$DIR/sel.pem"
-tls_key_file = "$DIR/sel-key.pem"
-
-[[applications.policies]]
-name = "%[1]s"
-decision = "allow"
-include = [%[4]s]
-`, c.name, selDomain(c.name), "$ORIGIN", c.selector)
+	c.ClientCAs = append(c.ClientCAs,
+		clientCASection{Name: "sel-a", PEMFile: "ca-chain.pem", AssociatedHostnames: domains},
+		clientCASection{Name: "sel-b", PEMFile: "ca2-chain.pem", AssociatedHostnames: domains})
+	c.Lists = append(c.Lists,
+		listSection{Name: "beta", Kind: "common_name", Values: []string{"gauge-0001"}},
+		listSection{Name: "quarantine", Kind: "common_name", File: filepath.Join(e.dir, "quarantine.txt")})
+	for _, sc := range cases {
+		c.Applications = append(c.Applications, e.app("sel-"+sc.name, selDomain(sc.name),
+			policySection{Name: sc.name, Decision: "allow", Include: []selector{sc.sel}}))
 	}
-	return b.String() + extra
 }
 
 // selHarness is a harness with the selector applications; their files
@@ -152,7 +139,7 @@ func (h *selHarness) writeSel(name string, data []byte) {
 
 // newSelHarness starts a gateway with the selector applications (listening
 // on listen, "" for the harness's IPv4 default).
-func newSelHarness(t *testing.T, listen, extra string) (*selHarness, *selPKI, []selCase) {
+func newSelHarness(t *testing.T, listen string, more func(*fileConfig, selEnv)) (*selHarness, *selPKI, []selCase) {
 	t.Helper()
 	s := sharedSelPKI()
 	cases := selCases(s)
@@ -167,7 +154,13 @@ func newSelHarness(t *testing.T, listen, extra string) (*selHarness, *selPKI, []
 		if listen != "" {
 			p.Listen = listen
 		}
-		p.Extra = strings.NewReplacer("$ORIGIN", p.Origin, "$DIR", dir).Replace(selConfig(s, cases, extra))
+		e := selEnv{dir: dir, origin: p.Origin}
+		p.Edit = func(c *fileConfig) {
+			selConfig(c, e, cases)
+			if more != nil {
+				more(c, e)
+			}
+		}
 	})
 	return &selHarness{harness: h, dir: dir}, s, cases
 }
@@ -177,7 +170,7 @@ func newSelHarness(t *testing.T, listen, extra string) (*selHarness, *selPKI, []
 func lineFor(t *testing.T, h *selHarness, app string, status int) map[string]any {
 	t.Helper()
 	var line map[string]any
-	waitFor(t, fmt.Sprintf("the access-log line of %s (%d)", app, status), 5*time.Second, func() bool {
+	testkit.WaitFor(t, fmt.Sprintf("the access-log line of %s (%d)", app, status), 5*time.Second, func() bool {
 		for _, l := range h.accessLines(t) {
 			if l["app"] == app && l["status"] == float64(status) {
 				line = l
@@ -189,7 +182,7 @@ func lineFor(t *testing.T, h *selHarness, app string, status int) map[string]any
 }
 
 func TestSelectorsEndToEnd(t *testing.T) {
-	h, s, cases := newSelHarness(t, "", "")
+	h, s, cases := newSelHarness(t, "", nil)
 	p := h.pki
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -204,7 +197,7 @@ func TestSelectorsEndToEnd(t *testing.T) {
 					t.Fatalf("not the origin's answer")
 				}
 				line := lineFor(t, h, "sel-"+c.name, http.StatusOK)
-				if want := "include[0] " + strings.Trim(c.selector, "{ }"); line["rule"] != want || line["policy"] != c.name {
+				if want := "include[0] " + c.rule; line["rule"] != want || line["policy"] != c.name {
 					t.Errorf("access log rule %q policy %q, want %q", line["rule"], line["policy"], want)
 				}
 			}
@@ -234,19 +227,10 @@ func freeIPv6Port(t *testing.T) string {
 
 func TestSelectorIPv6Client(t *testing.T) {
 	listen := freeIPv6Port(t)
-	h, s, _ := newSelHarness(t, listen, fmt.Sprintf(`
-[[applications]]
-name = "sel-ipv6"
-domain = "sel.fleet.test"
-origin = "$ORIGIN"
-tls_cert_file = "$DIR/sel.pem"
-tls_key_file = "$DIR/sel-key.pem"
-
-[[applications.policies]]
-name = "loopback v6"
-decision = "allow"
-include = [{ ip = ["::1/128"] }]
-`))
+	h, s, _ := newSelHarness(t, listen, func(c *fileConfig, e selEnv) {
+		c.Applications = append(c.Applications, e.app("sel-ipv6", "sel.fleet.test",
+			policySection{Name: "loopback v6", Decision: "allow", Include: []selector{{"ip": []string{"::1/128"}}}}))
+	})
 	if !strings.HasPrefix(h.addr, "[::1]") {
 		t.Skipf("the harness fell back to %s", h.addr)
 	}
@@ -272,33 +256,21 @@ include = [{ ip = ["::1/128"] }]
 // connection it already holds, once the file watch sees the new list; a bad
 // line keeps the old list serving.
 func TestListReloadRefusesKeepAlive(t *testing.T) {
-	h, s, _ := newSelHarness(t, "", `
-[[applications]]
-name = "sel-quarantine"
-domain = "sel.fleet.test"
-origin = "$ORIGIN"
-tls_cert_file = "$DIR/sel.pem"
-tls_key_file = "$DIR/sel-key.pem"
-session_duration = "1h"
-
-[[applications.policies]]
-name = "quarantined"
-decision = "deny"
-include = [{ list = "quarantine" }]
-
-[[applications.policies]]
-name = "meters"
-decision = "allow"
-include = [{ organizational_unit = "meters" }]
-exclude = [{ list = "quarantine" }]
-`)
+	h, s, _ := newSelHarness(t, "", func(c *fileConfig, e selEnv) {
+		a := e.app("sel-quarantine", "sel.fleet.test",
+			policySection{Name: "quarantined", Decision: "deny", Include: []selector{{"list": "quarantine"}}},
+			policySection{Name: "meters", Decision: "allow", Include: []selector{{"organizational_unit": "meters"}},
+				Exclude: []selector{{"list": "quarantine"}}})
+		a.SessionDuration = "1h"
+		c.Applications = append(c.Applications, a)
+	})
 	rc := h.dial(t, "sel.fleet.test", s.meter)
 	rc.send(request("GET", "sel.fleet.test", "/one"))
 	if r := rc.read("GET"); r.StatusCode != http.StatusOK {
 		t.Fatalf("before: status %d", r.StatusCode)
 	}
 	h.writeSel("quarantine.txt", []byte("# quarantined\nmeter-0017\n"))
-	waitFor(t, "the list's reload", 4*crlWatchInterval, func() bool {
+	testkit.WaitFor(t, "the list's reload", 4*crlWatchInterval, func() bool {
 		return h.srv.snap.Load().lists.Get("quarantine").Len() == 1
 	})
 	rc.send(request("GET", "sel.fleet.test", "/two"))
@@ -312,15 +284,19 @@ exclude = [{ list = "quarantine" }]
 }
 
 func TestListBadLineKeepsOldList(t *testing.T) {
-	h, _, _ := newSelHarness(t, "", "")
+	h, _, _ := newSelHarness(t, "", nil)
 	h.writeSel("quarantine.txt", []byte("meter-0017\n"))
 	if err := h.srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	// A kind with a syntax: a bad line names file:line.
-	p := h.params
-	p.Extra = strings.Replace(p.Extra, "kind = \"common_name\"\nfile", "kind = \"fingerprint\"\nfile", 1)
-	h.writeConfig(p)
+	cfg := h.config()
+	for i := range cfg.Lists {
+		if cfg.Lists[i].Name == "quarantine" {
+			cfg.Lists[i].Kind = "fingerprint"
+		}
+	}
+	h.write(cfg)
 	err := h.srv.Reload()
 	if err == nil || !strings.Contains(err.Error(), "quarantine.txt:1: fingerprint \"meter-0017\" is not 64 hex digits") {
 		t.Fatalf("reload: %v, want quarantine.txt:1 named", err)
@@ -336,36 +312,20 @@ func TestListBadLineKeepsOldList(t *testing.T) {
 func TestTCPSelectorsAndListClose(t *testing.T) {
 	s := sharedSelPKI()
 	o := startTCPOrigin(t, echoHandler)
-	tcpApp := func(name, domain, include, exclude string) string {
-		return fmt.Sprintf(`
-[[applications]]
-name = %q
-domain = %q
-protocol = "tcp"
-origin = %q
-tls_cert_file = "$DIR/sel.pem"
-tls_key_file = "$DIR/sel-key.pem"
-
-[[applications.policies]]
-name = "devices"
-decision = "allow"
-include = [%s]
-exclude = [%s]
-`, name, domain, o.url(), include, exclude)
-	}
-	extra := tcpApp("tcp-uri", "tcp-uri.sel.fleet.test", `{ san_uri = "spiffe://fleet.test/meter/*" }`, `{ list = "quarantine" }`) +
-		tcpApp("tcp-ca", "tcp-ca.sel.fleet.test", `{ client_ca = "sel-tcp-b" }`, `{ fingerprint = "`+strings.Repeat("0", 64)+`" }`)
-	h, _, _ := newSelHarness(t, "", strings.ReplaceAll(extra, "tcp-uri.sel", "tcp-uri.sel")+`
-[[client_cas]]
-name = "sel-tcp"
-pem_file = "ca-chain.pem"
-associated_hostnames = ["tcp-uri.sel.fleet.test", "tcp-ca.sel.fleet.test"]
-
-[[client_cas]]
-name = "sel-tcp-b"
-pem_file = "ca2-chain.pem"
-associated_hostnames = ["tcp-ca.sel.fleet.test"]
-`)
+	h, _, _ := newSelHarness(t, "", func(c *fileConfig, e selEnv) {
+		app := func(name, domain string, include, exclude selector) appSection {
+			a := e.app(name, domain, policySection{Name: "devices", Decision: "allow",
+				Include: []selector{include}, Exclude: []selector{exclude}})
+			a.Protocol, a.Origin = "tcp", o.url()
+			return a
+		}
+		c.Applications = append(c.Applications,
+			app("tcp-uri", "tcp-uri.sel.fleet.test", selector{"san_uri": "spiffe://fleet.test/meter/*"}, selector{"list": "quarantine"}),
+			app("tcp-ca", "tcp-ca.sel.fleet.test", selector{"client_ca": "sel-tcp-b"}, selector{"fingerprint": strings.Repeat("0", 64)}))
+		c.ClientCAs = append(c.ClientCAs,
+			clientCASection{Name: "sel-tcp", PEMFile: "ca-chain.pem", AssociatedHostnames: []string{"tcp-uri.sel.fleet.test", "tcp-ca.sel.fleet.test"}},
+			clientCASection{Name: "sel-tcp-b", PEMFile: "ca2-chain.pem", AssociatedHostnames: []string{"tcp-ca.sel.fleet.test"}})
+	})
 	f := &tcpFixture{harness: h.harness}
 	// client_ca on tcp: the gauge (CA B) in, the meter (CA A) refused in
 	// the handshake.
@@ -433,36 +393,20 @@ func TestServiceTokens(t *testing.T) {
 	)
 	sum := sha256.Sum256([]byte(secret))
 	oldSum := sha256.Sum256([]byte(oldPass))
-	app := func(name, domain, extra, include string) string {
-		return fmt.Sprintf(`
-[[applications]]
-name = %q
-domain = %q
-origin = "$ORIGIN"
-tls_cert_file = "$DIR/sel.pem"
-tls_key_file = "$DIR/sel-key.pem"
-session_duration = "0s"
-%s
-[[applications.policies]]
-name = "machines"
-decision = "non_identity"
-include = [%s]
-`, name, domain, extra, include)
-	}
-	h, _, _ := newSelHarness(t, "", fmt.Sprintf(`
-[[service_tokens]]
-name = "backend-job"
-client_id = %q
-client_secret_sha256 = %q
-
-[[service_tokens]]
-name = "old-job"
-client_id = %q
-client_secret_sha256 = %q
-expires = "2020-01-01T00:00:00Z"
-`, id, hex.EncodeToString(sum[:]), oldID, hex.EncodeToString(oldSum[:]))+
-		app("svc-401", "sel.fleet.test", "service_auth_401 = true", `{ service_token = "backend-job" }`)+
-		app("svc-403", "any.sel.fleet.test", "", `{ any_valid_service_token = true }`))
+	h, _, _ := newSelHarness(t, "", func(c *fileConfig, e selEnv) {
+		c.ServiceTokens = append(c.ServiceTokens,
+			serviceTokenSection{Name: "backend-job", ClientID: id, ClientSecretSHA256: hex.EncodeToString(sum[:])},
+			serviceTokenSection{Name: "old-job", ClientID: oldID, ClientSecretSHA256: hex.EncodeToString(oldSum[:]), Expires: "2020-01-01T00:00:00Z"})
+		app := func(name, domain string, sel selector) appSection {
+			a := e.app(name, domain, policySection{Name: "machines", Decision: "non_identity", Include: []selector{sel}})
+			a.SessionDuration = "0s"
+			return a
+		}
+		a401 := app("svc-401", "sel.fleet.test", selector{"service_token": "backend-job"})
+		a401.ServiceAuth401 = true
+		c.Applications = append(c.Applications, a401,
+			app("svc-403", "any.sel.fleet.test", selector{"any_valid_service_token": true}))
+	})
 	c := h.client(nil)
 	creds := func(id, secret string) http.Header {
 		return http.Header{"Cf-Access-Client-Id": {id}, "Cf-Access-Client-Secret": {secret}}
@@ -504,7 +448,7 @@ expires = "2020-01-01T00:00:00Z"
 			t.Errorf("%s id %q secret %q: status %d %q, want %d %q", tc.domain, tc.id, tc.secret, r.StatusCode, r.body, tc.status, tc.reason)
 		}
 	}
-	waitFor(t, "the access-log lines", 5*time.Second, func() bool { return len(h.accessLines(t)) >= 8 })
+	testkit.WaitFor(t, "the access-log lines", 5*time.Second, func() bool { return len(h.accessLines(t)) >= 8 })
 	logs := h.logs.String()
 	for _, s := range []string{secret, id, oldPass, oldID} {
 		if strings.Contains(logs, s) {
