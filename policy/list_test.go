@@ -106,20 +106,15 @@ func TestMillionEntryList(t *testing.T) {
 	for i := range 1_000_000 {
 		fmt.Fprintf(&b, "device-%07d\n", i)
 	}
-	start := time.Now()
 	l, err := ParseList("fleet", ListCommonName, b.Bytes())
-	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l.Len() != 1_000_000 {
 		t.Fatalf("Len = %d", l.Len())
 	}
-	// Under the race detector everything is several times slower; the
-	// bound that matters is the plain build's (BenchmarkListLoad).
-	if limit := 2 * time.Second * time.Duration(raceFactor); took > limit {
-		t.Errorf("loading a million entries took %v, want < %v", took, limit)
-	}
+	// How long it takes is BenchmarkListLoad's to say (under 2 s): a timed
+	// assertion would fail on a busy machine, not on slow code.
 	for _, v := range []string{"device-0000000", "device-0999999", "device-0500000"} {
 		if !l.Contains(v) {
 			t.Errorf("%s missing", v)
