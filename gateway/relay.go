@@ -128,7 +128,29 @@ func (c *conn) startRelay(app *application) {
 	r.meter = s.metrics.tcpOpened(app.name)
 	s.relays.add(r)
 	r.armTimers()
+	// The verdict was reached at VerifyConnection, against the revocation
+	// set of that moment; a reload since then rechecked only the relays
+	// already in the index. Reload stores its snapshot before it rechecks
+	// and both take the index's lock, so a relay added after that recheck
+	// sees the new snapshot here: it is checked against it, not let through.
+	if r.revokedBy(s.snap.Load().revocation, s.now()) {
+		r.setReason(closeRevoked)
+		r.originDone = true // never dialed
+		c.shutdown()
+		return
+	}
 	s.workers.Go(r.dial)
+}
+
+// revokedBy reports whether rev now revokes the relay's certificate, or
+// finds its CRL stale under crl_stale = "reject". A connection admitted
+// without a valid certificate (bypass) has nothing to revoke.
+func (r *relay) revokedBy(rev *tlsengine.Revocation, now time.Time) bool {
+	if rev == nil || !r.v.OK() {
+		return false
+	}
+	v := *r.v // Recheck rewrites the verdict it is given
+	return rev.Recheck(&v, now)
 }
 
 func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }

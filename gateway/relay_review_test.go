@@ -1,0 +1,101 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pausingConn holds back a TLS client's records after its first encrypted
+// handshake record (the Certificate), so that the gateway has judged the
+// certificate (VerifyConnection) but not finished the handshake.
+type pausingConn struct {
+	net.Conn
+	writes  int
+	paused  chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *pausingConn) Write(b []byte) (int, error) {
+	s.writes++
+	if s.writes != 2 {
+		return s.Conn.Write(b)
+	}
+	// Walk the records: write up to and including the first type-23 record.
+	off := 0
+	for off+5 <= len(b) {
+		typ := b[off]
+		n := int(b[off+3])<<8 | int(b[off+4])
+		off += 5 + n
+		if typ == 23 {
+			break
+		}
+	}
+	if _, err := s.Conn.Write(b[:off]); err != nil {
+		return 0, err
+	}
+	s.once.Do(func() { close(s.paused) })
+	<-s.release
+	if _, err := s.Conn.Write(b[off:]); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// denyFingerprint reloads the fixture with dev's certificate deny-listed.
+func (f *tcpFixture) denyFingerprint(t *testing.T, dev *device) {
+	t.Helper()
+	sum := sha256.Sum256(dev.cert.Cert.Raw)
+	p := f.params
+	p.Extra += "\n[revocation]\ndenied_fingerprints = [\"" + hex.EncodeToString(sum[:]) + "\"]\n"
+	f.writeConfig(p)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A reload that deny-lists a certificate while one of its handshakes is
+// past VerifyConnection but not finished: the verdict was computed under the
+// old revocation set, so the relay must be checked against the new one when
+// it starts, and cut as revoked.
+func TestTCPRevokedDuringHandshake(t *testing.T) {
+	f := newTCPFixture(t, "")
+	conf := f.tlsConfig(tEcho, f.pki.sensor1)
+	conf.InsecureSkipVerify = true
+	raw, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := &pausingConn{Conn: raw, paused: make(chan struct{}), release: make(chan struct{})}
+	c := tls.Client(pc, conf)
+	t.Cleanup(func() { _ = c.Close() })
+	hsErr := make(chan error, 1)
+	go func() { hsErr <- c.Handshake() }()
+	select {
+	case <-pc.paused:
+	case err := <-hsErr:
+		t.Fatalf("handshake ended early: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("client never sent its certificate")
+	}
+	time.Sleep(200 * time.Millisecond) // the gateway reads the Certificate, runs VerifyConnection
+	f.denyFingerprint(t, f.pki.sensor1)
+	close(pc.release)
+	if err := <-hsErr; err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	_, _ = io.WriteString(c, "ping")
+	if n, err := io.ReadFull(c, make([]byte, 4)); err == nil {
+		t.Fatal("a certificate deny-listed by a reload during its handshake is still relayed")
+	} else if n > 0 {
+		t.Fatalf("%d bytes echoed before the cut (%v)", n, err)
+	}
+	f.closeLine(t, "tcp-echo", closeRevoked)
+}
