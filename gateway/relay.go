@@ -565,10 +565,18 @@ func (x *relayIndex) cutAll(reason string) {
 }
 
 // recheck cuts, with reason revoked, the relays whose certificate rev now
-// revokes: one check per certificate, not per connection.
+// revokes. Only the certificates in the index are looked at; the relays of
+// one certificate share a check when their verified paths are the same
+// (applications with different CA pools can verify one leaf along different
+// paths). A relay admitted without a valid certificate (bypass) has nothing
+// to revoke and stays.
 func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 	if rev == nil {
 		return 0
+	}
+	type checked struct {
+		path    []verdict.CertRef
+		revoked bool
 	}
 	var revoked []*relay
 	x.mu.Lock()
@@ -576,15 +584,25 @@ func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 		if sha == "" {
 			continue
 		}
+		var seen []checked
+	relays:
 		for r := range set {
-			v := *r.v // Recheck rewrites the verdict it is given
-			// Revoked, or its CRL gone stale under crl_stale = "reject".
-			if rev.Recheck(&v, now); v.Kind != verdict.Valid {
-				for r2 := range set {
-					revoked = append(revoked, r2)
+			if !r.v.OK() {
+				continue
+			}
+			for _, c := range seen {
+				if samePath(c.path, r.v.Path) {
+					if c.revoked {
+						revoked = append(revoked, r)
+					}
+					continue relays
 				}
 			}
-			break
+			hit := r.revokedBy(rev, now)
+			seen = append(seen, checked{path: r.v.Path, revoked: hit})
+			if hit {
+				revoked = append(revoked, r)
+			}
 		}
 	}
 	x.mu.Unlock()
@@ -592,4 +610,17 @@ func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 		r.cut(closeRevoked)
 	}
 	return len(revoked)
+}
+
+// samePath reports whether two verified paths hold the same certificates.
+func samePath(a, b []verdict.CertRef) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].SHA256 != b[i].SHA256 {
+			return false
+		}
+	}
+	return true
 }

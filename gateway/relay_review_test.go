@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -98,4 +100,80 @@ func TestTCPRevokedDuringHandshake(t *testing.T) {
 		t.Fatalf("%d bytes echoed before the cut (%v)", n, err)
 	}
 	f.closeLine(t, "tcp-echo", closeRevoked)
+}
+
+// echoOnce writes msg on c and reads it back from an echo origin.
+func echoOnce(c *tls.Conn, msg string) error {
+	if _, err := io.WriteString(c, msg); err != nil {
+		return err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if string(got) != msg {
+		return fmt.Errorf("echoed %q, want %q", got, msg)
+	}
+	return nil
+}
+
+// A bypass policy admits a device whose certificate is not valid. A reload
+// whose revocation set deny-lists a certificate cuts the relays where that
+// certificate is valid, and only those: a bypass connection of the same
+// certificate (not valid for its application's CAs) and one of another
+// certificate that was never valid stay open.
+func TestTCPReloadKeepsBypassConnections(t *testing.T) {
+	echo := startTCPOrigin(t, echoHandler)
+	f := newTCPFixture(t, `
+[[client_cas]]
+name = "fleet-byp"
+pem_file = "ca2-chain.pem"
+associated_hostnames = ["byp.tcp.test"]
+
+[[applications]]
+name = "tcp-byp"
+domain = "byp.tcp.test"
+protocol = "tcp"
+origin = "`+echo.url()+`"
+tls_cert_file = "server.pem"
+tls_key_file = "server-key.pem"
+
+[[applications.policies]]
+name = "all"
+decision = "bypass"
+include = [{ everyone = true }]
+`)
+	valid, err := f.dialTCP(t, tEcho, f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCert, err := f.dialTCP(t, "byp.tcp.test", f.pki.sensor1) // unknown authority there
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := f.dialTCP(t, "byp.tcp.test", f.pki.foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*tls.Conn{valid, sameCert, foreign} {
+		if err := echoOnce(c, "ping"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.denyFingerprint(t, f.pki.sensor1)
+	_ = valid.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := valid.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("the deny-listed valid certificate's connection read %v, want close_notify", err)
+	}
+	f.closeLine(t, "tcp-echo", closeRevoked)
+	for name, c := range map[string]*tls.Conn{"same certificate, bypass": sameCert, "foreign, bypass": foreign} {
+		if err := echoOnce(c, "pong"); err != nil {
+			t.Errorf("%s: cut by the reload: %v", name, err)
+		}
+	}
+	for _, l := range f.logLines(t) {
+		if l["msg"] == "tcp connection closed" && l["app"] == "tcp-byp" {
+			t.Errorf("a bypass connection closed: %v", l)
+		}
+	}
 }
