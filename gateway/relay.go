@@ -87,9 +87,13 @@ type relay struct {
 	origin     gnet.Conn // the origin socket, once open
 	originDone bool      // the origin socket closed, or will never open
 	devDone    bool      // the device's socket closed
-	draining   bool      // the origin closes once its output is written
-	up, down   int64     // bytes device→origin, origin→device
-	finished   bool
+	devEOF     bool      // the device sent close_notify (or a broken record)
+	// pending holds what the device sent before the origin opened (at most
+	// relay_buffer): it follows the PROXY header.
+	pending  []byte
+	draining bool  // the origin closes once its output is written
+	up, down int64 // bytes device→origin, origin→device
+	finished bool
 
 	mu     sync.Mutex
 	reason string
@@ -140,6 +144,8 @@ func (c *conn) startRelay(app *application) {
 		return
 	}
 	s.workers.Go(r.dial)
+	// Bytes that came with the client's Finished are already in TLS.
+	r.pumpDevice()
 }
 
 // revokedBy reports whether rev now revokes the relay's certificate, or
@@ -265,22 +271,35 @@ func (r *relay) originFailed() {
 }
 
 // originOpened is the origin socket's OnOpen, on the loop: the PROXY header
-// goes first, then the device's bytes held by TLS meanwhile (the device's
-// connection is woken to read them).
+// goes first, then what the device sent meanwhile. A device that has
+// already ended its side (close_notify, or its socket closed) still has
+// those bytes delivered, then the origin closes once they are written.
 func (r *relay) originOpened(gc gnet.Conn) ([]byte, gnet.Action) {
 	r.origin = gc
-	if r.devDone || r.cutting() {
+	pending := r.pending
+	r.pending = nil
+	if r.cutting() || r.devDone && len(pending) == 0 {
 		return nil, gnet.Close
 	}
-	_ = r.c.gc.Wake(nil)
-	return r.header, gnet.None
+	out := r.header
+	if len(pending) > 0 {
+		out = append(out[:len(out):len(out)], pending...)
+	}
+	if r.devDone || r.devEOF {
+		// Drain after OnOpen's output is written (or buffered).
+		r.onLoop(r.drainOrigin)
+	} else {
+		_ = r.c.gc.Wake(nil) // bytes still in TLS, if any
+	}
+	return out, gnet.None
 }
 
 // pumpDevice moves the device's plaintext to the origin (on the loop, from
-// the device's OnTraffic). Until the origin is open the records wait in TLS
-// (bounded by the engine's inbound limit).
+// the device's OnTraffic). Until the origin is open it is held in pending,
+// bounded by relay_buffer as the origin's output is, so that TLS holds no
+// more than a partial record.
 func (r *relay) pumpDevice() gnet.Action {
-	if r.origin == nil || r.originDone || r.draining {
+	if r.originDone || r.draining || r.devEOF {
 		return gnet.None
 	}
 	bp := readBufPool.Get().(*[]byte)
@@ -298,6 +317,15 @@ func (r *relay) pumpDevice() gnet.Action {
 			moved = true
 			r.up += int64(n)
 			r.meter.bytes(n, 0)
+			if r.origin == nil {
+				r.pending = append(r.pending, buf[:n]...)
+				if len(r.pending) > r.set.relayBuffer {
+					r.setReason(closeBackpressure)
+					r.cutOnLoop()
+					return gnet.None
+				}
+				continue
+			}
 			if _, werr := r.origin.Write(buf[:n]); werr != nil {
 				r.setReason(closeOriginClosed)
 				r.cutOnLoop()
@@ -314,7 +342,9 @@ func (r *relay) pumpDevice() gnet.Action {
 		}
 		if err != nil {
 			// close_notify (io.EOF) or a broken record (the engine closes
-			// the device): the origin gets what is queued, then closes.
+			// the device): the origin gets what is queued, then closes
+			// (once it opens, if it has not yet).
+			r.devEOF = true
 			r.setReason(closeDeviceClosed)
 			r.drainOrigin()
 			return gnet.None
@@ -404,6 +434,7 @@ func (r *relay) cut(reason string) {
 }
 
 func (r *relay) cutOnLoop() {
+	r.pending = nil
 	if r.finished {
 		return
 	}
@@ -432,11 +463,12 @@ func (r *relay) setReason(reason string) {
 	r.mu.Unlock()
 }
 
-// cutting reports whether a reason to close has been recorded.
+// cutting reports whether a reason to cut the relay has been recorded: any
+// but the device's own close, after which what it sent is still delivered.
 func (r *relay) cutting() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.reason != ""
+	return r.reason != "" && r.reason != closeDeviceClosed
 }
 
 // maybeFinish ends the relay once both sockets are closed: timers stop, the

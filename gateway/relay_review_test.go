@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -175,5 +178,143 @@ include = [{ everyone = true }]
 		if l["msg"] == "tcp connection closed" && l["app"] == "tcp-byp" {
 			t.Errorf("a bypass connection closed: %v", l)
 		}
+	}
+}
+
+// slowOrigin is a loopback listener whose accept queue is full, so that a
+// connect to it hangs (its SYNs are dropped) until release is called: then
+// the queue empties, the dialer's SYN retry gets through, and the origin
+// serves each connection with handle. Without release, a dial times out.
+func slowOrigin(t *testing.T, handle func(net.Conn)) (addr string, release func()) {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	addr = "127.0.0.1:" + strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)
+	file := os.NewFile(uintptr(fd), "slow-origin")
+	ln, err := net.FileListener(file)
+	_ = file.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fillers []net.Conn
+	for range 2 { // backlog 0 holds one
+		if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+			fillers = append(fillers, c)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond); err == nil {
+		c.Close()
+		ln.Close()
+		t.Skip("the accept queue did not fill")
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		for _, c := range fillers {
+			c.Close()
+		}
+		wg.Wait()
+	})
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer c.Close()
+						_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+						handle(c)
+					}()
+				}
+			}()
+			for _, c := range fillers {
+				c.Close()
+			}
+		})
+	}
+	return addr, release
+}
+
+// A device that writes its message and closes (close_notify, then its
+// socket) before the origin's connect completes: its bytes, received before
+// it closed, still reach the origin once it connects.
+func TestTCPDeviceBytesSentBeforeOriginConnects(t *testing.T) {
+	got := make(chan string, 4)
+	addr, release := slowOrigin(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	})
+	f := newTCPFixture(t, lifeApp("tcp-slow", "slow.tcp.test", "tcp://"+addr, `origin_connect_timeout = "8s"`))
+	c, err := f.dialTCP(t, "slow.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "reading=42\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close() // close_notify, then the socket closes
+	time.Sleep(300 * time.Millisecond)
+	release()
+	deadline := time.After(10 * time.Second)
+	for received := false; !received; {
+		select {
+		case s := <-got:
+			// The connections that filled the accept queue arrive empty.
+			if s != "" && s != "reading=42\n" {
+				t.Fatalf("the origin received %q, want the device's message", s)
+			}
+			received = s != ""
+		case <-deadline:
+			t.Fatal("the device's message, received before it closed, never reached the origin")
+		}
+	}
+	line := f.closeLine(t, "tcp-slow", closeDeviceClosed)
+	if line["bytes_from_device"] != float64(len("reading=42\n")) {
+		t.Errorf("bytes_from_device %v", line["bytes_from_device"])
+	}
+}
+
+// Before the origin is connected, what a device sends is held up to
+// relay_buffer, as after: more is cut with reason backpressure.
+func TestTCPBackpressureBeforeOriginConnects(t *testing.T) {
+	addr, _ := slowOrigin(t, echoHandler) // never released: the dial times out
+	const relayBuffer = 16 << 10
+	f := newTCPFixture(t, lifeApp("tcp-stuck", "stuck.tcp.test", "tcp://"+addr,
+		`relay_buffer = "16KiB"
+origin_connect_timeout = "4s"`))
+	c, err := f.dialTCP(t, "stuck.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	chunk := make([]byte, 64<<10)
+	for sent := 0; sent < 64<<20; sent += len(chunk) {
+		if _, err := c.Write(chunk); err != nil {
+			break
+		}
+	}
+	line := f.closeLine(t, "tcp-stuck", closeBackpressure)
+	// One read buffer (16 KiB) past the bound at most.
+	if n, _ := line["bytes_from_device"].(float64); n > relayBuffer+16<<10 {
+		t.Errorf("%v bytes held before the cut, relay_buffer is %d", n, relayBuffer)
 	}
 }
