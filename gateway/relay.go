@@ -500,6 +500,10 @@ func (r *relay) maybeFinish() {
 		slog.Float64("duration_ms", float64(time.Since(r.opened).Microseconds())/1000),
 		slog.String("reason", reason),
 	}
+	// The handshake completed, so the device proved it holds the key of
+	// the certificate it sent; cert_verdict says whether the certificate is
+	// valid (a bypass policy admits one that is not).
+	attrs = append(attrs, slog.String("cert_verdict", r.v.Kind.String()))
 	if r.v.Presented() {
 		attrs = append(attrs, slog.String("cn", r.v.Identity.CommonName), slog.String("sha256", r.v.Identity.SHA256))
 	}

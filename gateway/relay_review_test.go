@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -14,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
 // pausingConn holds back a TLS client's records after its first encrypted
@@ -317,4 +322,64 @@ origin_connect_timeout = "4s"`))
 	if n, _ := line["bytes_from_device"].(float64); n > relayBuffer+16<<10 {
 		t.Errorf("%v bytes held before the cut, relay_buffer is %d", n, relayBuffer)
 	}
+}
+
+// The tcp log lines say what the certificate proves. A refusal is decided
+// in VerifyConnection, before crypto/tls checks the device's
+// CertificateVerify: its CN and fingerprint are only what was presented
+// (anyone may hold a copy of a device's certificate), and the line says so.
+// The close line of a relayed connection carries the certificate's verdict.
+func TestTCPLogLinesSayWhatTheCertificateProves(t *testing.T) {
+	f := newTCPFixture(t, "")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sensor-0002's certificate, without its key.
+	impostor := &device{name: "impostor", tls: tls.Certificate{Certificate: f.pki.sensor2.tls.Certificate, PrivateKey: key}}
+	c, err := f.dialTCP(t, tEcho, impostor)
+	if err == nil {
+		_, err = c.Read(make([]byte, 1))
+	}
+	if err == nil {
+		t.Fatal("the impostor was relayed")
+	}
+	var refusal map[string]any
+	waitFor(t, "the refusal line", 5*time.Second, func() bool {
+		for _, l := range f.logLines(t) {
+			if l["msg"] == "tcp connection refused" && l["app"] == "tcp-echo" {
+				refusal = l
+				return true
+			}
+		}
+		return false
+	})
+	if _, ok := refusal["cn"]; ok {
+		t.Errorf("the refusal line names an unproven certificate as the device's: %v", refusal)
+	}
+	if _, ok := refusal["sha256"]; ok {
+		t.Errorf("the refusal line names an unproven certificate as the device's: %v", refusal)
+	}
+	if refusal["cert_cn_presented"] != "sensor-0002" || refusal["cert_sha256_presented"] != sha256Hex(f.pki.sensor2) {
+		t.Errorf("the refusal line does not name the certificate presented: %v", refusal)
+	}
+
+	dev, err := f.dialTCP(t, tEcho, f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echoOnce(dev, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	_ = dev.Close()
+	line := f.closeLine(t, "tcp-echo", closeDeviceClosed)
+	if line["cert_verdict"] != verdict.Valid.String() || line["cn"] != "sensor-0001" {
+		t.Errorf("close line: cert_verdict %v, cn %v", line["cert_verdict"], line["cn"])
+	}
+}
+
+// sha256Hex is the fingerprint of dev's certificate, as the logs write it.
+func sha256Hex(dev *device) string {
+	sum := sha256.Sum256(dev.cert.Cert.Raw)
+	return hex.EncodeToString(sum[:])
 }
