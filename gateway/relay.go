@@ -130,8 +130,16 @@ func (c *conn) startRelay(app *application) {
 	r.touch()
 	c.relay = r
 	r.meter = s.metrics.tcpOpened(app.name)
-	s.relays.add(r)
+	closedWith := s.relays.add(r)
 	r.armTimers()
+	if closedWith != "" {
+		// Shutdown already cut the relays: a handshake that completed
+		// since then is cut too, and its origin never dialed.
+		r.setReason(closedWith)
+		r.originDone = true
+		c.shutdown()
+		return
+	}
 	// The verdict was reached at VerifyConnection, against the revocation
 	// set of that moment; a reload since then rechecked only the relays
 	// already in the index. Reload stores its snapshot before it rechecks
@@ -546,9 +554,15 @@ type relayIndex struct {
 	mu    sync.Mutex
 	bySHA map[string]map[*relay]struct{}
 	n     int
+	// closed is the reason of cutAll once it ran: every relay added later
+	// is to be cut with it.
+	closed string
 }
 
-func (x *relayIndex) add(r *relay) {
+// add indexes r. It returns the reason r is to be cut with at once when
+// cutAll has run ("" otherwise); r is indexed either way, so that it is
+// forgotten like any other when it finishes.
+func (x *relayIndex) add(r *relay) (closed string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.bySHA == nil {
@@ -562,6 +576,7 @@ func (x *relayIndex) add(r *relay) {
 	}
 	set[r] = struct{}{}
 	x.n++
+	return x.closed
 }
 
 func (x *relayIndex) remove(r *relay) {
@@ -585,9 +600,12 @@ func (x *relayIndex) len() int {
 	return x.n
 }
 
-// cutAll cuts every live relay with reason.
+// cutAll cuts every live relay with reason, and every relay added later.
 func (x *relayIndex) cutAll(reason string) {
 	x.mu.Lock()
+	if x.closed == "" {
+		x.closed = reason
+	}
 	var all []*relay
 	for _, set := range x.bySHA {
 		for r := range set {

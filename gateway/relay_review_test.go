@@ -383,3 +383,51 @@ func sha256Hex(dev *device) string {
 	sum := sha256.Sum256(dev.cert.Cert.Raw)
 	return hex.EncodeToString(sum[:])
 }
+
+// A handshake that completes after Shutdown has cut the relays (its
+// drain_timeout passed) does not start a relay that lives on: it is cut at
+// once, with reason shutdown, and its origin is not dialed.
+func TestTCPRelayStartedAfterShutdownCut(t *testing.T) {
+	f := newTCPFixture(t, "")
+	p := f.params
+	p.DrainTimeout = "300ms"
+	f.writeConfig(p)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	conf := f.tlsConfig(tEcho, f.pki.sensor1)
+	conf.InsecureSkipVerify = true
+	raw, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := &pausingConn{Conn: raw, paused: make(chan struct{}), release: make(chan struct{})}
+	c := tls.Client(pc, conf)
+	t.Cleanup(func() { _ = c.Close() })
+	hsErr := make(chan error, 1)
+	go func() { hsErr <- c.Handshake() }()
+	select {
+	case <-pc.paused:
+	case err := <-hsErr:
+		t.Fatalf("handshake ended early: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("client never sent its certificate")
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); f.stop() }()
+	time.Sleep(time.Second) // past drain_timeout: the relays were cut
+	close(pc.release)
+	if err := <-hsErr; err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	_, _ = io.WriteString(c, "ping")
+	if n, err := io.ReadFull(c, make([]byte, 4)); err == nil || n > 0 {
+		t.Fatalf("a relay started after the shutdown cut was relayed (%d bytes, %v)", n, err)
+	}
+	f.closeLine(t, "tcp-echo", closeShutdown)
+	if n := f.echo.accepted.Load(); n != 0 {
+		t.Errorf("the origin was dialed %d times after the shutdown cut", n)
+	}
+	<-stopped
+}
