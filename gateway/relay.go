@@ -79,6 +79,10 @@ type relay struct {
 	sni      string
 	tlsFacts proxyv2.TLS
 	header   []byte // written by dial before Enroll, read by OnOpen after it
+	// dialCtx ends the dial when the relay is cut, or its device is gone
+	// with nothing to deliver.
+	dialCtx    context.Context
+	cancelDial context.CancelFunc
 
 	lastActive atomic.Int64 // UnixNano of the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
@@ -151,6 +155,7 @@ func (c *conn) startRelay(app *application) {
 		c.shutdown()
 		return
 	}
+	r.dialCtx, r.cancelDial = context.WithCancel(context.Background())
 	s.workers.Go(r.dial)
 	// Bytes that came with the client's Finished are already in TLS.
 	r.pumpDevice()
@@ -185,8 +190,13 @@ func (r *relay) dial() {
 	}
 	r.header = hdr
 	d := net.Dialer{Timeout: r.set.connectTimeout}
-	nc, err := d.Dial("tcp", r.set.originAddr)
+	nc, err := d.DialContext(r.dialCtx, "tcp", r.set.originAddr)
+	r.cancelDial()
 	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			r.originFailed() // the relay was cut meanwhile, with its reason
+			return
+		}
 		r.srv.log.Warn("tcp origin down", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "err", err.Error())
 		r.originFailed()
 		return
@@ -199,10 +209,32 @@ func (r *relay) dial() {
 		r.originFailed()
 		return
 	}
-	if res := <-ch; res.Err != nil {
+	// gnet's enroll waits for its loop to register the socket; a loop that
+	// exits first never does (the server then finishes the relay itself).
+	var res gnet.RegisteredResult
+	select {
+	case res = <-ch:
+	case <-r.srv.runDone:
+		return
+	}
+	if res.Err != nil {
 		r.srv.log.Warn("tcp relay: enroll the origin socket", "app", r.app.name, "conn_id", r.id.String(), "err", res.Err.Error())
 		r.originFailed()
+		return
 	}
+	// gnet reports a socket its loop failed to register (so never opened)
+	// as enrolled: the origin's OnOpen, run before the result is sent, says.
+	r.onLoop(func() {
+		if r.origin == nil && !r.originDone {
+			r.srv.log.Warn("tcp relay: the enrolled origin socket was never opened", "app", r.app.name, "conn_id", r.id.String())
+			r.setReason(closeOriginDown)
+			r.originDone = true
+			if !r.devDone {
+				r.c.shutdown()
+			}
+			r.maybeFinish()
+		}
+	})
 }
 
 // buildHeader returns the PROXY header of proxy_protocol (nil for none).
@@ -409,6 +441,9 @@ func (r *relay) originClosed() {
 func (r *relay) deviceClosed() {
 	r.devDone = true
 	r.setReason(closeDeviceClosed)
+	if r.origin == nil && len(r.pending) == 0 && r.cancelDial != nil {
+		r.cancelDial() // nothing to deliver
+	}
 	r.drainOrigin()
 	r.maybeFinish()
 }
@@ -443,6 +478,9 @@ func (r *relay) cut(reason string) {
 
 func (r *relay) cutOnLoop() {
 	r.pending = nil
+	if r.cancelDial != nil {
+		r.cancelDial()
+	}
 	if r.finished {
 		return
 	}
@@ -598,6 +636,30 @@ func (x *relayIndex) len() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.n
+}
+
+// finishAll ends the relays still indexed once the event loops have
+// exited (Run returning): their sockets are gone, so each is finished with
+// reason (its close line written, its gauge decremented). A relay whose
+// dial was still in flight, or whose loop exited before its cut ran, would
+// otherwise never end.
+func (x *relayIndex) finishAll(reason string) {
+	x.mu.Lock()
+	var all []*relay
+	for _, set := range x.bySHA {
+		for r := range set {
+			all = append(all, r)
+		}
+	}
+	x.mu.Unlock()
+	for _, r := range all {
+		if r.cancelDial != nil {
+			r.cancelDial()
+		}
+		r.setReason(reason)
+		r.devDone, r.originDone = true, true
+		r.maybeFinish()
+	}
 }
 
 // cutAll cuts every live relay with reason, and every relay added later.

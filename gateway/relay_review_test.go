@@ -273,6 +273,10 @@ func TestTCPDeviceBytesSentBeforeOriginConnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The gateway's side of the handshake is done and its relay started
+	// (a device whose socket closes before that is gone with its bytes:
+	// the engine drops a connection whose handshake it has not finished).
+	waitFor(t, "the relay", 5*time.Second, func() bool { return f.srv.relays.len() == 1 })
 	if _, err := io.WriteString(c, "reading=42\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +314,10 @@ origin_connect_timeout = "4s"`))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Until the gateway's side of the handshake is done, the engine's
+	// inbound limit bounds what it holds; from the relay's start on,
+	// relay_buffer does.
+	waitFor(t, "the relay", 5*time.Second, func() bool { return f.srv.relays.len() == 1 })
 	_ = c.SetWriteDeadline(time.Now().Add(3 * time.Second))
 	chunk := make([]byte, 64<<10)
 	for sent := 0; sent < 64<<20; sent += len(chunk) {
@@ -430,4 +438,35 @@ func TestTCPRelayStartedAfterShutdownCut(t *testing.T) {
 		t.Errorf("the origin was dialed %d times after the shutdown cut", n)
 	}
 	<-stopped
+}
+
+// A relay whose origin is still being dialed when the gateway shuts down
+// still ends: its dial is abandoned, and its close line is written (with
+// reason shutdown), so no relay is left counted.
+func TestTCPShutdownWithDialInFlight(t *testing.T) {
+	addr, _ := slowOrigin(t, echoHandler) // never released: the dial hangs
+	f := newTCPFixture(t, lifeApp("tcp-stuck", "stuck.tcp.test", "tcp://"+addr, `origin_connect_timeout = "20s"`))
+	p := f.params
+	p.DrainTimeout = "200ms"
+	f.writeConfig(p)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.dialTCP(t, "stuck.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the relay", 5*time.Second, func() bool { return f.srv.relays.len() == 1 })
+	start := time.Now()
+	f.stop()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %v with a dial in flight", d)
+	}
+	f.closeLine(t, "tcp-stuck", closeShutdown)
+	if n := f.srv.relays.len(); n != 0 {
+		t.Errorf("%d relays left after Run returned", n)
+	}
 }

@@ -173,6 +173,8 @@ func (s *Server) Run() error {
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
 	s.listening.Store(false)
+	// The loops have exited: relays they did not finish end here.
+	s.relays.finishAll(closeShutdown)
 	if s.admin != nil {
 		s.admin.close()
 	}
