@@ -101,6 +101,7 @@ type relay struct {
 
 	mu     sync.Mutex
 	reason string
+	detail string // why, when the reason alone does not say (the close line's detail)
 	timers []*time.Timer
 }
 
@@ -184,7 +185,11 @@ func (r *relay) identity() bool { return r.v.OK() && r.adm.decision.Mint }
 func (r *relay) dial() {
 	hdr, err := r.buildHeader()
 	if err != nil {
-		r.srv.log.Error("tcp relay: PROXY header", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
+		// Not the origin's fault, but the device cannot be relayed: its
+		// close line says origin_down, with this as its detail.
+		r.setDetail("cannot build the PROXY header, so the origin was not dialed: " + err.Error())
+		r.srv.log.Error("tcp relay: cannot build the PROXY header; closing the device's connection without dialing the origin",
+			"app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
 		r.originFailed()
 		return
 	}
@@ -197,6 +202,7 @@ func (r *relay) dial() {
 			r.originFailed() // the relay was cut meanwhile, with its reason
 			return
 		}
+		r.setDetail("dial the origin: " + err.Error())
 		r.srv.log.Warn("tcp origin down", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "err", err.Error())
 		r.originFailed()
 		return
@@ -226,6 +232,7 @@ func (r *relay) dial() {
 	// as enrolled: the origin's OnOpen, run before the result is sent, says.
 	r.onLoop(func() {
 		if r.origin == nil && !r.originDone {
+			r.setDetail("the enrolled origin socket was never opened")
 			r.srv.log.Warn("tcp relay: the enrolled origin socket was never opened", "app", r.app.name, "conn_id", r.id.String())
 			r.setReason(closeOriginDown)
 			r.originDone = true
@@ -501,6 +508,14 @@ func (r *relay) onLoop(f func()) {
 	}))
 }
 
+func (r *relay) setDetail(detail string) {
+	r.mu.Lock()
+	if r.detail == "" {
+		r.detail = detail
+	}
+	r.mu.Unlock()
+}
+
 func (r *relay) setReason(reason string) {
 	r.mu.Lock()
 	if r.reason == "" {
@@ -529,7 +544,7 @@ func (r *relay) maybeFinish() {
 	for _, t := range r.timers {
 		t.Stop()
 	}
-	reason := r.reason
+	reason, detail := r.reason, r.detail
 	r.mu.Unlock()
 	if reason == "" {
 		reason = closeDeviceClosed
@@ -549,6 +564,9 @@ func (r *relay) maybeFinish() {
 	// The handshake completed, so the device proved it holds the key of
 	// the certificate it sent; cert_verdict says whether the certificate is
 	// valid (a bypass policy admits one that is not).
+	if detail != "" && reason == closeOriginDown {
+		attrs = append(attrs, slog.String("detail", detail))
+	}
 	attrs = append(attrs, slog.String("cert_verdict", r.v.Kind.String()))
 	if r.v.Presented() {
 		attrs = append(attrs, slog.String("cn", r.v.Identity.CommonName), slog.String("sha256", r.v.Identity.SHA256))

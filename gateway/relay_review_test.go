@@ -13,11 +13,13 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
 
@@ -468,5 +470,32 @@ func TestTCPShutdownWithDialInFlight(t *testing.T) {
 	f.closeLine(t, "tcp-stuck", closeShutdown)
 	if n := f.srv.relays.len(); n != 0 {
 		t.Errorf("%d relays left after Run returned", n)
+	}
+}
+
+// A device whose PROXY header cannot be built (here: its certificate, to be
+// forwarded, is larger than a PROXY header can hold) is closed without
+// dialing the origin, and its close line says why, not just origin_down.
+func TestTCPProxyHeaderFailureSaysWhy(t *testing.T) {
+	f := newTCPFixture(t, "")
+	opts := pki.Device("sensor-big")
+	for i := range 1500 { // about 80 KiB of names
+		opts.DNSNames = append(opts.DNSNames, fmt.Sprintf("device-%04d.a-rather-long-subdomain-name.fleet.test", i))
+	}
+	big := f.pki.inter.MustIssue(opts)
+	dev := &device{name: "sensor-big", cert: big, tls: big.TLSCertificate(f.pki.inter)}
+	c, err := f.dialTCP(t, tProxy, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the device was relayed")
+	}
+	line := f.closeLine(t, "tcp-proxy", closeOriginDown)
+	if d, _ := line["detail"].(string); !strings.Contains(d, "PROXY header") || !strings.Contains(d, "65535") {
+		t.Errorf("close line detail %q, want why the PROXY header could not be built", d)
+	}
+	if n := f.proxy.accepted.Load(); n != 0 {
+		t.Errorf("the origin was dialed %d times", n)
 	}
 }
