@@ -99,10 +99,11 @@ type relay struct {
 	up, down int64 // bytes device→origin, origin→device
 	finished bool
 
-	mu     sync.Mutex
-	reason string
-	detail string // why, when the reason alone does not say (the close line's detail)
-	timers []*time.Timer
+	mu        sync.Mutex
+	idleTimer *time.Timer // read by its own callback, under mu
+	reason    string
+	detail    string // why, when the reason alone does not say (the close line's detail)
+	timers    []*time.Timer
 }
 
 // startRelay begins relaying a tcp application's connection whose
@@ -462,10 +463,21 @@ func (r *relay) drainOrigin() {
 		return
 	}
 	r.draining = true
-	r.checkOriginDrained(time.Now().Add(originDrainLimit))
+	r.checkOriginDrained(time.Now().Add(originDrainLimit), 0)
 }
 
-func (r *relay) checkOriginDrained(deadline time.Time) {
+// Origin drain polling: first and longest pause between looks, as the TLS
+// engine's own drain backs off.
+const (
+	originDrainFirstPoll = time.Millisecond
+	originDrainMaxPoll   = 50 * time.Millisecond
+)
+
+// checkOriginDrained closes the origin once its output is written (or the
+// deadline passed), looking again after a pause that doubles up to
+// originDrainMaxPoll: an origin that reads slowly costs a few looks a
+// second, not two hundred.
+func (r *relay) checkOriginDrained(deadline time.Time, delay time.Duration) {
 	if r.originDone {
 		return
 	}
@@ -473,7 +485,8 @@ func (r *relay) checkOriginDrained(deadline time.Time) {
 		_ = r.origin.Close()
 		return
 	}
-	time.AfterFunc(5*time.Millisecond, func() { r.onLoop(func() { r.checkOriginDrained(deadline) }) })
+	delay = min(max(2*delay, originDrainFirstPoll), originDrainMaxPoll)
+	time.AfterFunc(delay, func() { r.onLoop(func() { r.checkOriginDrained(deadline, delay) }) })
 }
 
 // cut closes both sides now, with reason (the first reason recorded wins).
@@ -579,8 +592,9 @@ func (r *relay) armTimers() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if d := r.set.idleTimeout; d > 0 {
-		var t *time.Timer
-		t = time.AfterFunc(d, func() {
+		// The callback finds its timer through r.mu, which armTimers holds
+		// until the timer is stored: a callback that fires at once waits.
+		r.idleTimer = time.AfterFunc(d, func() {
 			if r.stopped.Load() {
 				return
 			}
@@ -589,9 +603,12 @@ func (r *relay) armTimers() {
 				r.cut(closeIdle)
 				return
 			}
+			r.mu.Lock()
+			t := r.idleTimer
+			r.mu.Unlock()
 			t.Reset(left)
 		})
-		r.timers = append(r.timers, t)
+		r.timers = append(r.timers, r.idleTimer)
 	}
 	if d := r.set.maxAge; d > 0 {
 		// ±10%: a fleet admitted together does not reconnect together.
