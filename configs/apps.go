@@ -28,7 +28,6 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		errs := len(l.errs)
 		app := Application{
 			ForwardClientCert: fa.ForwardClientCert,
-			SessionTickets:    fa.SessionTickets,
 			RejectInvalidCert: fa.RejectInvalidCert,
 		}
 		app.Name = fa.Name
@@ -74,6 +73,13 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 				l.errorf(key("service_auth_401"), "not for a%s application: a refused device gets a %s, not an HTTP status; remove it", article(app.Protocol), refusalOf(app.Protocol))
 			} else {
 				app.ServiceAuth401 = *fa.ServiceAuth401
+			}
+		}
+		if fa.SessionTickets != nil {
+			if tcp {
+				l.errorf(key("session_tickets"), "not for a tcp application: a resumed session skips the device's proof of its key (CertificateVerify), and its certificate would be admitted again on that old proof; remove it")
+			} else {
+				app.SessionTickets = *fa.SessionTickets
 			}
 		}
 		l.transport(path, fa, &app, &cfg.Gateway)

@@ -37,8 +37,9 @@
 //   - protocol = "tcp" makes a raw-TCP application: a tcp://host:port
 //     origin, optional proxy_protocol ("v1", "v2"), and its own idle_timeout
 //     (10m), max_connection_age (none) and relay_buffer (256KiB, 16KiB to
-//     64MiB). It has no sessions: session_duration (on it or its policies)
-//     and service_auth_401 are errors when written, and its
+//     64MiB). It has no sessions: session_duration (on it or its policies),
+//     service_auth_401 and session_tickets (a resumed TLS session proves no
+//     key possession) are errors when written, and its
 //     Application.SessionDuration is 0. The tcp-only keys are errors on an
 //     http application, whose connections use the [gateway] values; tls://
 //     origins are refused as not supported yet. Every policy decision works

@@ -98,7 +98,7 @@ type fileApplication struct {
 	SessionDuration      *duration    `toml:"session_duration"`
 	ForwardClientCert    bool         `toml:"forward_client_cert"`
 	ServiceAuth401       *bool        `toml:"service_auth_401"`
-	SessionTickets       bool         `toml:"session_tickets"`
+	SessionTickets       *bool        `toml:"session_tickets"`
 	RejectInvalidCert    bool         `toml:"reject_invalid_cert"`
 	AUD                  string       `toml:"aud"`
 	ProxyProtocol        *string      `toml:"proxy_protocol"`

@@ -69,6 +69,10 @@ func TestTCPApplicationErrors(t *testing.T) {
 			want: []string{pol + `session_duration: not for a policy of a tcp application: it has no sessions (each connection gets a token of its own); remove it`}},
 		{name: "service_auth_401 on a tcp application", src: tcpSrc(`service_auth_401 = false`, ""),
 			want: []string{app + `service_auth_401: not for a tcp application: a refused device gets a TLS alert, not an HTTP status; remove it`}},
+		{name: "session_tickets on a tcp application", src: tcpSrc(`session_tickets = true`, ""),
+			want: []string{app + `session_tickets: not for a tcp application: a resumed session skips the device's proof of its key (CertificateVerify), and its certificate would be admitted again on that old proof; remove it`}},
+		{name: "session_tickets = false on a tcp application", src: tcpSrc(`session_tickets = false`, ""),
+			want: []string{app + `session_tickets: not for a tcp application: a resumed session skips the device's proof of its key (CertificateVerify), and its certificate would be admitted again on that old proof; remove it`}},
 
 		// Keys of tcp applications on an http application.
 		{name: "idle_timeout on an http application", src: httpWith(`idle_timeout = "5m"`),
@@ -189,7 +193,6 @@ origin_connect_timeout = "750ms"
 idle_timeout = "90s"
 max_connection_age = "6h"
 relay_buffer = "1MiB"
-session_tickets = true
 reject_invalid_cert = true`, "")
 	src = edit(t, src, `origin = "http://127.0.0.1:9000"`, "origin = \"http://127.0.0.1:9000\"\norigin_connect_timeout = \"2s\"")
 	cfg, err := parseIn(t, src)
@@ -199,7 +202,7 @@ reject_invalid_cert = true`, "")
 	tcp := cfg.Applications[1]
 	if tcp.ProxyProtocol != ProxyProtocolV2 || !tcp.ForwardClientCert || tcp.OriginConnectTimeout != 750*time.Millisecond ||
 		tcp.IdleTimeout != 90*time.Second || tcp.MaxConnectionAge != 6*time.Hour || tcp.RelayBuffer != 1<<20 ||
-		!tcp.SessionTickets || !tcp.RejectInvalidCert {
+		tcp.SessionTickets || !tcp.RejectInvalidCert {
 		t.Errorf("tcp: %+v", tcp)
 	}
 	if got := cfg.Applications[0].OriginConnectTimeout; got != 2*time.Second {

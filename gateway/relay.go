@@ -84,6 +84,10 @@ type relay struct {
 	mq    *mqttRelay
 	idle  time.Duration // idle_timeout, or more for an MQTT keep-alive
 	token string        // the connection's token, once minted (dial worker only)
+	// dialCtx ends the dial when the relay is cut, or its device is gone
+	// with nothing to deliver.
+	dialCtx    context.Context
+	cancelDial context.CancelFunc
 
 	lastActive atomic.Int64 // UnixNano of the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
@@ -92,13 +96,19 @@ type relay struct {
 	origin     gnet.Conn // the origin socket, once open
 	originDone bool      // the origin socket closed, or will never open
 	devDone    bool      // the device's socket closed
-	draining   bool      // the origin closes once its output is written
-	up, down   int64     // bytes device→origin, origin→device
-	finished   bool
+	devEOF     bool      // the device sent close_notify (or a broken record)
+	// pending holds what the device sent before the origin opened (at most
+	// relay_buffer): it follows the PROXY header.
+	pending  []byte
+	draining bool  // the origin closes once its output is written
+	up, down int64 // bytes device→origin, origin→device
+	finished bool
 
-	mu     sync.Mutex
-	reason string
-	timers []*time.Timer
+	mu        sync.Mutex
+	idleTimer *time.Timer // read by its own callback, under mu
+	reason    string
+	detail    string // why, when the reason alone does not say (the close line's detail)
+	timers    []*time.Timer
 }
 
 // startRelay begins relaying a tcp application's connection whose
@@ -137,9 +147,42 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	r.touch()
 	c.relay = r
 	r.meter = s.metrics.tcpOpened(app.name)
-	s.relays.add(r)
+	closedWith := s.relays.add(r)
 	r.armTimers()
+	if closedWith != "" {
+		// Shutdown already cut the relays: a handshake that completed
+		// since then is cut too, and its origin never dialed.
+		r.setReason(closedWith)
+		r.originDone = true
+		c.shutdown()
+		return
+	}
+	// The verdict was reached at VerifyConnection, against the revocation
+	// set of that moment; a reload since then rechecked only the relays
+	// already in the index. Reload stores its snapshot before it rechecks
+	// and both take the index's lock, so a relay added after that recheck
+	// sees the new snapshot here: it is checked against it, not let through.
+	if r.revokedBy(s.snap.Load().revocation, s.now()) {
+		r.setReason(closeRevoked)
+		r.originDone = true // never dialed
+		c.shutdown()
+		return
+	}
+	r.dialCtx, r.cancelDial = context.WithCancel(context.Background())
 	s.workers.Go(r.dial)
+	// Bytes that came with the client's Finished are already in TLS.
+	r.pumpDevice()
+}
+
+// revokedBy reports whether rev now revokes the relay's certificate, or
+// finds its CRL stale under crl_stale = "reject". A connection admitted
+// without a valid certificate (bypass) has nothing to revoke.
+func (r *relay) revokedBy(rev *tlsengine.Revocation, now time.Time) bool {
+	if rev == nil || !r.v.OK() {
+		return false
+	}
+	v := *r.v // Recheck rewrites the verdict it is given
+	return rev.Recheck(&v, now)
 }
 
 func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
@@ -154,7 +197,11 @@ func (r *relay) identity() bool { return r.v.OK() && r.adm.decision.Mint }
 func (r *relay) dial() {
 	hdr, err := r.buildHeader()
 	if err != nil {
-		r.srv.log.Error("tcp relay: PROXY header", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
+		// Not the origin's fault, but the device cannot be relayed: its
+		// close line says origin_down, with this as its detail.
+		r.setDetail("cannot build the PROXY header, so the origin was not dialed: " + err.Error())
+		r.srv.log.Error("tcp relay: cannot build the PROXY header; closing the device's connection without dialing the origin",
+			"app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
 		r.originFailed()
 		return
 	}
@@ -169,8 +216,14 @@ func (r *relay) dial() {
 	}
 	r.header = hdr
 	d := net.Dialer{Timeout: r.set.connectTimeout}
-	nc, err := d.Dial("tcp", r.set.originAddr)
+	nc, err := d.DialContext(r.dialCtx, "tcp", r.set.originAddr)
+	r.cancelDial()
 	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			r.originFailed() // the relay was cut meanwhile, with its reason
+			return
+		}
+		r.setDetail("dial the origin: " + err.Error())
 		r.srv.log.Warn("tcp origin down", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "err", err.Error())
 		r.originFailed()
 		return
@@ -183,10 +236,33 @@ func (r *relay) dial() {
 		r.originFailed()
 		return
 	}
-	if res := <-ch; res.Err != nil {
+	// gnet's enroll waits for its loop to register the socket; a loop that
+	// exits first never does (the server then finishes the relay itself).
+	var res gnet.RegisteredResult
+	select {
+	case res = <-ch:
+	case <-r.srv.runDone:
+		return
+	}
+	if res.Err != nil {
 		r.srv.log.Warn("tcp relay: enroll the origin socket", "app", r.app.name, "conn_id", r.id.String(), "err", res.Err.Error())
 		r.originFailed()
+		return
 	}
+	// gnet reports a socket its loop failed to register (so never opened)
+	// as enrolled: the origin's OnOpen, run before the result is sent, says.
+	r.onLoop(func() {
+		if r.origin == nil && !r.originDone {
+			r.setDetail("the enrolled origin socket was never opened")
+			r.srv.log.Warn("tcp relay: the enrolled origin socket was never opened", "app", r.app.name, "conn_id", r.id.String())
+			r.setReason(closeOriginDown)
+			r.originDone = true
+			if !r.devDone {
+				r.c.shutdown()
+			}
+			r.maybeFinish()
+		}
+	})
 }
 
 // buildHeader returns the PROXY header of proxy_protocol (nil for none).
@@ -270,22 +346,35 @@ func (r *relay) originFailed() {
 }
 
 // originOpened is the origin socket's OnOpen, on the loop: the PROXY header
-// goes first, then the device's bytes held by TLS meanwhile (the device's
-// connection is woken to read them).
+// goes first, then what the device sent meanwhile. A device that has
+// already ended its side (close_notify, or its socket closed) still has
+// those bytes delivered, then the origin closes once they are written.
 func (r *relay) originOpened(gc gnet.Conn) ([]byte, gnet.Action) {
 	r.origin = gc
-	if r.devDone || r.cutting() {
+	pending := r.pending
+	r.pending = nil
+	if r.cutting() || r.devDone && len(pending) == 0 {
 		return nil, gnet.Close
 	}
-	_ = r.c.gc.Wake(nil)
-	return r.header, gnet.None
+	out := r.header
+	if len(pending) > 0 {
+		out = append(out[:len(out):len(out)], pending...)
+	}
+	if r.devDone || r.devEOF {
+		// Drain after OnOpen's output is written (or buffered).
+		r.onLoop(r.drainOrigin)
+	} else {
+		_ = r.c.gc.Wake(nil) // bytes still in TLS, if any
+	}
+	return out, gnet.None
 }
 
 // pumpDevice moves the device's plaintext to the origin (on the loop, from
-// the device's OnTraffic). Until the origin is open the records wait in TLS
-// (bounded by the engine's inbound limit).
+// the device's OnTraffic). Until the origin is open it is held in pending,
+// bounded by relay_buffer as the origin's output is, so that TLS holds no
+// more than a partial record.
 func (r *relay) pumpDevice() gnet.Action {
-	if r.origin == nil || r.originDone || r.draining {
+	if r.originDone || r.draining || r.devEOF {
 		return gnet.None
 	}
 	bp := readBufPool.Get().(*[]byte)
@@ -303,6 +392,15 @@ func (r *relay) pumpDevice() gnet.Action {
 			moved = true
 			r.up += int64(n)
 			r.meter.bytes(n, 0)
+			if r.origin == nil {
+				r.pending = append(r.pending, buf[:n]...)
+				if len(r.pending) > r.set.relayBuffer {
+					r.setReason(closeBackpressure)
+					r.cutOnLoop()
+					return gnet.None
+				}
+				continue
+			}
 			if _, werr := r.origin.Write(buf[:n]); werr != nil {
 				r.setReason(closeOriginClosed)
 				r.cutOnLoop()
@@ -319,7 +417,9 @@ func (r *relay) pumpDevice() gnet.Action {
 		}
 		if err != nil {
 			// close_notify (io.EOF) or a broken record (the engine closes
-			// the device): the origin gets what is queued, then closes.
+			// the device): the origin gets what is queued, then closes
+			// (once it opens, if it has not yet).
+			r.devEOF = true
 			r.setReason(closeDeviceClosed)
 			r.drainOrigin()
 			return gnet.None
@@ -376,6 +476,9 @@ func (r *relay) originClosed() {
 func (r *relay) deviceClosed() {
 	r.devDone = true
 	r.setReason(closeDeviceClosed)
+	if r.origin == nil && len(r.pending) == 0 && r.cancelDial != nil {
+		r.cancelDial() // nothing to deliver
+	}
 	r.drainOrigin()
 	r.maybeFinish()
 }
@@ -387,10 +490,21 @@ func (r *relay) drainOrigin() {
 		return
 	}
 	r.draining = true
-	r.checkOriginDrained(time.Now().Add(originDrainLimit))
+	r.checkOriginDrained(time.Now().Add(originDrainLimit), 0)
 }
 
-func (r *relay) checkOriginDrained(deadline time.Time) {
+// Origin drain polling: first and longest pause between looks, as the TLS
+// engine's own drain backs off.
+const (
+	originDrainFirstPoll = time.Millisecond
+	originDrainMaxPoll   = 50 * time.Millisecond
+)
+
+// checkOriginDrained closes the origin once its output is written (or the
+// deadline passed), looking again after a pause that doubles up to
+// originDrainMaxPoll: an origin that reads slowly costs a few looks a
+// second, not two hundred.
+func (r *relay) checkOriginDrained(deadline time.Time, delay time.Duration) {
 	if r.originDone {
 		return
 	}
@@ -398,7 +512,8 @@ func (r *relay) checkOriginDrained(deadline time.Time) {
 		_ = r.origin.Close()
 		return
 	}
-	time.AfterFunc(5*time.Millisecond, func() { r.onLoop(func() { r.checkOriginDrained(deadline) }) })
+	delay = min(max(2*delay, originDrainFirstPoll), originDrainMaxPoll)
+	time.AfterFunc(delay, func() { r.onLoop(func() { r.checkOriginDrained(deadline, delay) }) })
 }
 
 // cut closes both sides now, with reason (the first reason recorded wins).
@@ -409,6 +524,10 @@ func (r *relay) cut(reason string) {
 }
 
 func (r *relay) cutOnLoop() {
+	r.pending = nil
+	if r.cancelDial != nil {
+		r.cancelDial()
+	}
 	if r.finished {
 		return
 	}
@@ -429,6 +548,14 @@ func (r *relay) onLoop(f func()) {
 	}))
 }
 
+func (r *relay) setDetail(detail string) {
+	r.mu.Lock()
+	if r.detail == "" {
+		r.detail = detail
+	}
+	r.mu.Unlock()
+}
+
 func (r *relay) setReason(reason string) {
 	r.mu.Lock()
 	if r.reason == "" {
@@ -437,11 +564,12 @@ func (r *relay) setReason(reason string) {
 	r.mu.Unlock()
 }
 
-// cutting reports whether a reason to close has been recorded.
+// cutting reports whether a reason to cut the relay has been recorded: any
+// but the device's own close, after which what it sent is still delivered.
 func (r *relay) cutting() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.reason != ""
+	return r.reason != "" && r.reason != closeDeviceClosed
 }
 
 // maybeFinish ends the relay once both sockets are closed: timers stop, the
@@ -456,7 +584,7 @@ func (r *relay) maybeFinish() {
 	for _, t := range r.timers {
 		t.Stop()
 	}
-	reason := r.reason
+	reason, detail := r.reason, r.detail
 	r.mu.Unlock()
 	if reason == "" {
 		reason = closeDeviceClosed
@@ -474,6 +602,13 @@ func (r *relay) maybeFinish() {
 		slog.Float64("duration_ms", float64(time.Since(r.opened).Microseconds())/1000),
 		slog.String("reason", reason),
 	}
+	// The handshake completed, so the device proved it holds the key of
+	// the certificate it sent; cert_verdict says whether the certificate is
+	// valid (a bypass policy admits one that is not).
+	if detail != "" && reason == closeOriginDown {
+		attrs = append(attrs, slog.String("detail", detail))
+	}
+	attrs = append(attrs, slog.String("cert_verdict", r.v.Kind.String()))
 	if r.v.Presented() {
 		attrs = append(attrs, slog.String("cn", r.v.Identity.CommonName), slog.String("sha256", r.v.Identity.SHA256))
 	}
@@ -485,8 +620,9 @@ func (r *relay) armTimers() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if d := r.idle; d > 0 {
-		var t *time.Timer
-		t = time.AfterFunc(d, func() {
+		// The callback finds its timer through r.mu, which armTimers holds
+		// until the timer is stored: a callback that fires at once waits.
+		r.idleTimer = time.AfterFunc(d, func() {
 			if r.stopped.Load() {
 				return
 			}
@@ -495,9 +631,12 @@ func (r *relay) armTimers() {
 				r.cut(closeIdle)
 				return
 			}
+			r.mu.Lock()
+			t := r.idleTimer
+			r.mu.Unlock()
 			t.Reset(left)
 		})
-		r.timers = append(r.timers, t)
+		r.timers = append(r.timers, r.idleTimer)
 	}
 	if d := r.set.maxAge; d > 0 {
 		// ±10%: a fleet admitted together does not reconnect together.
@@ -516,9 +655,15 @@ type relayIndex struct {
 	mu    sync.Mutex
 	bySHA map[string]map[*relay]struct{}
 	n     int
+	// closed is the reason of cutAll once it ran: every relay added later
+	// is to be cut with it.
+	closed string
 }
 
-func (x *relayIndex) add(r *relay) {
+// add indexes r. It returns the reason r is to be cut with at once when
+// cutAll has run ("" otherwise); r is indexed either way, so that it is
+// forgotten like any other when it finishes.
+func (x *relayIndex) add(r *relay) (closed string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.bySHA == nil {
@@ -532,6 +677,7 @@ func (x *relayIndex) add(r *relay) {
 	}
 	set[r] = struct{}{}
 	x.n++
+	return x.closed
 }
 
 func (x *relayIndex) remove(r *relay) {
@@ -555,9 +701,36 @@ func (x *relayIndex) len() int {
 	return x.n
 }
 
-// cutAll cuts every live relay with reason.
+// finishAll ends the relays still indexed once the event loops have
+// exited (Run returning): their sockets are gone, so each is finished with
+// reason (its close line written, its gauge decremented). A relay whose
+// dial was still in flight, or whose loop exited before its cut ran, would
+// otherwise never end.
+func (x *relayIndex) finishAll(reason string) {
+	x.mu.Lock()
+	var all []*relay
+	for _, set := range x.bySHA {
+		for r := range set {
+			all = append(all, r)
+		}
+	}
+	x.mu.Unlock()
+	for _, r := range all {
+		if r.cancelDial != nil {
+			r.cancelDial()
+		}
+		r.setReason(reason)
+		r.devDone, r.originDone = true, true
+		r.maybeFinish()
+	}
+}
+
+// cutAll cuts every live relay with reason, and every relay added later.
 func (x *relayIndex) cutAll(reason string) {
 	x.mu.Lock()
+	if x.closed == "" {
+		x.closed = reason
+	}
 	var all []*relay
 	for _, set := range x.bySHA {
 		for r := range set {
@@ -571,10 +744,18 @@ func (x *relayIndex) cutAll(reason string) {
 }
 
 // recheck cuts, with reason revoked, the relays whose certificate rev now
-// revokes: one check per certificate, not per connection.
+// revokes. Only the certificates in the index are looked at; the relays of
+// one certificate share a check when their verified paths are the same
+// (applications with different CA pools can verify one leaf along different
+// paths). A relay admitted without a valid certificate (bypass) has nothing
+// to revoke and stays.
 func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 	if rev == nil {
 		return 0
+	}
+	type checked struct {
+		path    []verdict.CertRef
+		revoked bool
 	}
 	var revoked []*relay
 	x.mu.Lock()
@@ -582,15 +763,25 @@ func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 		if sha == "" {
 			continue
 		}
+		var seen []checked
+	relays:
 		for r := range set {
-			v := *r.v // Recheck rewrites the verdict it is given
-			// Revoked, or its CRL gone stale under crl_stale = "reject".
-			if rev.Recheck(&v, now); v.Kind != verdict.Valid {
-				for r2 := range set {
-					revoked = append(revoked, r2)
+			if !r.v.OK() {
+				continue
+			}
+			for _, c := range seen {
+				if samePath(c.path, r.v.Path) {
+					if c.revoked {
+						revoked = append(revoked, r)
+					}
+					continue relays
 				}
 			}
-			break
+			hit := r.revokedBy(rev, now)
+			seen = append(seen, checked{path: r.v.Path, revoked: hit})
+			if hit {
+				revoked = append(revoked, r)
+			}
 		}
 	}
 	x.mu.Unlock()
@@ -598,4 +789,17 @@ func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 		r.cut(closeRevoked)
 	}
 	return len(revoked)
+}
+
+// samePath reports whether two verified paths hold the same certificates.
+func samePath(a, b []verdict.CertRef) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].SHA256 != b[i].SHA256 {
+			return false
+		}
+	}
+	return true
 }

@@ -285,7 +285,7 @@ func TestMosquittoBehindTCPApplication(t *testing.T) {
 		for line := range strings.SplitSeq(h.logs.String(), "\n") {
 			var l map[string]any
 			if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "tcp connection refused" &&
-				l["app"] == "mqtt-broker" && l["cn"] == "sensor-0002" {
+				l["app"] == "mqtt-broker" && l["cert_cn_presented"] == "sensor-0002" {
 				return true
 			}
 		}

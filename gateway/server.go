@@ -185,6 +185,8 @@ func (s *Server) Run() error {
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
 	s.listening.Store(false)
+	// The loops have exited: relays they did not finish end here.
+	s.relays.finishAll(closeShutdown)
 	if s.admin != nil {
 		s.admin.close()
 	}
@@ -436,7 +438,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	cutAt := time.Now().Add(s.DrainTimeout())
 	cut := false
 	cutRelays := func() {
-		if !cut && s.relays.len() > 0 {
+		if !cut {
+			// Also when none is live: a handshake completing from now on
+			// starts no relay that lives on.
 			cut = true
 			s.relays.cutAll(closeShutdown)
 		}
@@ -447,10 +451,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			if !cut && s.relays.len() > 0 {
+			cutRelays()
+			if s.relays.len() > 0 {
 				// Give the cut connections a moment to send their
 				// close_notify and log their line.
-				cutRelays()
 				grace := time.NewTimer(time.Second)
 				for s.relays.len() > 0 {
 					select {

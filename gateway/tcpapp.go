@@ -107,7 +107,9 @@ type tcpAdmission struct {
 // the application's policies on the chain's verdict and the device's
 // address, inside the handshake. A refusal is logged and counted with the
 // reason an HTTP application's 403 would carry; the error makes crypto/tls
-// send bad_certificate, and the origin is never dialed.
+// send bad_certificate, and the origin is never dialed. The line names the
+// certificate as presented only: the device's proof of its key comes later
+// in the handshake, which the refusal ends.
 func (a *application) authorize(v *verdict.Verdict, remote netip.Addr) (any, error) {
 	now := time.Now
 	if srv := a.snap.srv; srv != nil {
@@ -134,7 +136,11 @@ func (a *application) authorize(v *verdict.Verdict, remote netip.Addr) (any, err
 			slog.String("rule", adm.decision.Rule),
 		}
 		if v.Presented() {
-			attrs = append(attrs, slog.String("cn", v.Identity.CommonName), slog.String("sha256", v.Identity.SHA256))
+			// Refused in VerifyConnection, before crypto/tls checks the
+			// device's CertificateVerify: the certificate was presented, not
+			// proven to be the device's (anyone may hold a copy of it).
+			attrs = append(attrs, slog.String("cert_cn_presented", v.Identity.CommonName),
+				slog.String("cert_sha256_presented", v.Identity.SHA256))
 		}
 		srv.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "tcp connection refused", attrs...)
 	}
