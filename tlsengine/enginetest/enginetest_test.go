@@ -159,8 +159,11 @@ func TestWritesAndContract(t *testing.T) {
 		t.Fatalf("violations %q", v)
 	}
 
-	gate := make(chan struct{})
-	l.Post(func() { <-gate })
+	// The loop is held inside a task before the write is queued: an urgent
+	// write queued while the task was still waiting would go ahead of it.
+	gate, held := make(chan struct{}), make(chan struct{})
+	l.Post(func() { close(held); <-gate })
+	<-held
 	buf := []byte("two")
 	_ = tr.AsyncWrite(buf, nil)
 	copy(buf, "TWO") // reused before the loop wrote it
