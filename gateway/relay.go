@@ -228,6 +228,12 @@ func (r *relay) dial() {
 		r.originFailed()
 		return
 	}
+	r.enroll(nc)
+}
+
+// enroll hands the connected origin socket to the device's event loop, on
+// which its events then run (the origin's OnOpen writes the header).
+func (r *relay) enroll(nc net.Conn) {
 	// Enroll duplicates the socket onto the loop and closes nc.
 	ch, err := r.loop.Enroll(gnet.NewContext(context.Background(), &originSide{r}), nc)
 	if err != nil {

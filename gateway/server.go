@@ -452,26 +452,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			cutRelays()
-			if s.relays.len() > 0 {
-				// Give the cut connections a moment to send their
-				// close_notify and log their line.
-				grace := time.NewTimer(time.Second)
-				for s.relays.len() > 0 {
-					select {
-					case <-grace.C:
-					case <-tick.C:
-						continue
-					}
-					break
-				}
-				grace.Stop()
-			}
+			s.awaitCutRelays(tick.C)
 			s.log.Warn("drain timeout; closing with requests in flight", "inflight", s.inflight.Load(), "connections", s.conns.Load())
 			return s.stop()
 		case <-tick.C:
 		}
 	}
 	return s.stop()
+}
+
+// awaitCutRelays gives relayed connections just cut a moment (a second at
+// most, looking at every tick) to send their close_notify and log their line.
+func (s *Server) awaitCutRelays(tick <-chan time.Time) {
+	if s.relays.len() == 0 {
+		return
+	}
+	grace := time.NewTimer(time.Second)
+	defer grace.Stop()
+	for s.relays.len() > 0 {
+		select {
+		case <-grace.C:
+			return
+		case <-tick:
+		}
+	}
 }
 
 // isDone reports whether ch is closed.
