@@ -448,3 +448,35 @@ func TestMQTTKeepAliveIdle(t *testing.T) {
 	}
 	f.closeLine(t, "mqtt-raw", closeIdle)
 }
+
+// TestMQTTListExclude: an mqtt application's policies see the newest lists:
+// a device in a list an exclude names is refused with "not authorized",
+// another device of the fleet is admitted.
+func TestMQTTListExclude(t *testing.T) {
+	broker := startCapture(t)
+	f := &mqttFixture{tcpFixture: newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-list", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"list.mqtt.test"}})
+		c.Lists = append(c.Lists, listSection{Name: "quarantine", Kind: "common_name", Values: []string{"sensor-0001"}})
+		a := httpApp("mqtt-list", "list.mqtt.test", broker.url(), policySection{Name: "fleet", Decision: "non_identity",
+			Include: []selector{anyFleetDevice}, Exclude: []selector{{"list": "quarantine"}}})
+		a.Protocol = "mqtt"
+		c.Applications = append(c.Applications, a)
+	})}
+	_, r := f.session(t, "list.mqtt.test", f.pki.sensor1, mqttConnect(t, mqttwire.V5, "sensor-0001", 30))
+	refusedWith(t, r, mqttwire.V5, 0x87, "")
+	c, r2 := f.session(t, "list.mqtt.test", f.pki.sensor2, mqttConnect(t, mqttwire.V311, "sensor-0002", 30))
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := r2.ReadByte(); err == nil {
+		t.Fatal("the gateway answered an admitted device's CONNECT itself")
+	}
+	_ = c.Close() // the capturing broker reads until the relay closes
+	select {
+	case got := <-broker.got:
+		if !bytes.Contains(got, []byte("sensor-0002")) {
+			t.Errorf("the broker got %q, want sensor-0002's CONNECT", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the admitted device's CONNECT never reached the broker")
+	}
+}

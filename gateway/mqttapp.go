@@ -169,7 +169,8 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 		return
 	}
 	v := c.tc.Verdict()
-	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now()}}
+	// The newest lists, as for tcp and http applications (like revocation).
+	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now(), Lists: c.srv.snap.Load().lists}}
 	adm.decision = app.policy.Evaluate(&adm.input)
 	set := app.mqtt
 	deny := func(r mqttwire.Refusal, reason, detail string) {
