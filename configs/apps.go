@@ -77,7 +77,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		}
 		if fa.SessionTickets != nil {
 			if tcp {
-				l.errorf(key("session_tickets"), "not for a tcp application: a resumed session skips the device's proof of its key (CertificateVerify), and its certificate would be admitted again on that old proof; remove it")
+				l.errorf(key("session_tickets"), "not for a%s application: a resumed session skips the device's proof of its key (CertificateVerify), and its certificate would be admitted again on that old proof; remove it", article(app.Protocol))
 			} else {
 				app.SessionTickets = *fa.SessionTickets
 			}

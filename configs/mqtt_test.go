@@ -27,6 +27,8 @@ func TestMQTTApplicationErrors(t *testing.T) {
 			want: []string{app + `mqtt_client_id: "{cn}}": a template may hold no braces other than "{cn}"`}},
 		{name: "client id CN in capitals", src: mqttSrc(`mqtt_client_id = "{CN}"`),
 			want: []string{app + `mqtt_client_id: "{CN}" is not "any", "common_name" or a template with one "{cn}", such as "fleet-{cn}"`}},
+		{name: "session_tickets on an mqtt application", src: mqttSrc(`session_tickets = true`),
+			want: []string{app + `session_tickets: not for an mqtt application: a resumed session skips the device's proof of its key (CertificateVerify), and its certificate would be admitted again on that old proof; remove it`}},
 		{name: "unknown username", src: mqttSrc(`mqtt_username = "cn"`),
 			want: []string{app + `mqtt_username: "cn" is not "keep" or "common_name"`}},
 		{name: "unknown password", src: mqttSrc(`mqtt_password = "jwt"`),
