@@ -161,9 +161,11 @@ func TestOriginClosesMidResponse(t *testing.T) {
 }
 
 // TestHugeBodyStreamed: a 64 MiB origin body reaches the device complete,
-// with its Content-Length (or chunked, 32 MiB), while the gateway's heap
-// never grows by anything near the body's size, even while the device
-// pauses reading (backpressure).
+// with its Content-Length or chunked, while the heap never grows by half
+// the body's size, even while the device pauses reading (backpressure). The
+// heap is the process's, device and origin included: what it grows by that
+// does not depend on the body's size (about 28 MiB under the race detector
+// on a busy machine) is not the gateway holding the body.
 func TestHugeBodyStreamed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 128 MiB")
@@ -173,7 +175,7 @@ func TestHugeBodyStreamed(t *testing.T) {
 	for _, tc := range []struct {
 		path string
 		size int64
-	}{{"/body", 64 << 20}, {"/chunked", 32 << 20}} {
+	}{{"/body", 64 << 20}, {"/chunked", 64 << 20}} {
 		path, size := tc.path, tc.size
 		t.Run(path, func(t *testing.T) {
 			// Collect garbage eagerly while measuring: HeapInuse then tracks
@@ -229,7 +231,7 @@ func TestHugeBodyStreamed(t *testing.T) {
 			}
 			grew := int64(peak.Load()) - int64(base.HeapInuse)
 			t.Logf("heap in use grew by at most %.1f MiB for a %d MiB body", float64(grew)/(1<<20), size>>20)
-			if grew > 24<<20 { // buffered whole, it would be more than the body
+			if grew > size/2 { // buffered whole, it would be more than the body
 				t.Errorf("heap in use grew by %.1f MiB while a %d MiB body went through", float64(grew)/(1<<20), size>>20)
 			}
 		})
