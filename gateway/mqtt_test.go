@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/internal/mqttwire"
+	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -478,5 +479,44 @@ func TestMQTTListExclude(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the admitted device's CONNECT never reached the broker")
+	}
+}
+
+// TestMQTTCertificateWithoutCommonNameRefused: a valid certificate without a
+// CN cannot be bound to an MQTT identity: with "fleet-{cn}" every such device
+// would share the client id "fleet-", with "common_name" the broker would
+// assign one (no binding), and the username would be empty. It is refused
+// as not authorized, and nothing reaches the broker.
+func TestMQTTCertificateWithoutCommonNameRefused(t *testing.T) {
+	f := newMQTTFixture(t)
+	c := f.pki.inter.MustIssue(pki.Device(""))
+	noCN := &device{name: "", cert: c, tls: c.TLSCertificate(f.pki.inter)}
+	for _, tc := range []struct {
+		name, sni, clientID string
+		version, code       byte
+	}{
+		{"template 3.1.1", mTmpl, "fleet-", mqttwire.V311, 5},
+		{"template 5.0", mTmpl, "fleet-", mqttwire.V5, 0x87},
+		{"common name, username and token 5.0", mToken, "", mqttwire.V5, 0x87},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, r := f.session(t, tc.sni, noCN, mqttConnect(t, tc.version, tc.clientID, 30))
+			refusedWith(t, r, tc.version, tc.code, "certificate has no common name")
+		})
+	}
+	if n := f.tmpl.accepted.Load(); n != 0 {
+		t.Errorf("%d devices without a CN reached the broker", n)
+	}
+	if n := len(f.auth.connects()); n != 0 {
+		t.Errorf("%d devices without a CN reached the token broker", n)
+	}
+	m := f.metrics(t)
+	for _, want := range []string{
+		`fleetgate_mqtt_refused_total{app="mqtt-tmpl",reason="certificate has no common name"} 2`,
+		`fleetgate_mqtt_refused_total{app="mqtt-token",reason="certificate has no common name"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

@@ -58,6 +58,7 @@ const (
 	mqttReasonVersion     = "unsupported protocol version"
 	mqttReasonClosed      = "closed before CONNECT"
 	mqttReasonNeedsCert   = "identity binding needs a valid certificate"
+	mqttReasonNoCN        = "certificate has no common name"
 	mqttReasonNoIdentity  = "policy passes no identity for the token"
 	mqttReasonClientID    = "client identifier not valid"
 	mqttReasonOriginDown  = "server unavailable"
@@ -182,6 +183,11 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 		return
 	case set.needsCertificate() && !v.OK():
 		deny(mqttwire.NotAuthorized, mqttReasonNeedsCert, "a valid client certificate is required: "+v.Kind.String())
+		return
+	case set.needsCertificate() && v.Identity.CommonName == "":
+		// Nothing to bind: every such device would share one client id
+		// ("fleet-"), or get one from the broker, and an empty username.
+		deny(mqttwire.NotAuthorized, mqttReasonNoCN, mqttReasonNoCN)
 		return
 	case set.binding.Password == configs.MQTTToken && !adm.decision.Mint:
 		deny(mqttwire.NotAuthorized, mqttReasonNoIdentity, "policy "+adm.decision.Policy+" passes no identity")
