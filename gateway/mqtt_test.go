@@ -520,3 +520,58 @@ func TestMQTTCertificateWithoutCommonNameRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestMQTTPipelinedThenClosedDelivered: a device that sends CONNECT,
+// PUBLISH and DISCONNECT in one write and closes before the broker
+// connection opens still has all of it delivered (the dial goes on, and the
+// broker's side closes once the bytes are written), and counted.
+func TestMQTTPipelinedThenClosedDelivered(t *testing.T) {
+	got := make(chan []byte, 4)
+	addr, release := slowOrigin(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- b
+	})
+	f := &mqttFixture{tcpFixture: newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-slow", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"slow.mqtt.test"}})
+		a := httpApp("mqtt-slow", "slow.mqtt.test", "tcp://"+addr, admit("devices", anyFleetDevice))
+		a.Protocol, a.OriginConnectTimeout = "mqtt", "8s"
+		c.Applications = append(c.Applications, a)
+	})}
+	var b bytes.Buffer
+	b.Write(mqttConnect(t, mqttwire.V311, "sensor-0001", 30))
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4,
+		TopicName: "devices/sensor-0001/temp", Payload: []byte("21.5")}
+	_ = pub.PublishEncode(&b)
+	b.Write([]byte{0xe0, 0x00}) // DISCONNECT
+	sent := b.Bytes()
+	c, _ := f.session(t, "slow.mqtt.test", f.pki.sensor1, sent)
+	// The CONNECT is decided and the dial hangs (a device whose socket
+	// closes before the gateway's side of the handshake is done is dropped
+	// with its bytes by the engine).
+	testkit.WaitFor(t, "the relay", 5*time.Second, func() bool { return f.srv.relays.len() == 1 })
+	_ = c.Close()
+	time.Sleep(300 * time.Millisecond) // the gateway sees the device gone
+	release()
+	deadline := time.After(10 * time.Second)
+	for received := false; !received; {
+		select {
+		case b := <-got:
+			// The connections that filled the accept queue arrive empty.
+			if len(b) > 0 && !bytes.Equal(b, sent) {
+				t.Fatalf("the broker got\n% x\nwant\n% x", b, sent)
+			}
+			received = len(b) > 0
+		case <-deadline:
+			t.Fatal("nothing reached the broker")
+		}
+	}
+	line := f.closeLine(t, "mqtt-slow", closeDeviceClosed)
+	if line["bytes_from_device"] != float64(len(sent)) {
+		t.Errorf("bytes_from_device %v, want %d", line["bytes_from_device"], len(sent))
+	}
+	want := fmt.Sprintf(`fleetgate_tcp_bytes_total{app="mqtt-slow",direction="device_to_origin"} %d`, len(sent))
+	if m := f.metrics(t); !strings.Contains(m, want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}

@@ -83,6 +83,9 @@ type mqttRelay struct {
 	connect *mqttwire.Connect
 	rest    []byte
 	token   bool // put the connection's token in the password
+	// fromDevice is how many bytes the gate read: the CONNECT as the
+	// device sent it, and rest.
+	fromDevice int
 }
 
 // mqttTraffic is the device's OnTraffic for an mqtt application until its
@@ -209,7 +212,8 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 	g.done.Store(true)
 	g.timer.Stop()
 	g.buf = nil
-	mr := &mqttRelay{connect: cn, rest: append([]byte(nil), rest...), token: set.binding.Password == configs.MQTTToken}
+	mr := &mqttRelay{connect: cn, rest: append([]byte(nil), rest...), token: set.binding.Password == configs.MQTTToken,
+		fromDevice: len(pkt) + len(rest)}
 	// A device that pings on time is never cut as idle.
 	idle := app.tcp.idleTimeout
 	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
