@@ -575,3 +575,31 @@ func TestMQTTPipelinedThenClosedDelivered(t *testing.T) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
+
+// TestMQTTPasswordWithoutUsernameRefusedAtTheGate: MQTT 3.1.1 allows no
+// password without a user name. Such a CONNECT is malformed: refused at the
+// gate, never an error on the dial worker nor a "server unavailable".
+func TestMQTTPasswordWithoutUsernameRefusedAtTheGate(t *testing.T) {
+	f := newMQTTFixture(t)
+	// The empty client id is replaced, so the CONNECT would be re-encoded.
+	_, r := f.session(t, mTmpl, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "", 30, func(pk *packets.Packet) {
+		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
+	}))
+	if b, err := r.ReadByte(); err == nil {
+		t.Fatalf("got byte %#x, want the connection closed", b)
+	}
+	testkit.WaitFor(t, "the refusal's count", 5*time.Second, func() bool {
+		return strings.Contains(f.metrics(t), `fleetgate_mqtt_refused_total{app="mqtt-tmpl",reason="malformed CONNECT"} 1`)
+	})
+	if m := f.metrics(t); strings.Contains(m, `reason="server unavailable"`) {
+		t.Error("counted as server unavailable")
+	}
+	if n := f.tmpl.accepted.Load(); n != 0 {
+		t.Errorf("the broker was dialed %d times", n)
+	}
+	for _, l := range f.logLines(t) {
+		if l["level"] == "ERROR" {
+			t.Errorf("error logged: %v", l)
+		}
+	}
+}

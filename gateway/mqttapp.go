@@ -81,6 +81,7 @@ type mqttGate struct {
 // relay's: the CONNECT to send first and what the device sent after it.
 type mqttRelay struct {
 	connect *mqttwire.Connect
+	first   []byte // the CONNECT encoded at the gate (without the token)
 	rest    []byte
 	token   bool // put the connection's token in the password
 	// fromDevice is how many bytes the gate read: the CONNECT as the
@@ -209,11 +210,20 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 	if set.binding.Username == configs.MQTTCommonName {
 		cn.SetUsername(commonName)
 	}
+	// Encoded here, so that a CONNECT that cannot be is refused at the gate
+	// (not an error on the dial worker, answered as "server unavailable").
+	// The token, minted on the dial worker, needs the user name set above,
+	// which such a CONNECT always has.
+	first, err := cn.Bytes()
+	if err != nil {
+		deny(mqttwire.NotAuthorized, mqttReasonEncodeError, "the CONNECT cannot be passed on: "+err.Error())
+		return
+	}
 	g.done.Store(true)
 	g.timer.Stop()
 	g.buf = nil
-	mr := &mqttRelay{connect: cn, rest: append([]byte(nil), rest...), token: set.binding.Password == configs.MQTTToken,
-		fromDevice: len(pkt) + len(rest)}
+	mr := &mqttRelay{connect: cn, first: first, rest: append([]byte(nil), rest...),
+		token: set.binding.Password == configs.MQTTToken, fromDevice: len(pkt) + len(rest)}
 	// A device that pings on time is never cut as idle.
 	idle := app.tcp.idleTimeout
 	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
@@ -226,16 +236,16 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 // CONNECT (with the token when asked for) and what the device sent after it.
 // It runs on the relay's dial worker.
 func (m *mqttRelay) connectBytes(r *relay) ([]byte, error) {
+	b := m.first
 	if m.token {
 		tok, err := r.mint()
 		if err != nil {
 			return nil, err
 		}
 		m.connect.SetToken(tok)
-	}
-	b, err := m.connect.Bytes()
-	if err != nil {
-		return nil, err
+		if b, err = m.connect.Bytes(); err != nil {
+			return nil, err
+		}
 	}
 	return append(b[:len(b):len(b)], m.rest...), nil
 }

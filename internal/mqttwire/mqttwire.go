@@ -180,7 +180,9 @@ func ParseConnect(pkt []byte) (*Connect, error) {
 // allows any binary data, none included) and a password flag with a
 // zero-length password (a password is 0 to 65,535 bytes). ConnectValidate
 // stops at its first finding, so it sees a copy in which those two fields
-// are one byte long, and every check after them still runs.
+// are one byte long, and every check after them still runs. It adds the
+// 3.1.1 rule that a password needs a user name ([MQTT-3.1.2-22]; MQTT 5
+// dropped it), which mochi does not check.
 func validate(pk *packets.Packet) error {
 	probe := *pk
 	if probe.Connect.WillFlag && len(probe.Connect.WillPayload) == 0 {
@@ -191,6 +193,9 @@ func validate(pk *packets.Packet) error {
 	}
 	if code := probe.ConnectValidate(); code != packets.CodeSuccess {
 		return fmt.Errorf("%w: %s", ErrMalformed, code.Reason)
+	}
+	if pk.ProtocolVersion == V311 && pk.Connect.PasswordFlag && !pk.Connect.UsernameFlag {
+		return fmt.Errorf("%w: an MQTT 3.1.1 password without a user name", ErrMalformed)
 	}
 	return nil
 }

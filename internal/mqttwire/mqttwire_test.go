@@ -143,6 +143,10 @@ func TestParseConnectRefuses(t *testing.T) {
 	badName := connect(t, V311, func(pk *packets.Packet) { pk.Connect.ProtocolName = []byte("MQTX") })
 	userFlagNoUser := connect(t, V311, nil)
 	userFlagNoUser[9] |= 0x80
+	// [MQTT-3.1.2-22]: under 3.1.1 a password needs a user name.
+	passNoUser := connect(t, V311, func(pk *packets.Packet) {
+		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
+	})
 	willNoTopic := connect(t, V311, func(pk *packets.Packet) {
 		pk.Connect.WillFlag, pk.Connect.WillPayload = true, []byte("gone")
 	})
@@ -162,6 +166,7 @@ func TestParseConnectRefuses(t *testing.T) {
 		{name: "reserved flag", in: reserved, err: ErrMalformed},
 		{name: "unknown protocol name", in: badName, err: ErrMalformed},
 		{name: "username flag without a username", in: userFlagNoUser, err: ErrMalformed},
+		{name: "3.1.1 password without a user name", in: passNoUser, err: ErrMalformed},
 		{name: "will without a topic", in: willNoTopic, err: ErrMalformed},
 		{name: "will QoS 3 with an empty will payload", in: willQoS3, err: ErrMalformed},
 		{name: "truncated", in: good[:len(good)-1], err: ErrIncomplete},
