@@ -411,12 +411,24 @@ func TestMQTTByteForByte(t *testing.T) {
 			pk.Properties.User = []packets.UserProperty{{Key: "site", Val: "north"}}
 		}), ""},
 		{"template matched", mTmpl, f.tmpl, mqttConnect(t, mqttwire.V311, "fleet-sensor-0001", 30), "PROXY TCP4 "},
+		// Legal, though mochi's own validation refuses them.
+		{"empty will payload", mRaw, f.raw, mqttConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
+			pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "devices/sensor-0001/status", nil
+		}), ""},
+		{"empty password", mRaw, f.raw, mqttConnect(t, mqttwire.V5, "sensor-0001", 30, func(pk *packets.Packet) {
+			pk.Connect.PasswordFlag, pk.Connect.Password = true, nil
+		}), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sent := append(append([]byte{}, tc.first...), 0xc0, 0x00) // CONNECT, PINGREQ
 			c, _ := f.session(t, tc.sni, f.pki.sensor1, sent)
 			_ = c.CloseWrite()
-			got := <-tc.origin.got
+			var got []byte
+			select {
+			case got = <-tc.origin.got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing reached the broker")
+			}
 			if tc.prefix != "" {
 				line, rest, ok := bytes.Cut(got, []byte("\r\n"))
 				if !ok || !bytes.HasPrefix(line, []byte(tc.prefix)) {
