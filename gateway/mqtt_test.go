@@ -615,3 +615,25 @@ func TestMQTTPasswordWithoutUsernameRefusedAtTheGate(t *testing.T) {
 		}
 	}
 }
+
+// TestMQTTRevokedBeforeConnectRefused: a certificate revoked by a reload
+// between the handshake and the CONNECT is refused with "not authorized",
+// logged and counted, as any refusal.
+func TestMQTTRevokedBeforeConnectRefused(t *testing.T) {
+	f := newMQTTFixture(t)
+	c, err := f.dialTCP(t, mRaw, f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.denyFingerprint(t, f.pki.sensor1)
+	if _, err := c.Write(mqttConnect(t, mqttwire.V5, "sensor-0001", 30)); err != nil {
+		t.Fatal(err)
+	}
+	refusedWith(t, bufio.NewReader(c), mqttwire.V5, 0x87, "revoked")
+	if m := f.metrics(t); !strings.Contains(m, `fleetgate_mqtt_refused_total{app="mqtt-raw",reason="certificate revoked"} 1`) {
+		t.Error("the refusal is not counted as certificate revoked")
+	}
+	if n := f.raw.accepted.Load(); n != 0 {
+		t.Errorf("the broker was dialed %d times", n)
+	}
+}

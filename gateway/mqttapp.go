@@ -174,8 +174,20 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 		return
 	}
 	v := c.tc.Verdict()
+	snap := c.srv.snap.Load()
+	// The verdict was reached against the revocation set of the handshake;
+	// a reload during the CONNECT wait may have revoked the certificate (or
+	// found its CRL stale under crl_stale = "reject"). Checked as the relay
+	// would at its start, but answered in MQTT.
+	if rev := snap.revocation; rev != nil && v.OK() {
+		rv := *v // Recheck rewrites the verdict it is given
+		if rev.Recheck(&rv, c.srv.now()) {
+			g.refuseConnect(cn, mqttwire.NotAuthorized, rv.Kind.Reason(), rv.Kind.Reason(), "")
+			return
+		}
+	}
 	// The newest lists, as for tcp and http applications (like revocation).
-	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now(), Lists: c.srv.snap.Load().lists}}
+	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now(), Lists: snap.lists}}
 	adm.decision = app.policy.Evaluate(&adm.input)
 	set := app.mqtt
 	deny := func(r mqttwire.Refusal, reason, detail string) {
