@@ -637,3 +637,32 @@ func TestMQTTRevokedBeforeConnectRefused(t *testing.T) {
 		t.Errorf("the broker was dialed %d times", n)
 	}
 }
+
+// TestMQTTCutWhileDialingIsNotServerUnavailable: a relay cut while its
+// broker is being dialed (here: its certificate revoked) closes as revoked;
+// it is not a "server unavailable" refusal.
+func TestMQTTCutWhileDialingIsNotServerUnavailable(t *testing.T) {
+	addr, _ := slowOrigin(t, func(net.Conn) {})
+	f := &mqttFixture{tcpFixture: newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-slow", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"slow.mqtt.test"}})
+		a := httpApp("mqtt-slow", "slow.mqtt.test", "tcp://"+addr, admit("devices", anyFleetDevice))
+		a.Protocol, a.OriginConnectTimeout = "mqtt", "20s"
+		c.Applications = append(c.Applications, a)
+	})}
+	_, r := f.session(t, "slow.mqtt.test", f.pki.sensor1, mqttConnect(t, mqttwire.V5, "sensor-0001", 30))
+	time.Sleep(300 * time.Millisecond) // the dial hangs
+	f.denyFingerprint(t, f.pki.sensor1)
+	if b, err := r.ReadByte(); err == nil {
+		t.Errorf("got byte %#x, want the connection cut", b)
+	}
+	f.closeLine(t, "mqtt-slow", closeRevoked)
+	if m := f.metrics(t); strings.Contains(m, `fleetgate_mqtt_refused_total{app="mqtt-slow"`) {
+		t.Error("a cut relay was counted as an mqtt refusal")
+	}
+	for _, l := range f.logLines(t) {
+		if l["msg"] == "mqtt connection refused" {
+			t.Errorf("a cut relay was logged as refused: %v", l)
+		}
+	}
+}

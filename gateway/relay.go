@@ -346,7 +346,12 @@ func (r *relay) originFailed() {
 	r.setReason(closeOriginDown)
 	r.onLoop(func() {
 		r.originDone = true
-		if r.mq != nil {
+		r.mu.Lock()
+		down := r.reason == closeOriginDown
+		r.mu.Unlock()
+		// Not when the dial ended because the relay was cut (revoked,
+		// policy, max_age, shutdown): the broker was not found down.
+		if r.mq != nil && down {
 			r.mq.originDown(r)
 		}
 		if !r.devDone {
