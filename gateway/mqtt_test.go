@@ -666,3 +666,24 @@ func TestMQTTCutWhileDialingIsNotServerUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestMQTTConnectTimeoutNeedsRestart: handshake_timeout is a restart-only
+// setting, and the CONNECT wait is bounded by the value the server started
+// with (2s), not by a reload's.
+func TestMQTTConnectTimeoutNeedsRestart(t *testing.T) {
+	f := newMQTTFixture(t)
+	cfg := f.config()
+	cfg.Gateway.HandshakeTimeout = "300ms"
+	f.write(cfg)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, r := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "sensor-0001", 30)[:5])
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("got a byte")
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Errorf("closed after %v: the reloaded handshake_timeout (300ms) applied, not the running one (2s)", d)
+	}
+}

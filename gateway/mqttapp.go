@@ -32,13 +32,25 @@ import (
 // (fleetgate_mqtt_refused_total{app,reason}); nothing reaches the broker.
 
 // mqttSettings are an mqtt application's settings beside its tcpSettings.
+// The CONNECT must arrive within [gateway] handshake_timeout, the value the
+// server started with (Server.connectTimeout): like the handshake's own bound, it
+// needs a restart to change.
 type mqttSettings struct {
-	binding        *configs.MQTTSettings
-	connectTimeout time.Duration // [gateway] handshake_timeout: the CONNECT must arrive within it
+	binding *configs.MQTTSettings
 }
 
-func newMQTTSettings(ca *configs.Application, g *configs.Gateway) *mqttSettings {
-	return &mqttSettings{binding: ca.MQTT, connectTimeout: g.HandshakeTimeout}
+func newMQTTSettings(ca *configs.Application) *mqttSettings {
+	return &mqttSettings{binding: ca.MQTT}
+}
+
+// connectTimeout is how long after the handshake's end a device has to send
+// its whole CONNECT: the running handshake_timeout (a reload's new value
+// waits for a restart, as the TLS engine's does).
+func (s *Server) connectTimeout() time.Duration {
+	if d := s.running.HandshakeTimeout; d > 0 {
+		return d
+	}
+	return tlsengine.DefaultHandshakeTimeout
 }
 
 // needsCertificate reports whether the identity binding needs a verified
@@ -96,7 +108,7 @@ func (c *conn) mqttTraffic(app *application) gnet.Action {
 	if g == nil {
 		g = &mqttGate{c: c, app: app, loop: c.gc.EventLoop()}
 		c.mqtt = g
-		g.timer = time.AfterFunc(app.mqtt.connectTimeout, g.timeout)
+		g.timer = time.AfterFunc(c.srv.connectTimeout(), g.timeout)
 	}
 	if g.done.Load() {
 		return gnet.None
