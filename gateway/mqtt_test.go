@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/fleetgate/fleetgate/internal/mqttwire"
+	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -410,12 +411,24 @@ func TestMQTTByteForByte(t *testing.T) {
 			pk.Properties.User = []packets.UserProperty{{Key: "site", Val: "north"}}
 		}), ""},
 		{"template matched", mTmpl, f.tmpl, mqttConnect(t, mqttwire.V311, "fleet-sensor-0001", 30), "PROXY TCP4 "},
+		// Legal, though mochi's own validation refuses them.
+		{"empty will payload", mRaw, f.raw, mqttConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
+			pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "devices/sensor-0001/status", nil
+		}), ""},
+		{"empty password", mRaw, f.raw, mqttConnect(t, mqttwire.V5, "sensor-0001", 30, func(pk *packets.Packet) {
+			pk.Connect.PasswordFlag, pk.Connect.Password = true, nil
+		}), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sent := append(append([]byte{}, tc.first...), 0xc0, 0x00) // CONNECT, PINGREQ
 			c, _ := f.session(t, tc.sni, f.pki.sensor1, sent)
 			_ = c.CloseWrite()
-			got := <-tc.origin.got
+			var got []byte
+			select {
+			case got = <-tc.origin.got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing reached the broker")
+			}
 			if tc.prefix != "" {
 				line, rest, ok := bytes.Cut(got, []byte("\r\n"))
 				if !ok || !bytes.HasPrefix(line, []byte(tc.prefix)) {
@@ -478,5 +491,199 @@ func TestMQTTListExclude(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the admitted device's CONNECT never reached the broker")
+	}
+}
+
+// TestMQTTCertificateWithoutCommonNameRefused: a valid certificate without a
+// CN cannot be bound to an MQTT identity: with "fleet-{cn}" every such device
+// would share the client id "fleet-", with "common_name" the broker would
+// assign one (no binding), and the username would be empty. It is refused
+// as not authorized, and nothing reaches the broker.
+func TestMQTTCertificateWithoutCommonNameRefused(t *testing.T) {
+	f := newMQTTFixture(t)
+	c := f.pki.inter.MustIssue(pki.Device(""))
+	noCN := &device{name: "", cert: c, tls: c.TLSCertificate(f.pki.inter)}
+	for _, tc := range []struct {
+		name, sni, clientID string
+		version, code       byte
+	}{
+		{"template 3.1.1", mTmpl, "fleet-", mqttwire.V311, 5},
+		{"template 5.0", mTmpl, "fleet-", mqttwire.V5, 0x87},
+		{"common name, username and token 5.0", mToken, "", mqttwire.V5, 0x87},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, r := f.session(t, tc.sni, noCN, mqttConnect(t, tc.version, tc.clientID, 30))
+			refusedWith(t, r, tc.version, tc.code, "certificate has no common name")
+		})
+	}
+	if n := f.tmpl.accepted.Load(); n != 0 {
+		t.Errorf("%d devices without a CN reached the broker", n)
+	}
+	if n := len(f.auth.connects()); n != 0 {
+		t.Errorf("%d devices without a CN reached the token broker", n)
+	}
+	m := f.metrics(t)
+	for _, want := range []string{
+		`fleetgate_mqtt_refused_total{app="mqtt-tmpl",reason="certificate has no common name"} 2`,
+		`fleetgate_mqtt_refused_total{app="mqtt-token",reason="certificate has no common name"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestMQTTPipelinedThenClosedDelivered: a device that sends CONNECT,
+// PUBLISH and DISCONNECT in one write and closes before the broker
+// connection opens still has all of it delivered (the dial goes on, and the
+// broker's side closes once the bytes are written), and counted.
+func TestMQTTPipelinedThenClosedDelivered(t *testing.T) {
+	got := make(chan []byte, 4)
+	addr, release := slowOrigin(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- b
+	})
+	f := &mqttFixture{tcpFixture: newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-slow", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"slow.mqtt.test"}})
+		a := httpApp("mqtt-slow", "slow.mqtt.test", "tcp://"+addr, admit("devices", anyFleetDevice))
+		a.Protocol, a.OriginConnectTimeout = "mqtt", "8s"
+		c.Applications = append(c.Applications, a)
+	})}
+	var b bytes.Buffer
+	b.Write(mqttConnect(t, mqttwire.V311, "sensor-0001", 30))
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4,
+		TopicName: "devices/sensor-0001/temp", Payload: []byte("21.5")}
+	_ = pub.PublishEncode(&b)
+	b.Write([]byte{0xe0, 0x00}) // DISCONNECT
+	sent := b.Bytes()
+	c, _ := f.session(t, "slow.mqtt.test", f.pki.sensor1, sent)
+	// The CONNECT is decided and the dial hangs (a device whose socket
+	// closes before the gateway's side of the handshake is done is dropped
+	// with its bytes by the engine).
+	testkit.WaitFor(t, "the relay", 5*time.Second, func() bool { return f.srv.relays.len() == 1 })
+	_ = c.Close()
+	time.Sleep(300 * time.Millisecond) // the gateway sees the device gone
+	release()
+	deadline := time.After(10 * time.Second)
+	for received := false; !received; {
+		select {
+		case b := <-got:
+			// The connections that filled the accept queue arrive empty.
+			if len(b) > 0 && !bytes.Equal(b, sent) {
+				t.Fatalf("the broker got\n% x\nwant\n% x", b, sent)
+			}
+			received = len(b) > 0
+		case <-deadline:
+			t.Fatal("nothing reached the broker")
+		}
+	}
+	line := f.closeLine(t, "mqtt-slow", closeDeviceClosed)
+	if line["bytes_from_device"] != float64(len(sent)) {
+		t.Errorf("bytes_from_device %v, want %d", line["bytes_from_device"], len(sent))
+	}
+	want := fmt.Sprintf(`fleetgate_tcp_bytes_total{app="mqtt-slow",direction="device_to_origin"} %d`, len(sent))
+	if m := f.metrics(t); !strings.Contains(m, want) {
+		t.Errorf("metrics lack %s", want)
+	}
+}
+
+// TestMQTTPasswordWithoutUsernameRefusedAtTheGate: MQTT 3.1.1 allows no
+// password without a user name. Such a CONNECT is malformed: refused at the
+// gate, never an error on the dial worker nor a "server unavailable".
+func TestMQTTPasswordWithoutUsernameRefusedAtTheGate(t *testing.T) {
+	f := newMQTTFixture(t)
+	// The empty client id is replaced, so the CONNECT would be re-encoded.
+	_, r := f.session(t, mTmpl, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "", 30, func(pk *packets.Packet) {
+		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
+	}))
+	if b, err := r.ReadByte(); err == nil {
+		t.Fatalf("got byte %#x, want the connection closed", b)
+	}
+	testkit.WaitFor(t, "the refusal's count", 5*time.Second, func() bool {
+		return strings.Contains(f.metrics(t), `fleetgate_mqtt_refused_total{app="mqtt-tmpl",reason="malformed CONNECT"} 1`)
+	})
+	if m := f.metrics(t); strings.Contains(m, `reason="server unavailable"`) {
+		t.Error("counted as server unavailable")
+	}
+	if n := f.tmpl.accepted.Load(); n != 0 {
+		t.Errorf("the broker was dialed %d times", n)
+	}
+	for _, l := range f.logLines(t) {
+		if l["level"] == "ERROR" {
+			t.Errorf("error logged: %v", l)
+		}
+	}
+}
+
+// TestMQTTRevokedBeforeConnectRefused: a certificate revoked by a reload
+// between the handshake and the CONNECT is refused with "not authorized",
+// logged and counted, as any refusal.
+func TestMQTTRevokedBeforeConnectRefused(t *testing.T) {
+	f := newMQTTFixture(t)
+	c, err := f.dialTCP(t, mRaw, f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.denyFingerprint(t, f.pki.sensor1)
+	if _, err := c.Write(mqttConnect(t, mqttwire.V5, "sensor-0001", 30)); err != nil {
+		t.Fatal(err)
+	}
+	refusedWith(t, bufio.NewReader(c), mqttwire.V5, 0x87, "revoked")
+	if m := f.metrics(t); !strings.Contains(m, `fleetgate_mqtt_refused_total{app="mqtt-raw",reason="certificate revoked"} 1`) {
+		t.Error("the refusal is not counted as certificate revoked")
+	}
+	if n := f.raw.accepted.Load(); n != 0 {
+		t.Errorf("the broker was dialed %d times", n)
+	}
+}
+
+// TestMQTTCutWhileDialingIsNotServerUnavailable: a relay cut while its
+// broker is being dialed (here: its certificate revoked) closes as revoked;
+// it is not a "server unavailable" refusal.
+func TestMQTTCutWhileDialingIsNotServerUnavailable(t *testing.T) {
+	addr, _ := slowOrigin(t, func(net.Conn) {})
+	f := &mqttFixture{tcpFixture: newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-slow", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"slow.mqtt.test"}})
+		a := httpApp("mqtt-slow", "slow.mqtt.test", "tcp://"+addr, admit("devices", anyFleetDevice))
+		a.Protocol, a.OriginConnectTimeout = "mqtt", "20s"
+		c.Applications = append(c.Applications, a)
+	})}
+	_, r := f.session(t, "slow.mqtt.test", f.pki.sensor1, mqttConnect(t, mqttwire.V5, "sensor-0001", 30))
+	time.Sleep(300 * time.Millisecond) // the dial hangs
+	f.denyFingerprint(t, f.pki.sensor1)
+	if b, err := r.ReadByte(); err == nil {
+		t.Errorf("got byte %#x, want the connection cut", b)
+	}
+	f.closeLine(t, "mqtt-slow", closeRevoked)
+	if m := f.metrics(t); strings.Contains(m, `fleetgate_mqtt_refused_total{app="mqtt-slow"`) {
+		t.Error("a cut relay was counted as an mqtt refusal")
+	}
+	for _, l := range f.logLines(t) {
+		if l["msg"] == "mqtt connection refused" {
+			t.Errorf("a cut relay was logged as refused: %v", l)
+		}
+	}
+}
+
+// TestMQTTConnectTimeoutNeedsRestart: handshake_timeout is a restart-only
+// setting, and the CONNECT wait is bounded by the value the server started
+// with (2s), not by a reload's.
+func TestMQTTConnectTimeoutNeedsRestart(t *testing.T) {
+	f := newMQTTFixture(t)
+	cfg := f.config()
+	cfg.Gateway.HandshakeTimeout = "300ms"
+	f.write(cfg)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, r := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "sensor-0001", 30)[:5])
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("got a byte")
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Errorf("closed after %v: the reloaded handshake_timeout (300ms) applied, not the running one (2s)", d)
 	}
 }

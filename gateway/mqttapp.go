@@ -32,13 +32,25 @@ import (
 // (fleetgate_mqtt_refused_total{app,reason}); nothing reaches the broker.
 
 // mqttSettings are an mqtt application's settings beside its tcpSettings.
+// The CONNECT must arrive within [gateway] handshake_timeout, the value the
+// server started with (Server.connectTimeout): like the handshake's own bound, it
+// needs a restart to change.
 type mqttSettings struct {
-	binding        *configs.MQTTSettings
-	connectTimeout time.Duration // [gateway] handshake_timeout: the CONNECT must arrive within it
+	binding *configs.MQTTSettings
 }
 
-func newMQTTSettings(ca *configs.Application, g *configs.Gateway) *mqttSettings {
-	return &mqttSettings{binding: ca.MQTT, connectTimeout: g.HandshakeTimeout}
+func newMQTTSettings(ca *configs.Application) *mqttSettings {
+	return &mqttSettings{binding: ca.MQTT}
+}
+
+// connectTimeout is how long after the handshake's end a device has to send
+// its whole CONNECT: the running handshake_timeout (a reload's new value
+// waits for a restart, as the TLS engine's does).
+func (s *Server) connectTimeout() time.Duration {
+	if d := s.running.HandshakeTimeout; d > 0 {
+		return d
+	}
+	return tlsengine.DefaultHandshakeTimeout
 }
 
 // needsCertificate reports whether the identity binding needs a verified
@@ -58,6 +70,7 @@ const (
 	mqttReasonVersion     = "unsupported protocol version"
 	mqttReasonClosed      = "closed before CONNECT"
 	mqttReasonNeedsCert   = "identity binding needs a valid certificate"
+	mqttReasonNoCN        = "certificate has no common name"
 	mqttReasonNoIdentity  = "policy passes no identity for the token"
 	mqttReasonClientID    = "client identifier not valid"
 	mqttReasonOriginDown  = "server unavailable"
@@ -80,8 +93,12 @@ type mqttGate struct {
 // relay's: the CONNECT to send first and what the device sent after it.
 type mqttRelay struct {
 	connect *mqttwire.Connect
+	first   []byte // the CONNECT encoded at the gate (without the token)
 	rest    []byte
 	token   bool // put the connection's token in the password
+	// fromDevice is how many bytes the gate read: the CONNECT as the
+	// device sent it, and rest.
+	fromDevice int
 }
 
 // mqttTraffic is the device's OnTraffic for an mqtt application until its
@@ -91,7 +108,7 @@ func (c *conn) mqttTraffic(app *application) gnet.Action {
 	if g == nil {
 		g = &mqttGate{c: c, app: app, loop: c.gc.EventLoop()}
 		c.mqtt = g
-		g.timer = time.AfterFunc(app.mqtt.connectTimeout, g.timeout)
+		g.timer = time.AfterFunc(c.srv.connectTimeout(), g.timeout)
 	}
 	if g.done.Load() {
 		return gnet.None
@@ -169,8 +186,20 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 		return
 	}
 	v := c.tc.Verdict()
+	snap := c.srv.snap.Load()
+	// The verdict was reached against the revocation set of the handshake;
+	// a reload during the CONNECT wait may have revoked the certificate (or
+	// found its CRL stale under crl_stale = "reject"). Checked as the relay
+	// would at its start, but answered in MQTT.
+	if rev := snap.revocation; rev != nil && v.OK() {
+		rv := *v // Recheck rewrites the verdict it is given
+		if rev.Recheck(&rv, c.srv.now()) {
+			g.refuseConnect(cn, mqttwire.NotAuthorized, rv.Kind.Reason(), rv.Kind.Reason(), "")
+			return
+		}
+	}
 	// The newest lists, as for tcp and http applications (like revocation).
-	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now(), Lists: c.srv.snap.Load().lists}}
+	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now(), Lists: snap.lists}}
 	adm.decision = app.policy.Evaluate(&adm.input)
 	set := app.mqtt
 	deny := func(r mqttwire.Refusal, reason, detail string) {
@@ -182,6 +211,11 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 		return
 	case set.needsCertificate() && !v.OK():
 		deny(mqttwire.NotAuthorized, mqttReasonNeedsCert, "a valid client certificate is required: "+v.Kind.String())
+		return
+	case set.needsCertificate() && v.Identity.CommonName == "":
+		// Nothing to bind: every such device would share one client id
+		// ("fleet-"), or get one from the broker, and an empty username.
+		deny(mqttwire.NotAuthorized, mqttReasonNoCN, mqttReasonNoCN)
 		return
 	case set.binding.Password == configs.MQTTToken && !adm.decision.Mint:
 		deny(mqttwire.NotAuthorized, mqttReasonNoIdentity, "policy "+adm.decision.Policy+" passes no identity")
@@ -200,10 +234,20 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 	if set.binding.Username == configs.MQTTCommonName {
 		cn.SetUsername(commonName)
 	}
+	// Encoded here, so that a CONNECT that cannot be is refused at the gate
+	// (not an error on the dial worker, answered as "server unavailable").
+	// The token, minted on the dial worker, needs the user name set above,
+	// which such a CONNECT always has.
+	first, err := cn.Bytes()
+	if err != nil {
+		deny(mqttwire.NotAuthorized, mqttReasonEncodeError, "the CONNECT cannot be passed on: "+err.Error())
+		return
+	}
 	g.done.Store(true)
 	g.timer.Stop()
 	g.buf = nil
-	mr := &mqttRelay{connect: cn, rest: append([]byte(nil), rest...), token: set.binding.Password == configs.MQTTToken}
+	mr := &mqttRelay{connect: cn, first: first, rest: append([]byte(nil), rest...),
+		token: set.binding.Password == configs.MQTTToken, fromDevice: len(pkt) + len(rest)}
 	// A device that pings on time is never cut as idle.
 	idle := app.tcp.idleTimeout
 	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
@@ -216,16 +260,16 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 // CONNECT (with the token when asked for) and what the device sent after it.
 // It runs on the relay's dial worker.
 func (m *mqttRelay) connectBytes(r *relay) ([]byte, error) {
+	b := m.first
 	if m.token {
 		tok, err := r.mint()
 		if err != nil {
 			return nil, err
 		}
 		m.connect.SetToken(tok)
-	}
-	b, err := m.connect.Bytes()
-	if err != nil {
-		return nil, err
+		if b, err = m.connect.Bytes(); err != nil {
+			return nil, err
+		}
 	}
 	return append(b[:len(b):len(b)], m.rest...), nil
 }

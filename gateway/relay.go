@@ -147,6 +147,11 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	r.touch()
 	c.relay = r
 	r.meter = s.metrics.tcpOpened(app.name)
+	if mq != nil {
+		// The CONNECT and what came with it were read by the gate.
+		r.up += int64(mq.fromDevice)
+		r.meter.bytes(mq.fromDevice, 0)
+	}
 	closedWith := s.relays.add(r)
 	r.armTimers()
 	if closedWith != "" {
@@ -341,7 +346,12 @@ func (r *relay) originFailed() {
 	r.setReason(closeOriginDown)
 	r.onLoop(func() {
 		r.originDone = true
-		if r.mq != nil {
+		r.mu.Lock()
+		down := r.reason == closeOriginDown
+		r.mu.Unlock()
+		// Not when the dial ended because the relay was cut (revoked,
+		// policy, max_age, shutdown): the broker was not found down.
+		if r.mq != nil && down {
 			r.mq.originDown(r)
 		}
 		if !r.devDone {
@@ -357,9 +367,10 @@ func (r *relay) originFailed() {
 // those bytes delivered, then the origin closes once they are written.
 func (r *relay) originOpened(gc gnet.Conn) ([]byte, gnet.Action) {
 	r.origin = gc
+	deliver := r.hasPending()
 	pending := r.pending
 	r.pending = nil
-	if r.cutting() || r.devDone && len(pending) == 0 {
+	if r.cutting() || r.devDone && !deliver {
 		return nil, gnet.Close
 	}
 	out := r.header
@@ -482,11 +493,19 @@ func (r *relay) originClosed() {
 func (r *relay) deviceClosed() {
 	r.devDone = true
 	r.setReason(closeDeviceClosed)
-	if r.origin == nil && len(r.pending) == 0 && r.cancelDial != nil {
+	if r.origin == nil && !r.hasPending() && r.cancelDial != nil {
 		r.cancelDial() // nothing to deliver
 	}
 	r.drainOrigin()
 	r.maybeFinish()
+}
+
+// hasPending reports whether the device sent bytes the origin has not been
+// given yet: what pumpDevice held before the origin opened, and for an mqtt
+// application always its CONNECT (and what followed it), which the header
+// carries.
+func (r *relay) hasPending() bool {
+	return len(r.pending) > 0 || r.mq != nil
 }
 
 // drainOrigin closes the origin socket once what is queued for it is

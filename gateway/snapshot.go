@@ -180,7 +180,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 	if ca.Protocol.Relayed() {
 		app.tcp = newTCPSettings(ca)
 		if ca.Protocol == configs.ProtocolMQTT {
-			app.mqtt = newMQTTSettings(ca, &s.cfg.Gateway)
+			app.mqtt = newMQTTSettings(ca)
 		}
 	} else if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c

@@ -157,8 +157,8 @@ func ParseConnect(pkt []byte) (*Connect, error) {
 	if err := c.pk.ConnectDecode(pkt[hdr:]); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if code := c.pk.ConnectValidate(); code != packets.CodeSuccess {
-		return nil, fmt.Errorf("%w: %s", ErrMalformed, code.Reason)
+	if err := validate(&c.pk); err != nil {
+		return nil, err
 	}
 	// A device may not hand the broker a token of its own making.
 	if c.pk.ProtocolVersion == V5 {
@@ -173,6 +173,31 @@ func ParseConnect(pkt []byte) (*Connect, error) {
 		c.pk.Properties.User = kept
 	}
 	return c, nil
+}
+
+// validate runs mochi's ConnectValidate, except for two refusals the
+// specification does not make: a zero-length will payload ([MQTT-3.1.3-10]
+// allows any binary data, none included) and a password flag with a
+// zero-length password (a password is 0 to 65,535 bytes). ConnectValidate
+// stops at its first finding, so it sees a copy in which those two fields
+// are one byte long, and every check after them still runs. It adds the
+// 3.1.1 rule that a password needs a user name ([MQTT-3.1.2-22]; MQTT 5
+// dropped it), which mochi does not check.
+func validate(pk *packets.Packet) error {
+	probe := *pk
+	if probe.Connect.WillFlag && len(probe.Connect.WillPayload) == 0 {
+		probe.Connect.WillPayload = []byte{0}
+	}
+	if probe.Connect.PasswordFlag && len(probe.Connect.Password) == 0 {
+		probe.Connect.Password = []byte{0}
+	}
+	if code := probe.ConnectValidate(); code != packets.CodeSuccess {
+		return fmt.Errorf("%w: %s", ErrMalformed, code.Reason)
+	}
+	if pk.ProtocolVersion == V311 && pk.Connect.PasswordFlag && !pk.Connect.UsernameFlag {
+		return fmt.Errorf("%w: an MQTT 3.1.1 password without a user name", ErrMalformed)
+	}
+	return nil
 }
 
 // Version is the CONNECT's protocol level: V311 or V5.

@@ -143,6 +143,18 @@ func TestParseConnectRefuses(t *testing.T) {
 	badName := connect(t, V311, func(pk *packets.Packet) { pk.Connect.ProtocolName = []byte("MQTX") })
 	userFlagNoUser := connect(t, V311, nil)
 	userFlagNoUser[9] |= 0x80
+	// [MQTT-3.1.2-22]: under 3.1.1 a password needs a user name.
+	passNoUser := connect(t, V311, func(pk *packets.Packet) {
+		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
+	})
+	willNoTopic := connect(t, V311, func(pk *packets.Packet) {
+		pk.Connect.WillFlag, pk.Connect.WillPayload = true, []byte("gone")
+	})
+	// A will QoS of 3 behind an empty will payload: the checks after the
+	// tolerated ones still run.
+	willQoS3 := connect(t, V311, func(pk *packets.Packet) {
+		pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillQos = true, "status", 3
+	})
 	for _, tc := range []struct {
 		name    string
 		in      []byte
@@ -154,6 +166,9 @@ func TestParseConnectRefuses(t *testing.T) {
 		{name: "reserved flag", in: reserved, err: ErrMalformed},
 		{name: "unknown protocol name", in: badName, err: ErrMalformed},
 		{name: "username flag without a username", in: userFlagNoUser, err: ErrMalformed},
+		{name: "3.1.1 password without a user name", in: passNoUser, err: ErrMalformed},
+		{name: "will without a topic", in: willNoTopic, err: ErrMalformed},
+		{name: "will QoS 3 with an empty will payload", in: willQoS3, err: ErrMalformed},
 		{name: "truncated", in: good[:len(good)-1], err: ErrIncomplete},
 		{name: "bytes after the packet", in: append(append([]byte{}, good...), 0xc0, 0x00), err: ErrMalformed},
 		{name: "body cut short inside", in: []byte{0x10, 0x03, 0x00, 0x04, 'M'}, err: ErrMalformed},
@@ -170,6 +185,59 @@ func TestParseConnectRefuses(t *testing.T) {
 				}
 			case !errors.Is(err, tc.err):
 				t.Errorf("err %v, want %v", err, tc.err)
+			}
+		})
+	}
+}
+
+// The specification allows a zero-length will payload and a password flag
+// with a zero-length password (and, under MQTT 5, a password without a user
+// name): such CONNECTs are parsed, passed on unchanged, and re-encoded intact
+// when the identity binding changes them.
+func TestParseConnectAcceptsLegalEdgeCases(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version byte
+		mod     func(*packets.Packet)
+	}{
+		{"3.1.1 empty will payload", V311, func(pk *packets.Packet) {
+			pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "status", nil
+		}},
+		{"5.0 empty will payload", V5, func(pk *packets.Packet) {
+			pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "status", nil
+		}},
+		{"3.1.1 empty password", V311, func(pk *packets.Packet) {
+			pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte("u")
+			pk.Connect.PasswordFlag, pk.Connect.Password = true, nil
+		}},
+		{"5.0 empty password without a user name", V5, func(pk *packets.Packet) {
+			pk.Connect.PasswordFlag, pk.Connect.Password = true, nil
+		}},
+		{"5.0 password without a user name", V5, func(pk *packets.Packet) {
+			pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte("p")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := connect(t, tc.version, tc.mod)
+			c, err := ParseConnect(in)
+			if err != nil {
+				t.Fatalf("a legal CONNECT refused: %v", err)
+			}
+			if b, err := c.Bytes(); err != nil || !bytes.Equal(b, in) {
+				t.Fatalf("unchanged: % x, %v", b, err)
+			}
+			c.SetClientID("fleet-sensor-0001")
+			b, err := c.Bytes()
+			if err != nil {
+				t.Fatalf("re-encode: %v", err)
+			}
+			again, err := ParseConnect(b)
+			if err != nil {
+				t.Fatalf("the re-encoded CONNECT does not parse: %v", err)
+			}
+			if again.ClientID() != "fleet-sensor-0001" || again.pk.Connect.WillFlag != c.pk.Connect.WillFlag ||
+				again.pk.Connect.PasswordFlag != c.pk.Connect.PasswordFlag {
+				t.Errorf("re-encoded: %+v", again.pk.Connect)
 			}
 		})
 	}
