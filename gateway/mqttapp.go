@@ -171,20 +171,56 @@ func (g *mqttGate) closed() {
 }
 
 // decide judges a complete CONNECT (pkt) on the loop; rest is what the
-// device sent after it.
+// device sent after it. Each step answers a refusal itself.
 func (g *mqttGate) decide(pkt, rest []byte) {
-	c, app := g.c, g.app
+	cn, ok := g.parse(pkt)
+	if !ok {
+		return
+	}
+	adm, ok := g.admit(cn)
+	if !ok {
+		return
+	}
+	first, ok := g.bind(cn, adm)
+	if !ok {
+		return
+	}
+	g.done.Store(true)
+	g.timer.Stop()
+	g.buf = nil
+	app := g.app
+	set := app.mqtt
+	mr := &mqttRelay{connect: cn, first: first, rest: append([]byte(nil), rest...),
+		token: set.binding.Password == configs.MQTTToken, fromDevice: len(pkt) + len(rest)}
+	// A device that pings on time is never cut as idle.
+	idle := app.tcp.idleTimeout
+	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
+		idle = ka
+	}
+	g.c.beginRelay(app, adm, mr, idle)
+}
+
+// parse reads the CONNECT, refusing an unsupported protocol level (with the
+// version's own code) or a malformed packet.
+func (g *mqttGate) parse(pkt []byte) (*mqttwire.Connect, bool) {
 	cn, err := mqttwire.ParseConnect(pkt)
 	var uv *mqttwire.UnsupportedVersionError
 	switch {
 	case errors.As(err, &uv):
 		g.refuse(uv.Level, mqttwire.UnsupportedVersion, mqttReasonVersion,
 			fmt.Sprintf("protocol level %d: MQTT 3.1.1 (4) and 5.0 (5) are served", uv.Level), true)
-		return
+		return nil, false
 	case err != nil:
 		g.refuse(0, mqttwire.NotAuthorized, mqttReasonMalformed, "", false)
-		return
+		return nil, false
 	}
+	return cn, true
+}
+
+// admit decides on the certificate, against the newest revocation set and
+// lists, and the application's policies: not authorized otherwise.
+func (g *mqttGate) admit(cn *mqttwire.Connect) (*tcpAdmission, bool) {
+	c, app := g.c, g.app
 	v := c.tc.Verdict()
 	snap := c.srv.snap.Load()
 	// The verdict was reached against the revocation set of the handshake;
@@ -195,40 +231,45 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 		rv := *v // Recheck rewrites the verdict it is given
 		if rev.Recheck(&rv, c.srv.now()) {
 			g.refuseConnect(cn, mqttwire.NotAuthorized, rv.Kind.Reason(), rv.Kind.Reason(), "")
-			return
+			return nil, false
 		}
 	}
 	// The newest lists, as for tcp and http applications (like revocation).
 	adm := &tcpAdmission{input: policy.Input{Cert: v, ClientIP: c.remoteAddr, Now: c.srv.now(), Lists: snap.lists}}
 	adm.decision = app.policy.Evaluate(&adm.input)
 	set := app.mqtt
-	deny := func(r mqttwire.Refusal, reason, detail string) {
-		g.refuseConnect(cn, r, reason, detail, adm.decision.Policy)
+	deny := func(reason, detail string) (*tcpAdmission, bool) {
+		g.refuseConnect(cn, mqttwire.NotAuthorized, reason, detail, adm.decision.Policy)
+		return nil, false
 	}
 	switch {
 	case !adm.decision.Allowed:
-		deny(mqttwire.NotAuthorized, adm.decision.Reason, adm.decision.Reason)
-		return
+		return deny(adm.decision.Reason, adm.decision.Reason)
 	case set.needsCertificate() && !v.OK():
-		deny(mqttwire.NotAuthorized, mqttReasonNeedsCert, "a valid client certificate is required: "+v.Kind.String())
-		return
+		return deny(mqttReasonNeedsCert, "a valid client certificate is required: "+v.Kind.String())
 	case set.needsCertificate() && v.Identity.CommonName == "":
 		// Nothing to bind: every such device would share one client id
 		// ("fleet-"), or get one from the broker, and an empty username.
-		deny(mqttwire.NotAuthorized, mqttReasonNoCN, mqttReasonNoCN)
-		return
+		return deny(mqttReasonNoCN, mqttReasonNoCN)
 	case set.binding.Password == configs.MQTTToken && !adm.decision.Mint:
-		deny(mqttwire.NotAuthorized, mqttReasonNoIdentity, "policy "+adm.decision.Policy+" passes no identity")
-		return
+		return deny(mqttReasonNoIdentity, "policy "+adm.decision.Policy+" passes no identity")
 	}
-	commonName := v.Identity.CommonName
+	return adm, true
+}
+
+// bind checks and binds the client id and user name to the certificate's
+// CN, then encodes the CONNECT the broker gets (the device's bytes when
+// nothing changed).
+func (g *mqttGate) bind(cn *mqttwire.Connect, adm *tcpAdmission) ([]byte, bool) {
+	set := g.app.mqtt
+	commonName := g.c.tc.Verdict().Identity.CommonName
 	if want, bound := set.binding.ExpectedClientID(commonName); bound {
 		switch id := cn.ClientID(); {
 		case id == "":
 			cn.SetClientID(want) // as a broker assigns one
 		case id != want:
-			deny(mqttwire.BadClientID, mqttReasonClientID, fmt.Sprintf("client identifier must be %q", want))
-			return
+			g.refuseConnect(cn, mqttwire.BadClientID, mqttReasonClientID, fmt.Sprintf("client identifier must be %q", want), adm.decision.Policy)
+			return nil, false
 		}
 	}
 	if set.binding.Username == configs.MQTTCommonName {
@@ -240,20 +281,10 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 	// which such a CONNECT always has.
 	first, err := cn.Bytes()
 	if err != nil {
-		deny(mqttwire.NotAuthorized, mqttReasonEncodeError, "the CONNECT cannot be passed on: "+err.Error())
-		return
+		g.refuseConnect(cn, mqttwire.NotAuthorized, mqttReasonEncodeError, "the CONNECT cannot be passed on: "+err.Error(), adm.decision.Policy)
+		return nil, false
 	}
-	g.done.Store(true)
-	g.timer.Stop()
-	g.buf = nil
-	mr := &mqttRelay{connect: cn, first: first, rest: append([]byte(nil), rest...),
-		token: set.binding.Password == configs.MQTTToken, fromDevice: len(pkt) + len(rest)}
-	// A device that pings on time is never cut as idle.
-	idle := app.tcp.idleTimeout
-	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
-		idle = ka
-	}
-	c.beginRelay(app, adm, mr, idle)
+	return first, true
 }
 
 // connectBytes is what the broker receives after the PROXY header: the
