@@ -27,13 +27,42 @@ const (
 // leaf returns the identity of a valid certificate presented with the
 // request, nil otherwise. The selectors on what only the certificate itself
 // carries (SANs, O, OU) use it: a session token names the certificate by
-// common name, fingerprint, serial and root only, so those selectors never
-// match a request that presents a token instead of the certificate.
+// common name, fingerprint, serial and root only, so on a request that
+// presents a token instead of the certificate they cannot tell (see
+// leafOutcome).
 func (in *Input) leaf() *verdict.Identity {
 	if c := in.Cert; c != nil && c.Kind == verdict.Valid {
 		return &c.Identity
 	}
 	return nil
+}
+
+// tokenStandsIn reports whether the request's identity is a session token
+// standing in for a certificate not presented (as Subject decides).
+func (in *Input) tokenStandsIn() bool {
+	if c := in.Cert; c != nil && c.Kind != verdict.Missing {
+		return false
+	}
+	t := in.Token
+	return t != nil && !t.NoDuration && t.CertSHA256 != ""
+}
+
+// noLeaf is the outcome of a leaf-only selector on a request without a
+// valid certificate: Unknown when a session token stands in for one (the
+// certificate may well carry the value), NoMatch when there is no identity.
+func (in *Input) noLeaf() Outcome {
+	if in.tokenStandsIn() {
+		return Unknown
+	}
+	return NoMatch
+}
+
+// outcome turns a definite answer into an Outcome.
+func outcome(b bool) Outcome {
+	if b {
+		return Matched
+	}
+	return NoMatch
 }
 
 // commonNamePattern is { common_name_pattern = "sensor-*" }: the CN matches
@@ -96,16 +125,19 @@ func (sanDNS) Key() string            { return keySANDNS }
 func (sanDNS) NeedsCertificate() bool { return true }
 func (d sanDNS) String() string       { return keySANDNS + " = " + strconv.Quote(d.source) }
 
-func (d sanDNS) Match(in *Input) bool {
+func (d sanDNS) Match(in *Input) bool { return d.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no SANs.
+func (d sanDNS) Judge(in *Input) Outcome {
 	id := in.leaf()
 	if id == nil {
-		return false
+		return in.noLeaf()
 	}
 	for _, n := range id.DNSNames {
 		n = strings.TrimSuffix(n, ".")
 		if !d.wild {
 			if strings.EqualFold(n, d.name) {
-				return true
+				return Matched
 			}
 			continue
 		}
@@ -113,10 +145,10 @@ func (d sanDNS) Match(in *Input) bool {
 			continue
 		}
 		if label := n[:len(n)-len(d.name)]; !strings.ContainsRune(label, '.') {
-			return true
+			return Matched
 		}
 	}
-	return false
+	return NoMatch
 }
 
 // sanURI is { san_uri = "spiffe://fleet.test/meter/*" }: some URI SAN of the
@@ -154,17 +186,20 @@ func (u sanURI) String() string {
 	return keySANURI + " = " + strconv.Quote(u.value)
 }
 
-func (u sanURI) Match(in *Input) bool {
+func (u sanURI) Match(in *Input) bool { return u.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no SANs.
+func (u sanURI) Judge(in *Input) Outcome {
 	id := in.leaf()
 	if id == nil {
-		return false
+		return in.noLeaf()
 	}
 	for _, s := range id.URIs {
 		if s == u.value && !u.prefix || u.prefix && len(s) > len(u.value) && strings.HasPrefix(s, u.value) {
-			return true
+			return Matched
 		}
 	}
-	return false
+	return NoMatch
 }
 
 // sanEmail is { san_email = "ops@fleet.test" }: some email SAN of the leaf
@@ -186,9 +221,14 @@ func (sanEmail) Key() string            { return keySANEmail }
 func (sanEmail) NeedsCertificate() bool { return true }
 func (e sanEmail) String() string       { return keySANEmail + " = " + strconv.Quote(string(e)) }
 
-func (e sanEmail) Match(in *Input) bool {
-	id := in.leaf()
-	return id != nil && anyEqual(id.Emails, string(e), true)
+func (e sanEmail) Match(in *Input) bool { return e.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no SANs.
+func (e sanEmail) Judge(in *Input) Outcome {
+	if id := in.leaf(); id != nil {
+		return outcome(anyEqual(id.Emails, string(e), true))
+	}
+	return in.noLeaf()
 }
 
 // organization is { organization = "Acme Meters" }: one of the leaf
@@ -204,9 +244,14 @@ func (organization) Key() string            { return keyOrganization }
 func (organization) NeedsCertificate() bool { return true }
 func (o organization) String() string       { return keyOrganization + " = " + strconv.Quote(string(o)) }
 
-func (o organization) Match(in *Input) bool {
-	id := in.leaf()
-	return id != nil && anyEqual(id.Organization, string(o), false)
+func (o organization) Match(in *Input) bool { return o.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no O.
+func (o organization) Judge(in *Input) Outcome {
+	if id := in.leaf(); id != nil {
+		return outcome(anyEqual(id.Organization, string(o), false))
+	}
+	return in.noLeaf()
 }
 
 // organizationalUnit is { organizational_unit = "meters" }: one of the leaf
@@ -224,9 +269,14 @@ func (o organizationalUnit) String() string {
 	return keyOrganizationalUnit + " = " + strconv.Quote(string(o))
 }
 
-func (o organizationalUnit) Match(in *Input) bool {
-	id := in.leaf()
-	return id != nil && anyEqual(id.OrgUnit, string(o), false)
+func (o organizationalUnit) Match(in *Input) bool { return o.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no OU.
+func (o organizationalUnit) Judge(in *Input) Outcome {
+	if id := in.leaf(); id != nil {
+		return outcome(anyEqual(id.OrgUnit, string(o), false))
+	}
+	return in.noLeaf()
 }
 
 func anyEqual(vals []string, want string, fold bool) bool {
@@ -282,9 +332,15 @@ func (serial) Key() string            { return keySerial }
 func (serial) NeedsCertificate() bool { return true }
 func (s serial) String() string       { return keySerial + " = " + strconv.Quote(s.source) }
 
-func (s serial) Match(in *Input) bool {
+func (s serial) Match(in *Input) bool { return s.Judge(in) == Matched }
+
+// Judge is Unknown on a session token that does not record the serial.
+func (s serial) Judge(in *Input) Outcome {
 	sub, ok := in.Subject()
-	return ok && sub.CertSerial == s.hex
+	if ok && sub.FromToken && sub.CertSerial == "" {
+		return Unknown
+	}
+	return outcome(ok && sub.CertSerial == s.hex)
 }
 
 // fingerprint is { fingerprint = "9c0e…" }: the SHA-256 of the leaf's DER.
