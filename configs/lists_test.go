@@ -129,3 +129,18 @@ func TestClientCANotAssociated(t *testing.T) {
 		t.Errorf("problems: %q", got)
 	}
 }
+
+// TestClientCAsShareACertificate: two [[client_cas]] entries holding the same
+// certificate load, with a warning naming both.
+func TestClientCAsShareACertificate(t *testing.T) {
+	src := edit(t, base, "associated_hostnames = [\"devices.fleet.test\", \"app.fleet.test\"]\n",
+		"associated_hostnames = [\"devices.fleet.test\", \"app.fleet.test\"]\n\n[[client_cas]]\nname = \"line-b\"\npem_file = \"pki/ca-chain.pem\"\nassociated_hostnames = [\"devices.fleet.test\"]\n")
+	cfg, err := parseIn(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := warnings(cfg.Warnings)
+	if !strings.Contains(w, `client CA "line-b" shares a certificate with "fleet"`) || strings.Count(w, "shares a certificate") != 1 {
+		t.Errorf("warnings:\n%s", w)
+	}
+}

@@ -380,13 +380,21 @@ func (f fingerprint) Match(in *Input) bool {
 	return ok && sub.CertSHA256 == f.hex
 }
 
-// clientCA is { client_ca = "fleet-root" }: the device's verified path goes
-// through a certificate of that [[client_cas]] entry (its root, or one of
-// its intermediates). From a session token, the root the token records.
+// clientCA is { client_ca = "fleet-root" }: the [[client_cas]] entry the
+// device's chain verified against is that one. Entries may share
+// certificates (two product lines under one root, each with its own
+// intermediate), so the entry is the most specific one: walking the
+// verified path from the leaf's issuer up to the root, the first
+// certificate that belongs to any entry decides, and the selector matches
+// when its entry owns that certificate. From a session token, which records
+// only the root: the root must be this entry's, and a root another entry
+// also holds cannot decide (Unknown).
 type clientCA struct {
-	name string
-	sums [][32]byte
-	hex  []string // the same, lower-case hex: what a token carries
+	name   string
+	own    [][32]byte // this entry's certificates (roots and intermediates)
+	others [][32]byte // those of every other entry
+	hex    []string   // own, lower-case hex: what a token carries
+	oHex   []string   // others, the same
 }
 
 func parseClientCA(v any, env *Env) (Selector, error) {
@@ -398,9 +406,18 @@ func parseClientCA(v any, env *Env) (Selector, error) {
 	if !ok {
 		return nil, fmt.Errorf("no [[client_cas]] entry is named %q", s)
 	}
-	c := clientCA{name: s, sums: sums}
+	c := clientCA{name: s, own: sums}
 	for _, sum := range sums {
 		c.hex = append(c.hex, hex.EncodeToString(sum[:]))
+	}
+	for name, sums := range env.ClientCAs {
+		if name == s {
+			continue
+		}
+		for _, sum := range sums {
+			c.others = append(c.others, sum)
+			c.oHex = append(c.oHex, hex.EncodeToString(sum[:]))
+		}
 	}
 	return c, nil
 }
@@ -409,20 +426,45 @@ func (clientCA) Key() string            { return keyClientCA }
 func (clientCA) NeedsCertificate() bool { return true }
 func (c clientCA) String() string       { return keyClientCA + " = " + strconv.Quote(c.name) }
 
-func (c clientCA) Match(in *Input) bool {
+func (c clientCA) Match(in *Input) bool { return c.Judge(in) == Matched }
+
+// Judge finds the most specific entry on the verified path; on a token,
+// Unknown when the root is shared with another entry or not recorded.
+func (c clientCA) Judge(in *Input) Outcome {
 	if cert := in.Cert; cert != nil && cert.Kind != verdict.Missing {
 		if cert.Kind != verdict.Valid || len(cert.Path) < 2 {
-			return false
+			return NoMatch
 		}
-		for i := len(cert.Path) - 1; i >= 1; i-- {
-			for j := range c.sums {
-				if cert.Path[i].SHA256 == c.sums[j] {
-					return true
-				}
+		for i := 1; i < len(cert.Path); i++ {
+			sum := &cert.Path[i].SHA256
+			if hasSum(c.own, sum) {
+				return Matched
+			}
+			if hasSum(c.others, sum) {
+				return NoMatch // another entry is more specific
 			}
 		}
-		return false
+		return NoMatch
 	}
 	sub, ok := in.Subject()
-	return ok && sub.CertRoot != "" && anyEqual(c.hex, sub.CertRoot, false)
+	switch {
+	case !ok:
+		return NoMatch
+	case sub.CertRoot == "":
+		return Unknown
+	case !anyEqual(c.hex, sub.CertRoot, false):
+		return NoMatch
+	case anyEqual(c.oHex, sub.CertRoot, false):
+		return Unknown // the chain may have gone through the other entry
+	}
+	return Matched
+}
+
+func hasSum(sums [][32]byte, sum *[32]byte) bool {
+	for i := range sums {
+		if sums[i] == *sum {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"testing"
 	"time"
 
@@ -139,4 +141,79 @@ func TestJudgeOutcomes(t *testing.T) {
 			t.Errorf("%s on the certificate: %v, want Matched", tt.key, o)
 		}
 	}
+}
+
+// TestClientCAMostSpecificEntry: two [[client_cas]] entries under one root,
+// each with its own intermediate: a device under intermediate B matches
+// only line-b; one issued by the root itself matches both; a session token,
+// which records only the shared root, cannot tell them apart.
+func TestClientCAMostSpecificEntry(t *testing.T) {
+	root := sha256.Sum256([]byte("shared root"))
+	interB := sha256.Sum256([]byte("intermediate B"))
+	env := &Env{ClientCAs: map[string][][32]byte{
+		"line-a": {root, interA},
+		"line-b": {root, interB},
+		"other":  {rootB},
+	}}
+	underB := &verdict.Verdict{Kind: verdict.Valid, Identity: verdict.Identity{CommonName: "gauge-1", SHA256: fp2},
+		Path: []verdict.CertRef{{}, {SHA256: interB}, {SHA256: root}}}
+	underA := &verdict.Verdict{Kind: verdict.Valid, Identity: verdict.Identity{CommonName: "meter-1", SHA256: fp1},
+		Path: []verdict.CertRef{{}, {SHA256: interA}, {SHA256: root}}}
+	direct := &verdict.Verdict{Kind: verdict.Valid, Identity: verdict.Identity{CommonName: "probe", SHA256: fp1},
+		Path: []verdict.CertRef{{}, {SHA256: root}}}
+	tok := sessionToken(testAUD, "gauge-1", fp2)
+	tok.CertRoot = hex.EncodeToString(root[:])
+	onToken := &Input{Cert: &verdict.Verdict{}, Token: tok}
+	tokOther := sessionToken(testAUD, "x", fp2)
+	tokOther.CertRoot = hex.EncodeToString(rootB[:])
+	for _, tt := range []struct {
+		entry string
+		in    *Input
+		want  Outcome
+	}{
+		{"line-a", &Input{Cert: underB}, NoMatch},
+		{"line-b", &Input{Cert: underB}, Matched},
+		{"line-a", &Input{Cert: underA}, Matched},
+		{"line-b", &Input{Cert: underA}, NoMatch},
+		{"line-a", &Input{Cert: direct}, Matched},
+		{"line-b", &Input{Cert: direct}, Matched},
+		{"other", &Input{Cert: underB}, NoMatch},
+		{"line-a", onToken, Unknown},
+		{"line-b", onToken, Unknown},
+		{"other", onToken, NoMatch},
+		{"other", &Input{Cert: &verdict.Verdict{}, Token: tokOther}, Matched},
+	} {
+		s, err := ParseSelectorIn(env, "client_ca", tt.entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := judge(s, tt.in)
+		if got != tt.want {
+			t.Errorf("client_ca %s on %v (token %v): %v, want %v", tt.entry, tt.in.Cert.Identity.CommonName, tt.in.Token != nil, got, tt.want)
+		}
+		if s.Match(tt.in) != (tt.want == Matched) {
+			t.Errorf("client_ca %s: Match disagrees with %v", tt.entry, tt.want)
+		}
+	}
+	// An allow of line-a that excludes line-b's devices: the shared root on
+	// a token refuses rather than guess.
+	a := app(time.Hour, pol("line a", Allow, sels(selValid), nil, sels(mustSelEnv(t, env, "client_ca", "line-b"))))
+	if d := a.Evaluate(&Input{Cert: &verdict.Verdict{}, Token: tok, Now: t0}); d.Allowed {
+		t.Errorf("exclude client_ca line-b on a shared-root token admitted: %s", d.Reason)
+	}
+	if d := a.Evaluate(&Input{Cert: underA, Now: t0}); !d.Allowed {
+		t.Errorf("line-a device refused: %s", d.Reason)
+	}
+	if d := a.Evaluate(&Input{Cert: underB, Now: t0}); d.Allowed {
+		t.Errorf("line-b device admitted")
+	}
+}
+
+func mustSelEnv(t *testing.T, env *Env, k string, v any) Selector {
+	t.Helper()
+	s, err := ParseSelectorIn(env, k, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
