@@ -147,6 +147,9 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	r.touch()
 	c.relay = r
 	r.meter = s.metrics.tcpOpened(app.name)
+	if hook := s.testBeforeRelayAdd.Load(); hook != nil {
+		(*hook)()
+	}
 	closedWith := s.relays.add(r)
 	r.armTimers()
 	if closedWith != "" {
@@ -162,11 +165,26 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	// already in the index. Reload stores its snapshot before it rechecks
 	// and both take the index's lock, so a relay added after that recheck
 	// sees the new snapshot here: it is checked against it, not let through.
-	if r.revokedBy(s.snap.Load().revocation, s.now()) {
+	cur := s.snap.Load()
+	if r.revokedBy(cur.revocation, s.now()) {
 		r.setReason(closeRevoked)
 		r.originDone = true // never dialed
 		c.shutdown()
 		return
+	}
+	// Likewise the lists: a reload that landed between the decision (the
+	// handshake, or the mqtt CONNECT) and the index add re-evaluated only
+	// the relays already in the index. The decision is made again with the
+	// newest lists, as the reload would have.
+	if adm.input.Lists != cur.lists {
+		in := adm.input
+		in.Lists, in.Now = cur.lists, s.now()
+		if d := app.policy.Evaluate(&in); !d.Allowed {
+			r.setReason(closePolicy)
+			r.originDone = true // never dialed
+			c.shutdown()
+			return
+		}
 	}
 	r.dialCtx, r.cancelDial = context.WithCancel(context.Background())
 	s.workers.Go(r.dial)
