@@ -139,6 +139,9 @@ func (l *loader) serviceTokens(fts []fileServiceToken, cfg *Config) {
 			ok = false
 		} else {
 			ids[ft.ClientID] = i
+			if !strings.HasSuffix(ft.ClientID, ".access") {
+				l.warnf(key("client_id"), "does not end in \".access\": the token minted for the origin carries the client id as common_name, where an id such as a device's CN would be taken for that device (`fleetgate token service` makes ids ending in \".access\")")
+			}
 		}
 		var sum [sha256.Size]byte
 		if h := strings.ToLower(ft.ClientSecretSHA256); ft.ClientSecretSHA256 == "" {

@@ -144,3 +144,27 @@ func TestClientCAsShareACertificate(t *testing.T) {
 		t.Errorf("warnings:\n%s", w)
 	}
 }
+
+// TestServiceTokenClientIDWarning: a client_id that does not end in
+// ".access" loads with a warning (an origin could take it for a device's
+// common name).
+func TestServiceTokenClientIDWarning(t *testing.T) {
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	src := base + listsAndTokens
+	cfg, err := Parse("fleetgate.toml", []byte(src), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(cfg.Warnings); strings.Contains(w, "client_id") {
+		t.Errorf("a .access id warned:\n%s", w)
+	}
+	src = strings.Replace(src, `client_id = "abc.access"`, `client_id = "sensor-0001"`, 1)
+	cfg, err = Parse("fleetgate.toml", []byte(src), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(cfg.Warnings); !strings.Contains(w, `service_tokens[0].client_id: does not end in ".access"`) {
+		t.Errorf("warnings:\n%s", w)
+	}
+}
