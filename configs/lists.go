@@ -139,6 +139,9 @@ func (l *loader) serviceTokens(fts []fileServiceToken, cfg *Config) {
 			ok = false
 		} else {
 			ids[ft.ClientID] = i
+			if !strings.HasSuffix(ft.ClientID, ".access") {
+				l.warnf(key("client_id"), "does not end in \".access\": the token minted for the origin carries the client id as common_name, where an id such as a device's CN would be taken for that device (`fleetgate token service` makes ids ending in \".access\")")
+			}
 		}
 		var sum [sha256.Size]byte
 		if h := strings.ToLower(ft.ClientSecretSHA256); ft.ClientSecretSHA256 == "" {
@@ -191,5 +194,37 @@ func (l *loader) clientCAEnv(fcs []fileClientCA, cfg *Config) {
 		}
 		l.env.ClientCAs[ca.Name] = sums
 		l.caHosts[ca.Name] = ca.Hostnames
+	}
+	l.sharedClientCAs(fcs, cfg)
+}
+
+// sharedClientCAs warns about two [[client_cas]] entries that hold the same
+// certificate: a device whose chain goes through it matches client_ca of
+// both when no more specific certificate of one of them is on its path, and
+// a session token, which records only the root, matches neither when the
+// shared certificate is its root.
+func (l *loader) sharedClientCAs(fcs []fileClientCA, cfg *Config) {
+	owner := map[[32]byte]string{}
+	warned := map[[2]string]bool{}
+	for i := range cfg.ClientCAs {
+		ca := &cfg.ClientCAs[i]
+		for _, sum := range l.env.ClientCAs[ca.Name] {
+			first, dup := owner[sum]
+			if !dup {
+				owner[sum] = ca.Name
+				continue
+			}
+			if first == ca.Name || warned[[2]string{first, ca.Name}] {
+				continue
+			}
+			warned[[2]string{first, ca.Name}] = true
+			path := "client_cas"
+			for j := range fcs {
+				if fcs[j].Name == ca.Name {
+					path = indexPath("client_cas", j)
+				}
+			}
+			l.warnf(path, "client CA %q shares a certificate with %q: client_ca names the entry of the most specific certificate on a device's path; on a session cookie a shared root decides neither", ca.Name, first)
+		}
 	}
 }

@@ -129,3 +129,42 @@ func TestClientCANotAssociated(t *testing.T) {
 		t.Errorf("problems: %q", got)
 	}
 }
+
+// TestClientCAsShareACertificate: two [[client_cas]] entries holding the same
+// certificate load, with a warning naming both.
+func TestClientCAsShareACertificate(t *testing.T) {
+	src := edit(t, base, "associated_hostnames = [\"devices.fleet.test\", \"app.fleet.test\"]\n",
+		"associated_hostnames = [\"devices.fleet.test\", \"app.fleet.test\"]\n\n[[client_cas]]\nname = \"line-b\"\npem_file = \"pki/ca-chain.pem\"\nassociated_hostnames = [\"devices.fleet.test\"]\n")
+	cfg, err := parseIn(t, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := warnings(cfg.Warnings)
+	if !strings.Contains(w, `client CA "line-b" shares a certificate with "fleet"`) || strings.Count(w, "shares a certificate") != 1 {
+		t.Errorf("warnings:\n%s", w)
+	}
+}
+
+// TestServiceTokenClientIDWarning: a client_id that does not end in
+// ".access" loads with a warning (an origin could take it for a device's
+// common name).
+func TestServiceTokenClientIDWarning(t *testing.T) {
+	dir := t.TempDir()
+	writeDemoDir(t, dir)
+	src := base + listsAndTokens
+	cfg, err := Parse("fleetgate.toml", []byte(src), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(cfg.Warnings); strings.Contains(w, "client_id") {
+		t.Errorf("a .access id warned:\n%s", w)
+	}
+	src = strings.Replace(src, `client_id = "abc.access"`, `client_id = "sensor-0001"`, 1)
+	cfg, err = Parse("fleetgate.toml", []byte(src), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(cfg.Warnings); !strings.Contains(w, `service_tokens[0].client_id: does not end in ".access"`) {
+		t.Errorf("warnings:\n%s", w)
+	}
+}

@@ -30,6 +30,10 @@ var (
 	// errTokenRevocationUnknown refuses a session token whose certificate's
 	// issuer has a CRL past its nextUpdate under crl_stale = "reject".
 	errTokenRevocationUnknown = errors.New("certificate revocation status unknown (stale CRL)")
+	// errTokenServiceToken refuses a presented token minted for a service
+	// token: a service token never makes a session, its headers come with
+	// every request.
+	errTokenServiceToken = errors.New("token minted for a service token")
 )
 
 // tokenReasons are what a refused session token's 403 and access-log line
@@ -51,6 +55,7 @@ var tokenReasons = []struct {
 	{errTokenUntrustedRoot, errTokenUntrustedRoot.Error()},
 	{errTokenRevoked, errTokenRevoked.Error()},
 	{errTokenRevocationUnknown, errTokenRevocationUnknown.Error()},
+	{errTokenServiceToken, errTokenServiceToken.Error()},
 }
 
 // tokenRefusal says why a session token was refused, mapping the error

@@ -115,7 +115,10 @@ func (x *exchange) checkHost() outcome {
 // maxTokenCandidates are checked, since each costs a signature check.
 // Tokens are verified against the newest configuration, not the one the
 // connection opened under: a signing key a reload took out of service, or a
-// certificate revoked since, stops working on open connections too.
+// certificate revoked since, stops working on open connections too. A token
+// minted for a service token is refused: a service token never makes a
+// session (mint sets no cookie for it), so one presented back was taken
+// from an origin; the headers must come with every request.
 func (x *exchange) readToken() outcome {
 	var cands [maxTokenCandidates][]byte
 	n := 0
@@ -138,6 +141,9 @@ func (x *exchange) readToken() outcome {
 		claims, err := s.verifyToken(string(tok), x.app.aud, x.now)
 		if claims != nil {
 			err = s.tokenCertStatus(claims, x.now)
+		}
+		if err == nil && claims.ServiceTokenName != "" {
+			err = errTokenServiceToken
 		}
 		if err == nil && !x.app.trustsRoot(claims.CertRoot) {
 			err = errTokenUntrustedRoot
@@ -211,13 +217,21 @@ func (x *exchange) decide() outcome {
 // With a session duration the token also goes back as a cookie; with no
 // duration it exists for this one request and the connection closes after
 // the response, so the device's next request makes a fresh handshake.
+//
+// A decision made on a service token never sets a cookie: as with Access,
+// the machine presents its headers with every request. Its token is still
+// kept for the connection's next requests that present the same service
+// token (session.service), never for one without the headers.
 func (x *exchange) mint() outcome {
 	if !x.decision.Mint {
 		return proceed // bypass: no identity, no token
 	}
 	v := x.c.tc.Verdict()
-	service := x.input.ServiceToken != nil
-	if !v.OK() && x.claims != nil && !service {
+	service := ""
+	if st := x.input.ServiceToken; st != nil {
+		service = st.Name
+	}
+	if !v.OK() && x.claims != nil && service == "" {
 		x.assertion = x.token
 		return proceed
 	}
@@ -226,9 +240,9 @@ func (x *exchange) mint() outcome {
 	// signs nothing more, on open connections too.
 	cur := x.cur
 	d := x.decision.SessionDuration
-	if ss := x.c.session; d > 0 && !service && ss.reusable(x.app, x.decision.Policy, d, x.now) && ss.minted == cur {
+	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, service, d, x.now) && ss.minted == cur {
 		x.assertion = ss.token
-		if ss.sentFor != x.host {
+		if service == "" && ss.sentFor != x.host {
 			// A device that did not keep the cookie gets it once per
 			// connection, not with every response.
 			x.cookie = sessionCookie(s.cookieName, ss.token, x.host, s.sameSite, x.now, ss.exp.Sub(x.now))
@@ -241,6 +255,11 @@ func (x *exchange) mint() outcome {
 	}
 	x.assertion = tok
 	if d > 0 {
+		x.c.session = &session{app: x.app, policy: x.decision.Policy, service: service, dur: d, token: tok, exp: exp, minted: cur}
+		x.c.srv.metrics.tokenMinted(x.app.name, "session")
+		if service != "" {
+			return proceed // no cookie: the headers come with each request
+		}
 		// exp is in whole seconds and falls short of now+d by more than a
 		// second only when the certificate expires first: a token, and its
 		// cookie, never outlive the certificate.
@@ -248,9 +267,7 @@ func (x *exchange) mint() outcome {
 		if left := exp.Sub(x.now); left < d-time.Second {
 			maxAge = left
 		}
-		x.c.session = &session{app: x.app, policy: x.decision.Policy, dur: d, token: tok, exp: exp, minted: cur}
 		x.cookie = sessionCookie(s.cookieName, tok, x.host, s.sameSite, x.now, maxAge)
-		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 	} else {
 		x.perRequest = true // the next request makes a fresh handshake
 		x.c.srv.metrics.tokenMinted(x.app.name, "no_duration")
@@ -267,10 +284,14 @@ func (x *exchange) mint() outcome {
 type session struct {
 	app    *application
 	policy string
-	dur    time.Duration
-	token  string
-	exp    time.Time
-	minted *snapshot // the configuration whose key signed it
+	// service names the service token the token was minted for, "" for a
+	// device's: it serves only requests that present that same service
+	// token (checked again on each), never one without the headers.
+	service string
+	dur     time.Duration
+	token   string
+	exp     time.Time
+	minted  *snapshot // the configuration whose key signed it
 	// sentFor is the host whose Set-Cookie (its Domain) carried the token
 	// in a response on this connection: a device that reaches several hosts
 	// of a wildcard site over one connection gets the cookie for each.
@@ -278,10 +299,11 @@ type session struct {
 }
 
 // reusable reports whether the token may serve a request of app admitted by
-// policy with session duration d at now: same decision, and more than half
-// of its life left.
-func (s *session) reusable(app *application, policy string, d time.Duration, now time.Time) bool {
-	return s != nil && s.app == app && s.policy == policy && s.dur == d && s.exp.Sub(now) > d/2
+// policy, on service token service ("" for none), with session duration d
+// at now: same decision, same service token, and more than half of its life
+// left.
+func (s *session) reusable(app *application, policy, service string, d time.Duration, now time.Time) bool {
+	return s != nil && s.app == app && s.policy == policy && s.service == service && s.dur == d && s.exp.Sub(now) > d/2
 }
 
 // forward sends the request to the application's origin and copies the

@@ -152,23 +152,13 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 		r.up += int64(mq.fromDevice)
 		r.meter.bytes(mq.fromDevice, 0)
 	}
+	if hook := s.testBeforeRelayAdd.Load(); hook != nil {
+		(*hook)()
+	}
 	closedWith := s.relays.add(r)
 	r.armTimers()
-	if closedWith != "" {
-		// Shutdown already cut the relays: a handshake that completed
-		// since then is cut too, and its origin never dialed.
-		r.setReason(closedWith)
-		r.originDone = true
-		c.shutdown()
-		return
-	}
-	// The verdict was reached at VerifyConnection, against the revocation
-	// set of that moment; a reload since then rechecked only the relays
-	// already in the index. Reload stores its snapshot before it rechecks
-	// and both take the index's lock, so a relay added after that recheck
-	// sees the new snapshot here: it is checked against it, not let through.
-	if r.revokedBy(s.snap.Load().revocation, s.now()) {
-		r.setReason(closeRevoked)
+	if reason := r.refusedAtStart(closedWith); reason != "" {
+		r.setReason(reason)
 		r.originDone = true // never dialed
 		c.shutdown()
 		return
@@ -177,6 +167,40 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	s.workers.Go(r.dial)
 	// Bytes that came with the client's Finished are already in TLS.
 	r.pumpDevice()
+}
+
+// refusedAtStart returns why a relay just added to the index must not be
+// dialed ("" when it may be): Shutdown already cut the relays (closedWith),
+// or a reload since its decision revoked its certificate or changed a list
+// its policies use.
+func (r *relay) refusedAtStart(closedWith string) string {
+	s := r.srv
+	if closedWith != "" {
+		// A handshake that completed since Shutdown cut the relays is cut
+		// too, and its origin never dialed.
+		return closedWith
+	}
+	// The verdict was reached at VerifyConnection, against the revocation
+	// set of that moment; a reload since then rechecked only the relays
+	// already in the index. Reload stores its snapshot before it rechecks
+	// and both take the index's lock, so a relay added after that recheck
+	// sees the new snapshot here: it is checked against it, not let through.
+	cur := s.snap.Load()
+	if r.revokedBy(cur.revocation, s.now()) {
+		return closeRevoked
+	}
+	// Likewise the lists: a reload that landed between the decision (the
+	// handshake, or the mqtt CONNECT) and the index add re-evaluated only
+	// the relays already in the index. The decision is made again with the
+	// newest lists, as the reload would have.
+	if r.adm.input.Lists != cur.lists {
+		in := r.adm.input
+		in.Lists, in.Now = cur.lists, s.now()
+		if d := r.app.policy.Evaluate(&in); !d.Allowed {
+			return closePolicy
+		}
+	}
+	return ""
 }
 
 // revokedBy reports whether rev now revokes the relay's certificate, or

@@ -79,6 +79,9 @@ type Server struct {
 	// workers runs handshakes and request workers on goroutines that keep
 	// the stacks earlier ones grew.
 	workers *workpool.Pool
+	// testBeforeRelayAdd, set by tests only, runs on the loop between a
+	// relay's admission and its entry in the live index.
+	testBeforeRelayAdd atomic.Pointer[func()]
 	gnet.BuiltinEventEngine
 }
 

@@ -15,6 +15,11 @@ const (
 	ReasonNoPolicyMatched = "no policy matched"
 	ReasonTokenForeign    = "token not valid for this application"
 	ReasonTokenExpired    = "token expired"
+	// ReasonNotOnToken: no policy admitted the request, and some did not
+	// because a selector tests what the session token that stood in for
+	// the certificate does not carry (a SAN, O, OU); the certificate itself
+	// would have to be presented.
+	ReasonNotOnToken = "no policy matched: a selector needs the certificate, not the session token"
 )
 
 // Decision is the outcome of evaluating an application's policies for one
@@ -153,7 +158,7 @@ func (a *Application) Evaluate(in *Input) Decision {
 		if p.Action == NonIdentity && (certBad || tokenReason != "" || in.ServiceTokenProblem != "") {
 			continue
 		}
-		if j := p.matches(in); j >= 0 {
+		if j, _ := p.matches(in); j >= 0 {
 			return a.decide(i, j)
 		}
 	}
@@ -172,17 +177,23 @@ func (a *Application) Evaluate(in *Input) Decision {
 		return d
 	}
 	// Pass 2: allow and deny, in file order.
+	unknown := false
 	for i := range a.Policies {
 		p := &a.Policies[i]
 		if p.Action.early() {
 			continue
 		}
-		if j := p.matches(in); j >= 0 {
+		j, u := p.matches(in)
+		if j >= 0 {
 			return a.decide(i, j)
 		}
+		unknown = unknown || u
 	}
 	if kind != verdict.Valid && in.Token == nil {
 		return a.refuse(kind.Reason())
+	}
+	if unknown {
+		return a.refuse(ReasonNotOnToken)
 	}
 	return a.refuse(ReasonNoPolicyMatched)
 }
@@ -258,27 +269,56 @@ func (a *Application) hasNonIdentity() bool {
 
 // matches applies the rules: include OR (an empty include never matches),
 // require AND, exclude NOT. It returns the index of the include entry that
-// matched, or -1 when the policy does not match.
-func (p *Policy) matches(in *Input) int {
-	m := -1
+// matched, or -1 when the policy does not match; unknown is true when the
+// policy did not match because of a selector that could not be evaluated.
+//
+// A selector that cannot be evaluated on the input (Unknown) never lets a
+// request in: for an allow, bypass or non_identity policy it is no match in
+// the include, unmet in the require and a match in the exclude; for a deny
+// policy, whose match refuses, the other way round.
+func (p *Policy) matches(in *Input) (m int, unknown bool) {
+	deny := p.Action == Deny // an Unknown makes a deny policy match
+	m = -1
 	for j, s := range p.Include {
-		if s != nil && s.Match(in) {
+		if s == nil {
+			continue
+		}
+		o := judge(s, in)
+		if o == Matched || o == Unknown && deny {
 			m = j
 			break
 		}
+		unknown = unknown || o == Unknown
 	}
 	if m < 0 {
-		return -1
+		return -1, unknown
 	}
 	for _, s := range p.Require {
-		if s == nil || !s.Match(in) {
-			return -1
+		if s == nil {
+			return -1, false
+		}
+		if o := judge(s, in); o == NoMatch || o == Unknown && !deny {
+			return -1, o == Unknown
 		}
 	}
 	for _, s := range p.Exclude {
-		if s == nil || s.Match(in) {
-			return -1
+		if s == nil {
+			return -1, false
+		}
+		if o := judge(s, in); o == Matched || o == Unknown && !deny {
+			return -1, o == Unknown
 		}
 	}
-	return m
+	return m, false
+}
+
+// judge returns s's outcome on in: its Judge when it has one, else Match.
+func judge(s Selector, in *Input) Outcome {
+	if j, ok := s.(Judge); ok {
+		return j.Judge(in)
+	}
+	if s.Match(in) {
+		return Matched
+	}
+	return NoMatch
 }

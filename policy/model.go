@@ -60,6 +60,30 @@ type Selector interface {
 	NeedsCertificate() bool
 }
 
+// Outcome is a selector's answer for one input: it matches, it does not,
+// or it cannot tell.
+type Outcome uint8
+
+// The outcomes.
+const (
+	NoMatch Outcome = iota
+	Matched
+	// Unknown: the selector cannot be evaluated on the input, because the
+	// field it tests is not carried by the session token that stands in for
+	// a certificate not presented (a SAN, O, OU: a token names the
+	// certificate by common name, fingerprint, serial and root only).
+	// Unknown never admits: in an exclude, or in a deny policy's include, it
+	// counts as a match; in a require, or in an allow policy's include, as
+	// no match.
+	Unknown
+)
+
+// Judge is implemented by the selectors whose answer can be Unknown. Their
+// Match reports Judge(in) == Matched; the evaluator uses Judge.
+type Judge interface {
+	Judge(in *Input) Outcome
+}
+
 // Policy is one ordered entry of an application's policy list.
 type Policy struct {
 	Name   string

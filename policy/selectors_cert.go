@@ -27,13 +27,42 @@ const (
 // leaf returns the identity of a valid certificate presented with the
 // request, nil otherwise. The selectors on what only the certificate itself
 // carries (SANs, O, OU) use it: a session token names the certificate by
-// common name, fingerprint, serial and root only, so those selectors never
-// match a request that presents a token instead of the certificate.
+// common name, fingerprint, serial and root only, so on a request that
+// presents a token instead of the certificate they cannot tell (see
+// leafOutcome).
 func (in *Input) leaf() *verdict.Identity {
 	if c := in.Cert; c != nil && c.Kind == verdict.Valid {
 		return &c.Identity
 	}
 	return nil
+}
+
+// tokenStandsIn reports whether the request's identity is a session token
+// standing in for a certificate not presented (as Subject decides).
+func (in *Input) tokenStandsIn() bool {
+	if c := in.Cert; c != nil && c.Kind != verdict.Missing {
+		return false
+	}
+	t := in.Token
+	return t != nil && !t.NoDuration && t.CertSHA256 != ""
+}
+
+// noLeaf is the outcome of a leaf-only selector on a request without a
+// valid certificate: Unknown when a session token stands in for one (the
+// certificate may well carry the value), NoMatch when there is no identity.
+func (in *Input) noLeaf() Outcome {
+	if in.tokenStandsIn() {
+		return Unknown
+	}
+	return NoMatch
+}
+
+// outcome turns a definite answer into an Outcome.
+func outcome(b bool) Outcome {
+	if b {
+		return Matched
+	}
+	return NoMatch
 }
 
 // commonNamePattern is { common_name_pattern = "sensor-*" }: the CN matches
@@ -96,16 +125,19 @@ func (sanDNS) Key() string            { return keySANDNS }
 func (sanDNS) NeedsCertificate() bool { return true }
 func (d sanDNS) String() string       { return keySANDNS + " = " + strconv.Quote(d.source) }
 
-func (d sanDNS) Match(in *Input) bool {
+func (d sanDNS) Match(in *Input) bool { return d.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no SANs.
+func (d sanDNS) Judge(in *Input) Outcome {
 	id := in.leaf()
 	if id == nil {
-		return false
+		return in.noLeaf()
 	}
 	for _, n := range id.DNSNames {
 		n = strings.TrimSuffix(n, ".")
 		if !d.wild {
 			if strings.EqualFold(n, d.name) {
-				return true
+				return Matched
 			}
 			continue
 		}
@@ -113,10 +145,10 @@ func (d sanDNS) Match(in *Input) bool {
 			continue
 		}
 		if label := n[:len(n)-len(d.name)]; !strings.ContainsRune(label, '.') {
-			return true
+			return Matched
 		}
 	}
-	return false
+	return NoMatch
 }
 
 // sanURI is { san_uri = "spiffe://fleet.test/meter/*" }: some URI SAN of the
@@ -154,17 +186,20 @@ func (u sanURI) String() string {
 	return keySANURI + " = " + strconv.Quote(u.value)
 }
 
-func (u sanURI) Match(in *Input) bool {
+func (u sanURI) Match(in *Input) bool { return u.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no SANs.
+func (u sanURI) Judge(in *Input) Outcome {
 	id := in.leaf()
 	if id == nil {
-		return false
+		return in.noLeaf()
 	}
 	for _, s := range id.URIs {
 		if s == u.value && !u.prefix || u.prefix && len(s) > len(u.value) && strings.HasPrefix(s, u.value) {
-			return true
+			return Matched
 		}
 	}
-	return false
+	return NoMatch
 }
 
 // sanEmail is { san_email = "ops@fleet.test" }: some email SAN of the leaf
@@ -186,9 +221,14 @@ func (sanEmail) Key() string            { return keySANEmail }
 func (sanEmail) NeedsCertificate() bool { return true }
 func (e sanEmail) String() string       { return keySANEmail + " = " + strconv.Quote(string(e)) }
 
-func (e sanEmail) Match(in *Input) bool {
-	id := in.leaf()
-	return id != nil && anyEqual(id.Emails, string(e), true)
+func (e sanEmail) Match(in *Input) bool { return e.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no SANs.
+func (e sanEmail) Judge(in *Input) Outcome {
+	if id := in.leaf(); id != nil {
+		return outcome(anyEqual(id.Emails, string(e), true))
+	}
+	return in.noLeaf()
 }
 
 // organization is { organization = "Acme Meters" }: one of the leaf
@@ -204,9 +244,14 @@ func (organization) Key() string            { return keyOrganization }
 func (organization) NeedsCertificate() bool { return true }
 func (o organization) String() string       { return keyOrganization + " = " + strconv.Quote(string(o)) }
 
-func (o organization) Match(in *Input) bool {
-	id := in.leaf()
-	return id != nil && anyEqual(id.Organization, string(o), false)
+func (o organization) Match(in *Input) bool { return o.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no O.
+func (o organization) Judge(in *Input) Outcome {
+	if id := in.leaf(); id != nil {
+		return outcome(anyEqual(id.Organization, string(o), false))
+	}
+	return in.noLeaf()
 }
 
 // organizationalUnit is { organizational_unit = "meters" }: one of the leaf
@@ -224,9 +269,14 @@ func (o organizationalUnit) String() string {
 	return keyOrganizationalUnit + " = " + strconv.Quote(string(o))
 }
 
-func (o organizationalUnit) Match(in *Input) bool {
-	id := in.leaf()
-	return id != nil && anyEqual(id.OrgUnit, string(o), false)
+func (o organizationalUnit) Match(in *Input) bool { return o.Judge(in) == Matched }
+
+// Judge is Unknown on a session token: it carries no OU.
+func (o organizationalUnit) Judge(in *Input) Outcome {
+	if id := in.leaf(); id != nil {
+		return outcome(anyEqual(id.OrgUnit, string(o), false))
+	}
+	return in.noLeaf()
 }
 
 func anyEqual(vals []string, want string, fold bool) bool {
@@ -282,9 +332,15 @@ func (serial) Key() string            { return keySerial }
 func (serial) NeedsCertificate() bool { return true }
 func (s serial) String() string       { return keySerial + " = " + strconv.Quote(s.source) }
 
-func (s serial) Match(in *Input) bool {
+func (s serial) Match(in *Input) bool { return s.Judge(in) == Matched }
+
+// Judge is Unknown on a session token that does not record the serial.
+func (s serial) Judge(in *Input) Outcome {
 	sub, ok := in.Subject()
-	return ok && sub.CertSerial == s.hex
+	if ok && sub.FromToken && sub.CertSerial == "" {
+		return Unknown
+	}
+	return outcome(ok && sub.CertSerial == s.hex)
 }
 
 // fingerprint is { fingerprint = "9c0e…" }: the SHA-256 of the leaf's DER.
@@ -324,13 +380,21 @@ func (f fingerprint) Match(in *Input) bool {
 	return ok && sub.CertSHA256 == f.hex
 }
 
-// clientCA is { client_ca = "fleet-root" }: the device's verified path goes
-// through a certificate of that [[client_cas]] entry (its root, or one of
-// its intermediates). From a session token, the root the token records.
+// clientCA is { client_ca = "fleet-root" }: the [[client_cas]] entry the
+// device's chain verified against is that one. Entries may share
+// certificates (two product lines under one root, each with its own
+// intermediate), so the entry is the most specific one: walking the
+// verified path from the leaf's issuer up to the root, the first
+// certificate that belongs to any entry decides, and the selector matches
+// when its entry owns that certificate. From a session token, which records
+// only the root: the root must be this entry's, and a root another entry
+// also holds cannot decide (Unknown).
 type clientCA struct {
-	name string
-	sums [][32]byte
-	hex  []string // the same, lower-case hex: what a token carries
+	name   string
+	own    [][32]byte // this entry's certificates (roots and intermediates)
+	others [][32]byte // those of every other entry
+	hex    []string   // own, lower-case hex: what a token carries
+	oHex   []string   // others, the same
 }
 
 func parseClientCA(v any, env *Env) (Selector, error) {
@@ -342,9 +406,18 @@ func parseClientCA(v any, env *Env) (Selector, error) {
 	if !ok {
 		return nil, fmt.Errorf("no [[client_cas]] entry is named %q", s)
 	}
-	c := clientCA{name: s, sums: sums}
+	c := clientCA{name: s, own: sums}
 	for _, sum := range sums {
 		c.hex = append(c.hex, hex.EncodeToString(sum[:]))
+	}
+	for name, sums := range env.ClientCAs {
+		if name == s {
+			continue
+		}
+		for _, sum := range sums {
+			c.others = append(c.others, sum)
+			c.oHex = append(c.oHex, hex.EncodeToString(sum[:]))
+		}
 	}
 	return c, nil
 }
@@ -353,20 +426,45 @@ func (clientCA) Key() string            { return keyClientCA }
 func (clientCA) NeedsCertificate() bool { return true }
 func (c clientCA) String() string       { return keyClientCA + " = " + strconv.Quote(c.name) }
 
-func (c clientCA) Match(in *Input) bool {
+func (c clientCA) Match(in *Input) bool { return c.Judge(in) == Matched }
+
+// Judge finds the most specific entry on the verified path; on a token,
+// Unknown when the root is shared with another entry or not recorded.
+func (c clientCA) Judge(in *Input) Outcome {
 	if cert := in.Cert; cert != nil && cert.Kind != verdict.Missing {
 		if cert.Kind != verdict.Valid || len(cert.Path) < 2 {
-			return false
+			return NoMatch
 		}
-		for i := len(cert.Path) - 1; i >= 1; i-- {
-			for j := range c.sums {
-				if cert.Path[i].SHA256 == c.sums[j] {
-					return true
-				}
+		for i := 1; i < len(cert.Path); i++ {
+			sum := &cert.Path[i].SHA256
+			if hasSum(c.own, sum) {
+				return Matched
+			}
+			if hasSum(c.others, sum) {
+				return NoMatch // another entry is more specific
 			}
 		}
-		return false
+		return NoMatch
 	}
 	sub, ok := in.Subject()
-	return ok && sub.CertRoot != "" && anyEqual(c.hex, sub.CertRoot, false)
+	switch {
+	case !ok:
+		return NoMatch
+	case sub.CertRoot == "":
+		return Unknown
+	case !anyEqual(c.hex, sub.CertRoot, false):
+		return NoMatch
+	case anyEqual(c.oHex, sub.CertRoot, false):
+		return Unknown // the chain may have gone through the other entry
+	}
+	return Matched
+}
+
+func hasSum(sums [][32]byte, sum *[32]byte) bool {
+	for i := range sums {
+		if sums[i] == *sum {
+			return true
+		}
+	}
+	return false
 }

@@ -98,37 +98,45 @@ func (l inList) String() string         { return keyList + " = " + strconv.Quote
 // ListName returns the name of the list the selector consults.
 func (l inList) ListName() string { return l.name }
 
-func (l inList) Match(in *Input) bool {
+func (l inList) Match(in *Input) bool { return l.Judge(in) == Matched }
+
+// Judge is Unknown when a session token stands in for the certificate and
+// does not carry the list's kind of value (a URI SAN; a serial on an older
+// token).
+func (l inList) Judge(in *Input) Outcome {
 	list := in.Lists.Get(l.name)
 	if list == nil || list.Kind != l.kind {
-		return false
+		return NoMatch
 	}
 	if l.kind == ListIP {
-		return list.ContainsAddr(in.ClientIP)
+		return outcome(list.ContainsAddr(in.ClientIP))
 	}
 	if l.kind == ListSANURI {
 		id := in.leaf()
 		if id == nil {
-			return false
+			return in.noLeaf()
 		}
 		for _, u := range id.URIs {
 			if list.Contains(u) {
-				return true
+				return Matched
 			}
 		}
-		return false
+		return NoMatch
 	}
 	sub, ok := in.Subject()
 	if !ok {
-		return false
+		return NoMatch
 	}
 	switch l.kind {
 	case ListCommonName:
-		return list.Contains(sub.CommonName)
+		return outcome(list.Contains(sub.CommonName))
 	case ListFingerprint:
-		return list.Contains(sub.CertSHA256)
+		return outcome(list.Contains(sub.CertSHA256))
 	case ListSerial:
-		return list.Contains(sub.CertSerial)
+		if sub.FromToken && sub.CertSerial == "" {
+			return Unknown
+		}
+		return outcome(list.Contains(sub.CertSerial))
 	}
-	return false
+	return NoMatch
 }
