@@ -181,7 +181,7 @@ func (l *List) Contains(value string) bool {
 	if l == nil {
 		return false
 	}
-	return l.set.has(xxhash.Sum64String(value), value)
+	return has(&l.set, xxhash.Sum64String(value), value)
 }
 
 // ContainsAddr reports whether an ip list holds the address (an
@@ -191,7 +191,7 @@ func (l *List) ContainsAddr(a netip.Addr) bool {
 		return false
 	}
 	a16 := a.Unmap().As16()
-	return l.set.hasBytes(xxhash.Sum64(a16[:]), a16[:])
+	return has(&l.set, xxhash.Sum64(a16[:]), a16[:])
 }
 
 // valueSet is an open-addressing hash set of byte strings: the slots hold
@@ -255,7 +255,11 @@ func (s *valueSet) insertNew(h uint64, v []byte, idx uint32) bool {
 	}
 }
 
-func (s *valueSet) has(h uint64, v string) bool {
+// has reports whether the value v (hash h) is in the set: the hash finds
+// the slot, and the stored value confirms it, so a collision never matches.
+// One function for both spellings of a value, neither converted (no
+// allocation on a lookup).
+func has[V string | []byte](s *valueSet, h uint64, v V) bool {
 	if len(s.slots) == 0 {
 		return false
 	}
@@ -265,23 +269,7 @@ func (s *valueSet) has(h uint64, v string) bool {
 		if e == 0 {
 			return false
 		}
-		if e&^0xffffffff == tag && string(s.value(uint32(e)-1)) == v {
-			return true
-		}
-	}
-}
-
-func (s *valueSet) hasBytes(h uint64, v []byte) bool {
-	if len(s.slots) == 0 {
-		return false
-	}
-	tag := h >> 32 << 32
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		e := s.slots[i]
-		if e == 0 {
-			return false
-		}
-		if e&^0xffffffff == tag && bytes.Equal(s.value(uint32(e)-1), v) {
+		if e&^0xffffffff == tag && string(s.value(uint32(e)-1)) == string(v) {
 			return true
 		}
 	}
