@@ -84,7 +84,7 @@ func goRelay(s *TCPServer, raw net.Conn, conf *tls.Config, upstream string) {
 		_ = dev.Close()
 		return
 	}
-	if !s.track(up) {
+	if !s.track(up, false) {
 		return
 	}
 	defer s.untrack(up)

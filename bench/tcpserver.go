@@ -57,9 +57,11 @@ func (s *TCPServer) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// track registers c to be closed by Close; false means the server is
-// closing (c is closed then).
-func (s *TCPServer) track(c net.Conn) bool {
+// track registers c to be closed by Close; with handler it also counts
+// the handler about to start, under the same lock, so that a Shutdown that
+// has set closing waits for every handler it did not refuse. False means
+// the server is closing (c is closed then).
+func (s *TCPServer) track(c net.Conn, handler bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -67,21 +69,9 @@ func (s *TCPServer) track(c net.Conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
-	return true
-}
-
-// trackHandler is track for an accepted connection whose handler is about
-// to start: it counts the handler under the same lock, so that a Shutdown
-// that has set closing waits for every handler it did not refuse.
-func (s *TCPServer) trackHandler(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
-		_ = c.Close()
-		return false
+	if handler {
+		s.wg.Add(1)
 	}
-	s.conns[c] = struct{}{}
-	s.wg.Add(1)
 	return true
 }
 
@@ -112,7 +102,7 @@ func serveTCP(ln net.Listener, handle func(s *TCPServer, c net.Conn)) *TCPServer
 				}
 				break
 			}
-			if !s.trackHandler(c) {
+			if !s.track(c, true) {
 				continue
 			}
 			go func() {
