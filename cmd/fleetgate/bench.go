@@ -270,11 +270,7 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 	if err != nil && res == nil {
 		return err
 	}
-	if f.jsonOut {
-		if werr := res.WriteJSON(stdout); werr != nil {
-			return werr
-		}
-	} else if werr := res.WriteText(stdout); werr != nil {
+	if werr := writeReport(res, f.jsonOut, stdout); werr != nil {
 		return werr
 	}
 	if err == nil && res.Requests == 0 && res.ErrorTotal > 0 {
@@ -314,11 +310,7 @@ func benchMQTT(ctx context.Context, f *benchFlags, o bench.Options, stdout io.Wr
 	if res == nil {
 		return err
 	}
-	if f.jsonOut {
-		if werr := res.WriteJSON(stdout); werr != nil {
-			return werr
-		}
-	} else if werr := res.WriteText(stdout); werr != nil {
+	if werr := writeReport(res, f.jsonOut, stdout); werr != nil {
 		return werr
 	}
 	if err == nil && res.Connected == 0 {
@@ -357,4 +349,18 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := file.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// report is a run's result, written as JSON or as text.
+type report interface {
+	WriteJSON(io.Writer) error
+	WriteText(io.Writer) error
+}
+
+// writeReport writes r as JSON (-json) or as text.
+func writeReport(r report, jsonOut bool, w io.Writer) error {
+	if jsonOut {
+		return r.WriteJSON(w)
+	}
+	return r.WriteText(w)
 }
