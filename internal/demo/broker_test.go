@@ -81,12 +81,20 @@ func mqttConnect(t *testing.T, w io.Writer, r *bufio.Reader, version byte, clien
 // returns the payload received.
 func mqttPubSub(t *testing.T, w io.Writer, r *bufio.Reader, version byte, topic, payload string) string {
 	t.Helper()
+	// The subscription is in place once its SUBACK is back: a PUBLISH sent
+	// right behind the SUBSCRIBE may be routed before it is.
 	var buf bytes.Buffer
 	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: version, PacketID: 1,
 		Filters: packets.Subscriptions{{Filter: topic}}}
 	if err := sub.SubscribeEncode(&buf); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := w.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for pk := readMQTT(t, r, version); pk.FixedHeader.Type != packets.Suback; pk = readMQTT(t, r, version) {
+	}
+	buf.Reset()
 	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: version, TopicName: topic, Payload: []byte(payload)}
 	if err := pub.PublishEncode(&buf); err != nil {
 		t.Fatal(err)
