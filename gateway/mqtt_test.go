@@ -159,51 +159,6 @@ func newMQTTFixture(t *testing.T) *mqttFixture {
 	return f
 }
 
-// mqttConnect encodes a CONNECT.
-func mqttConnect(t testing.TB, version byte, clientID string, keepAlive uint16, mod ...func(*packets.Packet)) []byte {
-	t.Helper()
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Keepalive: keepAlive, Clean: true}}
-	for _, m := range mod {
-		m(&pk)
-	}
-	var b bytes.Buffer
-	if err := pk.ConnectEncode(&b); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
-
-// readPacket reads one MQTT packet of version from r.
-func readPacket(r *bufio.Reader, version byte) (packets.Packet, error) {
-	var pk packets.Packet
-	hb, err := r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		return pk, err
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return pk, err
-	}
-	pk.ProtocolVersion = version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	}
-	return pk, err
-}
-
 // session dials app as dev, sends first and returns the reader of the
 // answers.
 func (f *mqttFixture) session(t *testing.T, sni string, dev *device, first []byte) (*tls.Conn, *bufio.Reader) {
@@ -222,7 +177,7 @@ func (f *mqttFixture) session(t *testing.T, sni string, dev *device, first []byt
 // string containing reason), then the end of the connection.
 func refusedWith(t *testing.T, r *bufio.Reader, version, code byte, reason string) {
 	t.Helper()
-	pk, err := readPacket(r, version)
+	pk, err := testkit.ReadMQTT(r, version)
 	if err != nil {
 		t.Fatalf("no CONNACK: %v", err)
 	}
@@ -244,8 +199,8 @@ func TestMQTTTokenAdmitsAtTheBroker(t *testing.T) {
 			before := len(f.auth.connects())
 			// An empty client id is replaced by the CN; the device sends no
 			// credentials at all.
-			c, r := f.session(t, mToken, f.pki.sensor1, mqttConnect(t, v, "", 30))
-			pk, err := readPacket(r, v)
+			c, r := f.session(t, mToken, f.pki.sensor1, testkit.MQTTConnect(t, v, "", 30))
+			pk, err := testkit.ReadMQTT(r, v)
 			if err != nil || pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
 				t.Fatalf("CONNACK %+v, %v: the broker refused the token", pk, err)
 			}
@@ -272,7 +227,7 @@ func TestMQTTTokenAdmitsAtTheBroker(t *testing.T) {
 			if _, err := c.Write(b.Bytes()); err != nil {
 				t.Fatal(err)
 			}
-			if pk, err := readPacket(r, v); err != nil || pk.FixedHeader.Type != packets.Suback {
+			if pk, err := testkit.ReadMQTT(r, v); err != nil || pk.FixedHeader.Type != packets.Suback {
 				t.Fatalf("SUBACK: %+v %v", pk.FixedHeader, err)
 			}
 			b.Reset()
@@ -280,7 +235,7 @@ func TestMQTTTokenAdmitsAtTheBroker(t *testing.T) {
 			if _, err := c.Write(b.Bytes()); err != nil {
 				t.Fatal(err)
 			}
-			pk, err = readPacket(r, v)
+			pk, err = testkit.ReadMQTT(r, v)
 			if err != nil || pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != "21.5" {
 				t.Fatalf("the published message did not come back: %+v %v", pk, err)
 			}
@@ -294,11 +249,11 @@ func TestMQTTTokenAdmitsAtTheBroker(t *testing.T) {
 	}
 	defer direct.Close()
 	_ = direct.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = direct.Write(mqttConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
+	_, _ = direct.Write(testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
 		pk.Connect.Username, pk.Connect.UsernameFlag = []byte("sensor-0001"), true
 		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("eyJhbGciOiJFUzI1NiJ9.eyJjb21tb25fbmFtZSI6InNlbnNvci0wMDAxIn0.c2ln"), true
 	}))
-	if pk, err := readPacket(bufio.NewReader(direct), mqttwire.V311); err == nil && pk.ReasonCode == 0 {
+	if pk, err := testkit.ReadMQTT(bufio.NewReader(direct), mqttwire.V311); err == nil && pk.ReasonCode == 0 {
 		t.Error("the broker admitted a forged token")
 	}
 }
@@ -316,23 +271,23 @@ func TestMQTTRefusals(t *testing.T) {
 		reason  string // in the MQTT 5 reason string
 		log     string // the refusal's logged and counted reason
 	}{
-		{"no certificate 3.1.1", mToken, nil, mqttConnect(t, v3, "sensor-0001", 30), v3, 5, "", "no policy matched"},
-		{"no certificate 5.0", mToken, nil, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", "no policy matched"},
-		{"foreign certificate", mToken, f.pki.foreign, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", ""},
-		{"expired certificate", mToken, f.pki.expired, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", ""},
-		{"policy refuses sensor-0002", mRaw, f.pki.sensor2, mqttConnect(t, v3, "x", 30), v3, 5, "", "no policy matched"},
-		{"wrong client id 3.1.1", mToken, f.pki.sensor1, mqttConnect(t, v3, "sensor-0002", 30), v3, 2, "", "client identifier not valid"},
-		{"wrong client id 5.0", mToken, f.pki.sensor1, mqttConnect(t, v5, "sensor-0002", 30), v5, 0x85, `"sensor-0001"`, "client identifier not valid"},
-		{"template not followed", mTmpl, f.pki.sensor1, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x85, `"fleet-sensor-0001"`, "client identifier not valid"},
-		{"oversize 5.0", mTmpl, f.pki.sensor1, mqttConnect(t, v5, strings.Repeat("x", 300), 30), v5, 0x95, "larger than 256", "CONNECT too large"},
+		{"no certificate 3.1.1", mToken, nil, testkit.MQTTConnect(t, v3, "sensor-0001", 30), v3, 5, "", "no policy matched"},
+		{"no certificate 5.0", mToken, nil, testkit.MQTTConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", "no policy matched"},
+		{"foreign certificate", mToken, f.pki.foreign, testkit.MQTTConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", ""},
+		{"expired certificate", mToken, f.pki.expired, testkit.MQTTConnect(t, v5, "sensor-0001", 30), v5, 0x87, "", ""},
+		{"policy refuses sensor-0002", mRaw, f.pki.sensor2, testkit.MQTTConnect(t, v3, "x", 30), v3, 5, "", "no policy matched"},
+		{"wrong client id 3.1.1", mToken, f.pki.sensor1, testkit.MQTTConnect(t, v3, "sensor-0002", 30), v3, 2, "", "client identifier not valid"},
+		{"wrong client id 5.0", mToken, f.pki.sensor1, testkit.MQTTConnect(t, v5, "sensor-0002", 30), v5, 0x85, `"sensor-0001"`, "client identifier not valid"},
+		{"template not followed", mTmpl, f.pki.sensor1, testkit.MQTTConnect(t, v5, "sensor-0001", 30), v5, 0x85, `"fleet-sensor-0001"`, "client identifier not valid"},
+		{"oversize 5.0", mTmpl, f.pki.sensor1, testkit.MQTTConnect(t, v5, strings.Repeat("x", 300), 30), v5, 0x95, "larger than 256", "CONNECT too large"},
 		{"level 6", mRaw, f.pki.sensor1, func() []byte {
-			b := mqttConnect(t, v3, "sensor-0001", 30)
+			b := testkit.MQTTConnect(t, v3, "sensor-0001", 30)
 			b[8] = 6
 			return b
 		}(), v5, 0x84, "level 6", "unsupported protocol version"},
-		{"MQTT 3.1", mRaw, f.pki.sensor1, mqttConnect(t, 3, "sensor-0001", 30, func(pk *packets.Packet) { pk.Connect.ProtocolName = []byte("MQIsdp") }), v3, 1, "", "unsupported protocol version"},
-		{"origin down 3.1.1", mDown, f.pki.sensor1, mqttConnect(t, v3, "sensor-0001", 30), v3, 3, "", "server unavailable"},
-		{"origin down 5.0", mDown, f.pki.sensor1, mqttConnect(t, v5, "sensor-0001", 30), v5, 0x88, "broker", "server unavailable"},
+		{"MQTT 3.1", mRaw, f.pki.sensor1, testkit.MQTTConnect(t, 3, "sensor-0001", 30, func(pk *packets.Packet) { pk.Connect.ProtocolName = []byte("MQIsdp") }), v3, 1, "", "unsupported protocol version"},
+		{"origin down 3.1.1", mDown, f.pki.sensor1, testkit.MQTTConnect(t, v3, "sensor-0001", 30), v3, 3, "", "server unavailable"},
+		{"origin down 5.0", mDown, f.pki.sensor1, testkit.MQTTConnect(t, v5, "sensor-0001", 30), v5, 0x88, "broker", "server unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, r := f.session(t, tc.sni, tc.dev, tc.first)
@@ -348,7 +303,7 @@ func TestMQTTRefusals(t *testing.T) {
 		{"an HTTP request", mRaw, "first packet is not a CONNECT", []byte("GET / HTTP/1.1\r\nHost: raw.mqtt.test\r\n\r\n")},
 		{"garbage length", mRaw, "malformed CONNECT", []byte{0x10, 0xff, 0xff, 0xff, 0xff, 0x7f}},
 		{"malformed CONNECT", mRaw, "malformed CONNECT", []byte{0x10, 0x04, 0x00, 0x04, 'M', 'Q'}},
-		{"oversize 3.1.1", mTmpl, "CONNECT too large", mqttConnect(t, v3, strings.Repeat("x", 300), 30)},
+		{"oversize 3.1.1", mTmpl, "CONNECT too large", testkit.MQTTConnect(t, v3, strings.Repeat("x", 300), 30)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, r := f.session(t, tc.sni, f.pki.sensor1, tc.first)
@@ -359,7 +314,7 @@ func TestMQTTRefusals(t *testing.T) {
 	}
 	t.Run("no CONNECT within handshake_timeout", func(t *testing.T) {
 		start := time.Now()
-		_, r := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, v3, "sensor-0001", 30)[:5])
+		_, r := f.session(t, mRaw, f.pki.sensor1, testkit.MQTTConnect(t, v3, "sensor-0001", 30)[:5])
 		if _, err := r.ReadByte(); err == nil {
 			t.Fatal("got a byte")
 		}
@@ -405,17 +360,17 @@ func TestMQTTByteForByte(t *testing.T) {
 		first     []byte
 		prefix    string
 	}{
-		{"no binding", mRaw, f.raw, mqttConnect(t, mqttwire.V5, "anything", 30, func(pk *packets.Packet) {
+		{"no binding", mRaw, f.raw, testkit.MQTTConnect(t, mqttwire.V5, "anything", 30, func(pk *packets.Packet) {
 			pk.Connect.Username, pk.Connect.UsernameFlag = []byte("u"), true
 			pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
 			pk.Properties.User = []packets.UserProperty{{Key: "site", Val: "north"}}
 		}), ""},
-		{"template matched", mTmpl, f.tmpl, mqttConnect(t, mqttwire.V311, "fleet-sensor-0001", 30), "PROXY TCP4 "},
+		{"template matched", mTmpl, f.tmpl, testkit.MQTTConnect(t, mqttwire.V311, "fleet-sensor-0001", 30), "PROXY TCP4 "},
 		// Legal, though mochi's own validation refuses them.
-		{"empty will payload", mRaw, f.raw, mqttConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
+		{"empty will payload", mRaw, f.raw, testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 30, func(pk *packets.Packet) {
 			pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "devices/sensor-0001/status", nil
 		}), ""},
-		{"empty password", mRaw, f.raw, mqttConnect(t, mqttwire.V5, "sensor-0001", 30, func(pk *packets.Packet) {
+		{"empty password", mRaw, f.raw, testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 30, func(pk *packets.Packet) {
 			pk.Connect.PasswordFlag, pk.Connect.Password = true, nil
 		}), ""},
 	} {
@@ -447,7 +402,7 @@ func TestMQTTByteForByte(t *testing.T) {
 // (1s) and 1.5× the keep-alive.
 func TestMQTTKeepAliveIdle(t *testing.T) {
 	f := newMQTTFixture(t)
-	c, _ := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "sensor-0001", 2))
+	c, _ := f.session(t, mRaw, f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 2))
 	time.Sleep(1500 * time.Millisecond) // past idle_timeout, within 1.5 × 2s
 	if _, err := c.Write([]byte{0xc0, 0x00}); err != nil {
 		t.Fatalf("cut before 1.5 × keep-alive: %v", err)
@@ -476,9 +431,9 @@ func TestMQTTListExclude(t *testing.T) {
 		a.Protocol = "mqtt"
 		c.Applications = append(c.Applications, a)
 	})}
-	_, r := f.session(t, "list.mqtt.test", f.pki.sensor1, mqttConnect(t, mqttwire.V5, "sensor-0001", 30))
+	_, r := f.session(t, "list.mqtt.test", f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 30))
 	refusedWith(t, r, mqttwire.V5, 0x87, "")
-	c, r2 := f.session(t, "list.mqtt.test", f.pki.sensor2, mqttConnect(t, mqttwire.V311, "sensor-0002", 30))
+	c, r2 := f.session(t, "list.mqtt.test", f.pki.sensor2, testkit.MQTTConnect(t, mqttwire.V311, "sensor-0002", 30))
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := r2.ReadByte(); err == nil {
 		t.Fatal("the gateway answered an admitted device's CONNECT itself")
@@ -512,7 +467,7 @@ func TestMQTTCertificateWithoutCommonNameRefused(t *testing.T) {
 		{"common name, username and token 5.0", mToken, "", mqttwire.V5, 0x87},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, r := f.session(t, tc.sni, noCN, mqttConnect(t, tc.version, tc.clientID, 30))
+			_, r := f.session(t, tc.sni, noCN, testkit.MQTTConnect(t, tc.version, tc.clientID, 30))
 			refusedWith(t, r, tc.version, tc.code, "certificate has no common name")
 		})
 	}
@@ -551,7 +506,7 @@ func TestMQTTPipelinedThenClosedDelivered(t *testing.T) {
 		c.Applications = append(c.Applications, a)
 	})}
 	var b bytes.Buffer
-	b.Write(mqttConnect(t, mqttwire.V311, "sensor-0001", 30))
+	b.Write(testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 30))
 	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4,
 		TopicName: "devices/sensor-0001/temp", Payload: []byte("21.5")}
 	_ = pub.PublishEncode(&b)
@@ -594,7 +549,7 @@ func TestMQTTPipelinedThenClosedDelivered(t *testing.T) {
 func TestMQTTPasswordWithoutUsernameRefusedAtTheGate(t *testing.T) {
 	f := newMQTTFixture(t)
 	// The empty client id is replaced, so the CONNECT would be re-encoded.
-	_, r := f.session(t, mTmpl, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "", 30, func(pk *packets.Packet) {
+	_, r := f.session(t, mTmpl, f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V311, "", 30, func(pk *packets.Packet) {
 		pk.Connect.Password, pk.Connect.PasswordFlag = []byte("p"), true
 	}))
 	if b, err := r.ReadByte(); err == nil {
@@ -626,7 +581,7 @@ func TestMQTTRevokedBeforeConnectRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.denyFingerprint(t, f.pki.sensor1)
-	if _, err := c.Write(mqttConnect(t, mqttwire.V5, "sensor-0001", 30)); err != nil {
+	if _, err := c.Write(testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 30)); err != nil {
 		t.Fatal(err)
 	}
 	refusedWith(t, bufio.NewReader(c), mqttwire.V5, 0x87, "revoked")
@@ -650,7 +605,7 @@ func TestMQTTCutWhileDialingIsNotServerUnavailable(t *testing.T) {
 		a.Protocol, a.OriginConnectTimeout = "mqtt", "20s"
 		c.Applications = append(c.Applications, a)
 	})}
-	_, r := f.session(t, "slow.mqtt.test", f.pki.sensor1, mqttConnect(t, mqttwire.V5, "sensor-0001", 30))
+	_, r := f.session(t, "slow.mqtt.test", f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 30))
 	time.Sleep(300 * time.Millisecond) // the dial hangs
 	f.denyFingerprint(t, f.pki.sensor1)
 	if b, err := r.ReadByte(); err == nil {
@@ -679,7 +634,7 @@ func TestMQTTConnectTimeoutNeedsRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, r := f.session(t, mRaw, f.pki.sensor1, mqttConnect(t, mqttwire.V311, "sensor-0001", 30)[:5])
+	_, r := f.session(t, mRaw, f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 30)[:5])
 	if _, err := r.ReadByte(); err == nil {
 		t.Fatal("got a byte")
 	}

@@ -6,12 +6,10 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -20,10 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/internal/testkit"
+
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/demo"
 	"github.com/fleetgate/fleetgate/internal/mqttwire"
-	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // demoBroker is the demo's fixed MQTT broker (configs.DemoMQTTOrigin).
@@ -80,9 +79,9 @@ func checkDemoMQTT(t *testing.T, demoDir, listen, out string) {
 	}
 	for _, v := range []byte{mqttwire.V311, mqttwire.V5} {
 		c, r := dial("sensor-0001")
-		if code := demoConnect(t, c, r, v, "sensor-0001"); code != 0 {
+		if code := testkit.MQTTSession(t, c, r, v, "sensor-0001"); code != 0 {
 			t.Errorf("MQTT %d: sensor-0001 as sensor-0001: CONNACK %#x, want accepted", v, code)
-		} else if got := demoPubSub(t, c, r, v, "devices/sensor-0001/go", "21.5"); got != "21.5" {
+		} else if got := testkit.MQTTPubSub(t, c, r, v, "devices/sensor-0001/go", "21.5"); got != "21.5" {
 			t.Errorf("MQTT %d: received %q", v, got)
 		}
 		c.Close()
@@ -98,7 +97,7 @@ func checkDemoMQTT(t *testing.T, demoDir, listen, out string) {
 		{"no certificate, 5.0", "", "sensor-0001", mqttwire.V5, 0x87},
 	} {
 		c, r := dial(tc.device)
-		if code := demoConnect(t, c, r, tc.version, tc.clientID); code != tc.code {
+		if code := testkit.MQTTSession(t, c, r, tc.version, tc.clientID); code != tc.code {
 			t.Errorf("%s: CONNACK %#x, want %#x", tc.name, code, tc.code)
 		}
 		if _, err := r.ReadByte(); err == nil {
@@ -145,87 +144,4 @@ func checkDemoMQTT(t *testing.T, demoDir, listen, out string) {
 			}
 		}
 	})
-}
-
-// demoConnect sends a CONNECT and returns the CONNACK's code.
-func demoConnect(t *testing.T, w io.Writer, r *bufio.Reader, version byte, clientID string) byte {
-	t.Helper()
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: version,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Keepalive: 30, Clean: true}}
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	ack := demoRead(t, r, version)
-	if ack.FixedHeader.Type != packets.Connack {
-		t.Fatalf("packet type %d, want CONNACK", ack.FixedHeader.Type)
-	}
-	return ack.ReasonCode
-}
-
-// demoPubSub subscribes to topic, publishes payload on it (QoS 0) and
-// returns the payload received.
-func demoPubSub(t *testing.T, w io.Writer, r *bufio.Reader, version byte, topic, payload string) string {
-	t.Helper()
-	// The subscription is in place once its SUBACK is back: a PUBLISH sent
-	// right behind the SUBSCRIBE may be routed before it is.
-	var buf bytes.Buffer
-	sub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: version, PacketID: 1,
-		Filters: packets.Subscriptions{{Filter: topic}}}
-	if err := sub.SubscribeEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	for pk := demoRead(t, r, version); pk.FixedHeader.Type != packets.Suback; pk = demoRead(t, r, version) {
-	}
-	buf.Reset()
-	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: version, TopicName: topic, Payload: []byte(payload)}
-	if err := pub.PublishEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if pk := demoRead(t, r, version); pk.FixedHeader.Type == packets.Publish {
-			return string(pk.Payload)
-		}
-	}
-}
-
-// demoRead reads one packet.
-func demoRead(t *testing.T, r *bufio.Reader, version byte) packets.Packet {
-	t.Helper()
-	var pk packets.Packet
-	hb, err := r.ReadByte()
-	if err != nil {
-		t.Fatalf("reading a packet: %v", err)
-	}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		t.Fatal(err)
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatal(err)
-	}
-	pk.ProtocolVersion = version
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pk
 }

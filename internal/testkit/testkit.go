@@ -1,5 +1,6 @@
 // Package testkit holds the small helpers the project's tests share: polling
-// for a condition, a goroutine-safe output buffer, and a free loopback port.
+// for a condition, a goroutine-safe output buffer, a free loopback port, and
+// an MQTT test client (CONNECT, packets read back, subscribe and publish).
 // It is imported by tests only; nothing on the serving path uses it.
 package testkit
 
