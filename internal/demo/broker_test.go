@@ -2,6 +2,7 @@ package demo
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -39,6 +40,9 @@ func TestStartBroker(t *testing.T) {
 		_ = b2.Close()
 		t.Error("a second broker started on the same port")
 	}
+	// A topic per version: the broker drops a closed clean session's
+	// subscriptions by client id and filter, after the next connection of
+	// that id may have subscribed to the same filter.
 	for _, v := range []byte{4, 5} {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
@@ -49,7 +53,7 @@ func TestStartBroker(t *testing.T) {
 		if code := testkit.MQTTSession(t, c, r, v, "anyone"); code != 0 {
 			t.Fatalf("v%d: CONNACK %#x, want accepted", v, code)
 		}
-		if got := testkit.MQTTPubSub(t, c, r, v, "devices/anyone/t", "21.5"); got != "21.5" {
+		if got := testkit.MQTTPubSub(t, c, r, v, fmt.Sprintf("devices/anyone/v%d", v), "21.5"); got != "21.5" {
 			t.Errorf("v%d: received %q", v, got)
 		}
 		c.Close()
