@@ -45,8 +45,8 @@ func (p *Provider) loginGet(w http.ResponseWriter, r *http.Request) {
 		p.page(w, http.StatusBadRequest, "Login request unknown", "This login request is unknown, expired or already used. Start again from the application.", "")
 		return
 	}
-	if c, err := r.Cookie(defaultSessionCookieName); err == nil && !a.forcesLogin() {
-		if ss, ok := p.store.sessionByID(c.Value); ok {
+	if c, err := r.Cookie(defaultSessionCookieName); err == nil {
+		if ss, ok := p.store.sessionByID(c.Value); ok && !a.forcesLogin(ss.authTime, p.store.now()) {
 			p.finish(w, r, a, ss.subject, c.Value, ss.authTime)
 			return
 		}

@@ -95,15 +95,16 @@ func (a *authRequest) GetState() string                   { return a.req.State }
 func (a *authRequest) GetSubject() string                 { return a.subject }
 func (a *authRequest) Done() bool                         { return a.done }
 
-// forcesLogin reports whether the request asks for a fresh login
-// (prompt=login or max_age=0), which an existing session must not answer.
-func (a *authRequest) forcesLogin() bool {
+// forcesLogin reports whether the request asks for a fresh login that a
+// session authenticated at authTime must not answer: prompt=login, or a
+// max_age that the session is older than (max_age=0 included).
+func (a *authRequest) forcesLogin(authTime, now time.Time) bool {
 	for _, p := range a.req.Prompt {
 		if p == oidc.PromptLogin {
 			return true
 		}
 	}
-	return a.req.MaxAge != nil && *a.req.MaxAge == 0
+	return a.req.MaxAge != nil && now.Sub(authTime) >= time.Duration(*a.req.MaxAge)*time.Second
 }
 
 // promptNone reports whether the request forbids any interaction.

@@ -363,6 +363,14 @@ func TestPromptLoginAndNone(t *testing.T) {
 		t.Fatal("prompt=login with a session: no login form")
 	}
 	f = r.newFlow()
+	_, body = r.get(r.authURL(f, oauth2.SetAuthURLParam("max_age", "0")))
+	if !hiddenID.MatchString(body) {
+		t.Fatal("max_age=0 with a session: no login form")
+	}
+	f = r.newFlow()
+	resp, _ = r.get(r.authURL(f, oauth2.SetAuthURLParam("max_age", "3600")))
+	r.codeFrom(resp, f)
+	f = r.newFlow()
 	resp, _ = r.get(r.authURL(f, oauth2.SetAuthURLParam("prompt", "none")))
 	r.codeFrom(resp, f)
 }
