@@ -23,8 +23,12 @@ const DefaultChromium = "/usr/bin/chromium"
 // otherwise hang, not what a test measures.
 const DefaultTimeout = 20 * time.Second
 
+// startTimeout bounds the start of chromium, whatever Options.Timeout says:
+// on a loaded machine the first start takes several seconds.
+const startTimeout = time.Minute
+
 // closeTimeout bounds the graceful close of a browser before it is killed.
-const closeTimeout = 5 * time.Second
+const closeTimeout = 2 * time.Second
 
 // Options configures one browser. The zero value is a browser without a
 // client certificate that trusts no private CA.
@@ -196,10 +200,10 @@ func Start(tb testing.TB, opts Options) *Browser {
 	tb.Cleanup(b.Close)
 	// The first Do starts the browser and binds it to the context it gets,
 	// so that context has no deadline; a timer bounds the start instead.
-	stuck := time.AfterFunc(timeout, cancelTab)
+	stuck := time.AfterFunc(startTimeout, cancelTab)
 	err = chromedp.Do(ctx)
 	if !stuck.Stop() {
-		err = fmt.Errorf("no answer within %v (%v)", timeout, err)
+		err = fmt.Errorf("no answer within %v (%v)", startTimeout, err)
 	}
 	if err != nil {
 		tb.Fatalf("browsertest: start %s: %v", exe, err)

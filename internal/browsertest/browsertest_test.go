@@ -1,7 +1,9 @@
 package browsertest
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"html"
 	"log"
@@ -242,4 +244,41 @@ func TestSkipWithoutChromium(t *testing.T) {
 	if !skipped {
 		t.Error("Start did not skip the test without chromium")
 	}
+}
+
+// TestNoAutoSelect pins why the auto-selection matters: with a certificate
+// in the database and no rule for the URL, chromium waits for a choice in a
+// dialog that a headless browser never shows, so the page never loads.
+func TestNoAutoSelect(t *testing.T) {
+	p := newTestPKI(t)
+	srv := startPortal(t, p, tls.RequireAndVerifyClientCert)
+	laptop := p.laptop.TLSCertificate(p.inter)
+	b := Start(t, Options{
+		ClientCert:   &laptop,
+		TrustedCAs:   [][]byte{p.root.CertPEM()},
+		HostRules:    "MAP *.fleet.test 127.0.0.1",
+		NoAutoSelect: true,
+		Timeout:      3 * time.Second,
+	})
+	err := b.Do(chromedp.Navigate(srv.url + "/"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("navigation without an auto-selection rule: %v, want it to wait until the timeout", err)
+	}
+	noLeftovers(t, b)
+}
+
+// TestAutoSelectEverywhere: with no pattern the certificate goes to every
+// URL.
+func TestAutoSelectEverywhere(t *testing.T) {
+	p := newTestPKI(t)
+	srv := startPortal(t, p, tls.RequireAndVerifyClientCert)
+	laptop := p.laptop.TLSCertificate(p.inter)
+	b := Start(t, Options{
+		ClientCert: &laptop,
+		TrustedCAs: [][]byte{p.root.CertPEM()},
+		HostRules:  "MAP *.fleet.test 127.0.0.1",
+	})
+	b.Navigate(srv.url + "/")
+	b.WaitText("client certificate: laptop-0042")
+	noLeftovers(t, b)
 }
