@@ -143,8 +143,9 @@ func Start(tb testing.TB, opts Options) *Browser {
 		chromedp.NoDefaultBrowserCheck,
 		chromedp.Headless,
 		chromedp.DisableGPU,
-		// Without these, chromium reaches for Google's services at start
-		// and keeps logging refused connections on a machine without them.
+		// Without these, chromium reaches for Google's services (updates,
+		// sync, metrics, safe browsing) at start and keeps logging refused
+		// connections on a machine that cannot reach them.
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
@@ -179,10 +180,10 @@ func Start(tb testing.TB, opts Options) *Browser {
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
 	b := &Browser{tb: tb, ctx: ctx, home: home, timeout: timeout}
 	b.cancel = func() {
-		// A graceful close lets chromium end and reap its own children;
-		// killed instead, they would linger as zombies until init reaps
-		// them. Cancelling the contexts then stops a browser that did not
-		// close in time and waits for it to exit.
+		// Browser.close first, so chromium ends its children itself;
+		// cancelling the contexts then kills a browser that did not close
+		// in time (a tab stuck on a certificate dialog) and waits for it to
+		// exit, and killLeftovers ends any child that outlived it.
 		closed := make(chan struct{})
 		go func() {
 			_ = chromedp.Cancel(ctx)
