@@ -21,7 +21,8 @@
 #     origin): when 2 × HOLD_N does not fit the descriptor limit, the largest
 #     thousand that fits is measured instead, and the results say so.
 #
-# Knobs (environment): RUNS=3 DURATION=4s WARMUP=1s CONCURRENCY=16
+# Knobs (environment): RUNS=3 DURATION=4s WARMUP=1s CONCURRENCY=16 (or
+# RELAY_CONCURRENCY, which make bench-compare passes: its CONCURRENCY is a list)
 # DEVICES=100 SIZES="64 4096" MESSAGES=1000 TLS=1.3 HOLD_N=10000 (0: no hold)
 # RELAY_SERVERS (or SERVERS)="fleetgate nginx haproxy gorelay" SERVER_CPU=0 CLIENT_CPU=1
 # WORK=bench/work OUT=bench/results STAMP=<date> (results: $OUT/$STAMP-relay.md
@@ -36,7 +37,7 @@ source bench/lib.sh
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-4s}
 WARMUP=${WARMUP:-1s}
-CONCURRENCY=${CONCURRENCY:-16}
+CONCURRENCY=${RELAY_CONCURRENCY:-${CONCURRENCY:-16}}
 DEVICES=${DEVICES:-100}
 SIZES=${SIZES:-64 4096}
 MESSAGES=${MESSAGES:-1000}
@@ -51,6 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (one for the relays, one for the client); this machine has $(nproc)"
+[[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY: $CONCURRENCY is not one number of connections (RELAY_CONCURRENCY sets the relay's alone)"
 [[ $HOLD_N =~ ^[0-9]+$ ]] || die "HOLD_N: $HOLD_N is not a number of connections"
 for s in $SERVERS; do
   declare -F "start_relay_$s" >/dev/null || die "SERVERS: no relay named $s (want fleetgate, nginx, haproxy, gorelay)"
