@@ -21,6 +21,9 @@ func (x *exchange) accessEndpoints() outcome {
 	if !strings.HasPrefix(path, "/cdn-cgi/access/") {
 		return proceed
 	}
+	if o, ok := x.loginEndpoint(path); ok {
+		return o
+	}
 	switch path {
 	case pathCerts:
 		// The JWKS origins use to validate assertions: public, no auth.
@@ -33,6 +36,11 @@ func (x *exchange) accessEndpoints() outcome {
 	case pathLogout:
 		x.c.session = nil // the next request on this connection starts a new session
 		s := x.app.snap
+		if end := x.loginLogout(); end != "" {
+			x.redirect(end, "logout")
+			x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, "", x.host, s.sameSite, x.now, 0))
+			return respond
+		}
 		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, "", x.host, s.sameSite, x.now, 0))
 		x.reason = "logout"
 		x.status = fasthttp.StatusOK
