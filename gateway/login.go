@@ -164,8 +164,9 @@ func (x *exchange) loginEndpoint(path string) (outcome, bool) {
 // 401, as a script cannot follow a login.
 func (x *exchange) needLogin() outcome {
 	if !browserNavigation(x.req) {
+		o := x.refuse(fasthttp.StatusUnauthorized, policy.ReasonLoginRequired)
 		x.resp.Header.Set("WWW-Authenticate", `Cookie realm="`+x.host+`"`)
-		return x.refuse(fasthttp.StatusUnauthorized, policy.ReasonLoginRequired)
+		return o
 	}
 	ret, ok := safeReturn(string(x.req.URI().RequestURI()))
 	if !ok {

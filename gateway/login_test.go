@@ -224,8 +224,13 @@ func TestLoginFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("script without session: %d", resp.StatusCode)
+	if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Cookie") {
+		t.Fatalf("script without session: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	// get-identity names the person.
+	resp, body = browse(t, c, f.consoleURL("/cdn-cgi/access/get-identity"))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"email":"ops@fleet.test"`) || !strings.Contains(body, `"idp":"corp"`) {
+		t.Fatalf("get-identity: %d %s", resp.StatusCode, body)
 	}
 
 	// The cookie without the laptop's certificate, or with another
