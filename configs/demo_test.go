@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"net/url"
+
 	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/policy"
 )
@@ -29,7 +31,7 @@ func TestDemoParsesAgainstAGeneratedFolder(t *testing.T) {
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
 	}
-	if len(cfg.Applications) != 3 {
+	if len(cfg.Applications) != 4 {
 		t.Fatalf("applications: %d", len(cfg.Applications))
 	}
 	for i, want := range []struct {
@@ -63,6 +65,31 @@ func TestDemoParsesAgainstAGeneratedFolder(t *testing.T) {
 		t.Errorf("expected client id of sensor-0001: %q %v", id, ok)
 	}
 
+	// The console: people log in at the demo identity provider, and the
+	// policy that admits them requires an enrolled laptop's certificate.
+	if len(cfg.IdentityProviders) != 1 {
+		t.Fatalf("%d identity providers, want 1", len(cfg.IdentityProviders))
+	}
+	idp := cfg.IdentityProviders[0]
+	if idp.Name != DemoIdP || idp.Issuer != DemoIdPIssuer || idp.ClientID != "fleetgate" || idp.ClientSecretFile != DemoIdPSecret ||
+		idp.ClientSecret.Reveal() != demoSecret || idp.OriginCAs == nil || idp.GroupsClaim != "groups" ||
+		!reflect.DeepEqual(idp.Scopes, []string{"openid", "email", "profile"}) {
+		t.Errorf("identity_providers[0]: %+v", idp)
+	}
+	if u, _ := url.Parse(DemoIdPIssuer); u.Hostname() != DemoIdPDomain || u.Port() == "" || !strings.HasSuffix(DemoIdPListen, ":"+u.Port()) {
+		t.Errorf("the issuer %s is not served by %s on %s", DemoIdPIssuer, DemoIdPDomain, DemoIdPListen)
+	}
+	con := cfg.Applications[3]
+	if con.Domain != DemoConsoleDomain || con.Protocol != ProtocolHTTP || con.Origin.String() != DemoOrigin ||
+		con.SessionDuration != 8*time.Hour || !reflect.DeepEqual(con.IdentityProviders, []string{DemoIdP}) || len(con.ClientCAs) != 1 {
+		t.Errorf("applications[3]: %q %v %v %v %d CAs", con.Domain, con.Origin, con.SessionDuration, con.IdentityProviders, len(con.ClientCAs))
+	}
+	if len(con.Policies) != 1 || con.Policies[0].Action != policy.Allow || len(con.Policies[0].Include) != 2 || len(con.Policies[0].Require) != 1 ||
+		!policy.NeedsIdentity(con.Policies[0].Include[0]) || !policy.NeedsIdentity(con.Policies[0].Include[1]) ||
+		con.Policies[0].Require[0].(interface{ String() string }).String() != "valid_certificate = true" {
+		t.Errorf("applications[3] policies: %+v", con.Policies)
+	}
+
 	// Demo returns a copy: changing it changes nothing for the next caller.
 	d := Demo()
 	d[0] = 'X'
@@ -89,7 +116,7 @@ func TestDemoNamesItsFiles(t *testing.T) {
 		}
 		got = append(got, filepath.ToSlash(name))
 	}
-	want := []string{DemoTokenKey, DemoCAChain, DemoDevicesCert, DemoDevicesKey, DemoAppCert, DemoAppKey, DemoMQTTCert, DemoMQTTKey}
+	want := []string{DemoTokenKey, DemoCAChain, DemoIdPSecret, DemoRootCA, DemoDevicesCert, DemoDevicesKey, DemoAppCert, DemoAppKey, DemoMQTTCert, DemoMQTTKey, DemoConsoleCert, DemoConsoleKey}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("demo files:\n got %v\nwant %v", got, want)
 	}

@@ -21,6 +21,7 @@ type testPKI struct {
 	devices, app    *pki.Cert
 	stream          *pki.Cert     // stream.fleet.test, the tcp application of fleetgate.toml
 	mqtt            *pki.Cert     // mqtt.fleet.test, the mqtt application of fleetgate.toml
+	console         *pki.Cert     // console.fleet.test, the demo's application with an identity provider
 	token, previous crypto.Signer // P-256 and Ed25519
 	crl             []byte        // DER: the intermediate's CRL, revoking nothing we use, fresh for a week
 }
@@ -57,6 +58,9 @@ func newTestPKI() (p *testPKI, err error) {
 	if p.mqtt, err = p.inter.Issue(pki.Server("mqtt.fleet.test")); err != nil {
 		panic(err)
 	}
+	if p.console, err = p.inter.Issue(pki.Server(DemoConsoleDomain)); err != nil {
+		return nil, err
+	}
 	if p.stream, err = p.inter.Issue(pki.Server(streamDomain)); err != nil {
 		return nil, err
 	}
@@ -77,6 +81,9 @@ const (
 	streamKey    = "pki/stream.fleet.test-key.pem"
 )
 
+// demoSecret is the client secret writeDemoDir writes into DemoIdPSecret.
+const demoSecret = "demo-client-secret"
+
 // writeDemoDir writes the demo layout (the Demo* files) plus
 // keys/token-previous.pem, pki/fleet.crl and the stream.fleet.test
 // certificate into dir: what demo.toml and fleetgate.toml need.
@@ -84,6 +91,9 @@ func writeDemoDir(t testing.TB, dir string) *testPKI {
 	t.Helper()
 	p := fixtures(t)
 	must(t, writeFile(filepath.Join(dir, DemoCAChain), pki.ChainPEM(p.inter, p.root)))
+	must(t, writeFile(filepath.Join(dir, DemoRootCA), p.root.CertPEM()))
+	must(t, writeFile(filepath.Join(dir, DemoIdPSecret), []byte(demoSecret+"\n")))
+	must(t, p.console.WriteFiles(filepath.Join(dir, DemoConsoleCert), filepath.Join(dir, DemoConsoleKey), p.inter))
 	must(t, p.devices.WriteFiles(filepath.Join(dir, DemoDevicesCert), filepath.Join(dir, DemoDevicesKey), p.inter))
 	must(t, p.app.WriteFiles(filepath.Join(dir, DemoAppCert), filepath.Join(dir, DemoAppKey), p.inter))
 	must(t, p.stream.WriteFiles(filepath.Join(dir, streamCert), filepath.Join(dir, streamKey), p.inter))

@@ -43,6 +43,12 @@ type IdentityProvider struct {
 	OriginCAs *x509.CertPool
 	// OriginCAsSum is the SHA-256 of origin_ca_file's contents.
 	OriginCAsSum [32]byte
+	// Resolve, when not empty, is the host:port dialed instead of the
+	// issuer's, as curl's --resolve does: the provider's certificate is
+	// still verified for the issuer's name. It is not a configuration key:
+	// the embedded demo sets it after loading, to reach its provider on
+	// loopback whatever /etc/hosts says.
+	Resolve string
 }
 
 // Secret is a credential read from a file. It prints as "[redacted]"

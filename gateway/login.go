@@ -84,7 +84,7 @@ func (s *snapshot) provisionLogins(cfg *configs.Config, old *snapshot) error {
 		}
 		l.providers[ip.Name] = oidclogin.New(oidclogin.Config{
 			Name: ip.Name, Issuer: ip.Issuer, ClientID: ip.ClientID, ClientSecret: ip.ClientSecret.Reveal(),
-			Scopes: ip.Scopes, GroupsClaim: ip.GroupsClaim, RootCAs: ip.OriginCAs,
+			Scopes: ip.Scopes, GroupsClaim: ip.GroupsClaim, RootCAs: ip.OriginCAs, Resolve: ip.Resolve,
 		})
 	}
 	return nil
@@ -94,7 +94,7 @@ func (s *snapshot) provisionLogins(cfg *configs.Config, old *snapshot) error {
 func providerKey(ip *configs.IdentityProvider) string {
 	sum := sha256.Sum256([]byte(ip.ClientSecret.Reveal()))
 	return strings.Join([]string{ip.Issuer, ip.ClientID, hex.EncodeToString(sum[:]), strings.Join(ip.Scopes, " "),
-		ip.GroupsClaim, hex.EncodeToString(ip.OriginCAsSum[:])}, "\x00")
+		ip.GroupsClaim, hex.EncodeToString(ip.OriginCAsSum[:]), ip.Resolve}, "\x00")
 }
 
 // usedStates remembers the login states whose callback ran, until they

@@ -15,6 +15,7 @@ import (
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/gateway"
 	"github.com/fleetgate/fleetgate/internal/demo"
+	"github.com/fleetgate/fleetgate/internal/oidcop"
 )
 
 func cmdServe(args []string, stdout, stderr io.Writer) int {
@@ -57,7 +58,21 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stdout, "fleetgate: using the demo PKI in %s\n", abs)
 		}
-		load = func() (*configs.Config, error) { return configs.Parse("demo.toml", configs.Demo(), dir) }
+		load = func() (*configs.Config, error) {
+			cfg, err := configs.Parse("demo.toml", configs.Demo(), dir)
+			if err != nil {
+				return nil, err
+			}
+			// The gateway reaches the demo IdP on loopback whatever
+			// /etc/hosts says (as curl's --resolve), so that the curl
+			// steps work without a hosts line; the browser needs one.
+			for i := range cfg.IdentityProviders {
+				if cfg.IdentityProviders[i].Name == configs.DemoIdP {
+					cfg.IdentityProviders[i].Resolve = configs.DemoIdPListen
+				}
+			}
+			return cfg, nil
+		}
 		origin, err := demo.StartOrigin(strings.TrimPrefix(configs.DemoOrigin, "http://"))
 		if err != nil {
 			fmt.Fprintln(stderr, "fleetgate: demo origin:", err)
@@ -96,6 +111,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *file == "" {
+		// The demo IdP registers the console's callback on the port the
+		// gateway listens on, so it starts once that is known.
+		idpLog, _ := newLogger(stderr, *logFormat, "warn")
+		idp, err := demo.StartIdP(*demoDir, configs.DemoIdPListen, demo.CallbackURL(srv.Addr()), idpLog.With("component", "demo identity provider"))
+		if err != nil {
+			fmt.Fprintln(stderr, "fleetgate:", err)
+			return 1
+		}
+		defer idp.Close()
+		fmt.Fprintf(stdout, "fleetgate: demo identity provider (zitadel/oidc, user %s) at %s on %s; its client secret is in %s\n",
+			oidcop.DemoEmail, configs.DemoIdPIssuer, configs.DemoIdPListen, filepath.Join(*demoDir, configs.DemoIdPSecret))
 		printSteps(stdout, *demoDir, srv.Addr())
 	}
 
@@ -171,6 +197,26 @@ func printSteps(w io.Writer, dir, listen string) {
 		}
 		fmt.Fprintln(w)
 	}
+	printConsole(w, dir, listen)
+}
+
+// printConsole prints how to log in to console.fleet.test with a browser.
+func printConsole(w io.Writer, dir, listen string) {
+	c := demo.Console(dir, listen)
+	fmt.Fprintf(w, "People on %s: log in at the demo IdP, with the laptop's certificate as the second factor.\n\n", configs.DemoConsoleDomain)
+	fmt.Fprintf(w, "1. A browser resolves both names itself: add to /etc/hosts\n\n")
+	for _, l := range c.HostsLines {
+		fmt.Fprintf(w, "    %s\n", l)
+	}
+	fmt.Fprintf(w, "\n2. Import the demo root CA and the laptop's certificate (%s, password %s).\n", filepath.Join(dir, demo.LaptopP12), demo.LaptopP12Password)
+	fmt.Fprintf(w, "   Chromium or Chrome on Linux (certutil and pk12util: apt-get install libnss3-tools):\n\n")
+	for _, cmd := range c.Chromium {
+		fmt.Fprintf(w, "    %s\n", cmd)
+	}
+	fmt.Fprintf(w, "\n   Firefox: %s.\n", c.Firefox)
+	fmt.Fprintf(w, "\n3. Open %s, choose the certificate %q when asked, and log in as\n", c.URL, demo.Laptop)
+	fmt.Fprintf(w, "   user %s, password %s: the demo origin shows the request and the token's claims.\n\n", c.User, c.Password)
+	fmt.Fprintf(w, "# %s\n%s\n#   %s…\n\n", c.Redirect.Title, c.Redirect.Cmd, c.RedirectPrefix)
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -22,7 +22,8 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		t.Fatalf("first Prepare: created %v, err %v", created, err)
 	}
 	files := []string{configs.DemoCAChain, RootCA, configs.DemoDevicesCert, configs.DemoDevicesKey,
-		configs.DemoAppCert, configs.DemoAppKey, configs.DemoMQTTCert, configs.DemoMQTTKey, configs.DemoTokenKey}
+		configs.DemoAppCert, configs.DemoAppKey, configs.DemoMQTTCert, configs.DemoMQTTKey, configs.DemoTokenKey,
+		configs.DemoConsoleCert, configs.DemoConsoleKey, configs.DemoIdPSecret, IdPCert, IdPKey, LaptopCert, LaptopKey, LaptopP12}
 	for _, d := range Devices {
 		files = append(files, DeviceCert(d), DeviceKey(d))
 	}
@@ -37,7 +38,7 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		}
 		before[f] = b
 	}
-	for _, f := range []string{configs.DemoTokenKey, DeviceKey("sensor-0001"), configs.DemoAppKey} {
+	for _, f := range []string{configs.DemoTokenKey, DeviceKey("sensor-0001"), configs.DemoAppKey, configs.DemoIdPSecret, IdPKey, LaptopKey, LaptopP12} {
 		if fi, _ := os.Stat(filepath.Join(dir, f)); fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s is readable by others: %v", f, fi.Mode())
 		}
@@ -48,8 +49,8 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the demo configuration does not load: %v", err)
 	}
-	if len(cfg.Applications) != 3 {
-		t.Fatalf("%d demo applications, want 3", len(cfg.Applications))
+	if len(cfg.Applications) != 4 {
+		t.Fatalf("%d demo applications, want 4", len(cfg.Applications))
 	}
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings: %v", cfg.Warnings)
@@ -81,6 +82,8 @@ func TestPrepareCreatesOnceAndLoads(t *testing.T) {
 		{configs.DemoDevicesDomain, configs.DemoDevicesCert},
 		{configs.DemoAppDomain, configs.DemoAppCert},
 		{configs.DemoMQTTDomain, configs.DemoMQTTCert},
+		{configs.DemoConsoleDomain, configs.DemoConsoleCert},
+		{configs.DemoIdPDomain, IdPCert},
 	} {
 		chain := parseChain(t, before[s.cert])
 		if len(chain) != 2 {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/oidcop"
 )
 
 // Step is one curl command of the demo walkthrough and the status it gets.
@@ -126,4 +127,67 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// ConsoleGuide is the walkthrough of console.fleet.test, where people log
+// in: what a browser needs, and a curl command that shows the first step.
+type ConsoleGuide struct {
+	// URL is what the browser opens.
+	URL string
+	// HostsLines are the /etc/hosts lines the browser needs: it resolves
+	// console.fleet.test and idp.fleet.test itself (the gateway reaches
+	// the demo IdP on loopback without them).
+	HostsLines []string
+	// Chromium are the shell commands (libnss3-tools) that import the demo
+	// root CA and the laptop's .p12 into ~/.pki/nssdb, the NSS database
+	// Chromium and Chrome use on Linux.
+	Chromium []string
+	// Firefox says where Firefox's settings import the same two files.
+	Firefox string
+	// User and Password log in at the demo IdP.
+	User, Password string
+	// Redirect is a curl command, with the laptop's certificate, that
+	// prints the status and the Location of the console's answer to a
+	// browser without a session: 302 to the demo IdP's authorization
+	// endpoint. It prints one line that starts with RedirectPrefix.
+	Redirect Step
+	// RedirectPrefix is how Redirect's output line starts.
+	RedirectPrefix string
+}
+
+// Console returns the console walkthrough for a gateway listening on
+// listen with its demo files in dir.
+func Console(dir, listen string) ConsoleGuide {
+	host, port := target(listen)
+	f := demoFile(dir)
+	idpHost, _, err := net.SplitHostPort(configs.DemoIdPListen)
+	if err != nil {
+		idpHost = "127.0.0.1"
+	}
+	hosts := []string{host + " " + configs.DemoConsoleDomain + " " + configs.DemoIdPDomain}
+	if idpHost != host {
+		hosts = []string{host + " " + configs.DemoConsoleDomain, idpHost + " " + configs.DemoIdPDomain}
+	}
+	nss := "sql:$HOME/.pki/nssdb"
+	return ConsoleGuide{
+		URL:        ConsoleURL(listen),
+		HostsLines: hosts,
+		Chromium: []string{
+			"mkdir -p ~/.pki/nssdb && { [ -f ~/.pki/nssdb/cert9.db ] || certutil -d " + nss + " -N --empty-password; }",
+			"certutil -d " + nss + " -A -t C,, -n 'fleetgate demo root CA' -i " + f(RootCA),
+			"pk12util -d " + nss + " -i " + f(LaptopP12) + " -W " + shellQuote(LaptopP12Password),
+		},
+		Firefox: "Settings → Privacy & Security → Certificates → View Certificates: Authorities → Import " +
+			f(RootCA) + " (trust it to identify websites); Your Certificates → Import " + f(LaptopP12) +
+			" (password " + LaptopP12Password + ")",
+		User:     oidcop.DemoEmail,
+		Password: oidcop.DemoPassword,
+		Redirect: Step{
+			Title: "a browser (Accept: text/html) without a session is sent to the demo IdP: prints 302 and where to",
+			Cmd: fmt.Sprintf("curl -s -o /dev/null -w '%%{http_code} %%{redirect_url}\\n' --resolve %s:%s:%s --cacert %s --cert %s --key %s -H 'Accept: text/html' %s",
+				configs.DemoConsoleDomain, port, host, f(RootCA), f(LaptopCert), f(LaptopKey), ConsoleURL(listen)),
+			Status: 302,
+		},
+		RedirectPrefix: "302 " + configs.DemoIdPIssuer + "/authorize?client_id=" + oidcop.DemoClientID + "&",
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -63,6 +64,10 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// Timeout bounds each call to the provider (discovery, JWKS, token).
 	Timeout time.Duration
+	// Resolve, when not empty, is the host:port dialed for connections to
+	// the issuer's host and port, as curl's --resolve does; TLS still
+	// verifies the issuer's name. Connections to other hosts dial as usual.
+	Resolve string
 	// Now is the clock ID tokens are checked against; nil: time.Now.
 	Now func() time.Time
 }
@@ -102,7 +107,30 @@ func New(c Config) *Provider {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12}
+	if c.Resolve != "" {
+		tr.DialContext = resolveDialer(c.Issuer, c.Resolve, tr.DialContext)
+	}
 	return &Provider{cfg: c, client: &http.Client{Transport: tr, Timeout: c.Timeout}}
+}
+
+// resolveDialer returns a dial function that connects to resolve instead
+// of the issuer's host and port (the default port of its scheme when it
+// names none), and to every other address with dial.
+func resolveDialer(issuer, resolve string, dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	from := ""
+	if u, err := url.Parse(issuer); err == nil && u.Host != "" {
+		port := u.Port()
+		if port == "" {
+			port = map[string]string{"https": "443", "http": "80"}[u.Scheme]
+		}
+		from = net.JoinHostPort(u.Hostname(), port)
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == from {
+			addr = resolve
+		}
+		return dial(ctx, network, addr)
+	}
 }
 
 // Name is the provider's configured name.
