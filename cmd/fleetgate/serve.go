@@ -54,7 +54,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 		abs, _ := filepath.Abs(dir)
 		if created {
-			fmt.Fprintf(stdout, "fleetgate: created the demo PKI and token key in %s\n", abs)
+			fmt.Fprintf(stdout, "fleetgate: created the demo PKI, token key and identity provider secret in %s\n", abs)
 		} else {
 			fmt.Fprintf(stdout, "fleetgate: using the demo PKI in %s\n", abs)
 		}

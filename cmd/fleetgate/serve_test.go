@@ -196,13 +196,13 @@ func TestServeReloadAndDrain(t *testing.T) {
 const demoOrigin = "127.0.0.1:9000"
 
 // TestDemo runs the demo (serve without -c) through the binary: it runs
-// until SIGINT or SIGTERM, and its echo origin and MQTT broker take fixed
-// ports.
+// until SIGINT or SIGTERM, and its echo origin, MQTT broker and identity
+// provider take fixed ports.
 func TestDemo(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed")
 	}
-	for _, addr := range []string{demoOrigin, demoBroker} {
+	for _, addr := range []string{demoOrigin, demoBroker, demoIdP} {
 		if l, err := net.Listen("tcp", addr); err != nil {
 			t.Skipf("a port of the demo's origins is busy: %v", err)
 		} else {
@@ -254,6 +254,7 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	checkDemoMQTT(t, demoDir, listen, out)
+	checkDemoConsole(t, demoDir, listen, p.stdout.String, p.stderr.String)
 	p.signal(t, syscall.SIGINT)
 	if code := p.exitCode(t, 20*time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGINT", code)
@@ -268,6 +269,18 @@ func TestDemo(t *testing.T) {
 	p2.signal(t, syscall.SIGTERM)
 	if code := p2.exitCode(t, 20*time.Second); code != 0 {
 		t.Fatalf("second start: exit %d", code)
+	}
+
+	// The identity provider's port taken: a clear error, exit 1.
+	l, err := net.Listen("tcp", demoIdP)
+	if err != nil {
+		t.Logf("not checked: the demo IdP's port was taken after the demo stopped: %v", err)
+		return
+	}
+	defer l.Close()
+	p3 := startFleetgate(t, work, "serve", "-demo-dir", demoDir, "-listen", listen, "-admin-listen", admin)
+	if code := p3.exitCode(t, 20*time.Second); code != 1 || !strings.Contains(p3.stderr.String(), "fleetgate: demo: identity provider: listen tcp "+demoIdP) {
+		t.Errorf("with the IdP's port taken: exit %d, stderr:\n%s", code, p3.stderr.String())
 	}
 }
 
