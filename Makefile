@@ -12,7 +12,8 @@ all: build
 build:
 	$(GO) build -o bin/fleetgate ./cmd/fleetgate
 
-# run: the gateway on the embedded demo configuration (creates a demo PKI on first start).
+# run: the gateway on the embedded demo configuration, with its echo origin, MQTT broker and
+# OpenID Provider (creates a demo PKI on first start).
 run: build
 	./bin/fleetgate serve
 
