@@ -113,6 +113,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		app.Certificate, _ = l.serverCertificate(path, fa, app.Domain)
 		l.env.NoHTTP = app.Protocol != ProtocolHTTP
 		app.Policies = l.policies(key("policies"), fa.Policies, app.Domain, tcp)
+		l.checkLoginSessions(key("policies"), &app)
 		if len(l.errs) == errs {
 			l.checkIdentitySelectors(key("policies"), &app)
 		}
@@ -125,6 +126,22 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 				continue
 			}
 			cfg.Applications = append(cfg.Applications, app)
+		}
+	}
+}
+
+// checkLoginSessions refuses, on an application with identity providers,
+// an allow policy whose session_duration is "0s": the person's login would
+// end with the one request, and every next request would log in again.
+func (l *loader) checkLoginSessions(path string, app *Application) {
+	if !app.Login {
+		return
+	}
+	for i := range app.Policies {
+		p := &app.Policies[i]
+		if p.Action == policy.Allow && p.HasSessionDuration && p.SessionDuration == 0 {
+			l.errorf(joinKey(indexPath(path, i), "session_duration"),
+				"\"0s\" is not for an allow policy of an application with identity_providers: the login's result could never be kept; give a duration such as \"8h\" or remove it")
 		}
 	}
 }

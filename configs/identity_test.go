@@ -221,6 +221,42 @@ identity_providers = ["corp"]
 	}
 }
 
+// TestNoDurationPolicyRefusedWithLogin: an allow policy with
+// session_duration = "0s" on an application with identity providers could
+// never keep a login; a non_identity policy there still may be per request.
+func TestNoDurationPolicyRefusedWithLogin(t *testing.T) {
+	for _, tc := range []struct {
+		name, decision, duration string
+		want                     string // "" loads
+	}{
+		{name: "allow 0s", decision: "allow", duration: "0s",
+			want: `fleetgate.toml:40: applications[1].policies[0].session_duration: "0s" is not for an allow policy of an application with identity_providers`},
+		{name: "allow 1h", decision: "allow", duration: "1h"},
+		{name: "non_identity 0s", decision: "non_identity", duration: "0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := idpConfig("", "")
+			src = strings.Replace(src, `decision = "allow"`, "decision = \""+tc.decision+"\"\nsession_duration = \""+tc.duration+"\"", 1)
+			if tc.decision != "allow" {
+				src = strings.Replace(src, `include = [{ email_domain = "fleet.test" }, { group = "ops" }]`, `include = [{ valid_certificate = true }]`, 1)
+			}
+			_, err := parseIdP(t, src)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("loaded")
+			}
+			if all := strings.Join(problems(t, err), "\n"); !strings.Contains(all, tc.want) {
+				t.Fatalf("missing %q in:\n%s", tc.want, all)
+			}
+		})
+	}
+}
+
 func TestSecretFileChangeIsRead(t *testing.T) {
 	dir := t.TempDir()
 	writeDemoDir(t, dir)
