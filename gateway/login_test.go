@@ -55,9 +55,10 @@ type loginSetup struct {
 // provider and the laptops.
 type loginFixture struct {
 	h       *harness
-	op      *fixtureOP
-	laptop  *device // an enrolled laptop of the fleet CA
-	laptop2 *device // another one
+	op      *fixtureOP        // nil with a provider of internal/oidcop
+	opCA    *x509.Certificate // what the provider's TLS certificate chains to
+	laptop  *device           // an enrolled laptop of the fleet CA
+	laptop2 *device           // another one
 }
 
 var loginPKI = func() func() (*pki.Cert, *device, *device) {
@@ -116,7 +117,7 @@ func newLoginFixture(t *testing.T, user opUser, policies ...policySection) *logi
 	_, l1, l2 := loginPKI()
 	ls := loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM(), Policies: policies}
 	h := newHarness(t, withLogin(t, t.TempDir(), ls))
-	return &loginFixture{h: h, op: op, laptop: l1, laptop2: l2}
+	return &loginFixture{h: h, op: op, opCA: op.srv.Certificate(), laptop: l1, laptop2: l2}
 }
 
 var opsUser = opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: []string{"ops"}, Verified: true}
@@ -127,7 +128,7 @@ var opsUser = opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: []string{"op
 func (f *loginFixture) browser(dev *device, jar http.CookieJar, follow bool) *http.Client {
 	roots := x509.NewCertPool()
 	roots.AddCert(f.h.pki.root.Cert)
-	roots.AddCert(f.op.srv.Certificate())
+	roots.AddCert(f.opCA)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if host, _, _ := net.SplitHostPort(addr); strings.HasSuffix(host, ".fleet.test") {
