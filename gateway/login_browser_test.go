@@ -1,0 +1,101 @@
+package gateway
+
+// The login as a person does it: Debian's headless chromium (through
+// internal/browsertest) with the laptop's client certificate in its NSS
+// database, the console behind the gateway, and internal/oidcop as the
+// identity provider, everything on loopback sockets. The test is skipped
+// only where chromium is not installed.
+//
+// The provider's issuer is https://127.0.0.1:<port> rather than a
+// *.fleet.test name: the gateway itself fetches discovery, keys and tokens
+// from the issuer with the system resolver, which knows no fleet.test
+// names, and the browser must be sent to the same issuer. The console is
+// console.fleet.test, which chromium maps to loopback (--host-resolver-rules).
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetgate/fleetgate/internal/browsertest"
+	"github.com/fleetgate/fleetgate/internal/oidcop"
+)
+
+func TestBrowserLogin(t *testing.T) {
+	if _, ok := browsertest.Chromium(); !ok {
+		browsertest.Start(t, browsertest.Options{}) // skips, saying what to install
+	}
+	start := time.Now()
+	// ops in the group, from fleet.test, on an enrolled laptop (8h sessions).
+	f := newOIDCFixture(t, opSetup{Policies: []policySection{{Name: "ops on enrolled laptops", Decision: "allow",
+		Include: []selector{{"group": "ops"}}, Require: []selector{{"email_domain": "fleet.test"}, anyFleetDevice}}}})
+	op := f.ops[0]
+	b := browsertest.Start(t, browsertest.Options{
+		ClientCert: &f.laptop.tls,
+		TrustedCAs: [][]byte{f.h.pki.root.CertPEM(), idpPKI().root.CertPEM()},
+		HostRules:  "MAP *.fleet.test 127.0.0.1",
+	})
+
+	// The console sends the browser to the provider's login page.
+	b.Navigate(f.consoleURL("/some/path"))
+	b.WaitURL(op.issuer + "/login?")
+	signInBrowser(b, opOps)
+
+	// Back on the page first asked for, with the origin's answer: the
+	// assertion the gateway minted for ops@fleet.test.
+	b.WaitURL(f.consoleURL("/some/path"))
+	text := b.WaitText(`"path":"/some/path"`)
+	if !strings.Contains(text, "Cf-Access-Jwt-Assertion") {
+		t.Fatalf("the origin got no assertion: %s", text)
+	}
+	c := b.Cookie(f.consoleURL("/"), "CF_Authorization")
+	if c == nil || !c.HTTPOnly || !c.Secure || strings.TrimPrefix(c.Domain, ".") != hConsole || c.SameSite != "Lax" {
+		t.Fatalf("session cookie %+v", c)
+	}
+	if exp := time.Unix(int64(c.Expires), 0); exp.Before(time.Now().Add(7*time.Hour)) || exp.After(time.Now().Add(9*time.Hour)) {
+		t.Fatalf("the session cookie expires at %v, not in 8h", exp)
+	}
+	// The cookie is the session: another page, no new login.
+	b.Navigate(f.consoleURL("/other"))
+	b.WaitText(`"path":"/other"`)
+
+	// Logout clears the cookie and signs out at the provider too.
+	b.Navigate(f.consoleURL("/cdn-cgi/access/logout"))
+	b.WaitURL(op.issuer)
+	b.WaitText("Signed out")
+	if c := b.Cookie(f.consoleURL("/"), "CF_Authorization"); c != nil {
+		t.Fatalf("the session cookie survived the logout: %+v", c)
+	}
+
+	// Someone outside the group: the provider's form again, then the
+	// gateway's 403 page naming the application, and no session.
+	b.Navigate(f.consoleURL("/some/path"))
+	b.WaitURL(op.issuer + "/login?")
+	signInBrowser(b, opDev)
+	b.WaitURL(f.consoleURL(pathCallback))
+	text = b.WaitText("Access denied")
+	if !strings.Contains(text, "console") || !strings.Contains(text, "Request id") || strings.Contains(text, "some/path") {
+		t.Fatalf("403 page: %s", text)
+	}
+	if c := b.Cookie(f.consoleURL("/"), "CF_Authorization"); c != nil {
+		t.Fatalf("a session cookie after the denial: %+v", c)
+	}
+	var denied bool
+	for _, l := range f.h.accessLines(t) {
+		if l["email"] == opDev.Email && l["status"] == float64(http.StatusForbidden) {
+			denied = true
+		}
+	}
+	if !denied {
+		t.Fatalf("no access log line of the denial:\n%s", f.h.logs.String())
+	}
+	t.Logf("browser login, logout and denial in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// signInBrowser fills the provider's login form with user and submits it.
+func signInBrowser(b *browsertest.Browser, user oidcop.User) {
+	b.Fill("#username", user.Email)
+	b.Fill("#password", user.Password)
+	b.Click("#submit")
+}
