@@ -11,7 +11,9 @@ package gateway
 //	    anything else ─▶ 401
 //	/cdn-cgi/access/callback?code&state ─▶ state cookie opened, used once ─▶ code exchanged,
 //	    ID token verified (nonce too) ─▶ policies with identity + certificate
-//	    ─▶ CF_Authorization cookie, 302 to the path first asked for; or a 403 page
+//	    ─▶ CF_Authorization cookie, 302 to the path first asked for (with SameSite=Strict
+//	       a page that moves on: a redirect chain from the provider would not carry it);
+//	       or a 403 page
 
 import (
 	"context"
@@ -316,7 +318,15 @@ func (x *exchange) loggedIn(id *policy.Identity, ret string) outcome {
 		return x.identityDenied("the allowing policy has no session duration: nothing can keep the login")
 	}
 	x.reason = x.decision.Reason
-	x.redirect(ret, x.decision.Reason)
+	if sameSiteAttr(x.app.snap.sameSite) == "Strict" {
+		// A browser withholds a Strict cookie on a redirect chain that
+		// began at another site (the provider), so a 302 would find no
+		// session and start the login again, in a loop: a page of this
+		// host sends the browser on instead, a same-site navigation.
+		x.continuePage(ret, x.decision.Reason)
+	} else {
+		x.redirect(ret, x.decision.Reason)
+	}
 	x.resp.Header.Add("Set-Cookie", x.cookie)
 	x.cookieSet = true
 	return respond

@@ -93,6 +93,38 @@ func TestBrowserLogin(t *testing.T) {
 	t.Logf("browser login, logout and denial in %v", time.Since(start).Round(time.Millisecond))
 }
 
+// TestBrowserLoginStrictCookie: with cookie_same_site = "strict" the login
+// ends on the page first asked for. (A 302 from the callback looped: the
+// browser withheld the Strict cookie on the redirect chain that began at
+// the provider, ERR_TOO_MANY_REDIRECTS.)
+func TestBrowserLoginStrictCookie(t *testing.T) {
+	if _, ok := browsertest.Chromium(); !ok {
+		browsertest.Start(t, browsertest.Options{})
+	}
+	f := newOIDCFixture(t, opSetup{SameSite: "strict"})
+	b := browsertest.Start(t, browsertest.Options{
+		ClientCert: &f.laptop.tls,
+		TrustedCAs: [][]byte{f.h.pki.root.CertPEM(), idpPKI().root.CertPEM()},
+		HostRules:  "MAP *.fleet.test 127.0.0.1",
+		Timeout:    10 * time.Second,
+	})
+	b.Navigate(f.consoleURL("/some/path?x=1"))
+	b.WaitURL(f.ops[0].issuer + "/login?")
+	signInBrowser(b, opOps)
+	b.WaitURL(f.consoleURL("/some/path?x=1"))
+	text := b.WaitText(`"path":"/some/path?x=1"`)
+	if !strings.Contains(text, "Cf-Access-Jwt-Assertion") {
+		t.Fatalf("the origin got no assertion: %s", text)
+	}
+	if c := b.Cookie(f.consoleURL("/"), "CF_Authorization"); c == nil || c.SameSite != "Strict" {
+		t.Fatalf("session cookie %+v", c)
+	}
+	// The page's navigation carried no Referer with the provider's code.
+	if strings.Contains(text, "code=") {
+		t.Fatalf("the origin saw the callback's URL: %s", text)
+	}
+}
+
 // signInBrowser fills the provider's login form with user and submits it.
 func signInBrowser(b *browsertest.Browser, user oidcop.User) {
 	b.Fill("#username", user.Email)

@@ -100,6 +100,8 @@ type opSetup struct {
 	// Second, when set, is the name of a second provider (on a second
 	// oidcop) the console offers after the first.
 	Second string
+	// SameSite is [tokens].cookie_same_site ("" for the default, lax).
+	SameSite string
 }
 
 // oidcFixture is a gateway whose console logs in with internal/oidcop
@@ -117,6 +119,9 @@ func newOIDCFixture(t *testing.T, s opSetup) *oidcFixture {
 	if s.Second != "" {
 		ops = append(ops, listenOP(t))
 		mod = withProvider(mod, dir, s.Second, ops[1].issuer)
+	}
+	if s.SameSite != "" {
+		mod = withSameSite(mod, s.SameSite)
 	}
 	_, l1, l2 := loginPKI()
 	f := &oidcFixture{loginFixture: &loginFixture{h: newHarness(t, mod), opCA: idpPKI().root.Cert, laptop: l1, laptop2: l2}, ops: ops}
@@ -139,6 +144,18 @@ func withProvider(mod func(*cfgParams), dir, name, issuer string) func(*cfgParam
 				ClientID: loginClient, ClientSecretFile: filepath.Join(dir, "oidc-secret"), OriginCAFile: filepath.Join(dir, "idp-ca.pem")})
 			app := &c.Applications[len(c.Applications)-1]
 			app.IdentityProviders = append(app.IdentityProviders, name)
+		}
+	}
+}
+
+// withSameSite sets [tokens].cookie_same_site on the configuration of mod.
+func withSameSite(mod func(*cfgParams), sameSite string) func(*cfgParams) {
+	return func(cp *cfgParams) {
+		mod(cp)
+		edit := cp.Edit
+		cp.Edit = func(c *fileConfig) {
+			edit(c)
+			c.Tokens.CookieSameSite = sameSite
 		}
 	}
 }
@@ -402,5 +419,38 @@ func TestOIDCLoginChooser(t *testing.T) {
 	}
 	if claims := assertionClaims(t, body); claims["idp"] != second || claims["email"] != opOps.Email {
 		t.Fatalf("claims %v", claims)
+	}
+}
+
+// TestOIDCLoginStrictCookie: under cookie_same_site = "strict" the callback
+// answers with a page of the console that moves on to the path first asked
+// for (escaped, no Referer), not a 302 a browser would follow without the
+// new cookie (TestBrowserLoginStrictCookie shows the loop that was).
+func TestOIDCLoginStrictCookie(t *testing.T) {
+	f := newOIDCFixture(t, opSetup{SameSite: "strict"})
+	c := f.browser(f.laptop, nil, true)
+	c.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Path == pathCallback {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	const asked = `/dash?a="b"&c=<i>`
+	resp, _ := f.login(t, c, asked, opOps)
+	cb := resp.Header.Get("Location")
+	resp, body := browse(t, f.browser(f.laptop, c.Jar, false), cb)
+	want := html.EscapeString(f.consoleURL(asked)[len(f.consoleURL("")):])
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<meta http-equiv="refresh" content="0;url=`+want+`">`) ||
+		!strings.Contains(body, `<a href="`+want+`">`) || strings.Contains(body, "<i>") {
+		t.Fatalf("callback under Strict: %d: %s", resp.StatusCode, body)
+	}
+	if resp.Header.Get("Referrer-Policy") != "no-referrer" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") ||
+		!strings.Contains(resp.Header.Get("Set-Cookie"), "SameSite=Strict") || f.session(c.Jar) == "" {
+		t.Fatalf("callback under Strict: headers %v", resp.Header)
+	}
+	// The page's link, followed with the cookie: the origin.
+	resp, body = browse(t, f.browser(f.laptop, c.Jar, false), f.consoleURL(html.UnescapeString(want)))
+	if resp.StatusCode != http.StatusOK || assertionClaims(t, body)["email"] != opOps.Email {
+		t.Fatalf("after the page: %d %s", resp.StatusCode, body)
 	}
 }

@@ -65,6 +65,26 @@ func (x *exchange) redirect(location, reason string) {
 	x.resp.Header.Set("Cache-Control", "no-store")
 }
 
+// continuePage answers 200 with a page that sends the browser on to ret
+// (a path on this host, checked by safeReturn) at once, by a meta refresh
+// (no script: the page's CSP allows none) or its link. It carries no
+// Referer onwards: the callback's URL holds the provider's code.
+func (x *exchange) continuePage(ret, reason string) {
+	x.reason = reason
+	x.status = fasthttp.StatusOK
+	x.resp.Reset()
+	x.resp.SetStatusCode(fasthttp.StatusOK)
+	x.resp.Header.SetContentType("text/html; charset=utf-8")
+	x.resp.Header.Set("Cache-Control", "no-store")
+	x.resp.Header.Set("Referrer-Policy", "no-referrer")
+	x.resp.Header.Set("X-Frame-Options", "DENY")
+	x.resp.Header.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+	u := html.EscapeString(ret)
+	x.resp.SetBodyString("<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=" + u +
+		"\"><title>Signed in</title></head><body style=\"font-family:sans-serif;max-width:36em;margin:4em auto\"><p>Signed in. <a href=\"" +
+		u + "\">Continue</a></p></body></html>\n")
+}
+
 // page is a minimal HTML document; title and body are already safe.
 func page(title, body string) string {
 	return "<!doctype html><html><head><meta charset=\"utf-8\"><title>" + html.EscapeString(title) +
