@@ -133,6 +133,10 @@ type cfgParams struct {
 	// more client CAs and applications (the tcp applications of
 	// relay_test.go), or any key the fields above do not cover.
 	Edit func(*fileConfig)
+	// Loaded, when set, changes each loaded configuration before the
+	// gateway uses it: what is not a key of the file (an identity
+	// provider's Resolve).
+	Loaded func(*configs.Config)
 }
 
 // fileConfig is the gateway's TOML file as the tests write it: a Go value
@@ -488,7 +492,13 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	// an outgoing connection may take it meanwhile: then pick another.
 	for attempt := 1; ; attempt++ {
 		var err error
-		h.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(h.cfgPath) },
+		h.srv, err = New(Options{Load: func() (*configs.Config, error) {
+			cfg, err := configs.Load(h.cfgPath)
+			if err == nil && h.params.Loaded != nil {
+				h.params.Loaded(cfg)
+			}
+			return cfg, err
+		},
 			Logger: logger, Now: h.params.Now})
 		if err != nil {
 			t.Fatal(err)

@@ -6,11 +6,10 @@ package gateway
 // identity provider, everything on loopback sockets. The test is skipped
 // only where chromium is not installed.
 //
-// The provider's issuer is https://127.0.0.1:<port> rather than a
-// *.fleet.test name: the gateway itself fetches discovery, keys and tokens
-// from the issuer with the system resolver, which knows no fleet.test
-// names, and the browser must be sent to the same issuer. The console is
-// console.fleet.test, which chromium maps to loopback (--host-resolver-rules).
+// The console is console.fleet.test and the provider idp.fleet.test, on
+// loopback ports: chromium maps *.fleet.test to 127.0.0.1
+// (--host-resolver-rules), and the gateway dials the provider's socket
+// through the provider's Resolve, as the embedded demo does.
 
 import (
 	"net/http"
@@ -29,7 +28,8 @@ func TestBrowserLogin(t *testing.T) {
 	start := time.Now()
 	// ops in the group, from fleet.test, on an enrolled laptop (8h sessions).
 	f := newOIDCFixture(t, opSetup{Policies: []policySection{{Name: "ops on enrolled laptops", Decision: "allow",
-		Include: []selector{{"group": "ops"}}, Require: []selector{{"email_domain": "fleet.test"}, anyFleetDevice}}}})
+		Include: []selector{{"group": "ops"}}, Require: []selector{{"email_domain": "fleet.test"}, anyFleetDevice}}},
+		IdPHost: "idp.fleet.test"})
 	op := f.ops[0]
 	b := browsertest.Start(t, browsertest.Options{
 		ClientCert: &f.laptop.tls,
@@ -101,7 +101,7 @@ func TestBrowserLoginStrictCookie(t *testing.T) {
 	if _, ok := browsertest.Chromium(); !ok {
 		browsertest.Start(t, browsertest.Options{})
 	}
-	f := newOIDCFixture(t, opSetup{SameSite: "strict"})
+	f := newOIDCFixture(t, opSetup{SameSite: "strict", IdPHost: "idp.fleet.test"})
 	b := browsertest.Start(t, browsertest.Options{
 		ClientCert: &f.laptop.tls,
 		TrustedCAs: [][]byte{f.h.pki.root.CertPEM(), idpPKI().root.CertPEM()},

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/oidcop"
 	"github.com/fleetgate/fleetgate/internal/pki"
 )
@@ -57,14 +58,21 @@ type realOP struct {
 	p      *oidcop.Provider
 }
 
-func listenOP(t testing.TB) *realOP {
+// listenOP opens the provider's loopback socket; its issuer names host
+// ("": the socket's address) and the socket's port.
+func listenOP(t testing.TB, host string) *realOP {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	return &realOP{ln: ln, issuer: "https://" + ln.Addr().String()}
+	addr := ln.Addr().String()
+	if host != "" {
+		_, port, _ := net.SplitHostPort(addr)
+		addr = net.JoinHostPort(host, port)
+	}
+	return &realOP{ln: ln, issuer: "https://" + addr}
 }
 
 // start serves the provider, with the gateway as its one client (redirect
@@ -102,6 +110,10 @@ type opSetup struct {
 	Second string
 	// SameSite is [tokens].cookie_same_site ("" for the default, lax).
 	SameSite string
+	// IdPHost, when set, is the host name of the providers' issuers
+	// (idp.fleet.test) instead of their loopback address; the gateway
+	// reaches them through the providers' Resolve, the way the demo does.
+	IdPHost string
 }
 
 // oidcFixture is a gateway whose console logs in with internal/oidcop
@@ -113,15 +125,18 @@ type oidcFixture struct {
 
 func newOIDCFixture(t *testing.T, s opSetup) *oidcFixture {
 	t.Helper()
-	ops := []*realOP{listenOP(t)}
+	ops := []*realOP{listenOP(t, s.IdPHost)}
 	dir := t.TempDir()
 	mod := withLogin(t, dir, loginSetup{Issuer: ops[0].issuer, CAPEM: idpPKI().root.CertPEM(), Policies: s.Policies})
 	if s.Second != "" {
-		ops = append(ops, listenOP(t))
+		ops = append(ops, listenOP(t, s.IdPHost))
 		mod = withProvider(mod, dir, s.Second, ops[1].issuer)
 	}
 	if s.SameSite != "" {
 		mod = withSameSite(mod, s.SameSite)
+	}
+	if s.IdPHost != "" {
+		mod = withResolve(mod, ops)
 	}
 	_, l1, l2 := loginPKI()
 	f := &oidcFixture{loginFixture: &loginFixture{h: newHarness(t, mod), opCA: idpPKI().root.Cert, laptop: l1, laptop2: l2}, ops: ops}
@@ -156,6 +171,23 @@ func withSameSite(mod func(*cfgParams), sameSite string) func(*cfgParams) {
 		cp.Edit = func(c *fileConfig) {
 			edit(c)
 			c.Tokens.CookieSameSite = sameSite
+		}
+	}
+}
+
+// withResolve makes the gateway dial each provider of ops on its loopback
+// socket, whatever its issuer's host name resolves to.
+func withResolve(mod func(*cfgParams), ops []*realOP) func(*cfgParams) {
+	return func(cp *cfgParams) {
+		mod(cp)
+		cp.Loaded = func(c *configs.Config) {
+			for i := range c.IdentityProviders {
+				for _, op := range ops {
+					if c.IdentityProviders[i].Issuer == op.issuer {
+						c.IdentityProviders[i].Resolve = op.ln.Addr().String()
+					}
+				}
+			}
 		}
 	}
 }
