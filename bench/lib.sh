@@ -131,11 +131,9 @@ start_fleetgate() {
   [ "$cpu" = any ] && procs=$(nproc)
   write_fleetgate_config "$procs"
   if [ "$cpu" = any ]; then
-    spawn fleetgate any env ${FG_GOMAXPROCS:+GOMAXPROCS=$FG_GOMAXPROCS} "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
+    spawn fleetgate any "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
   else
-    # No GOMAXPROCS here: fleetgate sets it itself (the CPUs it may use plus
-    # one per event loop; docs/performance.md). FG_GOMAXPROCS forces a value.
-    spawn fleetgate "$cpu" env ${FG_GOMAXPROCS:+GOMAXPROCS=$FG_GOMAXPROCS} "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
+    GOMAXPROCS=1 spawn fleetgate "$cpu" "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
   fi
   PIDS[fleetgate]=$SPAWNED
   wait_port "${ADDR[fleetgate]}"
