@@ -58,6 +58,19 @@ type Gateway struct {
 	HandshakeWorkers int           // handshake_workers = 0: one per CPU; at most 1024
 	HandshakeQueue   int           // handshake_queue = 4096: handshakes in flight; beyond it new connections are refused
 	HandshakeTimeout time.Duration // handshake_timeout = "5s"
+	// GOMAXPROCS is the Go scheduler's processors (gomaxprocs = 0: the CPUs
+	// the process may use plus one per event loop, so that a loop blocked
+	// waiting for events never holds the processor a handshake or a request
+	// needs; the GOMAXPROCS environment variable, when set, wins over 0).
+	// At most 1024. Takes effect at start.
+	GOMAXPROCS int
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (memory_limit = 0: none, or the GOMEMLIMIT environment variable): the
+	// garbage collector runs more often as the heap nears it, which keeps the
+	// resident size of many idle connections close to their live heap. A
+	// reload changes it. 0 or at least 32 MiB (below, the collector would
+	// run without pause).
+	MemoryLimit int64
 	// MaxHandshakeRate bounds the new TLS handshakes started per second,
 	// across all listeners and applications (max_handshake_rate = 0: no
 	// bound). Connections beyond it are refused at once, before any

@@ -141,6 +141,11 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:24: gateway.max_conns_per_origin: must be at least 1, not -3`,
 				`fleetgate.toml:25: gateway.event_loops: must be at most 1024, not 40000`,
 			}},
+		{name: "runtime settings out of range", src: appended("[gateway]\ngomaxprocs = 2000\nmemory_limit = \"1MiB\"\n"),
+			want: []string{
+				`fleetgate.toml:21: gateway.gomaxprocs: must be at most 1024, not 2000`,
+				`fleetgate.toml:22: gateway.memory_limit: must be 0 (no limit) or at least 32MiB, not 1048576 bytes: below, the garbage collector would run without pause`,
+			}},
 		{name: "default site not an application", src: appended("[gateway]\ndefault_site = \"App.Fleet.Test\"\n"),
 			want: []string{`fleetgate.toml:21: gateway.default_site: "app.fleet.test" is not the domain of an application`}},
 		{name: "cookie settings", src: edited(`signing_key_file = "keys/token.pem"`, "signing_key_file = \"keys/token.pem\"\ncookie_name = \"CF Auth\"\ncookie_same_site = \"Lax\""),

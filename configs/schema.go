@@ -54,6 +54,8 @@ type fileGateway struct {
 	Issuer               string   `toml:"issuer" default:"https://fleetgate.local"`
 	EventLoops           int      `toml:"event_loops" default:"0"`
 	HandshakeWorkers     int      `toml:"handshake_workers" default:"0"`
+	GOMAXPROCS           int      `toml:"gomaxprocs" default:"0"`
+	MemoryLimit          size     `toml:"memory_limit" default:"0"`
 	HandshakeQueue       int      `toml:"handshake_queue" default:"4096"`
 	HandshakeTimeout     duration `toml:"handshake_timeout" default:"5s"`
 	MaxHandshakeRate     int      `toml:"max_handshake_rate" default:"0"`

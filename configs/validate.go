@@ -17,6 +17,9 @@ import (
 // maxThreads bounds event_loops and handshake_workers.
 const maxThreads = 1024
 
+// minMemoryLimit is the least memory_limit other than 0.
+const minMemoryLimit = 32 << 20
+
 // gateway checks [gateway] and copies it into g.
 func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	const p = "gateway"
@@ -37,6 +40,8 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	}{
 		{"event_loops", int64(fg.EventLoops), 0},
 		{"handshake_workers", int64(fg.HandshakeWorkers), 0},
+		{"gomaxprocs", int64(fg.GOMAXPROCS), 0},
+		{"memory_limit", int64(fg.MemoryLimit), 0},
 		{"handshake_queue", int64(fg.HandshakeQueue), 1},
 		{"max_connections", int64(fg.MaxConnections), 1},
 		{"max_connections_per_ip", int64(fg.MaxConnectionsPerIP), 0},
@@ -57,10 +62,13 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	for _, c := range []struct {
 		key string
 		v   int
-	}{{"event_loops", fg.EventLoops}, {"handshake_workers", fg.HandshakeWorkers}} {
+	}{{"event_loops", fg.EventLoops}, {"handshake_workers", fg.HandshakeWorkers}, {"gomaxprocs", fg.GOMAXPROCS}} {
 		if c.v > maxThreads {
 			l.errorf(p+"."+c.key, "must be at most %d, not %d", maxThreads, c.v)
 		}
+	}
+	if fg.MemoryLimit > 0 && fg.MemoryLimit < minMemoryLimit {
+		l.errorf(p+".memory_limit", "must be 0 (no limit) or at least 32MiB, not %d bytes: below, the garbage collector would run without pause", int64(fg.MemoryLimit))
 	}
 	for _, c := range []struct {
 		key string
@@ -87,6 +95,7 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	*g = Gateway{
 		Listen: fg.Listen, AdminListen: fg.AdminListen, Issuer: fg.Issuer,
 		EventLoops: fg.EventLoops, HandshakeWorkers: fg.HandshakeWorkers, HandshakeQueue: fg.HandshakeQueue,
+		GOMAXPROCS: fg.GOMAXPROCS, MemoryLimit: int64(fg.MemoryLimit),
 		HandshakeTimeout: time.Duration(fg.HandshakeTimeout), HeaderTimeout: time.Duration(fg.HeaderTimeout),
 		MaxHandshakeRate: max(fg.MaxHandshakeRate, 0), MaxHandshakeBurst: max(burst, 0),
 		IdleTimeout: time.Duration(fg.IdleTimeout), DrainTimeout: time.Duration(fg.DrainTimeout),

@@ -479,10 +479,9 @@ func (r *relay) originTraffic(gc gnet.Conn) gnet.Action {
 	if r.devDone {
 		return gnet.Close
 	}
-	tc := r.c.tc
-	tc.Cork()
-	_, err := tc.Write(data)
-	_ = tc.Flush()
+	// On the loop: the records go straight to the device's socket in one
+	// write (no AsyncWrite, no wake-up of the loop).
+	_, err := r.c.tc.WriteLoop(data)
 	if err != nil {
 		return gnet.None // the device is closing; its OnClose ends the relay
 	}

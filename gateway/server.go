@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +42,11 @@ type Options struct {
 	// as it boots: it must not wait for Run (to call Shutdown from it,
 	// start a goroutine).
 	Ready func(addr string)
+	// TuneRuntime lets the server set the process's GOMAXPROCS (at New) and
+	// soft memory limit (at New and on every Reload) from [gateway]
+	// gomaxprocs and memory_limit. For the process's one gateway (`fleetgate
+	// serve`); tests running several servers leave it off.
+	TuneRuntime bool
 }
 
 // Server is a running fleetgate: the gnet event loops, the TLS engine, the
@@ -82,6 +89,12 @@ type Server struct {
 	// testBeforeRelayAdd, set by tests only, runs on the loop between a
 	// relay's admission and its entry in the live index.
 	testBeforeRelayAdd atomic.Pointer[func()]
+	// cpus is runtime.GOMAXPROCS as New found it: the CPUs the process may
+	// use. Event loops and handshake workers default to one per CPU, not per
+	// P (TuneRuntime adds a P per event loop).
+	cpus int
+	// baseMemLimit is the soft memory limit the process started with.
+	baseMemLimit int64
 	gnet.BuiltinEventEngine
 }
 
@@ -112,6 +125,10 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.logWarnings(cfg)
+	s.cpus, s.baseMemLimit = runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1)
+	if opts.TuneRuntime {
+		tuneRuntime(&cfg.Gateway, s.cpus, s.baseMemLimit, s.log, true)
+	}
 	if cfg.Gateway.AdminListen != "" {
 		pm := newPromMetrics(s)
 		s.metrics, s.registry = pm, pm.reg
@@ -142,7 +159,7 @@ func New(opts Options) (*Server, error) {
 func (s *Server) newEngine(cfg *configs.Config, snap *snapshot) (*tlsengine.Engine, error) {
 	e, err := tlsengine.NewEngine(tlsengine.Config{
 		Sites:            snap.sites,
-		Workers:          cfg.Gateway.HandshakeWorkers,
+		Workers:          cmp.Or(cfg.Gateway.HandshakeWorkers, s.cpus),
 		Queue:            cfg.Gateway.HandshakeQueue,
 		HandshakeTimeout: cfg.Gateway.HandshakeTimeout,
 		HandshakeRate:    cfg.Gateway.MaxHandshakeRate,
@@ -178,7 +195,7 @@ func (s *Server) Run() error {
 	go s.newCRLWatcher().run(stopWatch)
 	loops := snap.cfg.Gateway.EventLoops
 	if loops <= 0 {
-		loops = runtime.GOMAXPROCS(0)
+		loops = s.cpus
 	}
 	err := gnet.Run(s, "tcp://"+s.listen,
 		gnet.WithMulticore(true),
@@ -212,6 +229,7 @@ func restartOnly(running, next *configs.Gateway) []string {
 	add(running.AdminListen != next.AdminListen, "admin_listen")
 	add(running.EventLoops != next.EventLoops, "event_loops")
 	add(running.HandshakeWorkers != next.HandshakeWorkers, "handshake_workers")
+	add(running.GOMAXPROCS != next.GOMAXPROCS, "gomaxprocs")
 	add(running.HandshakeQueue != next.HandshakeQueue, "handshake_queue")
 	add(running.HandshakeTimeout != next.HandshakeTimeout, "handshake_timeout")
 	add(running.VerdictCacheSize != next.VerdictCacheSize, "verdict_cache_size")
@@ -368,6 +386,9 @@ func (s *Server) Reload() error {
 	s.snap.Store(snap)
 	s.engine.SetSites(snap.sites)
 	s.engine.SetHandshakeRate(cfg.Gateway.MaxHandshakeRate, cfg.Gateway.MaxHandshakeBurst)
+	if s.opts.TuneRuntime {
+		tuneRuntime(&cfg.Gateway, s.cpus, s.baseMemLimit, s.log, false)
+	}
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.

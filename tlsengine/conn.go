@@ -278,6 +278,42 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return c.tls.Write(p)
 }
 
+// WriteLoop is Write for the connection's event loop (an OnTraffic of its
+// own or of a socket on the same loop, such as a relay's origin): the
+// records of p go straight to the transport in one write (gnet.Conn.Write,
+// which copies what the socket does not take at once), with no AsyncWrite,
+// so no wake-up of the loop and no copy per record. When that cannot keep
+// the records in order (an AsyncWrite of this connection is still queued,
+// or the connection is corked), or the transport has no Write, the records
+// go out as with Cork, Write and Flush. Never call it off the loop: gnet's
+// Write is not safe there.
+func (c *Conn) WriteLoop(p []byte) (int, error) {
+	if !c.complete.Load() {
+		return 0, ErrHandshakeIncomplete
+	}
+	if c.closing.Load() {
+		return 0, ErrClosed
+	}
+	w, ok := c.t.(interface{ Write([]byte) (int, error) })
+	if !ok || !c.shim.startDirect() {
+		c.Cork()
+		n, err := c.tls.Write(p)
+		if ferr := c.Flush(); err == nil {
+			err = ferr
+		}
+		return n, err
+	}
+	n, err := c.tls.Write(p)
+	out := c.shim.endDirect()
+	if len(*out) > 0 {
+		if _, werr := w.Write(*out); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	putDirect(out)
+	return n, err
+}
+
 // Cork holds back the records written from now on (once 64 KiB is held, it
 // goes out) until Flush or Close, which sends them with the close_notify in
 // one write: the gateway corks before a response after which the connection

@@ -77,6 +77,15 @@ type shim struct {
 	wmu     sync.Mutex
 	corked  bool
 	pending []byte
+	// direct, while set (Conn.WriteLoop, on the event loop), collects the
+	// records crypto/tls writes so that they go out in one transport Write,
+	// with no AsyncWrite. Guarded by wmu.
+	direct *[]byte
+	// queued counts AsyncWrites not yet run on the loop: while any is,
+	// WriteLoop queues too, or its records would overtake them.
+	queued atomic.Int64
+	// written is the AsyncWrite callback that counts queued down (made once).
+	written gnet.AsyncCallback
 }
 
 // corkLimit bounds what a corked connection holds back: above it the
@@ -93,6 +102,68 @@ func newShim(c *Conn, t Transport, a *admission, maxInbound int) *shim {
 		notify:      make(chan struct{}, 1),
 		abort:       make(chan struct{}),
 		cpu:         slot{a: a},
+	}
+}
+
+// asyncWrite queues buf on the loop with AsyncWrite, counting it in queued
+// until it has run; cb, if any, runs after it as AsyncWrite's callback.
+func (s *shim) asyncWrite(buf []byte, cb gnet.AsyncCallback) error {
+	done := s.written
+	if done == nil {
+		done = s.asyncDone
+		s.written = done
+	}
+	if cb != nil {
+		done = func(c gnet.Conn, err error) error {
+			s.queued.Add(-1)
+			return cb(c, err)
+		}
+	}
+	s.queued.Add(1)
+	if err := s.t.AsyncWrite(buf, done); err != nil {
+		s.queued.Add(-1)
+		return err
+	}
+	return nil
+}
+
+func (s *shim) asyncDone(gnet.Conn, error) error {
+	s.queued.Add(-1)
+	return nil
+}
+
+// directPool holds the buffers WriteLoop collects records in: gnet's Write
+// copies what the socket does not take at once, so the buffer is free again
+// as soon as it returns.
+var directPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// startDirect makes Write collect records for one transport Write on the
+// loop, and reports whether it did: not while corked, while an AsyncWrite is
+// still queued (the records would overtake it), or once released.
+func (s *shim) startDirect() bool {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.corked || s.direct != nil || s.queued.Load() > 0 || s.released.Load() {
+		return false
+	}
+	s.direct = directPool.Get().(*[]byte)
+	return true
+}
+
+// endDirect stops collecting and returns what was collected; the caller
+// writes it, then gives it back with putDirect.
+func (s *shim) endDirect() *[]byte {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	b := s.direct
+	s.direct = nil
+	return b
+}
+
+func putDirect(b *[]byte) {
+	if cap(*b) <= dropBufferAboveCapacity {
+		*b = (*b)[:0]
+		directPool.Put(b)
 	}
 }
 
@@ -235,12 +306,16 @@ func (s *shim) Write(b []byte) (int, error) {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	if s.direct != nil {
+		*s.direct = append(*s.direct, b...)
+		return len(b), nil
+	}
 	if s.corked {
 		s.pending = append(s.pending, b...)
 		if len(s.pending) >= corkLimit {
 			out := s.pending
 			s.pending = nil
-			if err := s.t.AsyncWrite(out, nil); err != nil {
+			if err := s.asyncWrite(out, nil); err != nil {
 				return 0, err
 			}
 		}
@@ -255,7 +330,7 @@ func (s *shim) Write(b []byte) (int, error) {
 		// This is the plaintext alert that precedes any ServerHello.
 		buf[6] = alertUnrecognizedName
 	}
-	if err := s.t.AsyncWrite(buf, nil); err != nil {
+	if err := s.asyncWrite(buf, nil); err != nil {
 		return 0, err
 	}
 	return len(b), nil
@@ -280,7 +355,7 @@ func (s *shim) uncork(cb gnet.AsyncCallback) error {
 	if len(out) == 0 && cb == nil {
 		return nil
 	}
-	return s.t.AsyncWrite(out, cb)
+	return s.asyncWrite(out, cb)
 }
 
 // stopHandshake aborts a handshake in progress: a blocked Read returns err.

@@ -105,7 +105,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		}
 		return cfg, nil
 	}
-	srv, err := gateway.New(gateway.Options{Load: load, Logger: logger})
+	srv, err := gateway.New(gateway.Options{Load: load, Logger: logger, TuneRuntime: true})
 	if err != nil {
 		fmt.Fprintln(stderr, "fleetgate:", err)
 		return 1

@@ -59,6 +59,7 @@ type Transport struct {
 	readErr    error    // the first Read error other than would-block
 
 	writes   atomic.Int64 // non-empty writes the loop made before closing
+	direct   atomic.Int64 // of which by Write, not AsyncWrite
 	wakes    atomic.Int64
 	closes   atomic.Int64
 	outbound atomic.Int64
@@ -132,6 +133,30 @@ func (t *Transport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
 	}
 	return nil
 }
+
+// Write writes buf at once, as gnet.Conn.Write does on the event loop (it
+// copies: the caller may reuse buf). A call off the loop is a violation;
+// on a closed transport it fails with net.ErrClosed.
+func (t *Transport) Write(buf []byte) (int, error) {
+	if !t.loop.OnLoop() {
+		t.violate("Write called off the event loop")
+	}
+	if t.closed {
+		return 0, net.ErrClosed
+	}
+	if len(buf) > 0 {
+		t.writes.Add(1)
+		t.direct.Add(1)
+		t.mu.Lock()
+		t.sent = append(t.sent, buf...)
+		t.mu.Unlock()
+		t.client.write(buf)
+	}
+	return len(buf), nil
+}
+
+// DirectWrites counts the non-empty Writes (not AsyncWrites).
+func (t *Transport) DirectWrites() int64 { return t.direct.Load() }
 
 // Wake runs the traffic handler with no new bytes, as gnet calls OnTraffic.
 func (t *Transport) Wake(cb gnet.AsyncCallback) error {
