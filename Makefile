@@ -57,7 +57,7 @@ clean:
 # chart (.png) and req/s-against-concurrency charts (-rps-tlsV-MODE.png),
 # then the relay rows and their targets (bench-relay) unless RELAY=0.
 # Knobs: RUNS, DURATION, WARMUP, CONCURRENCY (a list), DEVICES, TLS_VERSIONS,
-# MODES, SERVERS, FG_GOMAXPROCS (1, unset or N for the Go servers; each
+# MODES, SERVERS, FG_GOMAXPROCS (unset, 1 or N for the Go servers; each
 # server stays pinned to one core), RELAY_CONCURRENCY (the relay's one level).
 RELAY ?= 1
 bench-compare:

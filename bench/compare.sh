@@ -3,7 +3,7 @@
 # HAProxy and a Go standard-library mTLS proxy, at several concurrencies.
 #
 # Every server runs on CPU $SERVER_CPU (taskset; worker_processes 1,
-# nbthread 1, GOMAXPROCS as FG_GOMAXPROCS says, 1 by default) in front of one
+# nbthread 1, GOMAXPROCS as FG_GOMAXPROCS says, each its own choice by default) in front of one
 # origin; the load generator (`fleetgate bench`) and the origin run on CPU
 # $CLIENT_CPU. No session tickets, no session caches, X25519 only. For each
 # TLS version, mode and concurrency, each server gets a warm-up run, then
@@ -21,7 +21,7 @@
 # DEVICES=100 TLS_VERSIONS="1.3 1.2" MODES="fresh keepalive"
 # SERVERS="fleetgate nginx haproxy stdlib" SERVER_CPU=0 CLIENT_CPU=1
 # WORK=bench/work OUT=bench/results
-# FG_GOMAXPROCS=1 (or unset, or N; FG_GOMAXPROCS_fleetgate / _stdlib for one
+# FG_GOMAXPROCS=unset (or 1, or N; FG_GOMAXPROCS_fleetgate / _stdlib for one
 # server: see bench/lib.sh)
 # VERDICT_CACHE_SIZE=100000 (fleetgate's chain-verdict cache; 0 verifies every chain, as the others do)
 # STAMP=<date> (the results' file name: $OUT/$STAMP.md, .png, -rps-tlsV-MODE.png, .jsonl)

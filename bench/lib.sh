@@ -31,14 +31,17 @@ NGINX_STREAM_MODULE=${NGINX_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_mod
 MOSQUITTO_TLS_ADDR=${MOSQUITTO_TLS_ADDR:-127.0.0.1:18883}
 MOSQUITTO_PLAIN_ADDR=${MOSQUITTO_PLAIN_ADDR:-127.0.0.1:11883}
 # FG_GOMAXPROCS: the GOMAXPROCS of the Go servers pinned to $SERVER_CPU
-# (fleetgate, the standard-library proxy, the Go relay): 1 (the default) sets
-# GOMAXPROCS=1; "unset" removes it from their environment, so that the
-# runtime (or fleetgate itself) chooses; a number N sets GOMAXPROCS=N.
-# FG_GOMAXPROCS_<server> (FG_GOMAXPROCS_fleetgate, FG_GOMAXPROCS_stdlib,
-# FG_GOMAXPROCS_gorelay) overrides it for one server. Either way every server
-# stays pinned to its one CPU with taskset; nginx and HAProxy are unaffected
-# (one worker, one thread).
-FG_GOMAXPROCS=${FG_GOMAXPROCS:-1}
+# (fleetgate, the standard-library proxy, the Go relay): "unset" (the
+# default) leaves it out of their environment, so that each chooses as it
+# would in production: the Go runtime takes the CPUs of the affinity mask
+# (1 under taskset), fleetgate adds one P per event loop (its `gomaxprocs`
+# key, docs/performance.md); a number N sets GOMAXPROCS=N (1 reproduces the
+# runs before fleetgate chose its own). FG_GOMAXPROCS_<server>
+# (FG_GOMAXPROCS_fleetgate, FG_GOMAXPROCS_stdlib, FG_GOMAXPROCS_gorelay)
+# overrides it for one server. Either way every server stays pinned to its
+# one CPU with taskset; nginx and HAProxy are unaffected (one worker, one
+# thread).
+FG_GOMAXPROCS=${FG_GOMAXPROCS:-unset}
 declare -A PIDS=()   # server name → the PIDs whose CPU counts (comma-separated)
 STARTED=()           # every PID started, for cleanup
 

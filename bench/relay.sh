@@ -6,8 +6,8 @@
 # (ghostunnel's shape, `fleetgate bench -relay-server`).
 #
 # Pinning as in bench/compare.sh: every relay on CPU $SERVER_CPU (taskset;
-# worker_processes 1, nbthread 1, GOMAXPROCS as FG_GOMAXPROCS says, 1 by
-# default: see bench/lib.sh), the load generator and the
+# worker_processes 1, nbthread 1, GOMAXPROCS as FG_GOMAXPROCS says, each
+# server's own choice by default: see bench/lib.sh), the load generator and the
 # echo origin on CPU $CLIENT_CPU; no session tickets or caches; X25519. The
 # figures are each relay's own CPU time (from /proc/<pid>/stat) divided by
 # what it did:
