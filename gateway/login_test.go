@@ -417,3 +417,41 @@ func TestLoginSecretReload(t *testing.T) {
 		}
 	}
 }
+
+// fromIP makes c's connections to the gateway leave from the loopback
+// address ip, so a test can replay a cookie "from elsewhere".
+func (f *loginFixture) fromIP(c *http.Client, ip string) *http.Client {
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, _, _ := net.SplitHostPort(addr); strings.HasSuffix(host, ".fleet.test") {
+			addr = f.h.addr
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		return d.DialContext(ctx, network, addr)
+	}
+	return c
+}
+
+// TestLoginStolenCookieNeedsTheLaptop: a session minted by a policy without
+// certificate selectors names the laptop's certificate but is not bound to
+// it; replayed without any certificate from another address it must not
+// satisfy another policy's valid_certificate.
+func TestLoginStolenCookieNeedsTheLaptop(t *testing.T) {
+	f := newLoginFixture(t, opsUser,
+		policySection{Name: "ops from the office", Decision: "allow", Include: []selector{{"email_domain": "fleet.test"}}, Require: []selector{{"ip": []string{"127.0.0.1/32"}}}},
+		policySection{Name: "ops on enrolled laptops", Decision: "allow", Include: []selector{{"group": "ops"}}, Require: []selector{anyFleetDevice}})
+	c := f.browser(f.laptop, nil, true)
+	resp, body := browse(t, c, f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	if cl := assertionClaims(t, body); cl["policy"] != "ops from the office" || cl["cnf"] != nil || cl["cert_sha256"] == nil {
+		t.Fatalf("login claims %v", cl)
+	}
+	u, _ := url.Parse(f.consoleURL("/"))
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, c.Jar.Cookies(u))
+	resp, body = browse(t, f.fromIP(f.browser(nil, jar, false), "127.0.0.2"), f.consoleURL("/dash"))
+	if resp.StatusCode == http.StatusOK {
+		t.Fatalf("the stolen cookie without the laptop opened the console: %s", body)
+	}
+}

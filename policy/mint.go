@@ -150,6 +150,13 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 			}
 		}
 	}
+	if t := in.Token; p.Cnf == nil && in.Identity == nil && t != nil && t.Cnf != nil && !t.NoDuration {
+		// A session once bound stays bound, whichever policy re-mints it
+		// (why: otherwise a policy without certificate selectors would
+		// turn the laptop's session into a cookie that works anywhere).
+		cnf := *t.Cnf
+		p.Cnf = &cnf
+	}
 	return NewClaims(p), nil
 }
 

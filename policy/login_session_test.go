@@ -1,0 +1,76 @@
+package policy
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/fleetgate/fleetgate/internal/verdict"
+)
+
+// TestLoginTokenNeverStandsInForCertificate: a session token of a person
+// (idp set) carries the certificate's claims when it was minted on a
+// connection that presented one, but replayed without that certificate it
+// satisfies no certificate selector: only a device's token stands in.
+func TestLoginTokenNeverStandsInForCertificate(t *testing.T) {
+	a := &Application{Name: "console", AUD: testAUD, SessionDuration: 3600e9, Login: true, Policies: []Policy{
+		{Name: "ops from the office", Action: Allow, Include: sels(mustSel("email_domain", "fleet.test")), Require: sels(mustSel("ip", []any{"127.0.0.1/32"}))},
+		{Name: "ops on laptops", Action: Allow, Include: sels(mustSel("group", "ops")), Require: sels(selValid)},
+	}}
+	if err := a.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	laptop := validCert("laptop-7", fp1)
+	login := &Input{Cert: laptop, Now: t0, ClientIP: netip.MustParseAddr("127.0.0.1"),
+		Identity: &Identity{Email: "ops@fleet.test", Groups: []string{"ops"}, IdP: "corp", Subject: "u1"}}
+	d := a.Evaluate(login)
+	if !d.Allowed || d.Policy != "ops from the office" || d.BindCertificate {
+		t.Fatalf("login: %+v", d)
+	}
+	tok, err := a.NewClaims(testIssuer, login, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.CertSHA256 == "" || tok.Cnf != nil {
+		t.Fatalf("the login token names the certificate (%q) without binding to it (%+v)", tok.CertSHA256, tok.Cnf)
+	}
+	replay := &Input{Cert: &verdict.Verdict{Kind: verdict.Missing}, Token: tok, Now: t0, ClientIP: netip.MustParseAddr("198.51.100.7")}
+	if d := a.Evaluate(replay); d.Allowed {
+		t.Fatalf("the cookie alone, from elsewhere, opened %q: %+v", d.Policy, d)
+	}
+	if _, ok := replay.Subject(); ok {
+		t.Fatal("a person's token stands in for a certificate")
+	}
+	// A device's token still does.
+	dev := &Input{Cert: &verdict.Verdict{Kind: verdict.Missing}, Token: sessionToken(testAUD, "sensor-0001", fp2), Now: t0}
+	if _, ok := dev.Subject(); !ok {
+		t.Fatal("a device's session token no longer stands in for its certificate")
+	}
+}
+
+// TestRemintKeepsCnf: a session bound to a certificate stays bound when a
+// policy without certificate selectors re-mints it.
+func TestRemintKeepsCnf(t *testing.T) {
+	a := loginApp(t)
+	a.AUD = testAUD
+	laptop := validCert("laptop-7", fp1)
+	in := &Input{Cert: laptop, Now: t0, Identity: &Identity{Email: "ops@fleet.test", Groups: []string{"ops"}, IdP: "corp", Subject: "u1"}}
+	c, err := a.NewClaims(testIssuer, in, a.Evaluate(in))
+	if err != nil || c.Cnf == nil {
+		t.Fatalf("login: %v, cnf %+v", err, c.Cnf)
+	}
+	// The person leaves ops: the session is re-minted by "anyone logged
+	// in", which binds nothing.
+	c.Groups = nil
+	again := &Input{Cert: laptop, Token: c, Now: t0.Add(60e9)}
+	d := a.Evaluate(again)
+	if !d.Allowed || d.BindCertificate {
+		t.Fatalf("re-mint decision %+v", d)
+	}
+	c2, err := a.NewClaims(testIssuer, again, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.Cnf == nil || *c2.Cnf != *c.Cnf {
+		t.Fatalf("re-minted cnf %+v, want %+v", c2.Cnf, c.Cnf)
+	}
+}
