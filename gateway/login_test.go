@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -453,5 +454,50 @@ func TestLoginStolenCookieNeedsTheLaptop(t *testing.T) {
 	resp, body = browse(t, f.fromIP(f.browser(nil, jar, false), "127.0.0.2"), f.consoleURL("/dash"))
 	if resp.StatusCode == http.StatusOK {
 		t.Fatalf("the stolen cookie without the laptop opened the console: %s", body)
+	}
+}
+
+// newLoginFixtureWith is newLoginFixture with more harness settings (a
+// clock, the cookie's SameSite); policies nil: ops on enrolled laptops.
+func newLoginFixtureWith(t *testing.T, user opUser, mod func(*cfgParams), policies ...policySection) *loginFixture {
+	op := startFixtureOP(t, loginClient, loginSecret, user)
+	_, l1, l2 := loginPKI()
+	ls := loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM(), Policies: policies}
+	login := withLogin(t, t.TempDir(), ls)
+	h := newHarness(t, func(p *cfgParams) {
+		login(p)
+		edit := p.Edit
+		p.Edit = nil
+		mod(p)
+		if e := p.Edit; e != nil {
+			p.Edit = func(c *fileConfig) { edit(c); e(c) }
+		} else {
+			p.Edit = edit
+		}
+	})
+	return &loginFixture{h: h, op: op, laptop: l1, laptop2: l2}
+}
+
+// TestLoginSessionEndsAfterSessionDuration: using the laptop re-mints the
+// session, but never past the login's time plus session_duration: then
+// the person goes back to the identity provider.
+func TestLoginSessionEndsAfterSessionDuration(t *testing.T) {
+	var offset atomic.Int64 // the gateway's clock runs this far ahead
+	f := newLoginFixtureWith(t, opsUser, func(p *cfgParams) {
+		p.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	})
+	c := f.browser(f.laptop, nil, true)
+	for _, step := range []struct {
+		at     time.Duration
+		logins int32
+	}{{0, 1}, {time.Hour, 1}, {5 * time.Hour, 1}, {7 * time.Hour, 1}, {8*time.Hour + 5*time.Minute, 2}} {
+		offset.Store(int64(step.at))
+		resp, body := browse(t, c, f.consoleURL("/dash"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("at +%v: %d %s", step.at, resp.StatusCode, body)
+		}
+		if n := f.op.authorizations.Load(); n != step.logins {
+			t.Fatalf("at +%v after the login: %d logins at the provider, want %d", step.at, n, step.logins)
+		}
 	}
 }

@@ -25,6 +25,12 @@ type Identity struct {
 	// re-minted for the same session (the token's identity_nonce). ""
 	// at login: NewClaims then draws one.
 	Nonce string
+	// AuthTime is when the person logged in (Unix seconds), kept by every
+	// token re-minted for the same session (the token's auth_time): no
+	// re-mint outlives AuthTime + the session duration, so the identity
+	// provider is asked again at least that often. 0 at login:
+	// Application.NewClaims takes the request's time.
+	AuthTime int64
 }
 
 // LoggedIn returns the identity of the request and whether there is one:
@@ -35,7 +41,7 @@ func (in *Input) LoggedIn() (Identity, bool) {
 		return *in.Identity, true
 	}
 	if t := in.Token; t != nil && t.IdP != "" && !t.NoDuration {
-		return Identity{Email: t.Email, Groups: t.Groups, IdP: t.IdP, Subject: t.Sub, Nonce: t.IdentityNonce}, true
+		return Identity{Email: t.Email, Groups: t.Groups, IdP: t.IdP, Subject: t.Sub, Nonce: t.IdentityNonce, AuthTime: t.AuthTime}, true
 	}
 	return Identity{}, false
 }

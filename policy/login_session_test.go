@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/fleetgate/fleetgate/internal/verdict"
 )
@@ -72,5 +73,31 @@ func TestRemintKeepsCnf(t *testing.T) {
 	}
 	if c2.Cnf == nil || *c2.Cnf != *c.Cnf {
 		t.Fatalf("re-minted cnf %+v, want %+v", c2.Cnf, c.Cnf)
+	}
+}
+
+// TestRemintEndsAtLogin: re-minting a person's session never extends it
+// past the login time plus the session duration; a token from before
+// auth_time never past its own exp.
+func TestRemintEndsAtLogin(t *testing.T) {
+	a := loginApp(t)
+	a.AUD = testAUD
+	laptop := validCert("laptop-7", fp1)
+	in := &Input{Cert: laptop, Now: t0, Identity: &Identity{Email: "ops@fleet.test", Groups: []string{"ops"}, IdP: "corp"}}
+	c, err := a.NewClaims(testIssuer, in, a.Evaluate(in))
+	if err != nil || c.AuthTime != t0.Unix() || c.Exp != t0.Unix()+3600 {
+		t.Fatalf("login: %v auth_time %d exp %d", err, c.AuthTime, c.Exp)
+	}
+	later := &Input{Cert: laptop, Token: c, Now: t0.Add(50 * time.Minute)}
+	c2, err := a.NewClaims(testIssuer, later, a.Evaluate(later))
+	if err != nil || c2.AuthTime != c.AuthTime || c2.Exp != c.Exp {
+		t.Fatalf("re-mint: %v auth_time %d exp %d, want %d %d", err, c2.AuthTime, c2.Exp, c.AuthTime, c.Exp)
+	}
+	legacy := *c
+	legacy.AuthTime, legacy.Exp = 0, t0.Unix()+600
+	old := &Input{Cert: laptop, Token: &legacy, Now: t0.Add(5 * time.Minute)}
+	c3, err := a.NewClaims(testIssuer, old, a.Evaluate(old))
+	if err != nil || c3.Exp != legacy.Exp {
+		t.Fatalf("re-mint of a token without auth_time: %v exp %d, want %d", err, c3.Exp, legacy.Exp)
 	}
 }
