@@ -59,7 +59,7 @@ type logins struct {
 // whose settings (secret included) did not change, so that their discovery
 // survives a reload; a changed secret file makes a new provider.
 func (s *snapshot) provisionLogins(cfg *configs.Config, old *snapshot) error {
-	l := &logins{providers: map[string]*oidclogin.Provider{}, keys: map[string]string{}, used: &usedStates{m: map[string]int64{}}}
+	l := &logins{providers: map[string]*oidclogin.Provider{}, keys: map[string]string{}, used: &usedStates{}}
 	if old != nil && old.logins != nil {
 		l.used = old.logins.used
 	}
@@ -99,33 +99,46 @@ func providerKey(ip *configs.IdentityProvider) string {
 
 // usedStates remembers the login states whose callback ran, until they
 // expire: a replayed callback (its URL and cookie) fails even before the
-// provider refuses the used code.
+// provider refuses the used code. Two generations, each loginLifetime
+// long: a state claimed in cur is still in old for a whole generation
+// after, which outlasts the state's own expiry, and the old generation is
+// dropped whole. Each claim is O(1). A flood never refuses a login: a full
+// generation rotates early, forgetting the oldest states (their codes are
+// still single-use at the provider).
 type usedStates struct {
-	mu sync.Mutex
-	m  map[string]int64 // state → expiry (Unix seconds)
+	mu      sync.Mutex
+	cur     map[string]struct{}
+	old     map[string]struct{}
+	rotated time.Time // when cur began
 }
 
-// maxUsedStates bounds the memory of used states.
+// maxUsedStates bounds each generation of used states.
 const maxUsedStates = 100_000
 
-// claim marks state used and reports whether it was not already.
+// claim marks state, valid until exp (Unix seconds), used and reports
+// whether it was not already; an expired state is never claimed.
 func (u *usedStates) claim(state string, exp int64, now time.Time) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if _, ok := u.m[state]; ok {
+	if exp < now.Unix() {
 		return false
 	}
-	if len(u.m) >= maxUsedStates {
-		for k, e := range u.m {
-			if e < now.Unix() {
-				delete(u.m, k)
-			}
-		}
-		if len(u.m) >= maxUsedStates {
-			return false // a flood of logins: refuse rather than forget
-		}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch since := now.Sub(u.rotated); {
+	case u.cur == nil || since >= 2*loginLifetime:
+		u.cur, u.old, u.rotated = make(map[string]struct{}), nil, now
+	case since >= loginLifetime:
+		u.cur, u.old, u.rotated = make(map[string]struct{}), u.cur, now
 	}
-	u.m[state] = exp
+	if _, ok := u.cur[state]; ok {
+		return false
+	}
+	if _, ok := u.old[state]; ok {
+		return false
+	}
+	if len(u.cur) >= maxUsedStates {
+		u.cur, u.old, u.rotated = make(map[string]struct{}), u.cur, now
+	}
+	u.cur[state] = struct{}{}
 	return true
 }
 
@@ -256,13 +269,17 @@ func (x *exchange) callback() outcome {
 		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state: "+err.Error()))
 	}
 	p := x.app.provider(st.Provider)
+	// The state is used up only by a callback that can complete: one with
+	// the provider's error, or without code, costs nothing to remember.
 	switch {
 	case p == nil:
 		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state names an unknown provider"))
-	case !x.cur.logins.used.claim(st.State, st.Exp, x.now):
-		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state replayed"))
 	case len(q.Peek("error")) > 0:
 		return failed(x.loginFailed(fasthttp.StatusUnauthorized, "the provider returned error "+quote(string(q.Peek("error")))))
+	case len(q.Peek("code")) == 0:
+		return failed(x.loginFailed(fasthttp.StatusBadRequest, "callback without code"))
+	case !x.cur.logins.used.claim(st.State, st.Exp, x.now):
+		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state replayed"))
 	}
 	redirect, _ := x.callbackURL()
 	ctx, cancel := context.WithTimeout(context.Background(), oidclogin.DefaultTimeout)

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -499,5 +500,64 @@ func TestLoginSessionEndsAfterSessionDuration(t *testing.T) {
 		if n := f.op.authorizations.Load(); n != step.logins {
 			t.Fatalf("at +%v after the login: %d logins at the provider, want %d", step.at, n, step.logins)
 		}
+	}
+}
+
+// TestLoginCallbackErrorKeepsState: a callback that carries the provider's
+// error (or no code) is refused without using up the login's state, so the
+// real callback that follows still completes; and a replay still fails.
+func TestLoginCallbackErrorKeepsState(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	c, cb := f.startLogin(t)
+	u, _ := url.Parse(cb)
+	saved := c.Jar.Cookies(u)
+	for _, mangle := range []func(url.Values){
+		func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") },
+		func(q url.Values) { q.Set("error", "login_required") },
+		func(q url.Values) { q.Del("code") },
+	} {
+		bad := *u
+		q := bad.Query()
+		mangle(q)
+		bad.RawQuery = q.Encode()
+		jar, _ := cookiejar.New(nil)
+		jar.SetCookies(u, saved)
+		resp, body := browse(t, f.browser(f.laptop, jar, false), bad.String())
+		if resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusOK {
+			t.Fatalf("callback %s: %d %s", bad.RawQuery, resp.StatusCode, body)
+		}
+	}
+	resp, body := browse(t, c, cb)
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+		t.Fatalf("the real callback after the error ones: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, saved)
+	if resp, body := browse(t, f.browser(f.laptop, jar, false), cb); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("replayed callback: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestLoginUsedStatesNeverFull: a flood of used login states (callbacks
+// with a valid state and a bogus code) never stops the next real login, and
+// a real replay still fails.
+func TestLoginUsedStatesNeverFull(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	used := f.h.srv.snap.Load().logins.used
+	now := time.Now()
+	exp := now.Add(loginLifetime).Unix()
+	for i := 0; i < maxUsedStates+10; i++ {
+		used.claim("flood-"+strconv.Itoa(i), exp, now)
+	}
+	c, cb := f.startLogin(t)
+	u, _ := url.Parse(cb)
+	saved := c.Jar.Cookies(u)
+	if resp, body := browse(t, c, cb); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+		t.Fatalf("a real login after the flood: %d %s", resp.StatusCode, body)
+	}
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, saved)
+	if resp, body := browse(t, f.browser(f.laptop, jar, false), cb); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("replayed callback: %d %s", resp.StatusCode, body)
 	}
 }
