@@ -247,7 +247,7 @@ func (x *exchange) startLogin(p *oidclogin.Provider, ret string) outcome {
 	if err != nil {
 		return x.providerFailed(p, err)
 	}
-	st.Return, st.Host, st.Exp = ret, x.host, x.now.Add(loginLifetime).Unix()
+	st.Return, st.Host, st.Cert, st.Exp = ret, x.host, x.presentedSHA256(), x.now.Add(loginLifetime).Unix()
 	x.redirect(authURL, "login started with "+p.Name())
 	x.resp.Header.Add("Set-Cookie", loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime))
 	return respond
@@ -306,6 +306,9 @@ func (x *exchange) loginState(state string) (oidclogin.State, error) {
 	}
 	if len(st.State) != len(state) || subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 || st.Host != x.host {
 		return oidclogin.State{}, oidclogin.ErrState
+	}
+	if cert := x.presentedSHA256(); len(cert) != len(st.Cert) || subtle.ConstantTimeCompare([]byte(cert), []byte(st.Cert)) != 1 {
+		return oidclogin.State{}, fmt.Errorf("%w: the login started with another client certificate", oidclogin.ErrState)
 	}
 	if _, ok := safeReturn(st.Return); !ok {
 		return oidclogin.State{}, oidclogin.ErrState

@@ -561,3 +561,24 @@ func TestLoginUsedStatesNeverFull(t *testing.T) {
 		t.Fatalf("replayed callback: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestLoginStateBoundToCertificate: a login state completes only on a
+// connection presenting the certificate the login started with, so a login
+// cookie planted from a sibling host (with the planter's callback URL) does
+// not log the victim's laptop in as someone else.
+func TestLoginStateBoundToCertificate(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	c, cb := f.startLogin(t) // with f.laptop
+	u, _ := url.Parse(cb)
+	for _, dev := range []*device{f.laptop2, nil} {
+		jar, _ := cookiejar.New(nil)
+		jar.SetCookies(u, c.Jar.Cookies(u))
+		resp, body := browse(t, f.browser(dev, jar, false), cb)
+		if resp.StatusCode != http.StatusBadRequest || strings.Contains(resp.Header.Get("Set-Cookie"), "CF_Authorization=ey") {
+			t.Fatalf("callback on another laptop (%v): %d %q %s", dev != nil, resp.StatusCode, resp.Header.Get("Set-Cookie"), body)
+		}
+	}
+	if resp, body := browse(t, c, cb); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+		t.Fatalf("callback on the laptop that started: %d %s", resp.StatusCode, body)
+	}
+}

@@ -22,7 +22,11 @@ type State struct {
 	Verifier string `json:"v"` // the PKCE code verifier
 	Return   string `json:"r"` // the path (and query) first asked for
 	Host     string `json:"h"` // the application host the login started on
-	Exp      int64  `json:"e"` // Unix seconds after which the state is refused
+	// Cert is the hex SHA-256 of the client certificate the login started
+	// with, "" for none: the callback must present the same (why: a login
+	// cookie planted from a sibling host then logs no other laptop in).
+	Cert string `json:"c"`
+	Exp  int64  `json:"e"` // Unix seconds after which the state is refused
 }
 
 // ErrState refuses a login state cookie that is missing, forged, expired,
