@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -99,5 +100,35 @@ func TestRemintEndsAtLogin(t *testing.T) {
 	c3, err := a.NewClaims(testIssuer, old, a.Evaluate(old))
 	if err != nil || c3.Exp != legacy.Exp {
 		t.Fatalf("re-mint of a token without auth_time: %v exp %d, want %d", err, c3.Exp, legacy.Exp)
+	}
+}
+
+// TestEmailMatchingIsASCII: emails and domains compare case-insensitively
+// in ASCII only: Unicode folding (ſ to s, the Kelvin sign to k) must not
+// turn another address into a configured one, and a selector value that is
+// not ASCII is refused.
+func TestEmailMatchingIsASCII(t *testing.T) {
+	for _, tc := range []struct {
+		name, key, value, email string
+		want                    bool
+	}{
+		{"ASCII case folds", "email", "ops@fleet.test", "OPS@Fleet.TEST", true},
+		{"ASCII domain case folds", "email_domain", "fleet.test", "ops@FLEET.test", true},
+		{"long s is not s (domain)", "email_domain", "fleet.test", "ops@fleet.te\u017ft", false},
+		{"long s is not s (email)", "email", "ops@fleet.test", "ops@fleet.te\u017ft", false},
+		{"Kelvin sign is not k", "email", "kops@fleet.test", "\u212aops@fleet.test", false},
+		{"Kelvin sign is not K (domain)", "email_domain", "kfleet.test", "ops@\u212afleet.test", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &Input{Identity: &Identity{Email: tc.email, IdP: "corp"}, Now: t0}
+			if got := mustSel(tc.key, tc.value).Match(in); got != tc.want {
+				t.Fatalf("%s = %q on %q: %v, want %v", tc.key, tc.value, tc.email, got, tc.want)
+			}
+		})
+	}
+	for _, v := range []struct{ key, value string }{{"email", "ops@fleet.te\u017ft"}, {"email_domain", "b\u00fccher.test"}, {"email", "\u212aops@fleet.test"}} {
+		if _, err := ParseSelector(v.key, v.value); !errors.Is(err, ErrSelectorValue) {
+			t.Errorf("%s = %q: err %v, want ErrSelectorValue", v.key, v.value, err)
+		}
 	}
 }

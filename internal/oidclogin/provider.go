@@ -176,9 +176,9 @@ func (p *Provider) Start(ctx context.Context, redirectURL string) (authURL strin
 
 // Finish completes a login: it exchanges code with the PKCE verifier,
 // verifies the ID token (signature, issuer, audience, expiry) and compares
-// its nonce with st's (go-oidc leaves that to the caller). An ID token
-// whose email_verified is false is refused: an email selector must not
-// admit an address nobody proved to own.
+// its nonce with st's (go-oidc leaves that to the caller). The identity
+// has an email only when the ID token says email_verified: true: an email
+// selector must not admit an address nobody proved to own.
 func (p *Provider) Finish(parent context.Context, redirectURL, code string, st State) (Identity, error) {
 	d, err := p.discover(parent)
 	if err != nil {
@@ -212,7 +212,7 @@ func (p *Provider) Finish(parent context.Context, redirectURL, code string, st S
 func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
 	var c struct {
 		Email         string `json:"email"`
-		EmailVerified *bool  `json:"email_verified"`
+		EmailVerified any    `json:"email_verified"` // only the JSON true counts
 	}
 	var all map[string]any
 	if err := idt.Claims(&c); err != nil {
@@ -221,8 +221,8 @@ func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
 	if err := idt.Claims(&all); err != nil {
 		return Identity{}, fmt.Errorf("%w: %s: ID token claims: %v", ErrLogin, p.cfg.Name, err)
 	}
-	if c.EmailVerified != nil && !*c.EmailVerified {
-		return Identity{}, fmt.Errorf("%w: %s: the email %q is not verified", ErrLogin, p.cfg.Name, c.Email)
+	if c.EmailVerified != true {
+		c.Email = "" // missing, false, or "true": not proven, so no email
 	}
 	return Identity{Subject: idt.Subject, Email: c.Email, Groups: groups(all[p.cfg.GroupsClaim])}, nil
 }
