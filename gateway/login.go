@@ -336,7 +336,14 @@ func (x *exchange) loggedIn(id *policy.Identity, ret string) outcome {
 		return x.identityDenied("the allowing policy has no session duration: nothing can keep the login")
 	}
 	x.reason = x.decision.Reason
-	x.redirect(ret, x.decision.Reason)
+	if sameSiteAttr(x.app.snap.sameSite) == "Strict" {
+		// The navigation the provider started is cross-site: a redirect
+		// from it would not carry the Strict cookie, and the login would
+		// start again. A page navigating on is same-site.
+		x.continuePage(ret, x.decision.Reason)
+	} else {
+		x.redirect(ret, x.decision.Reason)
+	}
 	x.resp.Header.Add("Set-Cookie", x.cookie)
 	x.cookieSet = true
 	return respond

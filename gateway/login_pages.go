@@ -65,6 +65,17 @@ func (x *exchange) redirect(location, reason string) {
 	x.resp.Header.Set("Cache-Control", "no-store")
 }
 
+// continuePage answers 200 with a page that navigates to location (a path
+// on this host) at once: a meta refresh, no script (the pages' CSP allows
+// none), and a link for a browser that does not follow it.
+func (x *exchange) continuePage(location, reason string) {
+	x.loginPage(fasthttp.StatusOK, "Signed in", "", reason)
+	x.resp.Header.Set("Cache-Control", "no-store")
+	u := html.EscapeString(location)
+	x.resp.SetBodyString(strings.Replace(page("Signed in", `<p><a href="`+u+`">Continue</a></p>`),
+		"<title>", `<meta http-equiv="refresh" content="0;url=`+u+`"><title>`, 1))
+}
+
 // page is a minimal HTML document; title and body are already safe.
 func page(title, body string) string {
 	return "<!doctype html><html><head><meta charset=\"utf-8\"><title>" + html.EscapeString(title) +

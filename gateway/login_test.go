@@ -582,3 +582,31 @@ func TestLoginStateBoundToCertificate(t *testing.T) {
 		t.Fatalf("callback on the laptop that started: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestLoginStrictCookieNoLoop: with cookie_same_site = "strict" the
+// callback does not answer with a redirect (the navigation the provider
+// started is cross-site, so the browser would not send the Strict cookie
+// it just got, and the login would start again): it sets the cookie on a
+// small page that navigates on to the path first asked for, same-site.
+func TestLoginStrictCookieNoLoop(t *testing.T) {
+	f := newLoginFixtureWith(t, opsUser, func(p *cfgParams) {
+		p.Edit = func(c *fileConfig) { c.Tokens.CookieSameSite = "strict" }
+	})
+	c, cb := f.startLogin(t)
+	resp, body := browse(t, c, cb)
+	sc := resp.Header.Get("Set-Cookie")
+	for _, h := range resp.Header.Values("Set-Cookie") {
+		if strings.HasPrefix(h, "CF_Authorization=ey") {
+			sc = h
+		}
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" || !strings.HasPrefix(sc, "CF_Authorization=ey") ||
+		!strings.Contains(sc, "SameSite=Strict") || !strings.Contains(body, `<meta http-equiv="refresh" content="0;url=/dash">`) ||
+		!strings.Contains(body, `href="/dash"`) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("callback under SameSite=Strict: %d Location %q Set-Cookie %q: %s", resp.StatusCode, resp.Header.Get("Location"), sc, body)
+	}
+	// The page's navigation is same-site: the cookie goes with it.
+	if resp, body := browse(t, c, f.consoleURL("/dash")); resp.StatusCode != http.StatusOK || f.op.authorizations.Load() != 1 {
+		t.Fatalf("after the page: %d after %d logins: %s", resp.StatusCode, f.op.authorizations.Load(), body)
+	}
+}
