@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,10 @@ const (
 // loginLifetime is how long a login may take between the redirect to the
 // provider and the callback.
 const loginLifetime = 10 * time.Minute
+
+// maxCookieBytes bounds a Set-Cookie the login sends: browsers keep
+// cookies of up to 4,096 bytes (name, value and attributes).
+const maxCookieBytes = 4000
 
 // loginCookiePrefix names the login state cookies; the state's first 16
 // characters complete the name, so that logins in two tabs do not clobber
@@ -334,6 +339,14 @@ func (x *exchange) loggedIn(id *policy.Identity, ret string) outcome {
 	}
 	if x.cookie == "" {
 		return x.identityDenied("the allowing policy has no session duration: nothing can keep the login")
+	}
+	if len(x.cookie) > maxCookieBytes {
+		// A browser drops a larger cookie, and the login would loop.
+		n := len(x.cookie)
+		x.cookie, x.c.session = "", nil
+		return x.loginPage(fasthttp.StatusForbidden, "Sign-in failed",
+			"Your identity is too large to keep in a session cookie (too many groups, or too long a name). Ask the administrator of this application.",
+			"login failed: session cookie of "+strconv.Itoa(n)+" bytes is too large")
 	}
 	x.reason = x.decision.Reason
 	if sameSiteAttr(x.app.snap.sameSite) == "Strict" {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -608,5 +609,42 @@ func TestLoginStrictCookieNoLoop(t *testing.T) {
 	// The page's navigation is same-site: the cookie goes with it.
 	if resp, body := browse(t, c, f.consoleURL("/dash")); resp.StatusCode != http.StatusOK || f.op.authorizations.Load() != 1 {
 		t.Fatalf("after the page: %d after %d logins: %s", resp.StatusCode, f.op.authorizations.Load(), body)
+	}
+}
+
+// TestLoginCookieFitsBrowser: the session keeps only the groups the
+// application's policies name, so a provider's long groups claim does not
+// make a cookie browsers drop (which loops back to the login); an identity
+// too large anyway is refused with a clear page instead of a cookie.
+func TestLoginCookieFitsBrowser(t *testing.T) {
+	many := []string{"ops"}
+	for i := 0; i < 300; i++ {
+		many = append(many, fmt.Sprintf("team-%04d-of-a-large-organisation", i))
+	}
+	f := newLoginFixture(t, opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: many, Verified: true})
+	c, cb := f.startLogin(t)
+	resp, body := browse(t, c, cb)
+	for _, sc := range resp.Header.Values("Set-Cookie") {
+		if len(sc) > 4000 {
+			t.Fatalf("a Set-Cookie of %d bytes", len(sc))
+		}
+	}
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("callback: %d %s", resp.StatusCode, body)
+	}
+	resp, body = browse(t, c, f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after login: %d %s", resp.StatusCode, body)
+	}
+	if g, _ := assertionClaims(t, body)["groups"].([]any); len(g) != 1 || g[0] != "ops" {
+		t.Fatalf("groups in the token: %v", g)
+	}
+
+	f.op.set(func(op *fixtureOP) { op.user.Email = "ops-" + strings.Repeat("a", 4000) + "@fleet.test" })
+	c, cb = f.startLogin(t)
+	resp, body = browse(t, c, cb)
+	if resp.StatusCode != http.StatusForbidden || strings.Contains(strings.Join(resp.Header.Values("Set-Cookie"), "\n"), "CF_Authorization=ey") ||
+		!strings.Contains(body, "too large") || strings.Contains(body, "aaaa") {
+		t.Fatalf("an identity too large for a cookie: %d %q: %s", resp.StatusCode, resp.Header.Values("Set-Cookie"), body)
 	}
 }

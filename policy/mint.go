@@ -138,6 +138,7 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 		case in.Identity == nil && id.AuthTime == 0:
 			tokenExp = in.Token.Exp
 		}
+		id.Groups = a.namedGroups(id.Groups)
 		p.Identity = &id
 	}
 	if st := in.ServiceToken; st != nil {
@@ -177,6 +178,35 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 		c.Exp = tokenExp
 	}
 	return c, nil
+}
+
+// namedGroups returns the groups of gs that a group selector of a's
+// policies names (include, require or exclude, of any action), in gs's
+// order: all the token needs to decide again, and a provider's long groups
+// claim would otherwise make a cookie browsers drop.
+func (a *Application) namedGroups(gs []string) []string {
+	var out []string
+	for _, g := range gs {
+		if a.namesGroup(g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// namesGroup reports whether a group selector of a's policies is g.
+func (a *Application) namesGroup(g string) bool {
+	for i := range a.Policies {
+		p := &a.Policies[i]
+		for _, list := range [...][]Selector{p.Include, p.Require, p.Exclude} {
+			for _, s := range list {
+				if v, ok := s.(group); ok && string(v) == g {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Mint signs c with the current key and returns the compact JWS
