@@ -79,10 +79,11 @@ type Provider struct {
 	cfg    Config
 	client *http.Client
 
-	mu      sync.Mutex
-	disc    *discovered // nil until discovery succeeded
-	lastTry time.Time
-	lastErr error
+	mu       sync.Mutex
+	disc     *discovered   // nil until discovery succeeded
+	fetching chan struct{} // non-nil while a discovery runs; closed when it ends
+	lastTry  time.Time
+	lastErr  error
 }
 
 // discovered is what discovery gave.
@@ -119,35 +120,65 @@ func (p *Provider) ctx(parent context.Context) (context.Context, context.CancelF
 }
 
 // discover returns the discovered provider, discovering it now when it has
-// not been, or when the last failure is older than retryAfter.
+// not been, or when the last failure is older than retryAfter. One
+// discovery runs at a time, outside the lock and bounded by the provider's
+// timeout; every caller waits for it at most until its own context ends.
 func (p *Provider) discover(parent context.Context) (*discovered, error) {
+	for {
+		p.mu.Lock()
+		if p.disc != nil {
+			d := p.disc
+			p.mu.Unlock()
+			return d, nil
+		}
+		if p.fetching == nil {
+			if p.lastErr != nil && time.Since(p.lastTry) < retryAfter {
+				err := p.lastErr
+				p.mu.Unlock()
+				return nil, err
+			}
+			p.fetching = make(chan struct{})
+			p.lastTry = time.Now()
+			go p.fetch(p.fetching)
+		}
+		done := p.fetching
+		p.mu.Unlock()
+		select {
+		case <-done:
+			// Look again: the discovery succeeded, or failed (lastErr).
+		case <-parent.Done():
+			return nil, fmt.Errorf("%w: %s: discovery: %v", ErrUnavailable, p.cfg.Name, parent.Err())
+		}
+	}
+}
+
+// fetch runs one discovery, not bound to any caller's context (a caller
+// that gives up does not fail the others'), and closes done when it ends.
+func (p *Provider) fetch(done chan struct{}) {
+	ctx, cancel := p.ctx(context.Background())
+	defer cancel()
+	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	var d *discovered
+	if err == nil {
+		var extra struct {
+			EndSession string `json:"end_session_endpoint"`
+		}
+		_ = op.Claims(&extra) // optional
+		d = &discovered{
+			op:         op,
+			verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
+			endSession: extra.EndSession,
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.disc != nil {
-		return p.disc, nil
-	}
-	if p.lastErr != nil && time.Since(p.lastTry) < retryAfter {
-		return nil, p.lastErr
-	}
-	ctx, cancel := p.ctx(parent)
-	defer cancel()
-	p.lastTry = time.Now()
-	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
-	if err != nil {
+	if d != nil {
+		p.disc, p.lastErr = d, nil
+	} else {
 		p.lastErr = fmt.Errorf("%w: %s: discovery: %v", ErrUnavailable, p.cfg.Name, err)
-		return nil, p.lastErr
 	}
-	var extra struct {
-		EndSession string `json:"end_session_endpoint"`
-	}
-	_ = op.Claims(&extra) // optional
-	p.disc = &discovered{
-		op:         op,
-		verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
-		endSession: extra.EndSession,
-	}
-	p.lastErr = nil
-	return p.disc, nil
+	p.fetching = nil
+	close(done)
 }
 
 // oauth returns the OAuth 2.0 client for redirectURL.
