@@ -95,6 +95,21 @@ func (s *snapshot) provisionLogins(cfg *configs.Config, old *snapshot) error {
 	return nil
 }
 
+// closeReplaced closes the providers of old that l does not reuse: their
+// idle connections to the identity provider go now, not after the idle
+// timeout. A login in flight on an older connection may still use one (it
+// just dials again).
+func (l *logins) closeReplaced(old *logins) {
+	if l == nil || old == nil {
+		return
+	}
+	for name, p := range old.providers {
+		if l.providers[name] != p {
+			p.Close()
+		}
+	}
+}
+
 // providerKey is what a provider is built from: equal keys, same provider.
 func providerKey(ip *configs.IdentityProvider) string {
 	sum := sha256.Sum256([]byte(ip.ClientSecret.Reveal()))
@@ -253,8 +268,15 @@ func (x *exchange) startLogin(p *oidclogin.Provider, ret string) outcome {
 		return x.providerFailed(p, err)
 	}
 	st.Return, st.Host, st.Cert, st.Exp = ret, x.host, x.presentedSHA256(), x.now.Add(loginLifetime).Unix()
+	cookie := loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime)
+	if len(cookie) > maxCookieBytes {
+		// A browser would drop it and the callback fail: return to the
+		// application's root instead of the (long) URL first asked for.
+		st.Return = "/"
+		cookie = loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime)
+	}
 	x.redirect(authURL, "login started with "+p.Name())
-	x.resp.Header.Add("Set-Cookie", loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime))
+	x.resp.Header.Add("Set-Cookie", cookie)
 	return respond
 }
 
@@ -264,9 +286,10 @@ func (x *exchange) startLogin(p *oidclogin.Provider, ret string) outcome {
 func (x *exchange) callback() outcome {
 	q := x.req.URI().QueryArgs()
 	state := string(q.Peek("state"))
-	clear := loginCookie(state, "", x.now, 0) // every answer clears it: one use
 	failed := func(o outcome) outcome {
-		x.resp.Header.Add("Set-Cookie", clear)
+		if validState(state) { // only then may it name a cookie
+			x.resp.Header.Add("Set-Cookie", loginCookie(state, "", x.now, 0)) // every answer clears it: one use
+		}
 		return o
 	}
 	st, err := x.loginState(state)
@@ -301,7 +324,7 @@ func (x *exchange) callback() outcome {
 
 // loginState opens the login cookie of state.
 func (x *exchange) loginState(state string) (oidclogin.State, error) {
-	if len(state) < 16 || x.cur.logins.sealer == nil {
+	if !validState(state) || x.cur.logins.sealer == nil {
 		return oidclogin.State{}, oidclogin.ErrState
 	}
 	v := x.req.Header.Cookie(loginCookiePrefix + state[:16])
@@ -360,6 +383,21 @@ func (x *exchange) loggedIn(id *policy.Identity, ret string) outcome {
 	x.resp.Header.Add("Set-Cookie", x.cookie)
 	x.cookieSet = true
 	return respond
+}
+
+// validState reports whether s has the shape of the states Start draws:
+// 43 base64url characters (32 random bytes).
+func validState(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // loginLogout ends the session at the provider too, when it advertises an

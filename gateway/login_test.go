@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -647,4 +648,84 @@ func TestLoginCookieFitsBrowser(t *testing.T) {
 		!strings.Contains(body, "too large") || strings.Contains(body, "aaaa") {
 		t.Fatalf("an identity too large for a cookie: %d %q: %s", resp.StatusCode, resp.Header.Values("Set-Cookie"), body)
 	}
+}
+
+// TestLoginStateParamAndCookieSize: the callback's state parameter names
+// the login cookie to clear only once it has the shape of a state (no
+// attribute injected into the Set-Cookie), and the login cookie of the
+// longest return URL accepted still fits a browser's 4 KB.
+func TestLoginStateParamAndCookieSize(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	for _, state := range []string{"x;Domain=fleet.test;Path=/;Max-Age=99999", "aaaaaaaaaaaaaaaa\"; Secure"} {
+		resp, _ := browse(t, f.browser(f.laptop, nil, false), f.consoleURL("/cdn-cgi/access/callback?code=c&state="+url.QueryEscape(state)))
+		for _, sc := range resp.Header.Values("Set-Cookie") {
+			if name, _, _ := strings.Cut(sc, "="); strings.ContainsAny(name, ";\" ") || strings.Contains(sc, "Domain=") {
+				t.Fatalf("state %q: Set-Cookie %q", state, sc)
+			}
+		}
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("state %q: %d", state, resp.StatusCode)
+		}
+	}
+	ret := "/dash?q=" + strings.Repeat("<", 2000)
+	resp, body := browse(t, f.browser(f.laptop, nil, false), f.consoleURL(ret))
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("start: %d %s", resp.StatusCode, body)
+	}
+	for _, sc := range resp.Header.Values("Set-Cookie") {
+		if len(sc) > 4000 {
+			t.Fatalf("a login cookie of %d bytes", len(sc))
+		}
+	}
+}
+
+// TestLoginReloadClosesOldProvider: a reload that replaces a provider (its
+// secret changed) closes the old one's idle connections to the identity
+// provider instead of leaving them to time out.
+func TestLoginReloadClosesOldProvider(t *testing.T) {
+	op := startFixtureOP(t, loginClient, loginSecret, opsUser)
+	// The same provider behind a second server that counts its open
+	// connections (ConnState must be set before the server starts).
+	var open atomic.Int32
+	counted := httptest.NewUnstartedServer(op.srv.Config.Handler)
+	counted.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	counted.TLS = &tls.Config{Certificates: op.srv.TLS.Certificates}
+	counted.StartTLS()
+	t.Cleanup(counted.Close)
+	op.srv = counted // its URL is the issuer from now on
+	_, l1, l2 := loginPKI()
+	f := &loginFixture{op: op, laptop: l1, laptop2: l2}
+	f.h = newHarness(t, withLogin(t, t.TempDir(), loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM()}))
+	c := f.browser(f.laptop, nil, true)
+	if resp, body := browse(t, c, f.consoleURL("/dash")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	c.Transport.(*http.Transport).CloseIdleConnections() // the browser's, to /authorize
+	waitOpen := func(ok func(int32) bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(open.Load()); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d connections open at the provider", what, open.Load())
+			}
+		}
+	}
+	waitOpen(func(n int32) bool { return n >= 1 }, "the gateway's provider keeps a connection")
+	var secretFile string
+	for _, ip := range f.h.srv.snap.Load().cfg.IdentityProviders {
+		secretFile = ip.ClientSecretFile
+	}
+	if err := os.WriteFile(secretFile, []byte("rotated-secret-41\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitOpen(func(n int32) bool { return n == 0 }, "after the reload replaced the provider")
 }
