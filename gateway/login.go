@@ -23,6 +23,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,10 @@ const (
 // provider and the callback.
 const loginLifetime = 10 * time.Minute
 
+// maxCookieBytes bounds a Set-Cookie the login sends: browsers keep
+// cookies of up to 4,096 bytes (name, value and attributes).
+const maxCookieBytes = 4000
+
 // loginCookiePrefix names the login state cookies; the state's first 16
 // characters complete the name, so that logins in two tabs do not clobber
 // each other.
@@ -61,7 +66,7 @@ type logins struct {
 // whose settings (secret included) did not change, so that their discovery
 // survives a reload; a changed secret file makes a new provider.
 func (s *snapshot) provisionLogins(cfg *configs.Config, old *snapshot) error {
-	l := &logins{providers: map[string]*oidclogin.Provider{}, keys: map[string]string{}, used: &usedStates{m: map[string]int64{}}}
+	l := &logins{providers: map[string]*oidclogin.Provider{}, keys: map[string]string{}, used: &usedStates{}}
 	if old != nil && old.logins != nil {
 		l.used = old.logins.used
 	}
@@ -92,6 +97,21 @@ func (s *snapshot) provisionLogins(cfg *configs.Config, old *snapshot) error {
 	return nil
 }
 
+// closeReplaced closes the providers of old that l does not reuse: their
+// idle connections to the identity provider go now, not after the idle
+// timeout. A login in flight on an older connection may still use one (it
+// just dials again).
+func (l *logins) closeReplaced(old *logins) {
+	if l == nil || old == nil {
+		return
+	}
+	for name, p := range old.providers {
+		if l.providers[name] != p {
+			p.Close()
+		}
+	}
+}
+
 // providerKey is what a provider is built from: equal keys, same provider.
 func providerKey(ip *configs.IdentityProvider) string {
 	sum := sha256.Sum256([]byte(ip.ClientSecret.Reveal()))
@@ -101,33 +121,46 @@ func providerKey(ip *configs.IdentityProvider) string {
 
 // usedStates remembers the login states whose callback ran, until they
 // expire: a replayed callback (its URL and cookie) fails even before the
-// provider refuses the used code.
+// provider refuses the used code. Two generations, each loginLifetime
+// long: a state claimed in cur is still in old for a whole generation
+// after, which outlasts the state's own expiry, and the old generation is
+// dropped whole. Each claim is O(1). A flood never refuses a login: a full
+// generation rotates early, forgetting the oldest states (their codes are
+// still single-use at the provider).
 type usedStates struct {
-	mu sync.Mutex
-	m  map[string]int64 // state → expiry (Unix seconds)
+	mu      sync.Mutex
+	cur     map[string]struct{}
+	old     map[string]struct{}
+	rotated time.Time // when cur began
 }
 
-// maxUsedStates bounds the memory of used states.
+// maxUsedStates bounds each generation of used states.
 const maxUsedStates = 100_000
 
-// claim marks state used and reports whether it was not already.
+// claim marks state, valid until exp (Unix seconds), used and reports
+// whether it was not already; an expired state is never claimed.
 func (u *usedStates) claim(state string, exp int64, now time.Time) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if _, ok := u.m[state]; ok {
+	if exp < now.Unix() {
 		return false
 	}
-	if len(u.m) >= maxUsedStates {
-		for k, e := range u.m {
-			if e < now.Unix() {
-				delete(u.m, k)
-			}
-		}
-		if len(u.m) >= maxUsedStates {
-			return false // a flood of logins: refuse rather than forget
-		}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	switch since := now.Sub(u.rotated); {
+	case u.cur == nil || since >= 2*loginLifetime:
+		u.cur, u.old, u.rotated = make(map[string]struct{}), nil, now
+	case since >= loginLifetime:
+		u.cur, u.old, u.rotated = make(map[string]struct{}), u.cur, now
 	}
-	u.m[state] = exp
+	if _, ok := u.cur[state]; ok {
+		return false
+	}
+	if _, ok := u.old[state]; ok {
+		return false
+	}
+	if len(u.cur) >= maxUsedStates {
+		u.cur, u.old, u.rotated = make(map[string]struct{}), u.cur, now
+	}
+	u.cur[state] = struct{}{}
 	return true
 }
 
@@ -236,9 +269,16 @@ func (x *exchange) startLogin(p *oidclogin.Provider, ret string) outcome {
 	if err != nil {
 		return x.providerFailed(p, err)
 	}
-	st.Return, st.Host, st.Exp = ret, x.host, x.now.Add(loginLifetime).Unix()
+	st.Return, st.Host, st.Cert, st.Exp = ret, x.host, x.presentedSHA256(), x.now.Add(loginLifetime).Unix()
+	cookie := loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime)
+	if len(cookie) > maxCookieBytes {
+		// A browser would drop it and the callback fail: return to the
+		// application's root instead of the (long) URL first asked for.
+		st.Return = "/"
+		cookie = loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime)
+	}
 	x.redirect(authURL, "login started with "+p.Name())
-	x.resp.Header.Add("Set-Cookie", loginCookie(st.State, x.cur.logins.sealer.Seal(st), x.now, loginLifetime))
+	x.resp.Header.Add("Set-Cookie", cookie)
 	return respond
 }
 
@@ -248,9 +288,10 @@ func (x *exchange) startLogin(p *oidclogin.Provider, ret string) outcome {
 func (x *exchange) callback() outcome {
 	q := x.req.URI().QueryArgs()
 	state := string(q.Peek("state"))
-	clear := loginCookie(state, "", x.now, 0) // every answer clears it: one use
 	failed := func(o outcome) outcome {
-		x.resp.Header.Add("Set-Cookie", clear)
+		if validState(state) { // only then may it name a cookie
+			x.resp.Header.Add("Set-Cookie", loginCookie(state, "", x.now, 0)) // every answer clears it: one use
+		}
 		return o
 	}
 	st, err := x.loginState(state)
@@ -258,13 +299,17 @@ func (x *exchange) callback() outcome {
 		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state: "+err.Error()))
 	}
 	p := x.app.provider(st.Provider)
+	// The state is used up only by a callback that can complete: one with
+	// the provider's error, or without code, costs nothing to remember.
 	switch {
 	case p == nil:
 		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state names an unknown provider"))
-	case !x.cur.logins.used.claim(st.State, st.Exp, x.now):
-		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state replayed"))
 	case len(q.Peek("error")) > 0:
 		return failed(x.loginFailed(fasthttp.StatusUnauthorized, "the provider returned error "+quote(string(q.Peek("error")))))
+	case len(q.Peek("code")) == 0:
+		return failed(x.loginFailed(fasthttp.StatusBadRequest, "callback without code"))
+	case !x.cur.logins.used.claim(st.State, st.Exp, x.now):
+		return failed(x.loginFailed(fasthttp.StatusBadRequest, "login state replayed"))
 	}
 	redirect, _ := x.callbackURL()
 	ctx, cancel := context.WithTimeout(context.Background(), oidclogin.DefaultTimeout)
@@ -281,7 +326,7 @@ func (x *exchange) callback() outcome {
 
 // loginState opens the login cookie of state.
 func (x *exchange) loginState(state string) (oidclogin.State, error) {
-	if len(state) < 16 || x.cur.logins.sealer == nil {
+	if !validState(state) || x.cur.logins.sealer == nil {
 		return oidclogin.State{}, oidclogin.ErrState
 	}
 	v := x.req.Header.Cookie(loginCookiePrefix + state[:16])
@@ -291,6 +336,9 @@ func (x *exchange) loginState(state string) (oidclogin.State, error) {
 	}
 	if len(st.State) != len(state) || subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 || st.Host != x.host {
 		return oidclogin.State{}, oidclogin.ErrState
+	}
+	if cert := x.presentedSHA256(); len(cert) != len(st.Cert) || subtle.ConstantTimeCompare([]byte(cert), []byte(st.Cert)) != 1 {
+		return oidclogin.State{}, fmt.Errorf("%w: the login started with another client certificate", oidclogin.ErrState)
 	}
 	if _, ok := safeReturn(st.Return); !ok {
 		return oidclogin.State{}, oidclogin.ErrState
@@ -317,6 +365,14 @@ func (x *exchange) loggedIn(id *policy.Identity, ret string) outcome {
 	if x.cookie == "" {
 		return x.identityDenied("the allowing policy has no session duration: nothing can keep the login")
 	}
+	if len(x.cookie) > maxCookieBytes {
+		// A browser drops a larger cookie, and the login would loop.
+		n := len(x.cookie)
+		x.cookie, x.c.session = "", nil
+		return x.loginPage(fasthttp.StatusForbidden, "Sign-in failed",
+			"Your identity is too large to keep in a session cookie (too many groups, or too long a name). Ask the administrator of this application.",
+			"login failed: session cookie of "+strconv.Itoa(n)+" bytes is too large")
+	}
 	x.reason = x.decision.Reason
 	if sameSiteAttr(x.app.snap.sameSite) == "Strict" {
 		// A browser withholds a Strict cookie on a redirect chain that
@@ -330,6 +386,21 @@ func (x *exchange) loggedIn(id *policy.Identity, ret string) outcome {
 	x.resp.Header.Add("Set-Cookie", x.cookie)
 	x.cookieSet = true
 	return respond
+}
+
+// validState reports whether s has the shape of the states Start draws:
+// 43 base64url characters (32 random bytes).
+func validState(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // loginLogout ends the session at the provider too, when it advertises an

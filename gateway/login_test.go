@@ -7,14 +7,18 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -417,4 +421,312 @@ func TestLoginSecretReload(t *testing.T) {
 			t.Fatalf("a client secret is in the gateway's log")
 		}
 	}
+}
+
+// fromIP makes c's connections to the gateway leave from the loopback
+// address ip, so a test can replay a cookie "from elsewhere".
+func (f *loginFixture) fromIP(c *http.Client, ip string) *http.Client {
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, _, _ := net.SplitHostPort(addr); strings.HasSuffix(host, ".fleet.test") {
+			addr = f.h.addr
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		return d.DialContext(ctx, network, addr)
+	}
+	return c
+}
+
+// TestLoginStolenCookieNeedsTheLaptop: a session minted by a policy without
+// certificate selectors names the laptop's certificate but is not bound to
+// it; replayed without any certificate from another address it must not
+// satisfy another policy's valid_certificate.
+func TestLoginStolenCookieNeedsTheLaptop(t *testing.T) {
+	f := newLoginFixture(t, opsUser,
+		policySection{Name: "ops from the office", Decision: "allow", Include: []selector{{"email_domain": "fleet.test"}}, Require: []selector{{"ip": []string{"127.0.0.1/32"}}}},
+		policySection{Name: "ops on enrolled laptops", Decision: "allow", Include: []selector{{"group": "ops"}}, Require: []selector{anyFleetDevice}})
+	c := f.browser(f.laptop, nil, true)
+	resp, body := browse(t, c, f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	if cl := assertionClaims(t, body); cl["policy"] != "ops from the office" || cl["cnf"] != nil || cl["cert_sha256"] == nil {
+		t.Fatalf("login claims %v", cl)
+	}
+	u, _ := url.Parse(f.consoleURL("/"))
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, c.Jar.Cookies(u))
+	resp, body = browse(t, f.fromIP(f.browser(nil, jar, false), "127.0.0.2"), f.consoleURL("/dash"))
+	if resp.StatusCode == http.StatusOK {
+		t.Fatalf("the stolen cookie without the laptop opened the console: %s", body)
+	}
+}
+
+// newLoginFixtureWith is newLoginFixture with more harness settings (a
+// clock, the cookie's SameSite); policies nil: ops on enrolled laptops.
+func newLoginFixtureWith(t *testing.T, user opUser, mod func(*cfgParams), policies ...policySection) *loginFixture {
+	op := startFixtureOP(t, loginClient, loginSecret, user)
+	_, l1, l2 := loginPKI()
+	ls := loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM(), Policies: policies}
+	login := withLogin(t, t.TempDir(), ls)
+	h := newHarness(t, func(p *cfgParams) {
+		login(p)
+		edit := p.Edit
+		p.Edit = nil
+		mod(p)
+		if e := p.Edit; e != nil {
+			p.Edit = func(c *fileConfig) { edit(c); e(c) }
+		} else {
+			p.Edit = edit
+		}
+	})
+	return &loginFixture{h: h, op: op, laptop: l1, laptop2: l2}
+}
+
+// TestLoginSessionEndsAfterSessionDuration: using the laptop re-mints the
+// session, but never past the login's time plus session_duration: then
+// the person goes back to the identity provider.
+func TestLoginSessionEndsAfterSessionDuration(t *testing.T) {
+	var offset atomic.Int64 // the gateway's clock runs this far ahead
+	f := newLoginFixtureWith(t, opsUser, func(p *cfgParams) {
+		p.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	})
+	c := f.browser(f.laptop, nil, true)
+	for _, step := range []struct {
+		at     time.Duration
+		logins int32
+	}{{0, 1}, {time.Hour, 1}, {5 * time.Hour, 1}, {7 * time.Hour, 1}, {8*time.Hour + 5*time.Minute, 2}} {
+		offset.Store(int64(step.at))
+		resp, body := browse(t, c, f.consoleURL("/dash"))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("at +%v: %d %s", step.at, resp.StatusCode, body)
+		}
+		if n := f.op.authorizations.Load(); n != step.logins {
+			t.Fatalf("at +%v after the login: %d logins at the provider, want %d", step.at, n, step.logins)
+		}
+	}
+}
+
+// TestLoginCallbackErrorKeepsState: a callback that carries the provider's
+// error (or no code) is refused without using up the login's state, so the
+// real callback that follows still completes; and a replay still fails.
+func TestLoginCallbackErrorKeepsState(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	c, cb := f.startLogin(t)
+	u, _ := url.Parse(cb)
+	saved := c.Jar.Cookies(u)
+	for _, mangle := range []func(url.Values){
+		func(q url.Values) { q.Del("code"); q.Set("error", "access_denied") },
+		func(q url.Values) { q.Set("error", "login_required") },
+		func(q url.Values) { q.Del("code") },
+	} {
+		bad := *u
+		q := bad.Query()
+		mangle(q)
+		bad.RawQuery = q.Encode()
+		jar, _ := cookiejar.New(nil)
+		jar.SetCookies(u, saved)
+		resp, body := browse(t, f.browser(f.laptop, jar, false), bad.String())
+		if resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusOK {
+			t.Fatalf("callback %s: %d %s", bad.RawQuery, resp.StatusCode, body)
+		}
+	}
+	resp, body := browse(t, c, cb)
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+		t.Fatalf("the real callback after the error ones: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, saved)
+	if resp, body := browse(t, f.browser(f.laptop, jar, false), cb); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("replayed callback: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestLoginUsedStatesNeverFull: a flood of used login states (callbacks
+// with a valid state and a bogus code) never stops the next real login, and
+// a real replay still fails.
+func TestLoginUsedStatesNeverFull(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	used := f.h.srv.snap.Load().logins.used
+	now := time.Now()
+	exp := now.Add(loginLifetime).Unix()
+	for i := 0; i < maxUsedStates+10; i++ {
+		used.claim("flood-"+strconv.Itoa(i), exp, now)
+	}
+	c, cb := f.startLogin(t)
+	u, _ := url.Parse(cb)
+	saved := c.Jar.Cookies(u)
+	if resp, body := browse(t, c, cb); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+		t.Fatalf("a real login after the flood: %d %s", resp.StatusCode, body)
+	}
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(u, saved)
+	if resp, body := browse(t, f.browser(f.laptop, jar, false), cb); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("replayed callback: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestLoginStateBoundToCertificate: a login state completes only on a
+// connection presenting the certificate the login started with, so a login
+// cookie planted from a sibling host (with the planter's callback URL) does
+// not log the victim's laptop in as someone else.
+func TestLoginStateBoundToCertificate(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	c, cb := f.startLogin(t) // with f.laptop
+	u, _ := url.Parse(cb)
+	for _, dev := range []*device{f.laptop2, nil} {
+		jar, _ := cookiejar.New(nil)
+		jar.SetCookies(u, c.Jar.Cookies(u))
+		resp, body := browse(t, f.browser(dev, jar, false), cb)
+		if resp.StatusCode != http.StatusBadRequest || strings.Contains(resp.Header.Get("Set-Cookie"), "CF_Authorization=ey") {
+			t.Fatalf("callback on another laptop (%v): %d %q %s", dev != nil, resp.StatusCode, resp.Header.Get("Set-Cookie"), body)
+		}
+	}
+	if resp, body := browse(t, c, cb); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+		t.Fatalf("callback on the laptop that started: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestLoginStrictCookieNoLoop: with cookie_same_site = "strict" the
+// callback does not answer with a redirect (the navigation the provider
+// started is cross-site, so the browser would not send the Strict cookie
+// it just got, and the login would start again): it sets the cookie on a
+// small page that navigates on to the path first asked for, same-site.
+func TestLoginStrictCookieNoLoop(t *testing.T) {
+	f := newLoginFixtureWith(t, opsUser, func(p *cfgParams) {
+		p.Edit = func(c *fileConfig) { c.Tokens.CookieSameSite = "strict" }
+	})
+	c, cb := f.startLogin(t)
+	resp, body := browse(t, c, cb)
+	sc := resp.Header.Get("Set-Cookie")
+	for _, h := range resp.Header.Values("Set-Cookie") {
+		if strings.HasPrefix(h, "CF_Authorization=ey") {
+			sc = h
+		}
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" || !strings.HasPrefix(sc, "CF_Authorization=ey") ||
+		!strings.Contains(sc, "SameSite=Strict") || !strings.Contains(body, `<meta http-equiv="refresh" content="0;url=/dash">`) ||
+		!strings.Contains(body, `href="/dash"`) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("callback under SameSite=Strict: %d Location %q Set-Cookie %q: %s", resp.StatusCode, resp.Header.Get("Location"), sc, body)
+	}
+	// The page's navigation is same-site: the cookie goes with it.
+	if resp, body := browse(t, c, f.consoleURL("/dash")); resp.StatusCode != http.StatusOK || f.op.authorizations.Load() != 1 {
+		t.Fatalf("after the page: %d after %d logins: %s", resp.StatusCode, f.op.authorizations.Load(), body)
+	}
+}
+
+// TestLoginCookieFitsBrowser: the session keeps only the groups the
+// application's policies name, so a provider's long groups claim does not
+// make a cookie browsers drop (which loops back to the login); an identity
+// too large anyway is refused with a clear page instead of a cookie.
+func TestLoginCookieFitsBrowser(t *testing.T) {
+	many := []string{"ops"}
+	for i := 0; i < 300; i++ {
+		many = append(many, fmt.Sprintf("team-%04d-of-a-large-organisation", i))
+	}
+	f := newLoginFixture(t, opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: many, Verified: true})
+	c, cb := f.startLogin(t)
+	resp, body := browse(t, c, cb)
+	for _, sc := range resp.Header.Values("Set-Cookie") {
+		if len(sc) > 4000 {
+			t.Fatalf("a Set-Cookie of %d bytes", len(sc))
+		}
+	}
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("callback: %d %s", resp.StatusCode, body)
+	}
+	resp, body = browse(t, c, f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after login: %d %s", resp.StatusCode, body)
+	}
+	if g, _ := assertionClaims(t, body)["groups"].([]any); len(g) != 1 || g[0] != "ops" {
+		t.Fatalf("groups in the token: %v", g)
+	}
+
+	f.op.set(func(op *fixtureOP) { op.user.Email = "ops-" + strings.Repeat("a", 4000) + "@fleet.test" })
+	c, cb = f.startLogin(t)
+	resp, body = browse(t, c, cb)
+	if resp.StatusCode != http.StatusForbidden || strings.Contains(strings.Join(resp.Header.Values("Set-Cookie"), "\n"), "CF_Authorization=ey") ||
+		!strings.Contains(body, "too large") || strings.Contains(body, "aaaa") {
+		t.Fatalf("an identity too large for a cookie: %d %q: %s", resp.StatusCode, resp.Header.Values("Set-Cookie"), body)
+	}
+}
+
+// TestLoginStateParamAndCookieSize: the callback's state parameter names
+// the login cookie to clear only once it has the shape of a state (no
+// attribute injected into the Set-Cookie), and the login cookie of the
+// longest return URL accepted still fits a browser's 4 KB.
+func TestLoginStateParamAndCookieSize(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	for _, state := range []string{"x;Domain=fleet.test;Path=/;Max-Age=99999", "aaaaaaaaaaaaaaaa\"; Secure"} {
+		resp, _ := browse(t, f.browser(f.laptop, nil, false), f.consoleURL("/cdn-cgi/access/callback?code=c&state="+url.QueryEscape(state)))
+		for _, sc := range resp.Header.Values("Set-Cookie") {
+			if name, _, _ := strings.Cut(sc, "="); strings.ContainsAny(name, ";\" ") || strings.Contains(sc, "Domain=") {
+				t.Fatalf("state %q: Set-Cookie %q", state, sc)
+			}
+		}
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("state %q: %d", state, resp.StatusCode)
+		}
+	}
+	ret := "/dash?q=" + strings.Repeat("<", 2000)
+	resp, body := browse(t, f.browser(f.laptop, nil, false), f.consoleURL(ret))
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("start: %d %s", resp.StatusCode, body)
+	}
+	for _, sc := range resp.Header.Values("Set-Cookie") {
+		if len(sc) > 4000 {
+			t.Fatalf("a login cookie of %d bytes", len(sc))
+		}
+	}
+}
+
+// TestLoginReloadClosesOldProvider: a reload that replaces a provider (its
+// secret changed) closes the old one's idle connections to the identity
+// provider instead of leaving them to time out.
+func TestLoginReloadClosesOldProvider(t *testing.T) {
+	op := startFixtureOP(t, loginClient, loginSecret, opsUser)
+	// The same provider behind a second server that counts its open
+	// connections (ConnState must be set before the server starts).
+	var open atomic.Int32
+	counted := httptest.NewUnstartedServer(op.srv.Config.Handler)
+	counted.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	counted.TLS = &tls.Config{Certificates: op.srv.TLS.Certificates}
+	counted.StartTLS()
+	t.Cleanup(counted.Close)
+	op.srv = counted // its URL is the issuer from now on
+	_, l1, l2 := loginPKI()
+	f := &loginFixture{op: op, laptop: l1, laptop2: l2}
+	f.h = newHarness(t, withLogin(t, t.TempDir(), loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM()}))
+	c := f.browser(f.laptop, nil, true)
+	if resp, body := browse(t, c, f.consoleURL("/dash")); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	c.Transport.(*http.Transport).CloseIdleConnections() // the browser's, to /authorize
+	waitOpen := func(ok func(int32) bool, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(open.Load()); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d connections open at the provider", what, open.Load())
+			}
+		}
+	}
+	waitOpen(func(n int32) bool { return n >= 1 }, "the gateway's provider keeps a connection")
+	var secretFile string
+	for _, ip := range f.h.srv.snap.Load().cfg.IdentityProviders {
+		secretFile = ip.ClientSecretFile
+	}
+	if err := os.WriteFile(secretFile, []byte("rotated-secret-41\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitOpen(func(n int32) bool { return n == 0 }, "after the reload replaced the provider")
 }

@@ -281,7 +281,8 @@ func (x *exchange) mint() outcome {
 	}
 	x.assertion = tok
 	if d > 0 {
-		x.c.session = &session{app: x.app, policy: x.decision.Policy, service: service, ident: identNonce, dur: d, token: tok, exp: exp, minted: cur}
+		x.c.session = &session{app: x.app, policy: x.decision.Policy, service: service, ident: identNonce, dur: d, token: tok, exp: exp, minted: cur,
+			capped: exp.Before(x.now.Add(d - time.Second))}
 		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 		if service != "" {
 			return proceed // no cookie: the headers come with each request
@@ -321,6 +322,10 @@ type session struct {
 	token  string
 	exp    time.Time
 	minted *snapshot // the configuration whose key signed it
+	// capped is true when exp fell short of the session duration (the
+	// certificate's expiry, or a login's auth_time + session_duration): a
+	// new token would end at the same time, so the token serves until exp.
+	capped bool
 	// sentFor is the host whose Set-Cookie (its Domain) carried the token
 	// in a response on this connection: a device that reaches several hosts
 	// of a wildcard site over one connection gets the cookie for each.
@@ -330,9 +335,10 @@ type session struct {
 // reusable reports whether the token may serve a request of app admitted by
 // policy, on service token service ("" for none), with session duration d
 // at now: same decision, same service token, and more than half of its life
-// left.
+// left (or, when capped, any: a re-mint would not extend it).
 func (s *session) reusable(app *application, policy, service, ident string, d time.Duration, now time.Time) bool {
-	return s != nil && s.app == app && s.policy == policy && s.service == service && s.ident == ident && s.dur == d && s.exp.Sub(now) > d/2
+	return s != nil && s.app == app && s.policy == policy && s.service == service && s.ident == ident && s.dur == d &&
+		(s.exp.Sub(now) > d/2 || s.capped && s.exp.After(now))
 }
 
 // forward sends the request to the application's origin and copies the

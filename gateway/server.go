@@ -384,6 +384,7 @@ func (s *Server) Reload() error {
 	// snapshot while it is swapped.
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, old.inputLimit(), snap.inputLimit()))
 	s.snap.Store(snap)
+	snap.logins.closeReplaced(old.logins)
 	s.engine.SetSites(snap.sites)
 	s.engine.SetHandshakeRate(cfg.Gateway.MaxHandshakeRate, cfg.Gateway.MaxHandshakeBurst)
 	if s.opts.TuneRuntime {

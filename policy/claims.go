@@ -43,6 +43,10 @@ type Claims struct {
 	Email  string   `json:"email,omitempty"`
 	Groups []string `json:"groups,omitempty"`
 	IdP    string   `json:"idp,omitempty"`
+	// AuthTime is when the person logged in at the identity provider
+	// (Unix seconds, OpenID Connect's auth_time): a re-minted session
+	// token never expires later than AuthTime + the session duration.
+	AuthTime int64 `json:"auth_time,omitempty"`
 	// Cnf binds the token to the certificate the request that minted it
 	// presented (RFC 8705 section 3.1): the gateway accepts it back only
 	// on a connection presenting that same certificate (BoundTo).

@@ -25,6 +25,12 @@ type Identity struct {
 	// re-minted for the same session (the token's identity_nonce). ""
 	// at login: NewClaims then draws one.
 	Nonce string
+	// AuthTime is when the person logged in (Unix seconds), kept by every
+	// token re-minted for the same session (the token's auth_time): no
+	// re-mint outlives AuthTime + the session duration, so the identity
+	// provider is asked again at least that often. 0 at login:
+	// Application.NewClaims takes the request's time.
+	AuthTime int64
 }
 
 // LoggedIn returns the identity of the request and whether there is one:
@@ -35,7 +41,7 @@ func (in *Input) LoggedIn() (Identity, bool) {
 		return *in.Identity, true
 	}
 	if t := in.Token; t != nil && t.IdP != "" && !t.NoDuration {
-		return Identity{Email: t.Email, Groups: t.Groups, IdP: t.IdP, Subject: t.Sub, Nonce: t.IdentityNonce}, true
+		return Identity{Email: t.Email, Groups: t.Groups, IdP: t.IdP, Subject: t.Sub, Nonce: t.IdentityNonce, AuthTime: t.AuthTime}, true
 	}
 	return Identity{}, false
 }
@@ -94,7 +100,10 @@ func NeedsIdentity(s Selector) bool {
 }
 
 // email is { email = "ops@fleet.test" }: the identity's email, compared
-// case-insensitively (mail domains are, and IdPs differ in case).
+// case-insensitively in ASCII (mail domains are, and IdPs differ in case).
+// Only ASCII is compared: Unicode case folding maps other letters onto
+// ASCII ones (ſ onto s, the Kelvin sign onto k), which would let an IdP
+// account "ops@fleet.teſt" pass for "ops@fleet.test".
 type email string
 
 func parseEmail(v any) (Selector, error) {
@@ -104,6 +113,9 @@ func parseEmail(v any) (Selector, error) {
 	}
 	if i := strings.IndexByte(s, '@'); i <= 0 || i == len(s)-1 || strings.Count(s, "@") != 1 {
 		return nil, errors.New(strconv.Quote(s) + " is not an email address such as \"ops@fleet.test\"")
+	}
+	if !isASCII(s) {
+		return nil, errors.New(strconv.Quote(s) + " is not ASCII (write an internationalized domain as its xn-- A-label)")
 	}
 	return email(strings.ToLower(s)), nil
 }
@@ -115,11 +127,45 @@ func (e email) String() string       { return "email = " + strconv.Quote(string(
 
 func (e email) Match(in *Input) bool {
 	id, ok := in.LoggedIn()
-	return ok && id.Email != "" && strings.EqualFold(id.Email, string(e))
+	return ok && id.Email != "" && asciiEqualFold(id.Email, string(e))
+}
+
+// isASCII reports whether s is all ASCII.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiEqualFold reports whether a and b are equal ignoring ASCII case;
+// any byte outside ASCII makes them different (no Unicode folding).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if x >= 0x80 || y >= 0x80 {
+			return false
+		}
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // emailDomain is { email_domain = "fleet.test" }: the part of the identity's
-// email after its @, compared case-insensitively.
+// email after its @, compared case-insensitively in ASCII (see email).
 type emailDomain string
 
 func parseEmailDomain(v any) (Selector, error) {
@@ -129,6 +175,9 @@ func parseEmailDomain(v any) (Selector, error) {
 	}
 	if strings.ContainsAny(s, "@ /") || strings.HasPrefix(s, ".") {
 		return nil, errors.New(strconv.Quote(s) + " is not a domain such as \"fleet.test\" (no @)")
+	}
+	if !isASCII(s) {
+		return nil, errors.New(strconv.Quote(s) + " is not ASCII (write an internationalized domain as its xn-- A-label)")
 	}
 	return emailDomain(strings.ToLower(s)), nil
 }
@@ -144,7 +193,7 @@ func (d emailDomain) Match(in *Input) bool {
 		return false
 	}
 	i := strings.LastIndexByte(id.Email, '@')
-	return i > 0 && strings.EqualFold(id.Email[i+1:], string(d))
+	return i > 0 && asciiEqualFold(id.Email[i+1:], string(d))
 }
 
 // group is { group = "ops" }: one of the identity's groups (from the

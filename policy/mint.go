@@ -58,7 +58,7 @@ type ClaimsParams struct {
 // cert_sha256 and policy. When p.Duration is 0 the token is a "no duration"
 // one: NoDuration set and exp NoDurationLifetime after iat; it is for the
 // origin only and refused when presented back. exp never passes
-// p.NotAfter, when set.
+// p.NotAfter, when set, nor, for a person, Identity.AuthTime + p.Duration.
 //
 // The nonce comes from crypto/rand, which never fails (since Go 1.24 a
 // broken system random source aborts the program instead).
@@ -85,7 +85,7 @@ func NewClaims(p ClaimsParams) *Claims {
 		Cnf:              p.Cnf,
 	}
 	if id := p.Identity; id != nil {
-		c.Email, c.Groups, c.IdP, c.Sub = id.Email, id.Groups, id.IdP, id.Subject
+		c.Email, c.Groups, c.IdP, c.Sub, c.AuthTime = id.Email, id.Groups, id.IdP, id.Subject, id.AuthTime
 		if id.Nonce != "" {
 			c.IdentityNonce = id.Nonce // the session's, kept across re-mints
 		}
@@ -95,6 +95,11 @@ func NewClaims(p ClaimsParams) *Claims {
 		c.Exp = now + int64(NoDurationLifetime/time.Second)
 	} else {
 		c.Exp = now + int64((p.Duration+time.Second-1)/time.Second)
+		if c.AuthTime != 0 && c.Exp > c.AuthTime+int64((p.Duration+time.Second-1)/time.Second) {
+			// A login's session ends session_duration after the login,
+			// however often it is re-minted.
+			c.Exp = c.AuthTime + int64((p.Duration+time.Second-1)/time.Second)
+		}
 	}
 	if !p.NotAfter.IsZero() && c.Exp > p.NotAfter.Unix() {
 		c.Exp = p.NotAfter.Unix()
@@ -106,7 +111,10 @@ func NewClaims(p ClaimsParams) *Claims {
 // identity is in.Subject() (the certificate's, or that of the session token
 // that stood in for it, so a token re-minted for a cookie-only request keeps
 // the device's identity), the policy and duration are d's, the time is
-// in.Now. It refuses a decision that does not mint (d.Mint false), a nil
+// in.Now. A person's session keeps its login time (auth_time; a fresh
+// login's is in.Now), so re-minting never extends it past the login plus
+// the session duration; a presented token without auth_time is never
+// extended past its own exp. It refuses a decision that does not mint (d.Mint false), a nil
 // input, a negative duration and an application without AUD.
 func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, error) {
 	if in == nil {
@@ -122,7 +130,15 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 		return nil, fmt.Errorf("policy: NewClaims: negative session duration %s", d.SessionDuration)
 	}
 	p := ClaimsParams{AUD: a.AUD, Issuer: issuer, Policy: d.Policy, Duration: d.SessionDuration, Now: in.Now}
+	var tokenExp int64 // a session token of a login from before auth_time: its end
 	if id, ok := in.LoggedIn(); ok {
+		switch {
+		case in.Identity != nil && id.AuthTime == 0:
+			id.AuthTime = in.Now.Unix() // the login is now
+		case in.Identity == nil && id.AuthTime == 0:
+			tokenExp = in.Token.Exp
+		}
+		id.Groups = a.namedGroups(id.Groups)
 		p.Identity = &id
 	}
 	if st := in.ServiceToken; st != nil {
@@ -150,7 +166,47 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 			}
 		}
 	}
-	return NewClaims(p), nil
+	if t := in.Token; p.Cnf == nil && in.Identity == nil && t != nil && t.Cnf != nil && !t.NoDuration {
+		// A session once bound stays bound, whichever policy re-mints it
+		// (why: otherwise a policy without certificate selectors would
+		// turn the laptop's session into a cookie that works anywhere).
+		cnf := *t.Cnf
+		p.Cnf = &cnf
+	}
+	c := NewClaims(p)
+	if tokenExp != 0 && c.Exp > tokenExp {
+		c.Exp = tokenExp
+	}
+	return c, nil
+}
+
+// namedGroups returns the groups of gs that a group selector of a's
+// policies names (include, require or exclude, of any action), in gs's
+// order: all the token needs to decide again, and a provider's long groups
+// claim would otherwise make a cookie browsers drop.
+func (a *Application) namedGroups(gs []string) []string {
+	var out []string
+	for _, g := range gs {
+		if a.namesGroup(g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// namesGroup reports whether a group selector of a's policies is g.
+func (a *Application) namesGroup(g string) bool {
+	for i := range a.Policies {
+		p := &a.Policies[i]
+		for _, list := range [...][]Selector{p.Include, p.Require, p.Exclude} {
+			for _, s := range list {
+				if v, ok := s.(group); ok && string(v) == g {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // Mint signs c with the current key and returns the compact JWS

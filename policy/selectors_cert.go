@@ -43,8 +43,7 @@ func (in *Input) tokenStandsIn() bool {
 	if c := in.Cert; c != nil && c.Kind != verdict.Missing {
 		return false
 	}
-	t := in.Token
-	return t != nil && !t.NoDuration && t.CertSHA256 != ""
+	return in.Token.standsIn()
 }
 
 // noLeaf is the outcome of a leaf-only selector on a request without a

@@ -27,7 +27,10 @@ type Subject struct {
 //     keep access through an older cookie).
 //
 // A token minted by an `everyone` policy for a device without certificate
-// carries no CertSHA256, so it never satisfies a certificate selector.
+// carries no CertSHA256, so it never satisfies a certificate selector. Nor
+// does a person's session token (idp set), whatever it names: the policy
+// that minted it may not have required the certificate (no cnf), so
+// replayed without the laptop it must not pass for the laptop.
 func (in *Input) Subject() (Subject, bool) {
 	if c := in.Cert; c != nil && c.Kind != verdict.Missing {
 		if c.Kind != verdict.Valid {
@@ -35,8 +38,15 @@ func (in *Input) Subject() (Subject, bool) {
 		}
 		return Subject{CommonName: c.Identity.CommonName, CertSHA256: c.Identity.SHA256, CertSerial: c.Identity.SerialHex}, true
 	}
-	if t := in.Token; t != nil && !t.NoDuration && t.CertSHA256 != "" {
+	if t := in.Token; t.standsIn() {
 		return Subject{CommonName: t.CommonName, CertSHA256: t.CertSHA256, CertSerial: t.CertSerial, CertIssuer: t.CertIssuer, CertRoot: t.CertRoot, FromToken: true}, true
 	}
 	return Subject{}, false
+}
+
+// standsIn reports whether a session token may stand in for the
+// certificate it names on a request that presents none: a device's session
+// token minted after a valid certificate, never a person's (see Subject).
+func (t *Claims) standsIn() bool {
+	return t != nil && !t.NoDuration && t.CertSHA256 != "" && t.IdP == ""
 }

@@ -84,10 +84,11 @@ type Provider struct {
 	cfg    Config
 	client *http.Client
 
-	mu      sync.Mutex
-	disc    *discovered // nil until discovery succeeded
-	lastTry time.Time
-	lastErr error
+	mu       sync.Mutex
+	disc     *discovered   // nil until discovery succeeded
+	fetching chan struct{} // non-nil while a discovery runs; closed when it ends
+	lastTry  time.Time
+	lastErr  error
 }
 
 // discovered is what discovery gave.
@@ -147,35 +148,65 @@ func (p *Provider) ctx(parent context.Context) (context.Context, context.CancelF
 }
 
 // discover returns the discovered provider, discovering it now when it has
-// not been, or when the last failure is older than retryAfter.
+// not been, or when the last failure is older than retryAfter. One
+// discovery runs at a time, outside the lock and bounded by the provider's
+// timeout; every caller waits for it at most until its own context ends.
 func (p *Provider) discover(parent context.Context) (*discovered, error) {
+	for {
+		p.mu.Lock()
+		if p.disc != nil {
+			d := p.disc
+			p.mu.Unlock()
+			return d, nil
+		}
+		if p.fetching == nil {
+			if p.lastErr != nil && time.Since(p.lastTry) < retryAfter {
+				err := p.lastErr
+				p.mu.Unlock()
+				return nil, err
+			}
+			p.fetching = make(chan struct{})
+			p.lastTry = time.Now()
+			go p.fetch(p.fetching)
+		}
+		done := p.fetching
+		p.mu.Unlock()
+		select {
+		case <-done:
+			// Look again: the discovery succeeded, or failed (lastErr).
+		case <-parent.Done():
+			return nil, fmt.Errorf("%w: %s: discovery: %v", ErrUnavailable, p.cfg.Name, parent.Err())
+		}
+	}
+}
+
+// fetch runs one discovery, not bound to any caller's context (a caller
+// that gives up does not fail the others'), and closes done when it ends.
+func (p *Provider) fetch(done chan struct{}) {
+	ctx, cancel := p.ctx(context.Background())
+	defer cancel()
+	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	var d *discovered
+	if err == nil {
+		var extra struct {
+			EndSession string `json:"end_session_endpoint"`
+		}
+		_ = op.Claims(&extra) // optional
+		d = &discovered{
+			op:         op,
+			verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
+			endSession: extra.EndSession,
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.disc != nil {
-		return p.disc, nil
-	}
-	if p.lastErr != nil && time.Since(p.lastTry) < retryAfter {
-		return nil, p.lastErr
-	}
-	ctx, cancel := p.ctx(parent)
-	defer cancel()
-	p.lastTry = time.Now()
-	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
-	if err != nil {
+	if d != nil {
+		p.disc, p.lastErr = d, nil
+	} else {
 		p.lastErr = fmt.Errorf("%w: %s: discovery: %v", ErrUnavailable, p.cfg.Name, err)
-		return nil, p.lastErr
 	}
-	var extra struct {
-		EndSession string `json:"end_session_endpoint"`
-	}
-	_ = op.Claims(&extra) // optional
-	p.disc = &discovered{
-		op:         op,
-		verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
-		endSession: extra.EndSession,
-	}
-	p.lastErr = nil
-	return p.disc, nil
+	p.fetching = nil
+	close(done)
 }
 
 // oauth returns the OAuth 2.0 client for redirectURL.
@@ -204,9 +235,9 @@ func (p *Provider) Start(ctx context.Context, redirectURL string) (authURL strin
 
 // Finish completes a login: it exchanges code with the PKCE verifier,
 // verifies the ID token (signature, issuer, audience, expiry) and compares
-// its nonce with st's (go-oidc leaves that to the caller). An ID token
-// whose email_verified is false is refused: an email selector must not
-// admit an address nobody proved to own.
+// its nonce with st's (go-oidc leaves that to the caller). The identity
+// has an email only when the ID token says email_verified: true: an email
+// selector must not admit an address nobody proved to own.
 func (p *Provider) Finish(parent context.Context, redirectURL, code string, st State) (Identity, error) {
 	d, err := p.discover(parent)
 	if err != nil {
@@ -240,7 +271,7 @@ func (p *Provider) Finish(parent context.Context, redirectURL, code string, st S
 func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
 	var c struct {
 		Email         string `json:"email"`
-		EmailVerified *bool  `json:"email_verified"`
+		EmailVerified any    `json:"email_verified"` // only the JSON true counts
 	}
 	var all map[string]any
 	if err := idt.Claims(&c); err != nil {
@@ -249,8 +280,8 @@ func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
 	if err := idt.Claims(&all); err != nil {
 		return Identity{}, fmt.Errorf("%w: %s: ID token claims: %v", ErrLogin, p.cfg.Name, err)
 	}
-	if c.EmailVerified != nil && !*c.EmailVerified {
-		return Identity{}, fmt.Errorf("%w: %s: the email %q is not verified", ErrLogin, p.cfg.Name, c.Email)
+	if c.EmailVerified != true {
+		c.Email = "" // missing, false, or "true": not proven, so no email
 	}
 	return Identity{Subject: idt.Subject, Email: c.Email, Groups: groups(all[p.cfg.GroupsClaim])}, nil
 }

@@ -1,6 +1,7 @@
 package oidclogin
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -22,7 +23,11 @@ type State struct {
 	Verifier string `json:"v"` // the PKCE code verifier
 	Return   string `json:"r"` // the path (and query) first asked for
 	Host     string `json:"h"` // the application host the login started on
-	Exp      int64  `json:"e"` // Unix seconds after which the state is refused
+	// Cert is the hex SHA-256 of the client certificate the login started
+	// with, "" for none: the callback must present the same (why: a login
+	// cookie planted from a sibling host then logs no other laptop in).
+	Cert string `json:"c"`
+	Exp  int64  `json:"e"` // Unix seconds after which the state is refused
 }
 
 // ErrState refuses a login state cookie that is missing, forged, expired,
@@ -59,9 +64,15 @@ func NewSealer(secret []byte) (*Sealer, error) {
 	return &Sealer{aead: aead}, nil
 }
 
-// Seal returns st sealed, base64url: a cookie value.
+// Seal returns st sealed, base64url: a cookie value. The JSON inside does
+// not escape <, > and & (nothing reads it as HTML), so a return URL full of
+// them does not grow sixfold.
 func (s *Sealer) Seal(st State) string {
-	plain, _ := json.Marshal(st) // strings and an integer: cannot fail
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(st) // strings and an integer: cannot fail
+	plain := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
 	_, _ = rand.Read(nonce)
 	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(stateAAD)))
