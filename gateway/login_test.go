@@ -117,11 +117,7 @@ func withLogin(t testing.TB, dir string, ls loginSetup) func(*cfgParams) {
 }
 
 func newLoginFixture(t *testing.T, user opUser, policies ...policySection) *loginFixture {
-	op := startFixtureOP(t, loginClient, loginSecret, user)
-	_, l1, l2 := loginPKI()
-	ls := loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM(), Policies: policies}
-	h := newHarness(t, withLogin(t, t.TempDir(), ls))
-	return &loginFixture{h: h, op: op, opCA: op.srv.Certificate(), laptop: l1, laptop2: l2}
+	return newLoginFixtureWith(t, user, func(*cfgParams) {}, policies...)
 }
 
 var opsUser = opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: []string{"ops"}, Verified: true}
@@ -479,7 +475,7 @@ func newLoginFixtureWith(t *testing.T, user opUser, mod func(*cfgParams), polici
 			p.Edit = edit
 		}
 	})
-	return &loginFixture{h: h, op: op, laptop: l1, laptop2: l2}
+	return &loginFixture{h: h, op: op, opCA: op.srv.Certificate(), laptop: l1, laptop2: l2}
 }
 
 // TestLoginSessionEndsAfterSessionDuration: using the laptop re-mints the
@@ -702,7 +698,7 @@ func TestLoginReloadClosesOldProvider(t *testing.T) {
 	t.Cleanup(counted.Close)
 	op.srv = counted // its URL is the issuer from now on
 	_, l1, l2 := loginPKI()
-	f := &loginFixture{op: op, laptop: l1, laptop2: l2}
+	f := &loginFixture{op: op, opCA: op.srv.Certificate(), laptop: l1, laptop2: l2}
 	f.h = newHarness(t, withLogin(t, t.TempDir(), loginSetup{Issuer: op.Issuer(), CAPEM: op.CAPEM()}))
 	c := f.browser(f.laptop, nil, true)
 	if resp, body := browse(t, c, f.consoleURL("/dash")); resp.StatusCode != http.StatusOK {
