@@ -63,7 +63,10 @@ func (c *originConn) SetDeadline(t time.Time) error {
 func (c *originConn) Write(p []byte) (int, error) {
 	if c.idle {
 		c.idle = false
-		if c.raw != nil && peerClosed(c.raw) {
+		// An idempotent request needs no look: on a connection the origin
+		// closed it fails before any answer and goes again (retryable), so
+		// the system call is paid only for the others.
+		if c.raw != nil && !idempotentStart(p) && peerClosed(c.raw) {
 			return 0, errStaleConn
 		}
 	}
@@ -81,4 +84,15 @@ func peerClosed(raw syscall.RawConn) bool {
 		return true // never wait for readability
 	})
 	return err != nil || closed
+}
+
+// idempotentStart reports whether p, the first bytes of a request written
+// on the connection, starts with a method retryable sends again.
+func idempotentStart(p []byte) bool {
+	for _, m := range [...]string{"GET ", "HEAD ", "PUT ", "OPTIONS "} {
+		if len(p) >= len(m) && string(p[:len(m)]) == m {
+			return true
+		}
+	}
+	return false
 }
