@@ -64,6 +64,7 @@ type Server struct {
 	inflight  atomic.Int64
 	live      sync.Map   // *conn → struct{}: the open connections, for the drain
 	relays    relayIndex // live relayed connections of tcp applications, by certificate
+	loopPools sync.Map   // loopPoolKey → *loopPool: each loop's origin connections (loopclient.go)
 	perIP     ipCounter  // open connections per client address (max_connections_per_ip)
 	shedLog   shedLog    // the log lines of connections shed as they are accepted
 	draining  atomic.Bool
@@ -248,6 +249,9 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		// device, so neither counted nor admitted.
 		return o.r.originOpened(gc)
 	}
+	if lo, ok := gc.Context().(*loopOrigin); ok {
+		return lo.opened(gc) // an HTTP origin connection of the loop's pool
+	}
 	snap := s.snap.Load()
 	if s.draining.Load() {
 		s.metrics.connRefused("draining")
@@ -301,6 +305,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return v.traffic(data)
 	case *originSide:
 		return v.r.originTraffic(gc)
+	case *loopOrigin:
+		return v.traffic(gc)
 	}
 	return gnet.Close
 }
@@ -310,6 +316,11 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if o, ok := gc.Context().(*originSide); ok {
 		gc.SetContext(nil)
 		o.r.originClosed()
+		return gnet.None
+	}
+	if lo, ok := gc.Context().(*loopOrigin); ok {
+		gc.SetContext(nil)
+		lo.closed()
 		return gnet.None
 	}
 	c, ok := gc.Context().(*conn)

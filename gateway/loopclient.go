@@ -1,0 +1,462 @@
+package gateway
+
+// The event loop's own origin connections, for requests served on the loop
+// (loopserve.go). As a tcp relay's, they are dialed off the loop and
+// enrolled on it (EventLoop().Enroll); each loop keeps an idle pool per
+// origin client. A request is written with one direct write; the answer is
+// gathered from the socket's OnTraffic until it is complete in memory
+// (responseEnd: Content-Length, chunked, or the origin's close), then parsed
+// by fasthttp and handed back to the exchange on the loop. A closed idle
+// connection shows as its OnClose on the loop: no look at the socket before
+// each request.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+)
+
+const (
+	// loopResponseMax is the longest answer the loop gathers in memory: a
+	// longer one streams from a worker. Below the engine's cork limit, so
+	// the answer leaves in one direct write.
+	loopResponseMax = 32 << 10
+	// loopIdleMax is how long an origin connection may sit idle in a loop's
+	// pool before it is closed rather than used (the pooled client's too).
+	loopIdleMax = 30 * time.Second
+)
+
+// loopPoolKey names a loop's pool: one origin client's, on one loop.
+type loopPoolKey struct {
+	hc   *fasthttp.HostClient
+	loop gnet.EventLoop
+}
+
+// loopPool is the idle origin connections of one origin client on one loop.
+type loopPool struct {
+	srv     *Server
+	hc      *fasthttp.HostClient
+	loop    gnet.EventLoop
+	idle    []*loopOrigin // loop only
+	open    atomic.Int32  // connections open or being dialed
+	dialing atomic.Bool
+}
+
+// loopOrigin is one origin connection of a loop's pool.
+type loopOrigin struct {
+	pool      *loopPool
+	gc        gnet.Conn
+	x         *exchange // the exchange waiting for its answer; nil when idle
+	buf       []byte    // the answer so far
+	head      bool      // the request was HEAD: the answer has no body
+	started   time.Time
+	deadline  time.Time // origin_timeout from the last byte
+	idleSince time.Time
+	timer     *time.Timer
+	done      bool // closed
+}
+
+// loopPool returns the pool of hc's connections on loop.
+func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPool {
+	k := loopPoolKey{hc, loop}
+	if p, ok := s.loopPools.Load(k); ok {
+		return p.(*loopPool)
+	}
+	p, _ := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop})
+	return p.(*loopPool)
+}
+
+// take returns an idle connection, or nil (on the loop).
+func (p *loopPool) take(now time.Time) *loopOrigin {
+	for len(p.idle) > 0 {
+		lo := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(lo.idleSince) < loopIdleMax {
+			return lo
+		}
+		_ = lo.gc.Close()
+	}
+	return nil
+}
+
+// grow dials one more connection off the loop, unless one is being dialed
+// or the pool is at the client's max_conns_per_origin.
+func (p *loopPool) grow() {
+	if max := p.hc.MaxConns; max > 0 && int(p.open.Load()) >= max {
+		return
+	}
+	if !p.dialing.CompareAndSwap(false, true) {
+		return
+	}
+	p.open.Add(1)
+	p.srv.workers.Go(func() {
+		defer p.dialing.Store(false)
+		nc, err := net.DialTimeout("tcp", p.hc.Addr, p.connectTimeout())
+		if err != nil {
+			p.open.Add(-1)
+			return
+		}
+		lo := &loopOrigin{pool: p}
+		ch, err := p.loop.Enroll(gnet.NewContext(context.Background(), lo), nc)
+		if err != nil {
+			_ = nc.Close()
+			p.open.Add(-1)
+			return
+		}
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				p.open.Add(-1)
+			}
+		case <-p.srv.runDone:
+		}
+	})
+}
+
+func (p *loopPool) connectTimeout() time.Duration {
+	if d := p.hc.ReadTimeout; d > 0 && d < 10*time.Second {
+		return d
+	}
+	return 10 * time.Second
+}
+
+// opened is the enrolled socket's OnOpen: it joins the idle pool.
+func (lo *loopOrigin) opened(gc gnet.Conn) ([]byte, gnet.Action) {
+	lo.gc = gc
+	lo.idleSince = time.Now()
+	lo.pool.idle = append(lo.pool.idle, lo)
+	return nil, gnet.None
+}
+
+// sendOnLoop writes the request on one of the loop's origin connections
+// and suspends the exchange until the answer is in. Without an idle
+// connection it suspends to a worker (and the pool grows).
+func (x *exchange) sendOnLoop() outcome {
+	x.wantWorker = true
+	p := x.c.srv.loopPool(x.app.origin, x.c.gc.EventLoop())
+	now := time.Now()
+	lo := p.take(now)
+	if lo == nil {
+		p.grow()
+		return suspend
+	}
+	x.req.URI().DisablePathNormalizing = true
+	rb := reqBufPool.Get().(*reqBuf)
+	rb.buf.Reset()
+	rb.w.Reset(&rb.buf)
+	err := x.req.Write(rb.w)
+	if err == nil {
+		err = rb.w.Flush()
+	}
+	if err == nil {
+		_, err = lo.gc.Write(rb.buf.Bytes()) // gnet copies what the socket does not take
+	}
+	rb.w.Reset(nil)
+	reqBufPool.Put(rb)
+	if err != nil {
+		_ = lo.gc.Close()
+		return suspend // nothing was answered: the worker's client sends it
+	}
+	x.wantWorker = false
+	x.lo = lo
+	lo.x, lo.head, lo.started = x, x.req.Header.IsHead(), now
+	lo.buf = lo.buf[:0]
+	if t := x.app.origin.ReadTimeout; t > 0 {
+		lo.deadline = now.Add(t)
+		if lo.timer == nil {
+			lo.timer = time.AfterFunc(t, lo.expire)
+		} else {
+			lo.timer.Reset(t)
+		}
+	}
+	return suspend
+}
+
+type reqBuf struct {
+	buf bytes.Buffer
+	w   *bufio.Writer
+}
+
+var reqBufPool = sync.Pool{New: func() any { return &reqBuf{w: bufio.NewWriterSize(nil, 4096)} }}
+
+// traffic is the origin socket's OnTraffic: gather the answer.
+func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
+	data, _ := gc.Next(-1)
+	if len(data) == 0 {
+		return gnet.None
+	}
+	x := lo.x
+	if x == nil {
+		return gnet.Close // bytes nobody asked for: the connection is unusable
+	}
+	lo.buf = append(lo.buf, data...)
+	if t := x.app.origin.ReadTimeout; t > 0 {
+		lo.deadline = time.Now().Add(t)
+	}
+	n, state := responseEnd(lo.buf, lo.head)
+	switch {
+	case state == framingComplete:
+		lo.answer(n, n == len(lo.buf))
+	case state == framingBad:
+		lo.answer(len(lo.buf), false) // fasthttp names what is wrong
+	case len(lo.buf) > loopResponseMax:
+		lo.handOff()
+		// Closed now, not by a task queued on the loop: the loop must not
+		// read another byte of what the duplicate carries on.
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// closed is the origin socket's OnClose.
+func (lo *loopOrigin) closed() {
+	if lo.done {
+		return
+	}
+	lo.done = true
+	p := lo.pool
+	p.open.Add(-1)
+	for i, o := range p.idle {
+		if o == lo {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			break
+		}
+	}
+	x := lo.x
+	if x == nil {
+		return
+	}
+	lo.stopTimer()
+	if len(lo.buf) == 0 {
+		// Closed before any answer: an idempotent request goes again on a
+		// worker's pooled client; the others fail as the client would.
+		lo.x, x.lo = nil, nil
+		if retryable(x.req, io.EOF) {
+			x.c.leaveLoop()
+			x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
+			return
+		}
+		lo.fail(x, fasthttp.ErrConnectionClosed)
+		return
+	}
+	if _, state := responseEnd(lo.buf, lo.head); state == framingUntilClose {
+		lo.answer(len(lo.buf), false)
+		return
+	}
+	lo.fail(x, io.ErrUnexpectedEOF)
+}
+
+func (lo *loopOrigin) stopTimer() {
+	if lo.timer != nil {
+		lo.timer.Stop()
+	}
+}
+
+// expire runs when origin_timeout may have passed: on the loop, it fails
+// the exchange if no byte came for that long, or waits on.
+func (lo *loopOrigin) expire() {
+	_ = lo.pool.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if lo.x == nil || lo.done {
+			return nil
+		}
+		if left := time.Until(lo.deadline); left > 0 {
+			lo.timer.Reset(left)
+			return nil
+		}
+		x := lo.x
+		lo.x, x.lo = nil, nil
+		lo.done = true
+		lo.pool.open.Add(-1)
+		_ = lo.gc.Close()
+		lo.fail(x, fasthttp.ErrTimeout)
+		return nil
+	}))
+}
+
+// fail ends the exchange's origin request with err and resumes it.
+func (lo *loopOrigin) fail(x *exchange, err error) {
+	lo.x, x.lo = nil, nil
+	x.originErr, x.answered = err, true
+	x.originDur = time.Since(lo.started)
+	x.c.resumeOnLoop(x)
+}
+
+// answer parses the first n bytes of lo.buf as the exchange's answer,
+// gives the connection back to the pool when it can carry another request
+// (reusable: nothing followed the answer), and resumes the exchange.
+func (lo *loopOrigin) answer(n int, reusable bool) {
+	x := lo.x
+	lo.stopTimer()
+	lo.x, x.lo = nil, nil
+	x.originDur = time.Since(lo.started)
+	rr := respReaderPool.Get().(*respReader)
+	rr.r.Reset(lo.buf[:n])
+	rr.br.Reset(&rr.r)
+	x.resp.SkipBody = lo.head
+	err := x.resp.Read(&rr.br)
+	rr.br.Reset(nil)
+	respReaderPool.Put(rr)
+	if err != nil {
+		err = errors.Join(errBadOriginAnswer, err)
+	}
+	x.originErr, x.answered = err, true
+	if err == nil && reusable && !x.resp.ConnectionClose() && !lo.done {
+		if cap(lo.buf) > loopResponseMax*2 {
+			lo.buf = nil
+		}
+		lo.buf = lo.buf[:0]
+		lo.idleSince = time.Now()
+		lo.pool.idle = append(lo.pool.idle, lo)
+	} else if !lo.done {
+		_ = lo.gc.Close()
+	}
+	x.c.resumeOnLoop(x)
+}
+
+var errBadOriginAnswer = errors.New("gateway: malformed origin response")
+
+type respReader struct {
+	r  bytes.Reader
+	br bufio.Reader
+}
+
+var respReaderPool = sync.Pool{New: func() any {
+	rr := &respReader{}
+	rr.br = *bufio.NewReaderSize(nil, 4096)
+	return rr
+}}
+
+// handOff gives an answer too long for the loop to a worker: the socket
+// leaves the loop (a duplicate of it goes to Go's netpoller), and the
+// worker reads the header and streams the body from what was gathered and
+// the rest of the socket.
+func (lo *loopOrigin) handOff() {
+	x := lo.x
+	lo.stopTimer()
+	lo.x, x.lo = nil, nil
+	fd, err := lo.gc.Dup()
+	var nc net.Conn
+	if err == nil {
+		f := os.NewFile(uintptr(fd), "origin")
+		nc, err = net.FileConn(f)
+		_ = f.Close()
+	}
+	lo.done = true // traffic returns gnet.Close
+	lo.pool.open.Add(-1)
+	x.c.leaveLoop()
+	if err != nil {
+		x.originErr, x.answered = err, true
+		x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
+		return
+	}
+	oc := newOriginConn(nc, x.app.origin.ReadTimeout)
+	if t := x.app.origin.ReadTimeout; t > 0 {
+		_ = oc.SetReadDeadline(time.Now().Add(t))
+	}
+	gathered := append([]byte(nil), lo.buf...)
+	x.streamFrom = io.MultiReader(bytes.NewReader(gathered), oc)
+	x.streamConn = oc
+	x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
+}
+
+// readStreamedResponse reads, on a worker, the header of an answer the
+// loop handed off, leaving its body to stream.
+func (x *exchange) readStreamedResponse() error {
+	x.resp.StreamBody = true
+	x.resp.SkipBody = x.req.Header.IsHead()
+	return x.resp.Read(bufio.NewReaderSize(x.streamFrom, 4096))
+}
+
+// Framing states of a gathered answer.
+const (
+	framingMore       = iota // not complete yet
+	framingComplete          // complete: its first n bytes
+	framingUntilClose        // its body ends when the origin closes
+	framingBad               // unreadable: fasthttp says why
+)
+
+// responseEnd reports whether buf holds a whole response (its length n),
+// by its framing: no body (HEAD, 1xx, 204, 304), Content-Length, chunked,
+// or delimited by the origin's close. The header is read by fasthttp.
+func responseEnd(buf []byte, head bool) (n, state int) {
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 {
+		return 0, framingMore
+	}
+	hlen := end + 4
+	var h fasthttp.ResponseHeader
+	rr := respReaderPool.Get().(*respReader)
+	rr.r.Reset(buf[:hlen])
+	rr.br.Reset(&rr.r)
+	err := h.Read(&rr.br)
+	rr.br.Reset(nil)
+	respReaderPool.Put(rr)
+	if err != nil {
+		return 0, framingBad
+	}
+	code := h.StatusCode()
+	switch {
+	case code < 200:
+		return 0, framingBad // an interim answer: the pooled client's business
+	case head || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
+		return hlen, framingComplete
+	}
+	switch cl := h.ContentLength(); {
+	case cl >= 0:
+		if len(buf) >= hlen+cl {
+			return hlen + cl, framingComplete
+		}
+		return 0, framingMore
+	case cl == -1:
+		return chunkedEnd(buf, hlen)
+	}
+	return 0, framingUntilClose
+}
+
+// chunkedEnd finds the end of a chunked body that starts at off in buf:
+// the last chunk and the trailer section's empty line.
+func chunkedEnd(buf []byte, off int) (n, state int) {
+	for {
+		i := bytes.Index(buf[off:], []byte("\r\n"))
+		if i < 0 {
+			return 0, framingMore
+		}
+		line := buf[off : off+i]
+		if j := bytes.IndexByte(line, ';'); j >= 0 {
+			line = line[:j]
+		}
+		size, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 32)
+		if err != nil {
+			return 0, framingBad
+		}
+		off += i + 2
+		if size == 0 {
+			// Trailer fields, then the empty line.
+			for {
+				k := bytes.Index(buf[off:], []byte("\r\n"))
+				if k < 0 {
+					return 0, framingMore
+				}
+				off += k + 2
+				if k == 0 {
+					return off, framingComplete
+				}
+			}
+		}
+		if uint64(len(buf)-off) < size+2 {
+			return 0, framingMore
+		}
+		off += int(size) + 2
+	}
+}
