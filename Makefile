@@ -48,13 +48,20 @@ clean:
 	rm -rf bin
 
 # bench-compare: fleetgate vs nginx, HAProxy and Go's standard library (installs
-# nginx and haproxy when missing); writes bench/results/<date>.md and .png,
-# then the relay rows (bench-relay) unless RELAY=0.
-# Knobs: RUNS, DURATION, WARMUP, CONCURRENCY, DEVICES, TLS_VERSIONS, MODES, SERVERS.
+# nginx and haproxy when missing), fresh and keep-alive, at 4, 16 and 64
+# clients: per server, req/s, p50 and p99 latency, server CPU per request and
+# how busy the server's core was, the load client's CPU per request and how
+# busy its core was (a row over 90% says the client was the limit), and the
+# targets' verdicts; writes bench/results/<date>.md, .jsonl, a server-CPU
+# chart (.png) and req/s-against-concurrency charts (-rps-tlsV-MODE.png),
+# then the relay rows and their targets (bench-relay) unless RELAY=0.
+# Knobs: RUNS, DURATION, WARMUP, CONCURRENCY (a list), DEVICES, TLS_VERSIONS,
+# MODES, SERVERS, FG_GOMAXPROCS (1, unset or N for the Go servers; each
+# server stays pinned to one core), RELAY_CONCURRENCY (the relay's one level).
 RELAY ?= 1
 bench-compare:
 	bash bench/compare.sh
-	if [ "$(RELAY)" != 0 ]; then env -u SERVERS bash bench/relay.sh; fi
+	if [ "$(RELAY)" != 0 ]; then env -u SERVERS -u CONCURRENCY bash bench/relay.sh; fi
 
 # bench-relay: raw TCP over mTLS relayed to a TCP echo origin: fleetgate's tcp
 # application vs nginx stream, HAProxy mode tcp and a Go io.Copy relay; server

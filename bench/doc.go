@@ -41,7 +41,10 @@
 //     the comparison runs against.
 //   - floor.go: the crypto floor, the unavoidable cryptography of one fresh
 //     mTLS request on the server side (MeasureFloor, BenchmarkCryptoFloor).
-//   - summary.go, chart.go: the comparison's Markdown table and PNG chart.
+//   - summary.go, targets.go, chart.go: the comparison's Markdown tables at
+//     every concurrency (throughput, latency, server and client CPU, how
+//     busy each core was, the rows where the client was the limit), the
+//     targets' verdicts, and its charts drawn with gonum.org/v1/plot.
 //   - idle.go: memory per idle mTLS connection (relayed ones too).
 //   - tcp.go: the tcp mode's worker and its figures (TCPStats);
 //     tcpserver.go the TCP echo origin and the server type of the raw TCP
@@ -53,8 +56,8 @@
 //     tables.
 //
 // The scripts (bash, bounded, every process they start killed on exit):
-// compare.sh (`make bench-compare`: the side-by-side table and chart in
-// bench/results/), relay.sh (`make bench-relay`, also run by bench-compare:
+// compare.sh (`make bench-compare`: the side-by-side tables and charts at
+// several concurrencies in bench/results/), relay.sh (`make bench-relay`, also run by bench-compare:
 // the relays' CPU per message and per connect, and memory per idle relayed
 // connection), mqtt.sh (`make bench-mqtt`: mosquitto directly over mTLS vs
 // behind fleetgate, per connect and per message, and a connect storm),

@@ -30,6 +30,15 @@ NGINX_STREAM_MODULE=${NGINX_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_mod
 # mosquitto's listeners: mTLS (require_certificate) and plain (behind fleetgate).
 MOSQUITTO_TLS_ADDR=${MOSQUITTO_TLS_ADDR:-127.0.0.1:18883}
 MOSQUITTO_PLAIN_ADDR=${MOSQUITTO_PLAIN_ADDR:-127.0.0.1:11883}
+# FG_GOMAXPROCS: the GOMAXPROCS of the Go servers pinned to $SERVER_CPU
+# (fleetgate, the standard-library proxy, the Go relay): 1 (the default) sets
+# GOMAXPROCS=1; "unset" removes it from their environment, so that the
+# runtime (or fleetgate itself) chooses; a number N sets GOMAXPROCS=N.
+# FG_GOMAXPROCS_<server> (FG_GOMAXPROCS_fleetgate, FG_GOMAXPROCS_stdlib,
+# FG_GOMAXPROCS_gorelay) overrides it for one server. Either way every server
+# stays pinned to its one CPU with taskset; nginx and HAProxy are unaffected
+# (one worker, one thread).
+FG_GOMAXPROCS=${FG_GOMAXPROCS:-1}
 declare -A PIDS=()   # server name → the PIDs whose CPU counts (comma-separated)
 STARTED=()           # every PID started, for cleanup
 
@@ -110,8 +119,48 @@ spawn() {
   STARTED+=("$SPAWNED")
 }
 
+# gomaxprocs SERVER: GOMAXPROCS's setting for the Go server SERVER: "unset"
+# or a number (FG_GOMAXPROCS_SERVER, else FG_GOMAXPROCS); dies on anything else.
+gomaxprocs() {
+  local var="FG_GOMAXPROCS_$1"
+  local v=${!var:-$FG_GOMAXPROCS}
+  case "$v" in
+    unset) ;;
+    '' | *[!0-9]* | 0*) die "$var or FG_GOMAXPROCS: \"$v\": want unset or a number of Ps (1, 2 …)" ;;
+  esac
+  echo "$v"
+}
+
+# go_env SERVER: sets GO_ENV to the env(1) arguments that apply SERVER's
+# GOMAXPROCS setting (spawn NAME CPU env "${GO_ENV[@]}" CMD...).
+go_env() {
+  local v
+  v=$(gomaxprocs "$1") || exit 1
+  if [ "$v" = unset ]; then
+    GO_ENV=(-u GOMAXPROCS)
+  else
+    GO_ENV=("GOMAXPROCS=$v")
+  fi
+}
+
+# gomaxprocs_note SERVERS...: "fleetgate GOMAXPROCS=1, stdlib GOMAXPROCS unset"
+# for the Go servers among SERVERS, for the results' header.
+gomaxprocs_note() {
+  local s v out=()
+  for s in "$@"; do
+    case "$s" in fleetgate | stdlib | gorelay) ;; *) continue ;; esac
+    v=$(gomaxprocs "$s") || exit 1
+    if [ "$v" = unset ]; then out+=("$s GOMAXPROCS unset"); else out+=("$s GOMAXPROCS=$v"); fi
+  done
+  local IFS=,
+  echo "${out[*]}" | sed 's/,/, /g'
+}
+
+# start_origin starts the HTTP origin on the client's CPU; ORIGIN_PID is its
+# PID (its CPU counts toward the client core's busy share).
 start_origin() {
   GOMAXPROCS=1 spawn origin "$CLIENT_CPU" "$FG" bench -origin "$ORIGIN_ADDR"
+  ORIGIN_PID=$SPAWNED
   wait_port "$ORIGIN_ADDR"
 }
 
@@ -133,7 +182,8 @@ start_fleetgate() {
   if [ "$cpu" = any ]; then
     spawn fleetgate any "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
   else
-    GOMAXPROCS=1 spawn fleetgate "$cpu" "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
+    go_env fleetgate
+    spawn fleetgate "$cpu" env "${GO_ENV[@]}" "$FG" serve -c "$WORK/fleetgate.toml" -log-level warn
   fi
   PIDS[fleetgate]=$SPAWNED
   wait_port "${ADDR[fleetgate]}"
@@ -144,7 +194,8 @@ start_stdlib() {
   if [ "$cpu" = any ]; then
     spawn stdlib any "$FG" bench -stdlib-server "${ADDR[stdlib]}" -dir "$PKI" -upstream "http://$ORIGIN_ADDR"
   else
-    GOMAXPROCS=1 spawn stdlib "$cpu" "$FG" bench -stdlib-server "${ADDR[stdlib]}" -dir "$PKI" -upstream "http://$ORIGIN_ADDR"
+    go_env stdlib
+    spawn stdlib "$cpu" env "${GO_ENV[@]}" "$FG" bench -stdlib-server "${ADDR[stdlib]}" -dir "$PKI" -upstream "http://$ORIGIN_ADDR"
   fi
   PIDS[stdlib]=$SPAWNED
   wait_port "${ADDR[stdlib]}"
@@ -266,7 +317,8 @@ start_relay_fleetgate() {
 }
 
 start_relay_gorelay() {
-  GOMAXPROCS=1 spawn gorelay "$SERVER_CPU" "$FG" bench -relay-server "${RELAY_ADDR[gorelay]}" -dir "$PKI" -relay-upstream "$TCP_ORIGIN_ADDR"
+  go_env gorelay
+  spawn gorelay "$SERVER_CPU" env "${GO_ENV[@]}" "$FG" bench -relay-server "${RELAY_ADDR[gorelay]}" -dir "$PKI" -relay-upstream "$TCP_ORIGIN_ADDR"
   PIDS[gorelay]=$SPAWNED
   wait_port "${RELAY_ADDR[gorelay]}"
 }

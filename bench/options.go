@@ -103,6 +103,11 @@ type Options struct {
 	// PIDs are server processes whose CPU time (children included) is
 	// measured over the run.
 	PIDs []int
+	// ClientCorePIDs are other processes that share the load client's CPU
+	// (the origin, in the comparison harness): their CPU time over the run
+	// is added to the client's own in Result.ClientCoreCPUS, so that the
+	// report can tell when that core, not the server, was the limit.
+	ClientCorePIDs []int
 	// CookieName is the session cookie ModeCookie looks for; default
 	// DefaultCookieName.
 	CookieName string

@@ -6,7 +6,8 @@
 # (ghostunnel's shape, `fleetgate bench -relay-server`).
 #
 # Pinning as in bench/compare.sh: every relay on CPU $SERVER_CPU (taskset;
-# worker_processes 1, nbthread 1, GOMAXPROCS=1), the load generator and the
+# worker_processes 1, nbthread 1, GOMAXPROCS as FG_GOMAXPROCS says, 1 by
+# default: see bench/lib.sh), the load generator and the
 # echo origin on CPU $CLIENT_CPU; no session tickets or caches; X25519. The
 # figures are each relay's own CPU time (from /proc/<pid>/stat) divided by
 # what it did:
@@ -20,11 +21,15 @@
 #     origin): when 2 × HOLD_N does not fit the descriptor limit, the largest
 #     thousand that fits is measured instead, and the results say so.
 #
-# Knobs (environment): RUNS=3 DURATION=4s WARMUP=1s CONCURRENCY=16
+# Knobs (environment): RUNS=3 DURATION=4s WARMUP=1s CONCURRENCY=16 (or
+# RELAY_CONCURRENCY, which make bench-compare passes: its CONCURRENCY is a list)
 # DEVICES=100 SIZES="64 4096" MESSAGES=1000 TLS=1.3 HOLD_N=10000 (0: no hold)
 # RELAY_SERVERS (or SERVERS)="fleetgate nginx haproxy gorelay" SERVER_CPU=0 CLIENT_CPU=1
 # WORK=bench/work OUT=bench/results STAMP=<date> (results: $OUT/$STAMP-relay.md
-# and .jsonl). A run with the defaults takes about 5 minutes.
+# and .jsonl). FG_GOMAXPROCS=1 (or unset, or N; see bench/lib.sh).
+# A run with the defaults takes about 5 minutes. The summary ends with the
+# relay targets: fleetgate ≤ 0.8× HAProxy's CPU per 64 B echo, RSS per idle
+# relayed connection below HAProxy's and ≤ 0.5× the Go relay's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -32,7 +37,7 @@ source bench/lib.sh
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-4s}
 WARMUP=${WARMUP:-1s}
-CONCURRENCY=${CONCURRENCY:-16}
+CONCURRENCY=${RELAY_CONCURRENCY:-${CONCURRENCY:-16}}
 DEVICES=${DEVICES:-100}
 SIZES=${SIZES:-64 4096}
 MESSAGES=${MESSAGES:-1000}
@@ -47,6 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (one for the relays, one for the client); this machine has $(nproc)"
+[[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "CONCURRENCY: $CONCURRENCY is not one number of connections (RELAY_CONCURRENCY sets the relay's alone)"
 [[ $HOLD_N =~ ^[0-9]+$ ]] || die "HOLD_N: $HOLD_N is not a number of connections"
 for s in $SERVERS; do
   declare -F "start_relay_$s" >/dev/null || die "SERVERS: no relay named $s (want fleetgate, nginx, haproxy, gorelay)"
@@ -137,7 +143,7 @@ MD=$OUT/$STAMP-relay.md
   echo
   echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(uname -sr); load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- $(go version | cut -d' ' -f3-), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's/^nginx version: //') (stream), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(openssl version 2>/dev/null || echo 'OpenSSL ?')"
-  echo "- relays on CPU $SERVER_CPU, one worker or thread each (GOMAXPROCS=1 for the Go ones); client and TCP echo origin on CPU $CLIENT_CPU; loopback; TLS $TLS with X25519, ECDSA P-256 certificates (root → intermediate → leaf), client certificate required and verified by every relay, no tickets, no session cache. fleetgate: a tcp application without PROXY header; nginx: \`stream\` with \`ssl_verify_client on\`; HAProxy: \`mode tcp\` with \`verify required\`; gorelay: crypto/tls + two io.Copy goroutines per connection (\`fleetgate bench -relay-server\`)."
+  echo "- relays on CPU $SERVER_CPU, one worker or thread each ($(gomaxprocs_note $SERVERS)); client and TCP echo origin on CPU $CLIENT_CPU; loopback; TLS $TLS with X25519, ECDSA P-256 certificates (root → intermediate → leaf), client certificate required and verified by every relay, no tickets, no session cache. fleetgate: a tcp application without PROXY header; nginx: \`stream\` with \`ssl_verify_client on\`; HAProxy: \`mode tcp\` with \`verify required\`; gorelay: crypto/tls + two io.Copy goroutines per connection (\`fleetgate bench -relay-server\`)."
   echo "- echo: each of $CONCURRENCY connections sends a message, reads the whole echo back and checks it, then sends the next; after $MESSAGES messages it closes (close_notify) and a new connection (full handshake) follows. The CPU per message includes the connection's share of a handshake (1/$MESSAGES). connect: one 64 B message per connection, so the CPU per connect includes one echo. Idle: each connection echoes one 64 B message (so the origin side is connected), then idles; RSS of the relay process (nginx: its worker) before and after, divided by the connections still open."
   echo
   echo "The machine is shared with other work: throughput and latency move with the load; the server CPU per message or connect (each relay's own CPU time, from /proc) is the figure to compare, and even it moves by tens of percent between runs on a busy machine."

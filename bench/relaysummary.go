@@ -197,6 +197,7 @@ func (rr *relayRuns) writeMarkdown(w io.Writer) {
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
 	}
+	rr.writeTargets(w)
 	if len(rr.scenarios) == 0 {
 		return
 	}
@@ -271,4 +272,77 @@ func errorsText(errs map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s=%d", k, errs[k])
 	}
 	return strings.Join(parts, " ")
+}
+
+// The relay's targets: server CPU per 64 B echoed message ≤ 0.8× HAProxy
+// `mode tcp`; RSS per idle relayed connection below HAProxy's and ≤ 0.5×
+// the Go io.Copy relay's.
+const (
+	targetRelayEchoSize    = 64
+	targetRelayEchoHAProxy = 0.8
+	targetRelayIdleGoRelay = 0.5
+)
+
+// writeTargets writes the relay targets with fleetgate's ratio and verdict.
+func (rr *relayRuns) writeTargets(w io.Writer) {
+	var lines []string
+	for _, s := range rr.scenarios {
+		if s.connect() || s.MessageSize != targetRelayEchoSize {
+			continue
+		}
+		fg, hp := rr.medianFigure(s, "fleetgate"), rr.medianFigure(s, "haproxy")
+		lines = append(lines, fmt.Sprintf("%s: fleetgate ≤ %.2f× haproxy: %s", shortScenario(s), targetRelayEchoHAProxy,
+			judge(fg/hp, targetRelayEchoHAProxy, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
+	}
+	if len(rr.hold) > 0 {
+		fg, hp, gr := rr.medianIdle("fleetgate"), rr.medianIdle("haproxy"), rr.medianIdle("gorelay")
+		lines = append(lines,
+			"RSS per idle relayed connection: fleetgate below haproxy: "+judge(fg/hp, 1, func(r float64) bool { return r < 1 }),
+			fmt.Sprintf("RSS per idle relayed connection: fleetgate ≤ %.2f× gorelay (Go io.Copy): ", targetRelayIdleGoRelay)+
+				judge(fg/gr, targetRelayIdleGoRelay, func(r float64) bool { return r <= targetRelayIdleGoRelay }))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's):\n\n")
+	for _, l := range lines {
+		fmt.Fprintf(w, "- %s\n", l)
+	}
+}
+
+// judge is a targetCell's text for ratio against limit: "–" when the ratio
+// is not a number (a side not measured).
+func judge(ratio, limit float64, ok func(float64) bool) string {
+	c := targetCell{Ratio: ratio, Limit: limit}
+	switch {
+	case math.IsNaN(ratio) || math.IsInf(ratio, 0) || ratio <= 0:
+		return "not measured"
+	case ok(ratio):
+		c.Verdict = met
+	default:
+		c.Verdict = missed
+	}
+	return c.String()
+}
+
+// medianFigure is the median of s's CPU figure over server's runs (NaN:
+// none).
+func (rr *relayRuns) medianFigure(s relayScenario, server string) float64 {
+	var vs []float64
+	for _, r := range rr.echo[s][server] {
+		if v := s.figure(r); !math.IsNaN(v) {
+			vs = append(vs, v)
+		}
+	}
+	return median(vs)
+}
+
+// medianIdle is the median RSS bytes per idle relayed connection of server
+// (NaN: not measured).
+func (rr *relayRuns) medianIdle(server string) float64 {
+	var vs []float64
+	for _, h := range rr.hold[server] {
+		vs = append(vs, h.BytesPerConn)
+	}
+	return median(vs)
 }

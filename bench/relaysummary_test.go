@@ -87,3 +87,61 @@ func TestSummarizeRelayErrors(t *testing.T) {
 		t.Error("a missing file was accepted")
 	}
 }
+
+func TestSummarizeRelayTargets(t *testing.T) {
+	var b strings.Builder
+	for _, r := range []*Result{
+		fakeTCPRun("fleetgate", 64, 1000, 20), fakeTCPRun("haproxy", 64, 1000, 28.5), fakeTCPRun("gorelay", 64, 1000, 30),
+		fakeTCPRun("fleetgate", 4096, 1000, 40), fakeTCPRun("haproxy", 4096, 1000, 10), // no target at 4 KiB
+	} {
+		if err := r.WriteJSON(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range []*IdleResult{
+		{Label: "fleetgate", N: 1000, Open: 1000, BytesPerConn: 30000},
+		{Label: "haproxy", N: 1000, Open: 1000, BytesPerConn: 28000},
+		{Label: "gorelay", N: 1000, Open: 1000, BytesPerConn: 63000},
+	} {
+		h.Errors = map[string]int64{}
+		if err := h.WriteJSON(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "relay.jsonl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := SummarizeRelay(path, &out); err != nil {
+		t.Fatal(err)
+	}
+	md := out.String()
+	for _, want := range []string{
+		"- TLS 1.3 echo 64 B: fleetgate ≤ 0.80× haproxy: 0.70× (met)",
+		"- RSS per idle relayed connection: fleetgate below haproxy: 1.07× (**missed** by 7.1%)",
+		"- RSS per idle relayed connection: fleetgate ≤ 0.50× gorelay (Go io.Copy): 0.48× (met)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("summary lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "echo 4 KiB: fleetgate ≤") {
+		t.Errorf("a target on the 4 KiB echo:\n%s", md)
+	}
+	// A relay not measured is said so, not judged.
+	b.Reset()
+	if err := fakeTCPRun("fleetgate", 64, 1000, 20).WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := SummarizeRelay(path, &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "- TLS 1.3 echo 64 B: fleetgate ≤ 0.80× haproxy: not measured"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -52,6 +53,14 @@ type Result struct {
 	ServerCPUPerReqUS *float64 `json:"server_cpu_us_per_req,omitempty"`
 	// ClientCPUPerReqUS is this process's own CPU per successful request.
 	ClientCPUPerReqUS float64 `json:"client_cpu_us_per_req"`
+	// ClientCPUS is this process's own CPU time over the measured phase, in
+	// seconds: divided by DurationS, how busy the client kept its core.
+	ClientCPUS float64 `json:"client_cpu_s"`
+	// ClientCoreCPUS is set when Options.ClientCorePIDs were given: the
+	// client's CPU time plus theirs over the measured phase, in seconds (the
+	// work done on the client's core).
+	ClientCorePIDs []int    `json:"client_core_pids,omitempty"`
+	ClientCoreCPUS *float64 `json:"client_core_cpu_s,omitempty"`
 
 	// TCP is set in ModeTCP, where a "request" above is one echoed
 	// message (Requests, Throughput and Latency are about messages).
@@ -145,9 +154,36 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.ServerCPUPerReqUS != nil {
 		fmt.Fprintf(&b, "  server CPU   %.1f µs/request (%.2fs over PIDs %v)\n", *r.ServerCPUPerReqUS, *r.ServerCPUS, r.ServerPIDs)
 	}
-	fmt.Fprintf(&b, "  client CPU   %.1f µs/request\n", r.ClientCPUPerReqUS)
+	fmt.Fprintf(&b, "  client CPU   %.1f µs/request (%.2fs, core %.0f%% busy)\n", r.ClientCPUPerReqUS, r.ClientCPUS, 100*r.ClientCoreBusy())
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// ClientCoreBusy is the share of the measured phase's wall time that the
+// client's core spent working: ClientCoreCPUS (or ClientCPUS alone when no
+// other process was measured) over DurationS. NaN without a duration.
+func (r *Result) ClientCoreBusy() float64 {
+	cpu := r.ClientCPUS
+	if r.ClientCoreCPUS != nil {
+		cpu = *r.ClientCoreCPUS
+	} else if cpu == 0 && r.ClientCPUPerReqUS > 0 {
+		// JSON written before client_cpu_s existed.
+		cpu = r.ClientCPUPerReqUS * float64(r.Requests) / 1e6
+	}
+	if r.DurationS <= 0 {
+		return math.NaN()
+	}
+	return cpu / r.DurationS
+}
+
+// ServerCoreBusy is the servers' CPU time over the measured phase's wall
+// time (ServerCPUS / DurationS): 1 is one core fully busy. NaN without
+// server PIDs or a duration.
+func (r *Result) ServerCoreBusy() float64 {
+	if r.ServerCPUS == nil || r.DurationS <= 0 {
+		return math.NaN()
+	}
+	return *r.ServerCPUS / r.DurationS
 }
 
 // fmtUS formats microseconds with a readable unit.

@@ -37,6 +37,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if _, err := procsCPU(o.PIDs); err != nil {
 		return nil, err
 	}
+	if _, err := procsCPU(o.ClientCorePIDs); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -67,10 +70,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		cpu0   time.Duration
 		cpuErr error
 		self0  time.Duration
+		core0  time.Duration
+		coreEr error
 		t0     time.Time
 	)
 	begin := func() { // the measured phase starts
 		cpu0, cpuErr = procsCPU(o.PIDs)
+		core0, coreEr = procsCPU(o.ClientCorePIDs)
 		self0 = selfCPU()
 		t0 = time.Now()
 		r.measuring.Store(true)
@@ -114,13 +120,26 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if cpuErr == nil {
 		cpuErr = err
 	}
+	core1, err := procsCPU(o.ClientCorePIDs)
+	if coreEr == nil {
+		coreEr = err
+	}
 	stopProgress()
 
 	res := r.result(workers, elapsed)
 	res.WarmupS = warmup.Seconds()
 	res.Started = t0.UTC()
+	res.ClientCPUS = (self1 - self0).Seconds()
 	if res.Requests > 0 {
 		res.ClientCPUPerReqUS = float64((self1 - self0).Microseconds()) / float64(res.Requests)
+	}
+	if len(o.ClientCorePIDs) > 0 {
+		if coreEr != nil {
+			return res, fmt.Errorf("bench: CPU of the client core's other processes: %w", coreEr)
+		}
+		s := res.ClientCPUS + (core1 - core0).Seconds()
+		res.ClientCorePIDs = o.ClientCorePIDs
+		res.ClientCoreCPUS = &s
 	}
 	if len(o.PIDs) > 0 {
 		if cpuErr != nil {

@@ -171,13 +171,31 @@ func TestRunDurationAndJSON(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out.String())
 	}
-	for _, k := range []string{"label", "requests", "errors", "throughput_rps", "latency_us", "client_cpu_us_per_req", "mode", "tls"} {
+	for _, k := range []string{"label", "requests", "errors", "throughput_rps", "latency_us", "client_cpu_us_per_req", "client_cpu_s", "duration_s", "mode", "tls"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON report has no %q: %s", k, out.String())
 		}
 	}
 	if _, ok := m["server_cpu_us_per_req"]; ok {
 		t.Errorf("server CPU reported without PIDs: %s", out.String())
+	}
+	if _, ok := m["client_core_cpu_s"]; ok {
+		t.Errorf("client core CPU reported without its PIDs: %s", out.String())
+	}
+	if r.ClientCPUS <= 0 || r.ClientCoreBusy() <= 0 || r.ClientCoreBusy() > 2 {
+		t.Errorf("client CPU %.3fs over %.3fs: core %.2f busy", r.ClientCPUS, r.DurationS, r.ClientCoreBusy())
+	}
+
+	// The client core's other processes (here: this one again) add to the
+	// client's own CPU.
+	o.ClientCorePIDs = []int{os.Getpid()}
+	o.Progress = nil
+	r, err = Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ClientCoreCPUS == nil || *r.ClientCoreCPUS < r.ClientCPUS || len(r.ClientCorePIDs) != 1 {
+		t.Errorf("client core CPU %v, client's own %.3fs, PIDs %v", r.ClientCoreCPUS, r.ClientCPUS, r.ClientCorePIDs)
 	}
 }
 
@@ -209,6 +227,7 @@ func TestOptionsValidation(t *testing.T) {
 		{"bad path", func(o *Options) { o.Path = "x" }, "path"},
 		{"spread off loopback", func(o *Options) { o.Target, o.SourceIPs = "192.0.2.1:443", 10 }, "loopback"},
 		{"unreadable PID", func(o *Options) { o.PIDs = []int{1 << 30} }, "process"},
+		{"unreadable client core PID", func(o *Options) { o.ClientCorePIDs = []int{1 << 30} }, "process"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

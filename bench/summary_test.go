@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"image"
 	"image/png"
 	"math"
 	"os"
@@ -10,11 +11,38 @@ import (
 	"testing"
 )
 
-// fakeRun is a measured run of server with the given server CPU per request.
-func fakeRun(server, tls string, mode Mode, cpuUS float64) *Result {
+// fakeRun is a measured run of server at clients requests in flight with
+// the given server CPU per request: 2 s long, the server's core 80% busy,
+// the client's 50%.
+func fakeRun(server, tls string, mode Mode, clients int, cpuUS float64) *Result {
+	const durationS = 2.0
+	rps := 0.8 * 1e6 / cpuUS
+	req := int64(rps * durationS)
 	cpu := cpuUS
-	return &Result{Label: server, TLS: tls, Mode: mode, Requests: 1000, Throughput: 1e6 / cpuUS,
-		Latency: Latency{P99: int64(cpuUS * 10)}, ServerCPUPerReqUS: &cpu, Errors: map[string]int64{}}
+	serverS := cpuUS * float64(req) / 1e6
+	clientS := 0.5 * durationS
+	return &Result{Label: server, TLS: tls, Mode: mode, Concurrency: clients, Requests: req, DurationS: durationS,
+		Throughput: rps, Latency: Latency{P50: int64(cpuUS * 4), P99: int64(cpuUS * 10)},
+		ServerCPUPerReqUS: &cpu, ServerCPUS: &serverS,
+		ClientCPUS: clientS, ClientCPUPerReqUS: clientS * 1e6 / float64(req), Errors: map[string]int64{}}
+}
+
+// withClientBusy sets the share of the client's core that r kept busy.
+func withClientBusy(r *Result, busy float64) *Result {
+	r.ClientCPUS = busy * r.DurationS
+	r.ClientCoreCPUS = nil
+	return r
+}
+
+// withRPS sets r's throughput (and its request count to match).
+func withRPS(r *Result, rps float64) *Result {
+	r.Throughput = rps
+	return r
+}
+
+func withP99(r *Result, p99 int64) *Result {
+	r.Latency.P99 = p99
+	return r
 }
 
 func writeRuns(t *testing.T, runs ...*Result) string {
@@ -35,16 +63,20 @@ func writeRuns(t *testing.T, runs ...*Result) string {
 func TestSummarize(t *testing.T) {
 	var runs []*Result
 	for _, v := range []float64{400, 500, 450} { // median 450
-		runs = append(runs, fakeRun("fleetgate", "1.3", ModeFresh, v))
+		runs = append(runs, fakeRun("fleetgate", "1.3", ModeFresh, 16, v))
 	}
 	for _, v := range []float64{1000, 1200, 900} { // median 1000
-		runs = append(runs, fakeRun("nginx", "1.3", ModeFresh, v))
+		runs = append(runs, fakeRun("nginx", "1.3", ModeFresh, 16, v))
 	}
 	runs = append(runs,
-		fakeRun("stdlib", "1.3", ModeFresh, 600),
-		fakeRun("haproxy", "1.3", ModeKeepalive, 50),
-		fakeRun("fleetgate", "1.3", ModeKeepalive, 100),
-		fakeRun("fleetgate", "1.2", ModeFresh, 480),
+		fakeRun("stdlib", "1.3", ModeFresh, 16, 600),
+		fakeRun("fleetgate", "1.3", ModeFresh, 4, 500),
+		withClientBusy(fakeRun("stdlib", "1.3", ModeFresh, 4, 600), 0.95),
+		fakeRun("haproxy", "1.3", ModeKeepalive, 16, 50),
+		fakeRun("fleetgate", "1.3", ModeKeepalive, 16, 100),
+		fakeRun("haproxy", "1.3", ModeKeepalive, 4, 50),
+		fakeRun("fleetgate", "1.3", ModeKeepalive, 4, 30),
+		fakeRun("fleetgate", "1.2", ModeFresh, 16, 480),
 	)
 	dir := t.TempDir()
 	in := writeRuns(t, runs...)
@@ -55,41 +87,254 @@ func TestSummarize(t *testing.T) {
 	}
 	md := out.String()
 	for _, want := range []string{
-		"| TLS 1.3 fresh | fleetgate | 450 (400–500) | 1.50× |",
-		"| TLS 1.3 fresh | nginx | 1000 (900–1200) | 3.33× |",
-		"TLS 1.3 fresh: fleetgate ≤ 0.50× nginx: 0.45× (met)",
-		"TLS 1.3 fresh: fleetgate ≤ 0.65× stdlib: 0.75× (**missed** by 15.4%)",
-		"TLS 1.3 fresh: fleetgate ≤ 1.40× the crypto floor: 1.50× (**missed** by 7.1%)",
-		"TLS 1.3 keepalive: fleetgate ≤ 0.70× haproxy: 2.00× (**missed** by 185.7%)",
+		"### TLS 1.3 fresh",
+		// clients, server, req/s, p50, p99, CPU (range), × floor, server core, client CPU, client core
+		"| 16 | fleetgate | 1778 | 1.80ms | 4.50ms | 450 (400–500) | 1.50× | 80% | 281 | 50% | 3 | 0 |",
+		"| 16 | nginx | 800 | 4.00ms | 10.00ms | 1000 (900–1200) | 3.33× | 80% | 625 | 50% | 3 | 0 |",
+		"| 4 | stdlib | 1333 | 2.40ms | 6.00ms | 600 (600–600) | 2.00× | 80% | 375 | 95% **the client was the limit** | 1 | 0 |",
+		"| 16 | haproxy | 16000 | 200µs | 500µs | 50 (50–50) | – | 80% |",
+		"![req/s against concurrency, TLS 1.3 fresh](s-rps-tls1.3-fresh.png)",
+		"![server CPU per request](s.png)",
+		"| target | 4 clients | 16 clients |",
+		"| TLS 1.3 fresh: server CPU/request ≤ 0.50× nginx | – | 0.45× (met) |",
+		"| TLS 1.3 fresh: server CPU/request ≤ 0.75× stdlib (net/http) | 0.83× (**missed** by 11.1%) | 0.75× (met) |",
+		"| TLS 1.3 fresh: server CPU/request ≤ 1.40× the crypto floor | 1.67× (**missed** by 19.0%) | 1.50× (**missed** by 7.1%) |",
+		// at 4 clients stdlib's client was the limit (1600/1333 = 1.2×); at 16, 1778/1333 = 1.33×
+		"| TLS 1.3 fresh: req/s ≥ 1.10× stdlib from 16 clients, ≥ 1.00× below | 1.20× (not judged: the client was the limit) | 1.33× (met) |",
+		"| TLS 1.3 fresh: p99 ≤ 1.00× stdlib | 0.83× (not judged: the client was the limit) | 0.75× (met) |",
+		"| TLS 1.3 keepalive: server CPU/request ≤ 1.00× haproxy (aim 0.70×) | 0.60× (met, and the 0.70× aim) | 2.00× (**missed** by 100.0%) |",
+		"| TLS 1.2 fresh: server CPU/request ≤ 0.50× nginx | – | – |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary lacks %q:\n%s", want, md)
 		}
 	}
-	// Scenarios: TLS 1.3 before 1.2, fresh before keepalive; servers in the
-	// fixed order.
-	if i, j, k := strings.Index(md, "| TLS 1.3 fresh | fleetgate"), strings.Index(md, "| TLS 1.3 keepalive"), strings.Index(md, "| TLS 1.2 fresh"); !(i < j && j < k) {
+	if strings.Contains(md, "TLS 1.2 fresh: server CPU/request ≤ 1.40× the crypto floor") {
+		t.Errorf("the crypto floor (a TLS 1.3 figure) is applied to TLS 1.2:\n%s", md)
+	}
+	// Scenarios: TLS 1.3 before 1.2, fresh before keepalive; concurrency
+	// ascending; servers in the fixed order.
+	if i, j, k := strings.Index(md, "### TLS 1.3 fresh"), strings.Index(md, "### TLS 1.3 keepalive"), strings.Index(md, "### TLS 1.2 fresh"); !(i < j && j < k) {
 		t.Errorf("scenario order: %d %d %d\n%s", i, j, k, md)
 	}
-	if strings.Index(md, "| TLS 1.3 fresh | nginx") > strings.Index(md, "| TLS 1.3 fresh | stdlib") {
+	if strings.Index(md, "| 4 | fleetgate | ") > strings.Index(md, "| 16 | fleetgate | ") {
+		t.Errorf("concurrency order:\n%s", md)
+	}
+	if strings.Index(md, "| 16 | nginx") > strings.Index(md, "| 16 | stdlib") {
 		t.Errorf("server order:\n%s", md)
 	}
 	file, err := os.ReadFile(o.Markdown)
 	if err != nil || string(file) != md {
 		t.Errorf("Markdown file differs from the output (%v)", err)
 	}
-	f, err := os.Open(o.PNG)
+	for _, name := range []string{"s.png", "s-rps-tls1.3-fresh.png", "s-rps-tls1.3-keepalive.png", "s-rps-tls1.2-fresh.png"} {
+		checkPNG(t, filepath.Join(dir, name))
+	}
+}
+
+// checkPNG fails unless path is a PNG of a drawing: a sensible size and
+// more than a background and one ink.
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	img, err := png.Decode(f)
 	if err != nil {
-		t.Fatalf("chart: %v", err)
+		t.Fatalf("%s: %v", path, err)
 	}
-	if b := img.Bounds(); b.Dx() != chartW || b.Dy() != chartH {
-		t.Errorf("chart is %v", b)
+	b := img.Bounds()
+	if b.Dx() < 400 || b.Dy() < 300 {
+		t.Errorf("%s is %v", path, b)
 	}
+	if n := colours(img); n < 4 {
+		t.Errorf("%s has %d colours: an empty drawing", path, n)
+	}
+}
+
+// colours counts the distinct colours of img (up to 1000).
+func colours(img image.Image) int {
+	seen := map[[4]uint32]bool{}
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bl, a := img.At(x, y).RGBA()
+			seen[[4]uint32{r, g, bl, a}] = true
+			if len(seen) >= 1000 {
+				return len(seen)
+			}
+		}
+	}
+	return len(seen)
+}
+
+func TestTargets(t *testing.T) {
+	fresh := Scenario{TLS: "1.3", Mode: ModeFresh}
+	const rpsRow = "TLS 1.3 fresh: req/s ≥ 1.10× stdlib from 16 clients, ≥ 1.00× below"
+	const p99Row = "TLS 1.3 fresh: p99 ≤ 1.00× stdlib"
+	const cpuRow = "TLS 1.3 fresh: server CPU/request ≤ 0.75× stdlib (net/http)"
+	tests := []struct {
+		name    string
+		runs    []*Result
+		row     string
+		clients int
+		want    targetVerdict
+		ratio   float64
+	}{
+		{"req/s 1.05× at 4 clients meets 1.0×", []*Result{
+			withRPS(fakeRun("fleetgate", "1.3", ModeFresh, 4, 500), 1050), withRPS(fakeRun("stdlib", "1.3", ModeFresh, 4, 500), 1000),
+		}, rpsRow, 4, met, 1.05},
+		{"req/s 1.05× at 16 clients misses 1.1×", []*Result{
+			withRPS(fakeRun("fleetgate", "1.3", ModeFresh, 16, 500), 1050), withRPS(fakeRun("stdlib", "1.3", ModeFresh, 16, 500), 1000),
+		}, rpsRow, 16, missed, 1.05},
+		{"req/s 1.1× at 64 clients meets 1.1×", []*Result{
+			withRPS(fakeRun("fleetgate", "1.3", ModeFresh, 64, 500), 1100), withRPS(fakeRun("stdlib", "1.3", ModeFresh, 64, 500), 1000),
+		}, rpsRow, 64, met, 1.1},
+		{"req/s below, fleetgate's client was the limit", []*Result{
+			withClientBusy(withRPS(fakeRun("fleetgate", "1.3", ModeFresh, 16, 500), 900), 0.91), withRPS(fakeRun("stdlib", "1.3", ModeFresh, 16, 500), 1000),
+		}, rpsRow, 16, clientLimited, 0.9},
+		{"90% busy is not over the limit", []*Result{
+			withClientBusy(withRPS(fakeRun("fleetgate", "1.3", ModeFresh, 16, 500), 900), 0.9), withRPS(fakeRun("stdlib", "1.3", ModeFresh, 16, 500), 1000),
+		}, rpsRow, 16, missed, 0.9},
+		{"p99 worse, stdlib's client was the limit", []*Result{
+			withP99(fakeRun("fleetgate", "1.3", ModeFresh, 16, 500), 2000), withClientBusy(withP99(fakeRun("stdlib", "1.3", ModeFresh, 16, 500), 1000), 0.99),
+		}, p99Row, 16, clientLimited, 2},
+		{"p99 worse", []*Result{
+			withP99(fakeRun("fleetgate", "1.3", ModeFresh, 16, 500), 2000), withP99(fakeRun("stdlib", "1.3", ModeFresh, 16, 500), 1000),
+		}, p99Row, 16, missed, 2},
+		{"CPU is judged even when the client was the limit", []*Result{
+			withClientBusy(fakeRun("fleetgate", "1.3", ModeFresh, 16, 450), 0.99), fakeRun("stdlib", "1.3", ModeFresh, 16, 600),
+		}, cpuRow, 16, met, 0.75},
+		{"no stdlib run", []*Result{
+			fakeRun("fleetgate", "1.3", ModeFresh, 16, 450), fakeRun("nginx", "1.3", ModeFresh, 16, 600),
+		}, cpuRow, 16, notMeasured, math.NaN()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := summarize(tt.runs, 300)
+			if !containsScenario(s, fresh) {
+				t.Fatalf("no %s scenario", fresh)
+			}
+			var row *targetRow
+			for _, r := range s.targets() {
+				if r.Name == tt.row {
+					row = &r
+				}
+			}
+			if row == nil {
+				t.Fatalf("no target %q in %+v", tt.row, s.targets())
+			}
+			c := row.Cells[tt.clients]
+			if c.Verdict != tt.want {
+				t.Errorf("verdict %v (%s), want %v", c.Verdict, c, tt.want)
+			}
+			if math.IsNaN(tt.ratio) != math.IsNaN(c.Ratio) || (!math.IsNaN(tt.ratio) && math.Abs(c.Ratio-tt.ratio) > 1e-9) {
+				t.Errorf("ratio %v, want %v", c.Ratio, tt.ratio)
+			}
+		})
+	}
+}
+
+func containsScenario(s *Summary, sc Scenario) bool {
+	for _, x := range s.Scenarios {
+		if x == sc {
+			return true
+		}
+	}
+	return false
+}
+
+func TestTargetCellString(t *testing.T) {
+	tests := []struct {
+		name string
+		cell targetCell
+		want string
+	}{
+		{"met", targetCell{Ratio: 0.45, Limit: 0.5, Verdict: met}, "0.45× (met)"},
+		{"missed at most", targetCell{Ratio: 0.6, Limit: 0.5, Verdict: missed}, "0.60× (**missed** by 20.0%)"},
+		{"missed at least", targetCell{Ratio: 0.99, Limit: 1.1, AtLeast: true, Verdict: missed}, "0.99× (**missed** by 10.0%)"},
+		{"met, aim not yet", targetCell{Ratio: 0.9, Limit: 1, Aim: 0.7, Verdict: met}, "0.90× (met; the 0.70× aim not yet)"},
+		{"met with aim", targetCell{Ratio: 0.7, Limit: 1, Aim: 0.7, Verdict: met}, "0.70× (met, and the 0.70× aim)"},
+		{"client limited", targetCell{Ratio: 0.8, Limit: 1.1, AtLeast: true, Verdict: clientLimited}, "0.80× (not judged: the client was the limit)"},
+		{"not measured", targetCell{Ratio: math.NaN()}, "–"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.cell.String(); got != tt.want {
+				t.Errorf("%q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCoreBusy(t *testing.T) {
+	core := 1.8
+	server := 0.65
+	tests := []struct {
+		name           string
+		r              Result
+		client, server float64
+	}{
+		{"client alone", Result{DurationS: 2, ClientCPUS: 1}, 0.5, math.NaN()},
+		{"client and origin", Result{DurationS: 2, ClientCPUS: 1, ClientCoreCPUS: &core, ServerCPUS: &server}, 0.9, 0.325},
+		// JSON from before client_cpu_s: from the CPU per request.
+		{"old JSON", Result{DurationS: 2, Requests: 1000, ClientCPUPerReqUS: 1500}, 0.75, math.NaN()},
+		{"no duration", Result{ClientCPUS: 1, ServerCPUS: &server}, math.NaN(), math.NaN()},
+	}
+	same := func(a, b float64) bool { return math.IsNaN(a) && math.IsNaN(b) || math.Abs(a-b) < 1e-9 }
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.r.ClientCoreBusy(); !same(got, tt.client) {
+				t.Errorf("ClientCoreBusy = %v, want %v", got, tt.client)
+			}
+			if got := tt.r.ServerCoreBusy(); !same(got, tt.server) {
+				t.Errorf("ServerCoreBusy = %v, want %v", got, tt.server)
+			}
+		})
+	}
+}
+
+func TestChartRenders(t *testing.T) {
+	var runs []*Result
+	for _, n := range []int{4, 16, 64} {
+		for i, server := range []string{"fleetgate", "nginx", "haproxy", "stdlib"} {
+			for _, mode := range []Mode{ModeFresh, ModeKeepalive} {
+				r := fakeRun(server, "1.3", mode, n, float64(400+100*i)/float64(1+4*boolInt(mode == ModeKeepalive)))
+				if n == 64 && server == "nginx" {
+					withClientBusy(r, 0.97) // drawn with a ring
+				}
+				runs = append(runs, r)
+			}
+		}
+	}
+	s := summarize(runs, 300)
+	dir := t.TempDir()
+	cpu := filepath.Join(dir, "cpu.png")
+	if err := s.writeCPUChart(cpu); err != nil {
+		t.Fatal(err)
+	}
+	checkPNG(t, cpu)
+	rps := filepath.Join(dir, "rps.png")
+	if err := s.writeRPSChart(rps, Scenario{TLS: "1.3", Mode: ModeFresh}); err != nil {
+		t.Fatal(err)
+	}
+	checkPNG(t, rps)
+	// Nothing to draw is an error, not an empty picture.
+	if err := (&Summary{}).writeCPUChart(filepath.Join(dir, "none.png")); err == nil {
+		t.Error("an empty summary drew a chart")
+	}
+	if err := s.writeCPUChart(filepath.Join(dir, "no-such-dir", "cpu.png")); err == nil || !strings.HasPrefix(err.Error(), "bench: chart") {
+		t.Errorf("unwritable path: %v", err)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func TestSummarizeErrors(t *testing.T) {
@@ -134,8 +379,5 @@ func TestMedian(t *testing.T) {
 	}
 	if !math.IsNaN(median(nil)) {
 		t.Error("median of nothing is not NaN")
-	}
-	if niceStep(130) != 200 || niceStep(0.7) != 1 || niceStep(45) != 50 {
-		t.Errorf("niceStep: %v %v %v", niceStep(130), niceStep(0.7), niceStep(45))
 	}
 }

@@ -82,6 +82,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 				app.SessionTickets = *fa.SessionTickets
 			}
 		}
+		l.appIdentityProviders(key("identity_providers"), fa.IdentityProviders, &app, strings.HasPrefix(fa.Domain, "*."))
 		l.transport(path, fa, &app, &cfg.Gateway)
 		l.mqtt(path, fa, &app)
 
@@ -112,6 +113,9 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		app.Certificate, _ = l.serverCertificate(path, fa, app.Domain)
 		l.env.NoHTTP = app.Protocol != ProtocolHTTP
 		app.Policies = l.policies(key("policies"), fa.Policies, app.Domain, tcp)
+		if len(l.errs) == errs {
+			l.checkIdentitySelectors(key("policies"), &app)
+		}
 		if len(fa.Policies) == 0 && !l.bad(key("policies")) {
 			l.warnf(path, "no policies: every request to %q is denied", fa.Domain)
 		}
@@ -138,8 +142,8 @@ func (l *loader) checkSession(path string, d time.Duration) {
 //
 // Every decision works on a tcp application: allow, non_identity, bypass and
 // deny look only at the certificate verdict, the address and the token, and
-// none of them needs an HTTP exchange (fleetgate has no identity-provider
-// login). What a tcp application cannot have is a session, so a policy's
+// none of them needs an HTTP exchange (identity selectors are refused there:
+// a login needs HTTP). What a tcp application cannot have is a session, so a policy's
 // session_duration is refused there.
 func (l *loader) policies(path string, fps []filePolicy, domain string, tcp bool) []policy.Policy {
 	out := make([]policy.Policy, 0, len(fps))

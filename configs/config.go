@@ -39,7 +39,10 @@ type Config struct {
 	// ServiceTokens are the [[service_tokens]] entries, in file order:
 	// credentials for machines without certificates (HTTP applications).
 	ServiceTokens []policy.ServiceToken
-	Applications  []Application
+	// IdentityProviders are the [[identity_providers]] entries, in file
+	// order: OpenID Connect providers people log in with (identity.go).
+	IdentityProviders []IdentityProvider
+	Applications      []Application
 	// Warnings are problems that do not prevent serving, such as a client CA
 	// that expires within 30 days, in file order.
 	Warnings []Problem
@@ -303,6 +306,13 @@ type Application struct {
 	// connection (relay_buffer = "256KiB", between 16KiB and 64MiB): when the
 	// receiving side is slower, the gateway stops reading from the sender.
 	RelayBuffer int64
+
+	// IdentityProviders names the [[identity_providers]] people log in
+	// with on this application (identity_providers = []), in file order.
+	// When set, policy.Application.Login is set too: allow and deny
+	// policies need a logged-in person. Only on an http application with
+	// sessions and an exact (not wildcard) domain.
+	IdentityProviders []string
 
 	// MQTT holds the keys of an mqtt application (nil for http and tcp);
 	// the tcp keys above apply to it too.

@@ -62,7 +62,7 @@ func (o Options) Load(path string) (*Config, error) {
 // Parse is the package-level Parse with these options.
 func (o Options) Parse(name string, data []byte, baseDir string) (*Config, error) {
 	l := &loader{report: newReport(name, scanPositions(data)), dir: baseDir, now: o.Now, opts: o,
-		associated: map[string]bool{}, domains: map[string]int{}, caHosts: map[string][]string{},
+		associated: map[string]bool{}, domains: map[string]int{}, caHosts: map[string][]string{}, idps: map[string]int{},
 		env: policy.Env{ClientCAs: map[string][][32]byte{}, Lists: map[string]policy.ListKind{}, ServiceTokens: map[string]bool{}}}
 	if l.now.IsZero() {
 		l.now = time.Now()
@@ -85,6 +85,7 @@ func (o Options) Parse(name string, data []byte, baseDir string) (*Config, error
 	l.clientCAEnv(fc.ClientCAs, cfg)
 	l.lists(fc.Lists, cfg)
 	l.serviceTokens(fc.ServiceTokens, cfg)
+	l.identityProviders(fc.IdentityProviders, cfg)
 	l.applications(fc.Applications, cfg)
 	l.defaultSite(cfg)
 	if errs := l.result(); errs != nil {
@@ -112,4 +113,6 @@ type loader struct {
 	env policy.Env
 	// caHosts maps each loaded client CA's name to its associated hostnames.
 	caHosts map[string][]string
+	// idps maps each [[identity_providers]] name to its index.
+	idps map[string]int
 }

@@ -16,7 +16,22 @@ type fileConfig struct {
 	Revocation    fileRevocation     `toml:"revocation"`
 	Lists         []fileList         `toml:"lists"`
 	ServiceTokens []fileServiceToken `toml:"service_tokens"`
-	Applications  []fileApplication  `toml:"applications"`
+	// IdentityProviders are the [[identity_providers]] (identity.go).
+	IdentityProviders []fileIdentityProvider `toml:"identity_providers"`
+	Applications      []fileApplication      `toml:"applications"`
+}
+
+// fileIdentityProvider is one [[identity_providers]] entry. scopes has no
+// `default` tag (a list): identity.go applies ["openid", "email", "profile"].
+type fileIdentityProvider struct {
+	Name             string   `toml:"name"`
+	Type             string   `toml:"type" default:"oidc"`
+	Issuer           string   `toml:"issuer"`
+	ClientID         string   `toml:"client_id"`
+	ClientSecretFile string   `toml:"client_secret_file"`
+	Scopes           []string `toml:"scopes"`
+	GroupsClaim      string   `toml:"groups_claim" default:"groups"`
+	OriginCAFile     string   `toml:"origin_ca_file"`
 }
 
 type fileList struct {
@@ -110,6 +125,7 @@ type fileApplication struct {
 	MQTTUsername         *string      `toml:"mqtt_username"`
 	MQTTPassword         *string      `toml:"mqtt_password"`
 	MaxConnectBytes      *size        `toml:"max_connect_bytes"`
+	IdentityProviders    []string     `toml:"identity_providers"`
 	Policies             []filePolicy `toml:"policies"`
 }
 

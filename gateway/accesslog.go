@@ -47,6 +47,12 @@ func (s *Server) accessLog(x *exchange, total time.Duration, bytesOut int64) {
 		slog.Float64("origin_ms", ms(x.originDur)),
 		slog.Float64("total_ms", ms(total)),
 	}
+	if id, ok := x.input.LoggedIn(); ok {
+		attrs = append(attrs, slog.String("email", id.Email), slog.String("idp", id.IdP))
+	}
+	if x.requestID != "" {
+		attrs = append(attrs, slog.String("request_id", x.requestID))
+	}
 	if st := x.input.ServiceToken; st != nil {
 		attrs = append(attrs, slog.String("service_token", st.Name)) // the name only, never the id or secret
 	}

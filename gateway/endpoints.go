@@ -21,6 +21,9 @@ func (x *exchange) accessEndpoints() outcome {
 	if !strings.HasPrefix(path, "/cdn-cgi/access/") {
 		return proceed
 	}
+	if o, ok := x.loginEndpoint(path); ok {
+		return o
+	}
 	switch path {
 	case pathCerts:
 		// The JWKS origins use to validate assertions: public, no auth.
@@ -33,6 +36,11 @@ func (x *exchange) accessEndpoints() outcome {
 	case pathLogout:
 		x.c.session = nil // the next request on this connection starts a new session
 		s := x.app.snap
+		if end := x.loginLogout(); end != "" {
+			x.redirect(end, "logout")
+			x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, "", x.host, s.sameSite, x.now, 0))
+			return respond
+		}
 		x.resp.Header.Add("Set-Cookie", sessionCookie(s.cookieName, "", x.host, s.sameSite, x.now, 0))
 		x.reason = "logout"
 		x.status = fasthttp.StatusOK
@@ -57,6 +65,11 @@ type identity struct {
 	Iat        int64    `json:"iat,omitempty"`
 	Type       string   `json:"type"`
 	Source     string   `json:"source"` // "token" or "certificate"
+	// Email, Groups and IdP are the logged-in person's (identity
+	// providers), from the session token.
+	Email  string   `json:"email,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	IdP    string   `json:"idp,omitempty"`
 }
 
 // getIdentity reports the identity behind the caller's token or certificate.
@@ -69,7 +82,8 @@ func (x *exchange) getIdentity() outcome {
 		return x.refuse(fasthttp.StatusUnauthorized, v.Kind.Reason())
 	case x.claims != nil:
 		c := x.claims
-		id = identity{CommonName: c.CommonName, CertSHA256: c.CertSHA256, Aud: c.Aud, Iss: c.Iss, Exp: c.Exp, Iat: c.Iat, Type: c.Type, Source: "token"}
+		id = identity{CommonName: c.CommonName, CertSHA256: c.CertSHA256, Aud: c.Aud, Iss: c.Iss, Exp: c.Exp, Iat: c.Iat, Type: c.Type, Source: "token",
+			Email: c.Email, Groups: c.Groups, IdP: c.IdP}
 	case v.OK():
 		id = identity{
 			CommonName: v.Identity.CommonName, CertSHA256: v.Identity.SHA256,

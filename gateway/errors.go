@@ -37,6 +37,9 @@ var (
 	// token: a service token never makes a session, its headers come with
 	// every request.
 	errTokenServiceToken = errors.New("token minted for a service token")
+	// errTokenUnbound refuses a session token bound (cnf) to a certificate
+	// the connection did not present.
+	errTokenUnbound = errors.New("token bound to another certificate")
 )
 
 // tokenReasons are what a refused session token's 403 and access-log line
@@ -59,6 +62,7 @@ var tokenReasons = []struct {
 	{errTokenRevoked, errTokenRevoked.Error()},
 	{errTokenRevocationUnknown, errTokenRevocationUnknown.Error()},
 	{errTokenServiceToken, errTokenServiceToken.Error()},
+	{errTokenUnbound, errTokenUnbound.Error()},
 }
 
 // tokenRefusal says why a session token was refused, mapping the error

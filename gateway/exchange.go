@@ -39,6 +39,7 @@ type exchange struct {
 
 	status     int
 	reason     string // for the access log (and the body of a refusal)
+	requestID  string // set for a page that shows one (a denied login), and logged
 	bytesOut   int64  // the response body's bytes as sent
 	originKind string // origin failure kind, for logs and metrics
 	originDur  time.Duration

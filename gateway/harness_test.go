@@ -148,6 +148,8 @@ type fileConfig struct {
 	Applications  []appSection          `toml:"applications,omitempty"`
 	Lists         []listSection         `toml:"lists,omitempty"`
 	ServiceTokens []serviceTokenSection `toml:"service_tokens,omitempty"`
+	// IdentityProviders are the [[identity_providers]] (login_test.go).
+	IdentityProviders []idpSection `toml:"identity_providers,omitempty"`
 }
 
 // listSection is one [[lists]].
@@ -243,6 +245,7 @@ type appSection struct {
 	MQTTUsername         string          `toml:"mqtt_username,omitempty"`
 	MQTTPassword         string          `toml:"mqtt_password,omitempty"`
 	MaxConnectBytes      string          `toml:"max_connect_bytes,omitempty"`
+	IdentityProviders    []string        `toml:"identity_providers,omitempty"`
 	Policies             []policySection `toml:"policies,omitempty"`
 }
 

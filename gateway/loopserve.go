@@ -146,14 +146,15 @@ func (c *conn) nextHeaderBuffered(br *bufio.Reader) bool {
 // stayOnLoop moves the exchange to a worker, on the loop, when what
 // follows may block or sign: a body not buffered whole (or chunked, or
 // behind Expect: 100-continue), a session token to verify, an access
-// endpoint.
+// endpoint, an application with identity providers (a login may discover
+// its provider over the network).
 func (x *exchange) stayOnLoop() outcome {
 	if !x.onLoop {
 		return proceed
 	}
 	h := &x.req.Header
 	cl := h.ContentLength()
-	leave := x.req.MayContinue() || cl == -1 ||
+	leave := len(x.app.idps) > 0 || x.req.MayContinue() || cl == -1 ||
 		cl > 0 && cl > x.br.Buffered()+x.c.pipe.buffered() ||
 		len(h.Peek("Cf-Access-Token")) > 0 ||
 		bytes.HasPrefix(x.req.URI().Path(), []byte("/cdn-cgi/access/"))

@@ -148,6 +148,9 @@ func (x *exchange) readToken() outcome {
 		if err == nil && !x.app.trustsRoot(claims.CertRoot) {
 			err = errTokenUntrustedRoot
 		}
+		if err == nil && !claims.BoundTo(x.presentedSHA256()) {
+			err = errTokenUnbound // as if no session were presented
+		}
 		if err == nil {
 			x.token, x.claims, x.tokenErr = string(tok), claims, nil
 			return proceed
@@ -157,6 +160,15 @@ func (x *exchange) readToken() outcome {
 		}
 	}
 	return proceed
+}
+
+// presentedSHA256 is the hex SHA-256 of the certificate the connection
+// presented and verified, "" when none: what a token's cnf must name.
+func (x *exchange) presentedSHA256() string {
+	if v := x.c.tc.Verdict(); v.OK() {
+		return v.Identity.SHA256
+	}
+	return ""
 }
 
 // maxTokenCandidates bounds the session tokens one request may make the
@@ -183,9 +195,9 @@ func (x *exchange) recheckCertificate() outcome {
 	return proceed
 }
 
-// decide evaluates the application's policies.
-func (x *exchange) decide() outcome {
-	x.input = policy.Input{
+// policyInput is what the policies see of the request.
+func (x *exchange) policyInput() policy.Input {
+	return policy.Input{
 		Cert:     x.c.tc.Verdict(),
 		Token:    x.claims,
 		ClientIP: x.c.remoteAddr,
@@ -193,6 +205,13 @@ func (x *exchange) decide() outcome {
 		Now:      x.now,
 		Lists:    x.cur.lists, // the newest, as revocation
 	}
+}
+
+// decide evaluates the application's policies. On an application with
+// identity providers, a request without a logged-in person is sent to
+// log in (login.go), and a person refused gets the denial page.
+func (x *exchange) decide() outcome {
+	x.input = x.policyInput()
 	in := &x.input
 	x.serviceCredential(in)
 	x.decision = x.app.policy.Evaluate(in)
@@ -200,6 +219,12 @@ func (x *exchange) decide() outcome {
 	if x.decision.Allowed {
 		x.reason = x.decision.Reason
 		return proceed
+	}
+	if x.decision.LoginRequired {
+		return x.needLogin()
+	}
+	if _, ok := in.LoggedIn(); ok && len(x.app.idps) > 0 {
+		return x.identityDenied(x.decision.Reason)
 	}
 	reason := x.decision.Reason
 	if x.tokenErr != nil && !in.Cert.OK() && x.decision.Policy == "" {
@@ -240,7 +265,8 @@ func (x *exchange) mint() outcome {
 	// signs nothing more, on open connections too.
 	cur := x.cur
 	d := x.decision.SessionDuration
-	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, service, d, x.now) && ss.minted == cur {
+	ident, _ := x.input.LoggedIn()
+	if ss := x.c.session; d > 0 && ss.reusable(x.app, x.decision.Policy, service, ident.Nonce, d, x.now) && ss.minted == cur {
 		x.assertion = ss.token
 		if service == "" && ss.sentFor != x.host {
 			// A device that did not keep the cookie gets it once per
@@ -254,13 +280,13 @@ func (x *exchange) mint() outcome {
 		x.wantWorker = true
 		return suspend
 	}
-	tok, exp, err := cur.mintFor(x.app, &x.input, x.decision)
+	tok, exp, identNonce, err := cur.mintFor(x.app, &x.input, x.decision)
 	if err != nil {
 		return x.internalError("mint token", err)
 	}
 	x.assertion = tok
 	if d > 0 {
-		x.c.session = &session{app: x.app, policy: x.decision.Policy, service: service, dur: d, token: tok, exp: exp, minted: cur}
+		x.c.session = &session{app: x.app, policy: x.decision.Policy, service: service, ident: identNonce, dur: d, token: tok, exp: exp, minted: cur}
 		x.c.srv.metrics.tokenMinted(x.app.name, "session")
 		if service != "" {
 			return proceed // no cookie: the headers come with each request
@@ -293,10 +319,13 @@ type session struct {
 	// device's: it serves only requests that present that same service
 	// token (checked again on each), never one without the headers.
 	service string
-	dur     time.Duration
-	token   string
-	exp     time.Time
-	minted  *snapshot // the configuration whose key signed it
+	// ident is the identity nonce of the person the token was minted for
+	// ("" for a device): it serves only requests of that same login.
+	ident  string
+	dur    time.Duration
+	token  string
+	exp    time.Time
+	minted *snapshot // the configuration whose key signed it
 	// sentFor is the host whose Set-Cookie (its Domain) carried the token
 	// in a response on this connection: a device that reaches several hosts
 	// of a wildcard site over one connection gets the cookie for each.
@@ -307,8 +336,8 @@ type session struct {
 // policy, on service token service ("" for none), with session duration d
 // at now: same decision, same service token, and more than half of its life
 // left.
-func (s *session) reusable(app *application, policy, service string, d time.Duration, now time.Time) bool {
-	return s != nil && s.app == app && s.policy == policy && s.service == service && s.dur == d && s.exp.Sub(now) > d/2
+func (s *session) reusable(app *application, policy, service, ident string, d time.Duration, now time.Time) bool {
+	return s != nil && s.app == app && s.policy == policy && s.service == service && s.ident == ident && s.dur == d && s.exp.Sub(now) > d/2
 }
 
 // forward sends the request to the application's origin and copies the

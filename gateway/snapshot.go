@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/oidclogin"
 	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
@@ -36,10 +37,13 @@ type snapshot struct {
 	// snapshot by every request and tcp decision (lists.go).
 	lists         *policy.ListSet
 	serviceTokens *policy.ServiceTokens
-	jwks          []byte
-	issuer        string
-	cookieName    string
-	sameSite      string
+	// logins holds the identity providers and the login state's keys
+	// (login.go).
+	logins     *logins
+	jwks       []byte
+	issuer     string
+	cookieName string
+	sameSite   string
 
 	maxHeaderBytes int
 	// readers pools the request workers' header readers, each of
@@ -74,6 +78,9 @@ type application struct {
 	// mqtt is set for an mqtt application: its CONNECT check and identity
 	// binding (mqttapp.go).
 	mqtt *mqttSettings
+	// idps are the identity providers people log in with, in the
+	// application's order; empty: no login (login.go).
+	idps []*oidclogin.Provider
 	// roots are the hex SHA-256s of the roots of the CAs associated with
 	// the application's domain: a session token whose certificate chained
 	// to another root (a CA since removed) is refused here.
@@ -136,6 +143,9 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	if err := s.provisionCredentials(cfg); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	if err := s.provisionLogins(cfg, old); err != nil {
+		return nil, err
+	}
 	sites := make([]*tlsengine.Site, 0, len(cfg.Applications))
 	for i := range cfg.Applications {
 		app, site, err := s.buildApplication(&cfg.Applications[i], oldClients, old, opt)
@@ -176,6 +186,9 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		forwardClientCert: ca.ForwardClientCert,
 		serviceAuth401:    ca.ServiceAuth401,
 		roots:             rootSums(ca.ClientCAs),
+	}
+	for _, name := range ca.IdentityProviders {
+		app.idps = append(app.idps, s.logins.providers[name])
 	}
 	if ca.Protocol.Relayed() {
 		app.tcp = newTCPSettings(ca)
@@ -299,12 +312,17 @@ func (s *snapshot) inputLimit() int {
 }
 
 // mintFor mints the token of an allowed request: claims from the policy
-// input (the certificate's identity, or the token's standing in for it).
-func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision) (tok string, exp time.Time, err error) {
+// input (the certificate's identity, or the token's standing in for it,
+// and the logged-in person's). ident is the token's identity nonce when a
+// person is logged in, "" for a device.
+func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision) (tok string, exp time.Time, ident string, err error) {
 	claims, err := app.policy.NewClaims(s.issuer, in, d)
 	if err != nil {
-		return "", time.Time{}, err
+		return "", time.Time{}, "", err
+	}
+	if claims.IdP != "" {
+		ident = claims.IdentityNonce
 	}
 	tok, err = s.keys.Mint(claims)
-	return tok, time.Unix(claims.Exp, 0), err
+	return tok, time.Unix(claims.Exp, 0), ident, err
 }

@@ -37,6 +37,16 @@ type Claims struct {
 	ServiceTokenName string `json:"service_token_name,omitempty"`
 	// Policy names the policy that admitted the request that minted the token.
 	Policy string `json:"policy,omitempty"`
+	// Email, Groups and IdP are the identity of a person who logged in
+	// with an identity provider (IdP is its [[identity_providers]] name;
+	// Sub is then the IdP's subject). Empty for devices.
+	Email  string   `json:"email,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	IdP    string   `json:"idp,omitempty"`
+	// Cnf binds the token to the certificate the request that minted it
+	// presented (RFC 8705 section 3.1): the gateway accepts it back only
+	// on a connection presenting that same certificate (BoundTo).
+	Cnf *Confirmation `json:"cnf,omitempty"`
 	// NoDuration marks a token minted for one request only: it goes to the
 	// origin and is refused if ever presented back.
 	NoDuration bool `json:"no_duration,omitempty"`

@@ -29,7 +29,8 @@
 // OU, serial, fingerprint, client_ca), selectors_net.go (ip, list), list.go
 // (List, ListSet: xxhash sets of a million values), servicetoken.go
 // (ServiceTokens, service_token selectors), subject.go (the identity selectors see: the
-// certificate's, or a session token's), evaluate.go (Compile, Evaluate,
+// certificate's, or a session token's), identity.go (a logged-in person's
+// Identity, the cnf binding, email, email_domain, group and login_method), evaluate.go (Compile, Evaluate,
 // Decision), aud.go (audience tags), claims.go and mint.go (token claims and
 // signing), keyset.go (signing keys, kid, JWKS), verify.go (token
 // verification), jwks_parse.go (ParseJWKS, VerifyAny: the origin's view),

@@ -20,6 +20,10 @@ const (
 	// the certificate does not carry (a SAN, O, OU); the certificate itself
 	// would have to be presented.
 	ReasonNotOnToken = "no policy matched: a selector needs the certificate, not the session token"
+	// ReasonLoginRequired: the application has identity providers, no
+	// bypass or non_identity policy admitted the request, and it carries no
+	// logged-in identity: the person must log in first.
+	ReasonLoginRequired = "login required"
 )
 
 // Decision is the outcome of evaluating an application's policies for one
@@ -49,12 +53,24 @@ type Decision struct {
 	// written: `include[1] common_name_pattern = "sensor-*"`; "" when no
 	// policy matched. For the access log and the tcp close log.
 	Rule string
+	// LoginRequired is set on a refusal of an application with Login when
+	// the request carries no logged-in identity: the gateway starts a
+	// login instead of answering 403.
+	LoginRequired bool
+	// BindCertificate is set on an application with Login when the
+	// allowing policy uses a certificate selector in its include or
+	// require: the minted token then carries the certificate's thumbprint
+	// as cnf, so that a stolen cookie opens nothing without the
+	// certificate's key. (A device application's session token keeps
+	// standing in for the certificate, as Access's does.)
+	BindCertificate bool
 }
 
 // plan is what Compile precomputes for Evaluate.
 type plan struct {
 	reasons []string   // per policy: "allowed by policy …" or "denied by policy …"
 	rules   [][]string // per policy, per include entry: its Rule text
+	binds   []bool     // per policy: a certificate selector in include or require
 }
 
 // ruleText is the Rule of a decision made by include entry j.
@@ -105,7 +121,11 @@ func (a *Application) Compile() error {
 	if a.AUD == "" {
 		a.AUD = DeriveAUD(a.Name)
 	}
-	a.plan = &plan{reasons: reasons, rules: rules}
+	binds := make([]bool, len(a.Policies))
+	for i := range a.Policies {
+		binds[i] = usesCertificate(&a.Policies[i])
+	}
+	a.plan = &plan{reasons: reasons, rules: rules, binds: binds}
 	return nil
 }
 
@@ -176,6 +196,15 @@ func (a *Application) Evaluate(in *Input) Decision {
 		d.ServiceAuthFailed = true
 		return d
 	}
+	if a.Login {
+		// Allow and deny policies are evaluated with the identity and the
+		// certificate together, so only once the person has logged in.
+		if _, ok := in.LoggedIn(); !ok {
+			d := a.refuse(ReasonLoginRequired)
+			d.LoginRequired = true
+			return d
+		}
+	}
 	// Pass 2: allow and deny, in file order.
 	unknown := false
 	for i := range a.Policies {
@@ -226,6 +255,7 @@ func (a *Application) decide(i, j int) Decision {
 	}
 	d.Allowed = true
 	if p.Action != Bypass {
+		d.BindCertificate = a.Login && a.binds(i)
 		d.Mint = true
 		d.SessionDuration = a.SessionDuration
 		if p.HasSessionDuration {
@@ -256,6 +286,28 @@ func (a *Application) rule(i, j int) string {
 		return pl.rules[i][j]
 	}
 	return ruleText(j, a.Policies[i].Include[j])
+}
+
+// binds reports whether policy i uses a certificate selector in its
+// include or require, precomputed when Compile has run.
+func (a *Application) binds(i int) bool {
+	if pl := a.plan; pl != nil && len(pl.binds) == len(a.Policies) {
+		return pl.binds[i]
+	}
+	return usesCertificate(&a.Policies[i])
+}
+
+// usesCertificate reports whether p's include or require has a
+// certificate selector (an exclude only narrows, it proves nothing).
+func usesCertificate(p *Policy) bool {
+	for _, list := range [...][]Selector{p.Include, p.Require} {
+		for _, s := range list {
+			if s != nil && s.NeedsCertificate() {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (a *Application) hasNonIdentity() bool {

@@ -45,6 +45,11 @@ type ClaimsParams struct {
 	// NotAfter, when set, caps exp: the certificate's own expiry, so that a
 	// session token never outlives the certificate it stands in for.
 	NotAfter time.Time
+	// Identity, when set, is the logged-in person: email, groups, idp and
+	// sub claims, and its Nonce (when set) as identity_nonce.
+	Identity *Identity
+	// Cnf, when set, binds the token to a certificate (RFC 8705).
+	Cnf *Confirmation
 }
 
 // NewClaims returns the claims of a token to mint: aud = [p.AUD], iss, sub
@@ -77,6 +82,13 @@ func NewClaims(p ClaimsParams) *Claims {
 		Policy:        p.Policy,
 
 		ServiceTokenName: p.ServiceTokenName,
+		Cnf:              p.Cnf,
+	}
+	if id := p.Identity; id != nil {
+		c.Email, c.Groups, c.IdP, c.Sub = id.Email, id.Groups, id.IdP, id.Subject
+		if id.Nonce != "" {
+			c.IdentityNonce = id.Nonce // the session's, kept across re-mints
+		}
 	}
 	if p.Duration <= 0 {
 		c.NoDuration = true
@@ -110,6 +122,9 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 		return nil, fmt.Errorf("policy: NewClaims: negative session duration %s", d.SessionDuration)
 	}
 	p := ClaimsParams{AUD: a.AUD, Issuer: issuer, Policy: d.Policy, Duration: d.SessionDuration, Now: in.Now}
+	if id, ok := in.LoggedIn(); ok {
+		p.Identity = &id
+	}
 	if st := in.ServiceToken; st != nil {
 		// A machine's credential: the token says which, not a certificate
 		// (a session token from it never stands in for one).
@@ -127,6 +142,11 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 			p.NotAfter = in.Cert.PathNotAfter() // an intermediate may expire first
 			if p.NotAfter.IsZero() {
 				p.NotAfter = in.Cert.Identity.NotAfter
+			}
+		}
+		if d.BindCertificate {
+			if t := Thumbprint(s.CertSHA256); t != "" {
+				p.Cnf = &Confirmation{X5tS256: t}
 			}
 		}
 	}

@@ -45,6 +45,10 @@ type Input struct {
 	// ("service token expired", …), "" when none was presented or it is
 	// valid. A non-empty problem refuses the request after bypass policies.
 	ServiceTokenProblem string
+	// Identity is the person who just logged in with an identity provider
+	// (the login's callback), nil otherwise; on later requests the session
+	// token carries it (LoggedIn).
+	Identity *Identity
 }
 
 // Selector is one rule entry such as { common_name = "sensor-0001" }.
@@ -107,7 +111,13 @@ type Application struct {
 	// ServiceAuth401 answers 401 instead of 403 when a non_identity policy
 	// fails.
 	ServiceAuth401 bool
-	Policies       []Policy
+	// Login is set when the application has identity providers: then
+	// allow and deny policies are evaluated only for a logged-in identity
+	// (a request without one gets Decision.LoginRequired), so `everyone`
+	// there means any logged-in person. Bypass and non_identity policies
+	// are unchanged: they never start a login.
+	Login    bool
+	Policies []Policy
 
 	// plan holds what Compile precomputes (the reason strings), so that
 	// Evaluate does not allocate. Nil until Compile is called.

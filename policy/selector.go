@@ -35,6 +35,10 @@ var selectorRegistry = map[string]selectorParser{
 	keyList:                 parseList,
 	keyServiceToken:         parseServiceToken,
 	keyAnyValidServiceToken: parseAnyValidServiceToken,
+	keyEmail:                plain(parseEmail),
+	keyEmailDomain:          plain(parseEmailDomain),
+	keyGroup:                plain(parseGroup),
+	keyLoginMethod:          plain(parseLoginMethod),
 }
 
 // Env is what selectors that name other parts of the configuration resolve

@@ -102,8 +102,8 @@ func TestParseSelector(t *testing.T) {
 }
 
 func TestSelectorKeys(t *testing.T) {
-	want := []string{"any_valid_service_token", "client_ca", "common_name", "common_name_pattern", "everyone",
-		"fingerprint", "ip", "list", "organization", "organizational_unit", "san_dns", "san_email", "san_uri",
+	want := []string{"any_valid_service_token", "client_ca", "common_name", "common_name_pattern", "email", "email_domain", "everyone",
+		"fingerprint", "group", "ip", "list", "login_method", "organization", "organizational_unit", "san_dns", "san_email", "san_uri",
 		"serial", "service_token", "valid_certificate"}
 	if got := SelectorKeys(); !reflect.DeepEqual(got, want) {
 		t.Errorf("SelectorKeys() = %v, want %v", got, want)

@@ -48,6 +48,7 @@ from -ca-cert/-ca-key) and reused by later runs.
 type benchFlags struct {
 	target, sni, host, dir, caCert, caKey, cacert string
 	mode, tlsVersion, group, path, pids, label    string
+	clientCorePIDs                                string
 	devices, concurrency, bodySize, sourceIPs     int
 	requests                                      int64
 	duration, warmup, timeout                     time.Duration
@@ -96,6 +97,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.path, "path", "/", "request `path`")
 	fs.IntVar(&f.bodySize, "body-size", 0, "POST a body of this many `bytes` (0: GET)")
 	fs.StringVar(&f.pids, "pid", "", "server `PIDs` (comma-separated): report their CPU µs per request")
+	fs.StringVar(&f.clientCorePIDs, "client-core-pids", "", "other `PIDs` on the client's CPU (e.g. the origin): their CPU counts toward the client core's busy share")
 	fs.IntVar(&f.sourceIPs, "source-ips", 0, "spread connections over `N` source addresses in 127.0.0.0/8")
 	fs.StringVar(&f.label, "label", "", "a `name` for this run in the report")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the report as one JSON object")
@@ -241,6 +243,9 @@ func benchRun(ctx context.Context, f *benchFlags, stdout, stderr io.Writer) erro
 	}
 	if o.PIDs, err = bench.ParsePIDs(f.pids); err != nil {
 		return err
+	}
+	if o.ClientCorePIDs, err = bench.ParsePIDs(f.clientCorePIDs); err != nil {
+		return fmt.Errorf("bench: -client-core-pids %q: want comma-separated process IDs", f.clientCorePIDs)
 	}
 	if !f.insecure {
 		cacert := f.cacert

@@ -46,6 +46,7 @@ func TestBenchTCPFlags(t *testing.T) {
 		{"hold without -idle", []string{"-mode", "tcp-hold"}, "needs -idle"},
 		{"unknown mode", []string{"-mode", "udp"}, "tcp-hold or mqtt"},
 		{"nobody relays", []string{"-mode", "tcp", "-requests", "2", "-message-size", "4096"}, "every request failed"},
+		{"bad client core PIDs", []string{"-mode", "tcp", "-client-core-pids", "origin"}, "-client-core-pids"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runInProcess(t, append(append([]string{}, base...), tt.args...)...)

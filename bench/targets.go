@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// The performance targets of the HTTP comparison, fleetgate's median over
+// another server's, at each concurrency measured:
+//   - fresh: server CPU per request ≤ 0.5× nginx and ≤ 0.75× Go net/http
+//     (stdlib), and (TLS 1.3) ≤ 1.4× the crypto floor;
+//   - fresh: req/s ≥ 1.1× net/http from 16 clients, ≥ 1.0× below, and p99
+//     latency no worse than net/http's, unless the client was the limit;
+//   - keep-alive: server CPU per request ≤ 1.0× HAProxy, aiming at 0.7×.
+const (
+	targetFreshCPUNginx   = 0.5
+	targetFreshCPUStdlib  = 0.75
+	targetFreshCPUFloor   = 1.4
+	targetFreshRPSStdlib  = 1.1
+	targetFreshRPSFewest  = 1.0 // below targetRPSFromClients
+	targetRPSFromClients  = 16
+	targetFreshP99Stdlib  = 1.0
+	targetKeepaliveCPU    = 1.0
+	targetKeepaliveCPUAim = 0.7
+)
+
+// targetVerdict is a target's outcome at one concurrency.
+type targetVerdict int
+
+const (
+	notMeasured targetVerdict = iota
+	met
+	missed
+	// clientLimited: a throughput or latency target where the client's core
+	// was over ClientLimit busy in fleetgate's run or the other's: the
+	// ratio is shown, not judged.
+	clientLimited
+)
+
+// targetCell is a target's outcome at one concurrency.
+type targetCell struct {
+	Ratio   float64 // fleetgate over the other
+	Limit   float64 // the bound at this concurrency
+	Aim     float64 // a stricter aim, 0 if none
+	AtLeast bool    // Ratio must be ≥ Limit (throughput); else ≤ (CPU, latency)
+	Verdict targetVerdict
+}
+
+// String is "0.45× (met)", "1.20× (**missed** by 20.0%)", "–" …
+func (c targetCell) String() string {
+	r := fmt.Sprintf("%.2f×", c.Ratio)
+	switch c.Verdict {
+	case met:
+		if c.Aim > 0 {
+			if c.Ratio <= c.Aim {
+				return fmt.Sprintf("%s (met, and the %.2f× aim)", r, c.Aim)
+			}
+			return fmt.Sprintf("%s (met; the %.2f× aim not yet)", r, c.Aim)
+		}
+		return r + " (met)"
+	case missed:
+		by := c.Ratio/c.Limit - 1
+		if c.AtLeast {
+			by = 1 - c.Ratio/c.Limit
+		}
+		return fmt.Sprintf("%s (**missed** by %.1f%%)", r, by*100)
+	case clientLimited:
+		return r + " (not judged: the client was the limit)"
+	}
+	return "–"
+}
+
+// targetRow is one target over the concurrencies measured.
+type targetRow struct {
+	Name  string
+	Cells map[int]targetCell
+}
+
+// targetSpec describes a target: a figure of fleetgate's Cell over the same
+// figure of Other's (or over the crypto floor when Other is empty).
+type targetSpec struct {
+	name    string
+	other   string
+	figure  func(*Cell) float64
+	limit   func(clients int) float64
+	aim     float64
+	atLeast bool
+	// clientBound: not judged where a client was the limit (throughput and
+	// latency; CPU per request does not depend on the client's speed).
+	clientBound bool
+}
+
+func cellCPU(c *Cell) float64 { return c.CPU }
+func cellRPS(c *Cell) float64 { return c.Throughput }
+func cellP99(c *Cell) float64 { return c.P99 }
+
+func constant(v float64) func(int) float64 { return func(int) float64 { return v } }
+
+// targets evaluates the targets on the scenarios measured.
+func (s *Summary) targets() []targetRow {
+	var rows []targetRow
+	for _, sc := range s.Scenarios {
+		var specs []targetSpec
+		switch sc.Mode {
+		case ModeFresh:
+			specs = append(specs,
+				targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× nginx", targetFreshCPUNginx),
+					other: "nginx", figure: cellCPU, limit: constant(targetFreshCPUNginx)},
+				targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× stdlib (net/http)", targetFreshCPUStdlib),
+					other: "stdlib", figure: cellCPU, limit: constant(targetFreshCPUStdlib)})
+			if sc.TLS == "1.3" {
+				specs = append(specs, targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× the crypto floor", targetFreshCPUFloor),
+					figure: cellCPU, limit: constant(targetFreshCPUFloor)})
+			}
+			specs = append(specs,
+				targetSpec{name: fmt.Sprintf("req/s ≥ %.2f× stdlib from %d clients, ≥ %.2f× below", targetFreshRPSStdlib, targetRPSFromClients, targetFreshRPSFewest),
+					other: "stdlib", figure: cellRPS, atLeast: true, clientBound: true,
+					limit: func(n int) float64 {
+						if n >= targetRPSFromClients {
+							return targetFreshRPSStdlib
+						}
+						return targetFreshRPSFewest
+					}},
+				targetSpec{name: fmt.Sprintf("p99 ≤ %.2f× stdlib", targetFreshP99Stdlib),
+					other: "stdlib", figure: cellP99, limit: constant(targetFreshP99Stdlib), clientBound: true})
+		case ModeKeepalive:
+			specs = append(specs, targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× haproxy (aim %.2f×)", targetKeepaliveCPU, targetKeepaliveCPUAim),
+				other: "haproxy", figure: cellCPU, limit: constant(targetKeepaliveCPU), aim: targetKeepaliveCPUAim})
+		}
+		for _, t := range specs {
+			rows = append(rows, s.evaluate(sc, t))
+		}
+	}
+	return rows
+}
+
+// evaluate computes one target at every concurrency of the summary.
+func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
+	row := targetRow{Name: sc.String() + ": " + t.name, Cells: map[int]targetCell{}}
+	for _, n := range s.Levels {
+		c := targetCell{Limit: t.limit(n), Aim: t.aim, AtLeast: t.atLeast, Ratio: math.NaN()}
+		fg := s.cell(sc, n, "fleetgate")
+		var other *Cell
+		denom := s.FloorUS
+		if t.other != "" {
+			other = s.cell(sc, n, t.other)
+			denom = math.NaN()
+			if other != nil {
+				denom = t.figure(other)
+			}
+		}
+		if fg != nil && denom > 0 && !math.IsNaN(t.figure(fg)) {
+			c.Ratio = t.figure(fg) / denom
+			switch {
+			case t.clientBound && (fg.ClientLimited() || (other != nil && other.ClientLimited())):
+				c.Verdict = clientLimited
+			case t.atLeast && c.Ratio >= c.Limit, !t.atLeast && c.Ratio <= c.Limit:
+				c.Verdict = met
+			default:
+				c.Verdict = missed
+			}
+		}
+		row.Cells[n] = c
+	}
+	return row
+}
+
+// writeTargets writes the targets as a table: one row per target, one
+// column per concurrency.
+func (s *Summary) writeTargets(w io.Writer) {
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy):\n\n", ClientLimit*100)
+	head := []string{"target"}
+	for _, n := range s.Levels {
+		head = append(head, fmt.Sprintf("%d clients", n))
+	}
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat(" --- |", len(head)))
+	for _, r := range s.targets() {
+		cells := []string{r.Name}
+		for _, n := range s.Levels {
+			cells = append(cells, r.Cells[n].String())
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+}

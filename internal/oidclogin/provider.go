@@ -1,0 +1,270 @@
+// Package oidclogin is the gateway's OpenID Connect relying party: the
+// authorization code flow with state, nonce and PKCE (S256) against one
+// provider, and the sealed login state a browser carries between the
+// redirect to the provider and the callback. The protocol is
+// github.com/coreos/go-oidc (discovery, JWKS, ID token verification) and
+// golang.org/x/oauth2 (authorization URL, code exchange, PKCE); this
+// package only wires them, adds what they leave to the caller (the nonce
+// comparison, email_verified, the groups claim) and bounds every call to
+// the provider in time.
+//
+//	request without session ─▶ Provider.Start ─▶ 302 to the provider (state, nonce, S256 challenge)
+//	                              │ State sealed into a cookie (Sealer)
+//	callback ?code&state ─▶ Sealer.Open ─▶ Provider.Finish ─▶ Identity
+//	                              code + verifier ─▶ token endpoint ─▶ ID token: signature, iss, aud, exp, nonce
+//
+// Discovery is lazy and never blocks forever: the first login discovers
+// the provider (bounded by Config.Timeout); a failure is remembered for
+// retryAfter, so a provider that is down costs one timeout, not one per
+// request, and is tried again afterwards.
+package oidclogin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// Errors, by source: the provider could not be reached or answered
+// nonsense (ErrUnavailable: 502), or the login itself is not valid
+// (ErrLogin: 401).
+var (
+	ErrUnavailable = errors.New("oidclogin: identity provider unavailable")
+	ErrLogin       = errors.New("oidclogin: login refused")
+)
+
+// DefaultTimeout bounds each call to the provider when Config.Timeout is 0.
+const DefaultTimeout = 10 * time.Second
+
+// retryAfter is how long a failed discovery is remembered.
+const retryAfter = 5 * time.Second
+
+// Config is one provider, as configured.
+type Config struct {
+	Name         string // the [[identity_providers]] name
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	Scopes       []string
+	GroupsClaim  string
+	// RootCAs verify the provider's TLS certificate; nil: the system's.
+	RootCAs *x509.CertPool
+	// Timeout bounds each call to the provider (discovery, JWKS, token).
+	Timeout time.Duration
+	// Now is the clock ID tokens are checked against; nil: time.Now.
+	Now func() time.Time
+}
+
+// Identity is what a verified ID token says about the person.
+type Identity struct {
+	Subject string
+	Email   string
+	Groups  []string
+}
+
+// Provider is one OpenID provider. It is safe for concurrent use.
+type Provider struct {
+	cfg    Config
+	client *http.Client
+
+	mu      sync.Mutex
+	disc    *discovered // nil until discovery succeeded
+	lastTry time.Time
+	lastErr error
+}
+
+// discovered is what discovery gave.
+type discovered struct {
+	op         *oidc.Provider
+	verifier   *oidc.IDTokenVerifier
+	endSession string
+}
+
+// New returns a provider; nothing is fetched until the first login.
+func New(c Config) *Provider {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12}
+	return &Provider{cfg: c, client: &http.Client{Transport: tr, Timeout: c.Timeout}}
+}
+
+// Name is the provider's configured name.
+func (p *Provider) Name() string { return p.cfg.Name }
+
+// Close releases the provider's idle connections.
+func (p *Provider) Close() { p.client.CloseIdleConnections() }
+
+// ctx returns a context that carries the provider's HTTP client and is
+// bounded by its timeout.
+func (p *Provider) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, p.cfg.Timeout)
+	return oidc.ClientContext(ctx, p.client), cancel
+}
+
+// discover returns the discovered provider, discovering it now when it has
+// not been, or when the last failure is older than retryAfter.
+func (p *Provider) discover(parent context.Context) (*discovered, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.disc != nil {
+		return p.disc, nil
+	}
+	if p.lastErr != nil && time.Since(p.lastTry) < retryAfter {
+		return nil, p.lastErr
+	}
+	ctx, cancel := p.ctx(parent)
+	defer cancel()
+	p.lastTry = time.Now()
+	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
+	if err != nil {
+		p.lastErr = fmt.Errorf("%w: %s: discovery: %v", ErrUnavailable, p.cfg.Name, err)
+		return nil, p.lastErr
+	}
+	var extra struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	_ = op.Claims(&extra) // optional
+	p.disc = &discovered{
+		op:         op,
+		verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
+		endSession: extra.EndSession,
+	}
+	p.lastErr = nil
+	return p.disc, nil
+}
+
+// oauth returns the OAuth 2.0 client for redirectURL.
+func (p *Provider) oauth(d *discovered, redirectURL string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     p.cfg.ClientID,
+		ClientSecret: p.cfg.ClientSecret,
+		Endpoint:     d.op.Endpoint(),
+		RedirectURL:  redirectURL,
+		Scopes:       p.cfg.Scopes,
+	}
+}
+
+// Start begins a login: it returns the provider's authorization URL and
+// the state (with fresh state, nonce and PKCE verifier) to seal into the
+// browser's login cookie.
+func (p *Provider) Start(ctx context.Context, redirectURL string) (authURL string, st State, err error) {
+	d, err := p.discover(ctx)
+	if err != nil {
+		return "", State{}, err
+	}
+	st = State{Provider: p.cfg.Name, State: random(), Nonce: random(), Verifier: oauth2.GenerateVerifier()}
+	authURL = p.oauth(d, redirectURL).AuthCodeURL(st.State, oidc.Nonce(st.Nonce), oauth2.S256ChallengeOption(st.Verifier))
+	return authURL, st, nil
+}
+
+// Finish completes a login: it exchanges code with the PKCE verifier,
+// verifies the ID token (signature, issuer, audience, expiry) and compares
+// its nonce with st's (go-oidc leaves that to the caller). An ID token
+// whose email_verified is false is refused: an email selector must not
+// admit an address nobody proved to own.
+func (p *Provider) Finish(parent context.Context, redirectURL, code string, st State) (Identity, error) {
+	d, err := p.discover(parent)
+	if err != nil {
+		return Identity{}, err
+	}
+	ctx, cancel := p.ctx(parent)
+	defer cancel()
+	tok, err := p.oauth(d, redirectURL).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+			return Identity{}, fmt.Errorf("%w: %s: code exchange: %s", ErrLogin, p.cfg.Name, re.ErrorCode)
+		}
+		return Identity{}, fmt.Errorf("%w: %s: code exchange: %v", ErrUnavailable, p.cfg.Name, err)
+	}
+	raw, ok := tok.Extra("id_token").(string)
+	if !ok || raw == "" {
+		return Identity{}, fmt.Errorf("%w: %s: the token response has no id_token", ErrLogin, p.cfg.Name)
+	}
+	idt, err := d.verifier.Verify(ctx, raw)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %s: ID token: %v", ErrLogin, p.cfg.Name, err)
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(st.Nonce)) != 1 {
+		return Identity{}, fmt.Errorf("%w: %s: ID token nonce does not match the login's", ErrLogin, p.cfg.Name)
+	}
+	return p.identity(idt)
+}
+
+// identity reads the person's claims from a verified ID token.
+func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
+	var c struct {
+		Email         string `json:"email"`
+		EmailVerified *bool  `json:"email_verified"`
+	}
+	var all map[string]any
+	if err := idt.Claims(&c); err != nil {
+		return Identity{}, fmt.Errorf("%w: %s: ID token claims: %v", ErrLogin, p.cfg.Name, err)
+	}
+	if err := idt.Claims(&all); err != nil {
+		return Identity{}, fmt.Errorf("%w: %s: ID token claims: %v", ErrLogin, p.cfg.Name, err)
+	}
+	if c.EmailVerified != nil && !*c.EmailVerified {
+		return Identity{}, fmt.Errorf("%w: %s: the email %q is not verified", ErrLogin, p.cfg.Name, c.Email)
+	}
+	return Identity{Subject: idt.Subject, Email: c.Email, Groups: groups(all[p.cfg.GroupsClaim])}, nil
+}
+
+// groups reads a groups claim: an array of strings, or one string.
+func groups(v any) []string {
+	switch g := v.(type) {
+	case string:
+		return []string{g}
+	case []any:
+		out := make([]string, 0, len(g))
+		for _, e := range g {
+			if s, ok := e.(string); ok && s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// EndSessionURL returns the provider's end_session_endpoint with the
+// client_id parameter (OpenID Connect RP-Initiated Logout) when its
+// discovery advertised one (discovering it now if need be), else "".
+func (p *Provider) EndSessionURL(ctx context.Context) string {
+	d, err := p.discover(ctx)
+	if err != nil || d.endSession == "" {
+		return ""
+	}
+	u, err := url.Parse(d.endSession)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return ""
+	}
+	q := u.Query()
+	q.Set("client_id", p.cfg.ClientID)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// random is 32 random bytes, base64url: a state or a nonce.
+func random() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
