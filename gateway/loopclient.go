@@ -51,6 +51,9 @@ type loopPool struct {
 	idle    []*loopOrigin // loop only
 	open    atomic.Int32  // connections open or being dialed
 	dialing atomic.Bool
+	// retired is set once the newest configuration no longer uses the
+	// origin client: the pool keeps no connection (retireLoopPools).
+	retired atomic.Bool
 }
 
 // loopOrigin is one origin connection of a loop's pool.
@@ -67,14 +70,65 @@ type loopOrigin struct {
 	done      bool // closed
 }
 
-// loopPool returns the pool of hc's connections on loop.
+// loopPool returns the pool of hc's connections on loop, or nil when the
+// newest configuration no longer uses hc (a connection still on an older
+// snapshot): its requests go to the pooled client on a worker, and no loop
+// keeps connections for a retired origin.
 func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPool {
 	k := loopPoolKey{hc, loop}
 	if p, ok := s.loopPools.Load(k); ok {
 		return p.(*loopPool)
 	}
-	p, _ := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop})
-	return p.(*loopPool)
+	if !s.snap.Load().usesOrigin(hc) {
+		return nil
+	}
+	v, loaded := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop})
+	p := v.(*loopPool)
+	// A reload that swapped the snapshot between the look above and the
+	// store has already swept the pools: look again.
+	if !loaded && !s.snap.Load().usesOrigin(hc) {
+		p.retire()
+		return nil
+	}
+	return p
+}
+
+// usesOrigin reports whether an application of the snapshot sends its
+// requests through hc.
+func (s *snapshot) usesOrigin(hc *fasthttp.HostClient) bool {
+	for _, a := range s.apps {
+		if a.origin == hc {
+			return true
+		}
+	}
+	return false
+}
+
+// retireLoopPools closes, after a reload, the loops' idle connections to
+// the origins the new snapshot no longer uses (an unchanged origin keeps
+// its client, and its pools); a connection still carrying a request closes
+// once its answer is in.
+func (s *Server) retireLoopPools(snap *snapshot) {
+	s.loopPools.Range(func(k, v any) bool {
+		if p := v.(*loopPool); !snap.usesOrigin(p.hc) {
+			p.retire()
+		}
+		return true
+	})
+}
+
+// retire takes the pool out of the server's map and closes its idle
+// connections on its loop.
+func (p *loopPool) retire() {
+	p.retired.Store(true)
+	p.srv.loopPools.CompareAndDelete(loopPoolKey{p.hc, p.loop}, p)
+	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		for _, lo := range p.idle {
+			_ = lo.gc.Close()
+		}
+		p.idle = nil
+		return nil
+	}))
 }
 
 // take returns an idle connection, or nil (on the loop).
@@ -134,6 +188,9 @@ func (p *loopPool) connectTimeout() time.Duration {
 // opened is the enrolled socket's OnOpen: it joins the idle pool.
 func (lo *loopOrigin) opened(gc gnet.Conn) ([]byte, gnet.Action) {
 	lo.gc = gc
+	if lo.pool.retired.Load() {
+		return nil, gnet.Close // dialed for an origin a reload took away
+	}
 	lo.idleSince = time.Now()
 	lo.pool.idle = append(lo.pool.idle, lo)
 	return nil, gnet.None
@@ -145,6 +202,9 @@ func (lo *loopOrigin) opened(gc gnet.Conn) ([]byte, gnet.Action) {
 func (x *exchange) sendOnLoop() outcome {
 	x.wantWorker = true
 	p := x.c.srv.loopPool(x.app.origin, x.c.gc.EventLoop())
+	if p == nil {
+		return suspend // a retired origin: the pooled client carries it
+	}
 	now := time.Now()
 	lo := p.take(now)
 	if lo == nil {
@@ -311,7 +371,7 @@ func (lo *loopOrigin) answer(n int, reusable bool) {
 		err = errors.Join(errBadOriginAnswer, err)
 	}
 	x.originErr, x.answered = err, true
-	if err == nil && reusable && !x.resp.ConnectionClose() && !lo.done {
+	if err == nil && reusable && !x.resp.ConnectionClose() && !lo.done && !lo.pool.retired.Load() {
 		if cap(lo.buf) > loopResponseMax*2 {
 			lo.buf = nil
 		}

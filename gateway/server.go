@@ -383,6 +383,8 @@ func (s *Server) Reload() error {
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.
 	s.verdicts.Purge()
+	// The loops keep no idle connection to an origin no application uses now.
+	s.retireLoopPools(snap)
 	// Relayed connections keep their snapshot, but not a certificate this
 	// one revokes: they close now.
 	if n := s.relays.recheck(snap.revocation, s.now()); n > 0 {
