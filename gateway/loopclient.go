@@ -63,6 +63,8 @@ type loopOrigin struct {
 	x         *exchange // the exchange waiting for its answer; nil when idle
 	buf       []byte    // the answer so far
 	head      bool      // the request was HEAD: the answer has no body
+	hlen      int       // the answer's header length once read into the exchange's response; 0 before
+	blen      int       // its body's framing (frameBody): a length, bodyChunked, bodyUntilClose or bodyNone
 	started   time.Time
 	deadline  time.Time // origin_timeout from the last byte
 	idleSince time.Time
@@ -231,7 +233,7 @@ func (x *exchange) sendOnLoop() outcome {
 	x.wantWorker = false
 	x.lo = lo
 	lo.x, lo.head, lo.started = x, x.req.Header.IsHead(), now
-	lo.buf = lo.buf[:0]
+	lo.buf, lo.hlen = lo.buf[:0], 0
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		lo.deadline = now.Add(t)
 		if lo.timer == nil {
@@ -264,7 +266,22 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		lo.deadline = time.Now().Add(t)
 	}
-	n, state := responseEnd(lo.buf, lo.head)
+	if lo.hlen == 0 {
+		// The header is read once, into the exchange's response.
+		hlen, blen, state := frameHeader(lo.buf, lo.head, &x.resp.Header)
+		switch {
+		case state == framingBad:
+			lo.answer(len(lo.buf), false) // fasthttp names what is wrong
+			return gnet.None
+		case state == framingMore && len(lo.buf) <= loopResponseMax:
+			return gnet.None
+		case state == framingMore:
+			lo.handOff()
+			return gnet.Close
+		}
+		lo.hlen, lo.blen = hlen, blen
+	}
+	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
 	switch {
 	case state == framingComplete:
 		lo.answer(n, n == len(lo.buf))
@@ -310,7 +327,7 @@ func (lo *loopOrigin) closed() {
 		lo.fail(x, fasthttp.ErrConnectionClosed)
 		return
 	}
-	if _, state := responseEnd(lo.buf, lo.head); state == framingUntilClose {
+	if lo.hlen > 0 && lo.blen == bodyUntilClose {
 		lo.answer(len(lo.buf), false)
 		return
 	}
@@ -360,13 +377,23 @@ func (lo *loopOrigin) answer(n int, reusable bool) {
 	lo.stopTimer()
 	lo.x, x.lo = nil, nil
 	x.originDur = time.Since(lo.started)
-	rr := respReaderPool.Get().(*respReader)
-	rr.r.Reset(lo.buf[:n])
-	rr.br.Reset(&rr.r)
 	x.resp.SkipBody = lo.head
-	err := x.resp.Read(&rr.br)
-	rr.br.Reset(nil)
-	respReaderPool.Put(rr)
+	var err error
+	if lo.hlen > 0 && (lo.blen >= 0 || lo.blen == bodyNone) {
+		// The header is read already; the body is the bytes behind it.
+		if lo.blen > 0 {
+			x.resp.SetBody(lo.buf[lo.hlen:n])
+		}
+	} else {
+		// Chunked, until the close, or not HTTP: fasthttp reads it all
+		// (again) and decodes the body or says what is wrong.
+		rr := respReaderPool.Get().(*respReader)
+		rr.r.Reset(lo.buf[:n])
+		rr.br.Reset(&rr.r)
+		err = x.resp.Read(&rr.br)
+		rr.br.Reset(nil)
+		respReaderPool.Put(rr)
+	}
 	if err != nil {
 		err = errors.Join(errBadOriginAnswer, err)
 	}
@@ -446,16 +473,23 @@ const (
 	framingBad               // unreadable: fasthttp says why
 )
 
-// responseEnd reports whether buf holds a whole response (its length n),
-// by its framing: no body (HEAD, 1xx, 204, 304), Content-Length, chunked,
-// or delimited by the origin's close. The header is read by fasthttp.
-func responseEnd(buf []byte, head bool) (n, state int) {
+// Body framings of an answer whose header is read (frameHeader), beside a
+// Content-Length.
+const (
+	bodyChunked    = -1 // as fasthttp's ContentLength says
+	bodyUntilClose = -2 // as fasthttp's ContentLength says
+	bodyNone       = -3 // HEAD, 204, 304
+)
+
+// frameHeader reads the header of the answer that starts buf into h, with
+// fasthttp's parser, once it is whole: its length, and how its body is
+// framed (a length, bodyChunked, bodyUntilClose or bodyNone).
+func frameHeader(buf []byte, head bool, h *fasthttp.ResponseHeader) (hlen, blen, state int) {
 	end := bytes.Index(buf, crlfcrlf)
 	if end < 0 {
-		return 0, framingMore
+		return 0, 0, framingMore
 	}
-	hlen := end + 4
-	var h fasthttp.ResponseHeader
+	hlen = end + 4
 	rr := respReaderPool.Get().(*respReader)
 	rr.r.Reset(buf[:hlen])
 	rr.br.Reset(&rr.r)
@@ -463,22 +497,34 @@ func responseEnd(buf []byte, head bool) (n, state int) {
 	rr.br.Reset(nil)
 	respReaderPool.Put(rr)
 	if err != nil {
-		return 0, framingBad
+		return 0, 0, framingBad
 	}
 	code := h.StatusCode()
 	switch {
 	case code < 200:
-		return 0, framingBad // an interim answer: the pooled client's business
+		return 0, 0, framingBad // an interim answer: the pooled client's business
 	case head || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
-		return hlen, framingComplete
+		return hlen, bodyNone, framingComplete
 	}
-	switch cl := h.ContentLength(); {
-	case cl >= 0:
-		if len(buf) >= hlen+cl {
-			return hlen + cl, framingComplete
+	if cl := h.ContentLength(); cl >= bodyUntilClose {
+		return hlen, cl, framingComplete
+	}
+	return hlen, bodyUntilClose, framingComplete
+}
+
+// frameBody reports whether buf holds the whole answer whose header is its
+// first hlen bytes and whose body is framed by blen (frameHeader): its
+// length n, or that more must come, or that the body ends at the close.
+func frameBody(buf []byte, hlen, blen int) (n, state int) {
+	switch {
+	case blen == bodyNone:
+		return hlen, framingComplete
+	case blen >= 0:
+		if len(buf) >= hlen+blen {
+			return hlen + blen, framingComplete
 		}
 		return 0, framingMore
-	case cl == -1:
+	case blen == bodyChunked:
 		return chunkedEnd(buf, hlen)
 	}
 	return 0, framingUntilClose

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // peerOrigin is an origin that answers each request with the address it
@@ -151,6 +153,17 @@ func TestLoopPoolRetiredOnReload(t *testing.T) {
 	if p := onLoopPeer(t, h.dial(t, hApp, h.pki.sensor1)); o2.isClosed(p) {
 		t.Fatalf("new origin's loop connection %s closed", p)
 	}
+}
+
+// responseEnd reports whether buf holds a whole answer (its length n) as
+// the loop's origin connection decides it: the header, then the body.
+func responseEnd(buf []byte, head bool) (n, state int) {
+	var h fasthttp.ResponseHeader
+	hlen, blen, state := frameHeader(buf, head, &h)
+	if state != framingComplete {
+		return 0, state
+	}
+	return frameBody(buf, hlen, blen)
 }
 
 // TestResponseEnd: how the loop tells that an origin's answer is complete
