@@ -51,6 +51,7 @@ type loopPool struct {
 	idle    []*loopOrigin // loop only
 	open    atomic.Int32  // connections open or being dialed
 	dialing atomic.Bool
+	connect time.Duration // origin_connect_timeout, as the pooled client's dial
 	// retired is set once the newest configuration no longer uses the
 	// origin client: the pool keeps no connection (retireLoopPools).
 	retired atomic.Bool
@@ -81,10 +82,15 @@ func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPoo
 	if p, ok := s.loopPools.Load(k); ok {
 		return p.(*loopPool)
 	}
-	if !s.snap.Load().usesOrigin(hc) {
+	snap := s.snap.Load()
+	if !snap.usesOrigin(hc) {
 		return nil
 	}
-	v, loaded := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop})
+	connect := snap.cfg.Gateway.OriginConnectTimeout
+	if connect <= 0 {
+		connect = 10 * time.Second
+	}
+	v, loaded := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop, connect: connect})
 	p := v.(*loopPool)
 	// A reload that swapped the snapshot between the look above and the
 	// store has already swept the pools: look again.
@@ -158,7 +164,8 @@ func (p *loopPool) grow() {
 	p.open.Add(1)
 	p.srv.workers.Go(func() {
 		defer p.dialing.Store(false)
-		nc, err := net.DialTimeout("tcp", p.hc.Addr, p.connectTimeout())
+		// The pooled client's dialer (its DNS cache) and connect timeout.
+		nc, err := fasthttp.DialTimeout(p.hc.Addr, p.connect)
 		if err != nil {
 			p.open.Add(-1)
 			return
@@ -178,13 +185,6 @@ func (p *loopPool) grow() {
 		case <-p.srv.runDone:
 		}
 	})
-}
-
-func (p *loopPool) connectTimeout() time.Duration {
-	if d := p.hc.ReadTimeout; d > 0 && d < 10*time.Second {
-		return d
-	}
-	return 10 * time.Second
 }
 
 // opened is the enrolled socket's OnOpen: it joins the idle pool.
