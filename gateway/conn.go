@@ -47,6 +47,11 @@ type conn struct {
 	// buffer was last looked at (tlsWriter); request workers only, one at a
 	// time.
 	unchecked int
+	// onLoop is set while the event loop serves the connection's requests
+	// itself (loopserve.go); asyncOut counts the barriers queued behind
+	// output written off the loop, which a direct write must not overtake.
+	onLoop   bool
+	asyncOut atomic.Int32
 
 	mu       sync.Mutex
 	idle     *time.Timer // closes the connection when no request comes in time
@@ -90,6 +95,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 	if !c.handshakeSeen {
 		c.handshakeSeen = true
 		c.armIdle(c.idleLimit())
+		c.asyncBarrier() // behind what the handshake queued
 	}
 	bp := readBufPool.Get().(*[]byte)
 	defer readBufPool.Put(bp)
@@ -111,7 +117,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 			}
 			if start {
 				c.stopIdle()
-				c.srv.workers.Go(c.work)
+				c.startServing()
 			}
 		}
 		if errors.Is(err, tlsengine.ErrWouldBlock) {
@@ -132,24 +138,34 @@ func (c *conn) traffic(data []byte) gnet.Action {
 // work is the connection's request worker: it parses requests from the
 // plaintext pipe and serves them in order (pipelining), and exits when
 // nothing is pending, so idle keep-alive connections hold no goroutine.
-func (c *conn) work() {
+func (c *conn) work() { c.workFrom(nil, nil, nil) }
+
+// workFrom is work, going on with x, an exchange the event loop suspended,
+// or with the loop's reader and writer (br holding a request's start).
+func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 	c.served.Store(true)
 	s := c.snap
-	// The buffers come from pools: a worker starts for every burst of
-	// requests, and allocating them each time was a tenth of the CPU of a
-	// keep-alive request.
-	br := s.readers.Get().(*bufio.Reader)
-	br.Reset(c.pipe)
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(&tlsWriter{c: c})
-	defer func() {
-		br.Reset(nil)
-		s.readers.Put(br)
-		bw.Reset(nil)
-		writerPool.Put(bw)
-	}()
+	if x != nil {
+		br, bw = x.br, x.bw
+		x.onLoop, x.wantWorker = false, false
+	}
+	if br == nil {
+		// The buffers come from pools: a worker starts for every burst of
+		// requests, and allocating them each time was a tenth of the CPU of
+		// a keep-alive request.
+		br = s.readers.Get().(*bufio.Reader)
+		br.Reset(c.pipe)
+		bw = writerPool.Get().(*bufio.Writer)
+		bw.Reset(&tlsWriter{c: c})
+	}
+	defer c.putBuffers(br, bw)
 	for {
-		switch c.serveOne(br, bw) {
+		if x == nil {
+			x = c.newExchange(br, bw)
+		}
+		e := c.serveOne(x)
+		x = nil
+		switch e {
 		case endClose:
 			c.shutdown()
 			return
@@ -157,6 +173,7 @@ func (c *conn) work() {
 			c.lingerClose()
 			return
 		}
+		c.asyncBarrier()
 		if c.pipe.finish(br.Buffered()) {
 			// Draining, or the device already finished sending (close_notify
 			// or EOF while this request was served): nothing more will come.
@@ -167,6 +184,27 @@ func (c *conn) work() {
 			c.armIdle(s.idleTimeout)
 			return
 		}
+	}
+}
+
+// putBuffers gives a request reader and response writer back to their pools.
+func (c *conn) putBuffers(br *bufio.Reader, bw *bufio.Writer) {
+	br.Reset(nil)
+	c.snap.readers.Put(br)
+	bw.Reset(nil)
+	writerPool.Put(bw)
+}
+
+// asyncBarrier queues, behind the output written so far off the loop, a
+// callback that marks it gone: until it runs, the loop's own answers go out
+// queued too, in order, rather than by direct write.
+func (c *conn) asyncBarrier() {
+	c.asyncOut.Add(1)
+	if c.gc.AsyncWrite(nil, func(gnet.Conn, error) error {
+		c.asyncOut.Add(-1)
+		return nil
+	}) != nil {
+		c.asyncOut.Add(-1) // the connection is gone: nothing is queued
 	}
 }
 

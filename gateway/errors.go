@@ -15,6 +15,9 @@ var (
 	// connection that the origin has already closed. Nothing was sent, so the
 	// request may go out again on a fresh connection, whatever its method.
 	errStaleConn = errors.New("gateway: the origin closed the idle connection")
+	// errLoopWouldBlock is a read of the plaintext pipe on the event loop
+	// that found nothing buffered: the loop never waits for a device.
+	errLoopWouldBlock = errors.New("gateway: no plaintext buffered for a read on the event loop")
 	// errInputOverflow is returned by plainPipe.push when a client sends more
 	// than the pipe may hold while its current request is being served.
 	errInputOverflow = errors.New("gateway: too much pipelined input")

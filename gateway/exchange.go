@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"io"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -55,6 +56,19 @@ type exchange struct {
 	unframed    bool // the body goes to an HTTP/1.0 device delimited by the close
 	cut         bool // the answer could not be written whole
 	final       bool // the answer says Connection: close (last decided it)
+
+	// Where the exchange runs (loopserve.go). A phase that cannot go on
+	// where it is returns suspend; run resumes at that phase later.
+	next       int         // the phase run resumes at
+	begun      bool        // the header was read and the request counted in flight
+	onLoop     bool        // running on the connection's event loop
+	wantWorker bool        // suspended to go on on a worker goroutine
+	prepared   bool        // originRequest has rewritten req for the origin
+	answered   bool        // the origin's answer (or failure) is in resp and originErr
+	originErr  error       // why the origin request failed
+	lo         *loopOrigin // the loop's origin connection carrying the request
+	streamFrom io.Reader   // the rest of a response too long for the loop, read on a worker
+	streamConn io.Closer   // an origin connection whose body streams from a worker; closed at release
 }
 
 // outcome is what a phase tells serveOne.
@@ -64,31 +78,37 @@ const (
 	proceed outcome = iota // go on to the next phase
 	respond                // the response is complete: send it
 	hangUp                 // nothing can be answered: end the exchange silently
+	suspend                // go on later, from this phase (on a worker, or once the origin answers)
 )
 
 // end is what becomes of a connection after an exchange.
 type end uint8
 
 const (
-	endKeep   end = iota // wait for the next request
-	endClose             // close_notify, then close
-	endLinger            // close once the device stops sending (lingerClose)
+	endKeep      end = iota // wait for the next request
+	endClose                // close_notify, then close
+	endLinger               // close once the device stops sending (lingerClose)
+	endSuspended            // the exchange goes on later (suspend): nothing is decided yet
 )
 
 // serveOne serves one request on the connection, its phases in order, and
 // reports what becomes of the connection. The policies run on the header
 // alone: a refused request's body is never read, nor 100 Continue sent.
-func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) end {
-	x := c.newExchange(br, bw)
-	defer x.release()
-	if x.readHeader() == hangUp {
-		x.final = true
-		return c.endOf(x)
+// A phase that must wait (the origin's answer on the event loop) or leave
+// the loop (loopserve.go) suspends the exchange: serveOne is called again
+// with it later, and resumes at that phase.
+func (c *conn) serveOne(x *exchange) end {
+	if !x.begun {
+		if x.readHeader() == hangUp {
+			x.final = true
+			return x.finish()
+		}
+		x.begun = true
+		c.srv.inflight.Add(1)
 	}
-	c.srv.inflight.Add(1)
-	defer c.srv.inflight.Add(-1)
-	if x.run(
+	switch x.run(
 		(*exchange).checkFraming,       // 505, 405, 400, 431, 413: never forwarded
+		(*exchange).stayOnLoop,         // what may block or sign leaves the event loop
 		(*exchange).recheckCertificate, // revocation and expiry, now
 		(*exchange).checkHost,          // Host against the TLS server name (421)
 		(*exchange).readToken,          // a session token, from a cookie or header
@@ -97,15 +117,29 @@ func (c *conn) serveOne(br *bufio.Reader, bw *bufio.Writer) end {
 		(*exchange).readBody,           // 100 Continue, then the body
 		(*exchange).mint,               // the token the origin gets
 		(*exchange).forward,            // the origin's answer
-	) == hangUp {
+	) {
+	case suspend:
+		return endSuspended
+	case hangUp:
 		x.final = true
-		return c.endOf(x)
+		return x.finish()
 	}
 	x.respond()
 	total := time.Since(x.start)
 	c.srv.metrics.request(x, total)
 	c.srv.accessLog(x, total, x.bytesOut)
-	return c.endOf(x)
+	return x.finish()
+}
+
+// finish ends the exchange: what becomes of the connection, and its
+// pooled values given back.
+func (x *exchange) finish() end {
+	e := x.c.endOf(x)
+	if x.begun {
+		x.c.srv.inflight.Add(-1)
+	}
+	x.release()
+	return e
 }
 
 // newExchange starts an exchange on the connection, with pooled request and
@@ -118,14 +152,18 @@ func (c *conn) newExchange(br *bufio.Reader, bw *bufio.Writer) *exchange {
 }
 
 func (x *exchange) release() {
+	if x.streamConn != nil {
+		_ = x.streamConn.Close()
+	}
 	fasthttp.ReleaseRequest(x.req)
 	fasthttp.ReleaseResponse(x.resp)
 }
 
-// run runs phases in order until one completes the response or hangs up.
+// run runs phases in order, from the one a suspended exchange stopped at,
+// until one completes the response, hangs up or suspends.
 func (x *exchange) run(phases ...func(*exchange) outcome) outcome {
-	for _, phase := range phases {
-		if o := phase(x); o != proceed {
+	for ; x.next < len(phases); x.next++ {
+		if o := phases[x.next](x); o != proceed {
 			return o
 		}
 	}

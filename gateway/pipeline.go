@@ -275,6 +275,11 @@ func (x *exchange) mint() outcome {
 		}
 		return proceed
 	}
+	if x.onLoop {
+		// A signature is CPU the event loop does not spend: a worker signs.
+		x.wantWorker = true
+		return suspend
+	}
 	tok, exp, identNonce, err := cur.mintFor(x.app, &x.input, x.decision)
 	if err != nil {
 		return x.internalError("mint token", err)
@@ -342,24 +347,46 @@ func (s *session) reusable(app *application, policy, service, ident string, d ti
 }
 
 // forward sends the request to the application's origin and copies the
-// answer back.
+// answer back. On the event loop the request goes out on one of the loop's
+// own origin connections and the exchange suspends until the answer is in
+// (loopclient.go); elsewhere the pooled client carries it, or the rest of a
+// response too long for the loop streams from its connection.
 func (x *exchange) forward() outcome {
-	var ident *verdict.Identity
-	if v := x.c.tc.Verdict(); x.app.forwardClientCert && v.OK() {
-		ident = &v.Identity
+	if !x.prepared {
+		var ident *verdict.Identity
+		if v := x.c.tc.Verdict(); x.app.forwardClientCert && v.OK() {
+			ident = &v.Identity
+		}
+		originRequest(x.req, forwardInfo{
+			Token:      x.assertion,
+			ClientIP:   x.c.remoteIP,
+			Host:       x.host,
+			CookieName: x.app.snap.cookieName,
+			ClientCert: ident,
+			OriginTLS:  x.app.origin.IsTLS,
+		})
+		x.prepared = true
 	}
-	originRequest(x.req, forwardInfo{
-		Token:      x.assertion,
-		ClientIP:   x.c.remoteIP,
-		Host:       x.host,
-		CookieName: x.app.snap.cookieName,
-		ClientCert: ident,
-		OriginTLS:  x.app.origin.IsTLS,
-	})
-	start := time.Now()
-	err := x.app.origin.Do(x.req, x.resp)
-	x.originDur = time.Since(start)
-	if err != nil {
+	switch {
+	case x.answered:
+	case x.onLoop:
+		return x.sendOnLoop()
+	case x.streamFrom != nil:
+		x.originErr = x.readStreamedResponse()
+		x.answered = true
+	default:
+		start := time.Now()
+		x.originErr = x.app.origin.Do(x.req, x.resp)
+		x.originDur = time.Since(start)
+		x.answered = true
+	}
+	return x.originAnswered()
+}
+
+// originAnswered turns the origin's answer, or its failure, into the
+// device's response.
+func (x *exchange) originAnswered() outcome {
+	if err := x.originErr; err != nil {
 		status, kind := originFailure(err)
 		x.originKind = kind
 		x.c.srv.log.Warn("origin request failed", "app", x.app.name, "origin", x.app.originURL, "kind", kind, "err", err.Error())

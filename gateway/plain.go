@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"io"
 	"sync"
 	"time"
@@ -19,6 +20,10 @@ type plainPipe struct {
 	idle     time.Duration // when set, each read that returns bytes moves deadline to now+idle
 	notify   chan struct{}
 	limit    int // most bytes buffered at once; the connection closes past it
+	// noWait is set while the event loop itself reads (loopserve.go): an
+	// empty pipe then fails the read instead of waiting for bytes only the
+	// loop could push.
+	noWait bool
 }
 
 func newPlainPipe(limit int) *plainPipe {
@@ -107,8 +112,11 @@ func (p *plainPipe) Read(b []byte) (int, error) {
 			p.mu.Unlock()
 			return 0, io.EOF
 		}
-		deadline := p.deadline
+		deadline, noWait := p.deadline, p.noWait
 		p.mu.Unlock()
+		if noWait {
+			return 0, errLoopWouldBlock
+		}
 
 		if deadline.IsZero() {
 			<-p.notify
@@ -162,3 +170,21 @@ func (p *plainPipe) stopIfIdle() bool {
 	p.closed = true
 	return true
 }
+
+// setNoWait makes reads on an empty pipe fail (errLoopWouldBlock) instead of
+// waiting, while the event loop reads.
+func (p *plainPipe) setNoWait(on bool) {
+	p.mu.Lock()
+	p.noWait = on
+	p.mu.Unlock()
+}
+
+// holdsHeader reports whether the bytes waiting in the pipe hold a whole
+// request header (up to the empty line that ends it).
+func (p *plainPipe) holdsHeader() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Contains(p.buf, crlfcrlf)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")

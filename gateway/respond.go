@@ -31,6 +31,11 @@ func (x *exchange) respond() {
 	if x.status == 0 {
 		x.status = x.resp.StatusCode()
 	}
+	if x.onLoop {
+		// On the event loop the answer is held and goes out in one direct
+		// write once the exchange ends (loopserve.go).
+		x.c.tc.Cork()
+	}
 	var err error
 	if body != nil {
 		x.bytesOut, err = x.writeStreamed(x.bw, body)

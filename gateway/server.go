@@ -71,6 +71,7 @@ type Server struct {
 	inflight  atomic.Int64
 	live      sync.Map   // *conn → struct{}: the open connections, for the drain
 	relays    relayIndex // live relayed connections of tcp applications, by certificate
+	loopPools sync.Map   // loopPoolKey → *loopPool: each loop's origin connections (loopclient.go)
 	perIP     ipCounter  // open connections per client address (max_connections_per_ip)
 	shedLog   shedLog    // the log lines of connections shed as they are accepted
 	draining  atomic.Bool
@@ -266,6 +267,9 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		// device, so neither counted nor admitted.
 		return o.r.originOpened(gc)
 	}
+	if lo, ok := gc.Context().(*loopOrigin); ok {
+		return lo.opened(gc) // an HTTP origin connection of the loop's pool
+	}
 	snap := s.snap.Load()
 	if s.draining.Load() {
 		s.metrics.connRefused("draining")
@@ -319,6 +323,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return v.traffic(data)
 	case *originSide:
 		return v.r.originTraffic(gc)
+	case *loopOrigin:
+		return v.traffic(gc)
 	}
 	return gnet.Close
 }
@@ -328,6 +334,11 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if o, ok := gc.Context().(*originSide); ok {
 		gc.SetContext(nil)
 		o.r.originClosed()
+		return gnet.None
+	}
+	if lo, ok := gc.Context().(*loopOrigin); ok {
+		gc.SetContext(nil)
+		lo.closed()
 		return gnet.None
 	}
 	c, ok := gc.Context().(*conn)
@@ -394,6 +405,8 @@ func (s *Server) Reload() error {
 	// Cached verdicts belong to the old sites (and their CAs and
 	// revocation lists): drop them rather than let them age out.
 	s.verdicts.Purge()
+	// The loops keep no idle connection to an origin no application uses now.
+	s.retireLoopPools(snap)
 	// Relayed connections keep their snapshot, but not a certificate this
 	// one revokes: they close now.
 	if n := s.relays.recheck(snap.revocation, s.now()); n > 0 {

@@ -207,6 +207,11 @@ func (w *tlsWriter) Write(p []byte) (int, error) {
 	w.c.unchecked += n
 	if w.c.unchecked >= flowCheck {
 		w.c.unchecked = 0
+		if w.c.onLoop {
+			// The loop cannot wait for itself; it serves only answers it
+			// holds whole, and only while the device reads (loopserve.go).
+			return n, nil
+		}
 		if err := w.c.tc.WaitOutbound(flowLowWater, w.c.snap.idleTimeout); err != nil {
 			return n, err
 		}

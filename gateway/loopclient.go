@@ -1,0 +1,568 @@
+package gateway
+
+// The event loop's own origin connections, for requests served on the loop
+// (loopserve.go). As a tcp relay's, they are dialed off the loop and
+// enrolled on it (EventLoop().Enroll); each loop keeps an idle pool per
+// origin client. A request is written with one direct write; the answer is
+// gathered from the socket's OnTraffic until it is complete in memory
+// (responseEnd: Content-Length, chunked, or the origin's close), then parsed
+// by fasthttp and handed back to the exchange on the loop. A closed idle
+// connection shows as its OnClose on the loop: no look at the socket before
+// each request.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+)
+
+const (
+	// loopResponseMax is the longest answer the loop gathers in memory: a
+	// longer one streams from a worker. Below the engine's cork limit, so
+	// the answer leaves in one direct write.
+	loopResponseMax = 32 << 10
+	// loopIdleMax is how long an origin connection may sit idle in a loop's
+	// pool before it is closed rather than used (the pooled client's too).
+	loopIdleMax = 30 * time.Second
+)
+
+// loopPoolKey names a loop's pool: one origin client's, on one loop.
+type loopPoolKey struct {
+	hc   *fasthttp.HostClient
+	loop gnet.EventLoop
+}
+
+// loopPool is the idle origin connections of one origin client on one loop.
+type loopPool struct {
+	srv     *Server
+	hc      *fasthttp.HostClient
+	loop    gnet.EventLoop
+	idle    []*loopOrigin // loop only
+	open    atomic.Int32  // connections open or being dialed
+	dialing atomic.Bool
+	connect time.Duration // origin_connect_timeout, as the pooled client's dial
+	// retired is set once the newest configuration no longer uses the
+	// origin client: the pool keeps no connection (retireLoopPools).
+	retired atomic.Bool
+}
+
+// loopOrigin is one origin connection of a loop's pool.
+type loopOrigin struct {
+	pool      *loopPool
+	gc        gnet.Conn
+	x         *exchange // the exchange waiting for its answer; nil when idle
+	buf       []byte    // the answer so far
+	head      bool      // the request was HEAD: the answer has no body
+	hlen      int       // the answer's header length once read into the exchange's response; 0 before
+	blen      int       // its body's framing (frameBody): a length, bodyChunked, bodyUntilClose or bodyNone
+	started   time.Time
+	deadline  time.Time // origin_timeout from the last byte
+	idleSince time.Time
+	timer     *time.Timer
+	done      bool // closed
+}
+
+// loopPool returns the pool of hc's connections on loop, or nil when the
+// newest configuration no longer uses hc (a connection still on an older
+// snapshot): its requests go to the pooled client on a worker, and no loop
+// keeps connections for a retired origin.
+func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPool {
+	k := loopPoolKey{hc, loop}
+	if p, ok := s.loopPools.Load(k); ok {
+		return p.(*loopPool)
+	}
+	snap := s.snap.Load()
+	if !snap.usesOrigin(hc) {
+		return nil
+	}
+	connect := snap.cfg.Gateway.OriginConnectTimeout
+	if connect <= 0 {
+		connect = 10 * time.Second
+	}
+	v, loaded := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop, connect: connect})
+	p := v.(*loopPool)
+	// A reload that swapped the snapshot between the look above and the
+	// store has already swept the pools: look again.
+	if !loaded && !s.snap.Load().usesOrigin(hc) {
+		p.retire()
+		return nil
+	}
+	return p
+}
+
+// usesOrigin reports whether an application of the snapshot sends its
+// requests through hc.
+func (s *snapshot) usesOrigin(hc *fasthttp.HostClient) bool {
+	for _, a := range s.apps {
+		if a.origin == hc {
+			return true
+		}
+	}
+	return false
+}
+
+// retireLoopPools closes, after a reload, the loops' idle connections to
+// the origins the new snapshot no longer uses (an unchanged origin keeps
+// its client, and its pools); a connection still carrying a request closes
+// once its answer is in.
+func (s *Server) retireLoopPools(snap *snapshot) {
+	s.loopPools.Range(func(k, v any) bool {
+		if p := v.(*loopPool); !snap.usesOrigin(p.hc) {
+			p.retire()
+		}
+		return true
+	})
+}
+
+// retire takes the pool out of the server's map and closes its idle
+// connections on its loop.
+func (p *loopPool) retire() {
+	p.retired.Store(true)
+	p.srv.loopPools.CompareAndDelete(loopPoolKey{p.hc, p.loop}, p)
+	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		for _, lo := range p.idle {
+			_ = lo.gc.Close()
+		}
+		p.idle = nil
+		return nil
+	}))
+}
+
+// take returns an idle connection, or nil (on the loop).
+func (p *loopPool) take(now time.Time) *loopOrigin {
+	for len(p.idle) > 0 {
+		lo := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(lo.idleSince) < loopIdleMax {
+			return lo
+		}
+		_ = lo.gc.Close()
+	}
+	return nil
+}
+
+// grow dials one more connection off the loop, unless one is being dialed
+// or the pool is at the client's max_conns_per_origin.
+func (p *loopPool) grow() {
+	if max := p.hc.MaxConns; max > 0 && int(p.open.Load()) >= max {
+		return
+	}
+	if !p.dialing.CompareAndSwap(false, true) {
+		return
+	}
+	p.open.Add(1)
+	p.srv.workers.Go(func() {
+		defer p.dialing.Store(false)
+		// The pooled client's dialer (its DNS cache) and connect timeout.
+		nc, err := fasthttp.DialTimeout(p.hc.Addr, p.connect)
+		if err != nil {
+			p.open.Add(-1)
+			return
+		}
+		lo := &loopOrigin{pool: p}
+		ch, err := p.loop.Enroll(gnet.NewContext(context.Background(), lo), nc)
+		if err != nil {
+			_ = nc.Close()
+			p.open.Add(-1)
+			return
+		}
+		select {
+		case res := <-ch:
+			if res.Err != nil {
+				p.open.Add(-1)
+			}
+		case <-p.srv.runDone:
+		}
+	})
+}
+
+// opened is the enrolled socket's OnOpen: it joins the idle pool.
+func (lo *loopOrigin) opened(gc gnet.Conn) ([]byte, gnet.Action) {
+	lo.gc = gc
+	if lo.pool.retired.Load() {
+		return nil, gnet.Close // dialed for an origin a reload took away
+	}
+	lo.idleSince = time.Now()
+	lo.pool.idle = append(lo.pool.idle, lo)
+	return nil, gnet.None
+}
+
+// sendOnLoop writes the request on one of the loop's origin connections
+// and suspends the exchange until the answer is in. Without an idle
+// connection it suspends to a worker (and the pool grows).
+func (x *exchange) sendOnLoop() outcome {
+	x.wantWorker = true
+	p := x.c.srv.loopPool(x.app.origin, x.c.gc.EventLoop())
+	if p == nil {
+		return suspend // a retired origin: the pooled client carries it
+	}
+	now := time.Now()
+	lo := p.take(now)
+	if lo == nil {
+		p.grow()
+		return suspend
+	}
+	x.req.URI().DisablePathNormalizing = true
+	rb := reqBufPool.Get().(*reqBuf)
+	rb.buf.Reset()
+	rb.w.Reset(&rb.buf)
+	err := x.req.Write(rb.w)
+	if err == nil {
+		err = rb.w.Flush()
+	}
+	if err == nil {
+		_, err = lo.gc.Write(rb.buf.Bytes()) // gnet copies what the socket does not take
+	}
+	rb.w.Reset(nil)
+	reqBufPool.Put(rb)
+	if err != nil {
+		_ = lo.gc.Close()
+		return suspend // nothing was answered: the worker's client sends it
+	}
+	x.wantWorker = false
+	x.lo = lo
+	lo.x, lo.head, lo.started = x, x.req.Header.IsHead(), now
+	lo.buf, lo.hlen = lo.buf[:0], 0
+	if t := x.app.origin.ReadTimeout; t > 0 {
+		lo.deadline = now.Add(t)
+		if lo.timer == nil {
+			lo.timer = time.AfterFunc(t, lo.expire)
+		} else {
+			lo.timer.Reset(t)
+		}
+	}
+	return suspend
+}
+
+type reqBuf struct {
+	buf bytes.Buffer
+	w   *bufio.Writer
+}
+
+var reqBufPool = sync.Pool{New: func() any { return &reqBuf{w: bufio.NewWriterSize(nil, 4096)} }}
+
+// traffic is the origin socket's OnTraffic: gather the answer.
+func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
+	data, _ := gc.Next(-1)
+	if len(data) == 0 {
+		return gnet.None
+	}
+	x := lo.x
+	if x == nil {
+		return gnet.Close // bytes nobody asked for: the connection is unusable
+	}
+	lo.buf = append(lo.buf, data...)
+	if t := x.app.origin.ReadTimeout; t > 0 {
+		lo.deadline = time.Now().Add(t)
+	}
+	if lo.hlen == 0 {
+		// The header is read once, into the exchange's response.
+		hlen, blen, state := frameHeader(lo.buf, lo.head, &x.resp.Header)
+		switch {
+		case state == framingBad:
+			lo.answer(len(lo.buf), false) // fasthttp names what is wrong
+			return gnet.None
+		case state == framingMore && len(lo.buf) <= loopResponseMax:
+			return gnet.None
+		case state == framingMore:
+			lo.handOff()
+			return gnet.Close
+		}
+		lo.hlen, lo.blen = hlen, blen
+	}
+	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
+	switch {
+	case state == framingComplete:
+		lo.answer(n, n == len(lo.buf))
+	case state == framingBad:
+		lo.answer(len(lo.buf), false) // fasthttp names what is wrong
+	case len(lo.buf) > loopResponseMax:
+		lo.handOff()
+		// Closed now, not by a task queued on the loop: the loop must not
+		// read another byte of what the duplicate carries on.
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// closed is the origin socket's OnClose.
+func (lo *loopOrigin) closed() {
+	if lo.done {
+		return
+	}
+	lo.done = true
+	p := lo.pool
+	p.open.Add(-1)
+	for i, o := range p.idle {
+		if o == lo {
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			break
+		}
+	}
+	x := lo.x
+	if x == nil {
+		return
+	}
+	lo.stopTimer()
+	if len(lo.buf) == 0 {
+		// Closed before any answer: an idempotent request goes again on a
+		// worker's pooled client; the others fail as the client would.
+		lo.x, x.lo = nil, nil
+		if retryable(x.req, io.EOF) {
+			x.c.leaveLoop()
+			x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
+			return
+		}
+		lo.fail(x, fasthttp.ErrConnectionClosed)
+		return
+	}
+	if lo.hlen > 0 && lo.blen == bodyUntilClose {
+		lo.answer(len(lo.buf), false)
+		return
+	}
+	lo.fail(x, io.ErrUnexpectedEOF)
+}
+
+func (lo *loopOrigin) stopTimer() {
+	if lo.timer != nil {
+		lo.timer.Stop()
+	}
+}
+
+// expire runs when origin_timeout may have passed: on the loop, it fails
+// the exchange if no byte came for that long, or waits on.
+func (lo *loopOrigin) expire() {
+	_ = lo.pool.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if lo.x == nil || lo.done {
+			return nil
+		}
+		if left := time.Until(lo.deadline); left > 0 {
+			lo.timer.Reset(left)
+			return nil
+		}
+		x := lo.x
+		lo.x, x.lo = nil, nil
+		lo.done = true
+		lo.pool.open.Add(-1)
+		_ = lo.gc.Close()
+		lo.fail(x, fasthttp.ErrTimeout)
+		return nil
+	}))
+}
+
+// fail ends the exchange's origin request with err and resumes it.
+func (lo *loopOrigin) fail(x *exchange, err error) {
+	lo.x, x.lo = nil, nil
+	x.originErr, x.answered = err, true
+	x.originDur = time.Since(lo.started)
+	x.c.resumeOnLoop(x)
+}
+
+// answer parses the first n bytes of lo.buf as the exchange's answer,
+// gives the connection back to the pool when it can carry another request
+// (reusable: nothing followed the answer), and resumes the exchange.
+func (lo *loopOrigin) answer(n int, reusable bool) {
+	x := lo.x
+	lo.stopTimer()
+	lo.x, x.lo = nil, nil
+	x.originDur = time.Since(lo.started)
+	x.resp.SkipBody = lo.head
+	var err error
+	if lo.hlen > 0 && (lo.blen >= 0 || lo.blen == bodyNone) {
+		// The header is read already; the body is the bytes behind it.
+		if lo.blen > 0 {
+			x.resp.SetBody(lo.buf[lo.hlen:n])
+		}
+	} else {
+		// Chunked, until the close, or not HTTP: fasthttp reads it all
+		// (again) and decodes the body or says what is wrong.
+		rr := respReaderPool.Get().(*respReader)
+		rr.r.Reset(lo.buf[:n])
+		rr.br.Reset(&rr.r)
+		err = x.resp.Read(&rr.br)
+		rr.br.Reset(nil)
+		respReaderPool.Put(rr)
+	}
+	if err != nil {
+		err = errors.Join(errBadOriginAnswer, err)
+	}
+	x.originErr, x.answered = err, true
+	if err == nil && reusable && !x.resp.ConnectionClose() && !lo.done && !lo.pool.retired.Load() {
+		if cap(lo.buf) > loopResponseMax*2 {
+			lo.buf = nil
+		}
+		lo.buf = lo.buf[:0]
+		lo.idleSince = time.Now()
+		lo.pool.idle = append(lo.pool.idle, lo)
+	} else if !lo.done {
+		_ = lo.gc.Close()
+	}
+	x.c.resumeOnLoop(x)
+}
+
+var errBadOriginAnswer = errors.New("gateway: malformed origin response")
+
+type respReader struct {
+	r  bytes.Reader
+	br bufio.Reader
+}
+
+var respReaderPool = sync.Pool{New: func() any {
+	rr := &respReader{}
+	rr.br = *bufio.NewReaderSize(nil, 4096)
+	return rr
+}}
+
+// handOff gives an answer too long for the loop to a worker: the socket
+// leaves the loop (a duplicate of it goes to Go's netpoller), and the
+// worker reads the header and streams the body from what was gathered and
+// the rest of the socket.
+func (lo *loopOrigin) handOff() {
+	x := lo.x
+	lo.stopTimer()
+	lo.x, x.lo = nil, nil
+	fd, err := lo.gc.Dup()
+	var nc net.Conn
+	if err == nil {
+		f := os.NewFile(uintptr(fd), "origin")
+		nc, err = net.FileConn(f)
+		_ = f.Close()
+	}
+	lo.done = true // traffic returns gnet.Close
+	lo.pool.open.Add(-1)
+	x.c.leaveLoop()
+	if err != nil {
+		x.originErr, x.answered = err, true
+		x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
+		return
+	}
+	oc := newOriginConn(nc, x.app.origin.ReadTimeout)
+	if t := x.app.origin.ReadTimeout; t > 0 {
+		_ = oc.SetReadDeadline(time.Now().Add(t))
+	}
+	gathered := append([]byte(nil), lo.buf...)
+	x.streamFrom = io.MultiReader(bytes.NewReader(gathered), oc)
+	x.streamConn = oc
+	x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
+}
+
+// readStreamedResponse reads, on a worker, the header of an answer the
+// loop handed off, leaving its body to stream.
+func (x *exchange) readStreamedResponse() error {
+	x.resp.StreamBody = true
+	x.resp.SkipBody = x.req.Header.IsHead()
+	return x.resp.Read(bufio.NewReaderSize(x.streamFrom, 4096))
+}
+
+// Framing states of a gathered answer.
+const (
+	framingMore       = iota // not complete yet
+	framingComplete          // complete: its first n bytes
+	framingUntilClose        // its body ends when the origin closes
+	framingBad               // unreadable: fasthttp says why
+)
+
+// Body framings of an answer whose header is read (frameHeader), beside a
+// Content-Length.
+const (
+	bodyChunked    = -1 // as fasthttp's ContentLength says
+	bodyUntilClose = -2 // as fasthttp's ContentLength says
+	bodyNone       = -3 // HEAD, 204, 304
+)
+
+// frameHeader reads the header of the answer that starts buf into h, with
+// fasthttp's parser, once it is whole: its length, and how its body is
+// framed (a length, bodyChunked, bodyUntilClose or bodyNone).
+func frameHeader(buf []byte, head bool, h *fasthttp.ResponseHeader) (hlen, blen, state int) {
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 {
+		return 0, 0, framingMore
+	}
+	hlen = end + 4
+	rr := respReaderPool.Get().(*respReader)
+	rr.r.Reset(buf[:hlen])
+	rr.br.Reset(&rr.r)
+	err := h.Read(&rr.br)
+	rr.br.Reset(nil)
+	respReaderPool.Put(rr)
+	if err != nil {
+		return 0, 0, framingBad
+	}
+	code := h.StatusCode()
+	switch {
+	case code < 200:
+		return 0, 0, framingBad // an interim answer: the pooled client's business
+	case head || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
+		return hlen, bodyNone, framingComplete
+	}
+	if cl := h.ContentLength(); cl >= bodyUntilClose {
+		return hlen, cl, framingComplete
+	}
+	return hlen, bodyUntilClose, framingComplete
+}
+
+// frameBody reports whether buf holds the whole answer whose header is its
+// first hlen bytes and whose body is framed by blen (frameHeader): its
+// length n, or that more must come, or that the body ends at the close.
+func frameBody(buf []byte, hlen, blen int) (n, state int) {
+	switch {
+	case blen == bodyNone:
+		return hlen, framingComplete
+	case blen >= 0:
+		if len(buf) >= hlen+blen {
+			return hlen + blen, framingComplete
+		}
+		return 0, framingMore
+	case blen == bodyChunked:
+		return chunkedEnd(buf, hlen)
+	}
+	return 0, framingUntilClose
+}
+
+// chunkedEnd finds the end of a chunked body that starts at off in buf:
+// the last chunk and the trailer section's empty line.
+func chunkedEnd(buf []byte, off int) (n, state int) {
+	for {
+		i := bytes.Index(buf[off:], []byte("\r\n"))
+		if i < 0 {
+			return 0, framingMore
+		}
+		line := buf[off : off+i]
+		if j := bytes.IndexByte(line, ';'); j >= 0 {
+			line = line[:j]
+		}
+		size, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 32)
+		if err != nil {
+			return 0, framingBad
+		}
+		off += i + 2
+		if size == 0 {
+			// Trailer fields, then the empty line.
+			for {
+				k := bytes.Index(buf[off:], []byte("\r\n"))
+				if k < 0 {
+					return 0, framingMore
+				}
+				off += k + 2
+				if k == 0 {
+					return off, framingComplete
+				}
+			}
+		}
+		if uint64(len(buf)-off) < size+2 {
+			return 0, framingMore
+		}
+		off += int(size) + 2
+	}
+}

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// peerOrigin is an origin that answers each request with the address it
+// came from, and records when each of its connections closes.
+type peerOrigin struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	closed map[string]bool // remote address → closed
+}
+
+func startPeerOrigin(t *testing.T) *peerOrigin {
+	o := &peerOrigin{closed: map[string]bool{}}
+	o.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, r.RemoteAddr)
+	}))
+	o.srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed || s == http.StateHijacked {
+			o.mu.Lock()
+			o.closed[c.RemoteAddr().String()] = true
+			o.mu.Unlock()
+		}
+	}
+	o.srv.Start()
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+// isClosed reports whether the connection from addr has closed.
+func (o *peerOrigin) isClosed(addr string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.closed[addr]
+}
+
+// loopPools is the number of the loops' origin pools, and the connections
+// they keep open (or are dialing).
+func loopPools(h *harness) (pools, open int) {
+	h.srv.loopPools.Range(func(k, v any) bool {
+		pools++
+		open += int(v.(*loopPool).open.Load())
+		return true
+	})
+	return pools, open
+}
+
+// onLoopPeer sends keep-alive requests on c until they reach the origin
+// from one address several times in a row, other than the one the first
+// request (a fresh token: signed on a worker) came from: the loop's own
+// origin connection. It returns that address.
+func onLoopPeer(t *testing.T, c *rawConn) string {
+	t.Helper()
+	first, last, same := "", "", 0
+	for i := 0; i < 200; i++ {
+		c.send(request("GET", hApp, "/peer"))
+		r := c.read("GET")
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, r.StatusCode, r.body)
+		}
+		peer := string(r.body)
+		if first == "" {
+			first = peer
+			continue
+		}
+		if peer == last && peer != first {
+			if same++; same == 5 {
+				return peer
+			}
+		} else {
+			same = 0
+		}
+		last = peer
+		time.Sleep(2 * time.Millisecond) // the loop's connection is dialed meanwhile
+	}
+	t.Fatalf("the requests never settled on the loop's origin connection (first from %s, last from %s)", first, last)
+	return ""
+}
+
+// TestLoopServesKeepAlive: once the loop has its own connection to the
+// origin, a device's keep-alive requests all go out on it (one connection,
+// however many requests), with the whole answer back to the device.
+func TestLoopServesKeepAlive(t *testing.T) {
+	o := startPeerOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	peer := onLoopPeer(t, c)
+	for i := 0; i < 20; i++ {
+		c.send(request("GET", hApp, "/peer"))
+		if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != peer {
+			t.Fatalf("request %d: %d from %q; want 200 from the loop's connection %s", i, r.StatusCode, r.body, peer)
+		}
+	}
+	// Pipelined: three requests in one write, answered in order.
+	c.send(strings.Repeat(request("GET", hApp, "/peer"), 3))
+	for i := 0; i < 3; i++ {
+		if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != peer {
+			t.Fatalf("pipelined %d: %d from %q", i, r.StatusCode, r.body)
+		}
+	}
+	if pools, open := loopPools(h); pools != 1 || open != 1 {
+		t.Fatalf("loop pools %d with %d connections; want 1 with 1", pools, open)
+	}
+}
+
+// TestLoopPoolRetiredOnReload: a reload that moves the application to
+// another origin closes the loop's idle connection to the old one, and
+// keeps no pool for it; a connection opened before the reload is still
+// answered by the origin of its own snapshot.
+func TestLoopPoolRetiredOnReload(t *testing.T) {
+	o1, o2 := startPeerOrigin(t), startPeerOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o1.srv.URL })
+	old := h.dial(t, hApp, h.pki.sensor1)
+	peer := onLoopPeer(t, old)
+
+	h.params.Origin = o2.srv.URL
+	h.write(h.config())
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !o1.isClosed(peer) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the loop's idle connection %s to the old origin is still open after the reload", peer)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if pools, _ := loopPools(h); pools != 0 {
+		t.Fatalf("%d loop pools after the reload; want none until a request of the new snapshot", pools)
+	}
+	// The connection of the old snapshot: its origin, by its pooled client.
+	old.send(request("GET", hApp, "/peer"))
+	if r := old.read("GET"); r.StatusCode != http.StatusOK || r.body == peer {
+		t.Fatalf("old snapshot after the reload: %d from %q", r.StatusCode, r.body)
+	}
+	if pools, _ := loopPools(h); pools != 0 {
+		t.Fatalf("a request of the old snapshot made %d loop pools for the retired origin", pools)
+	}
+	// A new connection: the new origin, soon on the loop.
+	if p := onLoopPeer(t, h.dial(t, hApp, h.pki.sensor1)); o2.isClosed(p) {
+		t.Fatalf("new origin's loop connection %s closed", p)
+	}
+}
+
+// responseEnd reports whether buf holds a whole answer (its length n) as
+// the loop's origin connection decides it: the header, then the body.
+func responseEnd(buf []byte, head bool) (n, state int) {
+	var h fasthttp.ResponseHeader
+	hlen, blen, state := frameHeader(buf, head, &h)
+	if state != framingComplete {
+		return 0, state
+	}
+	return frameBody(buf, hlen, blen)
+}
+
+// TestResponseEnd: how the loop tells that an origin's answer is complete
+// in its buffer, by the answer's framing.
+func TestResponseEnd(t *testing.T) {
+	const ok = "HTTP/1.1 200 OK\r\n"
+	for _, tc := range []struct {
+		name, buf string
+		head      bool
+		n, state  int
+	}{
+		{"header incomplete", ok + "Content-Length: 2\r\n", false, 0, framingMore},
+		{"length complete", ok + "Content-Length: 2\r\n\r\nhi", false, 40, framingComplete},
+		{"length, more behind", ok + "Content-Length: 2\r\n\r\nhiXX", false, 40, framingComplete},
+		{"length short", ok + "Content-Length: 3\r\n\r\nhi", false, 0, framingMore},
+		{"chunked complete", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", false, 59, framingComplete},
+		{"chunked with trailer", ok + "Transfer-Encoding: chunked\r\n\r\n2;x=y\r\nhi\r\n0\r\nT: v\r\n\r\n", false, 69, framingComplete},
+		{"chunked, last chunk missing", ok + "Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n", false, 0, framingMore},
+		{"chunked, trailer unfinished", ok + "Transfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n", false, 0, framingMore},
+		{"chunk size not hex", ok + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n", false, 0, framingBad},
+		{"head: no body", ok + "Content-Length: 10\r\n\r\n", true, 39, framingComplete},
+		{"204", "HTTP/1.1 204 No Content\r\n\r\n", false, 27, framingComplete},
+		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false, 48, framingComplete},
+		{"until close", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc", false, 0, framingUntilClose},
+		{"interim answer", "HTTP/1.1 100 Continue\r\n\r\n", false, 0, framingBad},
+		{"not HTTP", "SSH-2.0-not-http\r\n\r\n", false, 0, framingBad},
+	} {
+		n, state := responseEnd([]byte(tc.buf), tc.head)
+		if n != tc.n || state != tc.state {
+			t.Errorf("%s: (%d, %d); want (%d, %d)", tc.name, n, state, tc.n, tc.state)
+		}
+	}
+}
