@@ -97,6 +97,12 @@ func (c *conn) traffic(data []byte) gnet.Action {
 		c.armIdle(c.idleLimit())
 		c.asyncBarrier() // behind what the handshake queued
 	}
+	return c.readRequests()
+}
+
+// readRequests decrypts what the device sent and pushes it to the
+// connection's plaintext pipe, starting to serve when a request begins.
+func (c *conn) readRequests() gnet.Action {
 	bp := readBufPool.Get().(*[]byte)
 	defer readBufPool.Put(bp)
 	buf := *bp
