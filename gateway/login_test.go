@@ -582,6 +582,25 @@ func TestLoginBypassAndNonIdentity(t *testing.T) {
 	}
 }
 
+// TestLoginUnverifiedEmail: an email the provider does not say is verified
+// is dropped and the login goes on without it: a group policy still
+// admits the person, an email_domain policy does not.
+func TestLoginUnverifiedEmail(t *testing.T) {
+	f := newLoginFixture(t, opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: []string{"ops"}, Verified: false})
+	resp, body := browse(t, f.browser(f.laptop, nil, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("in the group, email unverified: %d %s", resp.StatusCode, body)
+	}
+	if c := assertionClaims(t, body); c["email"] != nil && c["email"] != "" || c["sub"] != "u-ops" {
+		t.Fatalf("claims with an unverified email: %v", c)
+	}
+	f.op.set(func(op *fixtureOP) { op.user.Groups = []string{"guests"} })
+	resp, body = browse(t, f.browser(f.laptop, nil, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Access denied") {
+		t.Fatalf("only email_domain could admit, email unverified: %d %s", resp.StatusCode, body)
+	}
+}
+
 func TestLoginSecretReload(t *testing.T) {
 	f := newLoginFixture(t, opsUser)
 	// The provider's secret rotates; the gateway still has the old one.
