@@ -2,12 +2,20 @@ package gateway
 
 // fixtureOP is a TEST FIXTURE: a minimal OpenID Provider for the login
 // tests, on go-jose, that the tests can make misbehave (a wrong nonce,
-// another issuer or audience, an expired ID token, a provider that is
-// down). It serves discovery, JWKS, /authorize (auto-approves its one
-// user, checks the PKCE challenge method) and /token (a single-use code,
-// the client secret, the PKCE verifier), and an end_session_endpoint. The
-// certified OP of internal/oidcop replaces it in later tests; the helpers
-// that point an application at an issuer (loginSetup) work with either.
+// another issuer or audience, an expired ID token, a JWKS that answers
+// 503, a provider that is down). It serves discovery, JWKS, /authorize
+// (auto-approves its one user, checks the PKCE challenge method) and
+// /token (a single-use code, the client secret, the PKCE verifier), and an
+// end_session_endpoint.
+//
+// It stays beside the certified OP of internal/oidcop (login_oidcop_test.go)
+// rather than being replaced by it: a certified OP never issues an ID token
+// with a wrong nonce, another issuer or another audience, nor serves a
+// broken JWKS, so those failures can only be produced here. Everything an
+// honest provider does (the flow, its form, replayed and forged states, an
+// expired ID token, a provider that goes down) is tested against
+// internal/oidcop too. The helpers that point an application at an issuer
+// (loginSetup) work with either.
 
 import (
 	"crypto/ecdsa"
@@ -51,6 +59,7 @@ type fixtureOP struct {
 	issuer   string        // when set, the ID token's iss
 	audience string        // when set, the ID token's aud
 	ttl      time.Duration // the ID token's lifetime (negative: expired)
+	jwksDown int           // when set, /jwks answers this status
 
 	authorizations atomic.Int32 // /authorize requests
 	tokenRequests  atomic.Int32
@@ -104,6 +113,13 @@ func (op *fixtureOP) discovery(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (op *fixtureOP) jwks(w http.ResponseWriter, _ *http.Request) {
+	op.mu.Lock()
+	down := op.jwksDown
+	op.mu.Unlock()
+	if down != 0 {
+		http.Error(w, "keys unavailable", down)
+		return
+	}
 	writeJSON(w, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &op.key.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
 }
 

@@ -187,7 +187,7 @@ func (x *exchange) loginEndpoint(path string) (outcome, bool) {
 		p := x.app.provider(strings.TrimPrefix(path, pathLoginPrefix))
 		ret, ok := safeReturn(string(x.req.URI().QueryArgs().Peek("redirect_url")))
 		if p == nil || !ok {
-			return x.loginPage(fasthttp.StatusBadRequest, "Login failed", "This login link is not valid.", "bad login link"), true
+			return x.loginPage(fasthttp.StatusBadRequest, "Sign-in failed", "This sign-in link is not valid.", "bad login link"), true
 		}
 		return x.startLogin(p, ret), true
 	}

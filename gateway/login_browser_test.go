@@ -4,7 +4,11 @@ package gateway
 // internal/browsertest) with the laptop's client certificate in its NSS
 // database, the console behind the gateway, and internal/oidcop as the
 // identity provider, everything on loopback sockets. The test is skipped
-// only where chromium is not installed.
+// only where chromium is not installed. TestBrowserLogin selects the
+// certificate with the machine's AutoSelectCertificateForUrls policy when
+// it may write the policy folder (root), and with the profile's
+// preferences otherwise; browsertest serialises the browsers that use the
+// machine's policy, across test processes.
 //
 // The console is console.fleet.test and the provider idp.fleet.test, on
 // loopback ports: chromium maps *.fleet.test to 127.0.0.1
@@ -13,6 +17,7 @@ package gateway
 
 import (
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,11 +36,35 @@ func TestBrowserLogin(t *testing.T) {
 		Include: []selector{{"group": "ops"}}, Require: []selector{{"email_domain": "fleet.test"}, anyFleetDevice}}},
 		IdPHost: "idp.fleet.test"})
 	op := f.ops[0]
-	b := browsertest.Start(t, browsertest.Options{
-		ClientCert: &f.laptop.tls,
-		TrustedCAs: [][]byte{f.h.pki.root.CertPEM(), idpPKI().root.CertPEM()},
-		HostRules:  "MAP *.fleet.test 127.0.0.1",
+	// The laptop's certificate goes to the console without a dialog by
+	// the AutoSelectCertificateForUrls policy, as an operator deploys it,
+	// where this process may write the machine's policy folder (root, as
+	// in CI); elsewhere by the same setting in the profile's preferences.
+	// Only the console's origin: the policy file is read by every chromium
+	// on the machine while it exists.
+	via := browsertest.ManagedPolicy
+	if err := browsertest.ManagedPolicyUsable(); err != nil {
+		via = browsertest.ProfilePreferences
+		t.Logf("falling back to the profile's preferences: %v", err)
+	}
+	var policyFile string
+	t.Cleanup(func() { // runs after the browser's own cleanup
+		if _, err := os.Stat(policyFile); policyFile != "" && !os.IsNotExist(err) {
+			t.Errorf("the managed policy %s outlived the test: %v", policyFile, err)
+		}
 	})
+	b := browsertest.Start(t, browsertest.Options{
+		ClientCert:    &f.laptop.tls,
+		TrustedCAs:    [][]byte{f.h.pki.root.CertPEM(), idpPKI().root.CertPEM()},
+		HostRules:     "MAP *.fleet.test 127.0.0.1",
+		AutoSelect:    []string{strings.TrimSuffix(f.consoleURL("/"), "/")},
+		AutoSelectVia: via,
+	})
+	policyFile = b.PolicyFile()
+	if (via == browsertest.ManagedPolicy) != (policyFile != "") {
+		t.Fatalf("auto-selection via %v wrote the policy file %q", via, policyFile)
+	}
+	t.Logf("the certificate is selected (AutoSelectCertificateForUrls) through the %v %s", via, policyFile)
 
 	// The console sends the browser to the provider's login page.
 	b.Navigate(f.consoleURL("/some/path"))
@@ -61,6 +90,7 @@ func TestBrowserLogin(t *testing.T) {
 	b.WaitText(`"path":"/other"`)
 
 	// Logout clears the cookie and signs out at the provider too.
+	waitQuiet(t, f.h)
 	b.Navigate(f.consoleURL("/cdn-cgi/access/logout"))
 	b.WaitURL(op.issuer)
 	b.WaitText("Signed out")
@@ -123,6 +153,24 @@ func TestBrowserLoginStrictCookie(t *testing.T) {
 	if strings.Contains(text, "code=") {
 		t.Fatalf("the origin saw the callback's URL: %s", text)
 	}
+}
+
+// waitQuiet waits, at most 5 s, until the gateway has answered no request
+// for 500 ms. Chromium fetches a page's /favicon.ico a while after the
+// page, with the session cookie; the answer re-mints the session (as every
+// allowed request does), so one that arrives after the logout would set
+// the session cookie again.
+func waitQuiet(t *testing.T, h *harness) {
+	t.Helper()
+	n, since := len(h.accessLines(t)), time.Now()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := len(h.accessLines(t)); m != n {
+			n, since = m, time.Now()
+		} else if time.Since(since) >= 500*time.Millisecond {
+			return
+		}
+	}
+	t.Logf("the browser's requests did not pause for 500ms within 5s")
 }
 
 // signInBrowser fills the provider's login form with user and submits it.

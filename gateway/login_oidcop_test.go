@@ -486,3 +486,82 @@ func TestOIDCLoginStrictCookie(t *testing.T) {
 		t.Fatalf("after the page: %d %s", resp.StatusCode, body)
 	}
 }
+
+// toCallback logs user in at the provider with a new browser of the laptop
+// and stops at the provider's redirect back: it returns the browser (its jar
+// holds the login cookie) and the callback URL, not yet visited.
+func (f *oidcFixture) toCallback(t *testing.T, path string, user oidcop.User) (*http.Client, string) {
+	t.Helper()
+	c := f.browser(f.laptop, nil, true)
+	c.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Path == pathCallback {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}
+	resp, body := f.login(t, c, path, user)
+	cb := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(cb, f.consoleURL(pathCallback)+"?") {
+		t.Fatalf("the provider's redirect back: %d %q: %s", resp.StatusCode, cb, body)
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c, cb
+}
+
+// TestOIDCLoginReplayedAndForgedState: against the certified provider, a
+// callback replayed after it succeeded (its URL and a copy of the login
+// cookie) and a callback whose state is forged each get the error page and
+// no session; the forged ones use nothing up, so the genuine callback that
+// follows them still completes.
+func TestOIDCLoginReplayedAndForgedState(t *testing.T) {
+	f := newOIDCFixture(t, opSetup{})
+	t.Run("replayed", func(t *testing.T) {
+		c, cb := f.toCallback(t, "/dash", opOps)
+		u, _ := url.Parse(cb)
+		saved := c.Jar.Cookies(u)
+		if len(saved) != 1 || !strings.HasPrefix(saved[0].Name, loginCookiePrefix) {
+			t.Fatalf("login cookies %v", saved)
+		}
+		resp, body := browse(t, c, cb)
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" || f.session(c.Jar) == "" {
+			t.Fatalf("the callback: %d %q: %s", resp.StatusCode, resp.Header.Get("Location"), body)
+		}
+		jar, _ := cookiejar.New(nil)
+		jar.SetCookies(u, saved) // the login cookie, copied before the callback
+		resp, body = browse(t, f.browser(f.laptop, jar, false), cb)
+		assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", jar, u.Query().Get("state"))
+		if !strings.Contains(f.h.logs.String(), "login state replayed") {
+			t.Fatalf("the log does not say the state was replayed:\n%s", f.h.logs.String())
+		}
+	})
+	t.Run("forged", func(t *testing.T) {
+		c, cb := f.toCallback(t, "/dash", opOps)
+		u, _ := url.Parse(cb)
+		state := u.Query().Get("state")
+		for _, forged := range []string{
+			strings.Repeat("A", 43),              // names no login cookie
+			state[:16] + strings.Repeat("A", 27), // names the login's cookie, but is not its state
+		} {
+			bad := *u
+			q := bad.Query()
+			q.Set("state", forged)
+			bad.RawQuery = q.Encode()
+			// A copy of the browser's login cookie: a refused callback
+			// clears the cookie its state names, so the real one is kept
+			// for the genuine callback below.
+			jar, _ := cookiejar.New(nil)
+			jar.SetCookies(u, c.Jar.Cookies(u))
+			resp, body := browse(t, f.browser(f.laptop, jar, false), bad.String())
+			assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", jar, forged)
+		}
+		// The genuine state without its login cookie: another browser.
+		jar, _ := cookiejar.New(nil)
+		resp, body := browse(t, f.browser(f.laptop, jar, false), cb)
+		assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", jar, state)
+		// The genuine callback still completes.
+		resp, body = browse(t, c, cb)
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" || f.session(c.Jar) == "" {
+			t.Fatalf("the genuine callback after the forged ones: %d %q: %s", resp.StatusCode, resp.Header.Get("Location"), body)
+		}
+	})
+}

@@ -269,9 +269,7 @@ func (f *loginFixture) startLogin(t *testing.T) (*http.Client, string) {
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("start: %d %s", resp.StatusCode, body)
 	}
-	if sc := resp.Header.Get("Set-Cookie"); !strings.Contains(sc, "SameSite=Lax") || !strings.Contains(sc, "HttpOnly") || !strings.Contains(sc, "Secure") {
-		t.Fatalf("login cookie %q", sc)
-	}
+	checkLoginCookie(t, resp)
 	resp, body = browse(t, c, resp.Header.Get("Location"))
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("provider: %d %s", resp.StatusCode, body)
@@ -279,13 +277,75 @@ func (f *loginFixture) startLogin(t *testing.T) (*http.Client, string) {
 	return c, resp.Header.Get("Location")
 }
 
+// checkLoginCookie checks the login state cookie resp (the redirect to the
+// provider) sets: exactly one, short-lived (Max-Age at most 600 s, and an
+// Expires that agrees), sent only to the callback, HttpOnly, Secure and
+// SameSite=Lax.
+func checkLoginCookie(t *testing.T, resp *http.Response) {
+	t.Helper()
+	var login []*http.Cookie
+	for _, c := range resp.Cookies() {
+		if strings.HasPrefix(c.Name, loginCookiePrefix) {
+			login = append(login, c)
+		}
+	}
+	if len(login) != 1 {
+		t.Fatalf("%d login cookies in %q", len(login), resp.Header.Values("Set-Cookie"))
+	}
+	c := login[0]
+	if c.MaxAge <= 0 || c.MaxAge > 600 || c.Expires.After(time.Now().Add(601*time.Second)) || c.Expires.Before(time.Now()) ||
+		c.Path != pathCallback || c.Domain != "" || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteLaxMode || c.Value == "" {
+		t.Fatalf("login cookie %q: want Max-Age in (0, 600], Path %s, host-only, HttpOnly, Secure, SameSite=Lax", c.Raw, pathCallback)
+	}
+}
+
+// assertNoSession checks a refused login: the status, the page's title
+// (title), no Set-Cookie that sets a session (every one of the answer's,
+// not only the first), nothing of the request reflected (reflect, when
+// set, must not be in the body) and, with a jar, no session in it.
+func assertNoSession(t *testing.T, resp *http.Response, body string, status int, title string, jar http.CookieJar, reflect ...string) {
+	t.Helper()
+	if resp.StatusCode != status || !strings.Contains(body, "<h1>"+title+"</h1>") {
+		t.Fatalf("%d (want %d), page (want %q): %s", resp.StatusCode, status, title, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("error page Content-Type %q, Cache-Control %q", ct, resp.Header.Get("Cache-Control"))
+	}
+	for _, sc := range resp.Header.Values("Set-Cookie") {
+		if name, value, _ := strings.Cut(sc, "="); strings.TrimSpace(name) == "CF_Authorization" && !strings.HasPrefix(value, ";") && value != "" {
+			t.Fatalf("a session cookie in Set-Cookie %q", resp.Header.Values("Set-Cookie"))
+		}
+	}
+	for _, c := range resp.Cookies() {
+		if c.Name == "CF_Authorization" && c.Value != "" {
+			t.Fatalf("a session cookie %q", c.Raw)
+		}
+	}
+	if jar != nil {
+		u := *resp.Request.URL
+		u.Path, u.RawQuery = "/", ""
+		for _, c := range jar.Cookies(&u) {
+			if c.Name == "CF_Authorization" {
+				t.Fatalf("a session cookie in the jar: %v", c)
+			}
+		}
+	}
+	for _, r := range reflect {
+		if r != "" && strings.Contains(body, r) {
+			t.Fatalf("the page reflects %q: %s", r, body)
+		}
+	}
+}
+
 func TestLoginFailures(t *testing.T) {
 	f := newLoginFixture(t, opsUser)
-	noSession := func(t *testing.T, resp *http.Response, body string, status int) {
+	stateOf := func(t *testing.T, cb string) string {
 		t.Helper()
-		if resp.StatusCode != status || strings.Contains(resp.Header.Get("Set-Cookie"), "CF_Authorization=ey") {
-			t.Fatalf("%d (want %d), Set-Cookie %q: %s", resp.StatusCode, status, resp.Header.Get("Set-Cookie"), body)
+		u, err := url.Parse(cb)
+		if err != nil || !validState(u.Query().Get("state")) {
+			t.Fatalf("callback URL %q", cb)
 		}
+		return u.Query().Get("state")
 	}
 	t.Run("replayed state", func(t *testing.T) {
 		c, cb := f.startLogin(t)
@@ -296,22 +356,75 @@ func TestLoginFailures(t *testing.T) {
 		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
 			t.Fatalf("first callback: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 		}
+		exchanges := f.op.tokenRequests.Load()
 		fresh, _ := cookiejar.New(nil)
 		fresh.SetCookies(u, saved) // the attacker kept the login cookie too
 		resp, body := browse(t, f.browser(f.laptop, fresh, false), cb)
-		noSession(t, resp, body, http.StatusBadRequest)
+		assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", fresh, stateOf(t, cb))
+		// The same browser, replaying its own callback (its jar holds the
+		// session of the first one): refused, and no new session set.
+		c.Jar.SetCookies(u, saved)
+		resp, body = browse(t, c, cb)
+		assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", nil, stateOf(t, cb))
+		if n := f.op.tokenRequests.Load(); n != exchanges {
+			t.Fatalf("%d code exchanges after the first's %d: a replay reached the provider", n, exchanges)
+		}
 	})
 	t.Run("forged state", func(t *testing.T) {
 		_, cb := f.startLogin(t)
-		resp, body := browse(t, f.browser(f.laptop, nil, false), cb) // no login cookie
-		noSession(t, resp, body, http.StatusBadRequest)
-		c, cb := f.startLogin(t)
-		u, _ := url.Parse(cb)
-		q := u.Query()
-		q.Set("state", strings.Repeat("A", 43))
-		u.RawQuery = q.Encode()
-		resp, body = browse(t, c, u.String())
-		noSession(t, resp, body, http.StatusBadRequest)
+		jar, _ := cookiejar.New(nil)
+		resp, body := browse(t, f.browser(f.laptop, jar, false), cb) // no login cookie
+		assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", jar, stateOf(t, cb))
+		for _, forge := range []func(string) string{
+			func(string) string { return strings.Repeat("A", 43) },            // names no cookie
+			func(s string) string { return s[:16] + strings.Repeat("A", 27) }, // names the login's cookie, not its state
+		} {
+			c, cb := f.startLogin(t)
+			u, _ := url.Parse(cb)
+			q := u.Query()
+			forged := forge(q.Get("state"))
+			q.Set("state", forged)
+			u.RawQuery = q.Encode()
+			resp, body = browse(t, c, u.String())
+			assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", c.Jar, forged)
+		}
+	})
+	t.Run("tampered login cookie", func(t *testing.T) {
+		oc, ocb := f.startLogin(t) // another login of the same laptop
+		ou, _ := url.Parse(ocb)
+		otherSealed := oc.Jar.Cookies(ou)[0].Value
+		for _, tamper := range []func(string) string{
+			func(v string) string { // one character changed
+				b := []byte(v)
+				if i := len(b) / 2; b[i] == 'A' {
+					b[i] = 'B'
+				} else {
+					b[i] = 'A'
+				}
+				return string(b)
+			},
+			func(v string) string { return v[:len(v)-4] }, // truncated
+			func(v string) string { return v + "AAAA" },   // extended
+			func(string) string { return "" },             // emptied
+			func(v string) string { return "!" + v[1:] },  // not base64url
+			func(string) string { return otherSealed },    // another login's sealed state
+		} {
+			c, cb := f.startLogin(t)
+			u, _ := url.Parse(cb)
+			cookies := c.Jar.Cookies(u)
+			if len(cookies) != 1 || !strings.HasPrefix(cookies[0].Name, loginCookiePrefix) {
+				t.Fatalf("login cookies %v", cookies)
+			}
+			jar, _ := cookiejar.New(nil)
+			jar.SetCookies(u, []*http.Cookie{{Name: cookies[0].Name, Value: tamper(cookies[0].Value), Path: pathCallback}})
+			resp, body := browse(t, f.browser(f.laptop, jar, false), cb)
+			assertNoSession(t, resp, body, http.StatusBadRequest, "Sign-in failed", jar, stateOf(t, cb))
+			// The untampered cookie still completes that login: the
+			// refusal used nothing up.
+			if resp, body := browse(t, c, cb); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/dash" {
+				t.Fatalf("the login after the tampered callback: %d %s", resp.StatusCode, body)
+			}
+		}
 	})
 	for _, tc := range []struct {
 		name string
@@ -327,10 +440,7 @@ func TestLoginFailures(t *testing.T) {
 			f.op.set(tc.set)
 			defer f.op.set(func(op *fixtureOP) { op.nonce, op.issuer, op.audience, op.ttl = "", "", "", 5*time.Minute })
 			resp, body := browse(t, c, cb)
-			noSession(t, resp, body, http.StatusUnauthorized)
-			if !strings.Contains(body, "Sign-in failed") {
-				t.Fatalf("page: %s", body)
-			}
+			assertNoSession(t, resp, body, http.StatusUnauthorized, "Sign-in failed", c.Jar, stateOf(t, cb))
 		})
 	}
 	t.Run("return URL to another host", func(t *testing.T) {
@@ -386,6 +496,108 @@ func TestLoginProviderDown(t *testing.T) {
 	r := f.h.get(t, f.h.client(f.h.pki.sensor1), href(hApp, "/x"))
 	if r.StatusCode != http.StatusOK {
 		t.Fatalf("app.fleet.test while the provider is down: %d", r.StatusCode)
+	}
+}
+
+// TestLoginJWKSUnavailable: a provider whose key set cannot be had at the
+// callback (its JWKS answers 503) is an unavailable provider: 502 "Sign-in
+// unavailable" and no session, not a refused login; once the keys are back
+// the next login completes.
+func TestLoginJWKSUnavailable(t *testing.T) {
+	f := newLoginFixture(t, opsUser)
+	c, cb := f.startLogin(t)
+	f.op.set(func(op *fixtureOP) { op.jwksDown = http.StatusServiceUnavailable })
+	resp, body := browse(t, c, cb)
+	assertNoSession(t, resp, body, http.StatusBadGateway, "Sign-in unavailable", c.Jar)
+	if !strings.Contains(body, "cannot be reached") {
+		t.Fatalf("the 502 page: %s", body)
+	}
+	if !strings.Contains(f.h.logs.String(), "identity provider unavailable") {
+		t.Fatalf("the log does not say the provider is unavailable:\n%s", f.h.logs.String())
+	}
+	f.op.set(func(op *fixtureOP) { op.jwksDown = 0 })
+	resp, body = browse(t, f.browser(f.laptop, nil, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK || assertionClaims(t, body)["email"] != opsUser.Email {
+		t.Fatalf("a login once the keys are back: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestLoginBypassAndNonIdentity: on an application with identity
+// providers, a request a bypass policy (a device's health check) or a
+// non_identity policy (a provisioning service's certificate) admits is
+// answered at once, whatever it accepts: no login starts, the provider sees
+// nothing. A request neither admits still starts a login.
+func TestLoginBypassAndNonIdentity(t *testing.T) {
+	p := sharedPKI()
+	f := newLoginFixture(t, opsUser,
+		policySection{Name: "sensors' health checks", Decision: "bypass", Include: []selector{{"common_name": p.sensor1.name}}},
+		policySection{Name: "provisioning service", Decision: "non_identity", Include: []selector{{"common_name": p.sensor2.name}}},
+		policySection{Name: "ops on enrolled laptops", Decision: "allow", Include: []selector{{"group": "ops"}}, Require: []selector{anyFleetDevice}})
+	for _, tc := range []struct {
+		name      string
+		dev       *device
+		assertion bool // non_identity mints one; bypass does not
+	}{
+		{"bypass", p.sensor1, false},
+		{"non_identity", p.sensor2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, accept := range []string{"text/html,application/xhtml+xml", "application/json", ""} {
+				req, _ := http.NewRequest(http.MethodGet, f.consoleURL("/healthz"), nil)
+				if accept != "" {
+					req.Header.Set("Accept", accept)
+				}
+				resp, err := f.browser(tc.dev, nil, false).Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body := string(b)
+				if resp.StatusCode != http.StatusOK || resp.Header.Get("Location") != "" {
+					t.Fatalf("Accept %q: %d %q: %s", accept, resp.StatusCode, resp.Header.Get("Location"), body)
+				}
+				var e echo
+				if err := json.Unmarshal(b, &e); err != nil || e.Path != "/healthz" {
+					t.Fatalf("Accept %q: not the origin's answer (%v): %s", accept, err, body)
+				}
+				if got := e.Headers.Get("Cf-Access-Jwt-Assertion") != ""; got != tc.assertion {
+					t.Fatalf("Accept %q: assertion to the origin %v, want %v", accept, got, tc.assertion)
+				}
+				for _, c := range resp.Cookies() {
+					if strings.HasPrefix(c.Name, loginCookiePrefix) {
+						t.Fatalf("Accept %q: a login cookie %q", accept, c.Raw)
+					}
+				}
+			}
+		})
+	}
+	if n, m := f.op.authorizations.Load(), f.op.tokenRequests.Load(); n != 0 || m != 0 {
+		t.Fatalf("the provider saw %d authorizations and %d code exchanges", n, m)
+	}
+	// The laptop matches neither: its page request goes to the provider.
+	resp, body := browse(t, f.browser(f.laptop, nil, false), f.consoleURL("/healthz"))
+	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), f.op.Issuer()+"/authorize?") {
+		t.Fatalf("the laptop: %d %q: %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+}
+
+// TestLoginUnverifiedEmail: an email the provider does not say is verified
+// is dropped and the login goes on without it: a group policy still
+// admits the person, an email_domain policy does not.
+func TestLoginUnverifiedEmail(t *testing.T) {
+	f := newLoginFixture(t, opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: []string{"ops"}, Verified: false})
+	resp, body := browse(t, f.browser(f.laptop, nil, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("in the group, email unverified: %d %s", resp.StatusCode, body)
+	}
+	if c := assertionClaims(t, body); c["email"] != nil && c["email"] != "" || c["sub"] != "u-ops" {
+		t.Fatalf("claims with an unverified email: %v", c)
+	}
+	f.op.set(func(op *fixtureOP) { op.user.Groups = []string{"guests"} })
+	resp, body = browse(t, f.browser(f.laptop, nil, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Access denied") {
+		t.Fatalf("only email_domain could admit, email unverified: %d %s", resp.StatusCode, body)
 	}
 }
 

@@ -79,7 +79,15 @@ type Browser struct {
 	cancel  func()
 	home    string // temporary HOME, holding the profile and NSS database
 	timeout time.Duration
+	// policyFile is the managed policy file of AutoSelectVia
+	// ManagedPolicy, "" otherwise.
+	policyFile string
 }
+
+// PolicyFile returns the path of the managed policy file this browser's
+// Start wrote (AutoSelectVia ManagedPolicy), "" when it wrote none. The
+// file is removed when the test ends: a test can check that it is gone.
+func (b *Browser) PolicyFile() string { return b.policyFile }
 
 // Chromium returns the path of the browser to run: $CHROMIUM when set,
 // else DefaultChromium; ok is false when it is not an executable file.
@@ -115,6 +123,8 @@ func Start(tb testing.TB, opts Options) *Browser {
 	// holds the profile: nothing of the machine's user is read or changed.
 	home := tb.TempDir()
 	dataDir := filepath.Join(home, "profile")
+	policyFile := ""
+	clearStalePolicies(tb)
 	db, err := newNSSDB(home)
 	if err != nil {
 		tb.Fatal(err)
@@ -129,7 +139,7 @@ func Start(tb testing.TB, opts Options) *Browser {
 			tb.Fatal(err)
 		}
 		if !opts.NoAutoSelect {
-			if err := autoSelect(tb, opts.AutoSelectVia, dataDir, clientCert, opts.AutoSelect); err != nil {
+			if policyFile, err = autoSelect(tb, opts.AutoSelectVia, dataDir, clientCert, opts.AutoSelect); err != nil {
 				tb.Fatal(err)
 			}
 		}
@@ -178,7 +188,7 @@ func Start(tb testing.TB, opts Options) *Browser {
 
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), allocOpts...)
 	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	b := &Browser{tb: tb, ctx: ctx, home: home, timeout: timeout}
+	b := &Browser{tb: tb, ctx: ctx, home: home, timeout: timeout, policyFile: policyFile}
 	b.cancel = func() {
 		// Browser.close first, so chromium ends its children itself;
 		// cancelling the contexts then kills a browser that did not close

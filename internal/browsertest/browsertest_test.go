@@ -3,12 +3,14 @@ package browsertest
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -159,7 +161,10 @@ func TestClientCertificate(t *testing.T) {
 }
 
 // TestManagedPolicy selects the certificate through the machine's policy
-// folder, as an operator would, with the certificate given as PEM files.
+// folder, as an operator would, with the certificate given as PEM files;
+// the policy file is gone when the test that wrote it ends, and a policy
+// file left behind by a killed test is removed before it can steer the
+// browser.
 func TestManagedPolicy(t *testing.T) {
 	p := newTestPKI(t)
 	srv := startPortal(t, p, tls.RequireAndVerifyClientCert)
@@ -168,7 +173,27 @@ func TestManagedPolicy(t *testing.T) {
 	if err := p.laptop.WriteFiles(certFile, keyFile, p.inter); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := filepath.Glob(filepath.Join(ManagedPolicyDir, "browsertest-*.json"))
+	if err := ManagedPolicyUsable(); err != nil {
+		t.Skipf("%v", err)
+	}
+	// What a test killed before its cleanup leaves: a policy that would
+	// send no certificate to the portal (its filter matches no issuer).
+	stale := filepath.Join(ManagedPolicyDir, policyFilePrefix+"stale-test.json")
+	rule, _ := json.Marshal(autoSelectRule{Pattern: srv.url, Filter: selectFilter{Issuer: &nameFilter{CN: "no such CA"}}})
+	data, _ := json.Marshal(map[string][]string{"AutoSelectCertificateForUrls": {string(rule)}})
+	// Written under the lock, as no live browser's policy may change
+	// under it (another test process may run one).
+	unlock, err := lockFile(managedLock, managedLockWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = os.WriteFile(stale, data, 0o644)
+	unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(stale) })
+	var policy string
 	t.Run("browse", func(t *testing.T) {
 		b := Start(t, Options{
 			ClientCertFile: certFile,
@@ -178,13 +203,49 @@ func TestManagedPolicy(t *testing.T) {
 			AutoSelect:     []string{srv.url},
 			AutoSelectVia:  ManagedPolicy,
 		})
+		policy = b.PolicyFile()
+		if _, err := os.Stat(stale); !os.IsNotExist(err) {
+			t.Errorf("the stale policy %s is still there: %v", stale, err)
+		}
+		if fi, err := os.Stat(policy); err != nil || !strings.HasPrefix(filepath.Base(policy), policyFilePrefix) || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("the policy file %q: %v", policy, err)
+		}
 		b.Navigate(srv.url + "/")
 		b.WaitText("client certificate: laptop-0042")
 		noLeftovers(t, b)
 	})
-	after, _ := filepath.Glob(filepath.Join(ManagedPolicyDir, "browsertest-*.json"))
-	if len(after) != len(before) {
-		t.Errorf("policy files before %v, after %v: the test's file was not removed", before, after)
+	if _, err := os.Stat(policy); policy == "" || !os.IsNotExist(err) {
+		t.Errorf("the policy file %q outlived its test: %v", policy, err)
+	}
+}
+
+// TestManagedPolicyLock: the lock that serialises the browsers with a
+// managed policy excludes a second holder, in the same process too, until
+// the first releases it.
+func TestManagedPolicyLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	unlock, err := lockFile(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := lockFile(path, 300*time.Millisecond); err == nil {
+		t.Fatal("a second holder got the lock")
+	} else if d := time.Since(start); d < 300*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("the second holder gave up after %v, want about 300ms", d)
+	}
+	got := make(chan error, 1)
+	go func() {
+		u, err := lockFile(path, 5*time.Second)
+		if err == nil {
+			u()
+		}
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	unlock()
+	if err := <-got; err != nil {
+		t.Fatalf("the waiting holder after the release: %v", err)
 	}
 }
 

@@ -83,6 +83,11 @@ type Identity struct {
 type Provider struct {
 	cfg    Config
 	client *http.Client
+	// keys fetches the JWKS: the same connections as client, but an answer
+	// that is not a JWK set (a 5xx, a proxy's error page) is a transport
+	// error, so that a key set that cannot be had is told from a signature
+	// that does not verify (see keySet).
+	keys *http.Client
 
 	mu       sync.Mutex
 	disc     *discovered   // nil until discovery succeeded
@@ -111,7 +116,8 @@ func New(c Config) *Provider {
 	if c.Resolve != "" {
 		tr.DialContext = resolveDialer(c.Issuer, c.Resolve, tr.DialContext)
 	}
-	return &Provider{cfg: c, client: &http.Client{Transport: tr, Timeout: c.Timeout}}
+	return &Provider{cfg: c, client: &http.Client{Transport: tr, Timeout: c.Timeout},
+		keys: &http.Client{Transport: jwksTransport{tr}, Timeout: c.Timeout}}
 }
 
 // resolveDialer returns a dial function that connects to resolve instead
@@ -189,12 +195,20 @@ func (p *Provider) fetch(done chan struct{}) {
 	var d *discovered
 	if err == nil {
 		var extra struct {
-			EndSession string `json:"end_session_endpoint"`
+			EndSession string   `json:"end_session_endpoint"`
+			JWKS       string   `json:"jwks_uri"`
+			Algs       []string `json:"id_token_signing_alg_values_supported"`
 		}
-		_ = op.Claims(&extra) // optional
+		_ = op.Claims(&extra) // NewProvider parsed the same document
+		// go-oidc's remote key set, fetched through p.keys and wrapped so
+		// that a fetch failure is reported apart (keySet); the algorithms
+		// are those discovery advertises that go-oidc verifies, as
+		// op.Verifier would take them.
+		remote := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), p.keys), extra.JWKS)
 		d = &discovered{
-			op:         op,
-			verifier:   op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now}),
+			op: op,
+			verifier: oidc.NewVerifier(p.cfg.Issuer, keySet{remote},
+				&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now, SupportedSigningAlgs: signingAlgs(extra.Algs)}),
 			endSession: extra.EndSession,
 		}
 	}
@@ -257,8 +271,12 @@ func (p *Provider) Finish(parent context.Context, redirectURL, code string, st S
 	if !ok || raw == "" {
 		return Identity{}, fmt.Errorf("%w: %s: the token response has no id_token", ErrLogin, p.cfg.Name)
 	}
-	idt, err := d.verifier.Verify(ctx, raw)
+	fetch := &keysFetch{}
+	idt, err := d.verifier.Verify(context.WithValue(ctx, keysFetchKey{}, fetch), raw)
 	if err != nil {
+		if fetch.err != nil { // the provider's keys could not be had: not the token's fault
+			return Identity{}, fmt.Errorf("%w: %s: ID token signing keys: %v", ErrUnavailable, p.cfg.Name, fetch.err)
+		}
 		return Identity{}, fmt.Errorf("%w: %s: ID token: %v", ErrLogin, p.cfg.Name, err)
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(st.Nonce)) != 1 {
