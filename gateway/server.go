@@ -173,6 +173,7 @@ func (s *Server) newEngine(cfg *configs.Config, snap *snapshot) (*tlsengine.Engi
 		Logger:     s.log,
 		Observer:   s.metrics,
 		Go:         s.workers.Go,
+		Early:      earlyData,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -311,6 +312,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		c.remoteIP = addr.String()
 	}
 	gc.SetContext(c)
+	tc.SetValue(c) // for earlyData, on the handshake's goroutine
 	s.live.Store(c, struct{}{})
 	return nil, gnet.None
 }

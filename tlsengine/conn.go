@@ -75,10 +75,20 @@ type Conn struct {
 
 type valueBox struct{ v any }
 
+// run is the handshake's goroutine: the handshake, then, when the owner took
+// the application data that came with it (Config.Early), the owner's Serve,
+// once the handshake's queue place and CPU slot are given back.
+func (c *Conn) run() {
+	if early := c.handshake(); early != nil {
+		early.Serve()
+	}
+}
+
 // handshake runs the server handshake on its own goroutine, computes the
 // verdict inside the CPU slot, then either opens the connection (waking the
-// loop for bytes that came with the client's Finished) or closes it.
-func (c *Conn) handshake() {
+// loop for bytes that came with the client's Finished, or handing them to
+// Config.Early's EarlyData, which it returns) or closes it.
+func (c *Conn) handshake() EarlyData {
 	e := c.eng
 	defer e.adm.leave()
 	timer := time.AfterFunc(e.timeout, func() { c.shim.stopHandshake(rTimeout, ErrHandshakeTimeout) })
@@ -122,12 +132,19 @@ func (c *Conn) handshake() {
 	}
 	e.adm.counts[why].Add(1)
 
+	var early EarlyData
+	if err == nil && e.early != nil && !c.shim.released.Load() {
+		early = e.early(c, c.site)
+	}
+
 	c.mu.Lock()
 	if err != nil {
 		c.phase = stateClosing
 	} else {
 		c.phase = stateOpen
-		c.complete.Store(true)
+		if early == nil || c.closeRequested {
+			c.complete.Store(true)
+		}
 	}
 	closeRequested := c.closeRequested
 	c.mu.Unlock()
@@ -141,15 +158,19 @@ func (c *Conn) handshake() {
 		}
 		c.closing.Store(true)
 		c.drain()
-		return
+		return nil
 	}
 	if closeRequested {
 		c.beginClose(true) // Close was called while the handshake finished
-		return
+		return nil
+	}
+	if early != nil {
+		return c.takeEarly(early)
 	}
 	if !c.shim.released.Load() {
 		_ = c.t.Wake(nil)
 	}
+	return nil
 }
 
 // errNoCertificate is crypto/tls's error when a client sends no certificate
@@ -216,7 +237,7 @@ func (c *Conn) Feed(data []byte) error {
 	if c.closing.Load() {
 		return ErrClosed
 	}
-	if errors.Is(c.readErr, io.EOF) {
+	if c.complete.Load() && errors.Is(c.readErr, io.EOF) {
 		return nil // after the peer's close_notify, data "MUST be ignored" (RFC 8446 §6.1)
 	}
 	err := c.shim.feed(data)
@@ -242,14 +263,22 @@ func (c *Conn) Feed(data []byte) error {
 // Any other error is a broken record: crypto/tls has sent its alert and the
 // engine closes the connection itself.
 func (c *Conn) Read(p []byte) (int, error) {
-	if c.readErr != nil {
-		return 0, c.readErr
-	}
+	// complete first: until it is set, readErr belongs to the handshake's
+	// goroutine (takeEarly).
 	if !c.complete.Load() {
 		if c.closing.Load() {
 			return 0, ErrClosed
 		}
 		return 0, ErrWouldBlock
+	}
+	return c.read(p)
+}
+
+// read is Read once the handshake is complete, or on the handshake's
+// goroutine before the connection is published (takeEarly).
+func (c *Conn) read(p []byte) (int, error) {
+	if c.readErr != nil {
+		return 0, c.readErr
 	}
 	n, err := c.tls.Read(p)
 	if err == nil || errors.Is(err, ErrWouldBlock) {

@@ -8,7 +8,8 @@
 // tls.Config per site and Sites table (tlsconfig.go, site.go); the client
 // chain's verdict, attached to the connection (verify.go, verdictcache.go),
 // including revocation by CRLs and deny-lists in O(1) per certificate
-// (revocation.go, revocation_table.go); decrypting, encrypting and closing after the handshake (conn.go). It knows
+// (revocation.go, revocation_table.go); decrypting, encrypting and closing after the handshake (conn.go), and
+// handing what came with the handshake to its owner (early.go). It knows
 // nothing about HTTP or policies.
 //
 //	gnet loop                       tlsengine                          handshake goroutine
@@ -25,7 +26,12 @@
 //	            AsyncWrite(copy) ◀─── shim.Write ◀───────────────────── server flight
 //	                                                                    Finished → verdict
 //	                                                                    (ChainVerifier, in
-//	                                                                    the slot) → Wake
+//	                                                                    the slot) → Wake, or
+//	                                                                    with Config.Early:
+//	                                                                    decrypt what is there,
+//	                                                                    EarlyData.Push, open,
+//	                                                                    EarlyData.Serve (no
+//	                                                                    Wake unless more came)
 //	OnTraffic ──── Conn.Read ─────▶ tls.Conn.Read over shim: no whole record →
 //	                                  ErrWouldBlock (Temporary; never blocks the loop);
 //	                                  the peer's close_notify → io.EOF, still writable

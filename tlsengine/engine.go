@@ -123,6 +123,12 @@ type Config struct {
 	Go func(func())
 	// Observer receives one HandshakeEvent per handshake; nil ignores them.
 	Observer Observer
+	// Early, when set, is asked after each successful handshake whether the
+	// owner takes over the opening of the connection on the handshake's
+	// goroutine (see EarlyData). Nil, or Early returning nil, means the
+	// event loop is woken instead, to read what came with the client's
+	// Finished and to see the connection open.
+	Early func(c *Conn, site *Site) EarlyData
 }
 
 // Engine terminates TLS for connections whose bytes come from an event loop.
@@ -139,6 +145,7 @@ type Engine struct {
 	adm          *admission
 	tab          atomic.Pointer[table]
 	spawn        func(func())
+	early        func(*Conn, *Site) EarlyData
 }
 
 // NewEngine checks cfg, fills defaults and returns an Engine.
@@ -161,6 +168,7 @@ func NewEngine(cfg Config) (*Engine, error) {
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
 		spawn:        cfg.Go,
+		early:        cfg.Early,
 	}
 	if e.spawn == nil {
 		e.spawn = func(f func()) { go f() }
@@ -251,7 +259,7 @@ func (e *Engine) Open(t Transport) (*Conn, error) {
 	c := &Conn{eng: e, t: t, opened: time.Now(), remote: remoteAddr(t)}
 	c.shim = newShim(c, t, e.adm, int(e.maxInbound.Load()))
 	c.tls = tls.Server(c.shim, e.tab.Load().base)
-	e.spawn(c.handshake)
+	e.spawn(c.run)
 	return c, nil
 }
 

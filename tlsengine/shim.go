@@ -413,6 +413,14 @@ func (s *shim) release() {
 	}
 }
 
+// hasRecord reports whether a whole record is buffered, ready for
+// crypto/tls (and the transport is still there).
+func (s *shim) hasRecord() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready > s.off && !s.released.Load()
+}
+
 func (s *shim) isOversized() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
