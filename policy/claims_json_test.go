@@ -1,15 +1,9 @@
 package policy
 
 import (
-	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/asn1"
 	"encoding/json"
-	"math/big"
 	mrand "math/rand/v2"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -85,71 +79,3 @@ func TestMintRoundTripOddClaims(t *testing.T) {
 
 // TestES256FromDER checks the DER to r||s conversion against encoding/asn1
 // and math/big, low-s included, and that malformed signatures are refused.
-func TestES256FromDER(t *testing.T) {
-	testKeys(t)
-	priv := keyES.(*ecdsa.PrivateKey)
-	n := priv.Curve.Params().N
-	highS := 0
-	for i := range 300 {
-		d := sha256.Sum256([]byte{byte(i), byte(i >> 8)})
-		der, err := ecdsa.SignASN1(rand.Reader, priv, d[:])
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rs struct{ R, S *big.Int }
-		if _, err := asn1.Unmarshal(der, &rs); err != nil {
-			t.Fatal(err)
-		}
-		if rs.S.Cmp(p256HalfOrder) > 0 {
-			highS++
-			rs.S.Sub(n, rs.S)
-		}
-		want := make([]byte, 64)
-		rs.R.FillBytes(want[:32])
-		rs.S.FillBytes(want[32:])
-		got := make([]byte, 64)
-		if !es256FromDER(got, der) {
-			t.Fatalf("refused a signature from ecdsa.SignASN1: %x", der)
-		}
-		if string(got) != string(want) {
-			t.Fatalf("es256FromDER(%x) = %x, want %x", der, got, want)
-		}
-		if !ecdsa.Verify(&priv.PublicKey, d[:], new(big.Int).SetBytes(got[:32]), new(big.Int).SetBytes(got[32:])) {
-			t.Fatal("the converted signature does not verify")
-		}
-	}
-	if highS == 0 {
-		t.Fatal("no high-s signature in 300: the low-s branch went untested")
-	}
-	enc := func(r, s []byte) []byte {
-		body := append(append([]byte{0x02, byte(len(r))}, r...), append([]byte{0x02, byte(len(s))}, s...)...)
-		return append([]byte{0x30, byte(len(body))}, body...)
-	}
-	one, big32 := []byte{1}, append([]byte{0}, []byte(strings.Repeat("\xff", 32))...)
-	for _, tt := range []struct {
-		name string
-		der  []byte
-	}{
-		{"empty", nil},
-		{"not a sequence", append([]byte{0x31}, enc(one, one)[1:]...)},
-		{"length too long", append([]byte{0x30, 7}, enc(one, one)[2:]...)},
-		{"trailing byte", append(enc(one, one), 0)},
-		{"trailing inside", []byte{0x30, 0x08, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01, 0x00, 0x00}},
-		{"negative r", enc([]byte{0x80}, one)},
-		{"zero r", enc([]byte{0}, one)},
-		{"empty s", enc(one, nil)},
-		{"needless zero", enc([]byte{0, 1}, one)},
-		{"r of 33 bytes", enc(append([]byte{1}, make([]byte, 32)...), one)},
-		{"s over 32 bytes after its zero", enc(one, append([]byte{0}, big32...))},
-		{"not integers", func() []byte { b := enc(one, one); b[2] = 0x04; return b }()},
-		{"truncated", enc(one, one)[:6]},
-	} {
-		if es256FromDER(make([]byte, 64), tt.der) {
-			t.Errorf("%s: accepted %x", tt.name, tt.der)
-		}
-	}
-	// The largest valid magnitude (32 bytes with its sign byte) is accepted.
-	if !es256FromDER(make([]byte, 64), enc(big32, one)) {
-		t.Error("refused a 32-byte r with its leading zero")
-	}
-}

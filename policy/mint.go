@@ -2,16 +2,16 @@ package policy
 
 import (
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
-	"unsafe"
 )
 
 // TokenType is the "type" claim of every token fleetgate mints, as in
@@ -231,9 +231,7 @@ func (ks *KeySet) Mint(c *Claims) (string, error) {
 	}
 	buf = append(buf, '.')
 	buf = b64.AppendEncode(buf, sig)
-	// buf is never written again: the token shares its bytes instead of
-	// copying them (one allocation fewer per token).
-	return unsafe.String(unsafe.SliceData(buf), len(buf)), nil
+	return string(buf), nil
 }
 
 // sign returns the JWS signature over the signing input: raw r||s for
@@ -248,115 +246,26 @@ func (k *tokenKey) sign(input []byte) ([]byte, error) {
 		return k.signer.Sign(rand.Reader, d[:], crypto.SHA256)
 	case AlgES256:
 		d := sha256.Sum256(input)
-		var der []byte
-		var err error
-		if priv, ok := k.signer.(*ecdsa.PrivateKey); ok {
-			der, err = ecdsa.SignASN1(rand.Reader, priv, d[:]) // d stays on the stack
-		} else {
-			h := d // an interface's Sign keeps its own copy on the heap
-			der, err = k.signer.Sign(rand.Reader, h[:], crypto.SHA256)
-		}
+		der, err := k.signer.Sign(rand.Reader, d[:], crypto.SHA256)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]byte, 64)
-		if !es256FromDER(out, der) {
+		var rs struct{ R, S *big.Int }
+		rest, err := asn1.Unmarshal(der, &rs)
+		if err != nil || len(rest) != 0 || rs.R == nil || rs.S == nil ||
+			rs.R.Sign() <= 0 || rs.S.Sign() <= 0 || rs.R.BitLen() > 256 || rs.S.BitLen() > 256 {
 			return nil, errors.New("ECDSA signer returned a malformed signature")
 		}
+		if rs.S.Cmp(p256HalfOrder) > 0 {
+			rs.S.Sub(elliptic.P256().Params().N, rs.S) // low-s: the only form Verify accepts
+		}
+		out := make([]byte, 64)
+		rs.R.FillBytes(out[:32])
+		rs.S.FillBytes(out[32:])
 		return out, nil
 	}
 	return nil, fmt.Errorf("unknown algorithm %q", k.alg)
 }
-
-// es256FromDER writes the DER ECDSA signature der (SEQUENCE of the INTEGERs
-// r and s) into out as the JWS form, r||s in 32 bytes each, with s made
-// low (s <= N/2, the only form Verify accepts). It reports false for
-// anything but a well-formed P-256 signature. A hand parser rather than
-// encoding/asn1 and math/big: those were a fifth of the ES256 mint's
-// allocations, and a signature is at most 72 bytes of fixed shape.
-func es256FromDER(out, der []byte) bool {
-	// 72 bytes at most, so every DER length here is one byte (short form).
-	if len(der) < 2 || der[0] != 0x30 || int(der[1]) != len(der)-2 || der[1] >= 0x80 {
-		return false
-	}
-	rest := der[2:]
-	r, rest, ok := derP256Int(rest)
-	if !ok {
-		return false
-	}
-	s, rest, ok := derP256Int(rest)
-	if !ok || len(rest) != 0 {
-		return false
-	}
-	clear(out[:64])
-	copy(out[32-len(r):32], r)
-	copy(out[64-len(s):64], s)
-	if bytesGreater(out[32:64], p256HalfOrderBytes[:]) {
-		p256Negate(out[32:64]) // low-s: the only form Verify accepts
-	}
-	return true
-}
-
-// derP256Int reads one DER INTEGER that must be positive, minimally
-// encoded and at most 32 bytes long (a P-256 scalar), returning its
-// big-endian magnitude and what follows it.
-func derP256Int(b []byte) (v, rest []byte, ok bool) {
-	if len(b) < 3 || b[0] != 0x02 {
-		return nil, nil, false
-	}
-	n := int(b[1])
-	if n < 1 || n > 33 || len(b) < 2+n {
-		return nil, nil, false
-	}
-	v, rest = b[2:2+n], b[2+n:]
-	if v[0]&0x80 != 0 {
-		return nil, nil, false // negative
-	}
-	if v[0] == 0 {
-		if len(v) == 1 || v[1]&0x80 == 0 {
-			return nil, nil, false // zero, or a needless leading zero byte
-		}
-		v = v[1:]
-	}
-	if len(v) > 32 {
-		return nil, nil, false
-	}
-	return v, rest, true
-}
-
-// bytesGreater reports whether the big-endian number a is greater than b
-// (both the same length).
-func bytesGreater(a, b []byte) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return a[i] > b[i]
-		}
-	}
-	return false
-}
-
-// p256Negate replaces the big-endian 32-byte scalar s with N - s, N the
-// order of P-256 (s is in (N/2, N), so the result is in (0, N/2)).
-func p256Negate(s []byte) {
-	borrow := 0
-	for i := 31; i >= 0; i-- {
-		d := int(p256OrderBytes[i]) - int(s[i]) - borrow
-		borrow = 0
-		if d < 0 {
-			d += 256
-			borrow = 1
-		}
-		s[i] = byte(d)
-	}
-}
-
-// p256OrderBytes and p256HalfOrderBytes are N and N/2 of P-256, 32 bytes
-// big-endian.
-var p256OrderBytes, p256HalfOrderBytes = func() (n, half [32]byte) {
-	elliptic.P256().Params().N.FillBytes(n[:])
-	p256HalfOrder.FillBytes(half[:])
-	return n, half
-}()
 
 // sigLen is the length of the key's signatures: what Mint reserves for one.
 func (k *tokenKey) sigLen() int {
