@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/gateway"
+	"github.com/fleetgate/fleetgate/internal/demo"
 )
 
 // brokerLog is a mochi hook that records the client ids that connected and
@@ -106,7 +107,11 @@ func startBroker(t *testing.T, f *fixture, mTLS bool) (string, *brokerLog) {
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() {
+		if err := demo.CloseBroker(b, 10*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
 	return addr, log
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/fleetgate/fleetgate/internal/demo"
 	"github.com/fleetgate/fleetgate/internal/mqttwire"
 	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/testkit"
@@ -130,7 +131,11 @@ func newMQTTFixture(t *testing.T) *mqttFixture {
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = b.Close() })
+	t.Cleanup(func() {
+		if err := demo.CloseBroker(b, 10*time.Second); err != nil {
+			t.Error(err)
+		}
+	})
 	app := func(name, domain, origin string, sel selector, set func(*appSection)) appSection {
 		a := httpApp(name, domain, origin, admit("devices", sel))
 		a.Protocol = "mqtt"

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/gateway"
@@ -87,7 +88,11 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "fleetgate:", err)
 			return 1
 		}
-		defer broker.Close()
+		defer func() {
+			if err := demo.CloseBroker(broker, 5*time.Second); err != nil {
+				fmt.Fprintln(stderr, "fleetgate:", err)
+			}
+		}()
 		fmt.Fprintf(stdout, "fleetgate: demo mqtt broker (mochi-mqtt, admits every client) on %s\n", configs.DemoMQTTOrigin)
 	}
 

@@ -1,10 +1,13 @@
 package demo
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -40,6 +43,31 @@ func StartBroker(addr string, logger *slog.Logger) (*mqtt.Server, error) {
 		return nil, fmt.Errorf("demo: broker: %w", err)
 	}
 	return b, nil
+}
+
+// CloseBroker closes b once its clients are gone, waiting at most wait for
+// them, and as long again for the close itself. Why not b.Close alone: mochi-mqtt
+// v2.7.9's Close takes its client list's read lock twice (GetByListener
+// calls Len), so a client connecting or disconnecting at that moment queues
+// a writer between the two and the close deadlocks. With no client left,
+// nothing writes; should one still arrive, the caller gets an error after
+// wait instead of hanging (the close goes on in the background).
+func CloseBroker(b *mqtt.Server, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for atomic.LoadInt64(&b.Info.ClientsConnected) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = b.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(wait):
+		return errors.New("demo: broker: close did not finish (a client was still connecting or leaving)")
+	}
 }
 
 // admitAll is the demo broker's authentication: every client connects and

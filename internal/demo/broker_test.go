@@ -3,6 +3,7 @@ package demo
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -35,7 +36,7 @@ func TestStartBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	defer func() { _ = CloseBroker(b, 5*time.Second) }()
 	if b2, err := StartBroker(addr, nil); err == nil {
 		_ = b2.Close()
 		t.Error("a second broker started on the same port")
@@ -57,5 +58,46 @@ func TestStartBroker(t *testing.T) {
 			t.Errorf("v%d: received %q", v, got)
 		}
 		c.Close()
+	}
+}
+
+// TestCloseBroker: a client still connected when the broker closes is
+// disconnected, and the close returns; a client that already left is
+// waited for first, so that its leaving does not race the close.
+func TestCloseBroker(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b, err := StartBroker(addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(id string) (net.Conn, *bufio.Reader) {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		if code := testkit.MQTTSession(t, c, r, 4, id); code != 0 {
+			t.Fatalf("%s: CONNACK %#x, want accepted", id, code)
+		}
+		return c, r
+	}
+	gone, _ := dial("leaving")
+	gone.Close() // its clean session is deleted while CloseBroker waits
+	stays, r := dial("staying")
+	defer stays.Close()
+	if err := CloseBroker(b, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ReadByte(); err == nil {
+		// A DISCONNECT (MQTT 5) or nothing: the connection must end.
+		if _, err := io.ReadAll(r); err != nil {
+			t.Fatalf("the staying client's connection did not end cleanly: %v", err)
+		}
 	}
 }
