@@ -283,8 +283,14 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 	}
 	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
 	switch {
-	case state == framingComplete:
+	case state == framingComplete && n <= loopResponseMax:
 		lo.answer(n, n == len(lo.buf))
+	case state == framingComplete:
+		// Complete, but larger than the loop answers in one write (one
+		// gnet read can bring up to 64 KiB more than loopResponseMax):
+		// a worker streams it, with backpressure, as any large answer.
+		lo.handOff()
+		return gnet.Close
 	case state == framingBad:
 		lo.answer(len(lo.buf), false) // fasthttp names what is wrong
 	case len(lo.buf) > loopResponseMax:

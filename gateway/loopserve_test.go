@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +114,43 @@ func TestLoopServesKeepAlive(t *testing.T) {
 	}
 	if pools, open := loopPools(h); pools != 1 || open != 1 {
 		t.Fatalf("loop pools %d with %d connections; want 1 with 1", pools, open)
+	}
+}
+
+// TestLoopSplitAnswer: an answer whose first part reaches the loop alone,
+// and whose rest comes in a later read (an origin that flushes early), is
+// delivered whole and in order: an answer that ends up over what the loop
+// holds goes to a worker, and records the loop writes never overtake
+// records still queued on it (the device would fail with bad_record_mac).
+func TestLoopSplitAnswer(t *testing.T) {
+	peer := startPeerOrigin(t)
+	mux := http.NewServeMux()
+	mux.Handle("/peer", peer.srv.Config.Handler)
+	mux.HandleFunc("/split", func(w http.ResponseWriter, r *http.Request) {
+		first, rest := 20000, 60000
+		if r.URL.Query().Get("small") != "" {
+			first, rest = 1000, 9000
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(first+rest))
+		_, _ = w.Write([]byte(strings.Repeat("a", first)))
+		w.(http.Flusher).Flush()
+		time.Sleep(30 * time.Millisecond)
+		_, _ = w.Write([]byte(strings.Repeat("b", rest)))
+	})
+	peer.srv.Config.Handler = mux
+	h := newHarness(t, func(p *cfgParams) { p.Origin = peer.srv.URL })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c)
+	for i, path := range []string{"/split?small=1", "/split", "/split", "/split?small=1"} {
+		c.send(request("GET", hApp, path))
+		r := c.read("GET")
+		first, rest := 20000, 60000
+		if strings.HasSuffix(path, "small=1") {
+			first, rest = 1000, 9000
+		}
+		if want := strings.Repeat("a", first) + strings.Repeat("b", rest); r.StatusCode != http.StatusOK || r.body != want {
+			t.Fatalf("answer %d (%s): %d, %d bytes; want 200 and %d bytes in order", i, path, r.StatusCode, len(r.body), first+rest)
+		}
 	}
 }
 

@@ -3,21 +3,28 @@ package tlsengine
 // FlushOnLoop sends the records held back by Cork with one direct write on
 // the transport, instead of an AsyncWrite (a task queued on the loop and an
 // eventfd wake-up): for a response written on the connection's own event
-// loop. It must be called only on that loop, and only when no AsyncWrite of
-// the connection may still be queued (its records would go out after these);
-// a transport without a direct Write gets an AsyncWrite, as Flush.
+// loop. It must be called only on that loop. While an AsyncWrite of the
+// connection is still queued (a cork that overflowed, crypto/tls answering
+// a KeyUpdate, an alert) the records are queued behind it instead: written
+// directly they would overtake it, and the device would see records out of
+// order (bad_record_mac). A transport without a direct Write gets an
+// AsyncWrite, as Flush.
 func (c *Conn) FlushOnLoop() error {
 	s := c.shim
 	s.wmu.Lock()
 	s.corked = false
 	out := s.pending
 	s.pending = nil
+	behind := s.queued.Load() > 0
 	s.wmu.Unlock()
 	if len(out) == 0 {
 		return nil
 	}
 	if s.released.Load() {
 		return ErrClosed
+	}
+	if behind {
+		return s.asyncWrite(out, nil)
 	}
 	if w, ok := c.t.(interface{ Write([]byte) (int, error) }); ok {
 		_, err := w.Write(out) // the transport copies what the socket does not take
@@ -28,5 +35,5 @@ func (c *Conn) FlushOnLoop() error {
 		s.wmu.Unlock()
 		return err
 	}
-	return c.t.AsyncWrite(out, nil)
+	return s.asyncWrite(out, nil)
 }

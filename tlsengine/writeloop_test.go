@@ -91,3 +91,58 @@ func TestWriteLoop(t *testing.T) {
 		}
 	})
 }
+
+// TestFlushOnLoopBehindQueued: FlushOnLoop writes corked records directly
+// only when nothing of the connection is still queued on the loop; behind a
+// queued AsyncWrite (a cork that overflowed, a KeyUpdate answered) they
+// queue too, so the device reads every record in order.
+func TestFlushOnLoopBehindQueued(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	read := func(want string) {
+		t.Helper()
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Fatalf("reading %q: %v", want, err)
+		}
+		if string(got) != want {
+			t.Fatalf("read %q, want %q", got, want)
+		}
+	}
+	before := mt.DirectWrites()
+	onLoop(t, mt, func() {
+		if _, err := mt.conn.Write([]byte("first,")); err != nil { // queued, not run yet
+			t.Errorf("Write: %v", err)
+		}
+		mt.conn.Cork()
+		if _, err := mt.conn.Write([]byte("second")); err != nil {
+			t.Errorf("corked Write: %v", err)
+		}
+		if err := mt.conn.FlushOnLoop(); err != nil {
+			t.Errorf("FlushOnLoop: %v", err)
+		}
+	})
+	read("first,second")
+	if got := mt.DirectWrites() - before; got != 0 {
+		t.Fatalf("FlushOnLoop wrote directly (%d) ahead of a queued AsyncWrite", got)
+	}
+	// With the queue run, the direct write is back.
+	before = mt.DirectWrites()
+	onLoop(t, mt, func() {
+		mt.conn.Cork()
+		if _, err := mt.conn.Write([]byte("third")); err != nil {
+			t.Errorf("corked Write: %v", err)
+		}
+		if err := mt.conn.FlushOnLoop(); err != nil {
+			t.Errorf("FlushOnLoop: %v", err)
+		}
+	})
+	read("third")
+	if got := mt.DirectWrites() - before; got != 1 {
+		t.Fatalf("%d direct writes for one FlushOnLoop, want 1", got)
+	}
+	if v := mt.Violations(); len(v) > 0 {
+		t.Fatalf("transport contract: %v", v)
+	}
+}
