@@ -275,7 +275,7 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 			return gnet.None
 		case state == framingMore && len(lo.buf) <= loopResponseMax:
 			return gnet.None
-		case state == framingMore:
+		case state == framingMore, state == framingInterim:
 			lo.handOff()
 			return gnet.Close
 		}
@@ -477,6 +477,7 @@ const (
 	framingComplete          // complete: its first n bytes
 	framingUntilClose        // its body ends when the origin closes
 	framingBad               // unreadable: fasthttp says why
+	framingInterim           // an interim (1xx) answer first: a worker reads past it
 )
 
 // Body framings of an answer whose header is read (frameHeader), beside a
@@ -507,8 +508,13 @@ func frameHeader(buf []byte, head bool, h *fasthttp.ResponseHeader) (hlen, blen,
 	}
 	code := h.StatusCode()
 	switch {
+	case code == fasthttp.StatusSwitchingProtocols:
+		return 0, 0, framingBad // no upgrade was asked for
 	case code < 200:
-		return 0, 0, framingBad // an interim answer: the pooled client's business
+		// 103 Early Hints, 102 Processing…: the final answer follows,
+		// maybe much later; fasthttp's Response.Read skips the interim
+		// one on a worker.
+		return 0, 0, framingInterim
 	case head || code == fasthttp.StatusNoContent || code == fasthttp.StatusNotModified:
 		return hlen, bodyNone, framingComplete
 	}

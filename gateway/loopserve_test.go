@@ -154,6 +154,31 @@ func TestLoopSplitAnswer(t *testing.T) {
 	}
 }
 
+// TestLoopInterimAnswer: an origin that sends 103 Early Hints, and its
+// final answer a moment later, gets that final answer to the device (a
+// worker reads past the interim one), not a 502.
+func TestLoopInterimAnswer(t *testing.T) {
+	peer := startPeerOrigin(t)
+	mux := http.NewServeMux()
+	mux.Handle("/peer", peer.srv.Config.Handler)
+	mux.HandleFunc("/hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		time.Sleep(30 * time.Millisecond)
+		_, _ = io.WriteString(w, "final")
+	})
+	peer.srv.Config.Handler = mux
+	h := newHarness(t, func(p *cfgParams) { p.Origin = peer.srv.URL })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c)
+	for i := 0; i < 3; i++ {
+		c.send(request("GET", hApp, "/hints"))
+		if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "final" {
+			t.Fatalf("answer %d: %d %q; want 200 \"final\"", i, r.StatusCode, r.body)
+		}
+	}
+}
+
 // TestLoopPoolRetiredOnReload: a reload that moves the application to
 // another origin closes the loop's idle connection to the old one, and
 // keeps no pool for it; a connection opened before the reload is still
@@ -226,7 +251,8 @@ func TestResponseEnd(t *testing.T) {
 		{"204", "HTTP/1.1 204 No Content\r\n\r\n", false, 27, framingComplete},
 		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", false, 48, framingComplete},
 		{"until close", "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabc", false, 0, framingUntilClose},
-		{"interim answer", "HTTP/1.1 100 Continue\r\n\r\n", false, 0, framingBad},
+		{"interim answer", "HTTP/1.1 100 Continue\r\n\r\n", false, 0, framingInterim},
+		{"upgrade", "HTTP/1.1 101 Switching Protocols\r\n\r\n", false, 0, framingBad},
 		{"not HTTP", "SSH-2.0-not-http\r\n\r\n", false, 0, framingBad},
 	} {
 		n, state := responseEnd([]byte(tc.buf), tc.head)
