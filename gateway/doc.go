@@ -17,9 +17,14 @@
 //	                                     endOf: keep, close, or close lingering
 //	OnClose  → release
 //
-// The event loop never blocks: handshakes run in tlsengine's bounded pool and
-// requests on their connection's worker, which exists only while a request
-// is in progress. Each phase returns a named outcome (proceed, respond,
+// The event loop never blocks: handshakes run in tlsengine's bounded pool.
+// A request whose bytes are all buffered runs its phases on the loop itself,
+// with an origin connection the loop keeps (loopserve.go, loopclient.go);
+// whatever would block (an uncached signature, a body still arriving, an
+// https origin, a large answer, a login) suspends there and resumes on the
+// connection's worker, which exists only while a request is in progress. A
+// request that came with the handshake's Finished is served on the
+// handshake's own goroutine (early.go). Each phase returns a named outcome (proceed, respond,
 // hangUp) and records facts on the exchange; whether the connection stays
 // open is decided from those facts in one place (exchange.last, conn.endOf).
 // Configuration lives in an immutable snapshot swapped
