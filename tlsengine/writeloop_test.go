@@ -2,6 +2,7 @@ package tlsengine
 
 import (
 	"io"
+	"net"
 	"testing"
 	"time"
 )
@@ -18,13 +19,9 @@ func onLoop(t *testing.T, mt *memTransport, f func()) {
 	}
 }
 
-// TestWriteLoop: on the loop, WriteLoop's records go out in one direct
-// write; behind a queued AsyncWrite they queue too, so the device reads
-// every record in order (an overtaking record would fail its MAC check).
-func TestWriteLoop(t *testing.T) {
-	e, loop, f := memEngine(t, nil)
-	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
-	read := func(want string) {
+// deviceReads returns a check that the device reads exactly want next.
+func deviceReads(t *testing.T, client net.Conn) func(want string) {
+	return func(want string) {
 		t.Helper()
 		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 		got := make([]byte, len(want))
@@ -35,6 +32,15 @@ func TestWriteLoop(t *testing.T) {
 			t.Fatalf("read %q, want %q", got, want)
 		}
 	}
+}
+
+// TestWriteLoop: on the loop, WriteLoop's records go out in one direct
+// write; behind a queued AsyncWrite they queue too, so the device reads
+// every record in order (an overtaking record would fail its MAC check).
+func TestWriteLoop(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
+	read := deviceReads(t, client)
 
 	before := mt.DirectWrites()
 	onLoop(t, mt, func() {
@@ -99,17 +105,7 @@ func TestWriteLoop(t *testing.T) {
 func TestFlushOnLoopBehindQueued(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
-	read := func(want string) {
-		t.Helper()
-		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
-		got := make([]byte, len(want))
-		if _, err := io.ReadFull(client, got); err != nil {
-			t.Fatalf("reading %q: %v", want, err)
-		}
-		if string(got) != want {
-			t.Fatalf("read %q, want %q", got, want)
-		}
-	}
+	read := deviceReads(t, client)
 	before := mt.DirectWrites()
 	onLoop(t, mt, func() {
 		if _, err := mt.conn.Write([]byte("first,")); err != nil { // queued, not run yet
