@@ -756,12 +756,7 @@ func (x *relayIndex) len() int {
 // otherwise never end.
 func (x *relayIndex) finishAll(reason string) {
 	x.mu.Lock()
-	var all []*relay
-	for _, set := range x.bySHA {
-		for r := range set {
-			all = append(all, r)
-		}
-	}
+	all := x.allLocked()
 	x.mu.Unlock()
 	for _, r := range all {
 		if r.cancelDial != nil {
@@ -779,16 +774,22 @@ func (x *relayIndex) cutAll(reason string) {
 	if x.closed == "" {
 		x.closed = reason
 	}
+	all := x.allLocked()
+	x.mu.Unlock()
+	for _, r := range all {
+		r.cut(reason)
+	}
+}
+
+// allLocked lists every indexed relay; x.mu must be held.
+func (x *relayIndex) allLocked() []*relay {
 	var all []*relay
 	for _, set := range x.bySHA {
 		for r := range set {
 			all = append(all, r)
 		}
 	}
-	x.mu.Unlock()
-	for _, r := range all {
-		r.cut(reason)
-	}
+	return all
 }
 
 // recheck cuts, with reason revoked, the relays whose certificate rev now

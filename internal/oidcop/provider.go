@@ -111,14 +111,20 @@ func (p *Provider) Start(ln net.Listener) error {
 	return nil
 }
 
+// stopping marks the provider closed (no Start after it) and returns its
+// server, nil when it never started, and the channel closed once it stops.
+func (p *Provider) stopping() (*http.Server, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	return p.srv, p.stopped
+}
+
 // Close stops the server at once: the listener and every open connection
 // are closed, so the provider is down (connections are refused) from the
 // moment Close returns. It is safe to call more than once.
 func (p *Provider) Close() error {
-	p.mu.Lock()
-	srv, stopped := p.srv, p.stopped
-	p.closed = true
-	p.mu.Unlock()
+	srv, stopped := p.stopping()
 	if srv == nil {
 		return nil
 	}
@@ -130,10 +136,7 @@ func (p *Provider) Close() error {
 // Shutdown stops the server gracefully, waiting for requests in flight
 // until ctx ends.
 func (p *Provider) Shutdown(ctx context.Context) error {
-	p.mu.Lock()
-	srv, stopped := p.srv, p.stopped
-	p.closed = true
-	p.mu.Unlock()
+	srv, stopped := p.stopping()
 	if srv == nil {
 		return nil
 	}
