@@ -334,10 +334,10 @@ func (x *exchange) loginState(state string) (oidclogin.State, error) {
 	if err != nil {
 		return st, err
 	}
-	if len(st.State) != len(state) || subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 || st.Host != x.host {
+	if subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 || st.Host != x.host {
 		return oidclogin.State{}, oidclogin.ErrState
 	}
-	if cert := x.presentedSHA256(); len(cert) != len(st.Cert) || subtle.ConstantTimeCompare([]byte(cert), []byte(st.Cert)) != 1 {
+	if cert := x.presentedSHA256(); subtle.ConstantTimeCompare([]byte(cert), []byte(st.Cert)) != 1 {
 		return oidclogin.State{}, fmt.Errorf("%w: the login started with another client certificate", oidclogin.ErrState)
 	}
 	if _, ok := safeReturn(st.Return); !ok {

@@ -74,7 +74,7 @@ func (c *Claims) BoundTo(sha256Hex string) bool {
 		return true
 	}
 	got := Thumbprint(sha256Hex)
-	return got != "" && len(got) == len(c.Cnf.X5tS256) &&
+	return got != "" &&
 		subtle.ConstantTimeCompare([]byte(got), []byte(c.Cnf.X5tS256)) == 1
 }
 
