@@ -71,6 +71,11 @@ type loopOrigin struct {
 	idleSince time.Time
 	timer     *time.Timer
 	done      bool // closed
+	// mixedFraming: the answer had both Content-Length and chunked. It is
+	// read as chunked, as RFC 9112 says, but the origin may have meant the
+	// length: what follows on the connection cannot be trusted, so it is
+	// closed after this answer instead of carrying another request.
+	mixedFraming bool
 }
 
 // loopPool returns the pool of hc's connections on loop, or nil when the
@@ -233,7 +238,7 @@ func (x *exchange) sendOnLoop() outcome {
 	x.wantWorker = false
 	x.lo = lo
 	lo.x, lo.head, lo.started = x, x.req.Header.IsHead(), now
-	lo.buf, lo.hlen = lo.buf[:0], 0
+	lo.buf, lo.hlen, lo.mixedFraming = lo.buf[:0], 0, false
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		lo.deadline = now.Add(t)
 		if lo.timer == nil {
@@ -280,6 +285,7 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 		lo.hlen, lo.blen = hlen, blen
+		lo.mixedFraming = blen == bodyChunked && hasHeaderField(lo.buf[:hlen], "Content-Length")
 	}
 	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
 	switch {
@@ -404,7 +410,7 @@ func (lo *loopOrigin) answer(n int, reusable bool) {
 		err = errors.Join(errBadOriginAnswer, err)
 	}
 	x.originErr, x.answered = err, true
-	if err == nil && reusable && !x.resp.ConnectionClose() && !lo.done && !lo.pool.retired.Load() {
+	if err == nil && reusable && !lo.mixedFraming && !x.resp.ConnectionClose() && !lo.done && !lo.pool.retired.Load() {
 		if cap(lo.buf) > loopResponseMax*2 {
 			lo.buf = nil
 		}
@@ -522,6 +528,22 @@ func frameHeader(buf []byte, head bool, h *fasthttp.ResponseHeader) (hlen, blen,
 		return hlen, cl, framingComplete
 	}
 	return hlen, bodyUntilClose, framingComplete
+}
+
+// hasHeaderField reports whether the header block of an answer (its status
+// line, then its fields) has a field called name: a look over the bytes
+// fasthttp parsed, for what its parsed header no longer shows (it drops a
+// Content-Length that came with chunked).
+func hasHeaderField(block []byte, name string) bool {
+	_, rest, _ := bytes.Cut(block, []byte{'\n'}) // past the status line
+	for len(rest) > 0 {
+		var line []byte
+		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
+		if field, _, ok := bytes.Cut(line, []byte{':'}); ok && bytes.EqualFold(bytes.TrimSpace(field), []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 // frameBody reports whether buf holds the whole answer whose header is its

@@ -261,3 +261,93 @@ func TestResponseEnd(t *testing.T) {
 		}
 	}
 }
+
+// hijackOrigin is a peer origin with two more paths, each answered on the
+// raw connection: /mixed sends an answer with both Content-Length and
+// chunked, then reports whether the gateway closed that connection (true)
+// or sent another request on it (false); /drop closes the connection
+// without an answer the first time a method asks, and answers "second try"
+// after that.
+func hijackOrigin(t *testing.T) (*peerOrigin, chan bool) {
+	o := startPeerOrigin(t)
+	mixedEnd := make(chan bool, 8)
+	var mu sync.Mutex
+	dropped := map[string]bool{}
+	mux := http.NewServeMux()
+	mux.Handle("/peer", o.srv.Config.Handler)
+	mux.HandleFunc("/mixed", func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n")
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := nc.Read(make([]byte, 1))
+		mixedEnd <- n == 0 && err == io.EOF
+	})
+	mux.HandleFunc("/drop", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		first := !dropped[r.Method]
+		dropped[r.Method] = true
+		mu.Unlock()
+		if first {
+			if nc, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = nc.Close()
+			}
+			return
+		}
+		_, _ = io.WriteString(w, "second try")
+	})
+	o.srv.Config.Handler = mux
+	return o, mixedEnd
+}
+
+// TestLoopMixedFramingCloses: an origin answer with both Content-Length and
+// Transfer-Encoding: chunked is read as chunked (RFC 9112) and delivered,
+// but its origin connection is closed afterwards, never given another
+// request: the origin may have framed it by the length.
+func TestLoopMixedFramingCloses(t *testing.T) {
+	o, mixedEnd := hijackOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c)
+	c.send(request("GET", hApp, "/mixed"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "mixed" {
+		t.Fatalf("mixed answer: %d %q; want 200 \"mixed\" (read as chunked)", r.StatusCode, r.body)
+	}
+	c.send(request("GET", hApp, "/peer"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("the request after it: %d %q", r.StatusCode, r.body)
+	}
+	select {
+	case closed := <-mixedEnd:
+		if !closed {
+			t.Fatal("the origin connection that sent the mixed answer carried another request")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin connection that sent the mixed answer was neither closed nor reused")
+	}
+}
+
+// TestLoopRetryOnDroppedConnection: when the loop's origin connection
+// closes after taking a request and before answering (an origin that
+// timed its keep-alive out at that moment), an idempotent request goes
+// again, on a worker's pooled client, and is answered; a POST is not sent
+// twice: the device gets 502.
+func TestLoopRetryOnDroppedConnection(t *testing.T) {
+	o, _ := hijackOrigin(t)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c)
+	c.send(request("GET", hApp, "/drop"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "second try" {
+		t.Fatalf("GET on a dropped connection: %d %q; want 200 \"second try\" (sent again)", r.StatusCode, r.body)
+	}
+	onLoopPeer(t, c)
+	c.send("POST /drop HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 4\r\n\r\nbody")
+	if r := c.read("POST"); r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("POST on a dropped connection: %d %q; want 502 (never sent twice)", r.StatusCode, r.body)
+	}
+}

@@ -23,7 +23,9 @@
 //	                                  │                                 GetConfigForClient:
 //	                                  │                                   SNI → Site, or
 //	                                  │                                   unrecognized_name
-//	            AsyncWrite(copy) ◀─── shim.Write ◀───────────────────── server flight
+//	                   socket ◀────── shim.Write ◀───────────────────── server flight, written
+//	                                  (the rest by AsyncWrite(copy)   directly by this goroutine
+//	                                  if the socket takes part)       (no loop wake-up)
 //	                                                                    Finished → verdict
 //	                                                                    (ChainVerifier, in
 //	                                                                    the slot) → Wake, or

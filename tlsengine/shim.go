@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 )
 
 // TLS record framing, for handing crypto/tls complete records only.
@@ -86,6 +87,12 @@ type shim struct {
 	queued atomic.Int64
 	// written is the AsyncWrite callback that counts queued down (made once).
 	written gnet.AsyncCallback
+	// fd is the transport's socket while the handshake may write to it
+	// directly (writeHandshake), -1 otherwise. Guarded by wmu: release
+	// clears it under wmu before the event loop closes the descriptor, so a
+	// direct write never reaches a descriptor the kernel gave to another
+	// connection.
+	fd int
 }
 
 // corkLimit bounds what a corked connection holds back: above it the
@@ -96,6 +103,7 @@ const corkLimit = 64 << 10
 func newShim(c *Conn, t Transport, a *admission, maxInbound int) *shim {
 	return &shim{
 		t:           t,
+		fd:          transportFD(t),
 		conn:        c,
 		maxInbound:  maxInbound,
 		handshaking: true,
@@ -321,19 +329,67 @@ func (s *shim) Write(b []byte) (int, error) {
 		}
 		return len(b), nil
 	}
-	buf := make([]byte, len(b))
-	copy(buf, b)
-	if s.unknownSNI.Load() && len(buf) >= 7 && buf[0] == recordTypeAlert && buf[3] == 0 && buf[4] == 2 &&
-		buf[5] == alertLevelFatal && buf[6] == alertInternalError {
+	n := len(b)
+	if s.unknownSNI.Load() && len(b) >= 7 && b[0] == recordTypeAlert && b[3] == 0 && b[4] == 2 &&
+		b[5] == alertLevelFatal && b[6] == alertInternalError {
 		// crypto/tls answers a failing GetConfigForClient with internal_error;
 		// the right answer to an unknown name is unrecognized_name (RFC 6066).
 		// This is the plaintext alert that precedes any ServerHello.
-		buf[6] = alertUnrecognizedName
+		b = append([]byte(nil), b...)
+		b[6] = alertUnrecognizedName
 	}
+	if s.fd >= 0 {
+		b = b[s.writeHandshake(b):]
+		if len(b) == 0 {
+			return n, nil
+		}
+	}
+	buf := make([]byte, len(b))
+	copy(buf, b)
 	if err := s.asyncWrite(buf, nil); err != nil {
 		return 0, err
 	}
-	return len(b), nil
+	return n, nil
+}
+
+// writeHandshake writes a handshake flight straight to the socket from the
+// handshake's goroutine and returns how much of b the socket took. A
+// device reconnecting for every request then costs no AsyncWrite (a task
+// queued on the loop, an eventfd write and a loop wake-up) for the server's
+// flight. This is safe only while nothing of the connection has been
+// queued on the loop (gnet's outbound buffer is empty, so these bytes
+// overtake nothing) and the descriptor is still the connection's (release
+// clears s.fd under wmu before OnClose returns and gnet closes it). So the
+// first write the socket does not take whole ends direct writes for the
+// connection: the rest, and everything after it, goes through AsyncWrite
+// in order. Called with wmu held.
+func (s *shim) writeHandshake(b []byte) int {
+	n, err := unix.Write(s.fd, b)
+	if err != nil || n < len(b) {
+		s.fd = -1
+		return max(n, 0)
+	}
+	return n
+}
+
+// stopDirectWrites ends writeHandshake's direct writes: at the end of the
+// handshake (later writes come from any goroutine, interleaved with the
+// loop's) and when the transport is gone.
+func (s *shim) stopDirectWrites() {
+	s.wmu.Lock()
+	s.fd = -1
+	s.wmu.Unlock()
+}
+
+// transportFD is the socket of a transport that has one (a gnet.Conn),
+// read on the event loop in Open, or -1.
+func transportFD(t Transport) int {
+	if f, ok := t.(interface{ Fd() int }); ok {
+		if fd := f.Fd(); fd >= 0 {
+			return fd
+		}
+	}
+	return -1
 }
 
 // cork makes Write hold records back until uncork.
@@ -383,6 +439,7 @@ func (s *shim) stopLocked(why reason, err error) bool {
 // endHandshake switches Read to its non-blocking mode and returns the
 // handshake's abort, if there was one, with the error it made Read return.
 func (s *shim) endHandshake() (reason, error) {
+	s.stopDirectWrites()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.handshaking = false
@@ -404,6 +461,9 @@ func (s *shim) release() {
 	s.released.Store(true)
 	stopped := s.stopLocked(rClosed, errPeerClosed)
 	s.mu.Unlock()
+	// A direct write in progress finishes before OnClose returns and the
+	// loop closes the descriptor; none starts after this.
+	s.stopDirectWrites()
 	if stopped {
 		s.abortOnce.Do(func() { close(s.abort) })
 	}
