@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
 
@@ -188,3 +191,139 @@ func (c *feedingConn) Write(p []byte) (int, error) {
 
 func (c *feedingConn) LocalAddr() net.Addr  { return shimAddr{} }
 func (c *feedingConn) RemoteAddr() net.Addr { return shimAddr{} }
+
+// fileTransport is the transport of a connection off the loop, as the
+// gateway's: writes go to the socket at once.
+type fileTransport struct{ f *os.File }
+
+func (t fileTransport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
+	if _, err := t.f.Write(buf); err != nil {
+		return err
+	}
+	if cb != nil {
+		go func() { _ = cb(nil, nil) }()
+	}
+	return nil
+}
+func (t fileTransport) Wake(gnet.AsyncCallback) error { return nil }
+func (t fileTransport) Close() error                  { return t.f.Close() }
+func (t fileTransport) OutboundBuffered() int         { return 0 }
+
+// splitConn is the device's side of a connection that starts on the loop:
+// its first write (the ClientHello) goes to feed, as if the loop had read
+// it; everything after goes to the socket.
+type splitConn struct {
+	*os.File
+	feed  func([]byte)
+	first bool
+}
+
+func (c *splitConn) Write(p []byte) (int, error) {
+	if !c.first {
+		c.first = true
+		c.feed(append([]byte(nil), p...))
+		return len(p), nil
+	}
+	return c.File.Write(p)
+}
+
+func (c *splitConn) LocalAddr() net.Addr  { return shimAddr{} }
+func (c *splitConn) RemoteAddr() net.Addr { return shimAddr{} }
+
+// TestDetachHandsTheSocketOver: on an OffLoop site the handshake asks to
+// leave the loop once the ClientHello names the site (DetachPending, after
+// a Wake), and after Detach it reads the device's flight from the socket
+// itself: the handshake completes with the loop having fed nothing but the
+// ClientHello, no AsyncWrite is made, and application data written after
+// it reaches the device through the socket. A second Detach is refused.
+func TestDetachHandsTheSocketOver(t *testing.T) {
+	f := fixture(t)
+	cfg := f.config(t)
+	site, _ := cfg.Sites.Lookup(teDevices)
+	site.OffLoop = true
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := enginetest.NewLoop()
+	defer loop.Close()
+	fd, peer := socketPair(t)
+	rt := fdTransport{enginetest.NewTransport(loop, ErrWouldBlock), fd}
+	c, err := e.Open(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := tls.Client(&splitConn{File: peer, feed: func(b []byte) { loop.Post(func() { _ = c.Feed(b) }) }},
+		f.client(teDevices, &f.deviceTLS))
+	done := make(chan error, 1)
+	go func() { done <- dev.Handshake() }()
+
+	testkit.WaitFor(t, "the handshake to ask to leave the loop", 5*time.Second, c.DetachPending)
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := os.NewFile(uintptr(dup), "device")
+	defer sock.Close()
+	detached := make(chan bool, 1)
+	loop.Post(func() { detached <- c.Detach(sock, fileTransport{sock}) })
+	if !<-detached {
+		t.Fatal("Detach refused a pending handshake")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("device handshake: %v", err)
+	}
+	testkit.WaitFor(t, "the engine's handshake to complete", 5*time.Second, c.HandshakeComplete)
+	if !c.Detached() || c.DetachPending() {
+		t.Fatalf("Detached %v, DetachPending %v after the hand-over", c.Detached(), c.DetachPending())
+	}
+	if w := rt.Writes(); len(w) != 0 {
+		t.Fatalf("%d AsyncWrites on the loop's transport, want none", len(w))
+	}
+	if _, err := c.Write([]byte("off the loop")); err != nil {
+		t.Fatal(err)
+	}
+	_ = dev.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len("off the loop"))
+	if _, err := io.ReadFull(dev, got); err != nil || string(got) != "off the loop" {
+		t.Fatalf("the device read %q (%v)", got, err)
+	}
+	if c.Detach(sock, fileTransport{sock}) {
+		t.Fatal("a second Detach was accepted")
+	}
+}
+
+// TestDetachDeclined: a site without OffLoop never asks; on one with it, a
+// loop that declines keeps the connection on the loop, and the handshake
+// completes there.
+func TestDetachDeclined(t *testing.T) {
+	f := fixture(t)
+	cfg := f.config(t)
+	site, _ := cfg.Sites.Lookup(teDevices)
+	site.OffLoop = true
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := enginetest.NewLoop()
+	defer loop.Close()
+	fd, peer := socketPair(t)
+	rt := fdTransport{enginetest.NewTransport(loop, ErrWouldBlock), fd}
+	c, err := e.Open(rt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := tls.Client(&feedingConn{File: peer, feed: func(b []byte) { loop.Post(func() { _ = c.Feed(b) }) }},
+		f.client(teDevices, &f.deviceTLS))
+	done := make(chan error, 1)
+	go func() { done <- dev.Handshake() }()
+	testkit.WaitFor(t, "the handshake to ask to leave the loop", 5*time.Second, c.DetachPending)
+	c.DeclineDetach()
+	if err := <-done; err != nil {
+		t.Fatalf("device handshake: %v", err)
+	}
+	testkit.WaitFor(t, "the engine's handshake to complete", 5*time.Second, c.HandshakeComplete)
+	if c.Detached() {
+		t.Fatal("Detached after DeclineDetach")
+	}
+}
