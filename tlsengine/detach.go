@@ -89,14 +89,17 @@ const detachWait = time.Second
 // answers on its next turn for the connection (Wake).
 func (c *Conn) askDetach() {
 	c.mu.Lock()
-	if c.detach.Load() != detachNone || transportFD(c.t) < 0 {
+	t := c.t // the loop's: once asked, Detach may replace c.t at any moment
+	if c.detach.Load() != detachNone || transportFD(t) < 0 {
 		c.mu.Unlock()
 		return
 	}
 	c.detached = make(chan struct{})
 	c.detach.Store(detachAsked)
 	c.mu.Unlock()
-	if c.t.Wake(nil) != nil {
+	// The loop may already have answered, on a read of its own; then this
+	// wake finds the loop's side closed, and declining changes nothing.
+	if t.Wake(nil) != nil {
 		c.DeclineDetach()
 	}
 }

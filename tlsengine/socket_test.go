@@ -230,13 +230,23 @@ func (c *splitConn) Write(p []byte) (int, error) {
 func (c *splitConn) LocalAddr() net.Addr  { return shimAddr{} }
 func (c *splitConn) RemoteAddr() net.Addr { return shimAddr{} }
 
-// TestDetachHandsTheSocketOver: on an OffLoop site the handshake asks to
-// leave the loop once the ClientHello names the site (DetachPending, after
-// a Wake), and after Detach it reads the device's flight from the socket
-// itself: the handshake completes with the loop having fed nothing but the
-// ClientHello, no AsyncWrite is made, and application data written after
-// it reaches the device through the socket. A second Detach is refused.
-func TestDetachHandsTheSocketOver(t *testing.T) {
+// offLoopStart is a handshake on an OffLoop site, started and waiting for
+// the loop's answer to its request to leave (DetachPending).
+type offLoopStart struct {
+	c    *Conn
+	rt   fdTransport
+	fd   int // the loop's descriptor of the connection
+	loop *enginetest.Loop
+	dev  *tls.Conn
+	done chan error // the device's handshake result
+}
+
+// startOffLoop opens a connection on the fixture's devices site, made
+// OffLoop, and starts the device's handshake. The device's ClientHello is
+// fed as the loop would; with split its later writes go to the socket (the
+// loop hands it over), without, they are fed too (the loop keeps it).
+func startOffLoop(t *testing.T, split bool) *offLoopStart {
+	t.Helper()
 	f := fixture(t)
 	cfg := f.config(t)
 	site, _ := cfg.Sites.Lookup(teDevices)
@@ -246,19 +256,32 @@ func TestDetachHandsTheSocketOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	loop := enginetest.NewLoop()
-	defer loop.Close()
+	t.Cleanup(loop.Close)
 	fd, peer := socketPair(t)
-	rt := fdTransport{enginetest.NewTransport(loop, ErrWouldBlock), fd}
-	c, err := e.Open(rt)
-	if err != nil {
+	o := &offLoopStart{rt: fdTransport{enginetest.NewTransport(loop, ErrWouldBlock), fd}, fd: fd, loop: loop, done: make(chan error, 1)}
+	if o.c, err = e.Open(o.rt); err != nil {
 		t.Fatal(err)
 	}
-	dev := tls.Client(&splitConn{File: peer, feed: func(b []byte) { loop.Post(func() { _ = c.Feed(b) }) }},
-		f.client(teDevices, &f.deviceTLS))
-	done := make(chan error, 1)
-	go func() { done <- dev.Handshake() }()
+	feed := func(b []byte) { loop.Post(func() { _ = o.c.Feed(b) }) }
+	var nc net.Conn = &feedingConn{File: peer, feed: feed}
+	if split {
+		nc = &splitConn{File: peer, feed: feed}
+	}
+	o.dev = tls.Client(nc, f.client(teDevices, &f.deviceTLS))
+	go func() { o.done <- o.dev.Handshake() }()
+	testkit.WaitFor(t, "the handshake to ask to leave the loop", 5*time.Second, o.c.DetachPending)
+	return o
+}
 
-	testkit.WaitFor(t, "the handshake to ask to leave the loop", 5*time.Second, c.DetachPending)
+// TestDetachHandsTheSocketOver: on an OffLoop site the handshake asks to
+// leave the loop once the ClientHello names the site (DetachPending, after
+// a Wake), and after Detach it reads the device's flight from the socket
+// itself: the handshake completes with the loop having fed nothing but the
+// ClientHello, no AsyncWrite is made, and application data written after
+// it reaches the device through the socket. A second Detach is refused.
+func TestDetachHandsTheSocketOver(t *testing.T) {
+	o := startOffLoop(t, true)
+	c, rt, fd, loop, dev, done := o.c, o.rt, o.fd, o.loop, o.dev, o.done
 	dup, err := syscall.Dup(fd)
 	if err != nil {
 		t.Fatal(err)
@@ -297,27 +320,8 @@ func TestDetachHandsTheSocketOver(t *testing.T) {
 // loop that declines keeps the connection on the loop, and the handshake
 // completes there.
 func TestDetachDeclined(t *testing.T) {
-	f := fixture(t)
-	cfg := f.config(t)
-	site, _ := cfg.Sites.Lookup(teDevices)
-	site.OffLoop = true
-	e, err := NewEngine(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	loop := enginetest.NewLoop()
-	defer loop.Close()
-	fd, peer := socketPair(t)
-	rt := fdTransport{enginetest.NewTransport(loop, ErrWouldBlock), fd}
-	c, err := e.Open(rt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev := tls.Client(&feedingConn{File: peer, feed: func(b []byte) { loop.Post(func() { _ = c.Feed(b) }) }},
-		f.client(teDevices, &f.deviceTLS))
-	done := make(chan error, 1)
-	go func() { done <- dev.Handshake() }()
-	testkit.WaitFor(t, "the handshake to ask to leave the loop", 5*time.Second, c.DetachPending)
+	o := startOffLoop(t, false)
+	c, done := o.c, o.done
 	c.DeclineDetach()
 	if err := <-done; err != nil {
 		t.Fatalf("device handshake: %v", err)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# bench/perfcount.sh: what a server does per request besides computing:
+# loads one server of the comparison (SERVER=fleetgate or stdlib) pinned to
+# CPU $SERVER_CPU with `fleetgate bench` from CPU $CLIENT_CPU, and meanwhile
+# counts its context switches and system calls with `perf stat`, or, with
+# PERF=record, records its call stacks (PERF_EVENT="-e sched:sched_switch"
+# for the stacks that switch) into $OUT/perf-$SERVER.data for
+# `perf report`. Prints the load's JSON line and perf's counts; divide by
+# the requests (in the JSON) for per-request figures. Needs perf (Debian's
+# linux-perf) and permission to trace (root, or perf_event_paranoid ≤ 1).
+#
+# Knobs (environment): SERVER=fleetgate MODE=fresh CLIENTS=16 DUR=8s
+# PERF=stat (or record) PERF_EVENT="-F 2000" PERF_SECONDS=5 OUT=/tmp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+SERVER=${SERVER:-fleetgate}
+MODE=${MODE:-fresh}
+CLIENTS=${CLIENTS:-16}
+DUR=${DUR:-8s}
+PERF=${PERF:-stat}
+PERF_EVENT=${PERF_EVENT:--F 2000}
+PERF_SECONDS=${PERF_SECONDS:-5}
+OUT=${OUT:-/tmp}
+command -v perf >/dev/null || die "perf is not installed (apt-get install linux-perf)"
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+build
+make_pki
+start_origin
+"start_$SERVER"
+pid=${PIDS[$SERVER]}
+load() {
+  timeout 300 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[$SERVER]}" \
+    -sni "$(sni_for "$SERVER" "$MODE")" -dir "$PKI" -devices 100 -concurrency "$CLIENTS" \
+    -mode "$MODE" -tls 1.3 -group x25519 -duration "$1" -warmup 500ms -pid "$pid" -label "$SERVER"
+}
+load 2s >/dev/null
+load "$DUR" >"$OUT/perf-$SERVER.json" &
+client=$!
+sleep 1
+if [ "$PERF" = record ]; then
+  # shellcheck disable=SC2086 # PERF_EVENT is a list of perf options
+  perf record $PERF_EVENT -g -p "$pid" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
+else
+  perf stat -e task-clock,context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_nanosleep \
+    -p "$pid" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
+fi
+wait "$client"
+cat "$OUT/perf-$SERVER.json"
+[ "$PERF" = record ] || cat "$OUT/perf-$SERVER.stat"
