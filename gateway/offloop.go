@@ -63,8 +63,14 @@ func (c *conn) detach(gc gnet.Conn) bool {
 		return false
 	}
 	f := os.NewFile(uintptr(fd), "device")
-	t := &sockTransport{c: c, f: f}
-	if !c.tc.Detach(f, t) {
+	// A device that reads nothing for idle_timeout is let go, as on the
+	// loop (where its answers wait in the outbound buffer meanwhile).
+	stall := c.snap.idleTimeout
+	if stall <= 0 {
+		stall = tlsengine.DefaultDrainTimeout
+	}
+	t := &sockTransport{c: c, f: f, stall: stall}
+	if !c.tc.Detach(f, t, stall) {
 		_ = f.Close()
 		return false
 	}
@@ -80,6 +86,7 @@ func (c *conn) detach(gc gnet.Conn) bool {
 type sockTransport struct {
 	c       *conn
 	f       *os.File
+	stall   time.Duration // a write not done within this long fails: the device stopped reading
 	once    sync.Once
 	woken   atomic.Bool // Wake asked the pump to look at the connection again
 	pumping atomic.Bool
@@ -93,7 +100,7 @@ var _ tlsengine.Transport = (*sockTransport)(nil)
 // is not called, as with gnet.
 func (t *sockTransport) AsyncWrite(buf []byte, cb gnet.AsyncCallback) error {
 	if len(buf) > 0 {
-		_ = t.f.SetWriteDeadline(time.Now().Add(tlsengine.DefaultDrainTimeout))
+		_ = t.f.SetWriteDeadline(time.Now().Add(t.stall))
 		if _, err := t.f.Write(buf); err != nil {
 			go t.Close()
 			return err

@@ -111,19 +111,24 @@ func (c *Conn) DetachPending() bool { return c.detach.Load() == detachAsked }
 
 // Detach hands the connection's socket to the handshake: sock (a duplicate
 // of the loop's descriptor) for its reads and writes, and t for the
-// engine's writes and close from now on. Call it on the loop, after Feed
+// engine's writes and close from now on. A write to sock not done within
+// writeStall fails (a device that stopped reading; 0 means
+// DefaultDrainTimeout). Call it on the loop, after Feed
 // has had every byte the loop read, and close the loop's side of the
 // connection at once if it returns true (without Release: the connection
 // lives on). It returns false, and the connection stays on the loop, when
 // the handshake is over or failing, or when output is still queued on the
 // loop (the socket's bytes would go out of order).
-func (c *Conn) Detach(sock Socket, t Transport) bool {
+func (c *Conn) Detach(sock Socket, t Transport, writeStall time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.detach.Load() != detachAsked {
 		return false
 	}
-	ok := c.phase == stateHandshake && !c.closeRequested && c.shim.handOver(sock, t, c.eng.drainTimeout)
+	if writeStall <= 0 {
+		writeStall = DefaultDrainTimeout
+	}
+	ok := c.phase == stateHandshake && !c.closeRequested && c.shim.handOver(sock, t, writeStall)
 	if ok {
 		c.t = t
 		c.detach.Store(detachDone)

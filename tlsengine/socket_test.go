@@ -289,7 +289,7 @@ func TestDetachHandsTheSocketOver(t *testing.T) {
 	sock := os.NewFile(uintptr(dup), "device")
 	defer sock.Close()
 	detached := make(chan bool, 1)
-	loop.Post(func() { detached <- c.Detach(sock, fileTransport{sock}) })
+	loop.Post(func() { detached <- c.Detach(sock, fileTransport{sock}, 0) })
 	if !<-detached {
 		t.Fatal("Detach refused a pending handshake")
 	}
@@ -311,7 +311,7 @@ func TestDetachHandsTheSocketOver(t *testing.T) {
 	if _, err := io.ReadFull(dev, got); err != nil || string(got) != "off the loop" {
 		t.Fatalf("the device read %q (%v)", got, err)
 	}
-	if c.Detach(sock, fileTransport{sock}) {
+	if c.Detach(sock, fileTransport{sock}, 0) {
 		t.Fatal("a second Detach was accepted")
 	}
 }
