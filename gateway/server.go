@@ -358,9 +358,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 }
 
 // connGone ends a device connection's life in the server: its count, its
-// place in the live set and its address's, its timers and pipe, and its
-// relay or mqtt gate, and the engine's side. OnClose calls it for the loop's connections, the
-// socket's Close for those off the loop.
+// place in the live set and its address's, its timers and pipe, the
+// engine's side, and its relay or mqtt gate. OnClose calls it for the
+// loop's connections, the socket's Close for those off the loop.
 func (s *Server) connGone(c *conn) {
 	s.conns.Add(-1)
 	s.live.Delete(c)
