@@ -52,9 +52,6 @@ type conn struct {
 	// output written off the loop, which a direct write must not overtake.
 	onLoop   bool
 	asyncOut atomic.Int32
-	// off is set once the connection has left the event loop (offloop.go):
-	// its socket is then read by a pump and written by the engine directly.
-	off atomic.Pointer[sockTransport]
 
 	mu       sync.Mutex
 	idle     *time.Timer // closes the connection when no request comes in time
@@ -208,9 +205,6 @@ func (c *conn) putBuffers(br *bufio.Reader, bw *bufio.Writer) {
 // callback that marks it gone: until it runs, the loop's own answers go out
 // queued too, in order, rather than by direct write.
 func (c *conn) asyncBarrier() {
-	if c.off.Load() != nil {
-		return // off the loop every write is already on the socket
-	}
 	c.asyncOut.Add(1)
 	if c.gc.AsyncWrite(nil, func(gnet.Conn, error) error {
 		c.asyncOut.Add(-1)

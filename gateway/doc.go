@@ -24,10 +24,7 @@
 // https origin, a large answer, a login) suspends there and resumes on the
 // connection's worker, which exists only while a request is in progress. A
 // request that came with the handshake's Finished is served on the
-// handshake's own goroutine (early.go). The connections of an application
-// with no session duration leave the loop after their ClientHello
-// (offloop.go): their socket goes to Go's netpoller, and their handshake,
-// request and close run on one goroutine. Each phase returns a named outcome (proceed, respond,
+// handshake's own goroutine (early.go). Each phase returns a named outcome (proceed, respond,
 // hangUp) and records facts on the exchange; whether the connection stays
 // open is decided from those facts in one place (exchange.last, conn.endOf).
 // Configuration lives in an immutable snapshot swapped

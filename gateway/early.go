@@ -43,16 +43,8 @@ func (e *earlyRequest) Push(p []byte) {
 }
 
 // Serve runs the request worker on this goroutine, or does what
-// conn.traffic does when it starts none. A connection off the loop then
-// goes on here with its pump, which reads what the device sends next.
+// conn.traffic does when it starts none.
 func (e *earlyRequest) Serve() {
-	e.serve()
-	if t := e.c.off.Load(); t != nil {
-		t.pump()
-	}
-}
-
-func (e *earlyRequest) serve() {
 	c := e.c
 	if e.err != nil {
 		// As on the loop: take no more input; a worker answers what it has

@@ -47,10 +47,10 @@ func (c *conn) startServing() {
 }
 
 // loopCanServe reports whether the loop may serve the request waiting in
-// the pipe: the connection is the loop's, its header is buffered whole, the
-// origin is plain HTTP and the device reads what it is sent.
+// the pipe: its header is buffered whole, the origin is plain HTTP and the
+// device reads what it is sent.
 func (c *conn) loopCanServe() bool {
-	return c.off.Load() == nil && !c.app().origin.IsTLS && c.gc.OutboundBuffered() <= flowLowWater && c.pipe.holdsHeader()
+	return !c.app().origin.IsTLS && c.gc.OutboundBuffered() <= flowLowWater && c.pipe.holdsHeader()
 }
 
 func (c *conn) enterLoop() {

@@ -18,9 +18,6 @@ type metrics interface {
 	tlsengine.Observer
 	// connAccepted counts a connection admitted by OnOpen.
 	connAccepted()
-	// connOffLoop counts a connection that left the event loop after its
-	// ClientHello (offloop.go).
-	connOffLoop()
 	// connRefused counts a connection refused by OnOpen: "max_connections",
 	// "max_connections_per_ip", "shed", "rate" or "draining".
 	connRefused(reason string)
@@ -62,7 +59,6 @@ type noMetrics struct{}
 
 func (noMetrics) Handshake(tlsengine.HandshakeEvent) {}
 func (noMetrics) connAccepted()                      {}
-func (noMetrics) connOffLoop()                       {}
 func (noMetrics) connRefused(string)                 {}
 func (noMetrics) tokenMinted(string, string)         {}
 func (noMetrics) request(*exchange, time.Duration)   {}

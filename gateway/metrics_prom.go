@@ -83,7 +83,6 @@ type promMetrics struct {
 	hsDurFailed prometheus.Observer
 
 	accepted   prometheus.Counter
-	offLoop    prometheus.Counter
 	refusedVec *prometheus.CounterVec
 	refused    map[string]prometheus.Counter // read-only after construction
 
@@ -162,7 +161,6 @@ func newPromMetrics(s *Server) *promMetrics {
 	m.hsDurOK, m.hsDurFailed = hsDur.WithLabelValues("ok"), hsDur.WithLabelValues("error")
 
 	m.accepted = f.counter("connections_accepted_total", "Connections admitted (a TLS handshake started).")
-	m.offLoop = f.counter("connections_off_loop_total", "Connections that left the event loop after their ClientHello: an application with no session duration, whose handshake, request and close then run on one goroutine.")
 	m.refusedVec = f.counterVec("connections_refused_total",
 		"Connections closed at once: max_connections reached, max_connections_per_ip reached for the client address, handshake queue full (shed), over max_handshake_rate (rate), or the gateway draining.", "reason")
 	m.refused = make(map[string]prometheus.Counter, len(connRefusals))
@@ -258,7 +256,6 @@ func (m *promMetrics) Handshake(ev tlsengine.HandshakeEvent) {
 }
 
 func (m *promMetrics) connAccepted() { m.accepted.Inc() }
-func (m *promMetrics) connOffLoop()  { m.offLoop.Inc() }
 
 func (m *promMetrics) connRefused(reason string) {
 	c, ok := m.refused[reason]

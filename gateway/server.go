@@ -322,12 +322,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	switch v := gc.Context().(type) {
 	case *conn:
 		data, _ := gc.Next(-1)
-		act := v.traffic(data)
-		if act == gnet.None && v.tc.DetachPending() && v.detach(gc) {
-			gc.SetContext(nil) // OnClose leaves the connection alone: it lives on
-			return gnet.Close
-		}
-		return act
+		return v.traffic(data)
 	case *originSide:
 		return v.r.originTraffic(gc)
 	case *loopOrigin:
@@ -353,15 +348,6 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	gc.SetContext(nil)
-	s.connGone(c)
-	return gnet.None
-}
-
-// connGone ends a device connection's life in the server: its count, its
-// place in the live set and its address's, its timers and pipe, the
-// engine's side, and its relay or mqtt gate. OnClose calls it for the
-// loop's connections, the socket's Close for those off the loop.
-func (s *Server) connGone(c *conn) {
 	s.conns.Add(-1)
 	s.live.Delete(c)
 	if c.countedIP {
@@ -376,6 +362,7 @@ func (s *Server) connGone(c *conn) {
 	if c.relay != nil {
 		c.relay.deviceClosed()
 	}
+	return gnet.None
 }
 
 // Reload re-reads the configuration. A valid file becomes the snapshot for
@@ -554,13 +541,6 @@ func (s *Server) stop() error {
 		case <-s.runDone:
 		case err = <-stopped:
 		}
-		// The connections off the loop are not the engine's to close.
-		s.live.Range(func(c, _ any) bool {
-			if t := c.(*conn).off.Load(); t != nil {
-				_ = t.Close()
-			}
-			return true
-		})
 	})
 	<-s.runDone
 	return err

@@ -81,10 +81,6 @@ type application struct {
 	// idps are the identity providers people log in with, in the
 	// application's order; empty: no login (login.go).
 	idps []*oidclogin.Provider
-	// oneRequestPerConn: no policy gives a session ("no duration"
-	// everywhere, no login), so every request closes its connection and
-	// the next one makes a fresh handshake (offloop.go).
-	oneRequestPerConn bool
 	// roots are the hex SHA-256s of the roots of the CAs associated with
 	// the application's domain: a session token whose certificate chained
 	// to another root (a CA since removed) is refused here.
@@ -190,7 +186,6 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		forwardClientCert: ca.ForwardClientCert,
 		serviceAuth401:    ca.ServiceAuth401,
 		roots:             rootSums(ca.ClientCAs),
-		oneRequestPerConn: noSessions(&pa),
 	}
 	for _, name := range ca.IdentityProviders {
 		app.idps = append(app.idps, s.logins.providers[name])
@@ -214,7 +209,6 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		RejectInvalid:  ca.RejectInvalidCert,
 		Revocation:     s.revocation,
 		App:            app,
-		OffLoop:        offLoopApp(app),
 	}
 	var roots, inters []*x509.Certificate
 	for _, c := range ca.ClientCAs {

@@ -68,12 +68,6 @@ type Conn struct {
 
 	readErr error // event loop only
 
-	// detach is the connection's departure from the loop (detach.go):
-	// detachNone, Asked, Done or Declined; changed under mu. detached is
-	// closed when an asked departure is settled.
-	detach   atomic.Int32
-	detached chan struct{}
-
 	// drainWatch follows the outbound buffer while closing; touched only in
 	// AsyncWrite callbacks (the event loop).
 	drainWatch outboundWatch
@@ -99,14 +93,7 @@ func (c *Conn) handshake() EarlyData {
 	defer e.adm.leave()
 	timer := time.AfterFunc(e.timeout, func() { c.shim.stopHandshake(rTimeout, ErrHandshakeTimeout) })
 	err := c.tls.Handshake()
-	fired := !timer.Stop()
-	c.awaitDetach() // off the loop or not decides which transport the rest uses
-	if fired && err == nil && c.Detached() {
-		// The timeout fired as the handshake completed: its abort may still
-		// land and cut the socket's reads, so off the loop it counts.
-		c.shim.stopHandshake(rTimeout, ErrHandshakeTimeout)
-		err = ErrHandshakeTimeout
-	}
+	timer.Stop()
 	cs := c.tls.ConnectionState()
 	if err == nil && c.verdict == nil {
 		// Still on the handshake goroutine, inside a CPU slot: the verdict is
@@ -418,7 +405,6 @@ func (c *Conn) beginClose(notify bool) {
 // handshake in progress is aborted and nothing more is written.
 func (c *Conn) Release() {
 	c.shim.release()
-	c.DeclineDetach()
 }
 
 // drain closes the transport once its outbound buffer is empty. AsyncWrite's

@@ -93,11 +93,6 @@ type shim struct {
 	// direct write never reaches a descriptor the kernel gave to another
 	// connection.
 	fd int
-	// sock is the connection's own socket once it has left the loop
-	// (Conn.Detach): the handshake reads it and every write goes to it.
-	// Set under mu and wmu; writeStall bounds each write to it.
-	sock       Socket
-	writeStall time.Duration
 }
 
 // corkLimit bounds what a corked connection holds back: above it the
@@ -276,7 +271,7 @@ func (s *shim) Read(p []byte) (int, error) {
 		// abort that names why (a bare io.EOF would be counted as a TLS
 		// error instead of "closed").
 		s.mu.Lock()
-		blocking, err, avail, released, sock := s.handshaking, s.abortErr, s.ready-s.off, s.released.Load(), s.sock
+		blocking, err, avail, released := s.handshaking, s.abortErr, s.ready-s.off, s.released.Load()
 		if err == nil && avail > 0 && (!blocking || s.cpu.held) {
 			n := s.take(p)
 			s.mu.Unlock()
@@ -302,10 +297,6 @@ func (s *shim) Read(p []byte) (int, error) {
 		default:
 			// Nothing to compute on: never hold a CPU slot while waiting.
 			s.cpu.release()
-			if sock != nil {
-				s.readSock(sock) // off the loop: the handshake reads the socket itself
-				continue
-			}
 			select {
 			case <-s.notify:
 			case <-s.abort:
@@ -346,12 +337,6 @@ func (s *shim) Write(b []byte) (int, error) {
 		// This is the plaintext alert that precedes any ServerHello.
 		b = append([]byte(nil), b...)
 		b[6] = alertUnrecognizedName
-	}
-	if s.sock != nil {
-		if err := s.writeSock(b); err != nil {
-			return 0, err
-		}
-		return n, nil
 	}
 	if s.fd >= 0 {
 		b = b[s.writeHandshake(b):]
@@ -434,12 +419,8 @@ func (s *shim) uncork(cb gnet.AsyncCallback) error {
 func (s *shim) stopHandshake(why reason, err error) {
 	s.mu.Lock()
 	stopped := s.stopLocked(why, err)
-	sock := s.sock
 	s.mu.Unlock()
 	if stopped {
-		if sock != nil {
-			_ = sock.SetReadDeadline(time.Unix(1, 0)) // a Read blocked on the socket returns now
-		}
 		s.abortOnce.Do(func() { close(s.abort) })
 	}
 }

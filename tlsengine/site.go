@@ -68,14 +68,6 @@ type Site struct {
 	// quick and safe for concurrent use. The engine knows nothing of what it
 	// checks.
 	Authorize func(v *verdict.Verdict, remote netip.Addr) (any, error)
-	// OffLoop asks, once the ClientHello has chosen this site, that the
-	// connection leave the event loop (Conn.DetachPending, Conn.Detach):
-	// the rest of its handshake, its request and its close then run on one
-	// goroutine over Go's own netpoller, with no hand-off between the loop's
-	// thread and the handshake's. For sites whose devices make a fresh
-	// connection per request; the owner may decline, and the connection then
-	// stays on the loop.
-	OffLoop bool
 	// App is the gateway's own handle for this site (its application); the
 	// engine never looks at it.
 	App any

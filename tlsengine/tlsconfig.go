@@ -62,9 +62,6 @@ func (t *table) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 		return nil, ErrUnknownServerName
 	}
 	c.site = site
-	if site.OffLoop {
-		c.askDetach() // the loop answers while this handshake computes
-	}
 	conf := t.siteConfig(site)
 	if (site.RejectInvalid && site.Roots != nil) || site.Authorize != nil {
 		// The one per-connection config: VerifyConnection must record this
