@@ -59,6 +59,17 @@ func loopPools(h *harness) (pools, open int) {
 	return pools, open
 }
 
+// loopConn starts a gateway in front of origin and returns a device's
+// keep-alive connection to app.fleet.test whose requests have settled on
+// the loop's own origin connection (onLoopPeer), with that connection's
+// address at the origin.
+func loopConn(t *testing.T, origin string) (*rawConn, string) {
+	t.Helper()
+	h := newHarness(t, func(p *cfgParams) { p.Origin = origin })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	return c, onLoopPeer(t, c)
+}
+
 // onLoopPeer sends keep-alive requests on c until they reach the origin
 // from one address several times in a row, other than the one the first
 // request (a fresh token: signed on a worker) came from: the loop's own
@@ -138,9 +149,7 @@ func TestLoopSplitAnswer(t *testing.T) {
 		_, _ = w.Write([]byte(strings.Repeat("b", rest)))
 	})
 	peer.srv.Config.Handler = mux
-	h := newHarness(t, func(p *cfgParams) { p.Origin = peer.srv.URL })
-	c := h.dial(t, hApp, h.pki.sensor1)
-	onLoopPeer(t, c)
+	c, _ := loopConn(t, peer.srv.URL)
 	for i, path := range []string{"/split?small=1", "/split", "/split", "/split?small=1"} {
 		c.send(request("GET", hApp, path))
 		r := c.read("GET")
@@ -168,9 +177,7 @@ func TestLoopInterimAnswer(t *testing.T) {
 		_, _ = io.WriteString(w, "final")
 	})
 	peer.srv.Config.Handler = mux
-	h := newHarness(t, func(p *cfgParams) { p.Origin = peer.srv.URL })
-	c := h.dial(t, hApp, h.pki.sensor1)
-	onLoopPeer(t, c)
+	c, _ := loopConn(t, peer.srv.URL)
 	for i := 0; i < 3; i++ {
 		c.send(request("GET", hApp, "/hints"))
 		if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "final" {
@@ -310,9 +317,7 @@ func hijackOrigin(t *testing.T) (*peerOrigin, chan bool) {
 // request: the origin may have framed it by the length.
 func TestLoopMixedFramingCloses(t *testing.T) {
 	o, mixedEnd := hijackOrigin(t)
-	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
-	c := h.dial(t, hApp, h.pki.sensor1)
-	onLoopPeer(t, c)
+	c, _ := loopConn(t, o.srv.URL)
 	c.send(request("GET", hApp, "/mixed"))
 	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "mixed" {
 		t.Fatalf("mixed answer: %d %q; want 200 \"mixed\" (read as chunked)", r.StatusCode, r.body)
@@ -338,9 +343,7 @@ func TestLoopMixedFramingCloses(t *testing.T) {
 // twice: the device gets 502.
 func TestLoopRetryOnDroppedConnection(t *testing.T) {
 	o, _ := hijackOrigin(t)
-	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
-	c := h.dial(t, hApp, h.pki.sensor1)
-	onLoopPeer(t, c)
+	c, _ := loopConn(t, o.srv.URL)
 	c.send(request("GET", hApp, "/drop"))
 	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "second try" {
 		t.Fatalf("GET on a dropped connection: %d %q; want 200 \"second try\" (sent again)", r.StatusCode, r.body)
