@@ -252,24 +252,9 @@ func loadIssuer(certFile, keyFile string) (*pki.Cert, []*pki.Cert, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: CA certificate: %w", err)
 	}
-	var certs []*x509.Certificate
-	for rest := certPEM; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("bench: CA certificate %s: certificate %d: %w", certFile, len(certs), err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, nil, fmt.Errorf("bench: CA certificate %s: no PEM CERTIFICATE block", certFile)
+	certs, err := pki.ParseCertsPEM(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: CA certificate %s: %w", certFile, err)
 	}
 	if !certs[0].IsCA {
 		return nil, nil, fmt.Errorf("bench: CA certificate %s: %q is not a CA", certFile, certs[0].Subject.CommonName)

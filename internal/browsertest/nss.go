@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 // nssDB is the NSS certificate database chromium reads on Linux:
@@ -137,24 +139,9 @@ func (db *nssDB) importClient(cert tls.Certificate, nick string) error {
 // parseCertsPEM returns the certificates of the CERTIFICATE blocks in data,
 // refusing data that holds none.
 func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("browsertest: trusted CA: %w", err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("browsertest: trusted CA: no CERTIFICATE block in the PEM data")
+	certs, err := pki.ParseCertsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("browsertest: trusted CA: %w", err)
 	}
 	return certs, nil
 }

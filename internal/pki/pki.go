@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -262,6 +263,33 @@ func (c *Cert) KeyPEM() []byte {
 		panic(fmt.Sprintf("pki: marshal key: %v", err)) // only for key types NewKey makes
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: b})
+}
+
+// ParseCertsPEM returns the certificates of the CERTIFICATE blocks in data,
+// in order, skipping blocks of other types (a key beside them), and refuses
+// data that holds none. A certificate that does not parse is an error that
+// names its place (1 for the first).
+func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return certs, nil
 }
 
 // ChainPEM concatenates the PEM forms of certs, in order.

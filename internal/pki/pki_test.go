@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 )
@@ -121,5 +122,30 @@ func TestKeyUsageOptions(t *testing.T) {
 	}
 	if _, err := root.Issue(Options{CommonName: "d", KeyUsage: x509.KeyUsageDigitalSignature, NoKeyUsage: true}); err == nil {
 		t.Error("KeyUsage with NoKeyUsage: no error")
+	}
+}
+
+// TestParseCertsPEM: the CERTIFICATE blocks in order, a key beside them
+// skipped; no certificate, or one that does not parse, is refused, naming
+// its place.
+func TestParseCertsPEM(t *testing.T) {
+	root, err := NewRoot(Root("parse root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := root.Issue(Intermediate("parse inter"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := ParseCertsPEM(append(append(inter.CertPEM(), inter.KeyPEM()...), root.CertPEM()...))
+	if err != nil || len(certs) != 2 || certs[0].Subject.CommonName != "parse inter" || certs[1].Subject.CommonName != "parse root" {
+		t.Fatalf("ParseCertsPEM = %d certificates, %v; want the intermediate, then the root", len(certs), err)
+	}
+	if _, err := ParseCertsPEM(inter.KeyPEM()); err == nil || err.Error() != "no PEM CERTIFICATE block" {
+		t.Errorf("a key alone: %v, want no PEM CERTIFICATE block", err)
+	}
+	broken := append(root.CertPEM(), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")...)
+	if _, err := ParseCertsPEM(broken); err == nil || !strings.HasPrefix(err.Error(), "certificate 2: ") {
+		t.Errorf("a broken second certificate: %v, want certificate 2: …", err)
 	}
 }
