@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"html"
-	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -29,6 +28,7 @@ import (
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/oidcop"
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // idpCerts are the CA of the providers' TLS certificates and the
@@ -208,13 +208,7 @@ func signIn(t *testing.T, c *http.Client, resp *http.Response, body string, user
 	req, _ := http.NewRequest(http.MethodPost, action.String(), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "text/html,application/xhtml+xml")
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", action, err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp, string(b)
+	return testkit.Fetch(t, c, req)
 }
 
 // login runs the whole login of user with c from the console's path.

@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -26,6 +25,7 @@ import (
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/demo"
 	"github.com/fleetgate/fleetgate/internal/oidcop"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // demoIdP is the demo's fixed identity provider (configs.DemoIdPListen).
@@ -118,13 +118,7 @@ func checkDemoConsole(t *testing.T, demoDir, listen string, stdout, stderr func(
 		if accept != "" {
 			req.Header.Set("Accept", accept)
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s: %v", u, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp, string(body)
+		return testkit.Fetch(t, c, req)
 	}
 
 	// A page asked for without a session ends on the IdP's login form.
@@ -144,13 +138,7 @@ func checkDemoConsole(t *testing.T, demoDir, listen string, stdout, stderr func(
 		req, _ := http.NewRequest(http.MethodPost, loginURL, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Accept", "text/html")
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("POST %s: %v", loginURL, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp, string(b)
+		return testkit.Fetch(t, c, req)
 	}
 	// A wrong password stays on the form, with no session.
 	if resp, body := post(browser, "wrong"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "Wrong username or password") {

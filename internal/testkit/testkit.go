@@ -1,12 +1,14 @@
 // Package testkit holds the small helpers the project's tests share: polling
-// for a condition, a goroutine-safe output buffer, a free loopback port, and
-// an MQTT test client (CONNECT, packets read back, subscribe and publish).
+// for a condition, a goroutine-safe output buffer, a free loopback port, an
+// HTTP exchange read whole (Fetch), and an MQTT test client (CONNECT, packets read back, subscribe and publish).
 // It is imported by tests only; nothing on the serving path uses it.
 package testkit
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -107,4 +109,21 @@ func FreePort(tb testing.TB) string {
 		tb.Fatalf("free port: %v", err)
 	}
 	return addr
+}
+
+// Fetch sends req with c and returns the response with its body read whole
+// (and closed), failing the test when the exchange itself fails: for tests
+// that drive a browser-like client through redirects and forms.
+func Fetch(tb testing.TB, c *http.Client, req *http.Request) (*http.Response, string) {
+	tb.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		tb.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
+	}
+	return resp, string(body)
 }

@@ -2,6 +2,8 @@ package testkit
 
 import (
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -65,4 +67,18 @@ func TestFreePort(t *testing.T) {
 		t.Fatalf("FreePort gave %s, which cannot be listened on: %v", addr, err)
 	}
 	_ = l.Close()
+}
+
+// TestFetch: the response comes back with its body read whole.
+func TestFetch(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = w.Write([]byte(r.Method + " " + r.URL.Path))
+	}))
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/pot", nil)
+	resp, body := Fetch(t, srv.Client(), req)
+	if resp.StatusCode != http.StatusTeapot || body != "POST /pot" {
+		t.Fatalf("Fetch = %d %q, want 418 \"POST /pot\"", resp.StatusCode, body)
+	}
 }
