@@ -141,27 +141,11 @@ func isASCII(s string) bool {
 }
 
 // asciiEqualFold reports whether a and b are equal ignoring ASCII case;
-// any byte outside ASCII makes them different (no Unicode folding).
+// any byte outside ASCII makes them different (no Unicode folding: on
+// ASCII strings strings.EqualFold folds A–Z only, so "ſ" never matches "s"
+// nor "K" (Kelvin) "k").
 func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if x >= 0x80 || y >= 0x80 {
-			return false
-		}
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	return isASCII(a) && isASCII(b) && strings.EqualFold(a, b)
 }
 
 // emailDomain is { email_domain = "fleet.test" }: the part of the identity's

@@ -313,22 +313,30 @@ func (s *storage) SetUserinfoFromRequest(_ context.Context, info *oidc.UserInfo,
 	return s.fillUserinfo(info, req.GetSubject(), scopes)
 }
 
-func (s *storage) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, tokenID, subject, _ string) error {
+// liveToken is the access token tokenID, issued to subject and not
+// expired, or the error the userinfo and introspection endpoints answer.
+func (s *storage) liveToken(tokenID, subject string) (*accessToken, error) {
 	s.mu.Lock()
 	t, ok := s.tokens[tokenID]
 	s.mu.Unlock()
 	if !ok || t.subject != subject || s.now().After(t.expires) {
-		return errors.New("oidcop: access token unknown or expired")
+		return nil, errors.New("oidcop: access token unknown or expired")
+	}
+	return t, nil
+}
+
+func (s *storage) SetUserinfoFromToken(_ context.Context, info *oidc.UserInfo, tokenID, subject, _ string) error {
+	t, err := s.liveToken(tokenID, subject)
+	if err != nil {
+		return err
 	}
 	return s.fillUserinfo(info, subject, t.scopes)
 }
 
 func (s *storage) SetIntrospectionFromToken(_ context.Context, resp *oidc.IntrospectionResponse, tokenID, subject, clientID string) error {
-	s.mu.Lock()
-	t, ok := s.tokens[tokenID]
-	s.mu.Unlock()
-	if !ok || t.subject != subject || s.now().After(t.expires) {
-		return errors.New("oidcop: access token unknown or expired")
+	t, err := s.liveToken(tokenID, subject)
+	if err != nil {
+		return err
 	}
 	info := new(oidc.UserInfo)
 	if err := s.fillUserinfo(info, subject, t.scopes); err != nil {
