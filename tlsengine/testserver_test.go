@@ -271,12 +271,7 @@ func startServer(tb testing.TB, cfg Config, oneByte bool) *teServer {
 // have adjusted before any connection uses it).
 func startServerEngine(tb testing.TB, eng *Engine, oneByte bool) *teServer {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("listen: %v", err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := testkit.FreePort(tb)
 	s := &teServer{eng: eng, addr: addr, oneByte: oneByte, booted: make(chan struct{}), errc: make(chan error, 1)}
 	go func() {
 		s.errc <- gnet.Run(s, "tcp://"+addr,

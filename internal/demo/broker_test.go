@@ -26,12 +26,7 @@ func TestStartBrokerRefusesNonLoopback(t *testing.T) {
 // TestStartBroker: the broker admits any client, in MQTT 3.1.1 and 5.0, and
 // delivers what is published to the subscribers; a busy port is an error.
 func TestStartBroker(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testkit.FreePort(t)
 	b, err := StartBroker(addr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -45,15 +40,7 @@ func TestStartBroker(t *testing.T) {
 	// subscriptions by client id and filter, after the next connection of
 	// that id may have subscribed to the same filter.
 	for _, v := range []byte{4, 5} {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		if code := testkit.MQTTSession(t, c, r, v, "anyone"); code != 0 {
-			t.Fatalf("v%d: CONNACK %#x, want accepted", v, code)
-		}
+		c, r := brokerSession(t, addr, v, "anyone")
 		if got := testkit.MQTTPubSub(t, c, r, v, fmt.Sprintf("devices/anyone/v%d", v), "21.5"); got != "21.5" {
 			t.Errorf("v%d: received %q", v, got)
 		}
@@ -65,31 +52,14 @@ func TestStartBroker(t *testing.T) {
 // disconnected, and the close returns; a client that already left is
 // waited for first, so that its leaving does not race the close.
 func TestCloseBroker(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testkit.FreePort(t)
 	b, err := StartBroker(addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dial := func(id string) (net.Conn, *bufio.Reader) {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		r := bufio.NewReader(c)
-		if code := testkit.MQTTSession(t, c, r, 4, id); code != 0 {
-			t.Fatalf("%s: CONNACK %#x, want accepted", id, code)
-		}
-		return c, r
-	}
-	gone, _ := dial("leaving")
+	gone, _ := brokerSession(t, addr, 4, "leaving")
 	gone.Close() // its clean session is deleted while CloseBroker waits
-	stays, r := dial("staying")
+	stays, r := brokerSession(t, addr, 4, "staying")
 	defer stays.Close()
 	if err := CloseBroker(b, time.Second); err != nil {
 		t.Fatal(err)
@@ -100,4 +70,20 @@ func TestCloseBroker(t *testing.T) {
 			t.Fatalf("the staying client's connection did not end cleanly: %v", err)
 		}
 	}
+}
+
+// brokerSession connects to the broker at addr as id, in MQTT version
+// (4: 3.1.1, 5: 5.0), and fails the test unless the CONNACK accepts it.
+func brokerSession(t *testing.T, addr string, version byte, id string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	if code := testkit.MQTTSession(t, c, r, version, id); code != 0 {
+		t.Fatalf("v%d %s: CONNACK %#x, want accepted", version, id, code)
+	}
+	return c, r
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/oidcop"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // prepared returns a demo folder made by Prepare, shared by the tests of
@@ -210,12 +211,7 @@ func TestStartIdPRefuses(t *testing.T) {
 // an error; Close stops it.
 func TestStartIdP(t *testing.T) {
 	dir := prepared(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testkit.FreePort(t)
 	p, err := StartIdP(dir, addr, CallbackURL("127.0.0.1:8443"), nil)
 	if err != nil {
 		t.Fatal(err)
