@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/ab.sh: two fleetgate builds (or two environments of one), A then B,
 # ROUNDS times, each alone on CPU $SERVER_CPU under the same load from
-# `fleetgate bench` on CPU $CLIENT_CPU: one line "A <µs>" or "B <µs>" per
-# run, the server's CPU per request. Interleaving the runs is what makes a
+# `fleetgate bench` on CPU $CLIENT_CPU: one line "A <µs> <rate>" or
+# "B <µs> <rate>" per run, the server's CPU per request (per message) and
+# the requests (messages) per second. Interleaving the runs is what makes a
 # difference of a few percent visible on a machine whose speed drifts from
 # minute to minute; compare the medians, and the pairs of each round.
 #
@@ -11,7 +12,9 @@
 #
 # Knobs (environment): BIN_A, BIN_B (required: fleetgate binaries), ENV_A,
 # ENV_B (extra environment, "K=V ..."), ROUNDS=6, DUR=4s, MODE=fresh
-# (or keepalive), CLIENTS=16, SERVER_CPU=0, CLIENT_CPU=1.
+# (or keepalive, or tcp: 64 B echoes through the tcp application, MESSAGES per
+# connection, default 1000; the server's CPU per message), CLIENTS=16, SERVER_CPU=0,
+# CLIENT_CPU=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -27,14 +30,27 @@ trap 'exit 130' INT TERM
 
 build
 make_pki
-start_origin
-write_fleetgate_config 1
+if [ "$MODE" = tcp ]; then
+  start_echo_origin
+  FG_TCP_ORIGIN=$TCP_ORIGIN_ADDR write_fleetgate_config 1
+  SNI=bench.fleet.test
+  MODE_ARGS=(-message-size 64 -messages "${MESSAGES:-1000}")
+  FIGURE=server_cpu_us_per_message
+  RATE=messages_per_s
+else
+  start_origin
+  write_fleetgate_config 1
+  SNI=$(sni_for fleetgate "$MODE")
+  MODE_ARGS=()
+  FIGURE=server_cpu_us_per_req
+  RATE=throughput_rps
+fi
 
 # load PID DURATION: one client run against the fleetgate at PID, its JSON.
 load() {
   timeout 120 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[fleetgate]}" \
-    -sni "$(sni_for fleetgate "$MODE")" -dir "$PKI" -devices 100 -concurrency "$CLIENTS" \
-    -mode "$MODE" -tls 1.3 -group x25519 -duration "$2" -warmup 300ms -pid "$1" -label ab
+    -sni "$SNI" -dir "$PKI" -devices 100 -concurrency "$CLIENTS" \
+    -mode "$MODE" "${MODE_ARGS[@]}" -tls 1.3 -group x25519 -duration "$2" -warmup 300ms -pid "$1" -label ab
 }
 
 # run LABEL BIN ENV: start BIN pinned, warm it up, measure, stop it.
@@ -49,7 +65,8 @@ run() {
   out=$(load "$pid" "$DUR")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  printf '%s %s\n' "$label" "$(sed -n 's/.*"server_cpu_us_per_req":\([0-9.]*\).*/\1/p' <<<"$out")"
+  printf '%s %s %s\n' "$label" "$(sed -n "s/.*\"$FIGURE\":\([0-9.]*\).*/\1/p" <<<"$out")" \
+    "$(sed -n "s/.*\"$RATE\":\([0-9.]*\).*/\1/p" <<<"$out")"
 }
 
 for _ in $(seq "$ROUNDS"); do

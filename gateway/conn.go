@@ -153,6 +153,10 @@ func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 	s := c.snap
 	if x != nil {
 		br, bw = x.br, x.bw
+		// The loop began the origin's round trip and gave it up (no idle
+		// origin connection, an answer to stream, a dropped connection to
+		// retry): it is not offered to the loop again.
+		x.noLoop = x.noLoop || x.prepared
 		x.onLoop, x.wantWorker = false, false
 	}
 	if br == nil {
@@ -164,12 +168,24 @@ func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 		bw = writerPool.Get().(*bufio.Writer)
 		bw.Reset(&tlsWriter{c: c})
 	}
-	defer c.putBuffers(br, bw)
+	moved := false // the loop owns the buffers now (moveToLoop)
+	defer func() {
+		if !moved {
+			c.putBuffers(br, bw)
+		}
+	}()
 	for {
 		if x == nil {
 			x = c.newExchange(br, bw)
 		}
 		e := c.serveOne(x)
+		if e == endSuspended {
+			// forward moved the origin's round trip to the loop (toLoop).
+			if moved = c.moveToLoop(x); moved {
+				return
+			}
+			continue // the pooled client carries it
+		}
 		x = nil
 		switch e {
 		case endClose:

@@ -63,6 +63,8 @@ type exchange struct {
 	begun      bool        // the header was read and the request counted in flight
 	onLoop     bool        // running on the connection's event loop
 	wantWorker bool        // suspended to go on on a worker goroutine
+	toLoop     bool        // suspended on a worker to go on on the loop (forward)
+	noLoop     bool        // the loop cannot carry this request to the origin: the pooled client does
 	prepared   bool        // originRequest has rewritten req for the origin
 	answered   bool        // the origin's answer (or failure) is in resp and originErr
 	originErr  error       // why the origin request failed

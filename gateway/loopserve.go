@@ -24,10 +24,21 @@ package gateway
 //
 // Nor does the loop start when the device is not reading its answers
 // (its outbound buffer holds more than flowLowWater): the worker waits.
+//
+// The other way, a worker's exchange moves to the loop for its origin
+// round trip (moveToLoop): a request served on a worker (the request that
+// came with a handshake, on the handshake's goroutine, or one whose token
+// a worker signed) goes to the origin on the loop's connections too, and
+// the loop writes its answer. The worker's goroutine is free once the
+// request is ready, and no goroutine waits in Go's netpoller for the
+// origin, so a P spent waiting in gnet's epoll_wait never holds up the
+// answer (procs.go).
 
 import (
 	"bufio"
 	"bytes"
+
+	"github.com/panjf2000/gnet/v2"
 )
 
 // startServing begins serving a burst of requests (no worker runs): on the
@@ -67,6 +78,41 @@ func (c *conn) loopExchange(br *bufio.Reader, bw *bufio.Writer) *exchange {
 	x := c.newExchange(br, bw)
 	x.onLoop = true
 	return x
+}
+
+// loopCarries reports whether the loop can carry x, ready for its origin
+// on a worker, to the origin: a plain HTTP origin, a body read whole, and
+// the loop has not already declined it (no idle origin connection, an
+// answer too long to gather: noLoop).
+func (x *exchange) loopCarries() bool {
+	return !x.noLoop && !x.app.origin.IsTLS && !x.req.IsBodyStream()
+}
+
+// moveToLoop hands x, which forward suspended on a worker (toLoop), to the
+// event loop: the loop sends the request on one of its origin connections
+// and answers the device itself, and from then on owns x and its reader and
+// writer. It reports false when the loop takes no more tasks (the engine is
+// stopping): x then goes on on this worker, with the pooled client. On the
+// loop, a connection gone meanwhile or a device not reading its answers
+// gives x back to a worker, as loopCanServe would not have started it.
+func (c *conn) moveToLoop(x *exchange) bool {
+	x.toLoop = false
+	err := c.gc.AsyncWrite(nil, func(_ gnet.Conn, err error) error {
+		if err != nil || c.gc.OutboundBuffered() > flowLowWater {
+			x.noLoop = true
+			c.srv.workers.Go(func() { c.workFrom(x, nil, nil) })
+			return nil
+		}
+		c.enterLoop()
+		x.onLoop = true
+		c.loopServe(x)
+		return nil
+	})
+	if err != nil {
+		x.noLoop = true
+		return false
+	}
+	return true
 }
 
 // loopServe runs x on the loop until it suspends or the burst ends: what

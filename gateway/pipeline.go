@@ -374,6 +374,9 @@ func (x *exchange) forward() outcome {
 	case x.streamFrom != nil:
 		x.originErr = x.readStreamedResponse()
 		x.answered = true
+	case x.loopCarries():
+		x.toLoop = true
+		return suspend // the worker hands x to the loop (conn.moveToLoop)
 	default:
 		start := time.Now()
 		x.originErr = x.app.origin.Do(x.req, x.resp)

@@ -9,22 +9,35 @@ import (
 	"github.com/fleetgate/fleetgate/configs"
 )
 
-// Why GOMAXPROCS is raised above the CPU count: gnet's event loop waits in
-// epoll_wait, a system call, and a goroutine in a system call keeps its P
-// (the scheduler's processor) until sysmon takes it back, 20 µs to 10 ms
-// later. With one P per CPU, a loop that has just gone to sleep holds the P
-// that the handshake goroutines and the origin responses (Go's own network
-// poller) need: on one core the core was about two thirds busy with work
-// waiting. One extra P per event loop means a sleeping loop never holds the
-// last one; the CPU slots (handshake_workers) still bound the handshakes
-// computing at once to one per CPU, so the extra Ps add no parallel work,
-// only a free processor for whatever is runnable.
+// How many Ps (the Go scheduler's processors) a gateway runs with.
+//
+// gnet's event loop waits in epoll_wait, a system call, and a goroutine in
+// a system call keeps its P until sysmon takes it back, 20 µs to 10 ms
+// later. Whatever runs beside the loop either runs on the loop's own thread
+// (a goroutine the loop made runnable runs when the loop yields before it
+// waits: handshakes, request workers, whose answers and origin round trips
+// the loop carries) or waits in Go's own network poller, which needs a free
+// P to be woken. One P per CPU suits the first: a handshake and the loop
+// take turns on one thread, with no thread woken and no P to hand over. An
+// idle extra P costs the first: each time the loop yields, the scheduler
+// wakes a thread to spin on the idle P, and the loop's goroutine moves from
+// thread to thread (two context switches and a futex wake per yield; a
+// fresh request through the no-duration application cost 20–30% more CPU).
+// An extra P per loop suits the second: an https origin's answers (the
+// pooled TLS client) and a relay's dial of its origin for every new
+// connection (tcp and mqtt applications) wait in Go's poller, and with the
+// loop holding the only P they wait for sysmon: a relay took about a
+// quarter fewer new connections a second on one core.
 
-// procsFor returns the GOMAXPROCS for a gateway: want when set, else cpus
-// plus one per event loop (loops <= 0: one per CPU).
-func procsFor(want, cpus, loops int) int {
+// procsFor returns the GOMAXPROCS for a gateway: want when set, else one
+// per CPU, plus one per event loop (loops <= 0: one per CPU) when the
+// configuration has traffic that waits in Go's poller (pollerWaits).
+func procsFor(want, cpus, loops int, pollerWaits bool) int {
 	if want > 0 {
 		return want
+	}
+	if !pollerWaits {
+		return cpus
 	}
 	if loops <= 0 {
 		loops = cpus
@@ -32,22 +45,39 @@ func procsFor(want, cpus, loops int) int {
 	return cpus + loops
 }
 
+// pollerWaits reports whether an application's traffic waits in Go's own
+// network poller on its way: an https origin, or a relay (tcp, mqtt), which
+// dials its origin for every connection.
+func pollerWaits(apps []configs.Application) bool {
+	for i := range apps {
+		a := &apps[i]
+		if a.Protocol.Relayed() || a.Origin != nil && a.Origin.Scheme == "https" {
+			return true
+		}
+	}
+	return false
+}
+
 // tuneRuntime sets GOMAXPROCS from [gateway] gomaxprocs (unless it is 0 and
 // the GOMAXPROCS environment variable is set) and the soft memory limit from
-// memory_limit (unless it is 0: then GOMEMLIMIT or none stays). cpus is the
-// runtime's GOMAXPROCS before the gateway changed it (the CPUs of the
+// memory_limit (unless it is 0: then GOMEMLIMIT or none stays), at start and
+// on every reload (the applications decide the automatic GOMAXPROCS). cpus
+// is the runtime's GOMAXPROCS before the gateway changed it (the CPUs of the
 // affinity mask or the cgroup quota, or the environment's value).
 // baseLimit is the memory limit the process started with (GOMEMLIMIT's, or
-// none), restored when a reload sets memory_limit back to 0.
-func tuneRuntime(g *configs.Gateway, cpus int, baseLimit int64, log *slog.Logger, first bool) {
-	if first {
-		if g.GOMAXPROCS > 0 || os.Getenv("GOMAXPROCS") == "" {
-			n := procsFor(g.GOMAXPROCS, cpus, g.EventLoops)
-			runtime.GOMAXPROCS(n)
+// none), restored when a reload sets memory_limit back to 0. first logs
+// the settings even when they are the runtime's already.
+func tuneRuntime(cfg *configs.Config, cpus int, baseLimit int64, log *slog.Logger, first bool) {
+	g := &cfg.Gateway
+	if g.GOMAXPROCS > 0 || os.Getenv("GOMAXPROCS") == "" {
+		n := procsFor(g.GOMAXPROCS, cpus, g.EventLoops, pollerWaits(cfg.Applications))
+		if prev := runtime.GOMAXPROCS(n); prev != n || first {
 			log.Info("go scheduler", "gomaxprocs", n, "cpus", cpus)
-		} else {
-			log.Info("go scheduler: GOMAXPROCS from the environment", "gomaxprocs", cpus)
 		}
+	} else if prev := runtime.GOMAXPROCS(cpus); prev != cpus || first {
+		// gomaxprocs = 0 with GOMAXPROCS in the environment: its value
+		// (again, after a reload that took gomaxprocs out).
+		log.Info("go scheduler: GOMAXPROCS from the environment", "gomaxprocs", cpus)
 	}
 	limit := baseLimit
 	if g.MemoryLimit > 0 {

@@ -128,7 +128,7 @@ func New(opts Options) (*Server, error) {
 	s.logWarnings(cfg)
 	s.cpus, s.baseMemLimit = runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1)
 	if opts.TuneRuntime {
-		tuneRuntime(&cfg.Gateway, s.cpus, s.baseMemLimit, s.log, true)
+		tuneRuntime(cfg, s.cpus, s.baseMemLimit, s.log, true)
 	}
 	if cfg.Gateway.AdminListen != "" {
 		pm := newPromMetrics(s)
@@ -401,7 +401,7 @@ func (s *Server) Reload() error {
 	s.engine.SetSites(snap.sites)
 	s.engine.SetHandshakeRate(cfg.Gateway.MaxHandshakeRate, cfg.Gateway.MaxHandshakeBurst)
 	if s.opts.TuneRuntime {
-		tuneRuntime(&cfg.Gateway, s.cpus, s.baseMemLimit, s.log, false)
+		tuneRuntime(cfg, s.cpus, s.baseMemLimit, s.log, false)
 	}
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and
