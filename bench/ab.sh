@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # bench/ab.sh: two fleetgate builds (or two environments of one), A then B,
 # ROUNDS times, each alone on CPU $SERVER_CPU under the same load from
-# `fleetgate bench` on CPU $CLIENT_CPU: one line "A <µs> <rate>" or
-# "B <µs> <rate>" per run, the server's CPU per request (per message) and
-# the requests (messages) per second. Interleaving the runs is what makes a
+# `fleetgate bench` on CPU $CLIENT_CPU: one line "A <µs> <rate> <p99>" or
+# "B <µs> <rate> <p99>" per run: the server's CPU per request (per
+# message), the requests (messages) per second and the p99 latency in µs. Interleaving the runs is what makes a
 # difference of a few percent visible on a machine whose speed drifts from
 # minute to minute; compare the medians, and the pairs of each round.
 #
@@ -14,7 +14,8 @@
 # ENV_B (extra environment, "K=V ..."), ROUNDS=6, DUR=4s, MODE=fresh
 # (or keepalive, or tcp: 64 B echoes through the tcp application, MESSAGES per
 # connection, default 1000; the server's CPU per message), CLIENTS=16, SERVER_CPU=0,
-# CLIENT_CPU=1.
+# CLIENT_CPU=1, PROCS=1 (event loops and handshake workers; for more than
+# one core, e.g. SERVER_CPU=0,1 CLIENT_CPU=0,1 PROCS=2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -24,6 +25,7 @@ ROUNDS=${ROUNDS:-6}
 DUR=${DUR:-4s}
 MODE=${MODE:-fresh}
 CLIENTS=${CLIENTS:-16}
+PROCS=${PROCS:-1}
 
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -32,14 +34,14 @@ build
 make_pki
 if [ "$MODE" = tcp ]; then
   start_echo_origin
-  FG_TCP_ORIGIN=$TCP_ORIGIN_ADDR write_fleetgate_config 1
+  FG_TCP_ORIGIN=$TCP_ORIGIN_ADDR write_fleetgate_config "$PROCS"
   SNI=bench.fleet.test
   MODE_ARGS=(-message-size 64 -messages "${MESSAGES:-1000}")
   FIGURE=server_cpu_us_per_message
   RATE=messages_per_s
 else
   start_origin
-  write_fleetgate_config 1
+  write_fleetgate_config "$PROCS"
   SNI=$(sni_for fleetgate "$MODE")
   MODE_ARGS=()
   FIGURE=server_cpu_us_per_req
@@ -65,8 +67,8 @@ run() {
   out=$(load "$pid" "$DUR")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  printf '%s %s %s\n' "$label" "$(sed -n "s/.*\"$FIGURE\":\([0-9.]*\).*/\1/p" <<<"$out")" \
-    "$(sed -n "s/.*\"$RATE\":\([0-9.]*\).*/\1/p" <<<"$out")"
+  printf '%s %s %s %s\n' "$label" "$(sed -n "s/.*\"$FIGURE\":\([0-9.]*\).*/\1/p" <<<"$out")" \
+    "$(sed -n "s/.*\"$RATE\":\([0-9.]*\).*/\1/p" <<<"$out")" "$(sed -n 's/.*"p99":\([0-9.]*\).*/\1/p' <<<"$out")"
 }
 
 for _ in $(seq "$ROUNDS"); do
