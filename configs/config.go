@@ -60,10 +60,10 @@ type Gateway struct {
 	HandshakeTimeout time.Duration // handshake_timeout = "5s"
 	// GOMAXPROCS is the Go scheduler's processors (gomaxprocs = 0: one per
 	// CPU the process may use, plus one per event loop when an application
-	// has an https origin or relays (tcp, mqtt), whose traffic waits in Go's
-	// own network poller, which a loop blocked waiting for events would hold
-	// up; the GOMAXPROCS environment variable, when set, wins over 0).
-	// At most 1024. A reload applies it.
+	// has an https origin, whose answers wait in Go's own network poller,
+	// which a loop blocked waiting for events would hold up; the GOMAXPROCS
+	// environment variable, when set, wins over 0). At most 1024. A reload
+	// applies it.
 	GOMAXPROCS int
 	// MemoryLimit is the Go runtime's soft memory limit in bytes
 	// (memory_limit = 0: none, or the GOMEMLIMIT environment variable): the

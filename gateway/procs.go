@@ -15,28 +15,29 @@ import (
 // a system call keeps its P until sysmon takes it back, 20 µs to 10 ms
 // later. Whatever runs beside the loop either runs on the loop's own thread
 // (a goroutine the loop made runnable runs when the loop yields before it
-// waits: handshakes, request workers, whose answers and origin round trips
+// waits: handshakes, request workers, whose origin round trips and answers
 // the loop carries) or waits in Go's own network poller, which needs a free
 // P to be woken. One P per CPU suits the first: a handshake and the loop
 // take turns on one thread, with no thread woken and no P to hand over. An
 // idle extra P costs the first: each time the loop yields, the scheduler
 // wakes a thread to spin on the idle P, and the loop's goroutine moves from
 // thread to thread (two context switches and a futex wake per yield; a
-// fresh request through the no-duration application cost 20–30% more CPU).
-// An extra P per loop suits the second: an https origin's answers (the
-// pooled TLS client) and a relay's dial of its origin for every new
-// connection (tcp and mqtt applications) wait in Go's poller, and with the
-// loop holding the only P they wait for sysmon: a relay took about a
-// quarter fewer new connections a second on one core.
+// fresh request through a plain http origin cost 20–30% more CPU). An
+// extra P per loop suits the second: an https origin's answers (the pooled
+// TLS client) wait in Go's poller for every request, and with the loop
+// holding the only P they wait for sysmon, leaving the core a third idle.
+// A relay's dial of its origin waits there too, but once per connection:
+// with one P per CPU a relay spends less per message and takes new
+// connections faster in a storm (docs/performance.md has the pairs).
 
 // procsFor returns the GOMAXPROCS for a gateway: want when set, else one
-// per CPU, plus one per event loop (loops <= 0: one per CPU) when the
-// configuration has traffic that waits in Go's poller (pollerWaits).
-func procsFor(want, cpus, loops int, pollerWaits bool) int {
+// per CPU, plus one per event loop (loops <= 0: one per CPU) when an
+// application's origin is https (httpsOrigin).
+func procsFor(want, cpus, loops int, httpsOrigin bool) int {
 	if want > 0 {
 		return want
 	}
-	if !pollerWaits {
+	if !httpsOrigin {
 		return cpus
 	}
 	if loops <= 0 {
@@ -45,13 +46,11 @@ func procsFor(want, cpus, loops int, pollerWaits bool) int {
 	return cpus + loops
 }
 
-// pollerWaits reports whether an application's traffic waits in Go's own
-// network poller on its way: an https origin, or a relay (tcp, mqtt), which
-// dials its origin for every connection.
-func pollerWaits(apps []configs.Application) bool {
+// httpsOrigin reports whether an http application sends its requests to an
+// https origin, whose answers wait in Go's own network poller.
+func httpsOrigin(apps []configs.Application) bool {
 	for i := range apps {
-		a := &apps[i]
-		if a.Protocol.Relayed() || a.Origin != nil && a.Origin.Scheme == "https" {
+		if o := apps[i].Origin; o != nil && o.Scheme == "https" {
 			return true
 		}
 	}
@@ -70,7 +69,7 @@ func pollerWaits(apps []configs.Application) bool {
 func tuneRuntime(cfg *configs.Config, cpus int, baseLimit int64, log *slog.Logger, first bool) {
 	g := &cfg.Gateway
 	if g.GOMAXPROCS > 0 || os.Getenv("GOMAXPROCS") == "" {
-		n := procsFor(g.GOMAXPROCS, cpus, g.EventLoops, pollerWaits(cfg.Applications))
+		n := procsFor(g.GOMAXPROCS, cpus, g.EventLoops, httpsOrigin(cfg.Applications))
 		if prev := runtime.GOMAXPROCS(n); prev != n || first {
 			log.Info("go scheduler", "gomaxprocs", n, "cpus", cpus)
 		}

@@ -14,25 +14,25 @@ func TestProcsFor(t *testing.T) {
 	for _, tc := range []struct {
 		name                    string
 		want, cpus, loops, proc int
-		poller                  bool
+		https                   bool
 	}{
 		{name: "one pinned core", cpus: 1, proc: 1},
 		{name: "two cores", cpus: 2, loops: 1, proc: 2},
-		{name: "one pinned core, poller waits", cpus: 1, poller: true, proc: 2},
-		{name: "two cores, poller waits, default loops", cpus: 2, poller: true, proc: 4},
-		{name: "two cores, poller waits, one loop", cpus: 2, loops: 1, poller: true, proc: 3},
-		{name: "explicit value wins", want: 1, cpus: 8, loops: 8, poller: true, proc: 1},
+		{name: "one pinned core, an https origin", cpus: 1, https: true, proc: 2},
+		{name: "two cores, an https origin, default loops", cpus: 2, https: true, proc: 4},
+		{name: "two cores, an https origin, one loop", cpus: 2, loops: 1, https: true, proc: 3},
+		{name: "explicit value wins", want: 1, cpus: 8, loops: 8, https: true, proc: 1},
 		{name: "explicit value above the CPUs", want: 16, cpus: 2, proc: 16},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := procsFor(tc.want, tc.cpus, tc.loops, tc.poller); got != tc.proc {
-				t.Fatalf("procsFor(%d, %d, %d, %v) = %d, want %d", tc.want, tc.cpus, tc.loops, tc.poller, got, tc.proc)
+			if got := procsFor(tc.want, tc.cpus, tc.loops, tc.https); got != tc.proc {
+				t.Fatalf("procsFor(%d, %d, %d, %v) = %d, want %d", tc.want, tc.cpus, tc.loops, tc.https, got, tc.proc)
 			}
 		})
 	}
 }
 
-func TestPollerWaits(t *testing.T) {
+func TestHTTPSOriginDetected(t *testing.T) {
 	u := func(s string) *url.URL {
 		v, err := url.Parse(s)
 		if err != nil {
@@ -49,12 +49,12 @@ func TestPollerWaits(t *testing.T) {
 		{name: "no application", want: false},
 		{name: "plain http origins", apps: []configs.Application{plain, plain}, want: false},
 		{name: "an https origin", apps: []configs.Application{plain, {Protocol: configs.ProtocolHTTP, Origin: u("https://origin.example")}}, want: true},
-		{name: "a tcp application", apps: []configs.Application{plain, {Protocol: configs.ProtocolTCP, Origin: u("tcp://127.0.0.1:1883")}}, want: true},
-		{name: "an mqtt application", apps: []configs.Application{{Protocol: configs.ProtocolMQTT, Origin: u("tcp://127.0.0.1:1883")}}, want: true},
+		{name: "a tcp application", apps: []configs.Application{plain, {Protocol: configs.ProtocolTCP, Origin: u("tcp://127.0.0.1:1883")}}, want: false},
+		{name: "an mqtt application", apps: []configs.Application{{Protocol: configs.ProtocolMQTT, Origin: u("tcp://127.0.0.1:1883")}}, want: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := pollerWaits(tc.apps); got != tc.want {
-				t.Fatalf("pollerWaits = %v, want %v", got, tc.want)
+			if got := httpsOrigin(tc.apps); got != tc.want {
+				t.Fatalf("httpsOrigin = %v, want %v", got, tc.want)
 			}
 		})
 	}
@@ -65,24 +65,24 @@ func TestTuneRuntime(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(procs); debug.SetMemoryLimit(limit) })
 	t.Setenv("GOMAXPROCS", "")
 	log := slog.New(slog.DiscardHandler)
-	relay, err := url.Parse("tcp://127.0.0.1:1883")
+	origin, err := url.Parse("https://origin.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayed := []configs.Application{{Protocol: configs.ProtocolTCP, Origin: relay}}
+	https := []configs.Application{{Protocol: configs.ProtocolHTTP, Origin: origin}}
 
-	tuneRuntime(&configs.Config{Gateway: configs.Gateway{EventLoops: 1, MemoryLimit: 64 << 20}, Applications: relayed}, 1, limit, log, true)
+	tuneRuntime(&configs.Config{Gateway: configs.Gateway{EventLoops: 1, MemoryLimit: 64 << 20}, Applications: https}, 1, limit, log, true)
 	if got := runtime.GOMAXPROCS(0); got != 2 {
-		t.Fatalf("GOMAXPROCS = %d, want 2 (one CPU plus one event loop, for a relay)", got)
+		t.Fatalf("GOMAXPROCS = %d, want 2 (one CPU plus one event loop, for an https origin)", got)
 	}
 	if got := debug.SetMemoryLimit(-1); got != 64<<20 {
 		t.Fatalf("memory limit = %d, want %d", got, 64<<20)
 	}
-	// A reload without the relay: one P per CPU; memory_limit = 0 restores
-	// the start's limit.
+	// A reload without the https origin: one P per CPU; memory_limit = 0
+	// restores the start's limit.
 	tuneRuntime(&configs.Config{Gateway: configs.Gateway{EventLoops: 1}}, 1, limit, log, false)
 	if got := runtime.GOMAXPROCS(0); got != 1 {
-		t.Fatalf("after a reload without relays GOMAXPROCS = %d, want 1", got)
+		t.Fatalf("after a reload without https origins GOMAXPROCS = %d, want 1", got)
 	}
 	if got := debug.SetMemoryLimit(-1); got != limit {
 		t.Fatalf("after a reload memory limit = %d, want the start's %d", got, limit)
@@ -94,7 +94,7 @@ func TestTuneRuntime(t *testing.T) {
 	}
 	// The environment's GOMAXPROCS wins over gomaxprocs = 0, not over a value.
 	t.Setenv("GOMAXPROCS", "3")
-	tuneRuntime(&configs.Config{Applications: relayed}, 3, limit, log, true)
+	tuneRuntime(&configs.Config{Applications: https}, 3, limit, log, true)
 	if got := runtime.GOMAXPROCS(0); got != 3 {
 		t.Fatalf("with GOMAXPROCS=3 in the environment: %d", got)
 	}
