@@ -92,3 +92,33 @@ func TestLoopCarriesFreshRequests(t *testing.T) {
 		t.Fatalf("loop pools %d with %d connections; want 1 with 1", pools, open)
 	}
 }
+
+// TestHandOverDeviceGone: devices that hang up right after sending their
+// request (close_notify and FIN while the token is signed, or while the
+// request waits for its turn on the loop) leave nothing behind: every
+// request ends (none stays counted in flight), every connection is
+// released, and the gateway goes on serving.
+func TestHandOverDeviceGone(t *testing.T) {
+	o := bodyPeerOrigin(t)
+	h := newHarness(t, func(p *cfgParams) {
+		p.Origin = o.URL
+		p.Edit = func(f *fileConfig) { f.Gateway.EventLoops = 1 }
+	})
+	get := request("GET", hIoT, "/peer")
+	freshPeer(t, h, get, "GET") // the loop's pool starts growing
+	for i := 0; i < 60; i++ {
+		c := h.dial(t, hIoT, h.pki.sensor1)
+		c.send(get)
+		_ = c.c.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.srv.inflight.Load() != 0 || h.srv.conns.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still in flight, %d connections open", h.srv.inflight.Load(), h.srv.conns.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, rest := freshPeer(t, h, get, "GET"); rest != "GET  token=true" {
+		t.Fatalf("after the hang-ups: %q", rest)
+	}
+}
