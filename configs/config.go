@@ -72,6 +72,16 @@ type Gateway struct {
 	// reload changes it. 0 or at least 32 MiB (below, the collector would
 	// run without pause).
 	MemoryLimit int64
+	// GCHeapTarget is the heap the garbage collector lets a small live heap
+	// grow toward before it collects (gc_heap_target = "64MiB"; 0: Go's own
+	// pacing, GOGC=100). A gateway whose devices reconnect for every request
+	// keeps little alive and allocates a handshake's worth per request: at
+	// GOGC=100 it collects tens of times a second. After every collection
+	// the collector's percentage is set from the live heap (up to 500, never
+	// under 100), so a heap under half the target is collected up to five
+	// times less often, and a larger one exactly as before. A GOGC
+	// environment variable wins. A reload changes it. 0 or at least 8 MiB.
+	GCHeapTarget int64
 	// MaxHandshakeRate bounds the new TLS handshakes started per second,
 	// across all listeners and applications (max_handshake_rate = 0: no
 	// bound). Connections beyond it are refused at once, before any

@@ -141,10 +141,11 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:24: gateway.max_conns_per_origin: must be at least 1, not -3`,
 				`fleetgate.toml:25: gateway.event_loops: must be at most 1024, not 40000`,
 			}},
-		{name: "runtime settings out of range", src: appended("[gateway]\ngomaxprocs = 2000\nmemory_limit = \"1MiB\"\n"),
+		{name: "runtime settings out of range", src: appended("[gateway]\ngomaxprocs = 2000\nmemory_limit = \"1MiB\"\ngc_heap_target = \"4MiB\"\n"),
 			want: []string{
 				`fleetgate.toml:21: gateway.gomaxprocs: must be at most 1024, not 2000`,
 				`fleetgate.toml:22: gateway.memory_limit: must be 0 (no limit) or at least 32MiB, not 1048576 bytes: below, the garbage collector would run without pause`,
+				`fleetgate.toml:23: gateway.gc_heap_target: must be 0 (Go's own pacing) or at least 8MiB, not 4194304 bytes: below, the collector already runs at least that often`,
 			}},
 		{name: "default site not an application", src: appended("[gateway]\ndefault_site = \"App.Fleet.Test\"\n"),
 			want: []string{`fleetgate.toml:21: gateway.default_site: "app.fleet.test" is not the domain of an application`}},

@@ -56,6 +56,7 @@ type fileGateway struct {
 	HandshakeWorkers     int      `toml:"handshake_workers" default:"0"`
 	GOMAXPROCS           int      `toml:"gomaxprocs" default:"0"`
 	MemoryLimit          size     `toml:"memory_limit" default:"0"`
+	GCHeapTarget         size     `toml:"gc_heap_target" default:"64MiB"`
 	HandshakeQueue       int      `toml:"handshake_queue" default:"4096"`
 	HandshakeTimeout     duration `toml:"handshake_timeout" default:"5s"`
 	MaxHandshakeRate     int      `toml:"max_handshake_rate" default:"0"`

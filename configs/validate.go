@@ -20,6 +20,10 @@ const maxThreads = 1024
 // minMemoryLimit is the least memory_limit other than 0.
 const minMemoryLimit = 32 << 20
 
+// minGCHeapTarget is the least gc_heap_target other than 0: twice the Go
+// runtime's own smallest heap goal.
+const minGCHeapTarget = 8 << 20
+
 // gateway checks [gateway] and copies it into g.
 func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	const p = "gateway"
@@ -42,6 +46,7 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 		{"handshake_workers", int64(fg.HandshakeWorkers), 0},
 		{"gomaxprocs", int64(fg.GOMAXPROCS), 0},
 		{"memory_limit", int64(fg.MemoryLimit), 0},
+		{"gc_heap_target", int64(fg.GCHeapTarget), 0},
 		{"handshake_queue", int64(fg.HandshakeQueue), 1},
 		{"max_connections", int64(fg.MaxConnections), 1},
 		{"max_connections_per_ip", int64(fg.MaxConnectionsPerIP), 0},
@@ -66,6 +71,9 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 		if c.v > maxThreads {
 			l.errorf(p+"."+c.key, "must be at most %d, not %d", maxThreads, c.v)
 		}
+	}
+	if fg.GCHeapTarget > 0 && fg.GCHeapTarget < minGCHeapTarget {
+		l.errorf(p+".gc_heap_target", "must be 0 (Go's own pacing) or at least 8MiB, not %d bytes: below, the collector already runs at least that often", int64(fg.GCHeapTarget))
 	}
 	if fg.MemoryLimit > 0 && fg.MemoryLimit < minMemoryLimit {
 		l.errorf(p+".memory_limit", "must be 0 (no limit) or at least 32MiB, not %d bytes: below, the garbage collector would run without pause", int64(fg.MemoryLimit))
@@ -95,7 +103,7 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	*g = Gateway{
 		Listen: fg.Listen, AdminListen: fg.AdminListen, Issuer: fg.Issuer,
 		EventLoops: fg.EventLoops, HandshakeWorkers: fg.HandshakeWorkers, HandshakeQueue: fg.HandshakeQueue,
-		GOMAXPROCS: fg.GOMAXPROCS, MemoryLimit: int64(fg.MemoryLimit),
+		GOMAXPROCS: fg.GOMAXPROCS, MemoryLimit: int64(fg.MemoryLimit), GCHeapTarget: int64(fg.GCHeapTarget),
 		HandshakeTimeout: time.Duration(fg.HandshakeTimeout), HeaderTimeout: time.Duration(fg.HeaderTimeout),
 		MaxHandshakeRate: max(fg.MaxHandshakeRate, 0), MaxHandshakeBurst: max(burst, 0),
 		IdleTimeout: time.Duration(fg.IdleTimeout), DrainTimeout: time.Duration(fg.DrainTimeout),

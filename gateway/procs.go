@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/bytedance/gopkg/util/gctuner"
+
 	"github.com/fleetgate/fleetgate/configs"
 )
 
@@ -58,8 +60,9 @@ func httpsOrigin(apps []configs.Application) bool {
 }
 
 // tuneRuntime sets GOMAXPROCS from [gateway] gomaxprocs (unless it is 0 and
-// the GOMAXPROCS environment variable is set) and the soft memory limit from
-// memory_limit (unless it is 0: then GOMEMLIMIT or none stays), at start and
+// the GOMAXPROCS environment variable is set), the collector's pacing from
+// gc_heap_target (tuneGC) and the soft memory limit from memory_limit
+// (unless it is 0: then GOMEMLIMIT or none stays), at start and
 // on every reload (the applications decide the automatic GOMAXPROCS). cpus
 // is the runtime's GOMAXPROCS before the gateway changed it (the CPUs of the
 // affinity mask or the cgroup quota, or the environment's value).
@@ -78,11 +81,55 @@ func tuneRuntime(cfg *configs.Config, cpus int, baseLimit int64, log *slog.Logge
 		// (again, after a reload that took gomaxprocs out).
 		log.Info("go scheduler: GOMAXPROCS from the environment", "gomaxprocs", cpus)
 	}
+	tuneGC(g.GCHeapTarget, log, first)
 	limit := baseLimit
 	if g.MemoryLimit > 0 {
 		limit = g.MemoryLimit
 	}
 	if prev := debug.SetMemoryLimit(limit); prev != limit {
 		log.Info("go memory limit", "bytes", limit)
+	}
+}
+
+// Bounds of the collector's percentage (GOGC) while gc_heap_target tunes
+// it: never under Go's default, so a large live heap (many idle
+// connections) keeps the resident size it has without the tuning; at most
+// five times it, so a tiny heap does not grow without need.
+const (
+	minGCPercent = 100
+	maxGCPercent = 500
+)
+
+// gcTuned reports whether tuneGC started the tuner (start and reloads run
+// one at a time).
+var gcTuned bool
+
+// tuneGC has the garbage collector's percentage follow the live heap after
+// every collection (gctuner): with target > 0, a heap under half of target
+// may grow toward it instead of only doubling (GOGC up to 500), a larger one
+// is paced as by default. A GOGC environment variable wins: no tuning.
+// target 0 stops the tuning and restores GOGC=100.
+func tuneGC(target int64, log *slog.Logger, first bool) {
+	if os.Getenv("GOGC") != "" {
+		if first {
+			log.Info("go garbage collector: GOGC from the environment")
+		}
+		return
+	}
+	if target <= 0 {
+		if gcTuned {
+			gctuner.Tuning(0)
+			debug.SetGCPercent(minGCPercent)
+			gcTuned = false
+			log.Info("go garbage collector: default pacing")
+		}
+		return
+	}
+	gctuner.SetMinGCPercent(minGCPercent)
+	gctuner.SetMaxGCPercent(maxGCPercent)
+	gctuner.Tuning(uint64(target))
+	gcTuned = true
+	if first {
+		log.Info("go garbage collector", "heap_target_bytes", target)
 	}
 }

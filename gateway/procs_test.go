@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
 )
@@ -106,5 +107,60 @@ func TestTuneRuntime(t *testing.T) {
 	tuneRuntime(&configs.Config{}, 3, limit, log, false)
 	if got := runtime.GOMAXPROCS(0); got != 3 {
 		t.Fatalf("gomaxprocs taken out, GOMAXPROCS=3 in the environment: %d", got)
+	}
+}
+
+// gcPercent reads the collector's percentage (GOGC) without changing it.
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+// TestTuneGC: with gc_heap_target the collector's percentage follows the
+// live heap after each collection: a test's small heap under a 1 GiB target
+// gets the ceiling, 500; target 0 stops the tuning and restores 100 for good;
+// a GOGC environment variable is left alone.
+func TestTuneGC(t *testing.T) {
+	t.Setenv("GOGC", "")
+	prev := gcPercent()
+	t.Cleanup(func() { tuneGC(0, slog.New(slog.DiscardHandler), false); debug.SetGCPercent(prev) })
+	log := slog.New(slog.DiscardHandler)
+	waitPercent := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for gcPercent() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("GOGC = %d, want %d", gcPercent(), want)
+			}
+			runtime.GC() // the tuner runs after a collection
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	tuneGC(1<<30, log, true)
+	waitPercent(maxGCPercent)
+
+	tuneGC(0, log, false)
+	if got := gcPercent(); got != minGCPercent {
+		t.Fatalf("after gc_heap_target = 0: GOGC = %d, want %d", got, minGCPercent)
+	}
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := gcPercent(); got != minGCPercent {
+		t.Fatalf("the tuner kept running after gc_heap_target = 0: GOGC = %d", got)
+	}
+
+	t.Setenv("GOGC", "150")
+	debug.SetGCPercent(150)
+	tuneGC(1<<30, log, true)
+	for i := 0; i < 3; i++ {
+		runtime.GC()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := gcPercent(); got != 150 {
+		t.Fatalf("with GOGC=150 in the environment: GOGC = %d", got)
 	}
 }
