@@ -42,10 +42,11 @@ type Options struct {
 	// as it boots: it must not wait for Run (to call Shutdown from it,
 	// start a goroutine).
 	Ready func(addr string)
-	// TuneRuntime lets the server set the process's GOMAXPROCS (at New) and
-	// soft memory limit (at New and on every Reload) from [gateway]
-	// gomaxprocs and memory_limit. For the process's one gateway (`fleetgate
-	// serve`); tests running several servers leave it off.
+	// TuneRuntime lets the server set the process's GOMAXPROCS, the garbage
+	// collector's pacing and its soft memory limit (at New and on every
+	// Reload) from [gateway] gomaxprocs, gc_heap_target and memory_limit.
+	// For the process's one gateway (`fleetgate serve`); tests running
+	// several servers leave it off.
 	TuneRuntime bool
 }
 
@@ -92,7 +93,7 @@ type Server struct {
 	testBeforeRelayAdd atomic.Pointer[func()]
 	// cpus is runtime.GOMAXPROCS as New found it: the CPUs the process may
 	// use. Event loops and handshake workers default to one per CPU, not per
-	// P (TuneRuntime adds a P per event loop).
+	// P (TuneRuntime adds a P per event loop for https origins).
 	cpus int
 	// baseMemLimit is the soft memory limit the process started with.
 	baseMemLimit int64
