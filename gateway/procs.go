@@ -34,12 +34,12 @@ import (
 
 // procsFor returns the GOMAXPROCS for a gateway: want when set, else one
 // per CPU, plus one per event loop (loops <= 0: one per CPU) when an
-// application's origin is https (httpsOrigin).
-func procsFor(want, cpus, loops int, httpsOrigin bool) int {
+// application's origin is https (https, from httpsOrigin).
+func procsFor(want, cpus, loops int, https bool) int {
 	if want > 0 {
 		return want
 	}
-	if !httpsOrigin {
+	if !https {
 		return cpus
 	}
 	if loops <= 0 {
