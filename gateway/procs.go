@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sync"
 
 	"github.com/bytedance/gopkg/util/gctuner"
 
@@ -104,6 +105,11 @@ const (
 // one at a time).
 var gcTuned bool
 
+// gcBounds sets gctuner's bounds once, before its first tuner starts: the
+// tuner reads them after every collection without synchronization, so they
+// are never written while one runs.
+var gcBounds sync.Once
+
 // tuneGC has the garbage collector's percentage follow the live heap after
 // every collection (gctuner): with target > 0, a heap under half of target
 // may grow toward it instead of only doubling (GOGC up to 500), a larger one
@@ -125,8 +131,10 @@ func tuneGC(target int64, log *slog.Logger, first bool) {
 		}
 		return
 	}
-	gctuner.SetMinGCPercent(minGCPercent)
-	gctuner.SetMaxGCPercent(maxGCPercent)
+	gcBounds.Do(func() {
+		gctuner.SetMinGCPercent(minGCPercent)
+		gctuner.SetMaxGCPercent(maxGCPercent)
+	})
 	gctuner.Tuning(uint64(target))
 	gcTuned = true
 	if first {

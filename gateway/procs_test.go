@@ -118,8 +118,8 @@ func gcPercent() int {
 }
 
 // TestTuneGC: with gc_heap_target the collector's percentage follows the
-// live heap after each collection: a test's small heap under a 1 GiB target
-// gets the ceiling, 500; target 0 stops the tuning and restores 100 for good;
+// live heap after each collection: a test process's heap under a 1 TiB
+// target gets the ceiling, 500; target 0 stops the tuning and restores 100 for good;
 // a GOGC environment variable is left alone.
 func TestTuneGC(t *testing.T) {
 	t.Setenv("GOGC", "")
@@ -138,7 +138,7 @@ func TestTuneGC(t *testing.T) {
 		}
 	}
 
-	tuneGC(1<<30, log, true)
+	tuneGC(1<<40, log, true)
 	waitPercent(maxGCPercent)
 
 	tuneGC(0, log, false)
