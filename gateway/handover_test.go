@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // bodyPeerOrigin answers each request with the address it came from, the
@@ -22,6 +24,17 @@ func bodyPeerOrigin(t *testing.T) *httptest.Server {
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// oneLoopHarness starts a gateway with one event loop (one loop pool, so
+// one loop origin connection) in front of bodyPeerOrigin.
+func oneLoopHarness(t *testing.T) *harness {
+	t.Helper()
+	o := bodyPeerOrigin(t)
+	return newHarness(t, func(p *cfgParams) {
+		p.Origin = o.URL
+		p.Edit = func(f *fileConfig) { f.Gateway.EventLoops = 1 }
+	})
 }
 
 // freshPeer sends one request on a new connection to the no-duration
@@ -53,11 +66,7 @@ func freshPeer(t *testing.T, h *harness, req, method string) (peer, rest string)
 // yet, and gave it back to the worker). A body read by the worker goes
 // with it, and the device gets the whole answer and the close.
 func TestLoopCarriesFreshRequests(t *testing.T) {
-	o := bodyPeerOrigin(t)
-	h := newHarness(t, func(p *cfgParams) {
-		p.Origin = o.URL
-		p.Edit = func(f *fileConfig) { f.Gateway.EventLoops = 1 } // one loop: one pool, one connection
-	})
+	h := oneLoopHarness(t)
 	get := request("GET", hIoT, "/peer")
 
 	first, rest := freshPeer(t, h, get, "GET")
@@ -99,11 +108,7 @@ func TestLoopCarriesFreshRequests(t *testing.T) {
 // request ends (none stays counted in flight), every connection is
 // released, and the gateway goes on serving.
 func TestHandOverDeviceGone(t *testing.T) {
-	o := bodyPeerOrigin(t)
-	h := newHarness(t, func(p *cfgParams) {
-		p.Origin = o.URL
-		p.Edit = func(f *fileConfig) { f.Gateway.EventLoops = 1 }
-	})
+	h := oneLoopHarness(t)
 	get := request("GET", hIoT, "/peer")
 	freshPeer(t, h, get, "GET") // the loop's pool starts growing
 	for i := 0; i < 60; i++ {
@@ -111,13 +116,9 @@ func TestHandOverDeviceGone(t *testing.T) {
 		c.send(get)
 		_ = c.c.Close()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for h.srv.inflight.Load() != 0 || h.srv.conns.Load() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests still in flight, %d connections open", h.srv.inflight.Load(), h.srv.conns.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, "every request ended and every connection released", 10*time.Second, func() bool {
+		return h.srv.inflight.Load() == 0 && h.srv.conns.Load() == 0
+	})
 	if _, rest := freshPeer(t, h, get, "GET"); rest != "GET  token=true" {
 		t.Fatalf("after the hang-ups: %q", rest)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 func TestProcsFor(t *testing.T) {
@@ -126,29 +127,25 @@ func TestTuneGC(t *testing.T) {
 	prev := gcPercent()
 	t.Cleanup(func() { tuneGC(0, slog.New(slog.DiscardHandler), false); debug.SetGCPercent(prev) })
 	log := slog.New(slog.DiscardHandler)
-	waitPercent := func(want int) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for gcPercent() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("GOGC = %d, want %d", gcPercent(), want)
-			}
-			runtime.GC() // the tuner runs after a collection
-			time.Sleep(10 * time.Millisecond)
+	// collect runs collections, after each of which a tuner would run.
+	collect := func() {
+		for i := 0; i < 3; i++ {
+			runtime.GC()
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	tuneGC(1<<40, log, true)
-	waitPercent(maxGCPercent)
+	testkit.WaitFor(t, "GOGC 500 under a 1 TiB target", 5*time.Second, func() bool {
+		runtime.GC() // the tuner runs after a collection
+		return gcPercent() == maxGCPercent
+	})
 
 	tuneGC(0, log, false)
 	if got := gcPercent(); got != minGCPercent {
 		t.Fatalf("after gc_heap_target = 0: GOGC = %d, want %d", got, minGCPercent)
 	}
-	for i := 0; i < 3; i++ {
-		runtime.GC()
-	}
-	time.Sleep(50 * time.Millisecond)
+	collect()
 	if got := gcPercent(); got != minGCPercent {
 		t.Fatalf("the tuner kept running after gc_heap_target = 0: GOGC = %d", got)
 	}
@@ -156,10 +153,7 @@ func TestTuneGC(t *testing.T) {
 	t.Setenv("GOGC", "150")
 	debug.SetGCPercent(150)
 	tuneGC(1<<30, log, true)
-	for i := 0; i < 3; i++ {
-		runtime.GC()
-	}
-	time.Sleep(50 * time.Millisecond)
+	collect()
 	if got := gcPercent(); got != 150 {
 		t.Fatalf("with GOGC=150 in the environment: GOGC = %d", got)
 	}
