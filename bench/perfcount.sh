@@ -10,7 +10,9 @@
 # linux-perf) and permission to trace (root, or perf_event_paranoid ≤ 1).
 #
 # Knobs (environment): SERVER=fleetgate MODE=fresh CLIENTS=16 DUR=8s
-# PERF=stat (or record) PERF_EVENT="-F 2000" PERF_SECONDS=5 OUT=/tmp.
+# PERF=stat (or record) PERF_EVENT="-F 2000" PERF_SECONDS=5 OUT=/tmp
+# STAT_EVENTS (perf stat's event list; 'syscalls:sys_enter_*' counts every
+# system call by name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -23,6 +25,7 @@ PERF=${PERF:-stat}
 PERF_EVENT=${PERF_EVENT:--F 2000}
 PERF_SECONDS=${PERF_SECONDS:-5}
 OUT=${OUT:-/tmp}
+STAT_EVENTS=${STAT_EVENTS:-task-clock,context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_nanosleep}
 command -v perf >/dev/null || die "perf is not installed (apt-get install linux-perf)"
 
 trap cleanup EXIT
@@ -46,8 +49,7 @@ if [ "$PERF" = record ]; then
   # shellcheck disable=SC2086 # PERF_EVENT is a list of perf options
   perf record $PERF_EVENT -g -p "$pid" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
 else
-  perf stat -e task-clock,context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_nanosleep \
-    -p "$pid" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
+  perf stat -e "$STAT_EVENTS" -p "$pid" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
 fi
 wait "$client"
 cat "$OUT/perf-$SERVER.json"

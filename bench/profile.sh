@@ -11,9 +11,12 @@
 # gateway run a GC and write its heap profile, every allocation recorded, to
 # bench/results/<date>-idle-heap-exact.txt: what each idle connection keeps.
 #
-# Knobs (environment): MODES="fresh keepalive" (or idle) TLS=1.3 DURATION=10s
+# The mode `tcp` profiles the relay: 64 B echoes through the tcp application
+# to the TCP echo origin, MESSAGES per connection (as `make bench-relay`).
+#
+# Knobs (environment): MODES="fresh keepalive" (or idle, tcp) TLS=1.3 DURATION=10s
 # CONCURRENCY=16 DEVICES=100 IDLE_N=4000 VERDICT_CACHE_SIZE=100000
-# SERVER_CPU=0 CLIENT_CPU=1
+# MESSAGES=1000 SERVER_CPU=0 CLIENT_CPU=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -35,6 +38,8 @@ go build -o "$WORK/fleetgate-prof" ./bench/cmd/fleetgate-prof
 make_pki
 mkdir -p "$OUT"
 start_origin
+case " $MODES " in *" tcp "*) start_echo_origin ;; esac
+export FG_TCP_ORIGIN=$TCP_ORIGIN_ADDR # the tcp application, in every config written
 write_fleetgate_config 1
 
 # profile_idle: the heap of IDLE_N idle connections, one request each.
@@ -86,8 +91,12 @@ for mode in $MODES; do
   pid=$SPAWNED
   wait_port "${ADDR[fleetgate]}"
   log "profiling fleetgate, TLS $TLS $mode, for $DURATION"
+  sni=$(sni_for fleetgate "$mode") extra=()
+  if [ "$mode" = tcp ]; then
+    sni=bench.fleet.test extra=(-message-size 64 -messages "${MESSAGES:-1000}")
+  fi
   run=$(timeout 300 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[fleetgate]}" \
-    -sni "$(sni_for fleetgate "$mode")" -dir "$PKI" -devices "$DEVICES" -concurrency "$CONCURRENCY" \
+    -sni "$sni" "${extra[@]}" -dir "$PKI" -devices "$DEVICES" -concurrency "$CONCURRENCY" \
     -mode "$mode" -tls "$TLS" -group x25519 -duration "$DURATION" -warmup 1s -pid "$pid" -label fleetgate)
   kill -TERM "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -99,5 +108,5 @@ for mode in $MODES; do
     echo
     go tool pprof -top -nodecount=60 "$WORK/fleetgate-prof" "$prof" 2>&1
   } >"$txt"
-  log "wrote $txt: $(sed -n 's/.*"server_cpu_us_per_req":\([0-9]*\).*/\1/p' <<<"$run") µs/request"
+  log "wrote $txt: $(sed -n 's/.*"server_cpu_us_per_\(req\|message\)":\([0-9]*\).*/\2/p' <<<"$run") µs per request or message"
 done

@@ -222,12 +222,21 @@ func (c *conn) putBuffers(br *bufio.Reader, bw *bufio.Writer) {
 // queued too, in order, rather than by direct write.
 func (c *conn) asyncBarrier() {
 	c.asyncOut.Add(1)
-	if c.gc.AsyncWrite(nil, func(gnet.Conn, error) error {
+	if c.afterQueued(func(gnet.Conn, error) error {
 		c.asyncOut.Add(-1)
 		return nil
 	}) != nil {
 		c.asyncOut.Add(-1) // the connection is gone: nothing is queued
 	}
+}
+
+// afterQueued runs cb on c's event loop after every write queued to it so
+// far (its error is net.ErrClosed when the connection is gone by then). It
+// queues an empty AsyncWritev, not an empty AsyncWrite: gnet writes an
+// empty buffer with a write(2) of nothing, one system call per fresh
+// request, but returns from an empty writev before the system call.
+func (c *conn) afterQueued(cb gnet.AsyncCallback) error {
+	return c.gc.AsyncWritev(nil, cb)
 }
 
 // writerPool holds the response writers of request workers.

@@ -97,7 +97,7 @@ func (x *exchange) loopCarries() bool {
 // gives x back to a worker, as loopCanServe would not have started it.
 func (c *conn) moveToLoop(x *exchange) bool {
 	x.toLoop = false
-	err := c.gc.AsyncWrite(nil, func(_ gnet.Conn, err error) error {
+	err := c.afterQueued(func(_ gnet.Conn, err error) error {
 		if err != nil || c.gc.OutboundBuffered() > flowLowWater {
 			x.noLoop = true
 			c.srv.workers.Go(func() { c.workFrom(x, nil, nil) })
