@@ -459,7 +459,7 @@ func (lo *loopOrigin) handOff() {
 		x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
 		return
 	}
-	oc := newOriginConn(nc, x.app.origin.ReadTimeout)
+	oc := newOriginConn(nc, nc, x.app.origin.ReadTimeout, false)
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		_ = oc.SetReadDeadline(time.Now().Add(t))
 	}

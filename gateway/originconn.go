@@ -1,14 +1,15 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"syscall"
 	"time"
 )
 
-// originConn is a pooled origin connection with two additions to fasthttp's
-// handling:
+// originConn is a pooled origin connection with three additions to
+// fasthttp's handling:
 //
 //   - before the first write of each request it checks that the origin has
 //     not closed it while it sat idle in the pool. fasthttp keeps no reader
@@ -21,7 +22,14 @@ import (
 //     whole response: fasthttp sets one read deadline per response, which
 //     would cut a large body streaming to a device that reads slowly (while
 //     the gateway waits for the device, it is not waiting for the origin).
-//     Each read restarts a deadline fasthttp set at readTimeout from now.
+//     Each read restarts a deadline fasthttp set at readTimeout from now;
+//   - an answer with both Content-Length and Transfer-Encoding is read as
+//     chunked (RFC 9112), but the origin may have framed it by the length,
+//     so its connection carries no further request (RFC 9112 section 6.3:
+//     the client closes it). fasthttp drops the Content-Length and keeps no
+//     raw header of an answer, so the connection watches the header bytes
+//     it passes on, and refuses the next request (errStaleConn: fasthttp
+//     closes it and sends the request on another connection).
 type originConn struct {
 	net.Conn
 	raw  syscall.RawConn // nil when the connection offers none: no check
@@ -29,11 +37,24 @@ type originConn struct {
 
 	readTimeout time.Duration // 0: fasthttp's deadlines as they are
 	deadline    time.Time     // the read deadline in force; zero for none
+
+	watch bool   // look at each answer's header (watchAnswer)
+	seen  bool   // the header of the current answer has been looked at
+	head  []byte // the part of that header read so far, when it took reads
+	mixed bool   // an answer had both Content-Length and Transfer-Encoding
 }
 
-func newOriginConn(c net.Conn, readTimeout time.Duration) net.Conn {
-	oc := &originConn{Conn: c, readTimeout: readTimeout}
-	if sc, ok := c.(syscall.Conn); ok {
+// maxWatchedHeader bounds the bytes of one answer's header originConn
+// gathers: fasthttp refuses a longer header (its read buffer) anyway, and a
+// header not seen whole counts as mixed.
+const maxWatchedHeader = 64 << 10
+
+// newOriginConn wraps c, a plain connection or a TLS one over tcp, whose
+// socket (for the idle check) is tcp. watch: look at every answer's header
+// (the pool's connections; not a connection handed off mid-answer).
+func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool) *originConn {
+	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch}
+	if sc, ok := tcp.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			oc.raw = raw
 		}
@@ -41,13 +62,52 @@ func newOriginConn(c net.Conn, readTimeout time.Duration) net.Conn {
 	return oc
 }
 
+// Handshake does nothing (the TLS handshake of an https origin is done
+// when it is dialed, newOriginClient): fasthttp takes a connection with a
+// Handshake method for one that needs no TLS on top.
+func (c *originConn) Handshake() error { return nil }
+
 func (c *originConn) Read(p []byte) (int, error) {
 	if c.readTimeout > 0 && !c.deadline.IsZero() {
 		_ = c.SetReadDeadline(time.Now().Add(c.readTimeout))
 	}
 	n, err := c.Conn.Read(p)
 	c.idle = true
+	if c.watch && !c.seen && n > 0 {
+		c.watchAnswer(p[:n])
+	}
 	return n, err
+}
+
+// watchAnswer looks at b, the next bytes of the current answer, until that
+// answer's header is whole: interim (1xx) answers are skipped, and the
+// final one's fields tell whether it was mixed.
+func (c *originConn) watchAnswer(b []byte) {
+	buf := b
+	if len(c.head) > 0 {
+		c.head = append(c.head, b...)
+		buf = c.head
+	}
+	for {
+		end := bytes.Index(buf, crlfcrlf)
+		if end < 0 {
+			break
+		}
+		block := buf[:end+2]
+		if !bytes.HasPrefix(block, []byte("HTTP/1.")) || len(block) < 10 || block[9] != '1' {
+			c.mixed = c.mixed || hasHeaderField(block, "Content-Length") && hasHeaderField(block, "Transfer-Encoding")
+			c.seen, c.head = true, nil
+			return
+		}
+		buf = buf[end+4:] // an interim answer: the final one follows
+	}
+	if len(buf) > maxWatchedHeader {
+		c.mixed, c.seen, c.head = true, true, nil
+		return
+	}
+	if len(c.head) == 0 || len(buf) != len(c.head) {
+		c.head = append(c.head[:0:0], buf...)
+	}
 }
 
 func (c *originConn) SetReadDeadline(t time.Time) error {
@@ -63,6 +123,10 @@ func (c *originConn) SetDeadline(t time.Time) error {
 func (c *originConn) Write(p []byte) (int, error) {
 	if c.idle {
 		c.idle = false
+		if c.mixed {
+			return 0, errStaleConn // nothing sent; fasthttp closes c
+		}
+		c.seen = false
 		// An idempotent request needs no look: on a connection the origin
 		// closed it fails before any answer and goes again (retryable), so
 		// the system call is paid only for the others.

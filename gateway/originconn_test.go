@@ -1,10 +1,12 @@
 package gateway
 
 // Pooled origin connections: origin_timeout bounds each wait for the
-// origin's bytes, and a connection the origin closed while idle is not
-// reused for a request.
+// origin's bytes, a connection the origin closed while idle is not reused
+// for a request, and neither is one that carried an answer with both
+// Content-Length and Transfer-Encoding.
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 func TestOriginTimeout(t *testing.T) {
@@ -111,5 +115,91 @@ func TestOriginClosedIdleConnection(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the origin did not close its idle connection")
 		}
+	}
+}
+
+// TestWatchAnswer: originConn finds an answer's header however the reads
+// split it, skips interim answers, and calls mixed an answer with both
+// Content-Length and Transfer-Encoding, or one whose header it never saw
+// end.
+func TestWatchAnswer(t *testing.T) {
+	const mixed = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n"
+	const plain = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Note: Transfer-Encoding: chunked\r\n\r\nplain"
+	const chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n"
+	for _, tc := range []struct {
+		name  string
+		reads []string
+		mixed bool
+	}{
+		{"mixed, one read", []string{mixed}, true},
+		{"mixed, split in the field name", []string{mixed[:30], mixed[30:50], mixed[50:]}, true},
+		{"mixed, split in the CRLF CRLF", []string{mixed[:66], mixed[66:]}, true},
+		{"mixed after an interim answer", []string{"HTTP/1.1 100 Continue\r\n\r\n", mixed}, true},
+		{"mixed after an interim answer, one read", []string{"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + mixed}, true},
+		{"length only (a value naming the other field)", []string{plain[:20], plain[20:]}, false},
+		{"chunked only", []string{chunked}, false},
+		{"a header never ending", []string{"HTTP/1.1 200 OK\r\n", strings.Repeat("X-Pad: 0123456789\r\n", maxWatchedHeader/10)}, true},
+	} {
+		c := &originConn{watch: true}
+		for _, r := range tc.reads {
+			if !c.seen {
+				c.watchAnswer([]byte(r))
+			}
+		}
+		if c.mixed != tc.mixed {
+			t.Errorf("%s: mixed %v; want %v", tc.name, c.mixed, tc.mixed)
+		}
+		if tc.name != "a header never ending" && !c.seen {
+			t.Errorf("%s: the header was not seen whole", tc.name)
+		}
+	}
+}
+
+// TestPooledMixedFramingCloses: the pooled client (an https origin's) reads
+// an answer with both Content-Length and chunked as chunked and delivers
+// it, and never sends another request on that connection: the next request,
+// a POST, goes to the origin on another one.
+func TestPooledMixedFramingCloses(t *testing.T) {
+	p := sharedPKI()
+	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
+	mixedEnd := make(chan bool, 8)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mixed", func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n")
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := nc.Read(make([]byte, 1))
+		mixedEnd <- n == 0 && err == io.EOF
+	})
+	mux.HandleFunc("/after", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, r.Method+" "+string(b))
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	h := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
+	c := h.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/mixed"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "mixed" {
+		t.Fatalf("mixed answer: %d %q; want 200 \"mixed\" (read as chunked)", r.StatusCode, r.body)
+	}
+	c.send(request("POST", hApp, "/after", "Content-Length: 4") + "data")
+	if r := c.read("POST"); r.StatusCode != http.StatusOK || r.body != "POST data" {
+		t.Fatalf("the POST after it: %d %q; want 200 \"POST data\"", r.StatusCode, r.body)
+	}
+	select {
+	case closed := <-mixedEnd:
+		if !closed {
+			t.Fatal("the origin connection that sent the mixed answer carried another request")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin connection that sent the mixed answer was neither closed nor reused")
 	}
 }

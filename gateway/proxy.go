@@ -93,6 +93,10 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 		}
 	}
 	connect := opt.ConnectTimeout
+	var tlsConf *tls.Config
+	if isTLS {
+		tlsConf = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: opt.RootCAs}
+	}
 	hc := &fasthttp.HostClient{
 		Addr:                          addr,
 		NoDefaultUserAgentHeader:      true, // and no Name: a device's missing User-Agent stays missing
@@ -108,7 +112,14 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 			if err != nil {
 				return nil, err
 			}
-			return newOriginConn(c, opt.Timeout), nil
+			if !isTLS {
+				return newOriginConn(c, c, opt.Timeout, true), nil
+			}
+			tc, err := originHandshake(c, tlsConf, opt.Timeout)
+			if err != nil {
+				return nil, err
+			}
+			return newOriginConn(tc, c, opt.Timeout, true), nil
 		},
 		// A request goes to the origin again only when a pooled keep-alive
 		// connection turned out to be closed before any answer, and only for
@@ -122,10 +133,29 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 	// Bodies stream to the device (stream.go), which also enforces
 	// max_response_bytes: fasthttp ignores MaxResponseBodySize when streaming.
 	hc.StreamResponseBody = true
-	if isTLS {
-		hc.TLSConfig = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: opt.RootCAs}
-	}
 	return hc
+}
+
+// originHandshake runs the TLS handshake of an https origin's connection c
+// within timeout, as fasthttp would, so that originConn wraps the plaintext.
+func originHandshake(c net.Conn, conf *tls.Config, timeout time.Duration) (net.Conn, error) {
+	tc := tls.Client(c, conf)
+	if timeout > 0 {
+		_ = tc.SetDeadline(time.Now().Add(timeout))
+	}
+	err := tc.Handshake()
+	if err == nil {
+		err = tc.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		_ = c.Close()
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			return nil, fasthttp.ErrTLSHandshakeTimeout
+		}
+		return nil, err
+	}
+	return tc, nil
 }
 
 // originRequest turns the device's request into the origin's, in place:

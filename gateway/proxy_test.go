@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"io"
@@ -463,8 +464,9 @@ func TestHTTPSOrigin(t *testing.T) {
 		_, _ = io.WriteString(w, r.Host+" "+r.URL.RequestURI())
 	}))
 	defer srv.Close()
-	hc := newOriginClient(mustParseURL(t, srv.URL), originOptions{ConnectTimeout: time.Second, Timeout: 5 * time.Second, MaxConns: 4})
-	hc.TLSConfig.InsecureSkipVerify = true // httptest's certificate; the rest is the gateway's client
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate()) // httptest's certificate; the rest is the gateway's client
+	hc := newOriginClient(mustParseURL(t, srv.URL), originOptions{ConnectTimeout: time.Second, Timeout: 5 * time.Second, MaxConns: 4, RootCAs: roots})
 	// Origin form, and absolute form (whose target is rebuilt: the scheme
 	// must be set after that, not before).
 	for _, target := range []string{"/x?y=1", "https://app.fleet.test/x?y=1"} {
