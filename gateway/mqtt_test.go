@@ -422,6 +422,67 @@ func TestMQTTKeepAliveIdle(t *testing.T) {
 	f.closeLine(t, "mqtt-raw", closeIdle)
 }
 
+// TestMQTTServerKeepAlive: an MQTT 5 broker's CONNACK may set a Server Keep
+// Alive longer than the device asked for; the device then pings at the
+// broker's pace, and the idle timeout follows it (1.5× the broker's 4 s,
+// not 1.5× the device's 1 s or idle_timeout's 1 s), yet still ends a
+// silent connection.
+func TestMQTTServerKeepAlive(t *testing.T) {
+	broker := startTCPOrigin(t, func(c net.Conn) {
+		r := bufio.NewReader(c)
+		if pk, err := testkit.ReadMQTT(r, mqttwire.V5); err != nil || pk.FixedHeader.Type != packets.Connect {
+			return
+		}
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: mqttwire.V5}
+		ack.Properties.ServerKeepAlive, ack.Properties.ServerKeepAliveFlag = 4, true
+		var b bytes.Buffer
+		if err := ack.ConnackEncode(&b); err != nil {
+			return
+		}
+		// In two writes: the gateway reads a CONNACK that arrives in pieces.
+		_, _ = c.Write(b.Bytes()[:3])
+		time.Sleep(20 * time.Millisecond)
+		_, _ = c.Write(b.Bytes()[3:])
+		for {
+			pk, err := testkit.ReadMQTT(r, mqttwire.V5)
+			if err != nil {
+				return
+			}
+			if pk.FixedHeader.Type == packets.Pingreq {
+				_, _ = c.Write([]byte{0xd0, 0x00})
+			}
+		}
+	})
+	f := &mqttFixture{tcpFixture: newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-ska", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"ska.mqtt.test"}})
+		a := httpApp("mqtt-ska", "ska.mqtt.test", broker.url(), admit("devices", anyFleetDevice))
+		a.Protocol, a.IdleTimeout = "mqtt", "1s"
+		c.Applications = append(c.Applications, a)
+	})}
+	c, r := f.session(t, "ska.mqtt.test", f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 1))
+	pk, err := testkit.ReadMQTT(r, mqttwire.V5)
+	if err != nil || pk.FixedHeader.Type != packets.Connack || pk.Properties.ServerKeepAlive != 4 {
+		t.Fatalf("CONNACK: %v, type %d, server keep alive %d", err, pk.FixedHeader.Type, pk.Properties.ServerKeepAlive)
+	}
+	time.Sleep(3 * time.Second) // past 1.5 × the device's keep-alive, within the broker's 4 s
+	if _, err := c.Write([]byte{0xc0, 0x00}); err != nil {
+		t.Fatalf("PINGREQ within the broker's keep-alive: %v", err)
+	}
+	if pk, err := testkit.ReadMQTT(r, mqttwire.V5); err != nil || pk.FixedHeader.Type != packets.Pingresp {
+		t.Fatalf("no PINGRESP within the broker's keep-alive (cut at the device's?): %v, type %d", err, pk.FixedHeader.Type)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := r.ReadByte(); err == nil {
+		t.Fatal("read a byte after the PINGRESP")
+	}
+	if d := time.Since(start); d < 4*time.Second {
+		t.Errorf("idle close %v after the last ping; want about 6 s (1.5 × the broker's 4 s)", d)
+	}
+	f.closeLine(t, "mqtt-ska", closeIdle)
+}
+
 // TestMQTTListExclude: an mqtt application's policies see the newest lists:
 // a device in a list an exclude names is refused with "not authorized",
 // another device of the fleet is admitted.

@@ -99,6 +99,51 @@ type mqttRelay struct {
 	// fromDevice is how many bytes the gate read: the CONNECT as the
 	// device sent it, and rest.
 	fromDevice int
+	// watchAck: an MQTT 5 connection whose broker's CONNACK has not been
+	// read yet (watchConnack); ack holds its start when it took several
+	// reads. tcpIdle is the application's idle_timeout.
+	watchAck bool
+	ack      []byte
+	tcpIdle  time.Duration
+}
+
+// maxWatchedConnack bounds what watchConnack gathers of a broker's first
+// packets: a CONNACK with that much in properties is not looked into.
+const maxWatchedConnack = 64 << 10
+
+// mqttIdle is the idle timeout of an mqtt connection: the larger of
+// idle_timeout and 1.5 times its keep-alive in seconds (MQTT's own bound
+// for a silent client), so that a device that pings on time is never cut
+// as idle.
+func mqttIdle(tcpIdle time.Duration, keepAlive uint16) time.Duration {
+	if ka := time.Duration(keepAlive) * 1500 * time.Millisecond; ka > tcpIdle {
+		return ka
+	}
+	return tcpIdle
+}
+
+// watchConnack reads the broker's first packets on an MQTT 5 connection
+// (data: its next bytes, on their way to the device) until the CONNACK:
+// a Server Keep Alive there replaces the device's keep-alive (MQTT 5.0
+// section 3.2.2.3.14), so the idle timeout follows it. Without it, a
+// broker allowing more than the device asked would see its devices cut as
+// idle between their pings.
+func (m *mqttRelay) watchConnack(r *relay, data []byte) {
+	buf := data
+	if len(m.ack) > 0 {
+		m.ack = append(m.ack, data...)
+		buf = m.ack
+	}
+	ka, set, done, err := mqttwire.ServerKeepAlive(buf)
+	switch {
+	case err != nil, done, len(buf) > maxWatchedConnack:
+		m.watchAck, m.ack = false, nil
+		if set {
+			r.setIdle(mqttIdle(m.tcpIdle, ka))
+		}
+	case len(m.ack) == 0:
+		m.ack = append([]byte(nil), data...)
+	}
 }
 
 // mqttTraffic is the device's OnTraffic for an mqtt application until its
@@ -191,13 +236,9 @@ func (g *mqttGate) decide(pkt, rest []byte) {
 	app := g.app
 	set := app.mqtt
 	mr := &mqttRelay{connect: cn, first: first, rest: append([]byte(nil), rest...),
-		token: set.binding.Password == configs.MQTTToken, fromDevice: len(pkt) + len(rest)}
-	// A device that pings on time is never cut as idle.
-	idle := app.tcp.idleTimeout
-	if ka := time.Duration(cn.KeepAlive()) * 1500 * time.Millisecond; ka > idle {
-		idle = ka
-	}
-	g.c.beginRelay(app, adm, mr, idle)
+		token: set.binding.Password == configs.MQTTToken, fromDevice: len(pkt) + len(rest),
+		watchAck: cn.Version() == mqttwire.V5, tcpIdle: app.tcp.idleTimeout}
+	g.c.beginRelay(app, adm, mr, mqttIdle(app.tcp.idleTimeout, cn.KeepAlive()))
 }
 
 // parse reads the CONNECT, refusing an unsupported protocol level (with the

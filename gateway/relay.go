@@ -82,8 +82,7 @@ type relay struct {
 	// mq is set for an mqtt application: the CONNECT that follows the
 	// header, and the answer when the origin is down (mqttapp.go).
 	mq    *mqttRelay
-	idle  time.Duration // idle_timeout, or more for an MQTT keep-alive
-	token string        // the connection's token, once minted (dial worker only)
+	token string // the connection's token, once minted (dial worker only)
 	// dialCtx ends the dial when the relay is cut, or its device is gone
 	// with nothing to deliver.
 	dialCtx    context.Context
@@ -91,6 +90,10 @@ type relay struct {
 
 	lastActive atomic.Int64 // UnixNano of the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
+	// idle is the idle timeout in nanoseconds (0: none): idle_timeout, or
+	// more for an MQTT keep-alive, which an MQTT 5 broker's CONNACK may
+	// change (setIdle).
+	idle atomic.Int64
 
 	// Event loop only.
 	origin     gnet.Conn // the origin socket, once open
@@ -132,7 +135,8 @@ func (c *conn) startRelay(app *application) {
 func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, idle time.Duration) {
 	s := c.srv
 	r := &relay{srv: s, c: c, app: app, set: app.tcp, loop: c.gc.EventLoop(), adm: adm,
-		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName(), mq: mq, idle: idle}
+		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName(), mq: mq}
+	r.idle.Store(int64(idle))
 	var err error
 	if r.id, err = proxyv2.NewID(); err != nil {
 		s.log.Error("tcp connection id", "err", err.Error())
@@ -479,6 +483,9 @@ func (r *relay) originTraffic(gc gnet.Conn) gnet.Action {
 	if r.devDone {
 		return gnet.Close
 	}
+	if r.mq != nil && r.mq.watchAck {
+		r.mq.watchConnack(r, data)
+	}
 	// On the loop: the records go straight to the device's socket in one
 	// write (no AsyncWrite, no wake-up of the loop).
 	_, err := r.c.tc.WriteLoop(data)
@@ -667,25 +674,7 @@ func (r *relay) maybeFinish() {
 func (r *relay) armTimers() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if d := r.idle; d > 0 {
-		// The callback finds its timer through r.mu, which armTimers holds
-		// until the timer is stored: a callback that fires at once waits.
-		r.idleTimer = time.AfterFunc(d, func() {
-			if r.stopped.Load() {
-				return
-			}
-			left := d - time.Since(time.Unix(0, r.lastActive.Load()))
-			if left <= 0 {
-				r.cut(closeIdle)
-				return
-			}
-			r.mu.Lock()
-			t := r.idleTimer
-			r.mu.Unlock()
-			t.Reset(left)
-		})
-		r.timers = append(r.timers, r.idleTimer)
-	}
+	r.armIdle()
 	if d := r.set.maxAge; d > 0 {
 		// ±10%: a fleet admitted together does not reconnect together.
 		j := time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
@@ -693,6 +682,46 @@ func (r *relay) armTimers() {
 	}
 	if na := certNotAfter(r.v); !na.IsZero() {
 		r.timers = append(r.timers, time.AfterFunc(na.Sub(r.srv.now()), func() { r.cut(closeExpired) }))
+	}
+}
+
+// armIdle starts the idle timer when there is an idle timeout and no timer
+// yet; r.mu is held. The timer reads the timeout in force each time it
+// fires, so that setIdle needs no new timer.
+func (r *relay) armIdle() {
+	d := time.Duration(r.idle.Load())
+	if d <= 0 || r.idleTimer != nil {
+		return
+	}
+	// The callback finds its timer through r.mu, which the caller holds
+	// until the timer is stored: a callback that fires at once waits.
+	r.idleTimer = time.AfterFunc(d, func() {
+		d := time.Duration(r.idle.Load())
+		if r.stopped.Load() || d <= 0 {
+			return // stopped, or no idle timeout any more
+		}
+		left := d - time.Since(time.Unix(0, r.lastActive.Load()))
+		if left <= 0 {
+			r.cut(closeIdle)
+			return
+		}
+		r.mu.Lock()
+		t := r.idleTimer
+		r.mu.Unlock()
+		t.Reset(left)
+	})
+	r.timers = append(r.timers, r.idleTimer)
+}
+
+// setIdle changes the idle timeout of a running relay (an MQTT 5 broker's
+// Server Keep Alive): longer takes effect when the timer next fires,
+// shorter at the latest when the old timeout would have ended.
+func (r *relay) setIdle(d time.Duration) {
+	r.idle.Store(int64(d))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.stopped.Load() {
+		r.armIdle()
 	}
 }
 

@@ -15,6 +15,9 @@
 //	  │ Bytes: the device's bytes unchanged, or re-encoded only when something changed
 //	  ▼
 //	broker;  or a refusal: Connack(version, code, reason) then close
+//
+// and on the way back, under MQTT 5, ServerKeepAlive reads the broker's
+// CONNACK for the keep-alive the device will use.
 package mqttwire
 
 import (
@@ -341,4 +344,53 @@ func Connack(version byte, r Refusal, reason string) []byte {
 		return nil
 	}
 	return buf.Bytes()
+}
+
+// ErrNoConnack: the broker's first packet (after any AUTH) is not a
+// CONNACK, or not a well-formed one.
+var ErrNoConnack = errors.New("mqttwire: the broker's first packet is not a CONNACK")
+
+// ServerKeepAlive reads what an MQTT 5 broker has sent so far on a
+// connection (buf) and reports the keep-alive its CONNACK sets: the Server
+// Keep Alive property, in seconds, which the device must use instead of
+// the one it asked for (MQTT 5.0 section 3.2.2.3.14). done is false until
+// buf holds the whole CONNACK; AUTH packets (enhanced authentication)
+// before it are skipped. set is false when the CONNACK has no such
+// property. ErrNoConnack: the broker sent something else first.
+func ServerKeepAlive(buf []byte) (ka uint16, set, done bool, err error) {
+	for len(buf) > 0 {
+		var fh packets.FixedHeader
+		if err := fh.Decode(buf[0]); err != nil {
+			return 0, false, true, fmt.Errorf("%w: %v", ErrNoConnack, err)
+		}
+		rest := buf[1:]
+		if len(rest) > 4 {
+			rest = rest[:4]
+		}
+		n, used, err := packets.DecodeLength(bytes.NewReader(rest))
+		switch {
+		case errors.Is(err, io.EOF) && len(rest) < 4:
+			return 0, false, false, nil
+		case err != nil:
+			return 0, false, true, fmt.Errorf("%w: remaining length: %v", ErrNoConnack, err)
+		}
+		size := 1 + used + n
+		if len(buf) < size {
+			return 0, false, false, nil
+		}
+		switch fh.Type {
+		case packets.Auth:
+			buf = buf[size:]
+			continue
+		case packets.Connack:
+			pk := packets.Packet{FixedHeader: fh, ProtocolVersion: V5}
+			pk.FixedHeader.Remaining = n
+			if err := pk.ConnackDecode(buf[1+used : size]); err != nil {
+				return 0, false, true, fmt.Errorf("%w: %v", ErrNoConnack, err)
+			}
+			return pk.Properties.ServerKeepAlive, pk.Properties.ServerKeepAliveFlag, true, nil
+		}
+		return 0, false, true, fmt.Errorf("%w: packet type %d", ErrNoConnack, fh.Type)
+	}
+	return 0, false, false, nil
 }

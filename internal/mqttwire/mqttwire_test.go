@@ -427,3 +427,58 @@ func FuzzParseConnect(f *testing.F) {
 		}
 	})
 }
+
+// connack5 encodes an MQTT 5 CONNACK with mochi's encoder, as a broker
+// would; ska < 0: no Server Keep Alive property.
+func connack5(t testing.TB, ska int) []byte {
+	t.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: V5}
+	pk.Properties.ReasonString = "welcome"
+	if ska >= 0 {
+		pk.Properties.ServerKeepAlive, pk.Properties.ServerKeepAliveFlag = uint16(ska), true
+	}
+	var b bytes.Buffer
+	if err := pk.ConnackEncode(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestServerKeepAlive(t *testing.T) {
+	with, without := connack5(t, 120), connack5(t, -1)
+	authPk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Auth}, ProtocolVersion: V5, ReasonCode: 0x18}
+	authPk.Properties.AuthenticationMethod = "SCRAM-SHA-1"
+	var auth bytes.Buffer
+	if err := authPk.AuthEncode(&auth); err != nil {
+		t.Fatal(err)
+	}
+	publish := []byte{0x30, 0x03, 0x00, 0x01, 'a'}
+	for _, tc := range []struct {
+		name      string
+		buf       []byte
+		ka        uint16
+		set, done bool
+		err       bool
+	}{
+		{name: "nothing yet", buf: nil},
+		{name: "one byte", buf: with[:1]},
+		{name: "CONNACK cut short", buf: with[:len(with)-1]},
+		{name: "Server Keep Alive", buf: with, ka: 120, set: true, done: true},
+		{name: "Server Keep Alive, then a PUBLISH", buf: append(append([]byte{}, with...), publish...), ka: 120, set: true, done: true},
+		{name: "no Server Keep Alive", buf: without, done: true},
+		{name: "zero: no keep-alive", buf: connack5(t, 0), set: true, done: true},
+		{name: "after an AUTH", buf: append(append([]byte{}, auth.Bytes()...), with...), ka: 120, set: true, done: true},
+		{name: "an AUTH, the CONNACK not yet", buf: auth.Bytes()},
+		{name: "a PUBLISH first", buf: publish, done: true, err: true},
+		{name: "garbage", buf: []byte{0x00, 0x00}, done: true, err: true},
+		{name: "remaining length too long", buf: []byte{0x20, 0xff, 0xff, 0xff, 0xff, 0x01}, done: true, err: true},
+	} {
+		ka, set, done, err := ServerKeepAlive(tc.buf)
+		if ka != tc.ka || set != tc.set || done != tc.done || (err != nil) != tc.err {
+			t.Errorf("%s: (%d, %v, %v, %v); want (%d, %v, %v, error %v)", tc.name, ka, set, done, err, tc.ka, tc.set, tc.done, tc.err)
+		}
+		if err != nil && !errors.Is(err, ErrNoConnack) {
+			t.Errorf("%s: %v is not ErrNoConnack", tc.name, err)
+		}
+	}
+}
