@@ -52,7 +52,7 @@ type exchange struct {
 	unread      bool // input was left unread: a refused header, or a body refused mid-read
 	bodyRead    bool // the request's body was read whole
 	malformed   bool // nothing after this request can be trusted (400)
-	perRequest  bool // the token was minted for this one request ("no duration")
+	perRequest  bool // a "no duration" application's request: a token for it alone, or its refusal
 	unframed    bool // the body goes to an HTTP/1.0 device delimited by the close
 	cut         bool // the answer could not be written whole
 	final       bool // the answer says Connection: close (last decided it)

@@ -234,6 +234,10 @@ func (x *exchange) decide() outcome {
 	if x.decision.ServiceAuthFailed && x.app.serviceAuth401 {
 		status = fasthttp.StatusUnauthorized
 	}
+	// A "no duration" application takes one request per handshake: a
+	// refused one ends its connection as an admitted one does, and the
+	// device's next try is judged on a fresh handshake.
+	x.perRequest = x.app.policy.SessionDuration == 0
 	return x.refuse(status, reason)
 }
 

@@ -347,6 +347,25 @@ func TestNoDurationToken(t *testing.T) {
 	}
 }
 
+// TestNoDurationRefusalCloses: on a "no duration" application a refused
+// request ends its connection as an admitted one does: the device's next
+// try is judged on a fresh handshake.
+func TestNoDurationRefusalCloses(t *testing.T) {
+	h := newHarness(t)
+	for _, dev := range []*device{h.pki.retired, h.pki.sensor2} { // denied; admitted by no policy
+		c := h.dial(t, hIoT, dev)
+		c.send(request("GET", hIoT, "/reading"))
+		r := c.read("GET")
+		if r.StatusCode != http.StatusForbidden {
+			t.Fatalf("%s: status %d, want 403: %s", dev.name, r.StatusCode, r.body)
+		}
+		if !r.Close {
+			t.Errorf("%s: the refusal on a no-duration application lacks Connection: close", dev.name)
+		}
+		c.expectEOF()
+	}
+}
+
 // TestNoSNIStaysOnItsSite: a connection without SNI lands on the wildcard
 // default site; a Host that the wildcard covers but a more specific site
 // serves (other policies, possibly other CAs) is refused with 421, not
