@@ -291,29 +291,31 @@ func (rr *relayRuns) writeTargets(w io.Writer) {
 			continue
 		}
 		fg, hp := rr.medianFigure(s, "fleetgate"), rr.medianFigure(s, "haproxy")
+		paired := pairedRatio(rr.runFigures(s, "fleetgate"), rr.runFigures(s, "haproxy"))
 		lines = append(lines, fmt.Sprintf("%s: fleetgate ≤ %.2f× haproxy: %s", shortScenario(s), targetRelayEchoHAProxy,
-			judge(fg/hp, targetRelayEchoHAProxy, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
+			judge(fg/hp, paired, targetRelayEchoHAProxy, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
 	}
 	if len(rr.hold) > 0 {
 		fg, hp, gr := rr.medianIdle("fleetgate"), rr.medianIdle("haproxy"), rr.medianIdle("gorelay")
 		lines = append(lines,
-			"RSS per idle relayed connection: fleetgate below haproxy: "+judge(fg/hp, 1, func(r float64) bool { return r < 1 }),
+			"RSS per idle relayed connection: fleetgate below haproxy: "+judge(fg/hp, math.NaN(), 1, func(r float64) bool { return r < 1 }),
 			fmt.Sprintf("RSS per idle relayed connection: fleetgate ≤ %.2f× gorelay (Go io.Copy): ", targetRelayIdleGoRelay)+
-				judge(fg/gr, targetRelayIdleGoRelay, func(r float64) bool { return r <= targetRelayIdleGoRelay }))
+				judge(fg/gr, math.NaN(), targetRelayIdleGoRelay, func(r float64) bool { return r <= targetRelayIdleGoRelay }))
 	}
 	if len(lines) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's):\n\n")
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it, shown, not judged):\n\n")
 	for _, l := range lines {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
 }
 
-// judge is a targetCell's text for ratio against limit: "–" when the ratio
-// is not a number (a side not measured).
-func judge(ratio, limit float64, ok func(float64) bool) string {
-	c := targetCell{Ratio: ratio, Limit: limit}
+// judge is a targetCell's text for ratio against limit, with the paired
+// ratio beside it when known: "not measured" when the ratio is not a number
+// (a side not measured).
+func judge(ratio, paired, limit float64, ok func(float64) bool) string {
+	c := targetCell{Ratio: ratio, Paired: paired, Limit: limit}
 	switch {
 	case math.IsNaN(ratio) || math.IsInf(ratio, 0) || ratio <= 0:
 		return "not measured"
@@ -335,6 +337,18 @@ func (rr *relayRuns) medianFigure(s relayScenario, server string) float64 {
 		}
 	}
 	return median(vs)
+}
+
+// runFigures is s's CPU figure of each of server's runs, in the order they
+// started (the runs of the relays are interleaved), for pairedRatio.
+func (rr *relayRuns) runFigures(s relayScenario, server string) []float64 {
+	rs := slices.Clone(rr.echo[s][server])
+	slices.SortStableFunc(rs, func(a, b *Result) int { return a.Started.Compare(b.Started) })
+	var vs []float64
+	for _, r := range rs {
+		vs = append(vs, s.figure(r))
+	}
+	return vs
 }
 
 // medianIdle is the median RSS bytes per idle relayed connection of server

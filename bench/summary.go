@@ -46,8 +46,12 @@ type Cell struct {
 	Runs        int
 	// CPU is server CPU µs per request: median, min and max over the runs.
 	CPU, CPUMin, CPUMax float64
-	Throughput          float64 // requests/s
-	P50, P99            float64 // latency, µs
+	// CPURuns is the server CPU µs per request of each run, in the order
+	// the runs started: the comparison interleaves the servers run by run,
+	// so the i-th runs of two servers were measured side by side.
+	CPURuns    []float64
+	Throughput float64 // requests/s
+	P50, P99   float64 // latency, µs
 	// ServerBusy is the server's CPU seconds over the wall seconds of the
 	// measured phase: 1 is its core never idle.
 	ServerBusy float64
@@ -205,6 +209,7 @@ func summarize(runs []*Result, floorUS float64) *Summary {
 	}
 	slices.SortStableFunc(s.Servers, func(a, b string) int { return rank(a) - rank(b) })
 	for k, rs := range groups {
+		slices.SortStableFunc(rs, func(a, b *Result) int { return a.Started.Compare(b.Started) })
 		c := &Cell{Server: k.Server, TLS: k.TLS, Mode: k.Mode, Concurrency: k.Concurrency, Runs: len(rs)}
 		var cpu, thr, p50, p99, sbusy, ccpu, cbusy []float64
 		for _, r := range rs {
@@ -224,7 +229,7 @@ func summarize(runs []*Result, floorUS float64) *Summary {
 			c.Errors += r.ErrorTotal
 			c.Requests += r.Requests
 		}
-		c.CPU, c.CPUMin, c.CPUMax = median(cpu), minOf(cpu), maxOf(cpu)
+		c.CPU, c.CPUMin, c.CPUMax, c.CPURuns = median(cpu), minOf(cpu), maxOf(cpu), cpu
 		c.Throughput, c.P50, c.P99 = median(thr), median(p50), median(p99)
 		c.ServerBusy, c.ClientCPU, c.ClientBusy = median(sbusy), median(ccpu), median(cbusy)
 		s.Cells[k] = c

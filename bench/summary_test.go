@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeRun is a measured run of server at clients requests in flight with
@@ -96,13 +97,13 @@ func TestSummarize(t *testing.T) {
 		"![req/s against concurrency, TLS 1.3 fresh](s-rps-tls1.3-fresh.png)",
 		"![server CPU per request](s.png)",
 		"| target | 4 clients | 16 clients |",
-		"| TLS 1.3 fresh: server CPU/request ≤ 0.50× nginx | – | 0.45× (met) |",
-		"| TLS 1.3 fresh: server CPU/request ≤ 0.75× stdlib (net/http) | 0.83× (**missed** by 11.1%) | 0.75× (met) |",
+		"| TLS 1.3 fresh: server CPU/request ≤ 0.50× nginx | – | 0.45× (met); paired 0.42× |",                                                     // 400/1000, 500/1200, 450/900
+		"| TLS 1.3 fresh: server CPU/request ≤ 0.75× stdlib (net/http) | 0.83× (**missed** by 11.1%); paired 0.83× | 0.75× (met); paired 0.67× |", // one stdlib run: 400/600
 		"| TLS 1.3 fresh: server CPU/request ≤ 1.40× the crypto floor | 1.67× (**missed** by 19.0%) | 1.50× (**missed** by 7.1%) |",
 		// at 4 clients stdlib's client was the limit (1600/1333 = 1.2×); at 16, 1778/1333 = 1.33×
 		"| TLS 1.3 fresh: req/s ≥ 1.10× stdlib from 16 clients, ≥ 1.00× below | 1.20× (not judged: the client was the limit) | 1.33× (met) |",
 		"| TLS 1.3 fresh: p99 ≤ 1.00× stdlib | 0.83× (not judged: the client was the limit) | 0.75× (met) |",
-		"| TLS 1.3 keepalive: server CPU/request ≤ 1.00× haproxy (aim 0.70×) | 0.60× (met, and the 0.70× aim) | 2.00× (**missed** by 100.0%) |",
+		"| TLS 1.3 keepalive: server CPU/request ≤ 1.00× haproxy (aim 0.70×) | 0.60× (met, and the 0.70× aim); paired 0.60× | 2.00× (**missed** by 100.0%); paired 2.00× |",
 		"| TLS 1.2 fresh: server CPU/request ≤ 0.50× nginx | – | – |",
 	} {
 		if !strings.Contains(md, want) {
@@ -259,6 +260,9 @@ func TestTargetCellString(t *testing.T) {
 		{"met with aim", targetCell{Ratio: 0.7, Limit: 1, Aim: 0.7, Verdict: met}, "0.70× (met, and the 0.70× aim)"},
 		{"client limited", targetCell{Ratio: 0.8, Limit: 1.1, AtLeast: true, Verdict: clientLimited}, "0.80× (not judged: the client was the limit)"},
 		{"not measured", targetCell{Ratio: math.NaN()}, "–"},
+		{"with the paired ratio", targetCell{Ratio: 0.78, Limit: 0.75, Paired: 0.71, Verdict: missed}, "0.78× (**missed** by 4.0%); paired 0.71×"},
+		{"paired not known", targetCell{Ratio: 0.45, Limit: 0.5, Paired: math.NaN(), Verdict: met}, "0.45× (met)"},
+		{"not measured, paired ignored", targetCell{Ratio: math.NaN(), Paired: 0.5}, "–"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -380,4 +384,34 @@ func TestMedian(t *testing.T) {
 	if !math.IsNaN(median(nil)) {
 		t.Error("median of nothing is not NaN")
 	}
+}
+
+// TestPairedRatio: the paired ratio pairs each server's runs in the order
+// they started (the comparison interleaves them), so a slow minute that
+// slowed both servers' i-th runs cancels out; the verdict stays on the
+// ratio of the medians.
+func TestPairedRatio(t *testing.T) {
+	at := func(r *Result, sec int) *Result {
+		r.Started = time.Date(2026, 12, 5, 20, 0, sec, 0, time.UTC)
+		return r
+	}
+	// Listed out of order; by start: pairs 300/400, 900/1000, 500/800
+	// (0.75, 0.9, 0.625: median 0.75), medians 500 over 800 (0.625).
+	runs := []*Result{
+		at(fakeRun("fleetgate", "1.3", ModeFresh, 16, 900), 20), at(fakeRun("stdlib", "1.3", ModeFresh, 16, 1000), 30),
+		at(fakeRun("stdlib", "1.3", ModeFresh, 16, 800), 50), at(fakeRun("fleetgate", "1.3", ModeFresh, 16, 300), 0),
+		at(fakeRun("fleetgate", "1.3", ModeFresh, 16, 500), 40), at(fakeRun("stdlib", "1.3", ModeFresh, 16, 400), 10),
+	}
+	s := summarize(runs, 300)
+	for _, r := range s.targets() {
+		if r.Name != "TLS 1.3 fresh: server CPU/request ≤ 0.75× stdlib (net/http)" {
+			continue
+		}
+		c := r.Cells[16]
+		if math.Abs(c.Paired-0.75) > 1e-9 || math.Abs(c.Ratio-0.625) > 1e-9 || c.Verdict != met {
+			t.Errorf("paired %v ratio %v verdict %v; want paired 0.75, ratio 0.625, met", c.Paired, c.Ratio, c.Verdict)
+		}
+		return
+	}
+	t.Fatal("no CPU target against stdlib")
 }

@@ -41,15 +41,30 @@ const (
 
 // targetCell is a target's outcome at one concurrency.
 type targetCell struct {
-	Ratio   float64 // fleetgate over the other
+	Ratio float64 // fleetgate over the other
+	// Paired is the median of the runs' own ratios, fleetgate's i-th run
+	// over the other's i-th (measured side by side), NaN when not computed:
+	// shown beside Ratio, which the verdict stays on. On a shared machine
+	// whose speed drifts from minute to minute, it is the steadier figure.
+	Paired  float64
 	Limit   float64 // the bound at this concurrency
 	Aim     float64 // a stricter aim, 0 if none
 	AtLeast bool    // Ratio must be ≥ Limit (throughput); else ≤ (CPU, latency)
 	Verdict targetVerdict
 }
 
-// String is "0.45× (met)", "1.20× (**missed** by 20.0%)", "–" …
+// String is "0.45× (met)", "1.20× (**missed** by 20.0%)", "–" …, with
+// "; paired 0.43×" after it when Paired is known.
 func (c targetCell) String() string {
+	s := c.verdictText()
+	if c.Verdict != notMeasured && !math.IsNaN(c.Paired) && c.Paired > 0 {
+		s += fmt.Sprintf("; paired %.2f×", c.Paired)
+	}
+	return s
+}
+
+// verdictText is String without the paired ratio.
+func (c targetCell) verdictText() string {
 	r := fmt.Sprintf("%.2f×", c.Ratio)
 	switch c.Verdict {
 	case met:
@@ -90,11 +105,14 @@ type targetSpec struct {
 	// clientBound: not judged where a client was the limit (throughput and
 	// latency; CPU per request does not depend on the client's speed).
 	clientBound bool
+	// runs, when set, gives the figure of each run, for the paired ratio.
+	runs func(*Cell) []float64
 }
 
-func cellCPU(c *Cell) float64 { return c.CPU }
-func cellRPS(c *Cell) float64 { return c.Throughput }
-func cellP99(c *Cell) float64 { return c.P99 }
+func cellCPU(c *Cell) float64       { return c.CPU }
+func cellCPURuns(c *Cell) []float64 { return c.CPURuns }
+func cellRPS(c *Cell) float64       { return c.Throughput }
+func cellP99(c *Cell) float64       { return c.P99 }
 
 func constant(v float64) func(int) float64 { return func(int) float64 { return v } }
 
@@ -107,9 +125,9 @@ func (s *Summary) targets() []targetRow {
 		case ModeFresh:
 			specs = append(specs,
 				targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× nginx", targetFreshCPUNginx),
-					other: "nginx", figure: cellCPU, limit: constant(targetFreshCPUNginx)},
+					other: "nginx", figure: cellCPU, runs: cellCPURuns, limit: constant(targetFreshCPUNginx)},
 				targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× stdlib (net/http)", targetFreshCPUStdlib),
-					other: "stdlib", figure: cellCPU, limit: constant(targetFreshCPUStdlib)})
+					other: "stdlib", figure: cellCPU, runs: cellCPURuns, limit: constant(targetFreshCPUStdlib)})
 			if sc.TLS == "1.3" {
 				specs = append(specs, targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× the crypto floor", targetFreshCPUFloor),
 					figure: cellCPU, limit: constant(targetFreshCPUFloor)})
@@ -127,7 +145,7 @@ func (s *Summary) targets() []targetRow {
 					other: "stdlib", figure: cellP99, limit: constant(targetFreshP99Stdlib), clientBound: true})
 		case ModeKeepalive:
 			specs = append(specs, targetSpec{name: fmt.Sprintf("server CPU/request ≤ %.2f× haproxy (aim %.2f×)", targetKeepaliveCPU, targetKeepaliveCPUAim),
-				other: "haproxy", figure: cellCPU, limit: constant(targetKeepaliveCPU), aim: targetKeepaliveCPUAim})
+				other: "haproxy", figure: cellCPU, runs: cellCPURuns, limit: constant(targetKeepaliveCPU), aim: targetKeepaliveCPUAim})
 		}
 		for _, t := range specs {
 			rows = append(rows, s.evaluate(sc, t))
@@ -140,7 +158,7 @@ func (s *Summary) targets() []targetRow {
 func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 	row := targetRow{Name: sc.String() + ": " + t.name, Cells: map[int]targetCell{}}
 	for _, n := range s.Levels {
-		c := targetCell{Limit: t.limit(n), Aim: t.aim, AtLeast: t.atLeast, Ratio: math.NaN()}
+		c := targetCell{Limit: t.limit(n), Aim: t.aim, AtLeast: t.atLeast, Ratio: math.NaN(), Paired: math.NaN()}
 		fg := s.cell(sc, n, "fleetgate")
 		var other *Cell
 		denom := s.FloorUS
@@ -150,6 +168,9 @@ func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 			if other != nil {
 				denom = t.figure(other)
 			}
+		}
+		if fg != nil && other != nil && t.runs != nil {
+			c.Paired = pairedRatio(t.runs(fg), t.runs(other))
 		}
 		if fg != nil && denom > 0 && !math.IsNaN(t.figure(fg)) {
 			c.Ratio = t.figure(fg) / denom
@@ -167,10 +188,22 @@ func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 	return row
 }
 
+// pairedRatio is the median of a[i]/b[i] over the runs both have (NaN
+// when none): each pair was measured side by side.
+func pairedRatio(a, b []float64) float64 {
+	var rs []float64
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if b[i] > 0 && !math.IsNaN(a[i]) {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	return median(rs)
+}
+
 // writeTargets writes the targets as a table: one row per target, one
 // column per concurrency.
 func (s *Summary) writeTargets(w io.Writer) {
-	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy):\n\n", ClientLimit*100)
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it, shown, not judged):\n\n", ClientLimit*100)
 	head := []string{"target"}
 	for _, n := range s.Levels {
 		head = append(head, fmt.Sprintf("%d clients", n))
