@@ -282,17 +282,7 @@ func hijackOrigin(t *testing.T) (*peerOrigin, chan bool) {
 	dropped := map[string]bool{}
 	mux := http.NewServeMux()
 	mux.Handle("/peer", o.srv.Config.Handler)
-	mux.HandleFunc("/mixed", func(w http.ResponseWriter, r *http.Request) {
-		nc, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n")
-		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := nc.Read(make([]byte, 1))
-		mixedEnd <- n == 0 && err == io.EOF
-	})
+	mux.HandleFunc("/mixed", mixedAnswer(mixedEnd))
 	mux.HandleFunc("/drop", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		mu.Lock()
@@ -311,6 +301,38 @@ func hijackOrigin(t *testing.T) (*peerOrigin, chan bool) {
 	return o, mixedEnd
 }
 
+// mixedAnswer answers on the raw connection with both Content-Length and
+// chunked ("mixed", read as chunked), then reports on ended whether the
+// gateway closed that connection (true) or sent another request on it
+// (false).
+func mixedAnswer(ended chan<- bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n")
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := nc.Read(make([]byte, 1))
+		ended <- n == 0 && err == io.EOF
+	}
+}
+
+// expectMixedClosed waits for mixedAnswer's report: the connection that
+// carried the mixed answer must have been closed, not given another request.
+func expectMixedClosed(t *testing.T, ended <-chan bool) {
+	t.Helper()
+	select {
+	case closed := <-ended:
+		if !closed {
+			t.Fatal("the origin connection that sent the mixed answer carried another request")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin connection that sent the mixed answer was neither closed nor reused")
+	}
+}
+
 // TestLoopMixedFramingCloses: an origin answer with both Content-Length and
 // Transfer-Encoding: chunked is read as chunked (RFC 9112) and delivered,
 // but its origin connection is closed afterwards, never given another
@@ -326,14 +348,7 @@ func TestLoopMixedFramingCloses(t *testing.T) {
 	if r := c.read("GET"); r.StatusCode != http.StatusOK {
 		t.Fatalf("the request after it: %d %q", r.StatusCode, r.body)
 	}
-	select {
-	case closed := <-mixedEnd:
-		if !closed {
-			t.Fatal("the origin connection that sent the mixed answer carried another request")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the origin connection that sent the mixed answer was neither closed nor reused")
-	}
+	expectMixedClosed(t, mixedEnd)
 }
 
 // TestLoopRetryOnDroppedConnection: when the loop's origin connection

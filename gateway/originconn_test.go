@@ -6,7 +6,6 @@ package gateway
 // Content-Length and Transfer-Encoding.
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -14,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 func TestOriginTimeout(t *testing.T) {
@@ -161,28 +158,14 @@ func TestWatchAnswer(t *testing.T) {
 // a POST, goes to the origin on another one.
 func TestPooledMixedFramingCloses(t *testing.T) {
 	p := sharedPKI()
-	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
 	mixedEnd := make(chan bool, 8)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/mixed", func(w http.ResponseWriter, r *http.Request) {
-		nc, _, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
-		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n")
-		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := nc.Read(make([]byte, 1))
-		mixedEnd <- n == 0 && err == io.EOF
-	})
+	mux.HandleFunc("/mixed", mixedAnswer(mixedEnd))
 	mux.HandleFunc("/after", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		_, _ = io.WriteString(w, r.Method+" "+string(b))
 	})
-	srv := httptest.NewUnstartedServer(mux)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	srv := startTLSOrigin(t, mux)
 
 	h := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
 	c := h.dial(t, hApp, p.sensor1)
@@ -194,12 +177,5 @@ func TestPooledMixedFramingCloses(t *testing.T) {
 	if r := c.read("POST"); r.StatusCode != http.StatusOK || r.body != "POST data" {
 		t.Fatalf("the POST after it: %d %q; want 200 \"POST data\"", r.StatusCode, r.body)
 	}
-	select {
-	case closed := <-mixedEnd:
-		if !closed {
-			t.Fatal("the origin connection that sent the mixed answer carried another request")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the origin connection that sent the mixed answer was neither closed nor reused")
-	}
+	expectMixedClosed(t, mixedEnd)
 }

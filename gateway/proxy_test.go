@@ -577,13 +577,9 @@ func TestOriginAnswersRelayedAsSent(t *testing.T) {
 // (502) when it does not: the origin's certificate is verified.
 func TestHTTPSOriginWithItsCA(t *testing.T) {
 	p := sharedPKI()
-	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTLSOrigin(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "tls origin: "+r.Host+r.URL.RequestURI())
 	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
 
 	h := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
 	c := h.dial(t, hApp, p.sensor1)
@@ -598,6 +594,18 @@ func TestHTTPSOriginWithItsCA(t *testing.T) {
 	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
 		t.Fatalf("https origin whose CA is not trusted: %d, want 502: %s", r.StatusCode, r.body)
 	}
+}
+
+// startTLSOrigin starts an https origin on 127.0.0.1 whose certificate the
+// shared PKI's intermediate issued (origin_ca_file "root.pem" trusts it).
+func startTLSOrigin(t *testing.T, h http.Handler) *httptest.Server {
+	p := sharedPKI()
+	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 func TestOriginHeaders(t *testing.T) {
