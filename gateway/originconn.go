@@ -90,8 +90,8 @@ func (c *originConn) watchAnswer(b []byte) {
 	}
 	for {
 		end := bytes.Index(buf, crlfcrlf)
-		if end < 0 {
-			break
+		if end < 0 || end > maxWatchedHeader {
+			break // more to come, or too long (below)
 		}
 		block := buf[:end+2]
 		if !bytes.HasPrefix(block, []byte("HTTP/1.")) || len(block) < 10 || block[9] != '1' {

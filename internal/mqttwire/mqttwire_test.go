@@ -482,3 +482,26 @@ func TestServerKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// FuzzServerKeepAlive: a broker's bytes never panic the reader, an answer
+// once done does not change with what follows the CONNACK, and until then
+// every prefix of the bytes is not done.
+func FuzzServerKeepAlive(f *testing.F) {
+	f.Add(connack5(f, 120))
+	f.Add(connack5(f, -1))
+	f.Add([]byte{0xf0, 0x02, 0x18, 0x00, 0x20, 0x03, 0x00, 0x00, 0x00})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		ka, set, done, err := ServerKeepAlive(in)
+		if !done {
+			if err != nil || set || ka != 0 {
+				t.Fatalf("not done, yet (%d, %v, %v)", ka, set, err)
+			}
+			return
+		}
+		more := append(append([]byte{}, in...), 0xc0, 0x00)
+		ka2, set2, done2, err2 := ServerKeepAlive(more)
+		if ka2 != ka || set2 != set || !done2 || (err2 == nil) != (err == nil) {
+			t.Fatalf("bytes after the answer changed it: (%d, %v, %v) then (%d, %v, %v, %v)", ka, set, err, ka2, set2, done2, err2)
+		}
+	})
+}
