@@ -18,7 +18,8 @@ var relayServerOrder = []string{"fleetgate", "nginx", "haproxy", "gorelay"}
 // scenario.
 type relayRuns struct {
 	servers []string
-	// echo holds the ModeTCP runs by scenario, then server.
+	// echo holds the ModeTCP runs by scenario, then server, each server's
+	// in the order they started.
 	echo      map[relayScenario]map[string][]*Result
 	scenarios []relayScenario
 	// hold holds the idle measurements by server.
@@ -128,6 +129,12 @@ func readRelayRuns(path string) (*relayRuns, error) {
 		return nil, fmt.Errorf("bench: relay summary: %s: no runs", path)
 	}
 	slices.SortStableFunc(out.servers, func(a, b string) int { return orderOf(a) - orderOf(b) })
+	// Each server's runs in the order they started, for pairedRatio.
+	for _, byServer := range out.echo {
+		for _, rs := range byServer {
+			slices.SortStableFunc(rs, func(a, b *Result) int { return a.Started.Compare(b.Started) })
+		}
+	}
 	// Connect scenarios last, then by TLS version and message size.
 	slices.SortStableFunc(out.scenarios, func(a, b relayScenario) int {
 		switch {
@@ -340,12 +347,11 @@ func (rr *relayRuns) medianFigure(s relayScenario, server string) float64 {
 }
 
 // runFigures is s's CPU figure of each of server's runs, in the order they
-// started (the runs of the relays are interleaved), for pairedRatio.
+// started (readRelayRuns sorts them; the relays' runs are interleaved), for
+// pairedRatio.
 func (rr *relayRuns) runFigures(s relayScenario, server string) []float64 {
-	rs := slices.Clone(rr.echo[s][server])
-	slices.SortStableFunc(rs, func(a, b *Result) int { return a.Started.Compare(b.Started) })
 	var vs []float64
-	for _, r := range rs {
+	for _, r := range rr.echo[s][server] {
 		vs = append(vs, s.figure(r))
 	}
 	return vs

@@ -105,6 +105,9 @@ func (c *originConn) watchAnswer(b []byte) {
 		c.mixed, c.seen, c.head = true, true, nil
 		return
 	}
+	// Keep the header's start for the next read: a copy (b is fasthttp's
+	// buffer, and an interim answer skipped leaves a tail of c.head), unless
+	// buf is all of c.head already.
 	if len(c.head) == 0 || len(buf) != len(c.head) {
 		c.head = append(c.head[:0:0], buf...)
 	}

@@ -1,6 +1,7 @@
 // Package testkit holds the small helpers the project's tests share: polling
 // for a condition, a goroutine-safe output buffer, a free loopback port, an
-// HTTP exchange read whole (Fetch), and an MQTT test client (CONNECT, packets read back, subscribe and publish).
+// HTTP exchange read whole (Fetch), and an MQTT test client (CONNECT,
+// packets read back, subscribe and publish).
 // It is imported by tests only; nothing on the serving path uses it.
 package testkit
 
