@@ -6,13 +6,15 @@
 # PERF=record, records its call stacks (PERF_EVENT="-e sched:sched_switch"
 # for the stacks that switch) into $OUT/perf-$SERVER.data for
 # `perf report`. Prints the load's JSON line and perf's counts; divide by
-# the requests (in the JSON) for per-request figures. Needs perf (Debian's
+# the requests (in the JSON) for per-request figures. MODE=tcp loads the
+# relay instead (SERVER=fleetgate, haproxy, nginx or gorelay; 64 B echoes,
+# $MESSAGES per connection): divide by the messages. Needs perf (Debian's
 # linux-perf) and permission to trace (root, or perf_event_paranoid ≤ 1).
 #
 # Knobs (environment): SERVER=fleetgate MODE=fresh CLIENTS=16 DUR=8s
 # PERF=stat (or record) PERF_EVENT="-F 2000" PERF_SECONDS=5 OUT=/tmp
 # STAT_EVENTS (perf stat's event list; 'syscalls:sys_enter_*' counts every
-# system call by name).
+# system call by name) MESSAGES=1000 (MODE=tcp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -33,12 +35,19 @@ trap 'exit 130' INT TERM
 
 build
 make_pki
-start_origin
-"start_$SERVER"
+if [ "$MODE" = tcp ]; then
+  start_echo_origin
+  "start_relay_$SERVER"
+  target=${RELAY_ADDR[$SERVER]} sni=bench.fleet.test extra=(-message-size 64 -messages "${MESSAGES:-1000}")
+else
+  start_origin
+  "start_$SERVER"
+  target=${ADDR[$SERVER]} sni=$(sni_for "$SERVER" "$MODE") extra=()
+fi
 pid=${PIDS[$SERVER]}
 load() {
-  timeout 300 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[$SERVER]}" \
-    -sni "$(sni_for "$SERVER" "$MODE")" -dir "$PKI" -devices 100 -concurrency "$CLIENTS" \
+  timeout 300 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "$target" \
+    -sni "$sni" "${extra[@]}" -dir "$PKI" -devices 100 -concurrency "$CLIENTS" \
     -mode "$MODE" -tls 1.3 -group x25519 -duration "$1" -warmup 500ms -pid "$pid" -label "$SERVER"
 }
 load 2s >/dev/null
