@@ -47,6 +47,9 @@ type conn struct {
 	// buffer was last looked at (tlsWriter); request workers only, one at a
 	// time.
 	unchecked int
+	// out is the sink of the response writer (bufio.Writer), one per
+	// connection rather than one per burst of requests.
+	out tlsWriter
 	// onLoop is set while the event loop serves the connection's requests
 	// itself (loopserve.go); asyncOut counts the barriers queued behind
 	// output written off the loop, which a direct write must not overtake.
@@ -166,7 +169,7 @@ func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 		br = s.readers.Get().(*bufio.Reader)
 		br.Reset(c.pipe)
 		bw = writerPool.Get().(*bufio.Writer)
-		bw.Reset(&tlsWriter{c: c})
+		bw.Reset(&c.out)
 	}
 	moved := false // the loop owns the buffers now (moveToLoop)
 	defer func() {

@@ -52,7 +52,7 @@ func (c *conn) startServing() {
 	br := c.snap.readers.Get().(*bufio.Reader)
 	br.Reset(c.pipe)
 	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(&tlsWriter{c: c})
+	bw.Reset(&c.out)
 	c.enterLoop()
 	c.loopServe(c.loopExchange(br, bw))
 }
@@ -125,7 +125,10 @@ func (c *conn) loopServe(x *exchange) {
 			if x.wantWorker {
 				c.leaveLoop()
 				_ = c.tc.Flush() // nothing is held; keeps Cork's state clean
-				c.srv.workers.Go(func() { c.workFrom(x, nil, nil) })
+				// A copy for the closure: x, reassigned below, stays
+				// off the heap.
+				w := x
+				c.srv.workers.Go(func() { c.workFrom(w, nil, nil) })
 			}
 			return // else the origin's answer resumes it (resumeOnLoop)
 		}

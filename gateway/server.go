@@ -312,6 +312,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if addr.IsValid() {
 		c.remoteIP = addr.String()
 	}
+	c.out.c = c
 	gc.SetContext(c)
 	tc.SetValue(c) // for earlyData, on the handshake's goroutine
 	s.live.Store(c, struct{}{})
