@@ -79,18 +79,29 @@ func Peek(buf []byte) (int, error) {
 	if fh.Type != packets.Connect {
 		return 0, ErrNotConnect
 	}
-	rest := buf[1:]
-	if len(rest) > 4 {
-		rest = rest[:4] // a remaining length has at most four bytes
-	}
-	n, used, err := packets.DecodeLength(bytes.NewReader(rest))
+	n, used, err := remainingLength(buf)
 	switch {
-	case errors.Is(err, io.EOF) && len(rest) < 4:
+	case errors.Is(err, ErrIncomplete):
 		return 0, ErrIncomplete
 	case err != nil:
 		return 0, fmt.Errorf("%w: remaining length: %v", ErrMalformed, err)
 	}
 	return 1 + used + n, nil
+}
+
+// remainingLength decodes the remaining length that follows the first byte
+// of the packet at the start of buf: its value n and the bytes it takes.
+// ErrIncomplete: buf ends inside it.
+func remainingLength(buf []byte) (n, used int, err error) {
+	rest := buf[1:]
+	if len(rest) > 4 {
+		rest = rest[:4] // a remaining length has at most four bytes
+	}
+	n, used, err = packets.DecodeLength(bytes.NewReader(rest))
+	if errors.Is(err, io.EOF) && len(rest) < 4 {
+		return 0, 0, ErrIncomplete
+	}
+	return n, used, err
 }
 
 // PeekVersion returns the protocol level of a CONNECT from as much of it as
@@ -363,13 +374,9 @@ func ServerKeepAlive(buf []byte) (ka uint16, set, done bool, err error) {
 		if err := fh.Decode(buf[0]); err != nil {
 			return 0, false, true, fmt.Errorf("%w: %v", ErrNoConnack, err)
 		}
-		rest := buf[1:]
-		if len(rest) > 4 {
-			rest = rest[:4]
-		}
-		n, used, err := packets.DecodeLength(bytes.NewReader(rest))
+		n, used, err := remainingLength(buf)
 		switch {
-		case errors.Is(err, io.EOF) && len(rest) < 4:
+		case errors.Is(err, ErrIncomplete):
 			return 0, false, false, nil
 		case err != nil:
 			return 0, false, true, fmt.Errorf("%w: remaining length: %v", ErrNoConnack, err)
