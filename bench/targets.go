@@ -103,7 +103,8 @@ type targetSpec struct {
 	aim     float64
 	atLeast bool
 	// clientBound: not judged where a client was the limit (throughput and
-	// latency; CPU per request does not depend on the client's speed).
+	// latency; CPU per request depends far less on the client's speed: only
+	// through the wake-ups of a server left idle part of the time).
 	clientBound bool
 	// runs, when set, gives the figure of each run, for the paired ratio.
 	runs func(*Cell) []float64
