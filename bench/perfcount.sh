@@ -14,7 +14,9 @@
 # Knobs (environment): SERVER=fleetgate MODE=fresh CLIENTS=16 DUR=8s
 # PERF=stat (or record) PERF_EVENT="-F 2000" PERF_SECONDS=5 OUT=/tmp
 # STAT_EVENTS (perf stat's event list; 'syscalls:sys_enter_*' counts every
-# system call by name) MESSAGES=1000 (MODE=tcp).
+# system call by name) MESSAGES=1000 (MODE=tcp) WATCH=server (or origin: perf
+# watches the HTTP origin on the client's CPU instead, to see what each
+# server's requests cost it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -45,6 +47,11 @@ else
   target=${ADDR[$SERVER]} sni=$(sni_for "$SERVER" "$MODE") extra=()
 fi
 pid=${PIDS[$SERVER]}
+watched=$pid
+if [ "${WATCH:-server}" = origin ]; then
+  [ "$MODE" != tcp ] || die "WATCH=origin is for the HTTP modes"
+  watched=$ORIGIN_PID
+fi
 load() {
   timeout 300 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "$target" \
     -sni "$sni" "${extra[@]}" -dir "$PKI" -devices 100 -concurrency "$CLIENTS" \
@@ -56,9 +63,9 @@ client=$!
 sleep 1
 if [ "$PERF" = record ]; then
   # shellcheck disable=SC2086 # PERF_EVENT is a list of perf options
-  perf record $PERF_EVENT -g -p "$pid" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
+  perf record $PERF_EVENT -g -p "$watched" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
 else
-  perf stat -e "$STAT_EVENTS" -p "$pid" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
+  perf stat -e "$STAT_EVENTS" -p "$watched" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
 fi
 wait "$client"
 cat "$OUT/perf-$SERVER.json"
