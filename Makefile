@@ -5,7 +5,7 @@ FUZZTIME ?= 30s
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-mqtt bench-floor bench-idle bench-profile
+.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-pool bench-mqtt bench-floor bench-idle bench-profile
 
 all: build
 
@@ -72,6 +72,13 @@ bench-compare:
 bench-relay:
 	bash bench/relay.sh
 
+# bench-pool: the targets' verdicts over several full runs at once: every
+# sample of the runs named in STAMPS (bench/results/<stamp>.jsonl and
+# -relay.jsonl) pooled into one summary, for targets that sit near their line.
+# Knobs: STAMPS (required), OUT (also write the Markdown there).
+bench-pool:
+	bash bench/pool.sh
+
 # bench-mqtt: MQTT devices over mTLS against mosquitto directly (its own TLS
 # listener, require_certificate true) and behind fleetgate's mqtt application
 # (installs mosquitto when missing): server CPU per connect and per message
@@ -96,7 +103,8 @@ bench-idle:
 
 # bench-profile: fleetgate's CPU profile under load, as `go tool pprof -top` text
 # in bench/results/. Knobs: MODES, TLS, DURATION; MODES=idle writes the heap
-# kept by IDLE_N idle connections instead.
+# kept by IDLE_N idle connections instead, MODES=tcp-idle by IDLE_N idle
+# relayed connections.
 bench-profile:
 	bash bench/profile.sh
 

@@ -13,6 +13,9 @@
 #
 # The mode `tcp` profiles the relay: 64 B echoes through the tcp application
 # to the TCP echo origin, MESSAGES per connection (as `make bench-relay`).
+# The mode `tcp-idle` is `idle` for relayed connections: IDLE_N connections
+# to the tcp application, each after one 64 B echo (`-mode tcp-hold`, as
+# the relay's idle rows), written to <date>-tcp-idle-heap-exact.txt.
 #
 # Knobs (environment): MODES="fresh keepalive" (or idle, tcp) TLS=1.3 DURATION=10s
 # CONCURRENCY=16 DEVICES=100 IDLE_N=4000 VERDICT_CACHE_SIZE=100000
@@ -38,28 +41,39 @@ go build -o "$WORK/fleetgate-prof" ./bench/cmd/fleetgate-prof
 make_pki
 mkdir -p "$OUT"
 start_origin
-case " $MODES " in *" tcp "*) start_echo_origin ;; esac
+case " $MODES " in *" tcp "* | *" tcp-idle "*) start_echo_origin ;; esac
 export FG_TCP_ORIGIN=$TCP_ORIGIN_ADDR # the tcp application, in every config written
 write_fleetgate_config 1
 
-# profile_idle: the heap of IDLE_N idle connections, one request each.
+# profile_idle MODE: the heap of IDLE_N idle connections, one request each
+# (MODE idle), or IDLE_N idle relayed connections, one echo each (tcp-idle).
 profile_idle() {
-  local heap=$WORK/idle-heap.pprof pid client txt run
+  local mode=$1 heap=$WORK/$1-heap.pprof pid client txt run what load fds
   rm -f "$heap"
   IDLE_TIMEOUT=10m write_fleetgate_config 1 # none may time out while counted
-  ulimit -n "$((IDLE_N + 1000))" 2>/dev/null || true
+  # a relayed connection holds two descriptors (device and origin side)
+  ulimit -n "$((2 * IDLE_N + 1000))" 2>/dev/null || true
   GOMAXPROCS=1 spawn fleetgate-prof "$SERVER_CPU" "$WORK/fleetgate-prof" -c "$WORK/fleetgate.toml" \
-    -cpuprofile "$WORK/cpu-idle.pprof" -memprofile "$heap" -memprofilerate 1
+    -cpuprofile "$WORK/cpu-$mode.pprof" -memprofile "$heap" -memprofilerate 1
   pid=$SPAWNED
   wait_port "${ADDR[fleetgate]}"
-  log "opening $IDLE_N idle connections to fleetgate"
-  timeout 600 "$FG" bench -idle "$IDLE_N" -target "${ADDR[fleetgate]}" -sni "$(sni_for fleetgate keepalive)" -insecure \
-    -dir "$PKI" -devices "$DEVICES" -concurrency 32 -pid "$pid" -label fleetgate -json >"$WORK/idle-run.json" &
+  if [ "$mode" = tcp-idle ]; then
+    what="idle relayed connections (one 64 B echo each)"
+    load=(-mode tcp-hold -idle "$IDLE_N" -message-size 64 -sni bench.fleet.test)
+    fds=$((2 * IDLE_N))
+  else
+    what="idle mTLS connections (one request each)"
+    load=(-idle "$IDLE_N" -sni "$(sni_for fleetgate keepalive)")
+    fds=$IDLE_N
+  fi
+  log "opening $IDLE_N $what to fleetgate"
+  timeout 600 "$FG" bench "${load[@]}" -target "${ADDR[fleetgate]}" -insecure \
+    -dir "$PKI" -devices "$DEVICES" -concurrency 32 -pid "$pid" -label fleetgate -json >"$WORK/$mode-run.json" &
   client=$!
   # The client reads the RSS 2 s after its last connection and then closes
   # them all: take the heap while they are open.
   for _ in $(seq 1200); do
-    [ "$(ls "/proc/$pid/fd" | wc -l)" -ge "$IDLE_N" ] && break
+    [ "$(ls "/proc/$pid/fd" | wc -l)" -ge "$fds" ] && break
     kill -0 "$client" 2>/dev/null || die "the idle client stopped early"
     sleep 0.5
   done
@@ -68,10 +82,10 @@ profile_idle() {
   wait "$client" || die "the idle client failed"
   kill -TERM "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  run=$(cat "$WORK/idle-run.json")
-  txt=$OUT/$STAMP-idle-heap-exact.txt
+  run=$(cat "$WORK/$mode-run.json")
+  txt=$OUT/$STAMP-$mode-heap-exact.txt
   {
-    echo "# fleetgate heap in use with $IDLE_N idle mTLS connections (one request each, TLS 1.3), every allocation recorded: bench/profile.sh (MODES=idle make bench-profile), $(date -u +%FT%TZ)"
+    echo "# fleetgate heap in use with $IDLE_N $what, TLS 1.3, every allocation recorded: bench/profile.sh (MODES=$mode make bench-profile), $(date -u +%FT%TZ)"
     echo "# GOMAXPROCS=1 on CPU $SERVER_CPU; fleetgate-prof -memprofilerate 1; the heap taken after a GC, with the connections open"
     echo "# run (its RSS includes the profiler's own records): $run"
     echo
@@ -82,8 +96,8 @@ profile_idle() {
 }
 
 for mode in $MODES; do
-  if [ "$mode" = idle ]; then
-    profile_idle
+  if [ "$mode" = idle ] || [ "$mode" = tcp-idle ]; then
+    profile_idle "$mode"
     continue
   fi
   prof=$WORK/cpu-$mode.pprof
