@@ -17,7 +17,7 @@
 # to the tcp application, each after one 64 B echo (`-mode tcp-hold`, as
 # the relay's idle rows), written to <date>-tcp-idle-heap-exact.txt.
 #
-# Knobs (environment): MODES="fresh keepalive" (or idle, tcp) TLS=1.3 DURATION=10s
+# Knobs (environment): MODES="fresh keepalive" (or idle, tcp, tcp-idle) TLS=1.3 DURATION=10s
 # CONCURRENCY=16 DEVICES=100 IDLE_N=4000 VERDICT_CACHE_SIZE=100000
 # MESSAGES=1000 SERVER_CPU=0 CLIENT_CPU=1
 set -euo pipefail
