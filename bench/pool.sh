@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 
 RESULTS=${RESULTS:-bench/results}
-[ -n "${STAMPS:-}" ] || die "STAMPS: the stamps of the runs to pool (bench/results/<stamp>.jsonl), separated by spaces"
+read -ra stamps <<<"${STAMPS:-}"
+[ "${#stamps[@]}" -gt 0 ] || die "STAMPS: the stamps of the runs to pool (bench/results/<stamp>.jsonl), separated by spaces"
 
 build
 tmp=$(mktemp -d)
@@ -24,7 +25,7 @@ trap 'rm -rf "$tmp"' EXIT
 : >"$tmp/http.jsonl"
 : >"$tmp/relay.jsonl"
 floors=()
-for s in $STAMPS; do
+for s in "${stamps[@]}"; do
   [ -f "$RESULTS/$s.jsonl" ] || die "$RESULTS/$s.jsonl: no such run"
   cat "$RESULTS/$s.jsonl" >>"$tmp/http.jsonl"
   if [ -f "$RESULTS/$s-relay.jsonl" ]; then
@@ -39,9 +40,9 @@ done
 floor=$(printf '%s\n' "${floors[@]}" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 
 {
-  echo "# Pooled: $(wc -w <<<"$STAMPS") full runs of \`make bench-compare\`"
+  echo "# Pooled: ${#stamps[@]} full runs of \`make bench-compare\`"
   echo
-  echo "Command: \`STAMPS=\"$STAMPS\" make bench-pool\` (bench/pool.sh). Every sample of the runs $(sed 's/ /, /g' <<<"$STAMPS") taken together; the crypto floor is the median of theirs (µs: ${floors[*]})."
+  echo "Command: \`STAMPS=\"${stamps[*]}\" make bench-pool\` (bench/pool.sh). Every sample of the runs $(IFS=,; sed 's/,/, /g' <<<"${stamps[*]}") taken together; the crypto floor is the median of theirs (µs: ${floors[*]})."
   echo
   echo "## HTTP"
   echo
