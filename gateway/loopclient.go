@@ -25,6 +25,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/fleetgate/fleetgate/internal/loopwrite"
 )
 
 const (
@@ -227,7 +229,7 @@ func (x *exchange) sendOnLoop() outcome {
 		err = rb.w.Flush()
 	}
 	if err == nil {
-		_, err = lo.gc.Write(rb.buf.Bytes()) // gnet copies what the socket does not take
+		_, err = loopwrite.Write(lo.gc, rb.buf.Bytes()) // gnet copies what the socket does not take
 	}
 	rb.w.Reset(nil)
 	reqBufPool.Put(rb)

@@ -15,6 +15,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/loopwrite"
 	"github.com/fleetgate/fleetgate/internal/proxyv2"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/tlsengine"
@@ -26,7 +27,7 @@ import (
 // loop, tagged as an origin (originSide). From then on both sockets' events
 // run on that one loop, and the bytes move without a goroutine:
 //
-//	device OnTraffic: tlsengine Read (plaintext) ─▶ origin gnet.Conn.Write
+//	device OnTraffic: tlsengine Read (plaintext) ─▶ origin socket (loopwrite)
 //	origin OnTraffic: gnet Next ─▶ tlsengine Write (records, corked into one write)
 //
 // Ends: the device's close_notify (or its socket's close) closes the origin
@@ -446,7 +447,7 @@ func (r *relay) pumpDevice() gnet.Action {
 				}
 				continue
 			}
-			if _, werr := r.origin.Write(buf[:n]); werr != nil {
+			if _, werr := loopwrite.Write(r.origin, buf[:n]); werr != nil {
 				r.setReason(closeOriginClosed)
 				r.cutOnLoop()
 				return gnet.None

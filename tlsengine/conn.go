@@ -309,13 +309,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // WriteLoop is Write for the connection's event loop (an OnTraffic of its
 // own or of a socket on the same loop, such as a relay's origin): the
-// records of p go straight to the transport in one write (gnet.Conn.Write,
-// which copies what the socket does not take at once), with no AsyncWrite,
-// so no wake-up of the loop and no copy per record. When that cannot keep
-// the records in order (an AsyncWrite of this connection is still queued,
-// or the connection is corked), or the transport has no Write, the records
-// go out as with Cork, Write and Flush. Never call it off the loop: gnet's
-// Write is not safe there.
+// records of p go straight to the transport in one write (one raw write
+// system call; gnet.Conn.Write queues what the socket does not take at
+// once), with no AsyncWrite, so no wake-up of the loop and no copy per
+// record. When that cannot keep the records in order (an AsyncWrite of
+// this connection is still queued, or the connection is corked), or the
+// transport has no Write, the records go out as with Cork, Write and
+// Flush. Never call it off the loop: gnet's Write is not safe there.
 func (c *Conn) WriteLoop(p []byte) (int, error) {
 	if !c.complete.Load() {
 		return 0, ErrHandshakeIncomplete
@@ -323,7 +323,7 @@ func (c *Conn) WriteLoop(p []byte) (int, error) {
 	if c.closing.Load() {
 		return 0, ErrClosed
 	}
-	w, ok := c.t.(interface{ Write([]byte) (int, error) })
+	w, ok := c.t.(writer)
 	if !ok || !c.shim.startDirect() {
 		c.Cork()
 		n, err := c.tls.Write(p)
@@ -335,7 +335,7 @@ func (c *Conn) WriteLoop(p []byte) (int, error) {
 	n, err := c.tls.Write(p)
 	out := c.shim.endDirect()
 	if len(*out) > 0 {
-		if _, werr := w.Write(*out); werr != nil && err == nil {
+		if _, werr := writeOnLoop(w, *out); werr != nil && err == nil {
 			err = werr
 		}
 	}

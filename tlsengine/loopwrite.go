@@ -1,5 +1,21 @@
 package tlsengine
 
+import "github.com/fleetgate/fleetgate/internal/loopwrite"
+
+// writer is a transport that can be written directly on its event loop
+// (gnet.Conn's Write), as WriteLoop and FlushOnLoop do.
+type writer interface{ Write([]byte) (int, error) }
+
+// writeOnLoop writes p to the transport w on its event loop: a socket (a
+// gnet.Conn) with one raw write system call (loopwrite), anything else
+// with its Write.
+func writeOnLoop(w writer, p []byte) (int, error) {
+	if s, ok := w.(loopwrite.Socket); ok {
+		return loopwrite.Write(s, p)
+	}
+	return w.Write(p)
+}
+
 // FlushOnLoop sends the records held back by Cork with one direct write on
 // the transport, instead of an AsyncWrite (a task queued on the loop and an
 // eventfd wake-up): for a response written on the connection's own event
@@ -26,8 +42,8 @@ func (c *Conn) FlushOnLoop() error {
 	if behind {
 		return s.asyncWrite(out, nil)
 	}
-	if w, ok := c.t.(interface{ Write([]byte) (int, error) }); ok {
-		_, err := w.Write(out) // the transport copies what the socket does not take
+	if w, ok := c.t.(writer); ok {
+		_, err := writeOnLoop(w, out) // the transport copies what the socket does not take
 		s.wmu.Lock()
 		if s.pending == nil && cap(out) <= corkLimit {
 			s.pending = out[:0] // the next corked response reuses it
