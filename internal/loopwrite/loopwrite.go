@@ -1,17 +1,17 @@
 // Package loopwrite writes to an event-loop socket (a gnet.Conn) from its
 // own event loop with one raw write system call.
 //
-// gnet's Conn.Write makes the same write(2), through syscall.Syscall: the
-// runtime's entersyscall and exitsyscall around it cost about a third of a
-// null system call on a paravirtualized guest (1.3–1.5 µs against 1.0–1.1
-// for a raw getppid, measured on the project's bench machine), and a relayed
-// echo or a keep-alive request makes two such writes. A write on a
-// non-blocking socket never blocks, so it needs none of that bookkeeping,
-// which exists to let the scheduler run other goroutines while a call
-// blocks. Whatever the raw write does not finish (the socket's buffer is
-// full, a signal interrupted it, the peer is gone) goes to the Conn's own
-// Write, which queues the rest in order or closes the connection as it
-// always does.
+// gnet's Conn.Write makes the same write(2), through syscall.Syscall, with
+// the runtime's entersyscall and exitsyscall around it: BenchmarkWrite
+// measures 2.1 µs per 64 B write that way against 1.8 with Write on the
+// project's bench machine (a paravirtualized guest, where every system call
+// is expensive), and a relayed echo or a keep-alive request makes two such
+// writes. A write on a non-blocking socket never blocks, so it needs none
+// of that bookkeeping, which exists to let the scheduler run other
+// goroutines while a call blocks. Whatever the raw write does not finish
+// (the socket's buffer is full, a signal interrupted it, the peer is gone)
+// goes to the Conn's own Write, which queues the rest in order or closes
+// the connection as it always does.
 package loopwrite
 
 import (
