@@ -124,7 +124,7 @@ func tcpApp(name, domain, origin string, sel selector) appSection {
 
 // newTCPFixture starts the fixture's origins and a harness with the tcp
 // applications above, then edits (more applications) applied in order.
-func newTCPFixture(t *testing.T, edits ...func(*fileConfig)) *tcpFixture {
+func newTCPFixture(t testing.TB, edits ...func(*fileConfig)) *tcpFixture {
 	t.Helper()
 	f := &tcpFixture{headers: make(proxyHeaders, 8)}
 	f.echo = startTCPOrigin(t, echoHandler)
