@@ -86,6 +86,9 @@ func open(t *testing.T, l *Loop) (*Transport, *fakeConn) {
 // in order, one at a time on the loop.
 func TestLoopOrder(t *testing.T) {
 	l := newLoop(t)
+	if l.OnLoop() {
+		t.Error("OnLoop true outside the loop, before any task")
+	}
 	var got []string
 	gate := make(chan struct{})
 	l.Post(func() { <-gate }) // hold the loop while the rest is queued
@@ -107,8 +110,14 @@ func TestLoopOrder(t *testing.T) {
 	if want := []string{"W1", "W2", "a", "b"}; !slices.Equal(got, want) {
 		t.Fatalf("ran %v, want %v", got, want)
 	}
-	if l.OnLoop() {
-		t.Error("OnLoop true outside the loop")
+	// Sync returns as its own task closes its channel, which may be just
+	// before that task ends: OnLoop turns false once it has.
+	deadline := time.Now().Add(5 * time.Second)
+	for l.OnLoop() {
+		if time.Now().After(deadline) {
+			t.Fatal("OnLoop still true 5 s after the last task")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
