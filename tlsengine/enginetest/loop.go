@@ -17,6 +17,10 @@ type Loop struct {
 	stop   bool
 	done   chan struct{}
 	onLoop atomic.Bool // a task is running (there is one loop goroutine)
+	// synced is set by a Sync task and closed by the loop once that task
+	// has ended (loop goroutine only): Sync then returns with no task
+	// running, unless another was posted meanwhile.
+	synced chan struct{}
 }
 
 // NewLoop starts a Loop. Stop it with Close or Shutdown.
@@ -71,6 +75,10 @@ func (l *Loop) run() {
 		l.onLoop.Store(true)
 		f()
 		l.onLoop.Store(false)
+		if l.synced != nil {
+			close(l.synced)
+			l.synced = nil
+		}
 	}
 }
 
@@ -78,11 +86,12 @@ func (l *Loop) run() {
 // task is running; the loop has one goroutine).
 func (l *Loop) OnLoop() bool { return l.onLoop.Load() }
 
-// Sync waits until every task posted before it has run; false on timeout
-// or a stopped loop.
+// Sync waits until every task posted before it has run and ended (OnLoop
+// is false from the caller's side when it returns, unless another task was
+// posted meanwhile); false on timeout or a stopped loop.
 func (l *Loop) Sync(timeout time.Duration) bool {
 	ch := make(chan struct{})
-	if !l.Post(func() { close(ch) }) {
+	if !l.Post(func() { l.synced = ch }) {
 		return false
 	}
 	return wait(ch, timeout)
