@@ -12,12 +12,22 @@
 // (the socket's buffer is full, a signal interrupted it, the peer is gone)
 // goes to the Conn's own Write, which queues the rest in order or closes
 // the connection as it always does.
+//
+// Only writes of up to MaxRaw bytes are raw. The saving is per call, and a
+// large write's own time in the kernel (on loopback it also does the
+// receiver's TCP work) would otherwise hold the loop's scheduler slot where
+// the runtime cannot take it back, delaying a garbage collection's stop or
+// the other goroutines of a small GOMAXPROCS.
 package loopwrite
 
 import (
 	"syscall"
 	"unsafe"
 )
+
+// MaxRaw is the largest write made raw: larger ones go through the
+// connection's Write, as a system call the runtime can preempt around.
+const MaxRaw = 64 << 10
 
 // Socket is what Write needs of a connection: gnet.Conn has all of it.
 type Socket interface {
@@ -32,12 +42,15 @@ type Socket interface {
 
 // Write writes p to s. It must be called on s's event loop, the only
 // goroutine that writes s or closes it (the descriptor stays s's for the
-// call), as gnet's own Write. When s holds nothing queued, p goes straight
-// to the socket with one raw write(2); the rest, or all of p when something
-// is queued before it (the bytes must not overtake it), goes through s's
-// Write.
+// call), as gnet's own Write, and only while s is open: the caller checks
+// that s has not been closed, even earlier in the same callback, because a
+// closed gnet.Conn still reports its old descriptor, which the kernel may
+// have given to another socket. When s holds nothing queued and p is at
+// most MaxRaw bytes, p goes straight to the socket with one raw write(2);
+// the rest, or all of p when something is queued before it (the bytes must
+// not overtake it) or p is larger, goes through s's Write.
 func Write(s Socket, p []byte) (int, error) {
-	if len(p) == 0 || s.OutboundBuffered() > 0 {
+	if len(p) == 0 || len(p) > MaxRaw || s.OutboundBuffered() > 0 {
 		return s.Write(p)
 	}
 	fd := s.Fd()

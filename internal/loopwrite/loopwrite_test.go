@@ -94,7 +94,7 @@ func TestWriteRestQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &socket{fd: w}
-	msg := make([]byte, 1<<20)
+	msg := make([]byte, MaxRaw)
 	for i := range msg {
 		msg[i] = byte(i * 7)
 	}
@@ -111,6 +111,23 @@ func TestWriteRestQueued(t *testing.T) {
 	}
 	if !bytes.Equal(append(sent, s.got[0]...), msg) {
 		t.Fatal("the socket's part and the queued rest are not the message in order")
+	}
+}
+
+// A write larger than MaxRaw goes whole through the connection's Write,
+// even to a socket with room for it.
+func TestWriteLargeThroughConn(t *testing.T) {
+	w, r := pair(t)
+	s := &socket{fd: w}
+	msg := bytes.Repeat([]byte{'x'}, MaxRaw+1)
+	if n, err := Write(s, msg); err != nil || n != len(msg) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if len(s.got) != 1 || !bytes.Equal(s.got[0], msg) {
+		t.Fatalf("the connection's Write got %d writes, want the whole message once", len(s.got))
+	}
+	if got := readAll(t, r); len(got) != 0 {
+		t.Fatalf("%d bytes reached the socket directly", len(got))
 	}
 }
 
