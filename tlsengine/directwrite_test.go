@@ -137,23 +137,34 @@ func TestReleaseStopsDirectWrites(t *testing.T) {
 	}
 }
 
-// TestHandshakeOverSocket: a whole TLS 1.3 handshake through the engine,
-// whose transport names a socket: the server's flight reaches the device
-// by the direct write, not by AsyncWrite, and the handshake completes.
-func TestHandshakeOverSocket(t *testing.T) {
+// socketConn is a connection of the engine whose transport names a
+// socket, after a whole TLS 1.3 handshake with a device over that socket.
+type socketConn struct {
+	c    *Conn
+	rt   fdTransport
+	loop *enginetest.Loop
+	dev  *tls.Conn // the device, reading the socket's other end
+	peer *os.File
+}
+
+// handshakeOverSocket opens a connection on the engine over a socket pair
+// and completes a device's handshake through it.
+func handshakeOverSocket(t *testing.T) *socketConn {
+	t.Helper()
 	f := fixture(t)
 	e, err := NewEngine(f.config(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	loop := enginetest.NewLoop()
-	defer loop.Close()
+	t.Cleanup(loop.Close)
 	fd, peer := socketPair(t)
 	rt := fdTransport{enginetest.NewTransport(loop, ErrWouldBlock), fd}
 	c, err := e.Open(rt)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Release)
 	// The device: crypto/tls over the peer's end, its ClientHello and
 	// later flight fed to the engine as the event loop would.
 	dev := tls.Client(&feedingConn{File: peer, feed: func(b []byte) { loop.Post(func() { _ = c.Feed(b) }) }},
@@ -168,10 +179,88 @@ func TestHandshakeOverSocket(t *testing.T) {
 	if !c.HandshakeComplete() {
 		t.Fatal("the engine's handshake did not complete")
 	}
-	if w := rt.Writes(); len(w) != 0 {
+	return &socketConn{c: c, rt: rt, loop: loop, dev: dev, peer: peer}
+}
+
+// onLoop runs f on the connection's loop and waits for it.
+func (sc *socketConn) onLoop(t *testing.T, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	if !sc.loop.Post(func() { f(); close(done) }) {
+		t.Fatal("loop stopped")
+	}
+	if !closedWithin(done, 10*time.Second) {
+		t.Fatal("loop task did not run")
+	}
+}
+
+// deviceReads fails the test unless the device reads exactly want next
+// from the socket.
+func (sc *socketConn) deviceReads(t *testing.T, want string) {
+	t.Helper()
+	_ = sc.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(sc.dev, got); err != nil {
+		t.Fatalf("the device reading %q: %v", want, err)
+	}
+	if string(got) != want {
+		t.Fatalf("the device read %q, want %q", got, want)
+	}
+}
+
+// TestHandshakeOverSocket: a whole TLS 1.3 handshake through the engine,
+// whose transport names a socket: the server's flight reaches the device
+// by the direct write, not by AsyncWrite, and the handshake completes.
+func TestHandshakeOverSocket(t *testing.T) {
+	sc := handshakeOverSocket(t)
+	if w := sc.rt.Writes(); len(w) != 0 {
 		t.Fatalf("%d AsyncWrites during the handshake, want none (the flight goes to the socket)", len(w))
 	}
-	c.Release()
+}
+
+// TestWriteLoopOverSocket: on the loop, WriteLoop's and FlushOnLoop's
+// records go to the socket with one raw write, through neither the
+// transport's Write nor an AsyncWrite; behind bytes the transport still
+// holds queued they go through its Write instead, never past them.
+func TestWriteLoopOverSocket(t *testing.T) {
+	sc := handshakeOverSocket(t)
+	async := len(sc.rt.Writes())
+
+	sc.onLoop(t, func() {
+		if n, err := sc.c.WriteLoop([]byte("straight to the socket")); n != 22 || err != nil {
+			t.Errorf("WriteLoop = %d, %v", n, err)
+		}
+	})
+	sc.deviceReads(t, "straight to the socket")
+
+	sc.onLoop(t, func() {
+		sc.c.Cork()
+		_, _ = sc.c.Write([]byte("corked, "))
+		_, _ = sc.c.Write([]byte("then flushed"))
+		if err := sc.c.FlushOnLoop(); err != nil {
+			t.Errorf("FlushOnLoop: %v", err)
+		}
+	})
+	sc.deviceReads(t, "corked, then flushed")
+	if d := sc.rt.DirectWrites(); d != 0 {
+		t.Fatalf("%d writes through the transport's Write, want none (raw to the socket)", d)
+	}
+	if n := len(sc.rt.Writes()); n != async {
+		t.Fatalf("%d AsyncWrites for writes on the loop, want none", n-async)
+	}
+
+	// Bytes queued in the transport go first: the record goes behind them
+	// through its Write, not to the socket.
+	sc.onLoop(t, func() {
+		sc.rt.SetOutboundBuffered(10)
+		if _, err := sc.c.WriteLoop([]byte("behind the queue")); err != nil {
+			t.Errorf("WriteLoop: %v", err)
+		}
+		sc.rt.SetOutboundBuffered(0)
+	})
+	if d := sc.rt.DirectWrites(); d != 1 {
+		t.Fatalf("%d writes through the transport's Write behind its queue, want 1", d)
+	}
 }
 
 // feedingConn is the device's side: it reads the server's bytes from the
