@@ -144,7 +144,6 @@ type socketConn struct {
 	rt   fdTransport
 	loop *enginetest.Loop
 	dev  *tls.Conn // the device, reading the socket's other end
-	peer *os.File
 }
 
 // handshakeOverSocket opens a connection on the engine over a socket pair
@@ -179,33 +178,7 @@ func handshakeOverSocket(t *testing.T) *socketConn {
 	if !c.HandshakeComplete() {
 		t.Fatal("the engine's handshake did not complete")
 	}
-	return &socketConn{c: c, rt: rt, loop: loop, dev: dev, peer: peer}
-}
-
-// onLoop runs f on the connection's loop and waits for it.
-func (sc *socketConn) onLoop(t *testing.T, f func()) {
-	t.Helper()
-	done := make(chan struct{})
-	if !sc.loop.Post(func() { f(); close(done) }) {
-		t.Fatal("loop stopped")
-	}
-	if !closedWithin(done, 10*time.Second) {
-		t.Fatal("loop task did not run")
-	}
-}
-
-// deviceReads fails the test unless the device reads exactly want next
-// from the socket.
-func (sc *socketConn) deviceReads(t *testing.T, want string) {
-	t.Helper()
-	_ = sc.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(sc.dev, got); err != nil {
-		t.Fatalf("the device reading %q: %v", want, err)
-	}
-	if string(got) != want {
-		t.Fatalf("the device read %q, want %q", got, want)
-	}
+	return &socketConn{c: c, rt: rt, loop: loop, dev: dev}
 }
 
 // TestHandshakeOverSocket: a whole TLS 1.3 handshake through the engine,
@@ -224,16 +197,17 @@ func TestHandshakeOverSocket(t *testing.T) {
 // holds queued they go through its Write instead, never past them.
 func TestWriteLoopOverSocket(t *testing.T) {
 	sc := handshakeOverSocket(t)
+	read := deviceReads(t, sc.dev)
 	async := len(sc.rt.Writes())
 
-	sc.onLoop(t, func() {
+	onLoop(t, sc.loop, func() {
 		if n, err := sc.c.WriteLoop([]byte("straight to the socket")); n != 22 || err != nil {
 			t.Errorf("WriteLoop = %d, %v", n, err)
 		}
 	})
-	sc.deviceReads(t, "straight to the socket")
+	read("straight to the socket")
 
-	sc.onLoop(t, func() {
+	onLoop(t, sc.loop, func() {
 		sc.c.Cork()
 		_, _ = sc.c.Write([]byte("corked, "))
 		_, _ = sc.c.Write([]byte("then flushed"))
@@ -241,7 +215,7 @@ func TestWriteLoopOverSocket(t *testing.T) {
 			t.Errorf("FlushOnLoop: %v", err)
 		}
 	})
-	sc.deviceReads(t, "corked, then flushed")
+	read("corked, then flushed")
 	if d := sc.rt.DirectWrites(); d != 0 {
 		t.Fatalf("%d writes through the transport's Write, want none (raw to the socket)", d)
 	}
@@ -251,7 +225,7 @@ func TestWriteLoopOverSocket(t *testing.T) {
 
 	// Bytes queued in the transport go first: the record goes behind them
 	// through its Write, not to the socket.
-	sc.onLoop(t, func() {
+	onLoop(t, sc.loop, func() {
 		sc.rt.SetOutboundBuffered(10)
 		if _, err := sc.c.WriteLoop([]byte("behind the queue")); err != nil {
 			t.Errorf("WriteLoop: %v", err)

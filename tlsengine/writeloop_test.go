@@ -5,13 +5,15 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
 )
 
 // onLoop runs f on the loop and waits for it.
-func onLoop(t *testing.T, mt *memTransport, f func()) {
+func onLoop(t *testing.T, loop *enginetest.Loop, f func()) {
 	t.Helper()
 	done := make(chan struct{})
-	if !mt.Loop().Post(func() { f(); close(done) }) {
+	if !loop.Post(func() { f(); close(done) }) {
 		t.Fatal("loop stopped")
 	}
 	if !closedWithin(done, 10*time.Second) {
@@ -43,7 +45,7 @@ func TestWriteLoop(t *testing.T) {
 	read := deviceReads(t, client)
 
 	before := mt.DirectWrites()
-	onLoop(t, mt, func() {
+	onLoop(t, mt.Loop(), func() {
 		if n, err := mt.conn.WriteLoop([]byte("direct")); n != 6 || err != nil {
 			t.Errorf("WriteLoop = %d, %v", n, err)
 		}
@@ -56,7 +58,7 @@ func TestWriteLoop(t *testing.T) {
 	// A record queued by Write (from any goroutine) has not run yet when
 	// WriteLoop comes on the loop: WriteLoop must queue behind it.
 	before = mt.DirectWrites()
-	onLoop(t, mt, func() {
+	onLoop(t, mt.Loop(), func() {
 		if _, err := mt.conn.Write([]byte("first,")); err != nil {
 			t.Errorf("Write: %v", err)
 		}
@@ -76,7 +78,7 @@ func TestWriteLoop(t *testing.T) {
 		big[i] = byte('a' + i%26)
 	}
 	before = mt.DirectWrites()
-	onLoop(t, mt, func() {
+	onLoop(t, mt.Loop(), func() {
 		if n, err := mt.conn.WriteLoop(big); n != len(big) || err != nil {
 			t.Errorf("WriteLoop(40 KiB) = %d, %v", n, err)
 		}
@@ -91,7 +93,7 @@ func TestWriteLoop(t *testing.T) {
 
 	// Closed: refused.
 	_ = mt.conn.Close()
-	onLoop(t, mt, func() {
+	onLoop(t, mt.Loop(), func() {
 		if _, err := mt.conn.WriteLoop([]byte("late")); err == nil {
 			t.Error("WriteLoop after Close succeeded")
 		}
@@ -107,7 +109,7 @@ func TestFlushOnLoopBehindQueued(t *testing.T) {
 	mt, client := memHandshake(t, e, loop, f.client(teDevices, &f.deviceTLS))
 	read := deviceReads(t, client)
 	before := mt.DirectWrites()
-	onLoop(t, mt, func() {
+	onLoop(t, mt.Loop(), func() {
 		if _, err := mt.conn.Write([]byte("first,")); err != nil { // queued, not run yet
 			t.Errorf("Write: %v", err)
 		}
@@ -125,7 +127,7 @@ func TestFlushOnLoopBehindQueued(t *testing.T) {
 	}
 	// With the queue run, the direct write is back.
 	before = mt.DirectWrites()
-	onLoop(t, mt, func() {
+	onLoop(t, mt.Loop(), func() {
 		mt.conn.Cork()
 		if _, err := mt.conn.Write([]byte("third")); err != nil {
 			t.Errorf("corked Write: %v", err)
