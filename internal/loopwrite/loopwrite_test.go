@@ -26,7 +26,7 @@ func (s *socket) Write(p []byte) (int, error) {
 
 // pair is a connected non-blocking stream socket pair: the first is
 // written, the second read.
-func pair(t *testing.T) (int, int) {
+func pair(t testing.TB) (int, int) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -191,13 +191,8 @@ func BenchmarkWrite(b *testing.B) {
 		{"raw", func(s *socket, p []byte) error { _, err := Write(s, p); return err }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer unix.Close(fds[0])
-			defer unix.Close(fds[1])
-			s := &socket{fd: fds[0]}
+			w, r := pair(b)
+			s := &socket{fd: w}
 			i := 0
 			for b.Loop() {
 				if err := bc.write(s, msg); err != nil {
@@ -205,7 +200,7 @@ func BenchmarkWrite(b *testing.B) {
 				}
 				if i++; i%256 == 0 {
 					for {
-						if n, _ := unix.Read(fds[1], drain); n <= 0 {
+						if n, _ := unix.Read(r, drain); n <= 0 {
 							break
 						}
 					}
