@@ -74,6 +74,18 @@ const lingerTime = 2 * time.Second
 // not per connection, so an idle connection costs no buffer.
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
+// loopBuf returns the decrypt buffer of an event loop, made on first use:
+// the relays on that loop decrypt into it and hand the bytes on before
+// their callback returns, so one buffer serves them all, without a pool's
+// round trip per read.
+func (s *Server) loopBuf(loop gnet.EventLoop) *[]byte {
+	if b, ok := s.loopBufs.Load(loop); ok {
+		return b.(*[]byte)
+	}
+	b, _ := s.loopBufs.LoadOrStore(loop, readBufPool.New())
+	return b.(*[]byte)
+}
+
 // traffic is called on the event loop with newly received bytes: feed them
 // to TLS, and once the handshake is done, move the plaintext to the worker.
 func (c *conn) traffic(data []byte) gnet.Action {

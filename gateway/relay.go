@@ -74,6 +74,9 @@ type relay struct {
 	id     proxyv2.ID
 	opened time.Time
 	meter  relayMeter
+	// buf is the loop's decrypt buffer (Server.loopBuf), used on the loop
+	// within one pumpDevice.
+	buf *[]byte
 
 	// Facts gathered on the loop at start, for the PROXY header.
 	src, dst netip.AddrPort
@@ -89,7 +92,7 @@ type relay struct {
 	dialCtx    context.Context
 	cancelDial context.CancelFunc
 
-	lastActive atomic.Int64 // UnixNano of the last byte either way
+	lastActive atomic.Int64 // relayClock reading (ns) of the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
 	// idle is the idle timeout in nanoseconds (0: none): idle_timeout, or
 	// more for an MQTT keep-alive, which an MQTT 5 broker's CONNACK may
@@ -137,6 +140,7 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	s := c.srv
 	r := &relay{srv: s, c: c, app: app, set: app.tcp, loop: c.gc.EventLoop(), adm: adm,
 		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName(), mq: mq}
+	r.buf = s.loopBuf(r.loop)
 	r.idle.Store(int64(idle))
 	var err error
 	if r.id, err = proxyv2.NewID(); err != nil {
@@ -219,7 +223,16 @@ func (r *relay) revokedBy(rev *tlsengine.Revocation, now time.Time) bool {
 	return rev.Recheck(&v, now)
 }
 
-func (r *relay) touch() { r.lastActive.Store(time.Now().UnixNano()) }
+// relayEpoch anchors relayClock.
+var relayEpoch = time.Now()
+
+// relayClock is the relays' activity clock: monotonic, so that an idle
+// timeout is immune to steps of the wall clock, and one clock read where
+// time.Now takes two (it runs twice per relayed round trip).
+func relayClock() time.Duration { return time.Since(relayEpoch) }
+
+// touch records activity now, for the idle timer.
+func (r *relay) touch() { r.lastActive.Store(int64(relayClock())) }
 
 // identity reports whether the device's identity goes to the origin: a
 // verified certificate, admitted by a policy that mints (not bypass).
@@ -423,15 +436,13 @@ func (r *relay) pumpDevice() gnet.Action {
 	if r.originDone || r.draining || r.devEOF {
 		return gnet.None
 	}
-	bp := readBufPool.Get().(*[]byte)
-	defer readBufPool.Put(bp)
-	buf := *bp
 	moved := false
 	defer func() {
 		if moved {
 			r.touch()
 		}
 	}()
+	buf := *r.buf
 	for {
 		n, err := r.c.tc.Read(buf)
 		if n > 0 {
@@ -701,7 +712,7 @@ func (r *relay) armIdle() {
 		if r.stopped.Load() || d <= 0 {
 			return // stopped, or no idle timeout any more
 		}
-		left := d - time.Since(time.Unix(0, r.lastActive.Load()))
+		left := d - (relayClock() - time.Duration(r.lastActive.Load()))
 		if left <= 0 {
 			r.cut(closeIdle)
 			return

@@ -72,6 +72,7 @@ type Server struct {
 	inflight  atomic.Int64
 	live      sync.Map   // *conn → struct{}: the open connections, for the drain
 	relays    relayIndex // live relayed connections of tcp applications, by certificate
+	loopBufs  sync.Map   // gnet.EventLoop → *[]byte: each loop's decrypt buffer (loopBuf)
 	loopPools sync.Map   // loopPoolKey → *loopPool: each loop's origin connections (loopclient.go)
 	perIP     ipCounter  // open connections per client address (max_connections_per_ip)
 	shedLog   shedLog    // the log lines of connections shed as they are accepted
