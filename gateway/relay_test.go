@@ -270,6 +270,48 @@ func TestTCPRelayEcho(t *testing.T) {
 	}
 }
 
+// TestTCPRelaysShareALoop relays several devices at once through one event
+// loop, whose relays all decrypt into the loop's one buffer: each device's
+// bytes, several records at a time and interleaved with the others', come
+// back as it sent them.
+func TestTCPRelaysShareALoop(t *testing.T) {
+	f := newTCPFixture(t, func(c *fileConfig) { c.Gateway.EventLoops = 1 })
+	const devices, rounds = 6, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, devices)
+	for i := range devices {
+		c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			for r := range rounds {
+				// 20–60 KiB: a few full records and a short one, unlike any other device's.
+				m := make([]byte, 20<<10+(i*7+r*13)%40<<10)
+				_, _ = rand.Read(m)
+				go func() { _, _ = c.Write(m) }()
+				got := make([]byte, len(m))
+				if _, err := io.ReadFull(c, got); err != nil {
+					errs <- fmt.Errorf("device %d round %d: %v", i, r, err)
+					return
+				}
+				if !bytes.Equal(got, m) {
+					errs <- fmt.Errorf("device %d round %d: the echo of %d bytes differs", i, r, len(m))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 func TestTCPRelayGaugeWhileOpen(t *testing.T) {
 	f := newTCPFixture(t)
 	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
