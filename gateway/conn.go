@@ -72,7 +72,11 @@ const lingerTime = 2 * time.Second
 
 // readBufPool holds the buffers OnTraffic decrypts into; they are per call,
 // not per connection, so an idle connection costs no buffer.
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, decryptBufSize); return &b }}
+
+// decryptBufSize is the size of a decrypt buffer: a TLS record's largest
+// plaintext, so that one read returns a whole record.
+const decryptBufSize = 16 << 10
 
 // loopBuf returns the decrypt buffer of an event loop, made on first use:
 // the relays on that loop decrypt into it and hand the bytes on before
@@ -82,7 +86,8 @@ func (s *Server) loopBuf(loop gnet.EventLoop) *[]byte {
 	if b, ok := s.loopBufs.Load(loop); ok {
 		return b.(*[]byte)
 	}
-	b, _ := s.loopBufs.LoadOrStore(loop, readBufPool.New())
+	nb := make([]byte, decryptBufSize)
+	b, _ := s.loopBufs.LoadOrStore(loop, &nb)
 	return b.(*[]byte)
 }
 

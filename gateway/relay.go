@@ -227,8 +227,8 @@ func (r *relay) revokedBy(rev *tlsengine.Revocation, now time.Time) bool {
 var relayEpoch = time.Now()
 
 // relayClock is the relays' activity clock: monotonic, so that an idle
-// timeout is immune to steps of the wall clock, and one clock read where
-// time.Now takes two (it runs twice per relayed round trip).
+// timeout is immune to steps of the wall clock, and a single clock read
+// where time.Now takes two (touch runs twice per relayed round trip).
 func relayClock() time.Duration { return time.Since(relayEpoch) }
 
 // touch records activity now, for the idle timer.
