@@ -32,6 +32,9 @@ type conn struct {
 
 	// Touched only on the event loop.
 	handshakeSeen bool
+	// buf is the loop's decrypt buffer (Server.loopBuf), shared with the
+	// loop's other connections: live only within one OnTraffic.
+	buf *[]byte
 	// relay is set when the connection is a tcp application's, relayed to
 	// its origin (relay.go).
 	relay *relay
@@ -70,18 +73,15 @@ type conn struct {
 // writing its body would lose the 413 (nginx's lingering_close does the same).
 const lingerTime = 2 * time.Second
 
-// readBufPool holds the buffers OnTraffic decrypts into; they are per call,
-// not per connection, so an idle connection costs no buffer.
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, decryptBufSize); return &b }}
-
 // decryptBufSize is the size of a decrypt buffer: a TLS record's largest
 // plaintext, so that one read returns a whole record.
 const decryptBufSize = 16 << 10
 
-// loopBuf returns the decrypt buffer of an event loop, made on first use:
-// the relays on that loop decrypt into it and hand the bytes on before
-// their callback returns, so one buffer serves them all, without a pool's
-// round trip per read.
+// loopBuf returns the decrypt buffer of an event loop, made on first use.
+// Every reader on the loop (readRequests, the MQTT gate, a relay's
+// pumpDevice) decrypts into it and copies or hands the bytes on before its
+// callback returns, so one buffer serves all the loop's connections: an
+// idle connection holds none, and no read pays a pool's round trip.
 func (s *Server) loopBuf(loop gnet.EventLoop) *[]byte {
 	if b, ok := s.loopBufs.Load(loop); ok {
 		return b.(*[]byte)
@@ -123,9 +123,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 // readRequests decrypts what the device sent and pushes it to the
 // connection's plaintext pipe, starting to serve when a request begins.
 func (c *conn) readRequests() gnet.Action {
-	bp := readBufPool.Get().(*[]byte)
-	defer readBufPool.Put(bp)
-	buf := *bp
+	buf := *c.buf
 	for {
 		n, err := c.tc.Read(buf)
 		if n > 0 {

@@ -159,9 +159,7 @@ func (c *conn) mqttTraffic(app *application) gnet.Action {
 		return gnet.None
 	}
 	max := app.mqtt.binding.MaxConnectBytes
-	bp := readBufPool.Get().(*[]byte)
-	defer readBufPool.Put(bp)
-	buf := *bp
+	buf := *c.buf // copied into g.buf: decide may start the relay, which reuses it
 	for {
 		n, err := c.tc.Read(buf)
 		if n > 0 {

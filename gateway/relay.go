@@ -74,9 +74,6 @@ type relay struct {
 	id     proxyv2.ID
 	opened time.Time
 	meter  relayMeter
-	// buf is the loop's decrypt buffer (Server.loopBuf), used on the loop
-	// within one pumpDevice.
-	buf *[]byte
 
 	// Facts gathered on the loop at start, for the PROXY header.
 	src, dst netip.AddrPort
@@ -140,7 +137,6 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 	s := c.srv
 	r := &relay{srv: s, c: c, app: app, set: app.tcp, loop: c.gc.EventLoop(), adm: adm,
 		v: c.tc.Verdict(), opened: time.Now(), sni: c.tc.ServerName(), mq: mq}
-	r.buf = s.loopBuf(r.loop)
 	r.idle.Store(int64(idle))
 	var err error
 	if r.id, err = proxyv2.NewID(); err != nil {
@@ -442,7 +438,7 @@ func (r *relay) pumpDevice() gnet.Action {
 			r.touch()
 		}
 	}()
-	buf := *r.buf
+	buf := *r.c.buf
 	for {
 		n, err := r.c.tc.Read(buf)
 		if n > 0 {

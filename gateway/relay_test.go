@@ -270,15 +270,45 @@ func TestTCPRelayEcho(t *testing.T) {
 	}
 }
 
-// TestTCPRelaysShareALoop relays several devices at once through one event
-// loop, whose relays all decrypt into the loop's one buffer: each device's
-// bytes, several records at a time and interleaved with the others', come
-// back as it sent them.
+// TestTCPRelaysShareALoop runs relays and keep-alive HTTP devices on a
+// one-loop gateway at once: every reader on the loop decrypts into the
+// loop's one buffer, so each device's bytes must come back as it sent them,
+// however the records of the others interleave.
 func TestTCPRelaysShareALoop(t *testing.T) {
 	f := newTCPFixture(t, func(c *fileConfig) { c.Gateway.EventLoops = 1 })
-	const devices, rounds = 6, 20
+	const devices, httpDevices, rounds = 6, 4, 20
 	var wg sync.WaitGroup
-	errs := make(chan error, devices)
+	errs := make(chan error, devices+httpDevices)
+	for i := range httpDevices {
+		client := f.client(f.pki.sensor2) // a connection of its own, kept alive
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				// 20–50 KiB of letters (the origin echoes the body in JSON).
+				body := make([]byte, 20<<10+(i*11+r*17)%30<<10)
+				for k := range body {
+					body[k] = 'a' + byte((k*31+i*7+r)%26)
+				}
+				resp, err := client.Post(href(hApp, "/upload"), "text/plain", bytes.NewReader(body))
+				if err != nil {
+					errs <- fmt.Errorf("http device %d round %d: %v", i, r, err)
+					return
+				}
+				var e echo
+				err = json.NewDecoder(resp.Body).Decode(&e)
+				_ = resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 {
+					errs <- fmt.Errorf("http device %d round %d: status %d, %v", i, r, resp.StatusCode, err)
+					return
+				}
+				if e.Body != string(body) {
+					errs <- fmt.Errorf("http device %d round %d: the origin got another body than the %d bytes sent", i, r, len(body))
+					return
+				}
+			}
+		}()
+	}
 	for i := range devices {
 		c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
 		if err != nil {

@@ -309,7 +309,8 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	s.metrics.connAccepted()
 	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
-		pipe: newPlainPipe(snap.inputLimit()), remoteAddr: addr, countedIP: perIP}
+		pipe: newPlainPipe(snap.inputLimit()), remoteAddr: addr, countedIP: perIP,
+		buf: s.loopBuf(gc.EventLoop())}
 	if addr.IsValid() {
 		c.remoteIP = addr.String()
 	}
