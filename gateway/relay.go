@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/loopwrite"
@@ -145,7 +146,7 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 		return
 	}
 	r.src, _ = proxyv2.AddrPort(c.gc.RemoteAddr())
-	r.dst, _ = proxyv2.AddrPort(c.gc.LocalAddr())
+	r.dst = dialedAddr(c.gc)
 	cs := c.tc.ConnectionState()
 	r.tlsFacts = proxyv2.TLS{Version: proxyv2.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite),
 		SigAlg: app.tcp.sigAlg, KeyAlg: app.tcp.keyAlg}
@@ -888,4 +889,22 @@ func samePath(a, b []verdict.CertRef) bool {
 		}
 	}
 	return true
+}
+
+// dialedAddr is the gateway address the device connected to, the PROXY
+// header's destination. gnet gives every accepted connection its
+// listener's address as LocalAddr: on a wildcard listener ("0.0.0.0:8443",
+// ":8443") that names no interface, or no IP at all, so the socket is
+// asked (getsockname). LocalAddr remains the answer when that fails.
+func dialedAddr(gc gnet.Conn) netip.AddrPort {
+	if sa, err := unix.Getsockname(gc.Fd()); err == nil {
+		switch sa := sa.(type) {
+		case *unix.SockaddrInet4:
+			return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+		case *unix.SockaddrInet6:
+			return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+		}
+	}
+	ap, _ := proxyv2.AddrPort(gc.LocalAddr())
+	return ap
 }
