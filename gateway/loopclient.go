@@ -73,11 +73,11 @@ type loopOrigin struct {
 	idleSince time.Time
 	timer     *time.Timer
 	done      bool // closed
-	// mixedFraming: the answer had both Content-Length and chunked. It is
-	// read as chunked, as RFC 9112 says, but the origin may have meant the
-	// length: what follows on the connection cannot be trusted, so it is
-	// closed after this answer instead of carrying another request.
-	mixedFraming bool
+	// unsure: what follows the answer on the connection cannot be known
+	// (answerUnsure: mixed framing, or a bodiless answer that may have a
+	// body behind it), so it is closed after this answer instead of
+	// carrying another request, maybe another device's.
+	unsure bool
 }
 
 // loopPool returns the pool of hc's connections on loop, or nil when the
@@ -240,7 +240,7 @@ func (x *exchange) sendOnLoop() outcome {
 	x.wantWorker = false
 	x.lo = lo
 	lo.x, lo.head, lo.started = x, x.req.Header.IsHead(), now
-	lo.buf, lo.hlen, lo.mixedFraming = lo.buf[:0], 0, false
+	lo.buf, lo.hlen, lo.unsure = lo.buf[:0], 0, false
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		lo.deadline = now.Add(t)
 		if lo.timer == nil {
@@ -287,7 +287,7 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 		lo.hlen, lo.blen = hlen, blen
-		lo.mixedFraming = blen == bodyChunked && hasHeaderField(lo.buf[:hlen], "Content-Length")
+		lo.unsure = answerUnsure(lo.buf[:hlen], x.resp.Header.StatusCode(), lo.head)
 	}
 	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
 	switch {
@@ -412,7 +412,7 @@ func (lo *loopOrigin) answer(n int, reusable bool) {
 		err = errors.Join(errBadOriginAnswer, err)
 	}
 	x.originErr, x.answered = err, true
-	if err == nil && reusable && !lo.mixedFraming && !x.resp.ConnectionClose() && !lo.done && !lo.pool.retired.Load() {
+	if err == nil && reusable && !lo.unsure && !x.resp.ConnectionClose() && !lo.done && !lo.pool.retired.Load() {
 		if cap(lo.buf) > loopResponseMax*2 {
 			lo.buf = nil
 		}
@@ -500,18 +500,20 @@ const (
 // fasthttp's parser, once it is whole: its length, and how its body is
 // framed (a length, bodyChunked, bodyUntilClose or bodyNone).
 func frameHeader(buf []byte, head bool, h *fasthttp.ResponseHeader) (hlen, blen, state int) {
-	end := bytes.Index(buf, crlfcrlf)
-	if end < 0 {
+	hlen = headerEnd(buf)
+	if hlen < 0 {
 		return 0, 0, framingMore
 	}
-	hlen = end + 4
 	rr := respReaderPool.Get().(*respReader)
 	rr.r.Reset(buf[:hlen])
 	rr.br.Reset(&rr.r)
 	err := h.Read(&rr.br)
+	// fasthttp must have read the header to the same end: the body's
+	// bytes are counted from there.
+	whole := rr.r.Len()+rr.br.Buffered() == 0
 	rr.br.Reset(nil)
 	respReaderPool.Put(rr)
-	if err != nil {
+	if err != nil || !whole {
 		return 0, 0, framingBad
 	}
 	code := h.StatusCode()
@@ -532,20 +534,84 @@ func frameHeader(buf []byte, head bool, h *fasthttp.ResponseHeader) (hlen, blen,
 	return hlen, bodyUntilClose, framingComplete
 }
 
+// headerEnd is the length of the header that starts buf, through the empty
+// line that ends it, or -1 while that line has not come. Lines may end
+// with a bare LF, as fasthttp reads them.
+func headerEnd(buf []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		switch {
+		case i < len(buf) && buf[i] == '\n':
+			return i + 1
+		case i+1 < len(buf) && buf[i] == '\r' && buf[i+1] == '\n':
+			return i + 2
+		}
+	}
+}
+
+// answerStatus reads the status code from an answer's status line.
+func answerStatus(block []byte) (int, bool) {
+	if len(block) < 12 || !bytes.HasPrefix(block, []byte("HTTP/1.")) || block[8] != ' ' {
+		return 0, false
+	}
+	code := 0
+	for _, d := range block[9:12] {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		code = code*10 + int(d-'0')
+	}
+	return code, true
+}
+
+// answerUnsure reports whether what follows an answer (its header block and
+// status) on its connection cannot be known, so that the connection must
+// carry no other request:
+//   - both Content-Length and Transfer-Encoding: it is read as chunked, as
+//     RFC 9112 says, but the origin may have framed it by the length;
+//   - the answer to a HEAD (headReq), or a 204 or 304 that announces a body
+//     (Transfer-Encoding, or a Content-Length other than 0): it ends with
+//     its header, and a body the origin sent anyway would be read as the
+//     answer to the next request;
+//   - a 101: no upgrade was asked for, and the connection now speaks
+//     something else.
+func answerUnsure(block []byte, status int, headReq bool) bool {
+	te := hasHeaderField(block, "Transfer-Encoding")
+	cl, hasCL := headerField(block, "Content-Length")
+	switch {
+	case headReq || status == 101:
+		return true
+	case status == 204 || status == 304:
+		return te || hasCL && string(cl) != "0"
+	}
+	return te && hasCL
+}
+
 // hasHeaderField reports whether the header block of an answer (its status
 // line, then its fields) has a field called name: a look over the bytes
 // fasthttp parsed, for what its parsed header no longer shows (it drops a
 // Content-Length that came with chunked).
 func hasHeaderField(block []byte, name string) bool {
+	_, ok := headerField(block, name)
+	return ok
+}
+
+// headerField is the value of the first field called name in the header
+// block of an answer, trimmed of spaces and tabs.
+func headerField(block []byte, name string) ([]byte, bool) {
 	_, rest, _ := bytes.Cut(block, []byte{'\n'}) // past the status line
 	for len(rest) > 0 {
 		var line []byte
 		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		if field, _, ok := bytes.Cut(line, []byte{':'}); ok && bytes.EqualFold(bytes.TrimSpace(field), []byte(name)) {
-			return true
+		if field, value, ok := bytes.Cut(line, []byte{':'}); ok && bytes.EqualFold(bytes.TrimSpace(field), []byte(name)) {
+			return bytes.Trim(value, " \t\r"), true
 		}
 	}
-	return false
+	return nil, false
 }
 
 // frameBody reports whether buf holds the whole answer whose header is its

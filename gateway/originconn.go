@@ -23,25 +23,35 @@ import (
 //     would cut a large body streaming to a device that reads slowly (while
 //     the gateway waits for the device, it is not waiting for the origin).
 //     Each read restarts a deadline fasthttp set at readTimeout from now;
-//   - an answer with both Content-Length and Transfer-Encoding is read as
-//     chunked (RFC 9112), but the origin may have framed it by the length,
-//     so its connection carries no further request (RFC 9112 section 6.3:
-//     the client closes it). fasthttp drops the Content-Length and keeps no
-//     raw header of an answer, so the connection watches the header bytes
-//     it passes on, and refuses the next request (errStaleConn: fasthttp
-//     closes it and sends the request on another connection).
+//   - after some answers, what the origin sends next on the connection
+//     cannot be known, so it carries no further request: the connection
+//     watches the header bytes it passes on to fasthttp (which keeps no raw
+//     header of an answer) and refuses the next request (errStaleConn:
+//     fasthttp closes it and sends the request on another connection).
+//     Those answers are (unsure):
+//   - one with both Content-Length and Transfer-Encoding, read as chunked
+//     (RFC 9112) although the origin may have framed it by the length (RFC
+//     9112 section 6.3: the client closes the connection);
+//   - the answer to a HEAD, and a 204 or 304 that announces a body: they
+//     end with their header, and a body the origin sent anyway would be
+//     read as the answer to the next request, maybe another device's;
+//   - a 101 to a request that asked for no upgrade: the connection now
+//     speaks another protocol, and the next device's request, token
+//     included, would go into it.
 type originConn struct {
 	net.Conn
 	raw  syscall.RawConn // nil when the connection offers none: no check
-	idle bool            // a response was read and no request written since
+	idle bool            // no request is being written: the next Write starts one
+	used bool            // a request was written: the origin may have closed since
 
 	readTimeout time.Duration // 0: fasthttp's deadlines as they are
 	deadline    time.Time     // the read deadline in force; zero for none
 
-	watch bool   // look at each answer's header (watchAnswer)
-	seen  bool   // the header of the current answer has been looked at
-	head  []byte // the part of that header read so far, when it took reads
-	mixed bool   // an answer had both Content-Length and Transfer-Encoding
+	watch   bool   // look at each answer's header (watchAnswer)
+	headReq bool   // the request being answered is a HEAD
+	seen    bool   // the header of the current answer has been looked at
+	head    []byte // the part of that header read so far, when it took reads
+	unsure  bool   // an answer left the connection's next bytes unknown (above)
 }
 
 // maxWatchedHeader bounds the bytes of one answer's header originConn
@@ -53,7 +63,7 @@ const maxWatchedHeader = 64 << 10
 // socket (for the idle check) is tcp. watch: look at every answer's header
 // (the pool's connections; not a connection handed off mid-answer).
 func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool) *originConn {
-	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch}
+	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch, idle: true}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			oc.raw = raw
@@ -81,7 +91,8 @@ func (c *originConn) Read(p []byte) (int, error) {
 
 // watchAnswer looks at b, the next bytes of the current answer, until that
 // answer's header is whole: interim (1xx) answers are skipped, and the
-// final one's fields tell whether it was mixed.
+// final one (or a 101) tells whether the connection can carry another
+// request (unsure).
 func (c *originConn) watchAnswer(b []byte) {
 	buf := b
 	if len(c.head) > 0 {
@@ -89,20 +100,20 @@ func (c *originConn) watchAnswer(b []byte) {
 		buf = c.head
 	}
 	for {
-		end := bytes.Index(buf, crlfcrlf)
+		end := headerEnd(buf)
 		if end < 0 || end > maxWatchedHeader {
 			break // more to come, or too long (below)
 		}
-		block := buf[:end+2]
-		if !bytes.HasPrefix(block, []byte("HTTP/1.")) || len(block) < 10 || block[9] != '1' {
-			c.mixed = c.mixed || hasHeaderField(block, "Content-Length") && hasHeaderField(block, "Transfer-Encoding")
+		block := buf[:end]
+		if status, ok := answerStatus(block); !ok || status == 101 || status >= 200 {
+			c.unsure = c.unsure || !ok || answerUnsure(block, status, c.headReq)
 			c.seen, c.head = true, nil
 			return
 		}
-		buf = buf[end+4:] // an interim answer: the final one follows
+		buf = buf[end:] // an interim answer: the final one follows
 	}
 	if len(buf) > maxWatchedHeader {
-		c.mixed, c.seen, c.head = true, true, nil
+		c.unsure, c.seen, c.head = true, true, nil
 		return
 	}
 	// Keep the header's start for the next read: a copy (b is fasthttp's
@@ -124,18 +135,18 @@ func (c *originConn) SetDeadline(t time.Time) error {
 }
 
 func (c *originConn) Write(p []byte) (int, error) {
-	if c.idle {
+	if c.idle { // the first bytes of a request
 		c.idle = false
-		if c.mixed {
+		if c.unsure {
 			return 0, errStaleConn // nothing sent; fasthttp closes c
 		}
-		c.seen = false
-		// An idempotent request needs no look: on a connection the origin
-		// closed it fails before any answer and goes again (retryable), so
-		// the system call is paid only for the others.
-		if c.raw != nil && !idempotentStart(p) && peerClosed(c.raw) {
+		c.seen, c.headReq = false, bytes.HasPrefix(p, []byte("HEAD "))
+		// Before every request on a connection used before: one that the
+		// origin closed, or that holds bytes nobody asked for, carries none.
+		if c.used && c.raw != nil && peerClosed(c.raw) {
 			return 0, errStaleConn
 		}
+		c.used = true
 	}
 	return c.Conn.Write(p)
 }
@@ -151,15 +162,4 @@ func peerClosed(raw syscall.RawConn) bool {
 		return true // never wait for readability
 	})
 	return err != nil || closed
-}
-
-// idempotentStart reports whether p, the first bytes of a request written
-// on the connection, starts with a method retryable sends again.
-func idempotentStart(p []byte) bool {
-	for _, m := range [...]string{"GET ", "HEAD ", "PUT ", "OPTIONS "} {
-		if len(p) >= len(m) && string(p[:len(m)]) == m {
-			return true
-		}
-	}
-	return false
 }

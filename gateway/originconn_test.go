@@ -116,36 +116,50 @@ func TestOriginClosedIdleConnection(t *testing.T) {
 }
 
 // TestWatchAnswer: originConn finds an answer's header however the reads
-// split it, skips interim answers, and calls mixed an answer with both
-// Content-Length and Transfer-Encoding, or one whose header it never saw
-// end.
+// split it (lines ending in CRLF or a bare LF), skips interim answers, and
+// calls unsure an answer after which the connection must carry no other
+// request: both Content-Length and Transfer-Encoding, a 101, the answer to
+// a HEAD, a 204 or 304 announcing a body, one that is not HTTP, or one
+// whose header it never saw end.
 func TestWatchAnswer(t *testing.T) {
 	const mixed = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n"
 	const plain = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Note: Transfer-Encoding: chunked\r\n\r\nplain"
 	const chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nmixed\r\n0\r\n\r\n"
 	for _, tc := range []struct {
-		name  string
-		reads []string
-		mixed bool
+		name    string
+		headReq bool
+		reads   []string
+		unsure  bool
 	}{
-		{"mixed, one read", []string{mixed}, true},
-		{"mixed, split in the field name", []string{mixed[:30], mixed[30:50], mixed[50:]}, true},
-		{"mixed, split in the CRLF CRLF", []string{mixed[:66], mixed[66:]}, true},
-		{"mixed after an interim answer", []string{"HTTP/1.1 100 Continue\r\n\r\n", mixed}, true},
-		{"mixed after an interim answer, one read", []string{"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + mixed}, true},
-		{"length only (a value naming the other field)", []string{plain[:20], plain[20:]}, false},
-		{"chunked only", []string{chunked}, false},
-		{"a header never ending", []string{"HTTP/1.1 200 OK\r\n", strings.Repeat("X-Pad: 0123456789\r\n", maxWatchedHeader/10)}, true},
-		{"a header ending past the bound, one read", []string{"HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Pad: 0123456789\r\n", maxWatchedHeader/10) + "\r\nbody"}, true},
+		{"mixed, one read", false, []string{mixed}, true},
+		{"mixed, split in the field name", false, []string{mixed[:30], mixed[30:50], mixed[50:]}, true},
+		{"mixed, split in the CRLF CRLF", false, []string{mixed[:66], mixed[66:]}, true},
+		{"mixed after an interim answer", false, []string{"HTTP/1.1 100 Continue\r\n\r\n", mixed}, true},
+		{"mixed after an interim answer, one read", false, []string{"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + mixed}, true},
+		{"mixed, bare LF", false, []string{strings.ReplaceAll(mixed, "\r\n", "\n")}, true},
+		{"length only (a value naming the other field)", false, []string{plain[:20], plain[20:]}, false},
+		{"length only, bare LF", false, []string{"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"}, false},
+		{"chunked only", false, []string{chunked}, false},
+		{"101 without an upgrade asked", false, []string{"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"}, true},
+		{"the answer to a HEAD", true, []string{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"}, true},
+		{"the answer to a HEAD, no length", true, []string{"HTTP/1.1 200 OK\r\n\r\n"}, true},
+		{"204", false, []string{"HTTP/1.1 204 No Content\r\n\r\n"}, false},
+		{"204 with Content-Length: 0", false, []string{"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"}, false},
+		{"204 announcing a body", false, []string{"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"}, true},
+		{"304", false, []string{"HTTP/1.1 304 Not Modified\r\nEtag: \"1\"\r\n\r\n"}, false},
+		{"304 announcing a chunked body", false, []string{"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"}, true},
+		{"not HTTP", false, []string{"SSH-2.0-not-http\r\n\r\n"}, true},
+		{"a header never ending", false, []string{"HTTP/1.1 200 OK\r\n", strings.Repeat("X-Pad: 0123456789\r\n", maxWatchedHeader/10)}, true},
+		{"a header ending past the bound, one read", false, []string{"HTTP/1.1 200 OK\r\n" + strings.Repeat("X-Pad: 0123456789\r\n", maxWatchedHeader/10) + "\r\nbody"}, true},
 	} {
-		c := &originConn{watch: true}
+		c := &originConn{watch: true, headReq: tc.headReq}
 		for _, r := range tc.reads {
 			if !c.seen {
 				c.watchAnswer([]byte(r))
 			}
 		}
-		if c.mixed != tc.mixed {
-			t.Errorf("%s: mixed %v; want %v", tc.name, c.mixed, tc.mixed)
+		if c.unsure != tc.unsure {
+			t.Errorf("%s: unsure %v; want %v", tc.name, c.unsure, tc.unsure)
 		}
 		if !c.seen && tc.name != "a header never ending" {
 			t.Errorf("%s: the header was not seen whole", tc.name)
@@ -199,8 +213,8 @@ func FuzzWatchAnswer(f *testing.F) {
 				split.watchAnswer(part)
 			}
 		}
-		if whole.mixed != split.mixed || whole.seen != split.seen {
-			t.Fatalf("one read: mixed %v seen %v; in reads split at %d and %d: mixed %v seen %v", whole.mixed, whole.seen, i, j, split.mixed, split.seen)
+		if whole.unsure != split.unsure || whole.seen != split.seen {
+			t.Fatalf("one read: unsure %v seen %v; in reads split at %d and %d: unsure %v seen %v", whole.unsure, whole.seen, i, j, split.unsure, split.seen)
 		}
 	})
 }
