@@ -150,6 +150,9 @@ func (c *conn) readRequests() gnet.Action {
 		if err != nil {
 			// close_notify or a broken record: no more requests come; the
 			// worker (if any) finishes what it has, then closes.
+			if errors.Is(err, tlsengine.ErrTooManyKeyUpdates) {
+				c.srv.log.Info("closing connection", "client", c.remoteIP, "reason", err.Error())
+			}
 			c.pipe.close()
 			if lingering := c.peerFinished(); c.pipe.stopIfIdle() || lingering {
 				c.shutdown()

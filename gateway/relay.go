@@ -49,10 +49,11 @@ const (
 	closeBackpressure = "backpressure"
 	closeOriginDown   = "origin_down"
 	closeShutdown     = "shutdown"
+	closeKeyUpdates   = "key_updates" // tlsengine.ErrTooManyKeyUpdates
 )
 
 var tcpCloseReasons = []string{closeDeviceClosed, closeOriginClosed, closeIdle, closeMaxAge,
-	closeRevoked, closeExpired, closeBackpressure, closeOriginDown, closeShutdown, closePolicy}
+	closeRevoked, closeExpired, closeBackpressure, closeOriginDown, closeShutdown, closePolicy, closeKeyUpdates}
 
 // originDrainLimit bounds how long an origin that does not read may hold a
 // closing relay's last bytes.
@@ -467,6 +468,18 @@ func (r *relay) pumpDevice() gnet.Action {
 			}
 		}
 		if errors.Is(err, tlsengine.ErrWouldBlock) {
+			// What the device is owed but does not read is bounded here
+			// too, not only when the origin sends: crypto/tls queues its
+			// answers to the device's key update requests as it reads.
+			if r.c.gc.OutboundBuffered() > r.set.relayBuffer {
+				r.setReason(closeBackpressure)
+				r.cutOnLoop()
+			}
+			return gnet.None
+		}
+		if errors.Is(err, tlsengine.ErrTooManyKeyUpdates) {
+			r.setReason(closeKeyUpdates)
+			r.cutOnLoop()
 			return gnet.None
 		}
 		if err != nil {

@@ -25,6 +25,20 @@ const (
 	stateClosing          // close_notify or alert sent, draining, then transport Close
 )
 
+// answerAllowance and answerShare bound what a peer can make crypto/tls
+// write without the owner asking: TLS 1.3 answers a KeyUpdate that requests
+// one with a KeyUpdate of its own (27 bytes), and allows 16 such requests
+// between two application records, so a peer sending one byte of data for
+// every 15 requests, and never reading, would have the gateway queue about
+// 400 bytes per byte it sent. A peer may have answerAllowance bytes of
+// answers, and then one byte per answerShare bytes of application data it
+// sent: far above what any stack that updates its keys does (after
+// gigabytes), far below what that flood needs.
+const (
+	answerAllowance = 16 << 10
+	answerShare     = 64
+)
+
 // Drain polling: first and longest interval between OutboundBuffered checks.
 const (
 	drainFirstPoll = time.Millisecond
@@ -67,6 +81,13 @@ type Conn struct {
 	closeRequested bool
 
 	readErr error // event loop only
+
+	// What the peer made crypto/tls write on its own after the handshake
+	// (its answers to KeyUpdate requests, an alert), against the
+	// application data it sent: see answerBudget.
+	writing  atomic.Int32 // the owner's writes in crypto/tls now (Write, WriteLoop, Close)
+	answered atomic.Int64 // bytes crypto/tls wrote with no owner's write in progress
+	dataIn   int64        // application bytes read; event loop only
 
 	// drainWatch follows the outbound buffer while closing; touched only in
 	// AsyncWrite callbacks (the event loop).
@@ -281,6 +302,10 @@ func (c *Conn) read(p []byte) (int, error) {
 		return 0, c.readErr
 	}
 	n, err := c.tls.Read(p)
+	c.dataIn += int64(n)
+	if a := c.answered.Load(); a > answerAllowance && a-answerAllowance > c.dataIn/answerShare {
+		err = ErrTooManyKeyUpdates
+	}
 	if err == nil || errors.Is(err, ErrWouldBlock) {
 		return n, err
 	}
@@ -304,6 +329,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if c.closing.Load() {
 		return 0, ErrClosed
 	}
+	return c.ownWrite(p)
+}
+
+// ownWrite is crypto/tls's Write, marked as the owner's: what crypto/tls
+// writes meanwhile is not counted as an answer to the peer (answered).
+func (c *Conn) ownWrite(p []byte) (int, error) {
+	c.writing.Add(1)
+	defer c.writing.Add(-1)
 	return c.tls.Write(p)
 }
 
@@ -326,13 +359,13 @@ func (c *Conn) WriteLoop(p []byte) (int, error) {
 	w, ok := c.t.(writer)
 	if !ok || !c.shim.startDirect() {
 		c.Cork()
-		n, err := c.tls.Write(p)
+		n, err := c.ownWrite(p)
 		if ferr := c.Flush(); err == nil {
 			err = ferr
 		}
 		return n, err
 	}
-	n, err := c.tls.Write(p)
+	n, err := c.ownWrite(p)
 	out := c.shim.endDirect()
 	if len(*out) > 0 {
 		if _, werr := writeOnLoop(w, *out); werr != nil && err == nil {
@@ -395,7 +428,9 @@ func (c *Conn) beginClose(notify bool) {
 	c.phase = stateClosing
 	c.mu.Unlock()
 	if notify && c.complete.Load() {
+		c.writing.Add(1)
 		_ = c.tls.CloseWrite() // close_notify, queued behind every record written so far
+		c.writing.Add(-1)
 	}
 	c.closing.Store(true)
 	c.drain()

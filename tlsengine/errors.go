@@ -49,6 +49,13 @@ var (
 	// RejectInvalid refuses the device's chain during the handshake.
 	ErrCertificateRejected = errors.New("tlsengine: client certificate rejected")
 
+	// ErrTooManyKeyUpdates is returned by Conn.Read when the peer made
+	// crypto/tls answer it (a TLS 1.3 KeyUpdate asking for ours) out of
+	// proportion to the application data it sent: each answer is queued for
+	// a peer that need never read it, so unbounded they would hold memory
+	// without end. The engine closes the connection.
+	ErrTooManyKeyUpdates = errors.New("tlsengine: the peer asked for key updates out of proportion to its data")
+
 	// ErrPeerStalled is returned by Conn.WaitOutbound when the outbound
 	// buffer has not shrunk for the stall limit: the peer stopped reading.
 	ErrPeerStalled = errors.New("tlsengine: the peer stopped reading")

@@ -312,6 +312,9 @@ func (s *shim) Write(b []byte) (int, error) {
 	if s.released.Load() {
 		return 0, net.ErrClosed
 	}
+	if c := s.conn; c != nil && c.complete.Load() && c.writing.Load() == 0 {
+		c.answered.Add(int64(len(b))) // crypto/tls answering the peer, not the owner writing
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.direct != nil {
