@@ -708,3 +708,42 @@ func TestMQTTConnectTimeoutNeedsRestart(t *testing.T) {
 		t.Errorf("closed after %v: the reloaded handshake_timeout (300ms) applied, not the running one (2s)", d)
 	}
 }
+
+// TestWatchConnackDropsAuth: the broker's AUTH packets before its CONNACK,
+// each in a read of its own, are not gathered and read again with every
+// read (a broker could make that quadratic): only the start of a packet not
+// yet whole is kept, and the CONNACK's Server Keep Alive still sets the
+// idle timeout.
+func TestWatchConnackDropsAuth(t *testing.T) {
+	auth := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Auth}, ProtocolVersion: mqttwire.V5, ReasonCode: 0x18}
+	var ab, cb bytes.Buffer
+	if err := auth.AuthEncode(&ab); err != nil {
+		t.Fatal(err)
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: mqttwire.V5}
+	ack.Properties.ServerKeepAlive, ack.Properties.ServerKeepAliveFlag = 40, true
+	if err := ack.ConnackEncode(&cb); err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{}
+	r.stopped.Store(true) // no timer to arm
+	m := &mqttRelay{watchAck: true, tcpIdle: time.Second}
+	a := ab.Bytes()
+	for i := range 1000 {
+		// Each AUTH split across two reads, the second with the next one's start.
+		m.watchConnack(r, a[:2])
+		m.watchConnack(r, a[2:])
+		if !m.watchAck || len(m.ack) > len(a) {
+			t.Fatalf("after %d AUTH packets: watching %v, %d bytes kept", i+1, m.watchAck, len(m.ack))
+		}
+	}
+	c := cb.Bytes()
+	m.watchConnack(r, c[:3])
+	m.watchConnack(r, c[3:])
+	if m.watchAck || m.ack != nil {
+		t.Fatalf("the CONNACK did not end the watch (%d bytes kept)", len(m.ack))
+	}
+	if got := time.Duration(r.idle.Load()); got != 60*time.Second {
+		t.Errorf("idle timeout %v, want 1.5 × the broker's 40 s", got)
+	}
+}

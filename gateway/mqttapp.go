@@ -104,6 +104,7 @@ type mqttRelay struct {
 	// reads. tcpIdle is the application's idle_timeout.
 	watchAck bool
 	ack      []byte
+	watched  int // the broker's bytes looked at so far
 	tcpIdle  time.Duration
 }
 
@@ -134,15 +135,19 @@ func (m *mqttRelay) watchConnack(r *relay, data []byte) {
 		m.ack = append(m.ack, data...)
 		buf = m.ack
 	}
-	ka, set, done, err := mqttwire.ServerKeepAlive(buf)
+	m.watched += len(data)
+	ka, set, done, skipped, err := mqttwire.ServerKeepAlive(buf)
 	switch {
-	case err != nil, done, len(buf) > maxWatchedConnack:
+	case err != nil, done, m.watched > maxWatchedConnack:
 		m.watchAck, m.ack = false, nil
 		if set {
 			r.setIdle(mqttIdle(m.tcpIdle, ka))
 		}
 	case len(m.ack) == 0:
-		m.ack = append([]byte(nil), data...)
+		m.ack = append([]byte(nil), data[skipped:]...)
+	default:
+		// Whole AUTH packets are not read again with the next bytes.
+		m.ack = append(m.ack[:0], m.ack[skipped:]...)
 	}
 }
 

@@ -366,38 +366,40 @@ var ErrNoConnack = errors.New("mqttwire: the broker's first packet is not a CONN
 // Keep Alive property, in seconds, which the device must use instead of
 // the one it asked for (MQTT 5.0 section 3.2.2.3.14). done is false until
 // buf holds the whole CONNACK; AUTH packets (enhanced authentication)
-// before it are skipped. set is false when the CONNACK has no such
+// before it are skipped: skipped is the length of those at buf's start,
+// which the caller may drop before it calls again with more (rather than
+// reading them again each time). set is false when the CONNACK has no such
 // property. ErrNoConnack: the broker sent something else first.
-func ServerKeepAlive(buf []byte) (ka uint16, set, done bool, err error) {
+func ServerKeepAlive(buf []byte) (ka uint16, set, done bool, skipped int, err error) {
 	for len(buf) > 0 {
 		var fh packets.FixedHeader
 		if err := fh.Decode(buf[0]); err != nil {
-			return 0, false, true, fmt.Errorf("%w: %v", ErrNoConnack, err)
+			return 0, false, true, skipped, fmt.Errorf("%w: %v", ErrNoConnack, err)
 		}
 		n, used, err := remainingLength(buf)
 		switch {
 		case errors.Is(err, ErrIncomplete):
-			return 0, false, false, nil
+			return 0, false, false, skipped, nil
 		case err != nil:
-			return 0, false, true, fmt.Errorf("%w: remaining length: %v", ErrNoConnack, err)
+			return 0, false, true, skipped, fmt.Errorf("%w: remaining length: %v", ErrNoConnack, err)
 		}
 		size := 1 + used + n
 		if len(buf) < size {
-			return 0, false, false, nil
+			return 0, false, false, skipped, nil
 		}
 		switch fh.Type {
 		case packets.Auth:
-			buf = buf[size:]
+			buf, skipped = buf[size:], skipped+size
 			continue
 		case packets.Connack:
 			pk := packets.Packet{FixedHeader: fh, ProtocolVersion: V5}
 			pk.FixedHeader.Remaining = n
 			if err := pk.ConnackDecode(buf[1+used : size]); err != nil {
-				return 0, false, true, fmt.Errorf("%w: %v", ErrNoConnack, err)
+				return 0, false, true, skipped, fmt.Errorf("%w: %v", ErrNoConnack, err)
 			}
-			return pk.Properties.ServerKeepAlive, pk.Properties.ServerKeepAliveFlag, true, nil
+			return pk.Properties.ServerKeepAlive, pk.Properties.ServerKeepAliveFlag, true, skipped, nil
 		}
-		return 0, false, true, fmt.Errorf("%w: packet type %d", ErrNoConnack, fh.Type)
+		return 0, false, true, skipped, fmt.Errorf("%w: packet type %d", ErrNoConnack, fh.Type)
 	}
-	return 0, false, false, nil
+	return 0, false, false, skipped, nil
 }

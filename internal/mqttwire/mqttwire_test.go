@@ -459,6 +459,7 @@ func TestServerKeepAlive(t *testing.T) {
 		ka        uint16
 		set, done bool
 		err       bool
+		skipped   int
 	}{
 		{name: "nothing yet", buf: nil},
 		{name: "one byte", buf: with[:1]},
@@ -467,15 +468,16 @@ func TestServerKeepAlive(t *testing.T) {
 		{name: "Server Keep Alive, then a PUBLISH", buf: append(append([]byte{}, with...), publish...), ka: 120, set: true, done: true},
 		{name: "no Server Keep Alive", buf: without, done: true},
 		{name: "zero: no keep-alive", buf: connack5(t, 0), set: true, done: true},
-		{name: "after an AUTH", buf: append(append([]byte{}, auth.Bytes()...), with...), ka: 120, set: true, done: true},
-		{name: "an AUTH, the CONNACK not yet", buf: auth.Bytes()},
+		{name: "after an AUTH", buf: append(append([]byte{}, auth.Bytes()...), with...), ka: 120, set: true, done: true, skipped: auth.Len()},
+		{name: "an AUTH, the CONNACK not yet", buf: auth.Bytes(), skipped: auth.Len()},
+		{name: "two AUTHs, the CONNACK cut short", buf: append(append(append([]byte{}, auth.Bytes()...), auth.Bytes()...), with[:3]...), skipped: 2 * auth.Len()},
 		{name: "a PUBLISH first", buf: publish, done: true, err: true},
 		{name: "garbage", buf: []byte{0x00, 0x00}, done: true, err: true},
 		{name: "remaining length too long", buf: []byte{0x20, 0xff, 0xff, 0xff, 0xff, 0x01}, done: true, err: true},
 	} {
-		ka, set, done, err := ServerKeepAlive(tc.buf)
-		if ka != tc.ka || set != tc.set || done != tc.done || (err != nil) != tc.err {
-			t.Errorf("%s: (%d, %v, %v, %v); want (%d, %v, %v, error %v)", tc.name, ka, set, done, err, tc.ka, tc.set, tc.done, tc.err)
+		ka, set, done, skipped, err := ServerKeepAlive(tc.buf)
+		if ka != tc.ka || set != tc.set || done != tc.done || (err != nil) != tc.err || skipped != tc.skipped {
+			t.Errorf("%s: (%d, %v, %v, skipped %d, %v); want (%d, %v, %v, skipped %d, error %v)", tc.name, ka, set, done, skipped, err, tc.ka, tc.set, tc.done, tc.skipped, tc.err)
 		}
 		if err != nil && !errors.Is(err, ErrNoConnack) {
 			t.Errorf("%s: %v is not ErrNoConnack", tc.name, err)
@@ -484,14 +486,22 @@ func TestServerKeepAlive(t *testing.T) {
 }
 
 // FuzzServerKeepAlive: a broker's bytes never panic the reader, an answer
-// once done does not change with what follows the CONNACK, and until then
-// every prefix of the bytes is not done.
+// once done does not change with what follows the CONNACK, until then
+// every prefix of the bytes is not done, and dropping the AUTH packets it
+// skipped changes nothing.
 func FuzzServerKeepAlive(f *testing.F) {
 	f.Add(connack5(f, 120))
 	f.Add(connack5(f, -1))
 	f.Add([]byte{0xf0, 0x02, 0x18, 0x00, 0x20, 0x03, 0x00, 0x00, 0x00})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		ka, set, done, err := ServerKeepAlive(in)
+		ka, set, done, skipped, err := ServerKeepAlive(in)
+		if skipped < 0 || skipped > len(in) {
+			t.Fatalf("skipped %d of %d bytes", skipped, len(in))
+		}
+		kaS, setS, doneS, skippedS, errS := ServerKeepAlive(in[skipped:])
+		if kaS != ka || setS != set || doneS != done || (errS == nil) != (err == nil) || skippedS != 0 {
+			t.Fatalf("without the %d bytes skipped: (%d, %v, %v, %d, %v); with them (%d, %v, %v, %v)", skipped, kaS, setS, doneS, skippedS, errS, ka, set, done, err)
+		}
 		if !done {
 			if err != nil || set || ka != 0 {
 				t.Fatalf("not done, yet (%d, %v, %v)", ka, set, err)
@@ -499,7 +509,7 @@ func FuzzServerKeepAlive(f *testing.F) {
 			return
 		}
 		more := append(append([]byte{}, in...), 0xc0, 0x00)
-		ka2, set2, done2, err2 := ServerKeepAlive(more)
+		ka2, set2, done2, _, err2 := ServerKeepAlive(more)
 		if ka2 != ka || set2 != set || !done2 || (err2 == nil) != (err == nil) {
 			t.Fatalf("bytes after the answer changed it: (%d, %v, %v) then (%d, %v, %v, %v)", ka, set, err, ka2, set2, done2, err2)
 		}
