@@ -857,15 +857,26 @@ func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 		path    []verdict.CertRef
 		revoked bool
 	}
-	var revoked []*relay
+	// Copied out first, by certificate: checking a large fleet must not
+	// hold up the event loops whose relays open and close meanwhile.
 	x.mu.Lock()
+	groups := make([][]*relay, 0, len(x.bySHA))
 	for sha, set := range x.bySHA {
 		if sha == "" {
 			continue
 		}
+		g := make([]*relay, 0, len(set))
+		for r := range set {
+			g = append(g, r)
+		}
+		groups = append(groups, g)
+	}
+	x.mu.Unlock()
+	var revoked []*relay
+	for _, g := range groups {
 		var seen []checked
 	relays:
-		for r := range set {
+		for _, r := range g {
 			if !r.v.OK() {
 				continue
 			}
@@ -884,7 +895,6 @@ func (x *relayIndex) recheck(rev *tlsengine.Revocation, now time.Time) int {
 			}
 		}
 	}
-	x.mu.Unlock()
 	for _, r := range revoked {
 		r.cut(closeRevoked)
 	}
