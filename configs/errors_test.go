@@ -141,6 +141,11 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:24: gateway.max_conns_per_origin: must be at least 1, not -3`,
 				`fleetgate.toml:25: gateway.event_loops: must be at most 1024, not 40000`,
 			}},
+		{name: "sizes too large", src: appended("[gateway]\nmax_header_bytes = \"1024TiB\"\nmax_body_bytes = 9223372036854775807\n"),
+			want: []string{
+				`fleetgate.toml:21: gateway.max_header_bytes: must be at most 1MiB, not 1125899906842624 bytes`,
+				`fleetgate.toml:22: gateway.max_body_bytes: must be at most 1TiB, not 9223372036854775807 bytes`,
+			}},
 		{name: "runtime settings out of range", src: appended("[gateway]\ngomaxprocs = 2000\nmemory_limit = \"1MiB\"\ngc_heap_target = \"4MiB\"\n"),
 			want: []string{
 				`fleetgate.toml:21: gateway.gomaxprocs: must be at most 1024, not 2000`,

@@ -24,6 +24,16 @@ const minMemoryLimit = 32 << 20
 // runtime's own smallest heap goal.
 const minGCHeapTarget = 8 << 20
 
+// maxHeaderBytesLimit bounds max_header_bytes: every request worker holds a
+// read buffer that large, so a typo of a unit would have each one allocate
+// gigabytes (or fail to, and stop the process). Envoy's own bound on
+// request headers is 8 MiB; one request header beyond 1 MiB is no device's.
+const maxHeaderBytesLimit = 1 << 20
+
+// maxBodyBytesLimit bounds max_body_bytes, which is added to other limits:
+// 1 TiB is "unlimited" for any device, and far from int64's end.
+const maxBodyBytesLimit = 1 << 40
+
 // gateway checks [gateway] and copies it into g.
 func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	const p = "gateway"
@@ -61,6 +71,18 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	} {
 		if c.v < c.least {
 			l.errorf(p+"."+c.key, "must be at least %d, not %d", c.least, c.v)
+		}
+	}
+	for _, c := range []struct {
+		key      string
+		v, most  int64
+		mostText string
+	}{
+		{"max_header_bytes", int64(fg.MaxHeaderBytes), maxHeaderBytesLimit, "1MiB"},
+		{"max_body_bytes", int64(fg.MaxBodyBytes), maxBodyBytesLimit, "1TiB"},
+	} {
+		if c.v > c.most {
+			l.errorf(p+"."+c.key, "must be at most %s, not %d bytes", c.mostText, c.v)
 		}
 	}
 	// Threads, not limits: a typo such as 40000 would start that many.

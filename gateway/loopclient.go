@@ -93,7 +93,7 @@ func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPoo
 	if !snap.usesOrigin(hc) {
 		return nil
 	}
-	connect := snap.cfg.Gateway.OriginConnectTimeout
+	connect := snap.originConnect(hc)
 	if connect <= 0 {
 		connect = 10 * time.Second
 	}
@@ -111,12 +111,19 @@ func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPoo
 // usesOrigin reports whether an application of the snapshot sends its
 // requests through hc.
 func (s *snapshot) usesOrigin(hc *fasthttp.HostClient) bool {
+	return s.originConnect(hc) > 0
+}
+
+// originConnect is the origin_connect_timeout of the applications whose
+// origin client is hc (a client serves one timeout: it is part of the key
+// that shares clients); 0 when no application uses hc.
+func (s *snapshot) originConnect(hc *fasthttp.HostClient) time.Duration {
 	for _, a := range s.apps {
 		if a.origin == hc {
-			return true
+			return a.originConnect
 		}
 	}
-	return false
+	return 0
 }
 
 // retireLoopPools closes, after a reload, the loops' idle connections to

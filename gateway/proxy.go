@@ -489,7 +489,10 @@ func originFailure(err error) (status int, kind string) {
 	switch {
 	case errors.Is(err, fasthttp.ErrTimeout):
 		return fasthttp.StatusGatewayTimeout, "timeout"
-	case errors.Is(err, fasthttp.ErrDialTimeout):
+	case errors.Is(err, fasthttp.ErrDialTimeout),
+		// fasthttp's dial gives its own error or the dialer's, whichever
+		// comes first: the same failure.
+		isDialError(err) && errors.As(err, &netErr) && netErr.Timeout():
 		return fasthttp.StatusBadGateway, "connect_timeout"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		return fasthttp.StatusBadGateway, "response_too_large"

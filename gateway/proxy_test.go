@@ -15,12 +15,14 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -844,3 +846,104 @@ func TestStrippedFromTrailers(t *testing.T) {
 		}
 	}
 }
+
+// hangingOrigin is a loopback address whose connects never complete: a
+// socket listening with a backlog of 0 that never accepts, its queue full,
+// so that the kernel drops the next SYN.
+func hangingOrigin(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(sa.(*syscall.SockaddrInet4).Port))
+	for range 16 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr // this one hung: the queue is full
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	t.Skip("could not fill the accept queue of a loopback listener")
+	return ""
+}
+
+// TestAppOriginConnectTimeout: an http application's own
+// origin_connect_timeout bounds the dial of its origin, whatever the
+// [gateway] default; another application of the same origin keeps the
+// default (each timeout gets its own origin client). Both fail as
+// connect_timeout, 502.
+func TestAppOriginConnectTimeout(t *testing.T) {
+	hang := "http://" + hangingOrigin(t)
+	h := newHarness(t, func(p *cfgParams) {
+		p.OriginTimeout = "20s"
+		p.Edit = func(c *fileConfig) {
+			c.Gateway.OriginConnectTimeout = "3s"
+			for i := range c.Applications {
+				switch c.Applications[i].Name {
+				case "iot":
+					c.Applications[i].Origin, c.Applications[i].OriginConnectTimeout = hang, "200ms"
+				case "app":
+					c.Applications[i].Origin = hang
+				}
+			}
+		}
+	})
+	for _, tc := range []struct {
+		domain   string
+		dev      *device
+		min, max time.Duration
+	}{
+		{hIoT, h.pki.sensor1, 150 * time.Millisecond, 2 * time.Second},
+		{hApp, h.pki.sensor2, 2900 * time.Millisecond, 15 * time.Second},
+	} {
+		start := time.Now()
+		r := h.get(t, h.client(tc.dev), href(tc.domain, "/"))
+		took := time.Since(start)
+		if r.StatusCode != http.StatusBadGateway || took < tc.min || took > tc.max {
+			t.Errorf("%s: %d after %v; want 502 after %v to %v", tc.domain, r.StatusCode, took, tc.min, tc.max)
+		}
+	}
+	testkit.WaitFor(t, "two connect_timeout failures logged", 5*time.Second, func() bool {
+		return strings.Count(h.logs.String(), `"kind":"connect_timeout"`) >= 2
+	})
+}
+
+// TestOriginFailureKinds: a dial that times out is a connect_timeout
+// (502) whether fasthttp's timer or the dialer's deadline ended it; a read
+// that times out is the origin's timeout (504).
+func TestOriginFailureKinds(t *testing.T) {
+	timeout := &net.OpError{Op: "dial", Net: "tcp4", Err: timeoutError{}}
+	for _, tc := range []struct {
+		err    error
+		status int
+		kind   string
+	}{
+		{fasthttp.ErrDialTimeout, 502, "connect_timeout"},
+		{timeout, 502, "connect_timeout"},
+		{&net.OpError{Op: "read", Net: "tcp4", Err: timeoutError{}}, 504, "timeout"},
+		{fasthttp.ErrTimeout, 504, "timeout"},
+		{&net.OpError{Op: "dial", Net: "tcp4", Err: syscall.ECONNREFUSED}, 502, "unreachable"},
+	} {
+		if status, kind := originFailure(tc.err); status != tc.status || kind != tc.kind {
+			t.Errorf("%v: %d %s; want %d %s", tc.err, status, kind, tc.status, tc.kind)
+		}
+	}
+}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return "i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }

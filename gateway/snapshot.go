@@ -69,7 +69,8 @@ type application struct {
 	policy            *policy.Application
 	origin            *fasthttp.HostClient
 	originURL         string
-	originCAs         [32]byte // SHA-256 of origin_ca_file; zero without one
+	originCAs         [32]byte      // SHA-256 of origin_ca_file; zero without one
+	originConnect     time.Duration // its origin_connect_timeout (the gateway's unless it sets one)
 	forwardClientCert bool
 	serviceAuth401    bool
 	// tcp is set for a tcp or mqtt application: its relay's settings. Nil
@@ -123,16 +124,16 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		maxConnAge:     g.MaxConnectionAge,
 	}
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, s.maxHeaderBytes) }
-	// An origin client is reused by the next snapshot when its URL and
-	// its trusted CAs are the same (its pooled connections survive).
+	// An origin client is reused by the next snapshot when its URL, its
+	// trusted CAs and its connect timeout are the same (its pooled
+	// connections survive).
 	oldClients := map[originKey]*fasthttp.HostClient{}
 	if old != nil {
 		for _, a := range old.apps {
-			oldClients[originKey{a.originURL, a.originCAs}] = a.origin
+			oldClients[originKey{a.originURL, a.originCAs, a.originConnect}] = a.origin
 		}
 	}
 	opt := originOptions{
-		ConnectTimeout:   g.OriginConnectTimeout,
 		Timeout:          g.OriginTimeout,
 		MaxConns:         g.MaxConnsPerOrigin,
 		MaxResponseBytes: g.MaxResponseBytes,
@@ -164,8 +165,9 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 
 // originKey identifies an origin client: its URL and its trusted CAs.
 type originKey struct {
-	url string
-	cas [32]byte
+	url     string
+	cas     [32]byte
+	connect time.Duration
 }
 
 // buildApplication provisions one application and its site: its compiled
@@ -183,6 +185,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		policy:            &pa,
 		originURL:         ca.Origin.String(),
 		originCAs:         ca.OriginCAsSum,
+		originConnect:     ca.OriginConnectTimeout,
 		forwardClientCert: ca.ForwardClientCert,
 		serviceAuth401:    ca.ServiceAuth401,
 		roots:             rootSums(ca.ClientCAs),
@@ -195,11 +198,11 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		if ca.Protocol == configs.ProtocolMQTT {
 			app.mqtt = newMQTTSettings(ca)
 		}
-	} else if c, ok := oldClients[originKey{app.originURL, app.originCAs}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+	} else if c, ok := oldClients[originKey{app.originURL, app.originCAs, app.originConnect}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
 		o := opt
-		o.RootCAs = ca.OriginCAs
+		o.RootCAs, o.ConnectTimeout = ca.OriginCAs, ca.OriginConnectTimeout
 		app.origin = newOriginClient(ca.Origin, o)
 	}
 	site := &tlsengine.Site{
@@ -227,7 +230,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 
 func sameOriginOptions(a, b *configs.Config) bool {
 	ga, gb := &a.Gateway, &b.Gateway
-	return ga.OriginConnectTimeout == gb.OriginConnectTimeout && ga.OriginTimeout == gb.OriginTimeout &&
+	return ga.OriginTimeout == gb.OriginTimeout &&
 		ga.MaxConnsPerOrigin == gb.MaxConnsPerOrigin && ga.MaxResponseBytes == gb.MaxResponseBytes
 }
 
