@@ -52,6 +52,7 @@ var (
 // reports whether all of them loaded.
 func (l *loader) crlFiles(path string, fc *fileClientCA, ca *ClientCA) bool {
 	ok := true
+	seen := make(map[string]int, len(fc.CRLFiles))
 	for j, name := range fc.CRLFiles {
 		p := indexPath(joinKey(path, "crl_files"), j)
 		if name == "" {
@@ -59,6 +60,13 @@ func (l *loader) crlFiles(path string, fc *fileClientCA, ca *ClientCA) bool {
 			ok = false
 			continue
 		}
+		// Its lists would be loaded (and reported in the metrics) twice.
+		if first, dup := seen[l.resolve(name)]; dup {
+			l.errorf(p, "%s is already crl_files[%d]", name, first)
+			ok = false
+			continue
+		}
+		seen[l.resolve(name)] = j
 		data, read := l.readFileMax(p, name, maxCRLBytes)
 		if !read {
 			ok = false

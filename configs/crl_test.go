@@ -133,6 +133,9 @@ func TestCRLErrors(t *testing.T) {
 		{name: "issued by a CA outside the upload", setup: writeCRL("other.crl", func(*testPKI) []byte { return other.MustCRL(nil, time.Time{}, time.Time{}) }),
 			src:  withCRL(`["pki/fleet.crl", "pki/other.crl"]`, ""),
 			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[1]: pki/other.crl: issued by "CN=Other Root", which is not a certificate of this client CA`}},
+		{name: "the same file twice", setup: writeCRL("fleet.crl", func(p *testPKI) []byte { return pki.CRLPEM(p.inter.MustCRL(nil, time.Time{}, time.Time{})) }),
+			src:  withCRL(`["pki/fleet.crl", "pki/../pki/fleet.crl"]`, ""),
+			want: []string{`fleetgate.toml:8: client_cas[0].crl_files[1]: pki/../pki/fleet.crl is already crl_files[0]`}},
 		{name: "issuer without cRLSign", setup: func(t *testing.T, dir string, p *testPKI) {
 			must(t, writeFile(filepath.Join(dir, "pki/ca-chain.pem"), pki.ChainPEM(noCRLSign, p.root)))
 			must(t, writeFile(filepath.Join(dir, "pki/restricted.crl"), withCRLSign.MustCRL(nil, time.Time{}, time.Time{})))

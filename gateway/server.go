@@ -233,7 +233,6 @@ func restartOnly(running, next *configs.Gateway) []string {
 	add(running.AdminListen != next.AdminListen, "admin_listen")
 	add(running.EventLoops != next.EventLoops, "event_loops")
 	add(running.HandshakeWorkers != next.HandshakeWorkers, "handshake_workers")
-	add(running.GOMAXPROCS != next.GOMAXPROCS, "gomaxprocs")
 	add(running.HandshakeQueue != next.HandshakeQueue, "handshake_queue")
 	add(running.HandshakeTimeout != next.HandshakeTimeout, "handshake_timeout")
 	add(running.VerdictCacheSize != next.VerdictCacheSize, "verdict_cache_size")
@@ -405,7 +404,11 @@ func (s *Server) Reload() error {
 	s.engine.SetSites(snap.sites)
 	s.engine.SetHandshakeRate(cfg.Gateway.MaxHandshakeRate, cfg.Gateway.MaxHandshakeBurst)
 	if s.opts.TuneRuntime {
-		tuneRuntime(cfg, s.cpus, s.baseMemLimit, s.log, false)
+		// gomaxprocs applies now, counted with the loops that run (a
+		// changed event_loops waits for a restart).
+		running := *cfg
+		running.Gateway.EventLoops = s.running.EventLoops
+		tuneRuntime(&running, s.cpus, s.baseMemLimit, s.log, false)
 	}
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and

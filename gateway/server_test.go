@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,6 +243,19 @@ func TestReloadNamesRestartOnlySettings(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), `"keys":"handshake_timeout"`) {
 		t.Errorf("the warning does not name handshake_timeout:\n%s", h.logs.String())
+	}
+}
+
+// TestRestartOnlyKeys: gomaxprocs is applied by a reload (tuneRuntime), so
+// a reload that changes it warns of nothing; event_loops waits for a
+// restart.
+func TestRestartOnlyKeys(t *testing.T) {
+	running := configs.Gateway{GOMAXPROCS: 1, EventLoops: 2}
+	if keys := restartOnly(&running, &configs.Gateway{GOMAXPROCS: 3, EventLoops: 2}); len(keys) != 0 {
+		t.Errorf("gomaxprocs changed: %v need a restart, want none", keys)
+	}
+	if keys := restartOnly(&running, &configs.Gateway{GOMAXPROCS: 1, EventLoops: 4}); !slices.Equal(keys, []string{"event_loops"}) {
+		t.Errorf("event_loops changed: %v need a restart, want [event_loops]", keys)
 	}
 }
 

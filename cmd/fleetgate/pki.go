@@ -16,6 +16,11 @@ import (
 	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
+// maxPKIDays bounds -days: a hundred years is more than any test fleet
+// needs, and far below where days as a time.Duration would overflow (and
+// the certificates come out already expired).
+const maxPKIDays = 36500
+
 func cmdPKI(args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("pki", flag.ContinueOnError)
 	fset.SetOutput(stderr)
@@ -54,8 +59,8 @@ Makes, in the output folder:
 	}
 	names := splitList(*cns)
 	serverHosts := splitList(*hosts)
-	if len(names) == 0 || len(serverHosts) == 0 || *days <= 0 {
-		fmt.Fprintln(stderr, "fleetgate pki: -cn and -hosts need at least one name, -days must be positive")
+	if len(names) == 0 || len(serverHosts) == 0 || *days <= 0 || *days > maxPKIDays {
+		fmt.Fprintf(stderr, "fleetgate pki: -cn and -hosts need at least one name, -days must be from 1 to %d\n", maxPKIDays)
 		return 2
 	}
 	for _, cn := range names {

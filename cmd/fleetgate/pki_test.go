@@ -98,6 +98,7 @@ func TestPKI(t *testing.T) {
 		{"unknown key type", []string{"-key", "dsa"}},
 		{"device name with a slash", []string{"-cn", "../evil"}},
 		{"no days", []string{"-days", "0"}},
+		{"days past a time.Duration", []string{"-days", "200000"}},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
