@@ -411,18 +411,20 @@ func (r *Revocation) firstRevoked(path []verdict.CertRef) (int, revHit, bool) {
 }
 
 // judge turns the paths crypto/x509 verified into a verdict: Valid, with the
-// first path on which r revokes nothing and no list is stale at now as
-// v.Path, when there is one (the window is that of such paths, ending where
-// a list covering them stops vouching); else Revoked, naming the first
+// longest-lasting path on which r revokes nothing and no list is stale at
+// now as v.Path, when there is one (the window is that path's, ending where
+// a list covering such paths stops vouching); else Revoked, naming the first
 // revoked certificate of the first path (the window is that of all paths:
 // until one of them expires, the answer stays Revoked for this set); else
 // RevocationUnknown, naming the stale list.
 func (r *Revocation) judge(v verdict.Verdict, chains [][]*x509.Certificate, leafSum [sha256.Size]byte, now time.Time) (verdict.Verdict, validity) {
 	if r.empty() {
-		v.Kind, v.Path = verdict.Valid, pathRefs(chains[0], leafSum)
-		return v, pathWindow(chains)
+		i, w := longestPath(chains)
+		v.Kind, v.Path = verdict.Valid, pathRefs(chains[i], leafSum)
+		return v, w
 	}
 	var good [][]*x509.Certificate
+	var goodRefs [][]verdict.CertRef
 	var revoked, unknown []verdict.CertRef
 	var at, unknownAt, staleCRL int
 	var why revHit
@@ -441,18 +443,15 @@ func (r *Revocation) judge(v verdict.Verdict, chains [][]*x509.Certificate, leaf
 			}
 			continue
 		}
-		if v.Path == nil {
-			v.Path = refs
-		}
 		if u := r.vouchedUntil(refs); !u.IsZero() && (vouched.IsZero() || u.Before(vouched)) {
 			vouched = u
 		}
-		good = append(good, ch)
+		good, goodRefs = append(good, ch), append(goodRefs, refs)
 	}
 	switch {
 	case len(good) > 0:
-		v.Kind = verdict.Valid
-		w := pathWindow(good)
+		i, w := longestPath(good)
+		v.Kind, v.Path = verdict.Valid, goodRefs[i]
 		if !vouched.IsZero() && vouched.Before(w.until) {
 			w.until = vouched
 		}

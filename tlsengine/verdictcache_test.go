@@ -1,8 +1,10 @@
 package tlsengine
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
@@ -364,5 +366,50 @@ func BenchmarkVerdictCacheHit(b *testing.B) {
 	}
 	if h, _ := c.Stats(); h == 0 {
 		b.Fatal("no hits")
+	}
+}
+
+// TestRolloverVerdictNamesTheLongestPath: a site that trusts an expiring
+// intermediate and its renewal (same name and key) verifies a device along
+// both. The Valid verdict names the path that lasts longest, the one whose
+// window the cache keeps it for: two days on, when the old intermediate has
+// expired, the cached verdict still names a path in its window (a path
+// that had expired would have the gateway call the device expired, cut its
+// relay, and mint its tokens already expired). With and without a
+// revocation set (judge takes two ways).
+func TestRolloverVerdictNamesTheLongestPath(t *testing.T) {
+	now := time.Now()
+	root := pki.MustRoot(pki.Root("Rollover Root"))
+	key, err := pki.NewKey(pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldOpts, newOpts := pki.Intermediate("Rollover Intermediate"), pki.Intermediate("Rollover Intermediate")
+	oldOpts.Key, oldOpts.NotAfter = key, now.Add(24*time.Hour)
+	newOpts.Key, newOpts.NotAfter = key, now.Add(2*365*24*time.Hour)
+	interOld, interNew := root.MustIssue(oldOpts), root.MustIssue(newOpts)
+	device := interOld.MustIssue(pki.Device("sensor-rollover"))
+	chain := []*x509.Certificate{device.Cert}
+	unrelated, err := NewRevocation(nil, []*big.Int{big.NewInt(424242)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []*Revocation{nil, unrelated} {
+		site := &Site{Name: "devices.fleet.test", Certificates: []tls.Certificate{fixture(t).server}, Revocation: rev}
+		// The expiring intermediate first: crypto/x509 tends to return it first.
+		site.SetClientCAs([]*x509.Certificate{root.Cert}, []*x509.Certificate{interOld.Cert, interNew.Cert})
+		cache := NewVerdictCache(64)
+		v := cache.Verdict(site, chain, now)
+		if v.Kind != verdict.Valid || !v.PathNotAfter().After(interOld.Cert.NotAfter) {
+			t.Fatalf("revocation %v: %s, path until %v; want valid along the renewed intermediate (past %v)", rev != nil, v.Kind, v.PathNotAfter(), interOld.Cert.NotAfter)
+		}
+		later := now.Add(48 * time.Hour)
+		v = cache.Verdict(site, chain, later)
+		if hits, _ := cache.Stats(); hits != 1 {
+			t.Fatalf("revocation %v: %d cache hits, want 1", rev != nil, hits)
+		}
+		if v.Kind != verdict.Valid || later.After(v.PathNotAfter()) {
+			t.Errorf("revocation %v: cached %s with a path that ended at %v (now %v)", rev != nil, v.Kind, v.PathNotAfter(), later)
+		}
 	}
 }

@@ -385,8 +385,18 @@ func sentWindow(chain []*x509.Certificate) validity {
 // pathWindow returns, among chains, the window of the one that stays valid
 // longest; each chain's window is the intersection of its certificates'.
 func pathWindow(chains [][]*x509.Certificate) validity {
+	_, w := longestPath(chains)
+	return w
+}
+
+// longestPath returns the index, among chains, of the one that stays valid
+// longest, and its window: a Valid verdict names that path, so that the
+// path it carries (its expiry, what a revocation recheck looks at) lives as
+// long as the verdict and its cache entry do.
+func longestPath(chains [][]*x509.Certificate) (int, validity) {
 	var best validity
-	for _, ch := range chains {
+	at := 0
+	for j, ch := range chains {
 		var w validity
 		for i, c := range ch {
 			if i == 0 || c.NotBefore.After(w.from) {
@@ -397,10 +407,10 @@ func pathWindow(chains [][]*x509.Certificate) validity {
 			}
 		}
 		if len(ch) > 0 && (best.until.IsZero() || w.until.After(best.until)) {
-			best = w
+			best, at = w, j
 		}
 	}
-	return best
+	return at, best
 }
 
 // leafIdentity extracts what policies and logs may know about the leaf. The
