@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/fleetgate/fleetgate/internal/testkit"
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/tlsengine/enginetest"
@@ -710,4 +712,53 @@ func TestIdleHoldsNoInboundBuffer(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.in == nil && s.inBox == nil
 	})
+}
+
+// silentTransport takes writes and says nothing: a peer whose handshake
+// never gets the CPU to answer it.
+type silentTransport struct{}
+
+func (silentTransport) AsyncWrite(_ []byte, cb gnet.AsyncCallback) error {
+	if cb != nil {
+		go func() { _ = cb(nil, nil) }()
+	}
+	return nil
+}
+func (silentTransport) Wake(gnet.AsyncCallback) error { return nil }
+func (silentTransport) Close() error                  { return nil }
+func (silentTransport) OutboundBuffered() int         { return 0 }
+
+// TestInboundBeforeTheServerAnswers: until the handshake has written to the
+// peer, the peer may have no more than a ClientHello's worth buffered, not
+// MaxInbound (which must hold a request sent behind the client's Finished):
+// while handshakes wait for a CPU slot, each would otherwise park MaxInbound.
+func TestInboundBeforeTheServerAnswers(t *testing.T) {
+	f := fixture(t)
+	cfg := f.config(t)
+	cfg.Workers, cfg.MaxInbound = 1, 8<<20
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.adm.cpu <- struct{}{} // the one CPU slot is busy: no handshake answers
+	defer func() { <-e.adm.cpu }()
+	c, err := e.Open(silentTransport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	rec := make([]byte, 5+16384) // handshake records, framed whole
+	rec[0], rec[1], rec[2], rec[3], rec[4] = 22, 3, 1, 0x40, 0x00
+	fed := 0
+	for ; fed < cfg.MaxInbound; fed += len(rec) {
+		if err := c.Feed(rec); err != nil {
+			if !errors.Is(err, ErrInboundOverflow) {
+				t.Fatalf("after %d bytes: %v, want ErrInboundOverflow", fed, err)
+			}
+			break
+		}
+	}
+	if fed > maxUnanswered {
+		t.Errorf("took %d bytes before the handshake answered; want at most %d", fed, maxUnanswered)
+	}
 }

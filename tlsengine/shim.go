@@ -65,6 +65,7 @@ type shim struct {
 	abortOnce   sync.Once
 
 	released   atomic.Bool // the transport is gone (OnClose); set under mu
+	flightSent atomic.Bool // the handshake has written to the peer: maxInbound applies, not maxUnanswered
 	unknownSNI atomic.Bool // rewrite crypto/tls's internal_error alert to unrecognized_name
 
 	cpu slot // handshake goroutine only
@@ -94,6 +95,14 @@ type shim struct {
 	// connection.
 	fd int
 }
+
+// maxUnanswered bounds what a peer may have buffered before the handshake
+// has written anything to it: a ClientHello (crypto/tls takes one of at most
+// 64 KiB), in records. MaxInbound, which must hold a whole request sent
+// right behind the client's Finished, applies once the server has answered;
+// before that the peer has proven nothing, and while its handshake waits for
+// a CPU slot it would otherwise park MaxInbound per connection.
+const maxUnanswered = 68 << 10
 
 // corkLimit bounds what a corked connection holds back: above it the
 // pending records go out at once, so a large response is never buffered
@@ -185,7 +194,11 @@ func (s *shim) feed(data []byte) error {
 		return ErrClosed
 	}
 	s.mu.Lock()
-	if len(s.in)-s.off+len(data) > s.maxInbound {
+	limit := s.maxInbound
+	if !s.flightSent.Load() {
+		limit = min(limit, maxUnanswered)
+	}
+	if len(s.in)-s.off+len(data) > limit {
 		s.mu.Unlock()
 		s.stopHandshake(rInboundOverflow, ErrInboundOverflow)
 		return ErrInboundOverflow
@@ -311,6 +324,9 @@ func (s *shim) Read(p []byte) (int, error) {
 func (s *shim) Write(b []byte) (int, error) {
 	if s.released.Load() {
 		return 0, net.ErrClosed
+	}
+	if !s.flightSent.Load() {
+		s.flightSent.Store(true)
 	}
 	if c := s.conn; c != nil && c.complete.Load() && c.writing.Load() == 0 {
 		c.answered.Add(int64(len(b))) // crypto/tls answering the peer, not the owner writing
