@@ -937,3 +937,37 @@ func TestLoginReloadClosesOldProvider(t *testing.T) {
 	}
 	waitOpen(func(n int32) bool { return n == 0 }, "after the reload replaced the provider")
 }
+
+// TestLoginGroupRuleAddedAfterLogin: a session token records only the groups
+// the application's rules named when it was minted. When a reload names
+// another group (here, an exclude of "suspended"), a cookie minted before
+// cannot say whether the person is in it: the person logs in again and is
+// judged on the provider's groups, instead of being let in on the old
+// cookie.
+func TestLoginGroupRuleAddedAfterLogin(t *testing.T) {
+	f := newLoginFixture(t, opUser{Sub: "u-ops", Email: "ops@fleet.test", Groups: []string{"ops", "suspended"}, Verified: true})
+	jar, _ := cookiejar.New(nil)
+	resp, body := browse(t, f.browser(f.laptop, jar, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	claims := assertionClaims(t, body)
+	if g, _ := claims["groups"].([]any); len(g) != 1 || g[0] != "ops" || claims["group_set"] == nil || claims["auth_time"] == nil {
+		t.Fatalf("the session's claims: groups %v, group_set %v, auth_time %v", g, claims["group_set"], claims["auth_time"])
+	}
+	cfg := f.h.config()
+	console := &cfg.Applications[len(cfg.Applications)-1]
+	console.Policies[0].Exclude = []selector{{"group": "suspended"}}
+	f.h.write(cfg)
+	if err := f.h.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	resp, body = browse(t, f.browser(f.laptop, jar, false), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusFound || !strings.Contains(resp.Header.Get("Location"), "/authorize") {
+		t.Fatalf("the old cookie under the new group rule: %d %s (Location %q); want a new login", resp.StatusCode, body, resp.Header.Get("Location"))
+	}
+	resp, body = browse(t, f.browser(f.laptop, jar, true), f.consoleURL("/dash"))
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("logged in again, in group suspended: %d %s; want 403", resp.StatusCode, body)
+	}
+}

@@ -42,7 +42,12 @@ type Claims struct {
 	// Sub is then the IdP's subject). Empty for devices.
 	Email  string   `json:"email,omitempty"`
 	Groups []string `json:"groups,omitempty"`
-	IdP    string   `json:"idp,omitempty"`
+	// GroupSet names the group rules the person's session was judged under
+	// (Application.GroupSet when the token was minted): the token records
+	// only the groups those rules name, so under other rules it cannot be
+	// judged, and the person logs in again.
+	GroupSet string `json:"group_set,omitempty"`
+	IdP      string `json:"idp,omitempty"`
 	// AuthTime is when the person logged in at the identity provider
 	// (Unix seconds, OpenID Connect's auth_time): a re-minted session
 	// token never expires later than AuthTime + the session duration.

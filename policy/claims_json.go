@@ -39,7 +39,12 @@ func (c *Claims) appendJSON(b []byte) []byte {
 		b = append(b, `,"groups":`...)
 		b = appendJSONStrings(b, c.Groups)
 	}
+	b = appendJSONField(b, `,"group_set":`, c.GroupSet)
 	b = appendJSONField(b, `,"idp":`, c.IdP)
+	if c.AuthTime != 0 {
+		b = append(b, `,"auth_time":`...)
+		b = strconv.AppendInt(b, c.AuthTime, 10)
+	}
 	if c.Cnf != nil {
 		b = append(b, `,"cnf":{"x5t#S256":`...)
 		b = appendJSONString(b, c.Cnf.X5tS256)

@@ -22,7 +22,8 @@ func TestClaimsAppendJSON(t *testing.T) {
 		{"everything", &Claims{Aud: []string{"a", "b"}, Iss: "https://gw.example", Sub: "s", Type: TokenType,
 			Iat: -5, Nbf: 1 << 40, Exp: 1<<63 - 1, IdentityNonce: "n", CommonName: "cn", CertSHA256: fp1,
 			CertSerial: "0a", CertIssuer: "aXNz", CertRoot: fp2, ServiceTokenName: "svc", Policy: "p",
-			Email: "a@b.c", Groups: []string{"g1", "g2"}, IdP: "idp", Cnf: &Confirmation{X5tS256: "x5t"}, NoDuration: true}},
+			Email: "a@b.c", Groups: []string{"g1", "g2"}, GroupSet: "0123456789abcdef", IdP: "idp", AuthTime: 1700000000,
+			Cnf: &Confirmation{X5tS256: "x5t"}, NoDuration: true}},
 		{"empty groups, empty cnf", &Claims{Groups: []string{}, Cnf: &Confirmation{}}},
 	}
 	for i, s := range odd {

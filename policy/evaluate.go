@@ -68,9 +68,10 @@ type Decision struct {
 
 // plan is what Compile precomputes for Evaluate.
 type plan struct {
-	reasons []string   // per policy: "allowed by policy …" or "denied by policy …"
-	rules   [][]string // per policy, per include entry: its Rule text
-	binds   []bool     // per policy: a certificate selector in include or require
+	reasons  []string   // per policy: "allowed by policy …" or "denied by policy …"
+	rules    [][]string // per policy, per include entry: its Rule text
+	binds    []bool     // per policy: a certificate selector in include or require
+	groupSet string     // GroupSet
 }
 
 // ruleText is the Rule of a decision made by include entry j.
@@ -125,7 +126,7 @@ func (a *Application) Compile() error {
 	for i := range a.Policies {
 		binds[i] = usesCertificate(&a.Policies[i])
 	}
-	a.plan = &plan{reasons: reasons, rules: rules, binds: binds}
+	a.plan = &plan{reasons: reasons, rules: rules, binds: binds, groupSet: groupSet(a.Policies)}
 	return nil
 }
 
@@ -199,7 +200,9 @@ func (a *Application) Evaluate(in *Input) Decision {
 	if a.Login {
 		// Allow and deny policies are evaluated with the identity and the
 		// certificate together, so only once the person has logged in.
-		if _, ok := in.LoggedIn(); !ok {
+		// A session minted under other group rules cannot be judged by
+		// these: its token records only the groups those named.
+		if _, ok := in.LoggedIn(); !ok || in.Identity == nil && in.Token.GroupSet != a.GroupSet() {
 			d := a.refuse(ReasonLoginRequired)
 			d.LoginRequired = true
 			return d

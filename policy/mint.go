@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -47,6 +49,9 @@ type ClaimsParams struct {
 	// Identity, when set, is the logged-in person: email, groups, idp and
 	// sub claims, and its Nonce (when set) as identity_nonce.
 	Identity *Identity
+	// GroupSet, with Identity, is the group_set claim: the application's
+	// group rules the identity's groups were filtered by.
+	GroupSet string
 	// Cnf, when set, binds the token to a certificate (RFC 8705).
 	Cnf *Confirmation
 }
@@ -85,6 +90,7 @@ func NewClaims(p ClaimsParams) *Claims {
 	}
 	if id := p.Identity; id != nil {
 		c.Email, c.Groups, c.IdP, c.Sub, c.AuthTime = id.Email, id.Groups, id.IdP, id.Subject, id.AuthTime
+		c.GroupSet = p.GroupSet
 		if id.Nonce != "" {
 			c.IdentityNonce = id.Nonce // the session's, kept across re-mints
 		}
@@ -138,7 +144,7 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 			tokenExp = in.Token.Exp
 		}
 		id.Groups = a.namedGroups(id.Groups)
-		p.Identity = &id
+		p.Identity, p.GroupSet = &id, a.GroupSet()
 	}
 	if st := in.ServiceToken; st != nil {
 		// A machine's credential: the token says which, not a certificate
@@ -191,6 +197,40 @@ func (a *Application) namedGroups(gs []string) []string {
 		}
 	}
 	return out
+}
+
+// GroupSet names the application's group rules: a digest of the groups its
+// policies' group selectors name (any action, include, require or
+// exclude), "" when none does. A session token records the person's groups
+// among those only, and this digest with them (group_set): when a reload
+// names other groups, a token minted before cannot say whether the person
+// is in them, and the person logs in again (Evaluate).
+func (a *Application) GroupSet() string {
+	if a.plan != nil {
+		return a.plan.groupSet
+	}
+	return groupSet(a.Policies)
+}
+
+func groupSet(policies []Policy) string {
+	var names []string
+	for i := range policies {
+		p := &policies[i]
+		for _, list := range [...][]Selector{p.Include, p.Require, p.Exclude} {
+			for _, s := range list {
+				if v, ok := s.(group); ok {
+					names = append(names, string(v))
+				}
+			}
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	sum := sha256.Sum256([]byte(strings.Join(names, "\n")))
+	return hex.EncodeToString(sum[:8])
 }
 
 // namesGroup reports whether a group selector of a's policies is g.
