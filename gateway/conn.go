@@ -213,6 +213,7 @@ func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 			c.shutdown()
 			return
 		case endLinger:
+			_ = c.tc.Flush() // the answer respond corked goes now, not when the linger ends
 			c.lingerClose()
 			return
 		}

@@ -291,3 +291,35 @@ func TestNonReaderHeldBack(t *testing.T) {
 		t.Fatalf("%d KiB of answers buffered for a device that reads nothing; the bound is about %d KiB", buffered>>10, (flowCheck+flowLowWater)>>10)
 	}
 }
+
+// TestRefusalBeforeTheLinger: a request refused before its body came (a
+// policy refusal decided on a worker, where the header left the loop to
+// wait for the body) is answered at once, and the connection then lingers
+// to read what the device still sends: the answer does not wait for the
+// lingering close to end (lingerTime), which would have it arrive together
+// with the close.
+func TestRefusalBeforeTheLinger(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		name, sni, expect string
+		dev               *device
+	}{
+		{"no-duration app, CN not admitted", hIoT, "", h.pki.sensor2},
+		{"session app, foreign CA", hApp, "", h.pki.foreign},
+		{"session app, foreign CA, Expect 100-continue", hApp, "Expect: 100-continue\r\n", h.pki.foreign},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := h.dial(t, tc.sni, tc.dev)
+			c.send("POST /upload HTTP/1.1\r\nHost: " + tc.sni + "\r\nContent-Length: 100\r\n" + tc.expect + "\r\n")
+			if r := c.read("POST"); r.StatusCode != http.StatusForbidden {
+				t.Fatalf("status %d, want 403", r.StatusCode)
+			}
+			// Still lingering: no close right behind the answer.
+			_ = c.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			var one [1]byte
+			if _, err := c.br.Read(one[:]); !isTimeout(err) {
+				t.Fatalf("right after the 403: %v; want the connection lingering (the answer held until the linger ended?)", err)
+			}
+		})
+	}
+}
