@@ -157,8 +157,8 @@ func parseEmailDomain(v any) (Selector, error) {
 	if err != nil {
 		return nil, err
 	}
-	if strings.ContainsAny(s, "@ /") || strings.HasPrefix(s, ".") {
-		return nil, errors.New(strconv.Quote(s) + " is not a domain such as \"fleet.test\" (no @)")
+	if strings.ContainsAny(s, "@ /*") || strings.HasPrefix(s, ".") {
+		return nil, errors.New(strconv.Quote(s) + " is not a domain such as \"fleet.test\" (no @, no wildcard: the domain is matched exactly)")
 	}
 	if !isASCII(s) {
 		return nil, errors.New(strconv.Quote(s) + " is not ASCII (write an internationalized domain as its xn-- A-label)")

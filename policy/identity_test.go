@@ -55,7 +55,7 @@ func TestIdentitySelectorValues(t *testing.T) {
 		value any
 	}{
 		{"email", "no-at-sign"}, {"email", "@fleet.test"}, {"email", "a@b@c"}, {"email", 3},
-		{"email_domain", "@fleet.test"}, {"email_domain", ""}, {"email_domain", ".fleet.test"},
+		{"email_domain", "@fleet.test"}, {"email_domain", ""}, {"email_domain", ".fleet.test"}, {"email_domain", "*.fleet.test"},
 		{"group", ""}, {"login_method", true},
 	} {
 		_, err := ParseSelector(tc.key, tc.value)

@@ -138,9 +138,13 @@ func (b *ListBuilder) Build() *List {
 }
 
 // ParseList parses a list file's contents: one value per line, blank lines
-// and lines starting with '#' ignored, surrounding spaces trimmed. An error
-// names the line (1-based) as "line N: …"; callers put the file name in front.
+// and lines starting with '#' ignored, a '#' after a space or tab starting a
+// comment, surrounding spaces trimmed, and a UTF-8 byte-order mark (from a
+// Windows editor) dropped: none of these may silently become part of a
+// value no device has. An error names the line (1-based) as "line N: …";
+// callers put the file name in front.
 func ParseList(name string, kind ListKind, data []byte) (*List, error) {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	b := NewListBuilder(name, kind, bytes.Count(data, []byte{'\n'})+1)
 	line := 0
 	for len(data) > 0 {
@@ -152,7 +156,7 @@ func ParseList(name string, kind ListKind, data []byte) (*List, error) {
 		} else {
 			raw, data = data[:i], data[i+1:]
 		}
-		v := bytes.TrimSpace(raw)
+		v := bytes.TrimSpace(raw[:inlineComment(raw)])
 		if len(v) == 0 || v[0] == '#' {
 			continue
 		}
@@ -161,6 +165,17 @@ func ParseList(name string, kind ListKind, data []byte) (*List, error) {
 		}
 	}
 	return b.Build(), nil
+}
+
+// inlineComment is where a comment starts in a list line: at its first '#'
+// after a space or tab, or at its end.
+func inlineComment(line []byte) int {
+	for i := 1; i < len(line); i++ {
+		if line[i] == '#' && (line[i-1] == ' ' || line[i-1] == '\t') {
+			return i
+		}
+	}
+	return len(line)
 }
 
 // ListLineError is ParseList's error: the line of the value that is wrong.

@@ -29,6 +29,16 @@ func TestParseList(t *testing.T) {
 	if l.Len() != 2 || !l.Contains("sensor-0005") || !l.Contains("sensor-0006") || l.Contains("sensor-0007") || l.Contains("") {
 		t.Errorf("list of %d: wrong contents", l.Len())
 	}
+	// A byte-order mark and inline comments are not part of the values.
+	l, err = ParseList("q", ListCommonName, []byte("\xef\xbb\xbfsensor-0005\nsensor-0006 # recalled 2026-03\nsensor-0007\t# also\nsensor#0008\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range []string{"sensor-0005", "sensor-0006", "sensor-0007", "sensor#0008"} {
+		if !l.Contains(cn) {
+			t.Errorf("%q not in the list (a byte-order mark or a comment kept in the value?)", cn)
+		}
+	}
 	fp := strings.Repeat("AB", 32)
 	l = mustList(t, "f", ListFingerprint, "ab:"+strings.Repeat("ab", 31))
 	if !l.Contains(strings.ToLower(fp)) {

@@ -110,11 +110,14 @@ func parseSANDNS(v any) (Selector, error) {
 	}
 	n := strings.ToLower(strings.TrimSuffix(s, "."))
 	wild := strings.HasPrefix(n, "*.")
+	rest := n
 	if wild {
 		n = n[1:]
+		rest = n[1:]
 	}
-	rest := strings.TrimPrefix(n, ".")
 	if rest == "" || strings.Contains(rest, "*") || strings.Contains(rest, "..") || strings.HasPrefix(rest, ".") {
+		// A leading dot ("this domain and its subdomains" to some tools)
+		// would be an exact name no certificate carries.
 		return nil, fmt.Errorf("%q is not a DNS name or a \"*.\" wildcard of one", s)
 	}
 	return sanDNS{name: n, wild: wild, source: s}, nil

@@ -139,6 +139,8 @@ func TestSelectorErrors(t *testing.T) {
 		{"organization", true, nil, "want a string, got a boolean"},
 		{"serial", "4g", nil, "not hex"},
 		{"fingerprint", "abcd", nil, "not 64 hex digits"},
+		{"san_dns", ".contractors.fleet.test", nil, "is not a DNS name"},
+		{"san_dns", "*..fleet.test", nil, "is not a DNS name"},
 		{"client_ca", "fleet-c", testEnv(), `no [[client_cas]] entry is named "fleet-c"`},
 		{"ip", "10.0.0.0/8", nil, "want an array of CIDRs"},
 		{"ip", []any{}, nil, "at least one CIDR"},
