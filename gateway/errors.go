@@ -12,9 +12,11 @@ var (
 	// errBareLF is awaitHeader's refusal of a line that ends in LF without CR.
 	errBareLF = errors.New("gateway: bare LF line ending in the request header")
 	// errStaleConn is returned instead of writing a request on a pooled origin
-	// connection that the origin has already closed. Nothing was sent, so the
-	// request may go out again on a fresh connection, whatever its method.
-	errStaleConn = errors.New("gateway: the origin closed the idle connection")
+	// connection that cannot carry it: the origin has closed it, or an
+	// earlier answer left its next bytes unknown (originConn). Nothing was
+	// sent, so the request may go out again on another connection, whatever
+	// its method.
+	errStaleConn = errors.New("gateway: the pooled origin connection cannot carry a request (closed by the origin, or after an answer that leaves its next bytes unknown)")
 	// errLoopWouldBlock is a read of the plaintext pipe on the event loop
 	// that found nothing buffered: the loop never waits for a device.
 	errLoopWouldBlock = errors.New("gateway: no plaintext buffered for a read on the event loop")

@@ -47,19 +47,21 @@ func dialKeyUpdates(t *testing.T, h *harness, sni string, dev *device) *keyUpdat
 }
 
 // flood sends rounds of 15 key update requests and one byte of data (the
-// most crypto/tls takes without data between), reading nothing, until the
-// gateway closes the connection; it returns the bytes it sent.
-func (d *keyUpdateDevice) flood(t *testing.T, data byte, limit int) int {
+// most crypto/tls takes without data between: data's bytes in turn, then
+// its last again and again), reading nothing, until the gateway closes the
+// connection; it returns the bytes it sent.
+func (d *keyUpdateDevice) flood(t *testing.T, data []byte, limit int) int {
 	t.Helper()
 	var out []byte
-	sent := 0
+	sent, next := 0, 0
 	for sent < limit {
 		out = out[:0]
 		for range 20 {
 			for range 15 {
 				out = d.ku.KeyUpdate(out)
 			}
-			out = d.ku.Data(out, []byte{data})
+			out = d.ku.Data(out, data[next:next+1])
+			next = min(next+1, len(data)-1)
 		}
 		if _, err := d.raw.Write(out); err != nil {
 			return sent // closed: reset or broken pipe
@@ -77,7 +79,7 @@ func (d *keyUpdateDevice) flood(t *testing.T, data byte, limit int) int {
 func TestKeyUpdateFloodClosesRelay(t *testing.T) {
 	f := newTCPFixture(t)
 	d := dialKeyUpdates(t, f.harness, tEcho, f.pki.sensor1)
-	sent := d.flood(t, 'x', 4<<20)
+	sent := d.flood(t, []byte{'x'}, 4<<20)
 	t.Logf("closed after %d bytes", sent)
 	f.closeLine(t, "tcp-echo", closeKeyUpdates)
 }
@@ -87,9 +89,31 @@ func TestKeyUpdateFloodClosesRelay(t *testing.T) {
 func TestKeyUpdateFloodClosesHTTP(t *testing.T) {
 	h := newHarness(t)
 	d := dialKeyUpdates(t, h, hApp, h.pki.sensor1)
-	d.flood(t, ' ', 4<<20) // spaces: never a whole request header
+	d.flood(t, []byte{' '}, 4<<20) // spaces: never a whole request header
 	testkit.WaitFor(t, "the closing line", 10*time.Second, func() bool {
 		return strings.Contains(h.logs.String(), "key updates out of proportion")
+	})
+}
+
+// TestKeyUpdateFloodBeforeCONNECT: the same on an mqtt application's
+// connection while the gate still reads the device's CONNECT (sent a byte
+// at a time between the requests): it is refused, and says why.
+func TestKeyUpdateFloodBeforeCONNECT(t *testing.T) {
+	const dom = "ku.mqtt.test"
+	down := testkit.FreePort(t) // never dialed: no CONNECT is ever whole
+	h := newHarness(t, func(p *cfgParams) {
+		p.Edit = func(c *fileConfig) {
+			c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-ku", PEMFile: "ca-chain.pem",
+				AssociatedHostnames: []string{dom}})
+			a := httpApp("mqtt-ku", dom, "tcp://"+down, admit("devices", anyFleetDevice))
+			a.Protocol = "mqtt"
+			c.Applications = append(c.Applications, a)
+		}
+	})
+	d := dialKeyUpdates(t, h, dom, h.pki.sensor1)
+	d.flood(t, testkit.MQTTConnect(t, 4, strings.Repeat("s", 2000), 30), 4<<20)
+	testkit.WaitFor(t, "the refusal line", 10*time.Second, func() bool {
+		return strings.Contains(h.logs.String(), `"reason":"too many key update requests"`)
 	})
 }
 

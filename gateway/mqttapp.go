@@ -69,6 +69,7 @@ const (
 	mqttReasonTooLarge    = "CONNECT too large"
 	mqttReasonVersion     = "unsupported protocol version"
 	mqttReasonClosed      = "closed before CONNECT"
+	mqttReasonKeyUpdates  = "too many key update requests" // tlsengine.ErrTooManyKeyUpdates
 	mqttReasonNeedsCert   = "identity binding needs a valid certificate"
 	mqttReasonNoCN        = "certificate has no common name"
 	mqttReasonNoIdentity  = "policy passes no identity for the token"
@@ -193,7 +194,11 @@ func (c *conn) mqttTraffic(app *application) gnet.Action {
 			return gnet.None
 		}
 		if err != nil {
-			g.refuse(0, mqttwire.NotAuthorized, mqttReasonClosed, "", false)
+			reason := mqttReasonClosed
+			if errors.Is(err, tlsengine.ErrTooManyKeyUpdates) {
+				reason = mqttReasonKeyUpdates
+			}
+			g.refuse(0, mqttwire.NotAuthorized, reason, "", false)
 			return gnet.None
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,6 +92,16 @@ func (o *sloppyOrigin) serve(c net.Conn) {
 			return
 		case "/bare":
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 4\n\nbare")
+		case "/firmware":
+			// As RFC 9110 allows: a HEAD's answer and a 304 give the length
+			// of what they do not send. Slow, so that a burst holds as many
+			// connections.
+			time.Sleep(300 * time.Millisecond)
+			status := "200 OK"
+			if req.Method == http.MethodGet {
+				status = "304 Not Modified"
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 "+status+"\r\nEtag: \"v1\"\r\nContent-Length: 5\r\n\r\n")
 		default:
 			body := "answer for " + req.URL.Path
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
@@ -187,11 +198,11 @@ func TestOriginSwitchWithoutUpgrade(t *testing.T) {
 	}
 }
 
-// TestOriginBareLFAnswer: an answer whose lines end with a bare LF (which
-// RFC 9112 allows a recipient to refuse, and fasthttp does not read) is
-// refused: 502 at once on the loop, which finds where its header ends as
-// fasthttp would; the pooled client's fasthttp waits for a CRLF CRLF until
-// origin_timeout (504). Either way no device gets another's answer after it.
+// TestOriginBareLFAnswer: an answer whose lines all end with a bare LF
+// (which RFC 9112 allows a recipient to refuse) is refused: 502 at once on the loop, which finds where its header ends and
+// that fasthttp does not read it to there; the pooled client's fasthttp
+// waits for a CRLF CRLF until origin_timeout (504). Either way no device
+// gets another's answer after it.
 func TestOriginBareLFAnswer(t *testing.T) {
 	for _, origin := range []struct {
 		name string
@@ -205,6 +216,51 @@ func TestOriginBareLFAnswer(t *testing.T) {
 				t.Errorf("GET /bare: %d %q; want %d", r.StatusCode, r.body, origin.want)
 			}
 			expectOwnAnswers(t, a, b)
+		})
+	}
+}
+
+// TestPooledBurstOfUnsureAnswers: a burst of answers after which a pooled
+// origin connection carries no other request (HEADs; 304s announcing the
+// length of what they did not send, as RFC 9110 allows) leaves no pool of
+// dead connections that fails the next request: a HEAD goes to the origin
+// with Connection: close, and a request that finds only unusable idle
+// connections goes again on a new one.
+func TestPooledBurstOfUnsureAnswers(t *testing.T) {
+	o := startSloppyOrigin(t, true)
+	h := newHarness(t, func(p *cfgParams) { p.Origin, p.OriginCAFile = o.url, "root.pem" })
+	for _, burst := range []struct {
+		name, method string
+		extra        []string
+		status       int
+	}{
+		{"HEAD", "HEAD", nil, http.StatusOK},
+		{"304 with a length", "GET", []string{`If-None-Match: "v1"`}, http.StatusNotModified},
+	} {
+		t.Run(burst.name, func(t *testing.T) {
+			conns := make([]*rawConn, 8)
+			for i := range conns {
+				conns[i] = h.dial(t, hApp, h.pki.sensor1)
+			}
+			var wg sync.WaitGroup
+			for _, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c.send(request(burst.method, hApp, "/firmware", burst.extra...))
+				}()
+			}
+			wg.Wait()
+			for _, c := range conns {
+				if r := c.read(burst.method); r.StatusCode != burst.status {
+					t.Fatalf("%s: %d %q", burst.name, r.StatusCode, r.body)
+				}
+			}
+			c := h.dial(t, hApp, h.pki.sensor2)
+			c.send(request("POST", hApp, "/after", "Content-Length: 2") + "ok")
+			if r := c.read("POST"); r.StatusCode != http.StatusOK || r.body != "answer for /after" {
+				t.Fatalf("a POST after the burst: %d %q", r.StatusCode, r.body)
+			}
 		})
 	}
 }

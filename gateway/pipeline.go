@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -9,6 +10,11 @@ import (
 	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/policy"
 )
+
+// staleRetries bounds how many times a request goes to the pooled client
+// again after fasthttp found only unusable connections (errStaleConn): each
+// round tries up to five, and each one tried is closed.
+const staleRetries = 8
 
 // readHeader waits for a request header and reads it. A device that
 // closes, or sends nothing, before a request hangs up; a header that cannot
@@ -384,6 +390,14 @@ func (x *exchange) forward() outcome {
 	default:
 		start := time.Now()
 		x.originErr = x.app.origin.Do(x.req, x.resp)
+		// fasthttp tries a few pooled connections; when each turned out
+		// unusable (errStaleConn: closed by the origin, or after an answer
+		// that leaves its next bytes unknown), nothing was sent: try again,
+		// a bounded number of times, rather than fail the request.
+		for i := 0; i < staleRetries && errors.Is(x.originErr, errStaleConn); i++ {
+			x.resp.Reset()
+			x.originErr = x.app.origin.Do(x.req, x.resp)
+		}
 		x.originDur = time.Since(start)
 		x.answered = true
 	}

@@ -200,6 +200,13 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	h.Set("X-Forwarded-For", f.ClientIP)
 	h.Set("X-Forwarded-Proto", "https")
 	h.Set("X-Forwarded-Host", f.Host)
+	if h.IsHead() {
+		// A HEAD's answer ends with its header, and a body the origin sent
+		// anyway would be read as the next answer on the connection: it
+		// carries no other request (answerUnsure), so the origin is told,
+		// and the pooled client closes it instead of keeping it idle.
+		h.SetConnectionClose()
+	}
 	if f.ClientCert != nil && len(f.ClientCert.DER) > 0 {
 		setClientCertHeaders(h, f.ClientCert)
 	}

@@ -141,8 +141,10 @@ func (b *ListBuilder) Build() *List {
 // and lines starting with '#' ignored, a '#' after a space or tab starting a
 // comment, surrounding spaces trimmed, and a UTF-8 byte-order mark (from a
 // Windows editor) dropped: none of these may silently become part of a
-// value no device has. An error names the line (1-based) as "line N: …";
-// callers put the file name in front.
+// value no device has. A common name may hold spaces and '#' itself, so in
+// a common_name list such a line is refused rather than guessed at. An
+// error names the line (1-based) as "line N: …"; callers put the file name
+// in front.
 func ParseList(name string, kind ListKind, data []byte) (*List, error) {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	b := NewListBuilder(name, kind, bytes.Count(data, []byte{'\n'})+1)
@@ -156,9 +158,13 @@ func ParseList(name string, kind ListKind, data []byte) (*List, error) {
 		} else {
 			raw, data = data[:i], data[i+1:]
 		}
-		v := bytes.TrimSpace(raw[:inlineComment(raw)])
+		c := inlineComment(raw)
+		v := bytes.TrimSpace(raw[:c])
 		if len(v) == 0 || v[0] == '#' {
 			continue
+		}
+		if c < len(raw) && kind == ListCommonName {
+			return nil, &ListLineError{Line: line, Err: fmt.Errorf("%q: a comment after a value is ambiguous in a common_name list (a common name may hold \" #\"): put it on a line of its own, or list the name in values", bytes.TrimSpace(raw))}
 		}
 		if err := b.addBytes(v); err != nil {
 			return nil, &ListLineError{Line: line, Err: err}
