@@ -294,7 +294,12 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 		lo.hlen, lo.blen = hlen, blen
-		lo.unsure = answerUnsure(lo.buf[:hlen], x.resp.Header.StatusCode(), lo.head)
+		// Most answers have a length and need no look over the header's
+		// lines: only a chunked one (mixed framing?) and a bodiless one (a
+		// HEAD's, a 204 or 304) do. A 101 never gets here (framingBad).
+		if blen == bodyChunked || blen == bodyNone {
+			lo.unsure = answerUnsure(lo.buf[:hlen], x.resp.Header.StatusCode(), lo.head)
+		}
 	}
 	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
 	switch {

@@ -84,7 +84,7 @@ type Conn struct {
 
 	// What the peer made crypto/tls write on its own after the handshake
 	// (its answers to KeyUpdate requests, an alert), against the
-	// application data it sent: see answerBudget.
+	// application data it sent: see answerAllowance.
 	writing  atomic.Int32 // the owner's writes in crypto/tls now (Write, WriteLoop, Close)
 	answered atomic.Int64 // bytes crypto/tls wrote with no owner's write in progress
 	dataIn   int64        // application bytes read; event loop only
