@@ -71,6 +71,7 @@ type plan struct {
 	reasons  []string   // per policy: "allowed by policy …" or "denied by policy …"
 	rules    [][]string // per policy, per include entry: its Rule text
 	binds    []bool     // per policy: a certificate selector in include or require
+	groups   []string   // groupNames(Policies)
 	groupSet string     // GroupSet
 }
 
@@ -126,7 +127,8 @@ func (a *Application) Compile() error {
 	for i := range a.Policies {
 		binds[i] = usesCertificate(&a.Policies[i])
 	}
-	a.plan = &plan{reasons: reasons, rules: rules, binds: binds, groupSet: groupSet(a.Policies)}
+	groups := groupNames(a.Policies)
+	a.plan = &plan{reasons: reasons, rules: rules, binds: binds, groups: groups, groupSet: groupSetOf(groups)}
 	return nil
 }
 

@@ -190,9 +190,10 @@ func (a *Application) NewClaims(issuer string, in *Input, d Decision) (*Claims, 
 // order: all the token needs to decide again, and a provider's long groups
 // claim would otherwise make a cookie browsers drop.
 func (a *Application) namedGroups(gs []string) []string {
+	named := a.groupNames()
 	var out []string
 	for _, g := range gs {
-		if a.namesGroup(g) {
+		if _, ok := slices.BinarySearch(named, g); ok {
 			out = append(out, g)
 		}
 	}
@@ -209,10 +210,20 @@ func (a *Application) GroupSet() string {
 	if a.plan != nil {
 		return a.plan.groupSet
 	}
-	return groupSet(a.Policies)
+	return groupSetOf(groupNames(a.Policies))
 }
 
-func groupSet(policies []Policy) string {
+// groupNames is what Compile keeps of groupNames(a.Policies), or that.
+func (a *Application) groupNames() []string {
+	if a.plan != nil {
+		return a.plan.groups
+	}
+	return groupNames(a.Policies)
+}
+
+// groupNames returns the groups the group selectors of policies name, of
+// any action, in include, require or exclude: sorted, each once.
+func groupNames(policies []Policy) []string {
 	var names []string
 	for i := range policies {
 		p := &policies[i]
@@ -224,28 +235,17 @@ func groupSet(policies []Policy) string {
 			}
 		}
 	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// groupSetOf is the GroupSet of the sorted group names names.
+func groupSetOf(names []string) string {
 	if len(names) == 0 {
 		return ""
 	}
-	slices.Sort(names)
-	names = slices.Compact(names)
 	sum := sha256.Sum256([]byte(strings.Join(names, "\n")))
 	return hex.EncodeToString(sum[:8])
-}
-
-// namesGroup reports whether a group selector of a's policies is g.
-func (a *Application) namesGroup(g string) bool {
-	for i := range a.Policies {
-		p := &a.Policies[i]
-		for _, list := range [...][]Selector{p.Include, p.Require, p.Exclude} {
-			for _, s := range list {
-				if v, ok := s.(group); ok && string(v) == g {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // Mint signs c with the current key and returns the compact JWS
