@@ -61,12 +61,13 @@ func (l *loader) crlFiles(path string, fc *fileClientCA, ca *ClientCA) bool {
 			continue
 		}
 		// Its lists would be loaded (and reported in the metrics) twice.
-		if first, dup := seen[l.resolve(name)]; dup {
+		file := l.resolve(name)
+		if first, dup := seen[file]; dup {
 			l.errorf(p, "%s is already crl_files[%d]", name, first)
 			ok = false
 			continue
 		}
-		seen[l.resolve(name)] = j
+		seen[file] = j
 		data, read := l.readFileMax(p, name, maxCRLBytes)
 		if !read {
 			ok = false
@@ -78,7 +79,7 @@ func (l *loader) crlFiles(path string, fc *fileClientCA, ca *ClientCA) bool {
 			continue
 		}
 		for k, list := range lists {
-			c := CRL{File: name, Path: l.resolve(name), Index: k, List: list, NextUpdate: list.NextUpdate}
+			c := CRL{File: name, Path: file, Index: k, List: list, NextUpdate: list.NextUpdate}
 			if !l.checkCRL(p, &c, ca) {
 				ok = false
 				continue
