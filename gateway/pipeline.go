@@ -395,8 +395,7 @@ func (x *exchange) forward() outcome {
 		// that leaves its next bytes unknown), nothing was sent: try again,
 		// a bounded number of times, rather than fail the request.
 		for i := 0; i < staleRetries && errors.Is(x.originErr, errStaleConn); i++ {
-			x.resp.Reset()
-			x.originErr = x.app.origin.Do(x.req, x.resp)
+			x.originErr = x.app.origin.Do(x.req, x.resp) // it resets resp itself, keeping its options
 		}
 		x.originDur = time.Since(start)
 		x.answered = true
