@@ -471,6 +471,12 @@ func appendConnectionTokens(names, v []byte) []byte {
 // or "Upgrade" describes the origin connection, not the device's.
 func cleanOriginResponse(resp *fasthttp.Response) {
 	h := &resp.Header
+	if !carriesHopByHop(h) {
+		// Most answers carry none: one look over their fields instead of
+		// a lookup per hop-by-hop name.
+		h.ResetConnectionClose()
+		return
+	}
 	bp := namesPool.Get().(*[]byte)
 	names := (*bp)[:0]
 	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
@@ -486,6 +492,29 @@ func cleanOriginResponse(resp *fasthttp.Response) {
 		h.Del(name)
 	}
 	h.ResetConnectionClose()
+}
+
+// carriesHopByHop reports whether an origin's response header has a field
+// cleanOriginResponse deletes: a hop-by-hop one, Connection included (only
+// a Connection header nominates others). Trailer is hop-by-hop too, so an
+// answer with trailers announced is always cleaned in full.
+func carriesHopByHop(h *fasthttp.ResponseHeader) bool {
+	for k := range h.All() {
+		if hopByHopName(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// hopByHopName reports whether k is one of hopByHopHeaders, in any case.
+func hopByHopName(k []byte) bool {
+	for _, name := range hopByHopHeaders {
+		if len(k) == len(name) && strings.EqualFold(string(k), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // originFailure classifies an error from the origin client: the HTTP status

@@ -307,6 +307,39 @@ func TestHardeningOriginConnection(t *testing.T) {
 	}
 }
 
+// TestCleanOriginResponseEachHopByHop: every hop-by-hop field goes on its
+// own, in any case, with no Connection header to nominate it, and an
+// answer that carries none keeps every field.
+func TestCleanOriginResponseEachHopByHop(t *testing.T) {
+	for _, name := range append(hopByHopHeaders, "keep-alive", "PROXY-AUTHENTICATE", "te") {
+		value := "v"
+		if strings.EqualFold(name, "Connection") {
+			value = "close"
+		}
+		raw := "HTTP/1.1 200 OK\r\n" + name + ": " + value + "\r\nX-Public: p\r\nContent-Length: 2\r\n\r\nok"
+		resp := originResponse(t, raw)
+		cleanOriginResponse(resp)
+		head, _, _ := strings.Cut(wireResponse(t, resp), "\r\n\r\n")
+		for _, l := range strings.Split(head, "\r\n")[1:] {
+			if k, _, _ := strings.Cut(l, ":"); strings.EqualFold(k, name) {
+				t.Errorf("%s reached the device:\n%s", name, head)
+			}
+		}
+		if !strings.Contains(head, "X-Public: p") {
+			t.Errorf("%s: the other fields were damaged:\n%s", name, head)
+		}
+	}
+	raw := "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-Connection: 2\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+	resp := originResponse(t, raw)
+	cleanOriginResponse(resp)
+	wire := wireResponse(t, resp)
+	for _, f := range []string{"X-A: 1", "X-Connection: 2", "Content-Type: text/plain", "Content-Length: 2"} {
+		if !strings.Contains(wire, f) {
+			t.Errorf("%s was lost:\n%s", f, wire)
+		}
+	}
+}
+
 // TestHardeningOriginConnectionEndToEnd: an origin's Connection options
 // reach no device, over the wire.
 func TestHardeningOriginConnectionEndToEnd(t *testing.T) {
