@@ -161,11 +161,36 @@ func (l *loader) tokens(ft *fileTokens, t *Tokens) {
 	default:
 		l.errorf("tokens.signing_key_file", "required: a PKCS#8 PEM private key (P-256, Ed25519 or RSA) that signs session tokens")
 	}
-	for i, name := range ft.PreviousKeyFiles {
-		if k := l.signingKey(indexPath("tokens.previous_key_files", i), name); k != nil {
-			t.PreviousKeys = append(t.PreviousKeys, k)
-		}
+	// The gateway refuses a key set that holds one key twice (its kid
+	// would name two entries): say so here, where check sees it too.
+	held := map[string]string{}
+	if t.SigningKey != nil {
+		held[publicKeyID(t.SigningKey)] = "tokens.signing_key_file"
 	}
+	for i, name := range ft.PreviousKeyFiles {
+		path := indexPath("tokens.previous_key_files", i)
+		k := l.signingKey(path, name)
+		if k == nil {
+			continue
+		}
+		id := publicKeyID(k)
+		if other, dup := held[id]; dup {
+			l.errorf(path, "%s holds the same key as %s", name, other)
+			continue
+		}
+		held[id] = path
+		t.PreviousKeys = append(t.PreviousKeys, k)
+	}
+}
+
+// publicKeyID identifies the public half of k: its PKIX encoding ("" when
+// it has none, which signingKey never returns).
+func publicKeyID(k crypto.Signer) string {
+	der, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		return ""
+	}
+	return string(der)
 }
 
 // signingKey reads a token key: PKCS#8 PEM holding a P-256, Ed25519 or RSA

@@ -7,6 +7,10 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/gateway"
+	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 func TestCheck(t *testing.T) {
@@ -126,5 +130,60 @@ values = ["4f:1a:09", "4F1A0A"]
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestCheckRefusesARepeatedTokenKey: serve refuses a key set that holds one
+// key twice (the signing key again in previous_key_files, under its own or
+// another file name, or one previous key twice), so check must refuse it
+// too, naming the entry and its line.
+func TestCheckRefusesARepeatedTokenKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	runPKI(t, dir, "pki", "sensor-0001")
+	file := filepath.Join(dir, "fleetgate.toml")
+	writeServeConfig(t, file, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+	base, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenKey, err := os.ReadFile(filepath.Join(dir, "pki", "token.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "copy.pem"), tokenKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old, err := pki.NewKey(pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteKey(filepath.Join(dir, "old.pem"), old); err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Count(string(base[:strings.Index(string(base), "signing_key_file")]), "\n") + 2
+	for _, tc := range []struct {
+		name, previous, want string
+	}{
+		{"the signing key file", `["pki/token.pem"]`, fmt.Sprintf(":%d: tokens.previous_key_files[0]: pki/token.pem holds the same key as tokens.signing_key_file", line)},
+		{"a copy of the signing key", `["copy.pem"]`, fmt.Sprintf(":%d: tokens.previous_key_files[0]: copy.pem holds the same key as tokens.signing_key_file", line)},
+		{"one previous key twice", `["old.pem", "old.pem"]`, fmt.Sprintf(":%d: tokens.previous_key_files[1]: old.pem holds the same key as tokens.previous_key_files[0]", line)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
+			src := strings.Replace(string(base), `signing_key_file = "pki/token.pem"`, `signing_key_file = "pki/token.pem"`+"\nprevious_key_files = "+tc.previous, 1)
+			if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := runInProcess(t, "check", "-c", cfg)
+			if code != 1 || !strings.Contains(errOut, cfg+tc.want) {
+				t.Fatalf("check: exit %d, want 1 and %q\n%s%s", code, cfg+tc.want, out, errOut)
+			}
+			// serve refuses it as well (before it opens a socket).
+			if _, err := gateway.New(gateway.Options{Load: func() (*configs.Config, error) { return loadOptions.Load(cfg) }}); err == nil {
+				t.Fatal("serve accepts what check refuses")
+			}
+		})
 	}
 }
