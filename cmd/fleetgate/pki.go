@@ -112,14 +112,20 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 	var id [4]byte
 	_, _ = rand.Read(id[:])
 	suffix := " " + hex.EncodeToString(id[:])
+	// The CAs outlive every certificate they issue: a chain stops verifying
+	// when its intermediate expires, whatever the leaf says.
+	now := time.Now()
+	leafNotAfter := now.Add(validity)
+	interOpts := pki.Intermediate("fleetgate intermediate CA" + suffix)
+	interOpts.KeyType = kt
+	interOpts.NotAfter = latest(interOpts.NotAfter, leafNotAfter)
 	rootOpts := pki.Root("fleetgate root CA" + suffix)
 	rootOpts.KeyType = kt
+	rootOpts.NotAfter = latest(rootOpts.NotAfter, interOpts.NotAfter)
 	root, err := pki.NewRoot(rootOpts)
 	if err != nil {
 		return err
 	}
-	interOpts := pki.Intermediate("fleetgate intermediate CA" + suffix)
-	interOpts.KeyType = kt
 	inter, err := root.Issue(interOpts)
 	if err != nil {
 		return err
@@ -133,9 +139,8 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 	if err := os.WriteFile(p("ca-chain.pem"), pki.ChainPEM(inter, root), 0o644); err != nil {
 		return err
 	}
-	now := time.Now()
 	srvOpts := pki.Server(hosts...)
-	srvOpts.KeyType, srvOpts.NotBefore, srvOpts.NotAfter = kt, now.Add(-time.Hour), now.Add(validity)
+	srvOpts.KeyType, srvOpts.NotBefore, srvOpts.NotAfter = kt, now.Add(-time.Hour), leafNotAfter
 	srv, err := inter.Issue(srvOpts)
 	if err != nil {
 		return err
@@ -145,7 +150,7 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 	}
 	for i, cn := range cns {
 		o := pki.Device(cn)
-		o.KeyType, o.NotBefore, o.NotAfter = kt, now.Add(-time.Hour), now.Add(validity)
+		o.KeyType, o.NotBefore, o.NotAfter = kt, now.Add(-time.Hour), leafNotAfter
 		dev, err := inter.Issue(o)
 		if err != nil {
 			return err
@@ -164,6 +169,14 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 		return err
 	}
 	return pki.WriteKey(p("token.pem"), tokenKey)
+}
+
+// latest returns the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func splitList(s string) []string {

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
+	"github.com/fleetgate/fleetgate/internal/pki"
 )
 
 // runPKI runs `fleetgate pki` into dir/out.
@@ -111,5 +113,50 @@ func TestPKI(t *testing.T) {
 				t.Fatalf("a refused pki wrote %s", other)
 			}
 		})
+	}
+}
+
+// TestPKILeavesWithinTheirCAs: with a -days longer than the CAs' default
+// lifetimes (an intermediate of five years), the device and server
+// certificates still verify until their own last day: the CAs are made to
+// outlive them, not the reverse.
+func TestPKILeavesWithinTheirCAs(t *testing.T) {
+	t.Parallel()
+	out := filepath.Join(t.TempDir(), "pki")
+	if code, _, stderr := runInProcess(t, "pki", "-out", out, "-days", "3650"); code != 0 {
+		t.Fatalf("pki -days 3650: exit %d, %q", code, stderr)
+	}
+	read := func(name string) []*x509.Certificate {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs, err := pki.ParseCertsPEM(data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return certs
+	}
+	root, inter := read("ca.pem")[0], read("intermediate.pem")[0]
+	roots, inters := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	inters.AddCert(inter)
+	for _, tc := range []struct {
+		file  string
+		usage x509.ExtKeyUsage
+	}{
+		{"server.pem", x509.ExtKeyUsageServerAuth},
+		{"example.pem", x509.ExtKeyUsageClientAuth},
+	} {
+		leaf := read(tc.file)[0]
+		if d := leaf.NotAfter.Sub(leaf.NotBefore); d < 3650*24*time.Hour {
+			t.Fatalf("%s is valid for %v, want 3650 days", tc.file, d)
+		}
+		lastDay := leaf.NotAfter.Add(-24 * time.Hour)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: lastDay, KeyUsages: []x509.ExtKeyUsage{tc.usage}}); err != nil {
+			t.Errorf("%s (until %s) no longer verifies on its last day: %v (intermediate until %s, root until %s)",
+				tc.file, leaf.NotAfter.Format(time.DateOnly), err, inter.NotAfter.Format(time.DateOnly), root.NotAfter.Format(time.DateOnly))
+		}
 	}
 }
