@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -66,6 +67,12 @@ Makes, in the output folder:
 	for _, cn := range names {
 		if strings.Trim(cn, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" || strings.HasPrefix(cn, ".") {
 			fmt.Fprintf(stderr, "fleetgate pki: device name %q: use letters, digits, '.', '_' and '-' (it names a file)\n", cn)
+			return 2
+		}
+	}
+	for _, h := range serverHosts {
+		if err := checkHost(h); err != nil {
+			fmt.Fprintf(stderr, "fleetgate pki: -hosts: %v\n", err)
 			return 2
 		}
 	}
@@ -169,6 +176,26 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 		return err
 	}
 	return pki.WriteKey(p("token.pem"), tokenKey)
+}
+
+// checkHost accepts what a server certificate can name and a client can
+// match: an IP address, or a DNS name of at most 253 bytes whose labels hold
+// 1 to 63 letters, digits, '-' or '_', "*." first for a wildcard.
+func checkHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	name := strings.TrimPrefix(h, "*.")
+	ok := len(name) <= 253
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%q is neither a DNS name nor an IP address (write the bare name, without scheme, port or path)", h)
+	}
+	return nil
 }
 
 // latest returns the later of a and b.

@@ -101,6 +101,10 @@ func TestPKI(t *testing.T) {
 		{"device name with a slash", []string{"-cn", "../evil"}},
 		{"no days", []string{"-days", "0"}},
 		{"days past a time.Duration", []string{"-days", "200000"}},
+		{"server name with a scheme", []string{"-hosts", "https://devices.fleet.test"}},
+		{"server name with a port", []string{"-hosts", "devices.fleet.test,app.fleet.test:8443"}},
+		{"server name with a space", []string{"-hosts", "devices fleet.test"}},
+		{"server name with an empty label", []string{"-hosts", "devices..fleet.test"}},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
