@@ -44,6 +44,14 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fleetgate:", err)
 		return 2
 	}
+	// A SIGHUP while the gateway starts (a deployment tool reloading the
+	// service it has just started) must not end the process, as Go's
+	// default action would: it waits, and reloads once the gateway runs.
+	// SIGTERM and SIGINT keep their default until then: a start that hangs
+	// can still be stopped.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 
 	load := func() (*configs.Config, error) { return loadOptions.Load(*file) }
 	if *file == "" {
@@ -130,9 +138,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		printSteps(stdout, *demoDir, srv.Addr())
 	}
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	runErr := make(chan error, 1)
 	go func() { runErr <- srv.Run() }()
 	for {

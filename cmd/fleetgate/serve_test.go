@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // fleet is the PKI, configuration and origin of a serve test.
@@ -351,5 +353,70 @@ func TestServeRefusesStrayArguments(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "p")); err == nil {
 		t.Error("pki with a stray argument wrote its folder")
+	}
+}
+
+// TestServeSIGHUPWhileStarting: a SIGHUP that arrives while the gateway is
+// still loading its configuration (a deployment tool reloading a service it
+// has just started) does not end the process; the reload happens once it
+// runs. The configuration is first a named pipe, so that the signal lands
+// while the file is being read, then a plain file for the reload.
+func TestServeSIGHUPWhileStarting(t *testing.T) {
+	f := newFleet(t)
+	src, err := os.ReadFile(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(f.dir, "starting.toml")
+	if err := syscall.Mkfifo(cfg, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	p := startFleetgate(t, f.dir, "serve", "-c", "starting.toml")
+	w := openReaderFIFO(t, p, cfg)
+	p.signal(t, syscall.SIGHUP)
+	// fleetgate holds the pipe open: the reload will read a plain file.
+	plain := filepath.Join(f.dir, "plain.toml")
+	if err := os.WriteFile(plain, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(plain, cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write(src)
+	w.Close()
+	testkit.WaitFor(t, "the reload of the SIGHUP sent while starting", 20*time.Second, func() bool {
+		return p.exited() || p.stderr.Count("configuration reloaded") > 0
+	})
+	if p.exited() {
+		t.Fatalf("a SIGHUP while starting ended fleetgate: %v", p.err)
+	}
+	p.waitReady(t, f.admin)
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0", code)
+	}
+}
+
+// openReaderFIFO opens the named pipe fifo for writing once p has opened it
+// to read; it fails the test when p exits first.
+func openReaderFIFO(t testing.TB, p *process, fifo string) *os.File {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		// Without a reader, a non-blocking open for writing fails (ENXIO).
+		fd, err := syscall.Open(fifo, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if err == nil {
+			if err := syscall.SetNonblock(fd, false); err != nil {
+				t.Fatal(err)
+			}
+			return os.NewFile(uintptr(fd), fifo)
+		}
+		if p.exited() {
+			t.Fatalf("fleetgate exited before it read %s: %v\n%s", fifo, p.err, p.stderr)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleetgate did not open %s within 20s", fifo)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
