@@ -208,6 +208,11 @@ func (s *Server) Run() error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
+	if err != nil && !isDone(s.booted) {
+		// gnet's own error ("bind: address already in use") does not say
+		// which of the gateway's listeners failed.
+		err = fmt.Errorf("gateway: listen %s: %w", s.listen, err)
+	}
 	s.listening.Store(false)
 	// The loops have exited: relays they did not finish end here.
 	s.relays.finishAll(closeShutdown)

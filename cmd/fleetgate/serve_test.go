@@ -420,3 +420,22 @@ func openReaderFIFO(t testing.TB, p *process, fifo string) *os.File {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestServeNamesTheBusyListener: when [gateway].listen cannot be bound,
+// serve exits 1 with an error that names the address, as it does for
+// admin_listen.
+func TestServeNamesTheBusyListener(t *testing.T) {
+	dir := t.TempDir()
+	runPKI(t, dir, "pki", "sensor-0001")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	writeServeConfig(t, filepath.Join(dir, "fleetgate.toml"), serveParams{Listen: addr, Origin: "http://127.0.0.1:9"})
+	code, _, stderr := fleetgate(t, dir, "serve", "-c", "fleetgate.toml", "-log-level", "error")
+	if code != 1 || !strings.Contains(stderr, addr) {
+		t.Fatalf("listen on a busy port: exit %d, stderr %q; want 1 and the address %s", code, stderr, addr)
+	}
+}
