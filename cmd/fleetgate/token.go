@@ -73,7 +73,7 @@ func readJWKS(src, cacert string) ([]byte, error) {
 			return nil, err
 		}
 		defer f.Close()
-		return io.ReadAll(io.LimitReader(f, maxJWKSBytes))
+		return readMax(src, f)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if cacert != "" {
@@ -96,5 +96,18 @@ func readJWKS(src, cacert string) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes))
+	return readMax(src, resp.Body)
+}
+
+// readMax reads a JWKS of at most maxJWKSBytes from r; a longer one is an
+// error that says so (cut short, it would read as malformed JSON).
+func readMax(src string, r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxJWKSBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxJWKSBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", src, maxJWKSBytes)
+	}
+	return data, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -99,4 +100,27 @@ func tamper(t testing.TB, tok string) string {
 	raw = bytes.Replace(raw, []byte("sensor-0002"), []byte("sensor-9999"), 1)
 	parts[1] = base64.RawURLEncoding.EncodeToString(raw)
 	return strings.Join(parts, ".")
+}
+
+// TestTokenVerifyJWKSTooLong: a JWKS beyond the size token verify reads is
+// refused as too long, not as malformed JSON (what its first MiB looks like).
+func TestTokenVerifyJWKSTooLong(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString(`{"keys":[`)
+	for i := 0; b.Len() <= maxJWKSBytes; i++ {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"kty":"oct","kid":"k%d","use":"enc"}`, i)
+	}
+	b.WriteString(`]}`)
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runInProcess(t, "token", "verify", "--jwks", file, "a.b.c")
+	if code != 1 || !strings.Contains(errOut, file+" is larger than") {
+		t.Fatalf("exit %d, want 1 and %q\n%s%s", code, file+" is larger than", out, errOut)
+	}
 }
