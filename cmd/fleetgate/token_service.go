@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // cmdTokenService creates a service token: a new client id and secret,
@@ -34,8 +35,10 @@ func cmdTokenService(args []string, now time.Time, stdout, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	if strings.ContainsAny(*name, "\"\\") || strings.IndexFunc(*name, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
-		fmt.Fprintln(stderr, "fleetgate token service: -name must not hold quotes, backslashes or control characters")
+	// The name goes into a TOML basic string: UTF-8 without quotes,
+	// backslashes or control characters.
+	if !utf8.ValidString(*name) || strings.ContainsAny(*name, "\"\\") || strings.IndexFunc(*name, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		fmt.Fprintln(stderr, "fleetgate token service: -name must be UTF-8 without quotes, backslashes or control characters")
 		return 2
 	}
 	if *life < 0 {

@@ -71,4 +71,8 @@ func TestTokenService(t *testing.T) {
 	if code, _, _ := runInProcess(t, "token", "service", "-name", `a"b`); code != 2 {
 		t.Errorf("quote in -name: exit %d, want 2", code)
 	}
+	// Not UTF-8 (a Latin-1 "ü"): the block would not load as TOML.
+	if code, out, _ := runInProcess(t, "token", "service", "-name", "m\xfcller"); code != 2 || out != "" {
+		t.Errorf("-name not UTF-8: exit %d, stdout %q; want 2 and nothing printed", code, out)
+	}
 }
