@@ -133,6 +133,14 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:22: gateway.admin_listen: "localhost:http" is not host:port (e.g. "127.0.0.1:8443" or ":8443")`,
 				`fleetgate.toml:23: gateway.issuer: "ftp://access.fleet.test" is not an http:// or https:// URL with a host`,
 			}},
+		{name: "admin on the gateway's port", src: appended("[gateway]\nlisten = \":8443\"\nadmin_listen = \"127.0.0.1:8443\"\n"),
+			want: []string{
+				`fleetgate.toml:22: gateway.admin_listen: "127.0.0.1:8443" takes the port of gateway.listen (":8443"): the admin listener needs a port of its own`,
+			}},
+		{name: "admin on the same address", src: appended("[gateway]\nlisten = \"[::1]:9000\"\nadmin_listen = \"[::1]:9000\"\n"),
+			want: []string{
+				`fleetgate.toml:22: gateway.admin_listen: "[::1]:9000" takes the port of gateway.listen ("[::1]:9000"): the admin listener needs a port of its own`,
+			}},
 		{name: "limits out of range", src: appended("[gateway]\nhandshake_queue = 0\nmax_header_bytes = \"512\"\nheader_timeout = \"0s\"\nmax_conns_per_origin = -3\nevent_loops = 40000\n"),
 			want: []string{
 				`fleetgate.toml:21: gateway.handshake_queue: must be at least 1, not 0`,

@@ -43,6 +43,8 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	if fg.AdminListen != "" {
 		if err := checkListen(fg.AdminListen); err != nil {
 			l.errorf(p+".admin_listen", "%v", err)
+		} else if sharesPort(fg.Listen, fg.AdminListen) {
+			l.errorf(p+".admin_listen", "%q takes the port of gateway.listen (%q): the admin listener needs a port of its own", fg.AdminListen, fg.Listen)
 		}
 	}
 	if _, err := checkURL(fg.Issuer, false); err != nil {

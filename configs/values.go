@@ -28,6 +28,25 @@ func checkListen(s string) error {
 	return nil
 }
 
+// sharesPort reports whether two listen addresses (both host:port) would
+// bind one port: the same port, other than 0 (a port of the system's
+// choosing), on the same host or with either on every address ("",
+// "0.0.0.0" or "::"). Linux refuses the second bind.
+func sharesPort(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return false
+	}
+	na, errA := strconv.ParseUint(pa, 10, 16)
+	nb, errB := strconv.ParseUint(pb, 10, 16)
+	if errA != nil || errB != nil || na == 0 || na != nb {
+		return false
+	}
+	everywhere := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return everywhere(ha) || everywhere(hb) || strings.EqualFold(ha, hb)
+}
+
 // checkDomain validates an application domain or an associated hostname and
 // returns it in lower case: an FQDN of at least two labels, or a wildcard
 // "*.example.com" (the star is a whole first label, followed by at least two

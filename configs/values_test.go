@@ -196,3 +196,25 @@ n = 1
 		}
 	}
 }
+
+// TestSharesPort: which pairs of listen addresses collide on one port.
+func TestSharesPort(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"127.0.0.1:8443", "127.0.0.1:8443", true},
+		{":8443", "127.0.0.1:8443", true},
+		{"0.0.0.0:9443", "10.0.0.1:9443", true},
+		{"[::]:9443", "127.0.0.1:9443", true},
+		{"LOCALHOST:1", "localhost:1", true},
+		{"127.0.0.1:8443", "127.0.0.1:9443", false},
+		{"127.0.0.1:8443", "127.0.0.2:8443", false},
+		{"127.0.0.1:0", "127.0.0.1:0", false}, // each gets a port of its own
+		{":0", ":0", false},
+	} {
+		if got := sharesPort(c.a, c.b); got != c.want {
+			t.Errorf("sharesPort(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
