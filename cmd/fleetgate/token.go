@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -87,7 +88,7 @@ func readJWKS(src, cacert string) ([]byte, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second, CheckRedirect: keepHTTPS}
 	resp, err := client.Get(src)
 	if err != nil {
 		return nil, err
@@ -97,6 +98,20 @@ func readJWKS(src, cacert string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
 	}
 	return readMax(src, resp.Body)
+}
+
+// keepHTTPS refuses a redirect from an https:// JWKS to a plain http://
+// one: the keys that decide whether a token is valid would then come over a
+// connection anyone on the path can change. http.Client's own limit of ten
+// redirects stays.
+func keepHTTPS(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("refused a redirect from %s to %s: the JWKS must stay on https", via[0].URL.Redacted(), req.URL.Redacted())
+	}
+	return nil
 }
 
 // readMax reads a JWKS of at most maxJWKSBytes from r; a longer one is an

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -123,4 +124,30 @@ func TestTokenVerifyJWKSTooLong(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, file+" is larger than") {
 		t.Fatalf("exit %d, want 1 and %q\n%s%s", code, file+" is larger than", out, errOut)
 	}
+}
+
+// TestTokenVerifyRefusesHTTPSDowngrade: an https:// JWKS that redirects to
+// http:// is refused, so the keys never come over plain HTTP.
+func TestTokenVerifyRefusesHTTPSDowngrade(t *testing.T) {
+	t.Parallel()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, `{"keys":[]}`)
+	}))
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+"/jwks", http.StatusFound)
+	}))
+	t.Cleanup(secure.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pemCert(secure.Certificate().Raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runInProcess(t, "token", "verify", "--jwks", secure.URL+"/jwks", "--cacert", ca, "a.b.c")
+	if code != 1 || !strings.Contains(errOut, "the JWKS must stay on https") {
+		t.Fatalf("exit %d, want 1 and a refused redirect\n%s%s", code, out, errOut)
+	}
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
