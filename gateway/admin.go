@@ -19,7 +19,36 @@ type adminServer struct {
 	srv *http.Server
 }
 
+// adminLimits bound what one client of the admin listener may hold. The
+// listener serves a few small GETs, but in the gateway's own process: a
+// client that trickles its request, never reads the answer, or keeps its
+// connection idle must not keep a goroutine and a descriptor for good.
+type adminLimits struct {
+	readHeader time.Duration // the request line and headers
+	read       time.Duration // the whole request, body included
+	write      time.Duration // from the end of the headers to the answer sent
+	idle       time.Duration // a kept-alive connection between requests
+	maxHeader  int           // the request line and headers, in bytes
+}
+
+// defaultAdminLimits are the admin listener's bounds. A scrape has 10s to
+// be gathered (the /metrics handler's Timeout) and the rest of write to be
+// sent; idle outlasts a minute's scrape interval, so scrapers keep their
+// connection.
+var defaultAdminLimits = adminLimits{
+	readHeader: 5 * time.Second,
+	read:       5 * time.Second,
+	write:      30 * time.Second,
+	idle:       2 * time.Minute,
+	maxHeader:  16 << 10,
+}
+
+// startAdmin starts the admin listener on addr with defaultAdminLimits.
 func startAdmin(addr string, s *Server) (*adminServer, error) {
+	return startAdminLimited(addr, s, defaultAdminLimits)
+}
+
+func startAdminLimited(addr string, s *Server, lim adminLimits) (*adminServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -56,7 +85,14 @@ func startAdmin(addr string, s *Server) (*adminServer, error) {
 			Timeout:             10 * time.Second,
 		}))
 	}
-	a := &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	a := &adminServer{ln: ln, srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: lim.readHeader,
+		ReadTimeout:       lim.read,
+		WriteTimeout:      lim.write,
+		IdleTimeout:       lim.idle,
+		MaxHeaderBytes:    lim.maxHeader,
+	}}
 	go func() { _ = a.srv.Serve(ln) }()
 	return a, nil
 }

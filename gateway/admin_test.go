@@ -4,6 +4,7 @@ package gateway
 // listener is up, while serving, and through a drain).
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
@@ -166,4 +167,80 @@ func (h *harness) variantConfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestAdminBounds: the admin listener answers a header larger than its
+// bound with 431, and closes a connection whose client trickles its
+// request, or keeps it idle after an answer, instead of holding it (and a
+// goroutine of the gateway's process) for good.
+func TestAdminBounds(t *testing.T) {
+	h := newHarness(t)
+	dial := func(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	// closedWithin reads until the admin listener closes c, failing when it
+	// is still open after d.
+	closedWithin := func(t *testing.T, c net.Conn, br *bufio.Reader, d time.Duration) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			t.Fatalf("the connection is still open after %v: %v", d, err)
+		}
+	}
+
+	t.Run("huge header", func(t *testing.T) {
+		c, br := dial(t, h.srv.AdminAddr())
+		pad := strings.Repeat("a", 64<<10)
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: admin\r\nX-Pad: "+pad+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("a 64KiB header: %d, want 431", resp.StatusCode)
+		}
+	})
+
+	t.Run("trickled body", func(t *testing.T) {
+		c, br := dial(t, h.srv.AdminAddr())
+		if _, err := io.WriteString(c, "POST /healthz HTTP/1.1\r\nHost: admin\r\nContent-Length: 1000\r\n\r\nabc"); err != nil {
+			t.Fatal(err)
+		}
+		closedWithin(t, c, br, defaultAdminLimits.read+3*time.Second)
+	})
+
+	t.Run("idle", func(t *testing.T) {
+		lim := defaultAdminLimits
+		lim.idle = 300 * time.Millisecond
+		a, err := startAdminLimited("127.0.0.1:0", h.srv, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.close()
+		c, br := dial(t, a.addr())
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("/healthz: %d, close %v: want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+		}
+		closedWithin(t, c, br, lim.idle+3*time.Second)
+	})
 }
