@@ -182,7 +182,7 @@ func newPromMetrics(s *Server) *promMetrics {
 		"Origin requests that failed, by kind: timeout, connect_timeout, unreachable, connection_closed, truncated (closed mid-body), bad_response, response_too_large, no_free_connections.",
 		"app", "kind")
 	m.tokens = f.counterVec("tokens_minted_total",
-		`Tokens minted, by application and kind: "session" (also sent as the session cookie) or "no_duration" (for one request).`,
+		`Tokens minted, by application and kind: "session" (also sent as the session cookie), "no_duration" (for one request) or "tcp" (for a tcp or mqtt application's connection).`,
 		"app", "kind")
 
 	m.registerTCP(f)
@@ -215,7 +215,7 @@ func (m *promMetrics) registerTCP(f factory) {
 		`Bytes relayed by tcp applications, by application and direction: "device_to_origin" (plaintext read from devices) or "origin_to_device".`,
 		"app", "direction")
 	m.tcpCloses = f.counterVec("tcp_closes_total",
-		"Relayed connections of tcp applications closed, by application and reason: device_closed, origin_closed, idle, max_age, revoked, expired, backpressure, origin_down, shutdown.",
+		"Relayed connections of tcp applications closed, by application and reason: device_closed, origin_closed, idle, max_age, revoked, expired, policy, backpressure, origin_down, key_updates, shutdown.",
 		"app", "reason")
 	m.tcpRefusals = f.counterVec("tcp_refused_total",
 		"Devices of tcp applications refused inside the TLS handshake (bad_certificate alert), by application and the reason an HTTP application's 403 would carry.",

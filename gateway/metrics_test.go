@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -563,4 +564,34 @@ func TestMetricsHandshakeTimeout(t *testing.T) {
 		t.Fatalf("the stalled connection was not closed: %v", err)
 	}
 	expectMetrics(t, h, []want{w("fleetgate_handshakes_total", 1, "result", "error", "reason", "timeout")})
+}
+
+// TestMetricsDocumented: every fleetgate_ family the sink exports, those of
+// tcp and mqtt applications included, is in docs/metrics.md, and so is
+// every kind of minted token.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newPromMetrics(&Server{now: time.Now})
+	m.request(benchExchange(), time.Millisecond)
+	m.tcpOpened("iot").closed("idle")
+	m.tcpRefused("iot", policy.ReasonNoPolicyMatched)
+	m.mqttRefused("iot", policy.ReasonNoPolicyMatched)
+	m.tokenMinted("iot", "tcp") // what a tcp or mqtt application's relay mints
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if name := f.GetName(); strings.HasPrefix(name, "fleetgate_") && !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("%s is exported but not in docs/metrics.md", name)
+		}
+	}
+	for _, kind := range []string{"session", "no_duration", "tcp"} {
+		if !strings.Contains(string(doc), "`"+kind+"`") {
+			t.Errorf("tokens_minted_total kind %q is not in docs/metrics.md", kind)
+		}
+	}
 }
