@@ -28,7 +28,7 @@ func cmdPKI(args []string, stdout, stderr io.Writer) int {
 	out := fset.String("out", "pki", "output `folder`")
 	hosts := fset.String("hosts", "devices.fleet.test", "comma-separated `names` the server certificate covers")
 	cns := fset.String("cn", "sensor-0001", "comma-separated device common `names`; the first is example.pem / key.pem")
-	keyType := fset.String("key", "p256", "key `type`: p256, p384, rsa, ed25519")
+	keyType := fset.String("key", "p256", "key `type` of the certificates: p256, p384, rsa, ed25519 (ed25519: the server and device certificates; the CAs are P-256)")
 	days := fset.Int("days", 365, "validity of server and device certificates, in `days`")
 	force := fset.Bool("force", false, "overwrite existing files")
 	fset.Usage = func() {
@@ -124,10 +124,10 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 	now := time.Now()
 	leafNotAfter := now.Add(validity)
 	interOpts := pki.Intermediate("fleetgate intermediate CA" + suffix)
-	interOpts.KeyType = kt
+	interOpts.KeyType = caKeyType(kt)
 	interOpts.NotAfter = latest(interOpts.NotAfter, leafNotAfter)
 	rootOpts := pki.Root("fleetgate root CA" + suffix)
-	rootOpts.KeyType = kt
+	rootOpts.KeyType = caKeyType(kt)
 	rootOpts.NotAfter = latest(rootOpts.NotAfter, interOpts.NotAfter)
 	root, err := pki.NewRoot(rootOpts)
 	if err != nil {
@@ -176,6 +176,16 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 		return err
 	}
 	return pki.WriteKey(p("token.pem"), tokenKey)
+}
+
+// caKeyType is the key type of the CAs for leaves of type kt: the same,
+// except that Ed25519 leaves get P-256 CAs, because a client CA must be
+// signed with RSA or ECDSA (configs refuses an Ed25519-signed upload).
+func caKeyType(kt pki.KeyType) pki.KeyType {
+	if kt == pki.Ed25519 {
+		return pki.ECDSAP256
+	}
+	return kt
 }
 
 // checkHost accepts what a server certificate can name and a client can

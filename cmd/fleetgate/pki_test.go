@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,5 +163,33 @@ func TestPKILeavesWithinTheirCAs(t *testing.T) {
 			t.Errorf("%s (until %s) no longer verifies on its last day: %v (intermediate until %s, root until %s)",
 				tc.file, leaf.NotAfter.Format(time.DateOnly), err, inter.NotAfter.Format(time.DateOnly), root.NotAfter.Format(time.DateOnly))
 		}
+	}
+}
+
+// TestPKIEveryKeyTypeLoads: whatever -key says, the folder `fleetgate pki`
+// writes makes a configuration that check accepts: ca-chain.pem is the
+// client_cas upload, whose CA certificates must be signed with RSA or ECDSA.
+func TestPKIEveryKeyTypeLoads(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{"p256", "p384", "rsa", "ed25519"} {
+		t.Run(key, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			if code, _, stderr := runInProcess(t, "pki", "-out", filepath.Join(dir, "pki"), "-hosts", "devices.fleet.test,app.fleet.test", "-key", key); code != 0 {
+				t.Fatalf("pki -key %s: exit %d, %q", key, code, stderr)
+			}
+			cfg := filepath.Join(dir, "fleetgate.toml")
+			writeServeConfig(t, cfg, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+			if code, stdout, stderr := runInProcess(t, "check", "-c", cfg); code != 0 {
+				t.Fatalf("check of a pki -key %s folder: exit %d\n%s%s", key, code, stdout, stderr)
+			}
+			leaf, err := tls.LoadX509KeyPair(filepath.Join(dir, "pki", "example.pem"), filepath.Join(dir, "pki", "key.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := fmt.Sprintf("%T", leaf.PrivateKey), map[string]string{"p256": "*ecdsa.PrivateKey", "p384": "*ecdsa.PrivateKey", "rsa": "*rsa.PrivateKey", "ed25519": "ed25519.PrivateKey"}[key]; got != want {
+				t.Errorf("pki -key %s: device key %s, want %s", key, got, want)
+			}
+		})
 	}
 }
