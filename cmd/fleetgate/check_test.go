@@ -187,3 +187,33 @@ func TestCheckRefusesARepeatedTokenKey(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckWithoutSigningKey: as the README and configs/fleetgate.toml say,
+// a file with only [[client_cas]] and [[applications]] works: check accepts
+// it with a warning that tokens are signed with a key made at start.
+func TestCheckWithoutSigningKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	runPKI(t, dir, "pki", "sensor-0001")
+	file := filepath.Join(dir, "fleetgate.toml")
+	writeServeConfig(t, file, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(data), "[tokens]\nsigning_key_file = \"pki/token.pem\"\n", "", 1)
+	if src == string(data) {
+		t.Fatal("the serve configuration has no [tokens] table to remove")
+	}
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runInProcess(t, "check", "-c", file)
+	if code != 0 || !strings.Contains(out, "1 warnings") || !strings.Contains(errOut, "warning: "+file+": tokens: no signing_key_file: tokens are signed with a key generated at start") {
+		t.Fatalf("check: exit %d, want 0 and the ephemeral key warning\n%s%s", code, out, errOut)
+	}
+	// serve reads the file the same way.
+	if cfg, err := loadOptions.Load(file); err != nil || !cfg.Tokens.EphemeralKey {
+		t.Fatalf("serve's load: %v", err)
+	}
+}
