@@ -317,6 +317,8 @@ func TestVersionAndHelp(t *testing.T) {
 		{"token -h", []string{"token", "-h"}, "fleetgate token verify"},
 		{"token verify -h", []string{"token", "verify", "-h"}, "-jwks"},
 		{"token verify --help", []string{"token", "verify", "--help"}, "-aud"},
+		{"token verify usage names --cacert", []string{"token", "verify", "-h"}, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] [--cacert FILE] TOKEN"},
+		{"token usage names --cacert", []string{"token", "-h"}, "[--cacert FILE] TOKEN"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,7 +24,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 		return cmdTokenService(args[1:], time.Now(), stdout, stderr)
 	}
 	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprintln(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] TOKEN\n       fleetgate token service -name NAME [-duration 8760h]")
+		fmt.Fprintln(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] [--cacert FILE] TOKEN\n       fleetgate token service -name NAME [-duration 8760h]")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
 			return 0
 		}
@@ -37,7 +37,7 @@ func cmdToken(args []string, stdout, stderr io.Writer) int {
 	iss := fs.String("iss", "", "require this issuer `URL` in iss")
 	cacert := fs.String("cacert", "", "PEM `file` of CAs to trust when fetching an https JWKS")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] TOKEN\n\nVerifies TOKEN's signature with the JWKS, its time window, and aud / iss when given; prints the claims, or why it fails (exit 1).\n\n")
+		fmt.Fprintf(stderr, "Usage: fleetgate token verify --jwks URL|FILE [--aud TAG] [--iss URL] [--cacert FILE] TOKEN\n\nVerifies TOKEN's signature with the JWKS, its time window, and aud / iss when given; prints the claims, or why it fails (exit 1).\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args[1:]); err != nil {
