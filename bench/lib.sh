@@ -304,7 +304,9 @@ defaults
   option http-keep-alive
 
 frontend bench
-  bind ${ADDR[haproxy]} ssl crt $abs/haproxy.pem ca-file $abs/pki/root.pem verify optional curves X25519:P-256 no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 alpn http/1.1
+  # prefer-client-ciphers: the client's order (AES-128-GCM), as nginx and the Go
+  # servers follow it; HAProxy's own order would pick AES-256-GCM with SHA-384.
+  bind ${ADDR[haproxy]} ssl crt $abs/haproxy.pem ca-file $abs/pki/root.pem verify optional curves X25519:P-256 no-tls-tickets prefer-client-ciphers ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 alpn http/1.1
   # ssl_c_verify is 0 also when no certificate was sent: require one too.
   http-request deny deny_status 403 unless { ssl_c_used } { ssl_c_verify 0 }
   default_backend origin
@@ -414,7 +416,9 @@ defaults
   timeout server 10m
 
 frontend relay
-  bind ${RELAY_ADDR[haproxy]} ssl crt $abs/haproxy.pem ca-file $abs/pki/root.pem verify required curves X25519:P-256 no-tls-tickets ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
+  # prefer-client-ciphers: the client's order (AES-128-GCM), as nginx and the Go
+  # servers follow it; HAProxy's own order would pick AES-256-GCM with SHA-384.
+  bind ${RELAY_ADDR[haproxy]} ssl crt $abs/haproxy.pem ca-file $abs/pki/root.pem verify required curves X25519:P-256 no-tls-tickets prefer-client-ciphers ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3
   default_backend echo
 
 backend echo
