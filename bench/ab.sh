@@ -48,6 +48,10 @@ else
   RATE=throughput_rps
 fi
 
+# field NAME JSON: the number after the first "NAME": in JSON (for p99, the
+# message's or request's latency: MODE=tcp's connect latency comes after it).
+field() { { grep -o "\"$1\":[0-9.]*" <<<"$2" || true; } | head -1 | cut -d: -f2; }
+
 # load PID DURATION: one client run against the fleetgate at PID, its JSON.
 load() {
   timeout 120 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[fleetgate]}" \
@@ -67,8 +71,7 @@ run() {
   out=$(load "$pid" "$DUR")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  printf '%s %s %s %s\n' "$label" "$(sed -n "s/.*\"$FIGURE\":\([0-9.]*\).*/\1/p" <<<"$out")" \
-    "$(sed -n "s/.*\"$RATE\":\([0-9.]*\).*/\1/p" <<<"$out")" "$(sed -n 's/.*"p99":\([0-9.]*\).*/\1/p' <<<"$out")"
+  printf '%s %s %s %s\n' "$label" "$(field "$FIGURE" "$out")" "$(field "$RATE" "$out")" "$(field p99 "$out")"
 }
 
 for _ in $(seq "$ROUNDS"); do
