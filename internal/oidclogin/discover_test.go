@@ -94,3 +94,27 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// TestDiscoverSlowFailureRemembered: a discovery that fails only after
+// retryAfter or more (a provider that hangs, with the default 10 s timeout)
+// is still remembered for retryAfter from when it failed: the login that
+// waited for it gets the failure when it ends, not another discovery, and
+// the next login is refused at once instead of waiting a whole timeout.
+func TestDiscoverSlowFailureRemembered(t *testing.T) {
+	timeout := retryAfter + time.Second
+	p := New(Config{Name: "corp", Issuer: "http://" + blackhole(t), ClientID: "fleetgate", Timeout: timeout})
+	defer p.Close()
+	const redirect = "https://console.fleet.test/cdn-cgi/access/callback"
+	ctx, cancel := context.WithTimeout(context.Background(), 3*timeout)
+	defer cancel()
+	start := time.Now()
+	_, _, err := p.Start(ctx, redirect)
+	if d := time.Since(start); !errors.Is(err, ErrUnavailable) || d > timeout+2*time.Second {
+		t.Fatalf("first login: %v after %v; want ErrUnavailable after the provider's timeout (%v)", err, d, timeout)
+	}
+	start = time.Now()
+	_, _, err = p.Start(ctx, redirect)
+	if d := time.Since(start); !errors.Is(err, ErrUnavailable) || d > time.Second {
+		t.Fatalf("next login: %v after %v; want the remembered failure at once", err, d)
+	}
+}

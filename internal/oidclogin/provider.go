@@ -92,7 +92,7 @@ type Provider struct {
 	mu       sync.Mutex
 	disc     *discovered   // nil until discovery succeeded
 	fetching chan struct{} // non-nil while a discovery runs; closed when it ends
-	lastTry  time.Time
+	failedAt time.Time     // when the last discovery failed
 	lastErr  error
 }
 
@@ -154,7 +154,7 @@ func (p *Provider) ctx(parent context.Context) (context.Context, context.CancelF
 }
 
 // discover returns the discovered provider, discovering it now when it has
-// not been, or when the last failure is older than retryAfter. One
+// not been, or when the last failure ended more than retryAfter ago. One
 // discovery runs at a time, outside the lock and bounded by the provider's
 // timeout; every caller waits for it at most until its own context ends.
 func (p *Provider) discover(parent context.Context) (*discovered, error) {
@@ -166,13 +166,12 @@ func (p *Provider) discover(parent context.Context) (*discovered, error) {
 			return d, nil
 		}
 		if p.fetching == nil {
-			if p.lastErr != nil && time.Since(p.lastTry) < retryAfter {
+			if p.lastErr != nil && time.Since(p.failedAt) < retryAfter {
 				err := p.lastErr
 				p.mu.Unlock()
 				return nil, err
 			}
 			p.fetching = make(chan struct{})
-			p.lastTry = time.Now()
 			go p.fetch(p.fetching)
 		}
 		done := p.fetching
@@ -217,7 +216,11 @@ func (p *Provider) fetch(done chan struct{}) {
 	if d != nil {
 		p.disc, p.lastErr = d, nil
 	} else {
+		// Remembered from when it ended, not began: a discovery that
+		// took retryAfter or longer (a provider that hangs) would else be
+		// forgotten at once, and every login would wait for another.
 		p.lastErr = fmt.Errorf("%w: %s: discovery: %v", ErrUnavailable, p.cfg.Name, err)
+		p.failedAt = time.Now()
 	}
 	p.fetching = nil
 	close(done)
