@@ -28,6 +28,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -116,9 +117,51 @@ func New(c Config) *Provider {
 	if c.Resolve != "" {
 		tr.DialContext = resolveDialer(c.Issuer, c.Resolve, tr.DialContext)
 	}
-	return &Provider{cfg: c, client: &http.Client{Transport: tr, Timeout: c.Timeout},
+	return &Provider{cfg: c, client: &http.Client{Transport: limitTransport{tr}, Timeout: c.Timeout},
 		keys: &http.Client{Transport: jwksTransport{tr}, Timeout: c.Timeout}}
 }
+
+// maxAnswerBytes bounds an answer read through Provider.client (the
+// discovery document, the token endpoint's answer): go-oidc reads a
+// discovery document whole, however large.
+const maxAnswerBytes = 1 << 20
+
+// limitTransport fails the reading of an answer's body past maxAnswerBytes.
+type limitTransport struct{ base *http.Transport }
+
+// RoundTrip implements http.RoundTripper.
+func (t limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{rc: resp.Body, left: maxAnswerBytes, url: req.URL.Redacted()}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the transport's idle connections (Close).
+func (t limitTransport) CloseIdleConnections() { t.base.CloseIdleConnections() }
+
+// limitedBody is an answer's body whose reading fails once more than left
+// bytes were read.
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+	url  string
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	if b.left -= int64(n); b.left < 0 {
+		return 0, fmt.Errorf("oidclogin: %s: the answer is larger than %d bytes", b.url, maxAnswerBytes)
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
 
 // resolveDialer returns a dial function that connects to resolve instead
 // of the issuer's host and port (the default port of its scheme when it
