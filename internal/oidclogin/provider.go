@@ -235,13 +235,16 @@ func (p *Provider) fetch(done chan struct{}) {
 	defer cancel()
 	op, err := oidc.NewProvider(ctx, p.cfg.Issuer)
 	var d *discovered
+	var extra struct {
+		EndSession string   `json:"end_session_endpoint"`
+		JWKS       string   `json:"jwks_uri"`
+		Algs       []string `json:"id_token_signing_alg_values_supported"`
+	}
 	if err == nil {
-		var extra struct {
-			EndSession string   `json:"end_session_endpoint"`
-			JWKS       string   `json:"jwks_uri"`
-			Algs       []string `json:"id_token_signing_alg_values_supported"`
-		}
 		_ = op.Claims(&extra) // NewProvider parsed the same document
+		err = checkEndpoints(p.cfg.Issuer, op.Endpoint().AuthURL, op.Endpoint().TokenURL, extra.JWKS)
+	}
+	if err == nil {
 		// go-oidc's remote key set, fetched through p.keys and wrapped so
 		// that a fetch failure is reported apart (keySet); the algorithms
 		// are those discovery advertises that go-oidc verifies, as
@@ -267,6 +270,41 @@ func (p *Provider) fetch(done chan struct{}) {
 	}
 	p.fetching = nil
 	close(done)
+}
+
+// checkEndpoints checks the endpoints discovery named: absolute URLs, and
+// https, or http only when the issuer is (the configuration allows that on
+// a loopback address alone) and the endpoint is on a loopback address too.
+// Why: the person's password, the client secret and the code, the ID
+// token and the keys that sign it cross them.
+func checkEndpoints(issuer, auth, token, jwks string) error {
+	iu, err := url.Parse(issuer)
+	plainOK := err == nil && iu.Scheme == "http"
+	for _, e := range [...]struct{ name, url string }{
+		{"authorization_endpoint", auth}, {"token_endpoint", token}, {"jwks_uri", jwks},
+	} {
+		u, err := url.Parse(e.url)
+		switch {
+		case e.url == "":
+			return fmt.Errorf("the discovery document has no %s", e.name)
+		case err != nil || u.Host == "" || u.User != nil:
+			return fmt.Errorf("%s %q is not an absolute URL", e.name, e.url)
+		case u.Scheme == "https":
+		case u.Scheme == "http" && plainOK && loopback(u.Hostname()):
+		default:
+			return fmt.Errorf("%s %q is not an https:// URL (the issuer is %q)", e.name, e.url, issuer)
+		}
+	}
+	return nil
+}
+
+// loopback reports whether host is localhost or a loopback address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // oauth returns the OAuth 2.0 client for redirectURL.
