@@ -825,36 +825,45 @@ func (h *harness) writeCRLUntil(nextUpdate time.Time, revoked ...*device) {
 // it (same PKI and origin).
 func (h *harness) variantWith(t *testing.T, edit func(*fileConfig)) *harness {
 	t.Helper()
-	cfg := h.config()
-	listen := testkit.FreePort(t)
-	cfg.Gateway.Listen = listen
-	if edit != nil {
-		edit(&cfg)
-	}
-	return h.startVariant(t, listen, marshalConfig(t, cfg))
+	return h.startVariant(t, func(listen string) []byte {
+		cfg := h.config()
+		cfg.Gateway.Listen = listen
+		if edit != nil {
+			edit(&cfg)
+		}
+		return marshalConfig(t, cfg)
+	})
 }
 
-// startVariant starts a gateway on the file text (written beside h's) that
-// listens on listen.
-func (h *harness) startVariant(t *testing.T, listen string, text []byte) *harness {
+// startVariant starts a gateway on the file text(listen) (written beside
+// h's), listening on a free port. As for h, a port taken between the
+// moment it was found free and the bind is given up for another.
+func (h *harness) startVariant(t *testing.T, text func(listen string) []byte) *harness {
 	t.Helper()
-	var err error
 	v := &harness{t: t, pki: h.pki, dir: h.dir, cfgPath: filepath.Join(h.dir, "variant.toml"),
-		params: h.params, origin: h.origin, addr: listen, logs: &testkit.Buffer{}, runErr: make(chan error, 1)}
-	v.params.Listen = listen
-	v.writeFile("variant.toml", text)
+		params: h.params, origin: h.origin, logs: &testkit.Buffer{}, runErr: make(chan error, 1)}
 	logger := slog.New(slog.NewJSONHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	v.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(v.cfgPath) }, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { v.runErr <- v.srv.Run() }()
-	select {
-	case <-v.srv.Booted():
-	case err := <-v.runErr:
-		t.Fatalf("Run returned before boot: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not boot")
+	for attempt := 1; ; attempt++ {
+		v.addr = testkit.FreePort(t)
+		v.params.Listen = v.addr
+		v.writeFile("variant.toml", text(v.addr))
+		var err error
+		v.srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(v.cfgPath) }, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { v.runErr <- v.srv.Run() }()
+		select {
+		case <-v.srv.Booted():
+		case err := <-v.runErr:
+			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
+				continue
+			}
+			t.Fatalf("Run returned before boot: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("gateway did not boot")
+		}
+		break
 	}
 	t.Cleanup(func() {
 		v.stop()
