@@ -26,7 +26,7 @@
 # DEVICES=100 SIZES="64 4096" MESSAGES=1000 TLS=1.3 HOLD_N=10000 (0: no hold)
 # RELAY_SERVERS (or SERVERS)="fleetgate nginx haproxy gorelay" SERVER_CPU=0 CLIENT_CPU=1
 # WORK=bench/work OUT=bench/results STAMP=<date> (results: $OUT/$STAMP-relay.md
-# and .jsonl). FG_GOMAXPROCS=1 (or unset, or N; see bench/lib.sh).
+# and .jsonl). FG_GOMAXPROCS=unset (or 1, or N; see bench/lib.sh).
 # A run with the defaults takes about 5 minutes. The summary ends with the
 # relay targets: fleetgate ≤ 0.8× HAProxy's CPU per 64 B echo, RSS per idle
 # relayed connection below HAProxy's and ≤ 0.5× the Go relay's.
