@@ -25,9 +25,6 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 )
 
-// maxJWKSBytes bounds the JWKS document read from the provider.
-const maxJWKSBytes = 1 << 20
-
 // keysFetchKey is the context key of the keysFetch of one Verify.
 type keysFetchKey struct{}
 
@@ -76,7 +73,7 @@ func (t jwksTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		return nil, fmt.Errorf("oidclogin: JWKS %s answered %s", req.URL.Redacted(), resp.Status)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	resp.Body.Close()
 	if err != nil {
 		return nil, fmt.Errorf("oidclogin: JWKS %s: %w", req.URL.Redacted(), err)
@@ -84,7 +81,7 @@ func (t jwksTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
-	if len(body) > maxJWKSBytes || json.Unmarshal(body, &set) != nil || set.Keys == nil {
+	if len(body) > maxAnswerBytes || json.Unmarshal(body, &set) != nil || set.Keys == nil {
 		return nil, fmt.Errorf("oidclogin: JWKS %s: the answer is not a JWK set", req.URL.Redacted())
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))

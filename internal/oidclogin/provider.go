@@ -121,9 +121,10 @@ func New(c Config) *Provider {
 		keys: &http.Client{Transport: jwksTransport{tr}, Timeout: c.Timeout}}
 }
 
-// maxAnswerBytes bounds an answer read through Provider.client (the
-// discovery document, the token endpoint's answer): go-oidc reads a
-// discovery document whole, however large.
+// maxAnswerBytes bounds every answer read from the provider: the
+// discovery document and the token endpoint's answer (Provider.client),
+// and the JWKS (jwksTransport). go-oidc reads a discovery document whole,
+// however large.
 const maxAnswerBytes = 1 << 20
 
 // limitTransport fails the reading of an answer's body past maxAnswerBytes.
