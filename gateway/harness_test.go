@@ -507,7 +507,7 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 		select {
 		case <-h.srv.Booted():
 		case err := <-h.runErr:
-			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
+			if portTaken(err) && attempt < 5 {
 				h.params.Listen = testkit.FreePort(t)
 				h.addr = h.params.Listen
 				h.write(h.config())
@@ -835,6 +835,13 @@ func (h *harness) variantWith(t *testing.T, edit func(*fileConfig)) *harness {
 	})
 }
 
+// portTaken reports whether a gateway's Run failed because its listen
+// port, found free a moment before, was taken before the bind: the
+// harness then picks another.
+func portTaken(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
 // startVariant starts a gateway on the file text(listen) (written beside
 // h's), listening on a free port. As for h, a port taken between the
 // moment it was found free and the bind is given up for another.
@@ -856,7 +863,7 @@ func (h *harness) startVariant(t *testing.T, text func(listen string) []byte) *h
 		select {
 		case <-v.srv.Booted():
 		case err := <-v.runErr:
-			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
+			if portTaken(err) && attempt < 5 {
 				continue
 			}
 			t.Fatalf("Run returned before boot: %v", err)
