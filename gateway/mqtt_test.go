@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +113,7 @@ func startCapture(t *testing.T) *captured {
 type mqttFixture struct {
 	*tcpFixture
 	auth      *jwtAuth
+	broker    *mqtt.Server
 	brokerURL string
 	raw, tmpl *captured
 }
@@ -131,6 +133,7 @@ func newMQTTFixture(t *testing.T) *mqttFixture {
 	if err := b.Serve(); err != nil {
 		t.Fatal(err)
 	}
+	f.broker = b
 	t.Cleanup(func() {
 		if err := demo.CloseBroker(b, 10*time.Second); err != nil {
 			t.Error(err)
@@ -162,6 +165,24 @@ func newMQTTFixture(t *testing.T) *mqttFixture {
 	f.harness = newHarness(t, func(p *cfgParams) { p.Edit = edit })
 	f.auth.jwksURL = "http://" + f.srv.AdminAddr() + "/cdn-cgi/access/certs"
 	return f
+}
+
+// brokerIdle waits until the broker has no client left. mochi-mqtt cleans
+// up a closed clean session by client id (its subscriptions, then its
+// client table entry) in the closed connection's goroutine; a session of
+// the same id that connects before that cleanup ends can lose its
+// subscription or its entry to it, and with them what is published to it.
+// The gateway binds the client id to the CN, so a test that connects one
+// device twice waits here between the two.
+func (f *mqttFixture) brokerIdle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for atomic.LoadInt64(&f.broker.Info.ClientsConnected) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker still had a client 10 s after the last one left")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // session dials app as dev, sends first and returns the reader of the
@@ -201,6 +222,7 @@ func TestMQTTTokenAdmitsAtTheBroker(t *testing.T) {
 	f := newMQTTFixture(t)
 	for _, v := range []byte{mqttwire.V311, mqttwire.V5} {
 		t.Run(fmt.Sprintf("level %d", v), func(t *testing.T) {
+			f.brokerIdle(t)
 			before := len(f.auth.connects())
 			// An empty client id is replaced by the CN; the device sends no
 			// credentials at all.
