@@ -1,11 +1,13 @@
 package tlsengine
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
 	"hash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,17 @@ const (
 	// window must not outlive the moment that CA becomes valid by much; a
 	// minute still absorbs a misconfigured device reconnecting in a loop.
 	negativeTTL = time.Minute
+	// maxEntryBytes bounds what one cached verdict may hold: its leaf's
+	// DER, identity and path (a fleet device's takes 1 to 3 KiB). A chain
+	// whose verdict needs more is verified every time. Why: the chain is
+	// the device's choice and crypto/tls accepts 256 KiB of certificates,
+	// so a bound on the count alone would let distinct oversized chains
+	// (refusals are cached too) pin 256 KiB per entry.
+	maxEntryBytes = 16 << 10
+	// stringBytes and certRefBytes are the sizes of a string header and of
+	// a verdict.CertRef without what they point to, for entrySize.
+	stringBytes  = 16
+	certRefBytes = 120
 )
 
 // VerdictCache remembers the verdicts of device chains so that a device that
@@ -49,8 +62,9 @@ const (
 // Verdicts served from the cache share their Identity slices and DER with
 // every other connection of the same chain: treat them as read-only.
 //
-// It is bounded (at most its capacity) and safe for concurrent use. A nil
-// *VerdictCache is valid and caches nothing.
+// It is bounded (at most its capacity, each entry at most 16 KiB of
+// verdict) and safe for concurrent use. A nil *VerdictCache is valid and
+// caches nothing.
 type VerdictCache struct {
 	shards   []cacheShard
 	perShard int    // entries per shard
@@ -137,14 +151,47 @@ func (c *VerdictCache) Verdict(site *Site, chain []*x509.Certificate, now time.T
 	if now.Before(w.from) || now.After(w.until) {
 		return v
 	}
+	kept, size := compactVerdict(v)
+	if size > maxEntryBytes {
+		return v
+	}
 	if !haveSum {
 		sum = chainSum(chain)
 	}
 	sh.store(c.perShard, cacheEntry{
 		key: key, site: site, gen: site.Generation, rev: site.Revocation, sum: sum,
-		from: w.from, until: w.until, v: v,
+		from: w.from, until: w.until, v: kept,
 	}, now)
 	return v
+}
+
+// compactVerdict returns v with its own copies of the bytes it shares with
+// the presented certificates (the leaf's DER, the issuer names of its
+// path), and about how many bytes the copy holds. Why copy: crypto/tls
+// parses a chain from one buffer, the whole Certificate message, and a
+// slice of it keeps all of it alive.
+func compactVerdict(v verdict.Verdict) (verdict.Verdict, int) {
+	id := &v.Identity
+	id.DER = bytes.Clone(id.DER)
+	n := len(id.DER) + len(v.Detail) + len(id.CommonName) + len(id.SerialHex) + len(id.SHA256) + len(id.IssuerCN)
+	for _, list := range [...][]string{id.Organization, id.OrgUnit, id.DNSNames, id.URIs, id.Emails} {
+		n += stringBytes * cap(list)
+		for _, s := range list {
+			n += len(s)
+		}
+	}
+	if len(v.Path) > 0 {
+		v.Path = slices.Clone(v.Path)
+		for i := range v.Path {
+			ref := &v.Path[i]
+			ref.RawIssuer = bytes.Clone(ref.RawIssuer)
+			n += certRefBytes + len(ref.Subject) + len(ref.RawIssuer)
+			if ref.Serial != nil {
+				n += 8 * len(ref.Serial.Bits())
+			}
+		}
+	}
+	return v, n
 }
 
 // Purge drops every entry, for a CA or CRL reload (entries of replaced sites

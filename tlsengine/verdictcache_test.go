@@ -1,13 +1,21 @@
 package tlsengine
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"fmt"
 	"math/big"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/verdict"
@@ -411,5 +419,131 @@ func TestRolloverVerdictNamesTheLongestPath(t *testing.T) {
 		if v.Kind != verdict.Valid || later.After(v.PathNotAfter()) {
 			t.Errorf("revocation %v: cached %s with a path that ended at %v (now %v)", rev != nil, v.Kind, v.PathNotAfter(), later)
 		}
+	}
+}
+
+// vtOversized returns a self-signed device certificate carrying pad bytes
+// in an extension no one reads: what an attacker sends to make a refusal's
+// verdict as large as crypto/tls allows.
+func vtOversized(t testing.TB, key *ecdsa.PrivateKey, serial int64, pad int) tls.Certificate {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: fmt.Sprintf("rogue-%d", serial)},
+		NotBefore:    vtNow.Add(-time.Hour),
+		NotAfter:     vtNow.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtraExtensions: []pkix.Extension{{
+			Id:    asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 55555, 1},
+			Value: make([]byte, pad),
+		}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// TestVerdictCacheBoundsOversizedChains: devices that each present another
+// self-signed certificate of 128 KiB (refusals are cached) must not make
+// the cache hold 128 KiB per entry once their connections are gone. Over
+// real sockets, so that the certificates are parsed by crypto/tls from its
+// own handshake buffers, as in production.
+func TestVerdictCacheBoundsOversizedChains(t *testing.T) {
+	const (
+		devices = 64
+		pad     = 128 << 10
+		limit   = devices * 16 << 10 // what a cache of 64 entries may hold
+	)
+	f := fixture(t)
+	cache := NewVerdictCache(devices)
+	srv := startServer(t, Config{Sites: f.sites(t, teDevices), Verifier: cache}, false)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialOnce := func(cert *tls.Certificate, want string) {
+		c, err := srv.dial(t, f.client(teDevices, cert))
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		if got := ask(t, c, "verdict"); got != want {
+			t.Fatalf("verdict %q, want %q", got, want)
+		}
+		_ = c.Close()
+	}
+	for range 4 { // warm the loops' and the engine's buffers
+		dialOnce(&f.deviceTLS, "valid")
+	}
+	base := liveHeap()
+	for i := range devices {
+		cert := vtOversized(t, key, int64(i+1), pad)
+		dialOnce(&cert, "unknown_authority")
+	}
+	// The server releases each connection when it sees the close; what is
+	// left after that is what the cache holds.
+	var grew int64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		grew = int64(liveHeap()) - int64(base)
+		if grew < limit || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if grew >= limit {
+		t.Fatalf("the heap grew by %d KiB after %d refused devices of %d KiB each had gone, want under %d KiB",
+			grew>>10, devices, pad>>10, limit>>10)
+	}
+	runtime.KeepAlive(cache)
+}
+
+// TestVerdictCacheKeepsNoHandshakeBuffer: crypto/tls parses a chain from one
+// buffer, the whole Certificate message (which may carry much more than the
+// certificates: TLS 1.3 extensions per certificate). A cached verdict must
+// not keep that buffer alive through the leaf's DER or its path's names.
+func TestVerdictCacheKeepsNoHandshakeBuffer(t *testing.T) {
+	p := vtNewPKI(t)
+	c := NewVerdictCache(64)
+	store := func() weak.Pointer[byte] {
+		// The device's chain, parsed from one larger buffer as crypto/tls does.
+		msg := make([]byte, 1<<20)
+		n := copy(msg, p.device.DER)
+		m := copy(msg[n:], p.inter.DER)
+		leaf, err := x509.ParseCertificate(msg[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter, err := x509.ParseCertificate(msg[n : n+m])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := c.Verdict(p.site, []*x509.Certificate{leaf, inter}, vtNow); v.Kind != verdict.Valid {
+			t.Fatalf("kind = %v (%s)", v.Kind, v.Detail)
+		}
+		return weak.Make(&msg[0])
+	}
+	buf := store()
+	runtime.GC()
+	runtime.GC()
+	if buf.Value() != nil {
+		t.Fatal("the cached verdict keeps the buffer its chain was parsed from alive")
+	}
+	if v := c.Verdict(p.site, vtChain(p.device, p.inter), vtNow); v.Kind != verdict.Valid || !bytes.Equal(v.Identity.DER, p.device.DER) {
+		t.Fatalf("kind = %v, DER of %d bytes: want the cached Valid verdict of the device", v.Kind, len(v.Identity.DER))
+	}
+	if h, _ := c.Stats(); h != 1 {
+		t.Fatalf("%d hits, want 1: the verdict was not cached", h)
 	}
 }
