@@ -12,6 +12,11 @@ import (
 // Checks of single values. Each returns an error whose text is the message of
 // a Problem (no location, no prefix).
 
+// CheckListen reports whether s is a listen address as [gateway].listen and
+// admin_listen take it, for the command line's overrides of those keys;
+// the error says what was wrong, without a location.
+func CheckListen(s string) error { return checkListen(s) }
+
 // checkListen accepts "host:port", ":port", "[::1]:port"; port 0 asks the
 // system for a free port.
 func checkListen(s string) error {

@@ -39,6 +39,17 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fleetgate serve: unexpected argument %q (the configuration file goes after -c)\n", fs.Arg(0))
 		return 2
 	}
+	// The overrides replace keys that have been validated: they are
+	// checked as those keys are, and refused as a usage error.
+	for _, o := range []struct{ flag, value string }{{"-listen", *listen}, {"-admin-listen", *adminListen}} {
+		if o.value == "" || o.value == "-" && o.flag == "-admin-listen" {
+			continue
+		}
+		if err := configs.CheckListen(o.value); err != nil {
+			fmt.Fprintf(stderr, "fleetgate serve: %s: %v\n", o.flag, err)
+			return 2
+		}
+	}
 	logger, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "fleetgate:", err)
@@ -181,7 +192,12 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 			if err != nil {
 				logger.Warn("shutdown", "err", err.Error())
 			}
-			<-runErr
+			// Run may also have failed on its own while the signal came:
+			// that is still a failure.
+			if err := <-runErr; err != nil {
+				fmt.Fprintln(stderr, "fleetgate:", err)
+				return 1
+			}
 			logger.Info("stopped")
 			select {
 			case <-forced:

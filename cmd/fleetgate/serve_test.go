@@ -439,3 +439,26 @@ func TestServeNamesTheBusyListener(t *testing.T) {
 		t.Fatalf("listen on a busy port: exit %d, stderr %q; want 1 and the address %s", code, stderr, addr)
 	}
 }
+
+// TestServeChecksListenFlags: -listen and -admin-listen replace keys that
+// check validates, so their values are checked the same way and refused as
+// a usage error (exit 2) naming the flag, before anything starts; the
+// admin flag's "" (no admin listener) is a value, not a mistake.
+func TestServeChecksListenFlags(t *testing.T) {
+	t.Parallel()
+	demoDir := filepath.Join(t.TempDir(), "demo")
+	for _, c := range []struct{ flag, value string }{
+		{"-listen", "8443"},
+		{"-listen", "localhost:https"},
+		{"-admin-listen", "127.0.0.1:99999"},
+		{"-admin-listen", "not a host:9090"},
+	} {
+		code, _, stderr := runInProcess(t, "serve", "-demo-dir", demoDir, c.flag, c.value)
+		if code != 2 || !strings.Contains(stderr, c.flag+": ") || !strings.Contains(stderr, "is not host:port") {
+			t.Errorf("serve %s %q: exit %d, %q; want 2 and the flag named", c.flag, c.value, code, stderr)
+		}
+	}
+	if _, err := os.Stat(demoDir); err == nil {
+		t.Error("a bad listen flag started the demo")
+	}
+}
