@@ -314,7 +314,7 @@ func (x *exchange) callback() outcome {
 	redirect, _ := x.callbackURL()
 	ctx, cancel := context.WithTimeout(context.Background(), oidclogin.DefaultTimeout)
 	defer cancel()
-	id, err := p.Finish(ctx, redirect, string(q.Peek("code")), st)
+	id, err := p.Finish(ctx, redirect, string(q.Peek("code")), string(q.Peek("iss")), st)
 	if err != nil {
 		if errors.Is(err, oidclogin.ErrUnavailable) {
 			return failed(x.providerFailed(p, err))

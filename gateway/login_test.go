@@ -365,6 +365,21 @@ func TestLoginFailures(t *testing.T) {
 			t.Fatalf("%d code exchanges after the first's %d: a replay reached the provider", n, exchanges)
 		}
 	})
+	t.Run("another issuer", func(t *testing.T) {
+		// A response that says another provider sent it (RFC 9207's iss,
+		// a mix-up attack): refused, and its code goes to no token endpoint.
+		c, cb := f.startLogin(t)
+		u, _ := url.Parse(cb)
+		q := u.Query()
+		q.Set("iss", "https://idp.attacker.test")
+		u.RawQuery = q.Encode()
+		exchanges := f.op.tokenRequests.Load()
+		resp, body := browse(t, c, u.String())
+		assertNoSession(t, resp, body, http.StatusUnauthorized, "Sign-in failed", c.Jar.(*cookiejar.Jar), stateOf(t, cb))
+		if n := f.op.tokenRequests.Load(); n != exchanges {
+			t.Fatal("the code of a response from another issuer was exchanged")
+		}
+	})
 	t.Run("forged state", func(t *testing.T) {
 		_, cb := f.startLogin(t)
 		jar, _ := cookiejar.New(nil)

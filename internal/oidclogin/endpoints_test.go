@@ -69,7 +69,7 @@ func TestDiscoverRefusesPlainEndpoints(t *testing.T) {
 				t.Errorf("Start: %v, want ErrUnavailable naming %s", err, tc.field)
 			}
 			st = State{Provider: "corp", State: "s", Nonce: "n", Verifier: "v"}
-			_, _ = p.Finish(context.Background(), redirect, "code", st)
+			_, _ = p.Finish(context.Background(), redirect, "code", "", st)
 			if n := plainHits.Load(); n != 0 {
 				t.Fatalf("%d requests reached the plain http endpoint, %d with the client secret", n, secrets.Load())
 			}

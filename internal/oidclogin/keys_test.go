@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +30,10 @@ type keysOP struct {
 	jwksBody    string // "": the key set
 	tokenStatus int    // 0: 200 with an ID token
 	jwksURI     string // "": the server's /jwks
+	issParam    bool   // discovery says authorization responses carry iss
+	aud         any    // nil: "fleetgate"
+	azp         string // "": no azp claim
+	exchanges   int    // codes exchanged at the token endpoint
 }
 
 func newKeysOP(t *testing.T) *keysOP {
@@ -42,13 +47,14 @@ func newKeysOP(t *testing.T) *keysOP {
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
 		u := op.srv.URL
 		op.mu.Lock()
-		jwks := op.jwksURI
+		jwks, issParam := op.jwksURI, op.issParam
 		op.mu.Unlock()
 		if jwks == "" {
 			jwks = u + "/jwks"
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": u, "authorization_endpoint": u + "/authorize",
-			"token_endpoint": u + "/token", "jwks_uri": jwks, "id_token_signing_alg_values_supported": []string{"ES256", "HS256"}})
+			"token_endpoint": u + "/token", "jwks_uri": jwks, "id_token_signing_alg_values_supported": []string{"ES256", "HS256"},
+			"authorization_response_iss_parameter_supported": issParam})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, _ *http.Request) {
 		op.mu.Lock()
@@ -65,16 +71,24 @@ func newKeysOP(t *testing.T) *keysOP {
 	})
 	mux.HandleFunc("/token", func(w http.ResponseWriter, _ *http.Request) {
 		op.mu.Lock()
-		status, nonce, signer := op.tokenStatus, op.nonce, op.signer
+		op.exchanges++
+		status, nonce, signer, aud, azp := op.tokenStatus, op.nonce, op.signer, op.aud, op.azp
 		op.mu.Unlock()
+		if aud == nil {
+			aud = "fleetgate"
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if status != 0 {
 			w.WriteHeader(status)
 			_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant"})
 			return
 		}
-		claims, _ := json.Marshal(map[string]any{"iss": op.srv.URL, "aud": "fleetgate", "sub": "u1", "nonce": nonce,
-			"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix()})
+		c := map[string]any{"iss": op.srv.URL, "aud": aud, "sub": "u1", "nonce": nonce,
+			"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix()}
+		if azp != "" {
+			c["azp"] = azp
+		}
+		claims, _ := json.Marshal(c)
 		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: signer}, (&jose.SignerOptions{}).WithHeader("kid", "k1"))
 		if err != nil {
 			panic(err)
@@ -101,6 +115,12 @@ func (op *keysOP) set(f func(*keysOP)) {
 // cached yet).
 func (op *keysOP) login(t *testing.T) (Identity, error) {
 	t.Helper()
+	return op.loginIss(t, "")
+}
+
+// loginIss is login with iss as the callback's iss parameter ("": none).
+func (op *keysOP) loginIss(t *testing.T, iss string) (Identity, error) {
+	t.Helper()
 	p := New(Config{Name: "corp", Issuer: op.srv.URL, ClientID: "fleetgate", ClientSecret: "s", Timeout: 5 * time.Second})
 	defer p.Close()
 	const redirect = "https://console.fleet.test/cdn-cgi/access/callback"
@@ -109,7 +129,7 @@ func (op *keysOP) login(t *testing.T) (Identity, error) {
 		t.Fatalf("start: %v", err)
 	}
 	op.set(func(op *keysOP) { op.nonce = st.Nonce })
-	return p.Finish(context.Background(), redirect, "code", st)
+	return p.Finish(context.Background(), redirect, "code", iss, st)
 }
 
 // TestFinishClassifiesProviderFailures: a provider whose keys or token
@@ -169,11 +189,82 @@ func TestFinishClassifiesProviderFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 			op.set(func(op *keysOP) { op.nonce = st.Nonce })
-			id, err := p.Finish(context.Background(), redirect, "code", st)
+			id, err := p.Finish(context.Background(), redirect, "code", "", st)
 			if !errors.Is(err, want) || (want == nil && id.Subject != "u1") {
 				t.Fatalf("login %d: %+v, %v; want %v", i, id, err, want)
 			}
 			op.set(func(op *keysOP) { op.jwksStatus = 0 })
 		}
 	})
+}
+
+// TestFinishChecksTheResponseIssuer: an authorization response that names
+// another issuer (RFC 9207), or names none where discovery promised it
+// would, is refused before its code reaches the token endpoint; one that
+// names this provider, or a provider that does not name itself, logs in.
+func TestFinishChecksTheResponseIssuer(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		issParam bool
+		iss      string // "" + "self": the provider's own issuer
+		ok       bool
+	}{
+		{"no iss, not promised", false, "", true},
+		{"own iss, not promised", false, "self", true},
+		{"own iss, promised", true, "self", true},
+		{"another issuer", false, "https://idp.attacker.test", false},
+		{"another issuer, promised", true, "https://idp.attacker.test", false},
+		{"no iss, promised", true, "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			op := newKeysOP(t)
+			op.set(func(op *keysOP) { op.issParam = c.issParam })
+			iss := c.iss
+			if iss == "self" {
+				iss = op.srv.URL
+			}
+			_, err := op.loginIss(t, iss)
+			op.mu.Lock()
+			exchanged := op.exchanges
+			op.mu.Unlock()
+			switch {
+			case c.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !c.ok && (!errors.Is(err, ErrLogin) || !strings.Contains(err.Error(), "iss")):
+				t.Fatalf("err = %v, want a refused login naming the issuer", err)
+			case !c.ok && exchanged != 0:
+				t.Fatalf("the code was exchanged %d times: a mixed-up response's code went to the token endpoint", exchanged)
+			}
+		})
+	}
+}
+
+// TestFinishChecksTheAuthorizedParty: an ID token whose azp names another
+// client, or that has several audiences and no azp, was not issued to this
+// client's login, even though this client is in its audience.
+func TestFinishChecksTheAuthorizedParty(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		aud  any
+		azp  string
+		ok   bool
+	}{
+		{"one audience", "fleetgate", "", true},
+		{"azp is this client", []string{"fleetgate", "api"}, "fleetgate", true},
+		{"azp is another client", "fleetgate", "other-app", false},
+		{"several audiences, azp another", []string{"other-app", "fleetgate"}, "other-app", false},
+		{"several audiences, no azp", []string{"other-app", "fleetgate"}, "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			op := newKeysOP(t)
+			op.set(func(op *keysOP) { op.aud, op.azp = c.aud, c.azp })
+			_, err := op.login(t)
+			if c.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !c.ok && (!errors.Is(err, ErrLogin) || !strings.Contains(err.Error(), "authorized party")) {
+				t.Fatalf("err = %v, want a refused login naming the authorized party", err)
+			}
+		})
+	}
 }

@@ -102,6 +102,7 @@ type discovered struct {
 	op         *oidc.Provider
 	verifier   *oidc.IDTokenVerifier
 	endSession string
+	issParam   bool // the provider names itself in every authorization response (RFC 9207)
 }
 
 // New returns a provider; nothing is fetched until the first login.
@@ -240,6 +241,7 @@ func (p *Provider) fetch(done chan struct{}) {
 		EndSession string   `json:"end_session_endpoint"`
 		JWKS       string   `json:"jwks_uri"`
 		Algs       []string `json:"id_token_signing_alg_values_supported"`
+		IssParam   bool     `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err == nil {
 		_ = op.Claims(&extra) // NewProvider parsed the same document
@@ -256,6 +258,7 @@ func (p *Provider) fetch(done chan struct{}) {
 			verifier: oidc.NewVerifier(p.cfg.Issuer, keySet{remote},
 				&oidc.Config{ClientID: p.cfg.ClientID, Now: p.cfg.Now, SupportedSigningAlgs: signingAlgs(extra.Algs)}),
 			endSession: extra.EndSession,
+			issParam:   extra.IssParam,
 		}
 	}
 	p.mu.Lock()
@@ -332,15 +335,25 @@ func (p *Provider) Start(ctx context.Context, redirectURL string) (authURL strin
 	return authURL, st, nil
 }
 
-// Finish completes a login: it exchanges code with the PKCE verifier,
-// verifies the ID token (signature, issuer, audience, expiry) and compares
-// its nonce with st's (go-oidc leaves that to the caller). The identity
-// has an email only when the ID token says email_verified: true: an email
-// selector must not admit an address nobody proved to own.
-func (p *Provider) Finish(parent context.Context, redirectURL, code string, st State) (Identity, error) {
+// Finish completes a login: it checks the callback's iss parameter (""
+// when absent), exchanges code with the PKCE verifier, verifies the ID
+// token (signature, issuer, audience, authorized party, expiry) and
+// compares its nonce with st's (go-oidc leaves that to the caller). The
+// identity has an email only when the ID token says email_verified: true:
+// an email selector must not admit an address nobody proved to own.
+func (p *Provider) Finish(parent context.Context, redirectURL, code, iss string, st State) (Identity, error) {
 	d, err := p.discover(parent)
 	if err != nil {
 		return Identity{}, err
+	}
+	// RFC 9207: a response that names another issuer, or none from a
+	// provider that always names itself, may come from another provider
+	// (a mix-up attack); its code is not sent to this one's token endpoint.
+	switch {
+	case iss != "" && iss != p.cfg.Issuer:
+		return Identity{}, fmt.Errorf("%w: %s: the authorization response's issuer %q is not %q", ErrLogin, p.cfg.Name, iss, p.cfg.Issuer)
+	case iss == "" && d.issParam:
+		return Identity{}, fmt.Errorf("%w: %s: the authorization response has no iss, which the provider's discovery promises", ErrLogin, p.cfg.Name)
 	}
 	ctx, cancel := p.ctx(parent)
 	defer cancel()
@@ -375,6 +388,7 @@ func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
 	var c struct {
 		Email         string `json:"email"`
 		EmailVerified any    `json:"email_verified"` // only the JSON true counts
+		AZP           string `json:"azp"`
 	}
 	var all map[string]any
 	if err := idt.Claims(&c); err != nil {
@@ -382,6 +396,12 @@ func (p *Provider) identity(idt *oidc.IDToken) (Identity, error) {
 	}
 	if err := idt.Claims(&all); err != nil {
 		return Identity{}, fmt.Errorf("%w: %s: ID token claims: %v", ErrLogin, p.cfg.Name, err)
+	}
+	// OpenID Connect Core 3.1.3.7: a token issued to another client that
+	// also names this one in its audience is not this client's login.
+	if c.AZP != "" && c.AZP != p.cfg.ClientID || c.AZP == "" && len(idt.Audience) > 1 {
+		return Identity{}, fmt.Errorf("%w: %s: ID token authorized party %q is not client %q (audience %q)",
+			ErrLogin, p.cfg.Name, c.AZP, p.cfg.ClientID, idt.Audience)
 	}
 	if c.EmailVerified != true {
 		c.Email = "" // missing, false, or "true": not proven, so no email
