@@ -694,7 +694,9 @@ func TestMQTTCutWhileDialingIsNotServerUnavailable(t *testing.T) {
 		c.Applications = append(c.Applications, a)
 	})}
 	_, r := f.session(t, "slow.mqtt.test", f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 30))
-	time.Sleep(300 * time.Millisecond) // the dial hangs
+	// The CONNECT is decided and the dial hangs: a revocation before that
+	// decision would be an mqtt refusal, not a cut relay.
+	testkit.WaitFor(t, "the relay", 5*time.Second, func() bool { return f.srv.relays.len() == 1 })
 	f.denyFingerprint(t, f.pki.sensor1)
 	if b, err := r.ReadByte(); err == nil {
 		t.Errorf("got byte %#x, want the connection cut", b)
