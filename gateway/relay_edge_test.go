@@ -413,7 +413,12 @@ func TestTCPRelayStartedAfterShutdownCut(t *testing.T) {
 	}
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); f.stop() }()
-	time.Sleep(time.Second) // past drain_timeout: the relays were cut
+	// Past drain_timeout: Shutdown has cut the relays (those to come too).
+	testkit.WaitFor(t, "the shutdown's cut", 10*time.Second, func() bool {
+		f.srv.relays.mu.Lock()
+		defer f.srv.relays.mu.Unlock()
+		return f.srv.relays.closed != ""
+	})
 	close(pc.release)
 	if err := <-hsErr; err != nil {
 		t.Fatal(err)
