@@ -24,6 +24,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/internal/browsertest"
 	"github.com/fleetgate/fleetgate/internal/oidcop"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 func TestBrowserLogin(t *testing.T) {
@@ -111,12 +112,15 @@ func TestBrowserLogin(t *testing.T) {
 	if c := b.Cookie(f.consoleURL("/"), "CF_Authorization"); c != nil {
 		t.Fatalf("a session cookie after the denial: %+v", c)
 	}
-	var denied bool
-	for _, l := range f.h.accessLines(t) {
-		if l["email"] == opDev.Email && l["status"] == float64(http.StatusForbidden) {
-			denied = true
+	// The line is written just after the answer the browser shows: wait for it.
+	denied := testkit.Eventually(5*time.Second, func() bool {
+		for _, l := range f.h.accessLines(t) {
+			if l["email"] == opDev.Email && l["status"] == float64(http.StatusForbidden) {
+				return true
+			}
 		}
-	}
+		return false
+	})
 	if !denied {
 		t.Fatalf("no access log line of the denial:\n%s", f.h.logs.String())
 	}
