@@ -10,7 +10,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
-	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // mosquittoDomain is the application's domain. The clients send -h as SNI;
@@ -40,11 +38,6 @@ func TestMQTTMosquitto(t *testing.T) {
 	if err1 != nil || err2 != nil {
 		t.Skip("mosquitto-clients not installed")
 	}
-	brokerAddr, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, brokerPort, _ := net.SplitHostPort(brokerAddr)
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -61,30 +54,7 @@ func TestMQTTMosquitto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := write("mosquitto.conf", fmt.Sprintf("user %s\nlistener %s 127.0.0.1\nallow_anonymous true\nacl_file %s\npersistence false\nlog_dest stderr\n",
-		me.Username, brokerPort, acl))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	mosq := exec.CommandContext(ctx, broker, "-c", conf)
-	var mosqLog testkit.Buffer
-	mosq.Stdout, mosq.Stderr = &mosqLog, &mosqLog
-	if err := mosq.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		_ = mosq.Wait()
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", mosqLog.String())
-		}
-	})
-	testkit.WaitFor(t, "mosquitto listening", 10*time.Second, func() bool {
-		c, err := net.Dial("tcp", brokerAddr)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
+	brokerAddr, _ := startMosquitto(t, broker, fmt.Sprintf("user %s\nacl_file %s\n", me.Username, acl))
 
 	f := newTCPFixture(t, func(c *fileConfig) {
 		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mosquitto", PEMFile: "ca-chain.pem",

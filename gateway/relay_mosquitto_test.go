@@ -132,35 +132,61 @@ func (s *socks5ToGateway) serve(c net.Conn) {
 }
 
 // startMosquitto runs mosquitto on a free loopback port, anonymous and
-// without persistence, and returns its address and its log (every line,
-// connections included).
-func startMosquitto(t *testing.T, bin string) (addr string, log *testkit.Buffer) {
+// without persistence, with the configuration lines extra besides, and
+// returns its address and its log (every line, connections included). As
+// for the harness's gateway, a port taken between the moment it was found
+// free and mosquitto's bind is given up for another: mosquitto then says
+// so and exits.
+func startMosquitto(t *testing.T, bin, extra string) (addr string, log *testkit.Buffer) {
 	t.Helper()
-	addr = testkit.FreePort(t)
-	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\nconnection_messages true\n", port)
-	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log = &testkit.Buffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", log.String())
+	for attempt := 1; ; attempt++ {
+		addr = testkit.FreePort(t)
+		_, port, _ := net.SplitHostPort(addr)
+		body := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type all\nconnection_messages true\n%s", port, extra)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	})
+		out := &testkit.Buffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd := exec.CommandContext(ctx, bin, "-c", conf)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			cancel()
+			<-done
+			if t.Failed() {
+				t.Logf("mosquitto log:\n%s", out.String())
+			}
+		})
+		// "mosquitto version ... running" comes once its listener is bound;
+		// a bind that fails ends the process. (A dial alone could reach
+		// whoever took the port.)
+		testkit.WaitFor(t, "mosquitto to listen", 10*time.Second, func() bool {
+			select {
+			case <-done:
+				return true
+			default:
+				return strings.Contains(out.String(), " running")
+			}
+		})
+		select {
+		case <-done:
+			if strings.Contains(out.String(), "Address already in use") && attempt < 5 {
+				continue
+			}
+			t.Fatalf("mosquitto exited at its start:\n%s", out.String())
+		default:
+		}
+		log = out
+		break
+	}
 	testkit.WaitFor(t, "mosquitto to listen", 10*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -190,7 +216,7 @@ func TestMosquittoBehindTCPApplication(t *testing.T) {
 		}
 		bins[i] = path
 	}
-	broker, brokerLog := startMosquitto(t, bins[0])
+	broker, brokerLog := startMosquitto(t, bins[0], "")
 
 	p := sharedPKI()
 	// The application's own server certificate, valid for the name the
