@@ -114,8 +114,7 @@ func TestServeOpenSSLCRLReload(t *testing.T) {
 			replaceFile(t, crlPath, genCRL())
 			withCRLFiles(t, f.cfg, "pki/fleet.crl")
 
-			p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
-			p.waitReady(t, f.admin)
+			p := f.serve(t)
 			const app = "https://app.fleet.test/"
 			if s, body, _ := get(t, f.client(t, "pki", "sensor-0001"), app); s != 200 {
 				t.Fatalf("before revocation, new connection: %d %s", s, body)

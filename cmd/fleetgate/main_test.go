@@ -189,6 +189,14 @@ func (p *process) exited() bool {
 // waitReady polls the admin listener's /readyz until it answers 200.
 func (p *process) waitReady(t testing.TB, admin string) {
 	t.Helper()
+	if !p.awaitReady(t, admin) {
+		t.Fatalf("fleetgate exited before it was ready: %v", p.err)
+	}
+}
+
+// awaitReady is waitReady that reports false when the process exits first.
+func (p *process) awaitReady(t testing.TB, admin string) bool {
+	t.Helper()
 	c := &http.Client{Timeout: time.Second}
 	testkit.WaitFor(t, "fleetgate to be ready", 30*time.Second, func() bool {
 		if p.exited() {
@@ -201,9 +209,7 @@ func (p *process) waitReady(t testing.TB, admin string) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-	if p.exited() {
-		t.Fatalf("fleetgate exited before it was ready: %v", p.err)
-	}
+	return !p.exited()
 }
 
 // waitLog waits until the process's stderr holds n occurrences of s. Take

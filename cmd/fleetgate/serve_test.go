@@ -64,6 +64,43 @@ func newFleet(t *testing.T) *fleet {
 	return f
 }
 
+// serve starts `fleetgate serve -c fleetgate.toml` in f's folder and waits
+// until it is ready. The fleet's ports were found free when it was made,
+// seconds before: one another process has bound since (fleetgate then
+// exits with "address already in use") is given up for another, in the
+// configuration file as it stands, up to five times, as the gateway
+// package's harness does for its own gateway.
+func (f *fleet) serve(t *testing.T) *process {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
+		if p.awaitReady(t, f.admin) {
+			return p
+		}
+		if attempt < 5 && strings.Contains(p.stderr.String(), "address already in use") {
+			f.movePorts(t)
+			continue
+		}
+		t.Fatalf("fleetgate exited before it was ready: %v", p.err)
+	}
+}
+
+// movePorts gives f new free ports for listen and admin_listen, in its
+// configuration file too.
+func (f *fleet) movePorts(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen, admin := freePort(t), freePort(t)
+	text := strings.NewReplacer(strconv.Quote(f.listen), strconv.Quote(listen), strconv.Quote(f.admin), strconv.Quote(admin)).Replace(string(b))
+	if err := os.WriteFile(f.cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.listen, f.admin = listen, admin
+}
+
 func (f *fleet) write(t testing.TB, secondCA bool) {
 	writeServeConfig(t, f.cfg, serveParams{Listen: f.listen, Admin: f.admin, Origin: f.origin.URL, SecondCA: secondCA})
 }
@@ -108,8 +145,7 @@ func get(t testing.TB, c *http.Client, url string, header ...string) (int, strin
 
 func TestServeReloadAndDrain(t *testing.T) {
 	f := newFleet(t)
-	p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
-	p.waitReady(t, f.admin)
+	p := f.serve(t)
 	sensor1 := f.client(t, "pki", "sensor-0001")
 	if s, body, _ := get(t, sensor1, "https://app.fleet.test/"); s != 200 {
 		t.Fatalf("app: %d %s", s, body)
@@ -293,8 +329,7 @@ func TestServeZeroDrainTimeout(t *testing.T) {
 	f := newFleet(t)
 	writeServeConfig(t, f.cfg, serveParams{Listen: f.listen, Admin: f.admin, Origin: f.origin.URL, DrainTimeout: "0s"})
 	for i := range 4 {
-		p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
-		p.waitReady(t, f.admin)
+		p := f.serve(t)
 		p.signal(t, syscall.SIGTERM)
 		if code := p.exitCode(t, 10*time.Second); code != 0 {
 			t.Fatalf("run %d: exit %d after SIGTERM, want 0", i, code)
@@ -306,8 +341,7 @@ func TestServeZeroDrainTimeout(t *testing.T) {
 // cutting the request in flight, and the exit status says so (1).
 func TestServeSecondSignal(t *testing.T) {
 	f := newFleet(t)
-	p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
-	p.waitReady(t, f.admin)
+	p := f.serve(t)
 	slowClient := f.client(t, "pki", "sensor-0001")
 	go func() {
 		resp, err := slowClient.Get("https://app.fleet.test/slow")

@@ -21,8 +21,7 @@ import (
 // serve runs until a signal) with `fleetgate token verify`, in process.
 func TestTokenVerify(t *testing.T) {
 	f := newFleet(t)
-	p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
-	p.waitReady(t, f.admin)
+	p := f.serve(t)
 
 	// A session token (the cookie) and a no-duration token (what the origin got).
 	s, _, resp := get(t, f.client(t, "pki", "sensor-0002"), "https://app.fleet.test/")
