@@ -137,6 +137,9 @@ type cfgParams struct {
 	// gateway uses it: what is not a key of the file (an identity
 	// provider's Resolve).
 	Loaded func(*configs.Config)
+	// Refused, when set, runs after a load of the file failed, within the
+	// reload that read it.
+	Refused func()
 }
 
 // fileConfig is the gateway's TOML file as the tests write it: a Go value
@@ -496,6 +499,9 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 			cfg, err := configs.Load(h.cfgPath)
 			if err == nil && h.params.Loaded != nil {
 				h.params.Loaded(cfg)
+			}
+			if err != nil && h.params.Refused != nil {
+				h.params.Refused()
 			}
 			return cfg, err
 		},

@@ -59,9 +59,21 @@ func (w *crlWatcher) check() {
 		return
 	}
 	w.s.log.Info("a watched CRL or list file (or, after a refused reload, the configuration) changed; reloading")
+	// The main file's stamp from before the reload reads it: should the
+	// reload be refused, a fix saved since then (while the refusal was
+	// logged, say) shows as a change at the next tick instead of becoming
+	// the baseline.
+	mainPath, mainStamp := "", fileStamp{}
+	if !w.pending {
+		mainPath = w.s.snap.Load().cfg.Path
+		mainStamp = statStamp(mainPath)
+	}
 	if err := w.s.Reload(); err != nil {
 		if !w.pending {
 			w.pending = true
+			if mainPath != "" {
+				w.seen[mainPath] = mainStamp
+			}
 			w.stamp(w.watched(), true) // from now on, a fix to the main file retries too
 		}
 		return
@@ -94,17 +106,22 @@ func (w *crlWatcher) stamp(paths []string, onlyNew bool) (changed bool) {
 		if ok && onlyNew {
 			continue
 		}
-		fi, err := os.Stat(p)
-		var st fileStamp
-		if err == nil {
-			st = fileStamp{size: fi.Size(), modTime: fi.ModTime()}
-		}
+		st := statStamp(p)
 		if ok && old != st {
 			changed = true
 		}
 		w.seen[p] = st
 	}
 	return changed
+}
+
+// statStamp is the file's stamp now; the zero stamp when it cannot be read.
+func statStamp(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{size: fi.Size(), modTime: fi.ModTime()}
 }
 
 // crlPaths lists the CRL files of the snapshot's configuration.

@@ -5,7 +5,10 @@ package gateway
 
 import (
 	"net/http"
+	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +50,42 @@ func TestRevocationWatchRetriesAfterRefusedReload(t *testing.T) {
 	})
 	time.Sleep(10 * time.Millisecond)
 	h.write(h.config()) // the edit is done; no SIGHUP
+	testkit.WaitFor(t, "the CRL to apply once the file is fixed", 4*crlWatchInterval, func() bool {
+		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
+	})
+}
+
+// TestRevocationWatchFixSavedDuringRefusedReload: a fix to the main file
+// saved while the watcher's reload is being refused (after the reload read
+// the broken file) still makes the watcher reload again: the main file's
+// stamp is the one from before that reload, not one taken after the fix.
+func TestRevocationWatchFixSavedDuringRefusedReload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the CRL watch interval")
+	}
+	var hp atomic.Pointer[harness]
+	var fixOnce sync.Once
+	fixed := make(chan struct{})
+	h := newHarness(t, func(p *cfgParams) {
+		p.CRL = true
+		p.Refused = func() {
+			fixOnce.Do(func() {
+				// The operator's save lands right after the reload read the file.
+				h := hp.Load()
+				_ = os.WriteFile(h.cfgPath, marshalConfig(t, h.config()), 0o600)
+				close(fixed)
+			})
+		}
+	})
+	hp.Store(h)
+	h.writeFile("fleetgate.toml", []byte("[gateway\n")) // mid-edit
+	time.Sleep(10 * time.Millisecond)
+	h.writeCRL(h.pki.sensor1)
+	select {
+	case <-fixed:
+	case <-time.After(4 * crlWatchInterval):
+		t.Fatal("the watcher did not reload on the new CRL")
+	}
 	testkit.WaitFor(t, "the CRL to apply once the file is fixed", 4*crlWatchInterval, func() bool {
 		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
 	})
