@@ -7,12 +7,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -138,43 +141,59 @@ include = [{ valid_certificate = true }]
 func startGateway(t testing.TB, f *fixture) string {
 	t.Helper()
 	origin := startOrigin(t)
-	listen, err := gateway.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg bytes.Buffer
-	if err := gatewayTOML.Execute(&cfg, map[string]string{"Listen": listen, "Origin": "http://" + origin.Addr()}); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gateway.New(gateway.Options{
-		Load:   func() (*configs.Config, error) { return configs.Parse("bench.toml", cfg.Bytes(), f.dir) },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run() }()
-	select {
-	case <-srv.Booted():
-	case err := <-runErr:
-		t.Fatalf("gateway stopped before boot: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not boot")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("gateway shutdown: %v", err)
+	return runGateway(t, f, "bench.toml", gatewayTOML, map[string]string{"Origin": "http://" + origin.Addr()})
+}
+
+// runGateway runs fleetgate in-process on the configuration tmpl makes of
+// vars and a free listen address, and returns its address. The port was
+// free a moment before the bind; should another test process have taken
+// it meanwhile, another is picked, up to five times, as the gateway
+// package's harness does.
+func runGateway(t testing.TB, f *fixture, name string, tmpl *template.Template, vars map[string]string) string {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		listen, err := gateway.FreePort()
+		if err != nil {
+			t.Fatal(err)
 		}
+		vars["Listen"] = listen
+		var cfg bytes.Buffer
+		if err := tmpl.Execute(&cfg, vars); err != nil {
+			t.Fatal(err)
+		}
+		srv, err := gateway.New(gateway.Options{
+			Load:   func() (*configs.Config, error) { return configs.Parse(name, cfg.Bytes(), f.dir) },
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runErr := make(chan error, 1)
+		go func() { runErr <- srv.Run() }()
 		select {
-		case <-runErr:
+		case <-srv.Booted():
+		case err := <-runErr:
+			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
+				continue
+			}
+			t.Fatalf("gateway stopped before boot: %v", err)
 		case <-time.After(10 * time.Second):
-			t.Error("gateway Run did not return after Shutdown")
+			t.Fatal("gateway did not boot")
 		}
-	})
-	return srv.Addr()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("gateway shutdown: %v", err)
+			}
+			select {
+			case <-runErr:
+			case <-time.After(10 * time.Second):
+				t.Error("gateway Run did not return after Shutdown")
+			}
+		})
+		return srv.Addr()
+	}
 }
 
 // startStdlib runs the standard-library proxy in front of a new origin.

@@ -19,7 +19,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/gateway"
 	"github.com/fleetgate/fleetgate/internal/demo"
 )
@@ -267,39 +266,7 @@ include = [{ valid_certificate = true }]
 // startMQTTGateway runs fleetgate in-process with mqttGatewayTOML.
 func startMQTTGateway(t *testing.T, f *fixture, origin, clientID string) string {
 	t.Helper()
-	listen, err := gateway.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg bytes.Buffer
-	if err := mqttGatewayTOML.Execute(&cfg, map[string]string{"Listen": listen, "Origin": origin, "ClientID": clientID}); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gateway.New(gateway.Options{
-		Load:   func() (*configs.Config, error) { return configs.Parse("bench-mqtt.toml", cfg.Bytes(), f.dir) },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run() }()
-	select {
-	case <-srv.Booted():
-	case err := <-runErr:
-		t.Fatalf("gateway stopped before boot: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not boot")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("gateway shutdown: %v", err)
-		}
-		<-runErr
-	})
-	return srv.Addr()
+	return runGateway(t, f, "bench-mqtt.toml", mqttGatewayTOML, map[string]string{"Origin": origin, "ClientID": clientID})
 }
 
 func TestRunMQTTThroughGateway(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,9 +12,6 @@ import (
 	"testing"
 	"text/template"
 	"time"
-
-	"github.com/fleetgate/fleetgate/configs"
-	"github.com/fleetgate/fleetgate/gateway"
 )
 
 // tcpGatewayTOML: bench.fleet.test is a tcp application in front of the
@@ -78,39 +74,7 @@ func startEcho(t testing.TB) *TCPServer {
 // origin and returns its address.
 func startTCPGateway(t testing.TB, f *fixture, origin string) string {
 	t.Helper()
-	listen, err := gateway.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg bytes.Buffer
-	if err := tcpGatewayTOML.Execute(&cfg, map[string]string{"Listen": listen, "Origin": origin}); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := gateway.New(gateway.Options{
-		Load:   func() (*configs.Config, error) { return configs.Parse("bench-tcp.toml", cfg.Bytes(), f.dir) },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run() }()
-	select {
-	case <-srv.Booted():
-	case err := <-runErr:
-		t.Fatalf("gateway stopped before boot: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("gateway did not boot")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("gateway shutdown: %v", err)
-		}
-		<-runErr
-	})
-	return srv.Addr()
+	return runGateway(t, f, "bench-tcp.toml", tcpGatewayTOML, map[string]string{"Origin": origin})
 }
 
 // startGoRelay runs the Go relay with the fixture's certificates (or those
