@@ -434,12 +434,9 @@ func TestTCPReconnectStorm(t *testing.T) {
 	fleet := newStormFleet(t, p.devices)
 	origin := startTCPOrigin(t, stormEcho)
 	dir := t.TempDir()
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := fleet.writeConfig(t, dir, listen, "127.0.0.1:0", origin.url(), p)
-	srv := startStormServer(t, path, slog.New(slog.DiscardHandler))
+	srv, listen := startStormServer(t, func(listen string) string {
+		return fleet.writeConfig(t, dir, listen, "127.0.0.1:0", origin.url(), p)
+	}, slog.New(slog.DiscardHandler))
 	if st := srv.engine.Stats(); st.HandshakeRate != p.rate || st.HandshakeBurst != p.burst {
 		t.Fatalf("engine rate %d burst %d, want %d and %d", st.HandshakeRate, st.HandshakeBurst, p.rate, p.burst)
 	}
@@ -464,30 +461,43 @@ func TestTCPReconnectStorm(t *testing.T) {
 	}
 }
 
-// startStormServer runs a Server on the configuration at path until the
-// test ends.
-func startStormServer(t *testing.T, path string, logger *slog.Logger) *Server {
+// startStormServer runs a Server until the test ends on the configuration
+// file write writes (it returns the file's path) for a free listen address,
+// and returns the server and that address. As for the harness's gateway, a
+// port taken between the moment it was found free and the bind is given
+// up for another, up to five times.
+func startStormServer(t *testing.T, write func(listen string) string, logger *slog.Logger) (*Server, string) {
 	t.Helper()
-	srv, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(path) }, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		listen, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := write(listen)
+		srv, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(path) }, Logger: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runErr := make(chan error, 1)
+		go func() { runErr <- srv.Run() }()
+		select {
+		case <-srv.Booted():
+		case err := <-runErr:
+			if portTaken(err) && attempt < 5 {
+				continue
+			}
+			t.Fatalf("Run: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the gateway did not boot")
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+			<-runErr
+		})
+		return srv, listen
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- srv.Run() }()
-	select {
-	case <-srv.Booted():
-	case err := <-runErr:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the gateway did not boot")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-runErr
-	})
-	return srv
 }
 
 // TestHandshakeRateReload: max_handshake_rate takes effect on a reload,
@@ -497,14 +507,11 @@ func TestHandshakeRateReload(t *testing.T) {
 	fleet := newStormFleet(t, 1)
 	origin := startTCPOrigin(t, stormEcho)
 	dir := t.TempDir()
-	listen, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
 	limited := stormParams{rate: 1, burst: 1}
-	path := fleet.writeConfig(t, dir, listen, "127.0.0.1:0", origin.url(), limited)
 	logs := &testkit.Buffer{}
-	srv := startStormServer(t, path, slog.New(slog.NewJSONHandler(logs, nil)))
+	srv, listen := startStormServer(t, func(listen string) string {
+		return fleet.writeConfig(t, dir, listen, "127.0.0.1:0", origin.url(), limited)
+	}, slog.New(slog.NewJSONHandler(logs, nil)))
 	roots := x509.NewCertPool()
 	roots.AddCert(fleet.root.Cert)
 	conf := &tls.Config{RootCAs: roots, ServerName: stormDomain, Certificates: fleet.devices}
