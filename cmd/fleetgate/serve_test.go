@@ -230,6 +230,33 @@ func TestServeReloadAndDrain(t *testing.T) {
 	}
 }
 
+// startDemo starts the demo in demoDir through the binary, its gateway and
+// admin listener on free ports, and waits until it is ready. A port another
+// process took before the binary bound it (the error names it) is given up
+// for another, up to five times; fresh says demoDir did not exist before,
+// and is removed again before another try.
+func startDemo(t *testing.T, work, demoDir string, fresh bool) (p *process, listen, admin string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		listen, admin = freePort(t), freePort(t)
+		p = startFleetgate(t, work, "serve", "-demo-dir", demoDir, "-listen", listen, "-admin-listen", admin)
+		if p.awaitReady(t, admin) {
+			return p, listen, admin
+		}
+		stderr := p.stderr.String()
+		if attempt < 5 && strings.Contains(stderr, "address already in use") &&
+			(strings.Contains(stderr, listen) || strings.Contains(stderr, admin)) {
+			if fresh {
+				if err := os.RemoveAll(demoDir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			continue
+		}
+		t.Fatalf("fleetgate exited before it was ready: %v", p.err)
+	}
+}
+
 // demoOrigin is the demo's fixed echo origin (configs.DemoOrigin).
 const demoOrigin = "127.0.0.1:9000"
 
@@ -249,9 +276,7 @@ func TestDemo(t *testing.T) {
 	}
 	work := t.TempDir()
 	demoDir := filepath.Join(work, "demo") // a clean folder: it does not exist yet
-	listen, admin := freePort(t), freePort(t)
-	p := startFleetgate(t, work, "serve", "-demo-dir", demoDir, "-listen", listen, "-admin-listen", admin)
-	p.waitReady(t, admin)
+	p, listen, admin := startDemo(t, work, demoDir, true)
 
 	out := p.stdout.String()
 	if !strings.Contains(out, "created the demo PKI") || !strings.Contains(out, demoDir) {
@@ -299,8 +324,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	// A second start reuses the folder.
-	p2 := startFleetgate(t, work, "serve", "-demo-dir", demoDir, "-listen", listen, "-admin-listen", admin)
-	p2.waitReady(t, admin)
+	p2, listen, admin := startDemo(t, work, demoDir, false)
 	if out := p2.stdout.String(); !strings.Contains(out, "using the demo PKI") || strings.Contains(out, "created the demo PKI") {
 		t.Errorf("second start: %s", out)
 	}
