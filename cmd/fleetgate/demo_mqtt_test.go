@@ -54,8 +54,8 @@ func checkDemoMQTT(t *testing.T, demoDir, listen, out string) {
 		}
 	}
 
-	// A Go device through the gateway: sensor-0001 is admitted with its own
-	// client id, and the broker behind delivers what it publishes.
+	// A Go device through the gateway: each is admitted with its own client
+	// id, and the broker behind delivers what it publishes.
 	roots := x509.NewCertPool()
 	rootPEM, err := os.ReadFile(filepath.Join(demoDir, demo.RootCA))
 	if err != nil || !roots.AppendCertsFromPEM(rootPEM) {
@@ -78,15 +78,23 @@ func checkDemoMQTT(t *testing.T, demoDir, listen, out string) {
 		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 		return c, bufio.NewReader(c)
 	}
-	// A topic per version: the broker drops a closed clean session's
-	// subscriptions by client id and filter, after the next connection of
-	// that id may have subscribed to the same filter.
-	for _, v := range []byte{mqttwire.V311, mqttwire.V5} {
-		c, r := dial("sensor-0001")
-		if code := testkit.MQTTSession(t, c, r, v, "sensor-0001"); code != 0 {
-			t.Errorf("MQTT %d: sensor-0001 as sensor-0001: CONNACK %#x, want accepted", v, code)
-		} else if got := testkit.MQTTPubSub(t, c, r, v, fmt.Sprintf("devices/sensor-0001/go-v%d", v), "21.5"); got != "21.5" {
-			t.Errorf("MQTT %d: received %q", v, got)
+	// A device per version. The gateway binds the client id to the CN, and
+	// mochi-mqtt cleans up a closed clean session by client id (its
+	// subscriptions, then its client table entry) in the closed
+	// connection's goroutine, which may run after the next session of that
+	// id has registered: that session's entry is then the one deleted, and
+	// what it publishes is delivered to no one. The broker runs in the
+	// binary, so the test cannot wait for that cleanup: no client id
+	// connects twice in a row.
+	for _, s := range []struct {
+		device  string
+		version byte
+	}{{"sensor-0001", mqttwire.V311}, {"sensor-0002", mqttwire.V5}} {
+		c, r := dial(s.device)
+		if code := testkit.MQTTSession(t, c, r, s.version, s.device); code != 0 {
+			t.Errorf("MQTT %d: %s as %s: CONNACK %#x, want accepted", s.version, s.device, s.device, code)
+		} else if got := testkit.MQTTPubSub(t, c, r, s.version, fmt.Sprintf("devices/%s/go-v%d", s.device, s.version), "21.5"); got != "21.5" {
+			t.Errorf("MQTT %d: %s received %q", s.version, s.device, got)
 		}
 		c.Close()
 	}
