@@ -351,7 +351,7 @@ func (p *Provider) Finish(parent context.Context, redirectURL, code, iss string,
 	// (a mix-up attack); its code is not sent to this one's token endpoint.
 	switch {
 	case iss != "" && iss != p.cfg.Issuer:
-		return Identity{}, fmt.Errorf("%w: %s: the authorization response's issuer %q is not %q", ErrLogin, p.cfg.Name, iss, p.cfg.Issuer)
+		return Identity{}, fmt.Errorf("%w: %s: the authorization response's issuer %q is not %q", ErrLogin, p.cfg.Name, clip(iss), p.cfg.Issuer)
 	case iss == "" && d.issParam:
 		return Identity{}, fmt.Errorf("%w: %s: the authorization response has no iss, which the provider's discovery promises", ErrLogin, p.cfg.Name)
 	}
@@ -442,6 +442,15 @@ func (p *Provider) EndSessionURL(ctx context.Context) string {
 	q.Set("client_id", p.cfg.ClientID)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// clip shortens what the browser sent to 100 bytes for an error message:
+// the log line it ends in stays short whatever the callback carried.
+func clip(s string) string {
+	if len(s) > 100 {
+		return s[:100] + "…"
+	}
+	return s
 }
 
 // random is 32 random bytes, base64url: a state or a nonce.
