@@ -468,36 +468,28 @@ func TestTCPReconnectStorm(t *testing.T) {
 // up for another, up to five times.
 func startStormServer(t *testing.T, write func(listen string) string, logger *slog.Logger) (*Server, string) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		listen, err := FreePort()
-		if err != nil {
+	var srv *Server
+	var listen string
+	runErr := make(chan error, 1)
+	bootRetrying(t, func(int) (*Server, chan error) {
+		var err error
+		if listen, err = FreePort(); err != nil {
 			t.Fatal(err)
 		}
 		path := write(listen)
-		srv, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(path) }, Logger: logger})
-		if err != nil {
+		if srv, err = New(Options{Load: func() (*configs.Config, error) { return configs.Load(path) }, Logger: logger}); err != nil {
 			t.Fatal(err)
 		}
-		runErr := make(chan error, 1)
 		go func() { runErr <- srv.Run() }()
-		select {
-		case <-srv.Booted():
-		case err := <-runErr:
-			if portTaken(err) && attempt < 5 {
-				continue
-			}
-			t.Fatalf("Run: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("the gateway did not boot")
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
-			<-runErr
-		})
-		return srv, listen
-	}
+		return srv, runErr
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-runErr
+	})
+	return srv, listen
 }
 
 // TestHandshakeRateReload: max_handshake_rate takes effect on a reload,
