@@ -32,7 +32,7 @@ func StartBroker(addr string, logger *slog.Logger) (*mqtt.Server, error) {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	b := mqtt.New(&mqtt.Options{Logger: logger})
-	if err := b.AddHook(new(admitAll), nil); err != nil {
+	if err := b.AddHook(&admitAll{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("demo: broker: %w", err)
 	}
 	if err := b.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: addr})); err != nil {
@@ -73,12 +73,51 @@ func CloseBroker(b *mqtt.Server, wait time.Duration) error {
 // admitAll is the demo broker's authentication: every client connects and
 // may publish and subscribe to every topic. (Not mochi's hooks/auth
 // package, which brings a YAML parser along for its ledger.)
-type admitAll struct{ mqtt.HookBase }
+type admitAll struct {
+	mqtt.HookBase
+	b *mqtt.Server
+}
 
 func (*admitAll) ID() string { return "demo-admit-all" }
 
 func (*admitAll) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnConnect
+}
+
+// OnConnect ends a device's previous clean session, when it has one, and
+// waits (at most a second) until the broker has cleaned it up, before the
+// new session of that client id registers. Devices reconnect at once
+// under their client id, and the gateway's client id binding makes every
+// session of one device use the same. Why wait: mochi-mqtt v2.7.9 cleans
+// up a closed clean session by client id in the closed connection's
+// goroutine; when that runs after the new session has registered (the old
+// connection's end noticed a moment after the new CONNECT, say), it
+// deletes the new session's entry, and what is published to it is
+// delivered to no one. A clean session carries nothing over, so ending it
+// first is what the takeover would have done.
+func (h *admitAll) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	old, ok := h.b.Clients.Get(cl.ID)
+	if !ok || old == cl || !cleanSession(old) {
+		return nil
+	}
+	if !old.Closed() {
+		_ = h.b.DisconnectClient(old, packets.ErrSessionTakenOver)
+	}
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if now, ok := h.b.Clients.Get(cl.ID); !ok || now != old {
+			return nil
+		}
+	}
+	return nil
+}
+
+// cleanSession reports whether cl's session ends with its connection, as
+// mochi-mqtt decides it (MQTT 5: a session expiry of 0; 3.1.1: clean).
+func cleanSession(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
+	}
+	return cl.Properties.Clean
 }
 
 func (*admitAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
