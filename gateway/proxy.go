@@ -528,7 +528,10 @@ func originFailure(err error) (status int, kind string) {
 	case errors.Is(err, fasthttp.ErrDialTimeout),
 		// fasthttp's dial gives its own error or the dialer's, whichever
 		// comes first: the same failure.
-		isDialError(err) && errors.As(err, &netErr) && netErr.Timeout():
+		isDialError(err) && errors.As(err, &netErr) && netErr.Timeout(),
+		// An https origin that accepts the connection but does not
+		// finish the TLS handshake in time was not reached either.
+		errors.Is(err, fasthttp.ErrTLSHandshakeTimeout):
 		return fasthttp.StatusBadGateway, "connect_timeout"
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		return fasthttp.StatusBadGateway, "response_too_large"

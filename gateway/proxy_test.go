@@ -954,8 +954,10 @@ func TestAppOriginConnectTimeout(t *testing.T) {
 }
 
 // TestOriginFailureKinds: a dial that times out is a connect_timeout
-// (502) whether fasthttp's timer or the dialer's deadline ended it; a read
-// that times out is the origin's timeout (504).
+// (502) whether fasthttp's timer or the dialer's deadline ended it, and so
+// is an https origin's TLS handshake that does not finish in time (not a
+// bad response: nothing was answered); a read that times out is the
+// origin's timeout (504).
 func TestOriginFailureKinds(t *testing.T) {
 	timeout := &net.OpError{Op: "dial", Net: "tcp4", Err: timeoutError{}}
 	for _, tc := range []struct {
@@ -965,6 +967,7 @@ func TestOriginFailureKinds(t *testing.T) {
 	}{
 		{fasthttp.ErrDialTimeout, 502, "connect_timeout"},
 		{timeout, 502, "connect_timeout"},
+		{fasthttp.ErrTLSHandshakeTimeout, 502, "connect_timeout"},
 		{&net.OpError{Op: "read", Net: "tcp4", Err: timeoutError{}}, 504, "timeout"},
 		{fasthttp.ErrTimeout, 504, "timeout"},
 		{&net.OpError{Op: "dial", Net: "tcp4", Err: syscall.ECONNREFUSED}, 502, "unreachable"},
