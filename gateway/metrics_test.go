@@ -305,6 +305,9 @@ func TestMetricsExpiry(t *testing.T) {
 func TestMetricsConnectionRefusals(t *testing.T) {
 	v := newHarness(t).variantWith(t, func(c *fileConfig) {
 		c.Gateway.HandshakeQueue, c.Gateway.MaxConnections = 1, 2
+		// A's handshake must still be waiting when the test closes it,
+		// however slowly a loaded machine runs the steps before.
+		c.Gateway.HandshakeTimeout = "60s"
 	})
 
 	// D: a completed handshake, kept open (one connection, no handshake).
