@@ -7,21 +7,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/gateway"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // testDir is a bench PKI folder shared by the tests of the package, with
@@ -151,7 +149,9 @@ func startGateway(t testing.TB, f *fixture) string {
 // package's harness does.
 func runGateway(t testing.TB, f *fixture, name string, tmpl *template.Template, vars map[string]string) string {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
+	var srv *gateway.Server
+	runErr := make(chan error, 1)
+	testkit.BootRetrying(t, func(int) (<-chan struct{}, <-chan error) {
 		listen, err := gateway.FreePort()
 		if err != nil {
 			t.Fatal(err)
@@ -161,39 +161,29 @@ func runGateway(t testing.TB, f *fixture, name string, tmpl *template.Template, 
 		if err := tmpl.Execute(&cfg, vars); err != nil {
 			t.Fatal(err)
 		}
-		srv, err := gateway.New(gateway.Options{
+		srv, err = gateway.New(gateway.Options{
 			Load:   func() (*configs.Config, error) { return configs.Parse(name, cfg.Bytes(), f.dir) },
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		runErr := make(chan error, 1)
 		go func() { runErr <- srv.Run() }()
-		select {
-		case <-srv.Booted():
-		case err := <-runErr:
-			if (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) && attempt < 5 {
-				continue
-			}
-			t.Fatalf("gateway stopped before boot: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("gateway did not boot")
+		return srv.Booted(), runErr
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("gateway shutdown: %v", err)
 		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("gateway shutdown: %v", err)
-			}
-			select {
-			case <-runErr:
-			case <-time.After(10 * time.Second):
-				t.Error("gateway Run did not return after Shutdown")
-			}
-		})
-		return srv.Addr()
-	}
+		select {
+		case <-runErr:
+		case <-time.After(10 * time.Second):
+			t.Error("gateway Run did not return after Shutdown")
+		}
+	})
+	return srv.Addr()
 }
 
 // startStdlib runs the standard-library proxy in front of a new origin.

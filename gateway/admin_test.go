@@ -121,7 +121,7 @@ func TestReadyz(t *testing.T) {
 					run <- nil
 					break
 				}
-				if portTaken(err) && attempt < 5 {
+				if testkit.PortTaken(err) && attempt < 5 {
 					<-done
 					continue
 				}

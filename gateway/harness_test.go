@@ -13,7 +13,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +24,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -493,7 +491,7 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 	logger := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// The port was free a moment ago, but with other test binaries running
 	// an outgoing connection may take it meanwhile: then pick another.
-	bootRetrying(t, func(attempt int) (*Server, chan error) {
+	testkit.BootRetrying(t, func(attempt int) (<-chan struct{}, <-chan error) {
 		if attempt > 1 {
 			h.params.Listen = testkit.FreePort(t)
 			h.addr = h.params.Listen
@@ -515,7 +513,7 @@ func newHarness(t testing.TB, mod ...func(*cfgParams)) *harness {
 			t.Fatal(err)
 		}
 		go func() { h.runErr <- h.srv.Run() }()
-		return h.srv, h.runErr
+		return h.srv.Booted(), h.runErr
 	})
 	t.Cleanup(func() {
 		h.stop()
@@ -833,36 +831,6 @@ func (h *harness) variantWith(t *testing.T, edit func(*fileConfig)) *harness {
 	})
 }
 
-// portTaken reports whether a gateway's Run failed because its listen
-// port, found free a moment before, was taken before the bind: the
-// harness then picks another.
-func portTaken(err error) bool {
-	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
-}
-
-// bootRetrying calls start (attempt 1, 2, …), which starts a gateway's Run
-// and returns the gateway and the channel Run's error comes on, until a
-// gateway boots. A Run that fails before boot because its port was taken
-// (portTaken) makes start pick another port, up to five attempts; any other
-// failure, or no boot in 10 s, fails the test.
-func bootRetrying(t testing.TB, start func(attempt int) (*Server, chan error)) {
-	t.Helper()
-	for attempt := 1; ; attempt++ {
-		srv, runErr := start(attempt)
-		select {
-		case <-srv.Booted():
-			return
-		case err := <-runErr:
-			if portTaken(err) && attempt < 5 {
-				continue
-			}
-			t.Fatalf("Run returned before boot: %v", err)
-		case <-time.After(10 * time.Second):
-			t.Fatal("gateway did not boot")
-		}
-	}
-}
-
 // startVariant starts a gateway on the file text(listen) (written beside
 // h's), listening on a free port. As for h, a port taken between the
 // moment it was found free and the bind is given up for another.
@@ -871,7 +839,7 @@ func (h *harness) startVariant(t *testing.T, text func(listen string) []byte) *h
 	v := &harness{t: t, pki: h.pki, dir: h.dir, cfgPath: filepath.Join(h.dir, "variant.toml"),
 		params: h.params, origin: h.origin, logs: &testkit.Buffer{}, runErr: make(chan error, 1)}
 	logger := slog.New(slog.NewJSONHandler(v.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	bootRetrying(t, func(int) (*Server, chan error) {
+	testkit.BootRetrying(t, func(int) (<-chan struct{}, <-chan error) {
 		v.addr = testkit.FreePort(t)
 		v.params.Listen = v.addr
 		v.writeFile("variant.toml", text(v.addr))
@@ -881,7 +849,7 @@ func (h *harness) startVariant(t *testing.T, text func(listen string) []byte) *h
 			t.Fatal(err)
 		}
 		go func() { v.runErr <- v.srv.Run() }()
-		return v.srv, v.runErr
+		return v.srv.Booted(), v.runErr
 	})
 	t.Cleanup(func() {
 		v.stop()

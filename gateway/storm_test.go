@@ -471,7 +471,7 @@ func startStormServer(t *testing.T, write func(listen string) string, logger *sl
 	var srv *Server
 	var listen string
 	runErr := make(chan error, 1)
-	bootRetrying(t, func(int) (*Server, chan error) {
+	testkit.BootRetrying(t, func(int) (<-chan struct{}, <-chan error) {
 		var err error
 		if listen, err = FreePort(); err != nil {
 			t.Fatal(err)
@@ -481,7 +481,7 @@ func startStormServer(t *testing.T, write func(listen string) string, logger *sl
 			t.Fatal(err)
 		}
 		go func() { runErr <- srv.Run() }()
-		return srv, runErr
+		return srv.Booted(), runErr
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

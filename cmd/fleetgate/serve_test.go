@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,19 +67,34 @@ func newFleet(t *testing.T) *fleet {
 
 // serve starts `fleetgate serve -c fleetgate.toml` in f's folder and waits
 // until it is ready. The fleet's ports were found free when it was made,
-// seconds before: one another process has bound since (fleetgate then
-// exits with "address already in use") is given up for another, in the
-// configuration file as it stands, up to five times, as the gateway
-// package's harness does for its own gateway.
+// seconds before: one another process has bound since is given up for
+// another, in the configuration file as it stands (startUntilReady).
 func (f *fleet) serve(t *testing.T) *process {
 	t.Helper()
+	return startUntilReady(t, func(attempt int) (*process, string, []string) {
+		if attempt > 1 {
+			f.movePorts(t)
+		}
+		return startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml"), f.admin, []string{f.listen, f.admin}
+	})
+}
+
+// startUntilReady calls start (attempt 1, 2, …), which starts fleetgate
+// and returns it, its admin address and the ports it was given, until one
+// is ready. One that exits first because a port it was given was taken
+// before its bind (its error names the port) is started again, start
+// picking other ports, up to five times, as the gateway package's harness
+// does; any other exit fails the test.
+func startUntilReady(t *testing.T, start func(attempt int) (p *process, admin string, ports []string)) *process {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		p := startFleetgate(t, f.dir, "serve", "-c", "fleetgate.toml")
-		if p.awaitReady(t, f.admin) {
+		p, admin, ports := start(attempt)
+		if p.awaitReady(t, admin) {
 			return p
 		}
-		if attempt < 5 && strings.Contains(p.stderr.String(), "address already in use") {
-			f.movePorts(t)
+		stderr := p.stderr.String()
+		if attempt < 5 && strings.Contains(stderr, "address already in use") &&
+			slices.ContainsFunc(ports, func(port string) bool { return strings.Contains(stderr, port) }) {
 			continue
 		}
 		t.Fatalf("fleetgate exited before it was ready: %v", p.err)
@@ -231,30 +247,21 @@ func TestServeReloadAndDrain(t *testing.T) {
 }
 
 // startDemo starts the demo in demoDir through the binary, its gateway and
-// admin listener on free ports, and waits until it is ready. A port another
-// process took before the binary bound it (the error names it) is given up
-// for another, up to five times; fresh says demoDir did not exist before,
-// and is removed again before another try.
+// admin listener on free ports, and waits until it is ready, other ports
+// tried when one was taken (startUntilReady); fresh says demoDir did not
+// exist before, and is removed again before another try.
 func startDemo(t *testing.T, work, demoDir string, fresh bool) (p *process, listen, admin string) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		listen, admin = freePort(t), freePort(t)
-		p = startFleetgate(t, work, "serve", "-demo-dir", demoDir, "-listen", listen, "-admin-listen", admin)
-		if p.awaitReady(t, admin) {
-			return p, listen, admin
-		}
-		stderr := p.stderr.String()
-		if attempt < 5 && strings.Contains(stderr, "address already in use") &&
-			(strings.Contains(stderr, listen) || strings.Contains(stderr, admin)) {
-			if fresh {
-				if err := os.RemoveAll(demoDir); err != nil {
-					t.Fatal(err)
-				}
+	p = startUntilReady(t, func(attempt int) (*process, string, []string) {
+		if attempt > 1 && fresh {
+			if err := os.RemoveAll(demoDir); err != nil {
+				t.Fatal(err)
 			}
-			continue
 		}
-		t.Fatalf("fleetgate exited before it was ready: %v", p.err)
-	}
+		listen, admin = freePort(t), freePort(t)
+		return startFleetgate(t, work, "serve", "-demo-dir", demoDir, "-listen", listen, "-admin-listen", admin), admin, []string{listen, admin}
+	})
+	return p, listen, admin
 }
 
 // demoOrigin is the demo's fixed echo origin (configs.DemoOrigin).

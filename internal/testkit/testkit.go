@@ -1,5 +1,6 @@
 // Package testkit holds the small helpers the project's tests share: polling
-// for a condition, a goroutine-safe output buffer, a free loopback port, an
+// for a condition, a goroutine-safe output buffer, a free loopback port (and
+// a server's start retried when another process took it first), an
 // HTTP exchange read whole (Fetch), and an MQTT test client (CONNECT,
 // packets read back, subscribe and publish).
 // It is imported by tests only; nothing on the serving path uses it.
@@ -7,12 +8,14 @@ package testkit
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,6 +113,37 @@ func FreePort(tb testing.TB) string {
 		tb.Fatalf("free port: %v", err)
 	}
 	return addr
+}
+
+// PortTaken reports whether err says a listen address was already in use:
+// a port found free (FreePort) that another process bound before the
+// caller did.
+func PortTaken(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+// BootRetrying calls start (attempt 1, 2, …), which starts a server's run
+// and returns a channel closed once it serves and the channel its run's
+// error comes on, until a server boots. A run that fails before that
+// because its port was taken (PortTaken) has start pick another port on
+// the next attempt, up to five; any other failure, or no boot in 10 s,
+// fails the test.
+func BootRetrying(tb testing.TB, start func(attempt int) (booted <-chan struct{}, runErr <-chan error)) {
+	tb.Helper()
+	for attempt := 1; ; attempt++ {
+		booted, runErr := start(attempt)
+		select {
+		case <-booted:
+			return
+		case err := <-runErr:
+			if PortTaken(err) && attempt < 5 {
+				continue
+			}
+			tb.Fatalf("the server stopped before it booted: %v", err)
+		case <-time.After(10 * time.Second):
+			tb.Fatal("the server did not boot in 10 s")
+		}
+	}
 }
 
 // Fetch sends req with c and returns the response with its body read whole

@@ -1,10 +1,12 @@
 package testkit
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -80,5 +82,27 @@ func TestFetch(t *testing.T) {
 	resp, body := Fetch(t, srv.Client(), req)
 	if resp.StatusCode != http.StatusTeapot || body != "POST /pot" {
 		t.Fatalf("Fetch = %d %q, want 418 \"POST /pot\"", resp.StatusCode, body)
+	}
+}
+
+// TestBootRetrying: a start whose port was taken is called again, and the
+// first that boots ends the retries.
+func TestBootRetrying(t *testing.T) {
+	attempts := 0
+	BootRetrying(t, func(attempt int) (<-chan struct{}, <-chan error) {
+		attempts++
+		booted, runErr := make(chan struct{}), make(chan error, 1)
+		if attempt < 3 {
+			runErr <- &net.OpError{Op: "listen", Net: "tcp", Err: syscall.EADDRINUSE}
+		} else {
+			close(booted)
+		}
+		return booted, runErr
+	})
+	if attempts != 3 {
+		t.Fatalf("%d attempts, want 3", attempts)
+	}
+	if PortTaken(errors.New("gateway: listen 127.0.0.1:1: bind: permission denied")) {
+		t.Error("a bind refused for another reason counted as a taken port")
 	}
 }
