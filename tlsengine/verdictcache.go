@@ -39,7 +39,7 @@ const (
 	// (refusals are cached too) pin 256 KiB per entry.
 	maxEntryBytes = 16 << 10
 	// stringBytes and certRefBytes are the sizes of a string header and of
-	// a verdict.CertRef without what they point to, for entrySize.
+	// a verdict.CertRef without what they point to, for verdictSize.
 	stringBytes  = 16
 	certRefBytes = 120
 )
@@ -151,28 +151,22 @@ func (c *VerdictCache) Verdict(site *Site, chain []*x509.Certificate, now time.T
 	if now.Before(w.from) || now.After(w.until) {
 		return v
 	}
-	kept, size := compactVerdict(v)
-	if size > maxEntryBytes {
-		return v
+	if verdictSize(v) > maxEntryBytes {
+		return v // not kept: verified at every handshake
 	}
 	if !haveSum {
 		sum = chainSum(chain)
 	}
 	sh.store(c.perShard, cacheEntry{
 		key: key, site: site, gen: site.Generation, rev: site.Revocation, sum: sum,
-		from: w.from, until: w.until, v: kept,
+		from: w.from, until: w.until, v: ownCopy(v),
 	}, now)
 	return v
 }
 
-// compactVerdict returns v with its own copies of the bytes it shares with
-// the presented certificates (the leaf's DER, the issuer names of its
-// path), and about how many bytes the copy holds. Why copy: crypto/tls
-// parses a chain from one buffer, the whole Certificate message, and a
-// slice of it keeps all of it alive.
-func compactVerdict(v verdict.Verdict) (verdict.Verdict, int) {
+// verdictSize is about how many bytes a cached copy of v holds.
+func verdictSize(v verdict.Verdict) int {
 	id := &v.Identity
-	id.DER = bytes.Clone(id.DER)
 	n := len(id.DER) + len(v.Detail) + len(id.CommonName) + len(id.SerialHex) + len(id.SHA256) + len(id.IssuerCN)
 	for _, list := range [...][]string{id.Organization, id.OrgUnit, id.DNSNames, id.URIs, id.Emails} {
 		n += stringBytes * cap(list)
@@ -180,18 +174,29 @@ func compactVerdict(v verdict.Verdict) (verdict.Verdict, int) {
 			n += len(s)
 		}
 	}
+	for i := range v.Path {
+		ref := &v.Path[i]
+		n += certRefBytes + len(ref.Subject) + len(ref.RawIssuer)
+		if ref.Serial != nil {
+			n += 8 * len(ref.Serial.Bits())
+		}
+	}
+	return n
+}
+
+// ownCopy returns v with its own copies of the bytes it shares with the
+// presented certificates (the leaf's DER, the issuer names of its path).
+// Why copy: crypto/tls parses a chain from one buffer, the whole
+// Certificate message, and a slice of it keeps all of it alive.
+func ownCopy(v verdict.Verdict) verdict.Verdict {
+	v.Identity.DER = bytes.Clone(v.Identity.DER)
 	if len(v.Path) > 0 {
 		v.Path = slices.Clone(v.Path)
 		for i := range v.Path {
-			ref := &v.Path[i]
-			ref.RawIssuer = bytes.Clone(ref.RawIssuer)
-			n += certRefBytes + len(ref.Subject) + len(ref.RawIssuer)
-			if ref.Serial != nil {
-				n += 8 * len(ref.Serial.Bits())
-			}
+			v.Path[i].RawIssuer = bytes.Clone(v.Path[i].RawIssuer)
 		}
 	}
-	return v, n
+	return v
 }
 
 // Purge drops every entry, for a CA or CRL reload (entries of replaced sites
