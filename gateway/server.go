@@ -183,9 +183,16 @@ func (s *Server) newEngine(cfg *configs.Config, snap *snapshot) (*tlsengine.Engi
 	return e, nil
 }
 
-// Run serves until Shutdown (or a fatal listener error). It starts the admin
+// Run serves until Shutdown (or a fatal listener error). It refuses a
+// [gateway].listen that another process already listens on, starts the admin
 // listener, then the gnet event loops on [gateway].listen with SO_REUSEPORT.
 func (s *Server) Run() error {
+	if err := checkPortFree(s.listen); err != nil {
+		err = fmt.Errorf("gateway: listen %s: %w", s.listen, err)
+		s.runErr = err
+		close(s.runDone)
+		return err
+	}
 	snap := s.snap.Load()
 	if addr := snap.cfg.Gateway.AdminListen; addr != "" {
 		a, err := startAdmin(addr, s)
@@ -205,6 +212,10 @@ func (s *Server) Run() error {
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
 		gnet.WithReusePort(true),
+		// SO_REUSEADDR too, as every server sets it: the connections this
+		// process leaves in TIME_WAIT then keep neither a restart's
+		// checkPortFree nor its bind off the port.
+		gnet.WithReuseAddr(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithLogger(gnetLogger{s.log}),
 	)
