@@ -36,6 +36,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		var list *configs.Errors
 		if errors.As(err, &list) {
 			fmt.Fprintln(stderr, list.Error())
+			for _, w := range list.Warnings {
+				fmt.Fprintln(stderr, "warning:", w.String())
+			}
 		} else {
 			fmt.Fprintln(stderr, err)
 		}

@@ -217,3 +217,32 @@ func TestCheckWithoutSigningKey(t *testing.T) {
 		t.Fatalf("serve's load: %v", err)
 	}
 }
+
+// TestCheckPrintsWarningsWithErrors: check prints every error and every
+// warning, as its usage and docs/commands.md say, also when the file has
+// errors: a warning (such as a client CA about to expire) is what an
+// operator fixing the errors needs to see as well.
+func TestCheckPrintsWarningsWithErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	runPKI(t, dir, "pki", "sensor-0001")
+	file := filepath.Join(dir, "fleetgate.toml")
+	writeServeConfig(t, file, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No signing key: a warning. A bad listen address: an error.
+	src := strings.Replace(string(data), "[tokens]\nsigning_key_file = \"pki/token.pem\"\n", "", 1)
+	src = strings.Replace(src, `listen = "127.0.0.1:8443"`, `listen = "nope"`, 1)
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runInProcess(t, "check", "-c", file)
+	if code != 1 || !strings.Contains(errOut, file+":2: gateway.listen: ") {
+		t.Fatalf("check: exit %d, want 1 and the listen error\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "warning: "+file+": tokens: no signing_key_file") {
+		t.Errorf("check does not print the warning of a file that also has errors:\n%s", errOut)
+	}
+}
