@@ -143,7 +143,9 @@ func makePKI(out string, hosts, cns []string, kt pki.KeyType, validity time.Dura
 	if err := inter.WriteFiles(p("intermediate.pem"), p("intermediate-key.pem")); err != nil {
 		return err
 	}
-	if err := os.WriteFile(p("ca-chain.pem"), pki.ChainPEM(inter, root), 0o644); err != nil {
+	// The intermediate and the root, written as every other file: a new
+	// file renamed into place, never through a link left at that name.
+	if err := inter.WriteFiles(p("ca-chain.pem"), "", root); err != nil {
 		return err
 	}
 	srvOpts := pki.Server(hosts...)

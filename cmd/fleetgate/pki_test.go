@@ -3,7 +3,9 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,8 +85,31 @@ func TestPKI(t *testing.T) {
 	if err := os.Chmod(filepath.Join(out, "token.pem"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Files replaced by symbolic links meanwhile are replaced, not written
+	// through: -force never writes outside -out.
+	outside := filepath.Join(dir, "outside.txt")
+	if err := os.WriteFile(outside, []byte("not fleetgate's"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	links := []string{"ca-chain.pem", "ca.pem", "server-key.pem"}
+	for _, f := range links {
+		if err := os.Remove(filepath.Join(out, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, filepath.Join(out, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if code, _, stderr := runInProcess(t, "pki", "-out", out, "-force", "-key", "ed25519"); code != 0 {
 		t.Fatalf("pki -force: exit %d, %q", code, stderr)
+	}
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "not fleetgate's" {
+		t.Errorf("pki -force wrote through a symbolic link: %q, %v", b, err)
+	}
+	for _, f := range links {
+		if fi, err := os.Lstat(filepath.Join(out, f)); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("%s after -force: %v, %v; want a regular file", f, fi.Mode(), err)
+		}
 	}
 	for _, f := range []string{"token.pem", "ca-key.pem", "devices/sensor-0001-key.pem"} {
 		fi, err := os.Stat(filepath.Join(out, f))
