@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -769,5 +771,77 @@ func TestWatchConnackDropsAuth(t *testing.T) {
 	}
 	if got := time.Duration(r.idle.Load()); got != 60*time.Second {
 		t.Errorf("idle timeout %v, want 1.5 × the broker's 40 s", got)
+	}
+}
+
+// TestMQTTConnectNotHeldForTheConnectionsLife: once the broker's socket has
+// the CONNECT, the gateway keeps no copy of it. A device's CONNECT may be
+// as large as max_connect_bytes (a will payload, user properties); a relay
+// that kept the decoded packet (and the gate's buffer it points into) and
+// the header it was sent in would pin about twice that for every idle
+// connection, for hours. Measured as the live heap of connections with a
+// large CONNECT against as many with a small one.
+func TestMQTTConnectNotHeldForTheConnectionsLife(t *testing.T) {
+	var received atomic.Int64
+	broker := startTCPOrigin(t, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	f := newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-big", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{"big.mqtt.test"}})
+		a := httpApp("mqtt-big", "big.mqtt.test", broker.url(), admit("devices", anyFleetDevice))
+		a.Protocol, a.MaxConnectBytes = "mqtt", "1MiB"
+		c.Applications = append(c.Applications, a)
+		// The CONNECT is sent right behind the handshake: let what a
+		// connection may buffer while its handshake ends hold it.
+		c.Gateway.MaxBodyBytes = "1MiB"
+	})
+	small := testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 60)
+	large := testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 60, func(pk *packets.Packet) {
+		for k := range 12 {
+			pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: strconv.Itoa(k), Val: strings.Repeat("v", 60000)})
+		}
+	})
+	const n = 10
+	var sent int64
+	// Twice: the first collection moves the buffer pools' contents to
+	// their victim caches, the second frees them.
+	gc := func() { runtime.GC(); runtime.GC() }
+	heapPerConn := func(connect []byte) int64 {
+		gc()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range n {
+			c, err := f.dialTCP(t, "big.mqtt.test", f.pki.sensor1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(connect); err != nil {
+				t.Fatal(err)
+			}
+			sent += int64(len(connect))
+		}
+		testkit.WaitFor(t, "every CONNECT at the broker", 10*time.Second, func() bool { return received.Load() >= sent })
+		gc()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		return (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	}
+	base := heapPerConn(small)
+	got := heapPerConn(large)
+	if f.srv.relays.len() != 2*n {
+		t.Fatalf("%d relays open, want %d", f.srv.relays.len(), 2*n)
+	}
+	t.Logf("%d bytes per connection with the small CONNECT, %d with the large", base, got)
+	if extra := got - base; extra > int64(len(large))/4 {
+		t.Errorf("a connection whose CONNECT was %d bytes holds %d bytes more than one whose CONNECT was %d",
+			len(large), extra, len(small))
 	}
 }

@@ -93,6 +93,8 @@ type mqttGate struct {
 // mqttRelay is what a relay of an mqtt application carries beyond a tcp
 // relay's: the CONNECT to send first and what the device sent after it.
 type mqttRelay struct {
+	// connect, first and rest are dropped once the broker's socket has
+	// them (delivered).
 	connect *mqttwire.Connect
 	first   []byte // the CONNECT encoded at the gate (without the token)
 	rest    []byte
@@ -354,10 +356,17 @@ func (m *mqttRelay) connectBytes(r *relay) ([]byte, error) {
 	return append(b[:len(b):len(b)], m.rest...), nil
 }
 
+// delivered drops the CONNECT and what followed it once they have been
+// handed to the broker's socket (on the loop): the decoded packet and the
+// gate's buffer it points into are not held for the connection's life.
+func (m *mqttRelay) delivered() {
+	m.connect, m.first, m.rest = nil, nil, nil
+}
+
 // originDown answers the device with "server unavailable" (on the loop,
 // before its connection closes).
 func (m *mqttRelay) originDown(r *relay) {
-	if r.devDone {
+	if r.devDone || m.connect == nil {
 		return
 	}
 	v := m.connect.Version()

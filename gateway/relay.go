@@ -81,7 +81,7 @@ type relay struct {
 	src, dst netip.AddrPort
 	sni      string
 	tlsFacts proxyv2.TLS
-	header   []byte // written by dial before Enroll, read by OnOpen after it
+	header   []byte // written by dial before Enroll, read (and dropped) by OnOpen after it
 	// mq is set for an mqtt application: the CONNECT that follows the
 	// header, and the answer when the origin is down (mqttapp.go).
 	mq    *mqttRelay
@@ -416,6 +416,13 @@ func (r *relay) originOpened(gc gnet.Conn) ([]byte, gnet.Action) {
 	out := r.header
 	if len(pending) > 0 {
 		out = append(out[:len(out):len(out)], pending...)
+	}
+	// gnet writes out now and copies what the socket does not take: the
+	// header and an mqtt device's CONNECT (up to max_connect_bytes, twice)
+	// are not kept for the connection's whole life.
+	r.header = nil
+	if r.mq != nil {
+		r.mq.delivered()
 	}
 	if r.devDone || r.devEOF {
 		// Drain after OnOpen's output is written (or buffered).
