@@ -845,3 +845,65 @@ func TestMQTTConnectNotHeldForTheConnectionsLife(t *testing.T) {
 			len(large), extra, len(small))
 	}
 }
+
+// TestMQTTClosedBeforeConnectCounted: a device that completes its
+// handshake and goes away before its CONNECT is decided is counted and
+// logged with reason "closed before CONNECT", whether it ends its TLS
+// session (close_notify) or only its socket (a reset device, a dropped
+// network, a scanner), with or without part of a CONNECT sent.
+func TestMQTTClosedBeforeConnectCounted(t *testing.T) {
+	f := newMQTTFixture(t)
+	const want = `fleetgate_mqtt_refused_total{app="mqtt-raw",reason="closed before CONNECT"} `
+	for i, tc := range []struct {
+		name        string
+		first       []byte
+		closeNotify bool
+	}{
+		{"socket closed, nothing sent", nil, false},
+		{"socket closed inside the CONNECT", testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 30)[:5], false},
+		{"close_notify inside the CONNECT", testkit.MQTTConnect(t, mqttwire.V311, "sensor-0001", 30)[:5], true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := f.tlsConfig(mRaw, f.pki.sensor1)
+			conf.InsecureSkipVerify = true
+			raw, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			c := tls.Client(raw, conf)
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := c.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			if len(tc.first) > 0 {
+				if _, err := c.Write(tc.first); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The gateway's side of the handshake is done (its verdict counted).
+			verdicts := fmt.Sprintf(`fleetgate_client_cert_verdicts_total{app="mqtt-raw",verdict="valid"} %d`, i+1)
+			testkit.WaitFor(t, "the handshake's verdict", 5*time.Second, func() bool { return strings.Contains(f.metrics(t), verdicts) })
+			if tc.closeNotify {
+				_ = c.Close()
+			} else {
+				_ = raw.Close()
+			}
+			testkit.WaitFor(t, "the close counted", 5*time.Second, func() bool {
+				return strings.Contains(f.metrics(t), want+strconv.Itoa(i+1)+"\n")
+			})
+		})
+	}
+	n := 0
+	for _, l := range f.logLines(t) {
+		if l["msg"] == "mqtt connection refused" && l["app"] == "mqtt-raw" && l["reason"] == "closed before CONNECT" {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("%d refusal lines with reason \"closed before CONNECT\", want 3", n)
+	}
+	if f.raw.accepted.Load() != 0 {
+		t.Error("a device that sent no whole CONNECT reached the broker")
+	}
+}

@@ -218,10 +218,33 @@ func (g *mqttGate) timeout() {
 }
 
 // closed is called from the device's OnClose: the gate decides nothing more.
-func (g *mqttGate) closed() {
+// It reports whether the gate had not decided yet.
+func (g *mqttGate) closed() bool {
 	if g.done.CompareAndSwap(false, true) {
 		g.timer.Stop()
 		g.buf = nil
+		return true
+	}
+	return false
+}
+
+// mqttClosed is called from OnClose. A device of an mqtt application whose
+// socket closed after its handshake and before its CONNECT was decided
+// (the gate running, or not started yet) is counted and logged as "closed
+// before CONNECT", as one that sent close_notify is: most devices that go
+// away (a reset, a dropped network, a scanner) send none.
+func (c *conn) mqttClosed() {
+	undecided := false
+	switch {
+	case c.mqtt != nil:
+		undecided = c.mqtt.closed()
+	case c.relay == nil && c.tc.HandshakeComplete():
+		undecided = c.app().mqtt != nil
+	}
+	if undecided {
+		app := c.app()
+		c.srv.metrics.mqttRefused(app.name, mqttReasonClosed)
+		logMQTTRefusal(c, app, mqttReasonClosed, "", nil)
 	}
 }
 

@@ -375,9 +375,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	c.markClosing()
 	c.pipe.close()
 	c.tc.Release()
-	if c.mqtt != nil {
-		c.mqtt.closed()
-	}
+	c.mqttClosed()
 	if c.relay != nil {
 		c.relay.deviceClosed()
 	}
