@@ -799,10 +799,13 @@ func TestMQTTConnectNotHeldForTheConnectionsLife(t *testing.T) {
 		a := httpApp("mqtt-big", "big.mqtt.test", broker.url(), admit("devices", anyFleetDevice))
 		a.Protocol, a.MaxConnectBytes = "mqtt", "1MiB"
 		c.Applications = append(c.Applications, a)
-		// The CONNECT is sent right behind the handshake: let what a
-		// connection may buffer while its handshake ends hold it.
-		c.Gateway.MaxBodyBytes = "1MiB"
+		// max_body_bytes stays at 64KiB: what a connection may buffer
+		// while its handshake ends must still hold the CONNECT that
+		// devices send right behind their Finished.
 	})
+	if got := f.srv.snap.Load().inputLimit(); got < 1<<20 {
+		t.Fatalf("a connection buffers at most %d bytes while its handshake ends, less than max_connect_bytes (1MiB)", got)
+	}
 	small := testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 60)
 	large := testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 60, func(pk *packets.Packet) {
 		for k := range 12 {

@@ -309,9 +309,17 @@ func (s *snapshot) verifyToken(tok, aud string, now time.Time) (*policy.Claims, 
 }
 
 // inputLimit is the most plaintext a connection buffers: one request of the
-// largest allowed header and body, plus room for the next request's start.
+// largest allowed header and body, or the largest CONNECT an mqtt
+// application accepts (a device sends it right behind its Finished, before
+// the handshake has ended), plus room for what follows.
 func (s *snapshot) inputLimit() int {
-	return s.maxHeaderBytes + int(s.maxBodyBytes) + 64<<10
+	n := s.maxHeaderBytes + int(s.maxBodyBytes)
+	for _, a := range s.apps {
+		if a.mqtt != nil {
+			n = max(n, a.mqtt.binding.MaxConnectBytes)
+		}
+	}
+	return n + 64<<10
 }
 
 // mintFor mints the token of an allowed request: claims from the policy
