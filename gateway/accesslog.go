@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 )
 
 // accessLog writes the request's one access-log line: who, where, what was
@@ -39,7 +40,7 @@ func (s *Server) accessLog(x *exchange, total time.Duration, bytesOut int64) {
 		slog.String("rule", x.decision.Rule),
 		slog.String("reason", x.reason),
 		slog.String("cert_verdict", v.Kind.String()),
-		slog.String("cert_cn", v.Identity.CommonName),
+		slog.String("cert_cn", logClip(v.Identity.CommonName)),
 		slog.String("cert_sha256", v.Identity.SHA256),
 		slog.Int("bytes_in", bytesIn),
 		slog.Int64("bytes_out", bytesOut),
@@ -63,3 +64,23 @@ func (s *Server) accessLog(x *exchange, total time.Duration, bytesOut int64) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// maxLogValue bounds what a log line carries of a value a device chooses
+// without a limit of its own worth logging whole: a certificate's common
+// name (64 characters by RFC 5280, any length as presented) and an MQTT
+// client id (up to max_connect_bytes). A line per refused connection must
+// not let a peer write kilobytes to the log for each of its handshakes.
+const maxLogValue = 256
+
+// logClip returns s cut to maxLogValue bytes (at a character boundary),
+// marked with "…" when cut.
+func logClip(s string) string {
+	if len(s) <= maxLogValue {
+		return s
+	}
+	n := maxLogValue
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

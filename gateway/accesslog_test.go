@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
@@ -131,5 +132,17 @@ func TestAccessLog(t *testing.T) {
 		if strings.Contains(all, secret) {
 			t.Errorf("the log contains the %s", name)
 		}
+	}
+}
+
+func TestLogClip(t *testing.T) {
+	short := strings.Repeat("a", maxLogValue)
+	if got := logClip(short); got != short {
+		t.Errorf("logClip of %d bytes changed it", len(short))
+	}
+	long := "x" + strings.Repeat("€", maxLogValue) // 3-byte characters: the cut falls inside one
+	got := logClip(long)
+	if !utf8.ValidString(got) || !strings.HasSuffix(got, "…") || len(got) > maxLogValue+len("…") || len(got) < maxLogValue-3 {
+		t.Errorf("logClip: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
 	}
 }

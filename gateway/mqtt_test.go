@@ -910,3 +910,27 @@ func TestMQTTClosedBeforeConnectCounted(t *testing.T) {
 		t.Error("a device that sent no whole CONNECT reached the broker")
 	}
 }
+
+// TestMQTTRefusalLogClipsClientID: a refused CONNECT's client id, which the
+// device chooses (up to max_connect_bytes), reaches the log line cut to a
+// few hundred bytes: a peer cannot write kilobytes to the log per
+// handshake.
+func TestMQTTRefusalLogClipsClientID(t *testing.T) {
+	f := newMQTTFixture(t)
+	id := strings.Repeat("é", 5000) // 10,000 bytes, cut at a character boundary
+	_, r := f.session(t, mToken, f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V5, id, 30))
+	refusedWith(t, r, mqttwire.V5, 0x85, `"sensor-0001"`)
+	var got string
+	testkit.WaitFor(t, "the refusal's log line", 5*time.Second, func() bool {
+		for _, l := range f.logLines(t) {
+			if l["msg"] == "mqtt connection refused" && l["reason"] == "client identifier not valid" {
+				got, _ = l["client_id"].(string)
+				return true
+			}
+		}
+		return false
+	})
+	if len(got) > maxLogValue+len("…") || !strings.HasSuffix(got, "…") || !strings.HasPrefix(id, strings.TrimSuffix(got, "…")) {
+		t.Errorf("logged client id of %d bytes (%q…), want the first %d bytes of the device's, marked as cut", len(got), got[:min(len(got), 20)], maxLogValue)
+	}
+}

@@ -442,10 +442,10 @@ func logMQTTRefusal(c *conn, app *application, reason, pol string, cn *mqttwire.
 		slog.String("policy", pol),
 	}
 	if cn != nil {
-		attrs = append(attrs, slog.Int("mqtt_version", int(cn.Version())), slog.String("client_id", cn.ClientID()))
+		attrs = append(attrs, slog.Int("mqtt_version", int(cn.Version())), slog.String("client_id", logClip(cn.ClientID())))
 	}
 	if v.Presented() {
-		attrs = append(attrs, slog.String("cn", v.Identity.CommonName), slog.String("sha256", v.Identity.SHA256))
+		attrs = append(attrs, slog.String("cn", logClip(v.Identity.CommonName)), slog.String("sha256", v.Identity.SHA256))
 	}
 	c.srv.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "mqtt connection refused", attrs...)
 }

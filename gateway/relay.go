@@ -694,7 +694,7 @@ func (r *relay) maybeFinish() {
 	}
 	attrs = append(attrs, slog.String("cert_verdict", r.v.Kind.String()))
 	if r.v.Presented() {
-		attrs = append(attrs, slog.String("cn", r.v.Identity.CommonName), slog.String("sha256", r.v.Identity.SHA256))
+		attrs = append(attrs, slog.String("cn", logClip(r.v.Identity.CommonName)), slog.String("sha256", r.v.Identity.SHA256))
 	}
 	r.srv.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "tcp connection closed", attrs...)
 }

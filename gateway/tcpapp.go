@@ -139,7 +139,7 @@ func (a *application) authorize(v *verdict.Verdict, remote netip.Addr) (any, err
 			// Refused in VerifyConnection, before crypto/tls checks the
 			// device's CertificateVerify: the certificate was presented, not
 			// proven to be the device's (anyone may hold a copy of it).
-			attrs = append(attrs, slog.String("cert_cn_presented", v.Identity.CommonName),
+			attrs = append(attrs, slog.String("cert_cn_presented", logClip(v.Identity.CommonName)),
 				slog.String("cert_sha256_presented", v.Identity.SHA256))
 		}
 		srv.accessLg.LogAttrs(context.Background(), slog.LevelInfo, "tcp connection refused", attrs...)
