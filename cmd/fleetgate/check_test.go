@@ -193,21 +193,7 @@ func TestCheckRefusesARepeatedTokenKey(t *testing.T) {
 // it with a warning that tokens are signed with a key made at start.
 func TestCheckWithoutSigningKey(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	runPKI(t, dir, "pki", "sensor-0001")
-	file := filepath.Join(dir, "fleetgate.toml")
-	writeServeConfig(t, file, serveParams{Listen: "127.0.0.1:8443", Admin: "127.0.0.1:9443", Origin: "http://127.0.0.1:9000"})
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := strings.Replace(string(data), "[tokens]\nsigning_key_file = \"pki/token.pem\"\n", "", 1)
-	if src == string(data) {
-		t.Fatal("the serve configuration has no [tokens] table to remove")
-	}
-	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := writeEditedConfig(t, "[tokens]\nsigning_key_file = \"pki/token.pem\"\n", "")
 	code, out, errOut := runInProcess(t, "check", "-c", file)
 	if code != 0 || !strings.Contains(out, "1 warnings") || !strings.Contains(errOut, "warning: "+file+": tokens: no signing_key_file: tokens are signed with a key generated at start") {
 		t.Fatalf("check: exit %d, want 0 and the ephemeral key warning\n%s%s", code, out, errOut)
@@ -224,6 +210,24 @@ func TestCheckWithoutSigningKey(t *testing.T) {
 // operator fixing the errors needs to see as well.
 func TestCheckPrintsWarningsWithErrors(t *testing.T) {
 	t.Parallel()
+	// No signing key: a warning. A bad listen address: an error.
+	file := writeEditedConfig(t, "[tokens]\nsigning_key_file = \"pki/token.pem\"\n", "",
+		`listen = "127.0.0.1:8443"`, `listen = "nope"`)
+	code, _, errOut := runInProcess(t, "check", "-c", file)
+	if code != 1 || !strings.Contains(errOut, file+":2: gateway.listen: ") {
+		t.Fatalf("check: exit %d, want 1 and the listen error\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "warning: "+file+": tokens: no signing_key_file") {
+		t.Errorf("check does not print the warning of a file that also has errors:\n%s", errOut)
+	}
+}
+
+// writeEditedConfig writes a PKI and a serve configuration into a temporary
+// folder, replaces in the configuration's text each old with its new (pairs
+// of arguments), and returns the file's path. A replacement that finds
+// nothing fails the test.
+func writeEditedConfig(t *testing.T, oldNew ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	runPKI(t, dir, "pki", "sensor-0001")
 	file := filepath.Join(dir, "fleetgate.toml")
@@ -232,17 +236,15 @@ func TestCheckPrintsWarningsWithErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No signing key: a warning. A bad listen address: an error.
-	src := strings.Replace(string(data), "[tokens]\nsigning_key_file = \"pki/token.pem\"\n", "", 1)
-	src = strings.Replace(src, `listen = "127.0.0.1:8443"`, `listen = "nope"`, 1)
+	src := string(data)
+	for i := 0; i+1 < len(oldNew); i += 2 {
+		if !strings.Contains(src, oldNew[i]) {
+			t.Fatalf("the serve configuration has no %q to replace", oldNew[i])
+		}
+		src = strings.Replace(src, oldNew[i], oldNew[i+1], 1)
+	}
 	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errOut := runInProcess(t, "check", "-c", file)
-	if code != 1 || !strings.Contains(errOut, file+":2: gateway.listen: ") {
-		t.Fatalf("check: exit %d, want 1 and the listen error\n%s", code, errOut)
-	}
-	if !strings.Contains(errOut, "warning: "+file+": tokens: no signing_key_file") {
-		t.Errorf("check does not print the warning of a file that also has errors:\n%s", errOut)
-	}
+	return file
 }
