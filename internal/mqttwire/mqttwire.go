@@ -196,7 +196,8 @@ func ParseConnect(pkt []byte) (*Connect, error) {
 // stops at its first finding, so it sees a copy in which those two fields
 // are one byte long, and every check after them still runs. It adds the
 // 3.1.1 rule that a password needs a user name ([MQTT-3.1.2-22]; MQTT 5
-// dropped it), which mochi does not check.
+// dropped it) and the MQTT 5 rule that a will's response topic has no
+// wildcard ([MQTT-3.3.2-14]), which mochi does not check.
 func validate(pk *packets.Packet) error {
 	probe := *pk
 	if probe.Connect.WillFlag && len(probe.Connect.WillPayload) == 0 {
@@ -210,6 +211,12 @@ func validate(pk *packets.Packet) error {
 	}
 	if pk.ProtocolVersion == V311 && pk.Connect.PasswordFlag && !pk.Connect.UsernameFlag {
 		return fmt.Errorf("%w: an MQTT 3.1.1 password without a user name", ErrMalformed)
+	}
+	// A will's response topic names no wildcard ([MQTT-3.3.2-14]); mochi's
+	// encoder drops such a property, so a re-encoded CONNECT would reach
+	// the broker with a will other than the device's.
+	if w := pk.Connect.WillProperties.ResponseTopic; pk.Connect.WillFlag && strings.ContainsAny(w, "+#") {
+		return fmt.Errorf("%w: a will response topic with a wildcard (%q)", ErrMalformed, w)
 	}
 	return nil
 }

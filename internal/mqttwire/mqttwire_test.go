@@ -155,6 +155,15 @@ func TestParseConnectRefuses(t *testing.T) {
 	willQoS3 := connect(t, V311, func(pk *packets.Packet) {
 		pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillQos = true, "status", 3
 	})
+	// [MQTT-3.3.2-14]: no wildcard in a will's response topic (mochi's
+	// encoder leaves such a topic out, so the bytes are patched).
+	willReply := func(topic string) []byte {
+		b := connect(t, V5, func(pk *packets.Packet) {
+			pk.Connect.WillFlag, pk.Connect.WillTopic, pk.Connect.WillPayload = true, "status", []byte("gone")
+			pk.Connect.WillProperties.ResponseTopic = "a/b"
+		})
+		return bytes.Replace(b, []byte("a/b"), []byte(topic), 1)
+	}
 	for _, tc := range []struct {
 		name    string
 		in      []byte
@@ -162,6 +171,8 @@ func TestParseConnectRefuses(t *testing.T) {
 		version byte
 	}{
 		{name: "MQTT 3.1 (MQIsdp, level 3)", in: mqisdp, version: 3},
+		{name: "will response topic with +", in: willReply("a/+"), err: ErrMalformed},
+		{name: "will response topic with #", in: willReply("a/#"), err: ErrMalformed},
 		{name: "level 6", in: level6, version: 6},
 		{name: "reserved flag", in: reserved, err: ErrMalformed},
 		{name: "unknown protocol name", in: badName, err: ErrMalformed},
