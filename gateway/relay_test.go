@@ -660,6 +660,47 @@ func TestTCPShutdownClosesRelays(t *testing.T) {
 	f.closeLine(t, "tcp-echo", closeShutdown)
 }
 
+// A drain whose only live connections are relays, cut at drain_timeout as
+// documented, ends as planned: it does not warn that it closed with
+// requests in flight. fleetgate serve gives Shutdown a context that ends at
+// drain_timeout, the moment the relays are cut.
+func TestTCPShutdownCutsRelaysWithoutDrainWarning(t *testing.T) {
+	f := newTCPFixture(t)
+	cfg := f.config()
+	cfg.Gateway.DrainTimeout = "300ms"
+	f.write(cfg)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	f.stopped = true
+	ctx, cancel := context.WithTimeout(context.Background(), f.srv.DrainTimeout())
+	defer cancel()
+	if err := f.srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	select {
+	case <-f.runErr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Shutdown")
+	}
+	f.closeLine(t, "tcp-echo", closeShutdown)
+	for _, l := range f.logLines(t) {
+		if msg, _ := l["msg"].(string); strings.Contains(msg, "in flight") {
+			t.Errorf("a drain that only cut relays logged %q (inflight %v, connections %v)", msg, l["inflight"], l["connections"])
+		}
+	}
+}
+
 // lifeApp adds a tcp application name on domain, with a client CA of its
 // own, whose origin is origin, with set applied to it (timeouts) and any
 // fleet device admitted.
