@@ -61,10 +61,10 @@ func (m *MQTTSettings) ExpectedClientID(cn string) (string, bool) {
 // article returns " tcp" or "n mqtt" for "a tcp application" / "an mqtt
 // application".
 func article(p Protocol) string {
-	if p == ProtocolMQTT {
-		return "n mqtt"
+	if p == ProtocolTCP {
+		return " tcp"
 	}
-	return " " + string(p)
+	return "n " + string(p) // an http, an mqtt
 }
 
 // refusalOf names how a relayed application refuses a device.

@@ -50,7 +50,7 @@ func TestMQTTApplicationErrors(t *testing.T) {
 		{name: "mqtt key on a tcp application", src: tcpSrc(`mqtt_client_id = "common_name"`, ""),
 			want: []string{app + `mqtt_client_id: only for protocol = "mqtt": a tcp application reads no MQTT CONNECT; remove it`}},
 		{name: "max_connect_bytes on an http application", src: httpWith(`max_connect_bytes = "1KiB"`),
-			want: []string{`fleetgate.toml:13: applications[0].max_connect_bytes: only for protocol = "mqtt": a http application reads no MQTT CONNECT; remove it`}},
+			want: []string{`fleetgate.toml:13: applications[0].max_connect_bytes: only for protocol = "mqtt": an http application reads no MQTT CONNECT; remove it`}},
 		{name: "http origin on an mqtt application", src: func(t *testing.T) string {
 			return edit(t, mqttApp(t, "", ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "http://127.0.0.1:1883"`)
 		}, want: []string{`fleetgate.toml:25: applications[1].origin: "http://127.0.0.1:1883" is an HTTP origin: a tcp application relays raw TCP to tcp://host:port (protocol = "http" proxies HTTP)`}},

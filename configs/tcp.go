@@ -90,7 +90,7 @@ func (l *loader) transport(path string, fa *fileApplication, app *Application, g
 			{"relay_buffer", "HTTP bodies are bounded by [gateway] max_body_bytes and max_response_bytes", fa.RelayBuffer != nil},
 		} {
 			if k.set {
-				l.errorf(key(k.key), "only for protocol = \"tcp\": %s; remove it", k.why)
+				l.errorf(key(k.key), "only for protocol = \"tcp\" or \"mqtt\": %s; remove it", k.why)
 			}
 		}
 	case ProtocolTCP, ProtocolMQTT:

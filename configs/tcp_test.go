@@ -76,13 +76,13 @@ func TestTCPApplicationErrors(t *testing.T) {
 
 		// Keys of tcp applications on an http application.
 		{name: "idle_timeout on an http application", src: httpWith(`idle_timeout = "5m"`),
-			want: []string{`fleetgate.toml:13: applications[0].idle_timeout: only for protocol = "tcp": HTTP connections use [gateway] idle_timeout; remove it`}},
+			want: []string{`fleetgate.toml:13: applications[0].idle_timeout: only for protocol = "tcp" or "mqtt": HTTP connections use [gateway] idle_timeout; remove it`}},
 		{name: "max_connection_age on an http application", src: httpWith(`max_connection_age = "1h"`),
-			want: []string{`fleetgate.toml:13: applications[0].max_connection_age: only for protocol = "tcp": HTTP connections use [gateway] max_connection_age; remove it`}},
+			want: []string{`fleetgate.toml:13: applications[0].max_connection_age: only for protocol = "tcp" or "mqtt": HTTP connections use [gateway] max_connection_age; remove it`}},
 		{name: "relay_buffer on an http application", src: httpWith(`relay_buffer = "256KiB"`),
-			want: []string{`fleetgate.toml:13: applications[0].relay_buffer: only for protocol = "tcp": HTTP bodies are bounded by [gateway] max_body_bytes and max_response_bytes; remove it`}},
+			want: []string{`fleetgate.toml:13: applications[0].relay_buffer: only for protocol = "tcp" or "mqtt": HTTP bodies are bounded by [gateway] max_body_bytes and max_response_bytes; remove it`}},
 		{name: "proxy_protocol on an http application", src: httpWith(`proxy_protocol = ""`),
-			want: []string{`fleetgate.toml:13: applications[0].proxy_protocol: only for protocol = "tcp": an HTTP origin gets the device's identity in headers and the token; remove it`}},
+			want: []string{`fleetgate.toml:13: applications[0].proxy_protocol: only for protocol = "tcp" or "mqtt": an HTTP origin gets the device's identity in headers and the token; remove it`}},
 
 		// protocol.
 		{name: "unknown protocol", src: func(t *testing.T) string { return edit(t, tcpApp("", ""), `protocol = "tcp"`, `protocol = "udp"`) },
