@@ -179,3 +179,50 @@ func TestCheckPortFree(t *testing.T) {
 		t.Fatalf("checkPortFree(%s) with only a TIME_WAIT connection there = %v, want nil", addr, err)
 	}
 }
+
+// TestAdminListenInUseShutdown: a gateway whose Run fails at its admin
+// listener (the address taken) has stopped as one whose listen address is
+// taken has: Shutdown returns Run's error at once, not when its context
+// ends, and the gateway is not ready.
+func TestAdminListenInUseShutdown(t *testing.T) {
+	h := newHarness(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	listen := testkit.FreePort(t)
+	srv, err := New(Options{Load: func() (*configs.Config, error) {
+		cfg, err := configs.Load(h.cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Gateway.Listen, cfg.Gateway.AdminListen = listen, taken.Addr().String()
+		return cfg, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := make(chan error, 1)
+	go func() { run <- srv.Run() }()
+	var runErr error
+	select {
+	case runErr = <-run:
+		if !errors.Is(runErr, syscall.EADDRINUSE) {
+			t.Fatalf("Run with admin_listen %s taken = %v, want address already in use", taken.Addr(), runErr)
+		}
+	case <-srv.Booted():
+		t.Fatalf("a gateway whose admin_listen %s is taken booted", taken.Addr())
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run neither failed nor booted in 10 s")
+	}
+	if srv.Ready() {
+		t.Error("the gateway whose Run failed reports ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Shutdown(ctx); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("Shutdown after Run failed at the admin listener = %v (after %v), want Run's error", err, time.Since(start).Round(time.Millisecond))
+	}
+}

@@ -188,16 +188,13 @@ func (s *Server) newEngine(cfg *configs.Config, snap *snapshot) (*tlsengine.Engi
 // listener, then the gnet event loops on [gateway].listen with SO_REUSEPORT.
 func (s *Server) Run() error {
 	if err := checkPortFree(s.listen); err != nil {
-		err = fmt.Errorf("gateway: listen %s: %w", s.listen, err)
-		s.runErr = err
-		close(s.runDone)
-		return err
+		return s.failedStart(fmt.Errorf("gateway: listen %s: %w", s.listen, err))
 	}
 	snap := s.snap.Load()
 	if addr := snap.cfg.Gateway.AdminListen; addr != "" {
 		a, err := startAdmin(addr, s)
 		if err != nil {
-			return err
+			return s.failedStart(err)
 		}
 		s.admin = a
 	}
@@ -230,6 +227,15 @@ func (s *Server) Run() error {
 	if s.admin != nil {
 		s.admin.close()
 	}
+	s.runErr = err
+	close(s.runDone)
+	return err
+}
+
+// failedStart ends a Run that failed before its event loops started: a
+// Shutdown, then or later, returns err at once instead of waiting for a boot
+// that never comes.
+func (s *Server) failedStart(err error) error {
 	s.runErr = err
 	close(s.runDone)
 	return err
