@@ -344,16 +344,7 @@ func TestTCPRelaysShareALoop(t *testing.T) {
 
 func TestTCPRelayGaugeWhileOpen(t *testing.T) {
 	f := newTCPFixture(t)
-	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-		t.Fatal(err)
-	}
+	c := f.echoedOnce(t)
 	if m := f.metrics(t); !strings.Contains(m, `fleetgate_tcp_connections{app="tcp-echo"} 1`) {
 		t.Errorf("the gauge does not count the open connection")
 	}
@@ -639,16 +630,7 @@ func TestTCPRevokedByReload(t *testing.T) {
 
 func TestTCPShutdownClosesRelays(t *testing.T) {
 	f := newTCPFixture(t)
-	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-		t.Fatal(err)
-	}
+	c := f.echoedOnce(t)
 	start := time.Now()
 	f.stop() // drain_timeout is 5s
 	if d := time.Since(start); d < 4*time.Second {
@@ -672,16 +654,7 @@ func TestTCPShutdownCutsRelaysWithoutDrainWarning(t *testing.T) {
 	if err := f.srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-		t.Fatal(err)
-	}
+	f.echoedOnce(t) // a relay that only the drain ends
 	f.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), f.srv.DrainTimeout())
 	defer cancel()
@@ -799,4 +772,21 @@ func TestTCPOpenSSLDevice(t *testing.T) {
 	_ = in.Close() // s_client sends close_notify at end of input
 	_ = cmd.Wait()
 	f.closeLine(t, "tcp-echo", closeDeviceClosed)
+}
+
+// echoedOnce dials the echo application as sensor-0001 and has "ping"
+// echoed back: a relayed connection, open on both sides.
+func (f *tcpFixture) echoedOnce(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
