@@ -18,12 +18,18 @@ type shedLog struct {
 }
 
 type shedCount struct {
-	n    int
-	last time.Time
+	n      int       // refused since the last line
+	client string    // the address of the last of them
+	last   time.Time // when the last line was written
+	gen    int       // counts lines, so that a late flush knows it is stale
+	flush  *time.Timer
 }
 
-// shed counts one refused connection and logs when a second has passed
-// since the reason's last line.
+// shed counts one refused connection. The first of a reason is logged at
+// once; those that follow within a second wait, and are logged together a
+// second after the last line (by a timer, or by the next refusal if it
+// comes first): the count of a storm's last second is not held back until
+// the next storm.
 func (l *shedLog) shed(log *slog.Logger, reason, client string, now time.Time) {
 	l.mu.Lock()
 	if l.byOf == nil {
@@ -35,12 +41,40 @@ func (l *shedLog) shed(log *slog.Logger, reason, client string, now time.Time) {
 		l.byOf[reason] = c
 	}
 	c.n++
-	if now.Sub(c.last) < time.Second {
+	c.client = client
+	if wait := c.last.Add(time.Second).Sub(now); wait > 0 {
+		if c.flush == nil {
+			gen := c.gen
+			c.flush = time.AfterFunc(wait, func() { l.flushPending(log, reason, gen) })
+		}
 		l.mu.Unlock()
 		return
 	}
-	n := c.n
+	l.logLocked(log, reason, c, now)
+}
+
+// flushPending logs what waited since line gen of reason, unless another
+// line has been written since.
+func (l *shedLog) flushPending(log *slog.Logger, reason string, gen int) {
+	l.mu.Lock()
+	c := l.byOf[reason]
+	if c.gen != gen || c.n == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.logLocked(log, reason, c, c.last.Add(time.Second))
+}
+
+// logLocked writes reason's line with what waited, as of now; it is called
+// with l.mu held and releases it.
+func (l *shedLog) logLocked(log *slog.Logger, reason string, c *shedCount, now time.Time) {
+	if c.flush != nil {
+		c.flush.Stop()
+		c.flush = nil
+	}
+	n, client := c.n, c.client
 	c.n, c.last = 0, now
+	c.gen++
 	l.mu.Unlock()
 	log.Warn("connections refused at accept", "reason", reason, "count", n, "last_client", client)
 }

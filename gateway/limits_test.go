@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -273,5 +274,27 @@ func TestShedLog(t *testing.T) {
 		if !strings.Contains(lines[i], w) || !strings.Contains(lines[i], "connections refused at accept") {
 			t.Errorf("line %d = %s, want %s", i, lines[i], w)
 		}
+	}
+}
+
+// TestShedLogFlushesTheLastSecond: refusals that wait for their reason's
+// next line are logged a second after the last one even when no refusal
+// follows them: the end of a storm is not held back until the next one.
+func TestShedLogFlushesTheLastSecond(t *testing.T) {
+	var buf testkit.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	var l shedLog
+	start := time.Now()
+	for i := range 3 {
+		l.shed(log, "rate", "192.0.2."+strconv.Itoa(i+1), time.Now())
+	}
+	testkit.WaitFor(t, "the line of the two refusals that waited", 5*time.Second, func() bool {
+		return strings.Contains(buf.String(), `"count":2,"last_client":"192.0.2.3"`)
+	})
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Errorf("the waiting refusals were logged after %v, within the second of the first line", d)
+	}
+	if lines := strings.Count(buf.String(), "connections refused at accept"); lines != 2 {
+		t.Errorf("%d lines, want 2 (the first refusal, then the two that waited):\n%s", lines, buf.String())
 	}
 }
