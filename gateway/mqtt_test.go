@@ -678,6 +678,20 @@ func TestMQTTRevokedBeforeConnectRefused(t *testing.T) {
 	if m := f.metrics(t); !strings.Contains(m, `fleetgate_mqtt_refused_total{app="mqtt-raw",reason="certificate revoked"} 1`) {
 		t.Error("the refusal is not counted as certificate revoked")
 	}
+	// Its log line names the verdict it went by, not the handshake's.
+	var line map[string]any
+	testkit.WaitFor(t, "the refusal's log line", 5*time.Second, func() bool {
+		for _, l := range f.logLines(t) {
+			if l["msg"] == "mqtt connection refused" && l["reason"] == "certificate revoked" {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if line["verdict"] != "revoked" {
+		t.Errorf("the refusal's log line has verdict %v, want revoked", line["verdict"])
+	}
 	if n := f.raw.accepted.Load(); n != 0 {
 		t.Errorf("the broker was dialed %d times", n)
 	}

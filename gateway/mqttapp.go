@@ -12,6 +12,7 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/mqttwire"
+	"github.com/fleetgate/fleetgate/internal/verdict"
 	"github.com/fleetgate/fleetgate/policy"
 	"github.com/fleetgate/fleetgate/tlsengine"
 )
@@ -244,7 +245,7 @@ func (c *conn) mqttClosed() {
 	if undecided {
 		app := c.app()
 		c.srv.metrics.mqttRefused(app.name, mqttReasonClosed)
-		logMQTTRefusal(c, app, mqttReasonClosed, "", nil)
+		logMQTTRefusal(c, app, c.tc.Verdict(), mqttReasonClosed, "", nil)
 	}
 }
 
@@ -304,7 +305,7 @@ func (g *mqttGate) admit(cn *mqttwire.Connect) (*tcpAdmission, bool) {
 	if rev := snap.revocation; rev != nil && v.OK() {
 		rv := *v // Recheck rewrites the verdict it is given
 		if rev.Recheck(&rv, c.srv.now()) {
-			g.refuseConnect(cn, mqttwire.NotAuthorized, rv.Kind.Reason(), rv.Kind.Reason(), "")
+			g.refuseConnect(cn, &rv, mqttwire.NotAuthorized, rv.Kind.Reason(), rv.Kind.Reason(), "")
 			return nil, false
 		}
 	}
@@ -313,7 +314,7 @@ func (g *mqttGate) admit(cn *mqttwire.Connect) (*tcpAdmission, bool) {
 	adm.decision = app.policy.Evaluate(&adm.input)
 	set := app.mqtt
 	deny := func(reason, detail string) (*tcpAdmission, bool) {
-		g.refuseConnect(cn, mqttwire.NotAuthorized, reason, detail, adm.decision.Policy)
+		g.refuseConnect(cn, v, mqttwire.NotAuthorized, reason, detail, adm.decision.Policy)
 		return nil, false
 	}
 	switch {
@@ -336,13 +337,14 @@ func (g *mqttGate) admit(cn *mqttwire.Connect) (*tcpAdmission, bool) {
 // nothing changed).
 func (g *mqttGate) bind(cn *mqttwire.Connect, adm *tcpAdmission) ([]byte, bool) {
 	set := g.app.mqtt
-	commonName := g.c.tc.Verdict().Identity.CommonName
+	v := g.c.tc.Verdict()
+	commonName := v.Identity.CommonName
 	if want, bound := set.binding.ExpectedClientID(commonName); bound {
 		switch id := cn.ClientID(); {
 		case id == "":
 			cn.SetClientID(want) // as a broker assigns one
 		case id != want:
-			g.refuseConnect(cn, mqttwire.BadClientID, mqttReasonClientID, fmt.Sprintf("client identifier must be %q", want), adm.decision.Policy)
+			g.refuseConnect(cn, v, mqttwire.BadClientID, mqttReasonClientID, fmt.Sprintf("client identifier must be %q", want), adm.decision.Policy)
 			return nil, false
 		}
 	}
@@ -355,7 +357,7 @@ func (g *mqttGate) bind(cn *mqttwire.Connect, adm *tcpAdmission) ([]byte, bool) 
 	// which such a CONNECT always has.
 	first, err := cn.Bytes()
 	if err != nil {
-		g.refuseConnect(cn, mqttwire.NotAuthorized, mqttReasonEncodeError, "the CONNECT cannot be passed on: "+err.Error(), adm.decision.Policy)
+		g.refuseConnect(cn, v, mqttwire.NotAuthorized, mqttReasonEncodeError, "the CONNECT cannot be passed on: "+err.Error(), adm.decision.Policy)
 		return nil, false
 	}
 	return first, true
@@ -397,17 +399,18 @@ func (m *mqttRelay) originDown(r *relay) {
 		_, _ = r.c.tc.Write(b)
 	}
 	r.srv.metrics.mqttRefused(r.app.name, mqttReasonOriginDown)
-	logMQTTRefusal(r.c, r.app, mqttReasonOriginDown, r.adm.decision.Policy, m.connect)
+	logMQTTRefusal(r.c, r.app, r.c.tc.Verdict(), mqttReasonOriginDown, r.adm.decision.Policy, m.connect)
 }
 
-// refuseConnect refuses a decoded CONNECT.
-func (g *mqttGate) refuseConnect(cn *mqttwire.Connect, r mqttwire.Refusal, reason, detail, pol string) {
+// refuseConnect refuses a decoded CONNECT, by verdict v (the handshake's, or
+// what a revocation check at the CONNECT made of it).
+func (g *mqttGate) refuseConnect(cn *mqttwire.Connect, v *verdict.Verdict, r mqttwire.Refusal, reason, detail, pol string) {
 	g.finish()
 	if b := mqttwire.Connack(cn.Version(), r, detail); b != nil {
 		_, _ = g.c.tc.Write(b)
 	}
 	g.c.srv.metrics.mqttRefused(g.app.name, reason)
-	logMQTTRefusal(g.c, g.app, reason, pol, cn)
+	logMQTTRefusal(g.c, g.app, v, reason, pol, cn)
 	g.c.shutdown()
 }
 
@@ -421,7 +424,7 @@ func (g *mqttGate) refuse(version byte, r mqttwire.Refusal, reason, detail strin
 		}
 	}
 	g.c.srv.metrics.mqttRefused(g.app.name, reason)
-	logMQTTRefusal(g.c, g.app, reason, "", nil)
+	logMQTTRefusal(g.c, g.app, g.c.tc.Verdict(), reason, "", nil)
 	g.c.shutdown()
 }
 
@@ -432,8 +435,9 @@ func (g *mqttGate) finish() {
 }
 
 // logMQTTRefusal writes the access-log line of a refused device.
-func logMQTTRefusal(c *conn, app *application, reason, pol string, cn *mqttwire.Connect) {
-	v := c.tc.Verdict()
+// v is the verdict the refusal went by: the handshake's, or the one a
+// revocation check at the CONNECT made of it.
+func logMQTTRefusal(c *conn, app *application, v *verdict.Verdict, reason, pol string, cn *mqttwire.Connect) {
 	attrs := []slog.Attr{
 		slog.String("app", app.name),
 		slog.String("client", c.remoteIP),
