@@ -679,16 +679,8 @@ func TestMQTTRevokedBeforeConnectRefused(t *testing.T) {
 		t.Error("the refusal is not counted as certificate revoked")
 	}
 	// Its log line names the verdict it went by, not the handshake's.
-	var line map[string]any
-	testkit.WaitFor(t, "the refusal's log line", 5*time.Second, func() bool {
-		for _, l := range f.logLines(t) {
-			if l["msg"] == "mqtt connection refused" && l["reason"] == "certificate revoked" {
-				line = l
-				return true
-			}
-		}
-		return false
-	})
+	line := f.awaitLine(t, "the refusal's log line", 5*time.Second,
+		map[string]string{"msg": "mqtt connection refused", "reason": "certificate revoked"})
 	if line["verdict"] != "revoked" {
 		t.Errorf("the refusal's log line has verdict %v, want revoked", line["verdict"])
 	}
@@ -934,16 +926,9 @@ func TestMQTTRefusalLogClipsClientID(t *testing.T) {
 	id := strings.Repeat("é", 5000) // 10,000 bytes, cut at a character boundary
 	_, r := f.session(t, mToken, f.pki.sensor1, testkit.MQTTConnect(t, mqttwire.V5, id, 30))
 	refusedWith(t, r, mqttwire.V5, 0x85, `"sensor-0001"`)
-	var got string
-	testkit.WaitFor(t, "the refusal's log line", 5*time.Second, func() bool {
-		for _, l := range f.logLines(t) {
-			if l["msg"] == "mqtt connection refused" && l["reason"] == "client identifier not valid" {
-				got, _ = l["client_id"].(string)
-				return true
-			}
-		}
-		return false
-	})
+	line := f.awaitLine(t, "the refusal's log line", 5*time.Second,
+		map[string]string{"msg": "mqtt connection refused", "reason": "client identifier not valid"})
+	got, _ := line["client_id"].(string)
 	if len(got) > maxLogValue+len("…") || !strings.HasSuffix(got, "…") || !strings.HasPrefix(id, strings.TrimSuffix(got, "…")) {
 		t.Errorf("logged client id of %d bytes (%q…), want the first %d bytes of the device's, marked as cut", len(got), got[:min(len(got), 20)], maxLogValue)
 	}

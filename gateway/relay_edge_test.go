@@ -342,16 +342,8 @@ func TestTCPLogLinesSayWhatTheCertificateProves(t *testing.T) {
 	if err == nil {
 		t.Fatal("the impostor was relayed")
 	}
-	var refusal map[string]any
-	testkit.WaitFor(t, "the refusal line", 5*time.Second, func() bool {
-		for _, l := range f.logLines(t) {
-			if l["msg"] == "tcp connection refused" && l["app"] == "tcp-echo" {
-				refusal = l
-				return true
-			}
-		}
-		return false
-	})
+	refusal := f.awaitLine(t, "the refusal line", 5*time.Second,
+		map[string]string{"msg": "tcp connection refused", "app": "tcp-echo"})
 	if _, ok := refusal["cn"]; ok {
 		t.Errorf("the refusal line names an unproven certificate as the device's: %v", refusal)
 	}
@@ -387,12 +379,7 @@ func sha256Hex(dev *device) string {
 // once, with reason shutdown, and its origin is not dialed.
 func TestTCPRelayStartedAfterShutdownCut(t *testing.T) {
 	f := newTCPFixture(t)
-	cfg := f.config()
-	cfg.Gateway.DrainTimeout = "300ms"
-	f.write(cfg)
-	if err := f.srv.Reload(); err != nil {
-		t.Fatal(err)
-	}
+	f.reloadDrainTimeout(t, "300ms")
 	conf := f.tlsConfig(tEcho, f.pki.sensor1)
 	conf.InsecureSkipVerify = true
 	raw, err := net.DialTimeout("tcp", f.addr, 5*time.Second)

@@ -173,13 +173,25 @@ func (f *tcpFixture) dialTCP(t testing.TB, sni string, dev *device) (*tls.Conn, 
 // the given reason and returns it.
 func (f *tcpFixture) closeLine(t testing.TB, app, reason string) map[string]any {
 	t.Helper()
+	return f.awaitLine(t, "the close line of "+app+" ("+reason+")", 10*time.Second,
+		map[string]string{"msg": "tcp connection closed", "app": app, "reason": reason})
+}
+
+// awaitLine waits, up to within, for the first log line whose fields
+// include want, and returns it.
+func (f *tcpFixture) awaitLine(t testing.TB, what string, within time.Duration, want map[string]string) map[string]any {
+	t.Helper()
 	var line map[string]any
-	testkit.WaitFor(t, "the close line of "+app+" ("+reason+")", 10*time.Second, func() bool {
+	testkit.WaitFor(t, what, within, func() bool {
+	lines:
 		for _, l := range f.logLines(t) {
-			if l["msg"] == "tcp connection closed" && l["app"] == app && l["reason"] == reason {
-				line = l
-				return true
+			for k, v := range want {
+				if s, _ := l[k].(string); s != v {
+					continue lines
+				}
 			}
+			line = l
+			return true
 		}
 		return false
 	})
@@ -648,12 +660,7 @@ func TestTCPShutdownClosesRelays(t *testing.T) {
 // drain_timeout, the moment the relays are cut.
 func TestTCPShutdownCutsRelaysWithoutDrainWarning(t *testing.T) {
 	f := newTCPFixture(t)
-	cfg := f.config()
-	cfg.Gateway.DrainTimeout = "300ms"
-	f.write(cfg)
-	if err := f.srv.Reload(); err != nil {
-		t.Fatal(err)
-	}
+	f.reloadDrainTimeout(t, "300ms")
 	f.echoedOnce(t) // a relay that only the drain ends
 	f.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), f.srv.DrainTimeout())
@@ -789,4 +796,15 @@ func (f *tcpFixture) echoedOnce(t *testing.T) net.Conn {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// reloadDrainTimeout reloads f's gateway with drain_timeout d.
+func (f *tcpFixture) reloadDrainTimeout(t *testing.T, d string) {
+	t.Helper()
+	cfg := f.config()
+	cfg.Gateway.DrainTimeout = d
+	f.write(cfg)
+	if err := f.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
 }
