@@ -33,20 +33,13 @@ func TestListenInUseRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := make(chan error, 1)
-	go func() { run <- second.Run() }()
-	select {
-	case err := <-run:
-		if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "listen "+h.addr) {
-			t.Fatalf("second gateway on %s: Run = %v, want address already in use, naming the address", h.addr, err)
-		}
-	case <-second.Booted():
+	if _, booted, err := startRun(t, second); booted {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = second.Shutdown(ctx)
 		t.Fatalf("a second gateway started on %s, the address the first listens on", h.addr)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the second gateway's Run neither failed nor booted in 10 s")
+	} else if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "listen "+h.addr) {
+		t.Fatalf("second gateway on %s: Run = %v, want address already in use, naming the address", h.addr, err)
 	}
 	if second.Ready() {
 		t.Error("the refused gateway reports ready")
@@ -80,14 +73,9 @@ func TestListenInUseRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run3 := make(chan error, 1)
-	go func() { run3 <- third.Run() }()
-	select {
-	case err := <-run3:
+	run3, booted, err := startRun(t, third)
+	if !booted {
 		t.Fatalf("a gateway on %s after the first stopped: Run = %v", h.addr, err)
-	case <-third.Booted():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the gateway after the first stopped did not boot in 10 s")
 	}
 	if s := h.get(t, h.client(p.sensor1), href(hIoT, "/")).StatusCode; s != 200 {
 		t.Fatalf("gateway after the first stopped: %d", s)
@@ -203,18 +191,10 @@ func TestAdminListenInUseShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := make(chan error, 1)
-	go func() { run <- srv.Run() }()
-	var runErr error
-	select {
-	case runErr = <-run:
-		if !errors.Is(runErr, syscall.EADDRINUSE) {
-			t.Fatalf("Run with admin_listen %s taken = %v, want address already in use", taken.Addr(), runErr)
-		}
-	case <-srv.Booted():
+	if _, booted, runErr := startRun(t, srv); booted {
 		t.Fatalf("a gateway whose admin_listen %s is taken booted", taken.Addr())
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run neither failed nor booted in 10 s")
+	} else if !errors.Is(runErr, syscall.EADDRINUSE) {
+		t.Fatalf("Run with admin_listen %s taken = %v, want address already in use", taken.Addr(), runErr)
 	}
 	if srv.Ready() {
 		t.Error("the gateway whose Run failed reports ready")
@@ -224,5 +204,22 @@ func TestAdminListenInUseShutdown(t *testing.T) {
 	start := time.Now()
 	if err := srv.Shutdown(ctx); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("Shutdown after Run failed at the admin listener = %v (after %v), want Run's error", err, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// startRun runs s and waits up to 10 s for it to boot (booted) or for Run
+// to fail first (its error); run carries Run's return once it has booted.
+func startRun(t *testing.T, s *Server) (run <-chan error, booted bool, err error) {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() { ch <- s.Run() }()
+	select {
+	case err = <-ch:
+		return ch, false, err
+	case <-s.Booted():
+		return ch, true, nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run neither failed nor booted in 10 s")
+		return nil, false, nil
 	}
 }
