@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,8 +20,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// ending is one way a relayed connection ends; run reports whether the
-// device saw what that ending promises.
+// ending is one way a device's connection ends; run makes one such
+// connection and reports whether the device saw what that ending promises.
 type ending struct {
 	name string
 	run  func() bool
@@ -46,7 +47,7 @@ func TestTCPEndingsLeaveNothing(t *testing.T) {
 	f := newTCPFixture(t,
 		lifeApp("tcp-idle", "idle.tcp.test", echo.url(), func(a *appSection) { a.IdleTimeout = "300ms" }),
 		lifeApp("tcp-flood", "flood.tcp.test", flood.url(), func(a *appSection) { a.RelayBuffer = "64KiB" }))
-	dial := func(sni string, dev *device) *tls.Conn { return f.dialLeaky(sni, dev) }
+	dial := f.dialLeaky
 	echoed := func(c *tls.Conn) bool {
 		if _, err := io.WriteString(c, "ping"); err != nil {
 			return false
@@ -147,7 +148,7 @@ func TestTCPEndingsLeaveNothing(t *testing.T) {
 			return err == nil || err == io.ErrUnexpectedEOF
 		}},
 	}
-	checkEndingsLeaveNothing(t, f.tcpFixture(), endings)
+	checkEndingsLeaveNothing(t, f.harness, endings, nil, nil)
 }
 
 // Every way an mqtt application's connection can end, at the gate or
@@ -261,20 +262,210 @@ func TestMQTTEndingsLeaveNothing(t *testing.T) {
 			return true
 		}},
 	}
-	checkEndingsLeaveNothing(t, f.tcpFixture, endings)
+	checkEndingsLeaveNothing(t, f.harness, endings, nil, nil)
 }
 
-// tcpFixture returns f: the leak checker takes any fixture of tcp or mqtt
-// applications.
-func (f *tcpFixture) tcpFixture() *tcpFixture { return f }
+// Every way an HTTP connection can end releases what it held (as for tcp
+// and mqtt applications above): the requests, refusals, timeouts and
+// resets of a device, and an origin that closes, answers garbage or is
+// down.
+func TestHTTPEndingsLeaveNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("hundreds of connections: not with -short")
+	}
+	h := newHarness(t, func(p *cfgParams) {
+		p.IdleTimeout = "300ms"
+		p.Edit = func(c *fileConfig) { c.Gateway.HeaderTimeout = "300ms" }
+	})
+	dev := h.pki.sensor1
+	type answer struct {
+		status int
+		err    error
+	}
+	// exchange sends req on a new connection to sni and reads one answer.
+	exchange := func(sni, req string) (*tls.Conn, *bufio.Reader, answer) {
+		c := h.dialLeaky(sni, dev)
+		if c == nil {
+			return nil, nil, answer{err: io.ErrUnexpectedEOF}
+		}
+		br := bufio.NewReader(c)
+		if _, err := io.WriteString(c, req); err != nil {
+			return c, br, answer{err: err}
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return c, br, answer{err: err}
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return c, br, answer{status: resp.StatusCode, err: err}
+	}
+	get := func(host, path string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+	}
+	closed := func(br *bufio.Reader) bool {
+		_, err := br.ReadByte()
+		return err != nil
+	}
+	// answered: one request on its own connection gets status, then the
+	// device closes.
+	answered := func(sni, req string, status int) func() bool {
+		return func() bool {
+			c, _, a := exchange(sni, req)
+			if c == nil {
+				return false
+			}
+			return c.Close() == nil && a.err == nil && a.status == status
+		}
+	}
+	endings := []ending{
+		{"keep-alive, then close_notify", func() bool {
+			c, br, a := exchange(hApp, get(hApp, "/1"))
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			if a.err != nil || a.status != 200 {
+				return false
+			}
+			for range 2 {
+				if _, err := io.WriteString(c, get(hApp, "/2")); err != nil {
+					return false
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					return false
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return false
+				}
+			}
+			return true
+		}},
+		// A no-duration application's connection serves one request: the
+		// next one takes a fresh handshake.
+		{"no duration: one request", func() bool {
+			c, br, a := exchange(hIoT, get(hIoT, "/"))
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			return a.err == nil && a.status == 200 && closed(br)
+		}},
+		{"Connection: close", func() bool {
+			c, br, a := exchange(hApp, "GET / HTTP/1.1\r\nHost: "+hApp+"\r\nConnection: close\r\n\r\n")
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			return a.err == nil && a.status == 200 && closed(br)
+		}},
+		{"reset in the header", func() bool {
+			c := h.dialLeaky(hIoT, dev)
+			if c == nil {
+				return false
+			}
+			_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+hIoT+"\r\nX-Half: ")
+			reset(c.NetConn())
+			return err == nil
+		}},
+		{"reset in the body", func() bool {
+			c := h.dialLeaky(hIoT, dev)
+			if c == nil {
+				return false
+			}
+			_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: "+hIoT+"\r\nContent-Length: 50000\r\n\r\n"+strings.Repeat("b", 20000))
+			reset(c.NetConn())
+			return err == nil
+		}},
+		{"close_notify in the header", func() bool {
+			c := h.dialLeaky(hIoT, dev)
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+hIoT+"\r\n")
+			_ = c.CloseWrite()
+			_, _ = io.Copy(io.Discard, c) // an answer, or none, then the end
+			return err == nil
+		}},
+		{"header timeout", func() bool {
+			c := h.dialLeaky(hIoT, dev)
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			_, err := io.WriteString(c, "GET / HTTP/1.1\r\n")
+			resp, rerr := http.ReadResponse(bufio.NewReader(c), nil)
+			return err == nil && rerr == nil && resp.StatusCode == 408 && resp.Close
+		}},
+		{"idle timeout", func() bool {
+			c, br, a := exchange(hApp, get(hApp, "/"))
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			return a.err == nil && a.status == 200 && closed(br)
+		}},
+		{"refused by the policies", func() bool { // sensor-0002 is not among hIoT's devices
+			c := h.dialLeaky(hIoT, h.pki.sensor2)
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, get(hIoT, "/")); err != nil {
+				return false
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			return err == nil && resp.StatusCode == 403
+		}},
+		{"origin closes without an answer", answered(hIoT, get(hIoT, "/close"), 502)},
+		{"origin answers garbage", answered(hIoT, get(hIoT, "/garbage"), 502)},
+		{"origin down", answered(hDown, get(hDown, "/"), 502)},
+		{"header too large", func() bool {
+			// The answer says Connection: close, and the device closes: the
+			// gateway lingers until then.
+			c, _, a := exchange(hIoT, "GET / HTTP/1.1\r\nHost: "+hIoT+"\r\nX-Big: "+strings.Repeat("h", 8<<10)+"\r\n\r\n")
+			if c == nil {
+				return false
+			}
+			return c.Close() == nil && a.err == nil && a.status == 431
+		}},
+		{"body too large", func() bool {
+			c := h.dialLeaky(hIoT, dev)
+			if c == nil {
+				return false
+			}
+			defer c.Close()
+			_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: "+hIoT+"\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("b", 4000))
+			resp, rerr := http.ReadResponse(bufio.NewReader(c), nil)
+			return err == nil && rerr == nil && resp.StatusCode == 413
+		}},
+		{"abandoned handshake", func() bool {
+			c, err := net.Dial("tcp", h.addr)
+			if err != nil {
+				return false
+			}
+			_, err = c.Write([]byte{22, 3, 1, 0, 200, 1, 0, 0})
+			return c.Close() == nil && err == nil
+		}},
+	}
+	// The origin's connections are pooled (per event loop, and in the
+	// fasthttp client for what leaves the loop): not counted, nor are the
+	// goroutines of the test origin that serve them, or the pool's cleaner.
+	checkEndingsLeaveNothing(t, h, endings, []int{h.origin.srv.Listener.Addr().(*net.TCPAddr).Port},
+		[]string{"net/http.(*conn).serve", "github.com/valyala/fasthttp.(*HostClient).connsCleaner"})
+}
 
-// dialLeaky is dialTCP for the leak tests: it leaves closing the
+// dialLeaky dials the gateway for the leak tests: it leaves closing the
 // connection to the caller (nothing for the test's cleanup to hold) and
 // returns nil when the handshake fails.
-func (f *tcpFixture) dialLeaky(sni string, dev *device) *tls.Conn {
-	conf := f.tlsConfig(sni, dev)
+func (h *harness) dialLeaky(sni string, dev *device) *tls.Conn {
+	conf := h.tlsConfig(sni, dev)
 	conf.InsecureSkipVerify = true
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", f.addr, conf)
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", h.addr, conf)
 	if err != nil {
 		return nil
 	}
@@ -294,8 +485,10 @@ func reset(c net.Conn) {
 // fails unless every connection is then counted closed and the process's
 // descriptors and goroutines are back where they were before. The garbage
 // collector is off meanwhile: a socket released only by a finalizer (a
-// net.Conn dropped without Close) stays counted.
-func checkEndingsLeaveNothing(t *testing.T, f *tcpFixture, endings []ending) {
+// net.Conn dropped without Close) stays counted. Connections kept on
+// purpose are not counted: the sockets with an end on one of the ports in
+// pooled, and the goroutines with a frame of a function in serving.
+func checkEndingsLeaveNothing(t *testing.T, f *harness, endings []ending, pooled []int, serving []string) {
 	t.Helper()
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	round := func(n int) {
@@ -325,7 +518,7 @@ func checkEndingsLeaveNothing(t *testing.T, f *tcpFixture, endings []ending) {
 	// each count: they are the test's, not the gateway's.
 	count := func() (int, int) {
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		return openFDs(t), busyGoroutines()
+		return openFDs(t, pooled...), busyGoroutines(serving...)
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 	metrics := func() string {
@@ -379,18 +572,24 @@ func checkEndingsLeaveNothing(t *testing.T, f *tcpFixture, endings []ending) {
 		nowFDs, fds, nowGs, gs, buf[:n])
 }
 
-// openFDs counts the process's open descriptors, pipes aside: the test's
+// openFDs counts the process's open descriptors, pipes aside (the test's
 // echo origins copy with io.Copy, which splices through pipes from a pool
-// that only the garbage collector empties.
-func openFDs(t testing.TB) int {
+// that only the garbage collector empties), and so are the TCP sockets
+// with an end on one of the ports in pooled (connections kept on purpose).
+func openFDs(t testing.TB, pooled ...int) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
+	var skip map[string]bool // socket inodes
+	if len(pooled) > 0 {
+		skip = socketsOnPorts(pooled)
+	}
 	n := 0
 	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "pipe:") {
+		l, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err == nil && (strings.HasPrefix(l, "pipe:") || skip[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")]) {
 			continue
 		}
 		n++
@@ -398,13 +597,43 @@ func openFDs(t testing.TB) int {
 	return n
 }
 
+// socketsOnPorts returns the inodes of the TCP sockets (IPv4 and IPv6)
+// whose local or remote port is one of ports.
+func socketsOnPorts(ports []int) map[string]bool {
+	want := map[string]bool{}
+	for _, p := range ports {
+		want[fmt.Sprintf("%04X", p)] = true
+	}
+	inodes := map[string]bool{}
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			fs := strings.Fields(line)
+			if len(fs) < 10 {
+				continue
+			}
+			port := func(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
+			if want[port(fs[1])] || want[port(fs[2])] {
+				inodes[fs[9]] = true
+			}
+		}
+	}
+	return inodes
+}
+
 // busyGoroutines counts the goroutines that are not idle workers of a pool
-// (the handshake workers' pool, gnet's ants pool): those exit only once
-// their idle time has passed.
-func busyGoroutines() int {
+// (the handshake workers' pool, gnet's ants pool: those exit only once
+// their idle time has passed), nor have a frame of a function named in
+// pooled (what serves or watches connections kept on purpose).
+func busyGoroutines(pooled ...string) int {
 	buf := make([]byte, 4<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
+goroutines:
 	for _, g := range strings.Split(string(buf), "\n\n") {
 		// The first frame under the header is where the goroutine waits.
 		lines := strings.SplitN(g, "\n", 3)
@@ -414,6 +643,11 @@ func busyGoroutines() int {
 		if top := lines[1]; strings.HasPrefix(top, "github.com/fleetgate/fleetgate/internal/workpool.(*Pool).work(") ||
 			strings.HasPrefix(top, "github.com/panjf2000/ants/v2.(*goWorker).run.func1(") {
 			continue
+		}
+		for _, fn := range pooled {
+			if strings.Contains(g, "\n"+fn+"(") {
+				continue goroutines
+			}
 		}
 		n++
 	}
