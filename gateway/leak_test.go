@@ -45,7 +45,9 @@ func TestTCPEndingsLeaveNothing(t *testing.T) {
 		}
 	})
 	f := newTCPFixture(t,
-		lifeApp("tcp-idle", "idle.tcp.test", echo.url(), func(a *appSection) { a.IdleTimeout = "300ms" }),
+		// 1s: a busy machine may pause a device longer than a shorter
+		// timeout between its handshake and its first message.
+		lifeApp("tcp-idle", "idle.tcp.test", echo.url(), func(a *appSection) { a.IdleTimeout = "1s" }),
 		lifeApp("tcp-flood", "flood.tcp.test", flood.url(), func(a *appSection) { a.RelayBuffer = "64KiB" }))
 	dial := f.dialLeaky
 	echoed := func(c *tls.Conn) bool {
@@ -273,9 +275,11 @@ func TestHTTPEndingsLeaveNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("hundreds of connections: not with -short")
 	}
+	// 1s: a busy machine may pause a device longer than a shorter timeout
+	// between the requests of a kept-alive connection.
 	h := newHarness(t, func(p *cfgParams) {
-		p.IdleTimeout = "300ms"
-		p.Edit = func(c *fileConfig) { c.Gateway.HeaderTimeout = "300ms" }
+		p.IdleTimeout = "1s"
+		p.Edit = func(c *fileConfig) { c.Gateway.HeaderTimeout = "1s" }
 	})
 	dev := h.pki.sensor1
 	type answer struct {
@@ -554,7 +558,7 @@ func checkEndingsLeaveNothing(t *testing.T, f *harness, endings []ending, pooled
 		fds, gs, still = f2, g2, 0
 	}
 	for range 2 {
-		round(25)
+		round(15)
 	}
 	testkit.WaitFor(t, "every connection to be counted closed", 30*time.Second, settled)
 	var nowFDs, nowGs int
