@@ -458,7 +458,9 @@ func TestHTTPEndingsLeaveNothing(t *testing.T) {
 	}
 	// The origin's connections are pooled (per event loop, and in the
 	// fasthttp client for what leaves the loop): not counted, nor are the
-	// goroutines of the test origin that serve them, or the pool's cleaner.
+	// goroutines of net/http's servers (the test origin's, serving them;
+	// the admin listener's, whose client here closes each connection) or
+	// the fasthttp pool's cleaner.
 	checkEndingsLeaveNothing(t, h, endings, []int{h.origin.srv.Listener.Addr().(*net.TCPAddr).Port},
 		[]string{"net/http.(*conn).serve", "github.com/valyala/fasthttp.(*HostClient).connsCleaner"})
 }
