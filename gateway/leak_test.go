@@ -206,11 +206,15 @@ func TestMQTTEndingsLeaveNothing(t *testing.T) {
 			return ok && got == code && err != nil
 		}
 	}
+	// The CONNECTs are made here, on the test's goroutine (their encoder
+	// reports to t).
+	sensor311 := testkit.MQTTConnect(t, v3, "sensor-0001", 30)
+	sensor5 := testkit.MQTTConnect(t, v5, "sensor-0001", 30)
 	endings := []ending{
 		// The raw application admits sensor-0001 and relays its CONNECT
 		// byte for byte to a capturing origin, which never answers.
 		{"admitted, then DISCONNECT", func() bool {
-			c, _ := session(mRaw, f.pki.sensor1, testkit.MQTTConnect(t, v3, "sensor-0001", 30))
+			c, _ := session(mRaw, f.pki.sensor1, sensor311)
 			if c == nil {
 				return false
 			}
@@ -218,7 +222,7 @@ func TestMQTTEndingsLeaveNothing(t *testing.T) {
 			return c.Close() == nil && err == nil
 		}},
 		{"admitted, then reset", func() bool {
-			c, _ := session(mRaw, f.pki.sensor1, testkit.MQTTConnect(t, v3, "sensor-0001", 30))
+			c, _ := session(mRaw, f.pki.sensor1, sensor311)
 			if c == nil {
 				return false
 			}
@@ -228,7 +232,7 @@ func TestMQTTEndingsLeaveNothing(t *testing.T) {
 		{"admitted by the broker, then closed", func() bool {
 			// Every session is sensor-0001's: the broker takes the older
 			// ones over, which ends them from its side.
-			c, r := session(mToken, f.pki.sensor1, testkit.MQTTConnect(t, v5, "sensor-0001", 30))
+			c, r := session(mToken, f.pki.sensor1, sensor5)
 			if c == nil {
 				return false
 			}
@@ -240,7 +244,7 @@ func TestMQTTEndingsLeaveNothing(t *testing.T) {
 		{"refused: client id", refused(mToken, f.pki.sensor1, testkit.MQTTConnect(t, v5, "sensor-0002", 30), v5, 0x85)},
 		{"refused: policy", refused(mRaw, f.pki.sensor2, testkit.MQTTConnect(t, v3, "x", 30), v3, 5)},
 		{"refused: too large", refused(mTmpl, f.pki.sensor1, testkit.MQTTConnect(t, v5, strings.Repeat("x", 300), 30), v5, 0x95)},
-		{"refused: broker down", refused(mDown, f.pki.sensor1, testkit.MQTTConnect(t, v5, "sensor-0001", 30), v5, 0x88)},
+		{"refused: broker down", refused(mDown, f.pki.sensor1, sensor5, v5, 0x88)},
 		{"not MQTT", func() bool {
 			c, r := session(mRaw, f.pki.sensor1, []byte("GET / HTTP/1.1\r\n\r\n"))
 			if c == nil {
@@ -255,8 +259,7 @@ func TestMQTTEndingsLeaveNothing(t *testing.T) {
 			return c != nil && c.Close() == nil
 		}},
 		{"reset in the middle of CONNECT", func() bool {
-			b := testkit.MQTTConnect(t, v5, "sensor-0001", 30)
-			c, _ := session(mToken, f.pki.sensor1, b[:len(b)/2])
+			c, _ := session(mToken, f.pki.sensor1, sensor5[:len(sensor5)/2])
 			if c == nil {
 				return false
 			}
