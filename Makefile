@@ -126,8 +126,8 @@ storm: build
 flood:
 	bash scripts/hardening.sh flood
 
-# soak-reload: 60 s of load (fresh, keep-alive and relayed tcp connections)
-# with a SIGHUP every second, zero failed requests or messages allowed, and no
+# soak-reload: 60 s of load (fresh, keep-alive, relayed tcp connections, and
+# mqtt devices when mosquitto is installed) with a SIGHUP every second, zero failed requests or messages allowed, and no
 # connection or descriptor left once it ends; then SIGTERM under load, exit 0:
 # neither reloads nor the drain may fail a request.
 # Knobs: DURATION (seconds), CONCURRENCY.
