@@ -159,18 +159,22 @@ start_gateway() {
 bench_run() {
   local out=$1
   shift
-  "${CLIENT_CPU[@]}" "$FG" bench -json -insecure -target "$LISTEN" -dir "$WORK/pki" -devices 100 "$@" >"$out" 2>"$out.err" &
+  bench "$@" >"$out" 2>"$out.err" &
   BENCH=$!
   STARTED+=("$BENCH")
 }
+
+# bench ARGS...: one `fleetgate bench` against the gateway, with the work
+# folder's 100 devices, its JSON report on stdout.
+bench() { "${CLIENT_CPU[@]}" "$FG" bench -json -insecure -target "$LISTEN" -dir "$WORK/pki" -devices 100 "$@"; }
 
 # mqtt_loop OUT UNTIL: mqtt bench runs, one after the other, until the Unix
 # time UNTIL; their reports in OUT.0, OUT.1, …
 mqtt_loop() {
   local out=$1 until=$2 n=0
   while [ "$(date +%s)" -lt "$until" ]; do
-    "${CLIENT_CPU[@]}" "$FG" bench -json -insecure -mode mqtt -target "$LISTEN" -sni mqtt.fleet.test -dir "$WORK/pki" \
-      -devices 100 -qos 1 -messages 20 -concurrency "$CONCURRENCY" -label mqtt >"$out.$n" 2>"$out.$n.err" || return 1
+    bench -mode mqtt -sni mqtt.fleet.test -qos 1 -messages 20 -concurrency "$CONCURRENCY" -label mqtt \
+      >"$out.$n" 2>"$out.$n.err" || return 1
     n=$((n + 1))
   done
 }
