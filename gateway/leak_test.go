@@ -522,31 +522,18 @@ func checkEndingsLeaveNothing(t *testing.T, f *harness, endings []ending, pooled
 			}
 		}
 	}
-	// The metrics are read without keep-alive, and the idle connections of
-	// the default client (the test broker's JWKS fetches) are closed before
-	// each count: they are the test's, not the gateway's.
+	// The default client's idle connections (the metrics scrapes', the test
+	// broker's JWKS fetches) are closed before each count: they are the
+	// test's, not the gateway's.
 	count := func() (int, int) {
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		return openFDs(t, pooled...), busyGoroutines(serving...)
 	}
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	metrics := func() string {
-		resp, err := client.Get("http://" + f.srv.AdminAddr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
 	settled := func() bool {
-		for _, l := range strings.Split(metrics(), "\n") {
-			if (strings.HasPrefix(l, "fleetgate_tcp_connections{") || strings.HasPrefix(l, "fleetgate_connections_open ")) &&
-				!strings.HasSuffix(l, " 0") {
-				return false
-			}
-		}
-		return true
+		m := scrapeMetrics(t, f)
+		open, _ := m.value("fleetgate_connections_open")
+		relays, _ := m.value("fleetgate_tcp_connections")
+		return open == 0 && relays == 0
 	}
 	round(2) // what starts lazily (pools, the loops' buffers) starts now
 	testkit.WaitFor(t, "the warm-up's connections to be counted closed", 20*time.Second, settled)
