@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -195,11 +196,11 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		dropCookie(h, f.CookieName)
 	}
 	if f.Token != "" {
-		h.Set("Cf-Access-Jwt-Assertion", f.Token)
+		setHeader(h, hdrAssertion, f.Token)
 	}
-	h.Set("X-Forwarded-For", f.ClientIP)
-	h.Set("X-Forwarded-Proto", "https")
-	h.Set("X-Forwarded-Host", f.Host)
+	setHeader(h, hdrForwardedFor, f.ClientIP)
+	setHeader(h, hdrForwardedProto, "https")
+	setHeader(h, hdrForwardedHost, f.Host)
 	if h.IsHead() {
 		// A HEAD's answer ends with its header, and a body the origin sent
 		// anyway would be read as the next answer on the connection: it
@@ -210,6 +211,28 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	if f.ClientCert != nil && len(f.ClientCert.DER) > 0 {
 		setClientCertHeaders(h, f.ClientCert)
 	}
+}
+
+// The names of the headers the gateway sets on every request it forwards,
+// in the canonical form fasthttp stores parsed names in, so that setting one
+// replaces whatever the device sent under that name. SetCanonical takes
+// them as they are: Set would copy and normalise the name, and copy the
+// value twice, on every request.
+var (
+	hdrAssertion        = []byte("Cf-Access-Jwt-Assertion")
+	hdrForwardedFor     = []byte("X-Forwarded-For")
+	hdrForwardedProto   = []byte("X-Forwarded-Proto")
+	hdrForwardedHost    = []byte("X-Forwarded-Host")
+	hdrClientCertDER    = []byte("Cf-Client-Cert-Der-Base64")
+	hdrClientCertSHA256 = []byte("Cf-Client-Cert-Sha256")
+	hdrClientCert       = []byte("Client-Cert")
+)
+
+// setHeader sets the header name (canonical) to value. fasthttp copies the
+// value before it returns, so it is handed a read-only view of the string
+// rather than a copy.
+func setHeader(h *fasthttp.RequestHeader, name []byte, value string) {
+	h.SetCanonical(name, unsafe.Slice(unsafe.StringData(value), len(value)))
 }
 
 // originForm rewrites an absolute-form target (its authority is the Host,
@@ -243,10 +266,10 @@ func setClientCertHeaders(h *fasthttp.RequestHeader, id *verdict.Identity) {
 	b := append((*bp)[:0], ':')
 	b = base64.StdEncoding.AppendEncode(b, id.DER)
 	b = append(b, ':')
-	h.SetBytesV("Cf-Client-Cert-Der-Base64", b[1:len(b)-1]) // fasthttp copies values
-	h.Set("Cf-Client-Cert-Sha256", id.SHA256)
+	h.SetCanonical(hdrClientCertDER, b[1:len(b)-1]) // fasthttp copies values
+	setHeader(h, hdrClientCertSHA256, id.SHA256)
 	// RFC 9440: the DER as a Structured Field Byte Sequence.
-	h.SetBytesV("Client-Cert", b)
+	h.SetCanonical(hdrClientCert, b)
 	*bp = b
 	scratchPool.Put(bp)
 }
