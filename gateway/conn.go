@@ -346,8 +346,11 @@ func (c *conn) idleExpired() {
 }
 
 // lingerClose ends the connection after a refused request without cutting
-// off the answer: input is discarded from now on, and the connection closes
-// when the device closes its side or after lingerTime.
+// off the answer: the answer is followed at once by close_notify, so a
+// device that reads until the end of the stream is not kept waiting; input
+// is discarded from now on, and the connection closes when the device
+// closes its side or after lingerTime. nginx's lingering close does the
+// same (its SSL shutdown, then discarding reads).
 func (c *conn) lingerClose() {
 	c.pipe.close() // push discards on a closed pipe
 	c.mu.Lock()
@@ -364,6 +367,7 @@ func (c *conn) lingerClose() {
 	}
 	c.linger = time.AfterFunc(lingerTime, c.shutdown)
 	c.mu.Unlock()
+	_ = c.tc.CloseWrite() // fails only when the connection is already closing
 }
 
 // peerFinished records that the device will send nothing more and reports

@@ -741,8 +741,8 @@ func (r *rawConn) expectEOF() {
 }
 
 // finish is what a client does after a Connection: close answer: it closes
-// its side (close_notify); the gateway must then close the connection at
-// once, even when it lingers after a refused request.
+// its side (close_notify); the gateway must then close the connection, the
+// socket itself, at once, even when it lingers after a refused request.
 func (r *rawConn) finish() {
 	r.t.Helper()
 	if err := r.c.CloseWrite(); err != nil {
@@ -750,8 +750,52 @@ func (r *rawConn) finish() {
 	}
 	start := time.Now()
 	r.expectEOF()
+	r.expectSocketClosed(lingerTime / 2)
 	if d := time.Since(start); d > lingerTime/2 {
 		r.t.Errorf("the gateway closed %v after the client's close_notify", d)
+	}
+}
+
+// expectSocketClosed expects the gateway to close the TCP connection within
+// d, after the TLS session's end (close_notify) was read.
+func (r *rawConn) expectSocketClosed(d time.Duration) {
+	r.t.Helper()
+	raw := r.c.NetConn()
+	_ = raw.SetReadDeadline(time.Now().Add(d))
+	var one [1]byte
+	n, err := raw.Read(one[:])
+	switch {
+	case n > 0:
+		r.t.Fatalf("expected the socket to close, read %q after close_notify", one[:n])
+	case isTimeout(err):
+		r.t.Fatalf("the socket stayed open %v after close_notify", d)
+	case err == nil:
+		r.t.Fatal("expected the socket to close, got no error")
+	}
+}
+
+// expectLinger expects what follows a refusal with input left unread: the
+// answer is followed at once by close_notify (the end of the stream for a
+// device that reads until then), while the socket stays open and the
+// gateway still reads, and discards, what the device sends (no reset).
+func (r *rawConn) expectLinger() {
+	r.t.Helper()
+	start := time.Now()
+	_ = r.c.SetReadDeadline(time.Now().Add(lingerTime / 2))
+	var one [1]byte
+	if n, err := r.br.Read(one[:]); n > 0 || err != io.EOF {
+		r.t.Fatalf("after the refusal: %q, %v; want close_notify (io.EOF) at once", one[:n], err)
+	}
+	if d := time.Since(start); d > lingerTime/2 {
+		r.t.Errorf("close_notify came %v after the answer", d)
+	}
+	raw := r.c.NetConn()
+	_ = raw.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := raw.Read(one[:]); n > 0 || !isTimeout(err) {
+		r.t.Fatalf("after close_notify: %q, %v; want the socket still open (lingering)", one[:n], err)
+	}
+	if _, err := r.c.Write([]byte("what the device still sends")); err != nil {
+		r.t.Fatalf("writing while the gateway lingers: %v", err)
 	}
 }
 

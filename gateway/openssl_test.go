@@ -405,3 +405,52 @@ func opensslConnect(t *testing.T, openssl string, h *harness, extra ...string) (
 	ok := err == nil && strings.Contains(out, "Cipher is ") && !strings.Contains(out, "Cipher is (NONE)")
 	return out, ok
 }
+
+// TestRefusalEndsTheStreamAtOnce: a client that reads until the end of the
+// stream (openssl s_client, its input left open) gets a refusal with input
+// left unread (431) and the stream's end at once: the gateway half-closes
+// with close_notify behind the answer and lingers only to discard what the
+// client still sends, instead of holding the end back for lingerTime.
+func TestRefusalEndsTheStreamAtOnce(t *testing.T) {
+	openssl := opensslPath(t)
+	h := newHarness(t)
+	opensslMu.Lock()
+	defer opensslMu.Unlock()
+	cert, key := h.writeDevice(t, h.pki.sensor1, "linger")
+	cmd := exec.Command(openssl, "s_client", "-quiet", "-ign_eof", "-connect", h.addr, "-servername", hApp,
+		"-CAfile", filepath.Join(h.dir, "root.pem"), "-cert", cert, "-key", key)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &testkit.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}) // closed when openssl has exited
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	// The request goes once the handshake is over (s_client -quiet prints
+	// the verification of the chain); its header is over the limit, and a
+	// body announced with it is never sent.
+	testkit.WaitFor(t, "the openssl handshake", 10*time.Second, func() bool { return strings.Contains(out.String(), "verify return:") })
+	_, _ = io.WriteString(stdin, "POST /up HTTP/1.1\r\nHost: "+hApp+"\r\nContent-Length: 1000\r\nX-Big: "+strings.Repeat("a", 6000)+"\r\n\r\n")
+	testkit.WaitFor(t, "the 431", 10*time.Second, func() bool { return strings.Contains(out.String(), "HTTP/1.1 431") })
+	answered := time.Now()
+	select {
+	case <-done:
+	case <-time.After(lingerTime + 2*time.Second):
+		t.Fatalf("openssl is still reading after the 431:\n%s", out.String())
+	}
+	if d := time.Since(answered); d > lingerTime/2 {
+		t.Fatalf("the stream ended %v after the 431; want close_notify right behind it", d)
+	}
+}

@@ -395,6 +395,28 @@ func (c *Conn) Flush() error {
 	return c.shim.uncork(nil)
 }
 
+// CloseWrite half-closes the session: it sends close_notify behind every
+// record written so far, and nothing is written after it; reading goes on.
+// It is for a lingering close, which tells the peer at once that no more is
+// coming (a peer that reads until the end of the stream is done) while it
+// still reads what the peer sends, so that closing with input unread does
+// not reset the connection. Close, later, sends no second close_notify.
+func (c *Conn) CloseWrite() error {
+	if !c.complete.Load() {
+		return ErrHandshakeIncomplete
+	}
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	c.writing.Add(1)
+	err := c.tls.CloseWrite()
+	c.writing.Add(-1)
+	if ferr := c.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
 // Close ends the connection gracefully: it sends close_notify, waits until
 // the transport's outbound buffer has drained (so a large response to a slow
 // reader is not truncated; DrainTimeout bounds a reader that stops reading),
