@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -524,6 +525,60 @@ func TestHalfCloseStillWritable(t *testing.T) {
 	got, err := io.ReadAll(client)
 	if err != nil || string(got) != "response" {
 		t.Fatalf("client read %q, %v; want the response then a clean close_notify EOF", got, err)
+	}
+}
+
+// TestCloseWriteKeepsReading: CloseWrite sends close_notify behind what was
+// written (the peer reads it, then the end of the stream) and nothing after
+// it, and keeps reading: what the peer still sends is received, and the
+// transport stays open until Close, which sends no second close_notify.
+func TestCloseWriteKeepsReading(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, cc, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt.CloseOnEOF = false // set before any traffic: loop only afterwards
+	client := tls.Client(cc, f.client(teDevices, nil))
+	if err := client.Handshake(); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	if _, err := mt.conn.Write([]byte("refused")); err != nil {
+		t.Fatal(err)
+	}
+	if err := mt.conn.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	read := make(chan string, 1)
+	go func() { // enginetest's client has no read deadline
+		got, err := io.ReadAll(client)
+		read <- fmt.Sprintf("%q, %v", got, err)
+	}()
+	select {
+	case got := <-read:
+		if want := fmt.Sprintf("%q, %v", "refused", nil); got != want {
+			t.Fatalf("client read %s; want %s (the answer, then close_notify)", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no close_notify after CloseWrite: the client is still reading")
+	}
+	if _, err := mt.conn.Write([]byte("more")); err == nil {
+		t.Error("Write after CloseWrite succeeded")
+	}
+	if closedWithin(mt.Closed(), 100*time.Millisecond) {
+		t.Fatal("CloseWrite closed the transport")
+	}
+	if _, err := client.Write([]byte("still sending")); err != nil {
+		t.Fatalf("the peer writing after the close_notify: %v", err)
+	}
+	testkit.WaitFor(t, "what the peer still sends", 5*time.Second, func() bool { return mt.received() == "still sending" })
+	_ = mt.conn.Close()
+	if !closedWithin(mt.Closed(), 5*time.Second) {
+		t.Fatal("transport not closed after Close")
+	}
+	if rest, _ := io.ReadAll(cc); len(rest) > 0 {
+		t.Errorf("%d bytes after the close_notify (a second one?)", len(rest))
 	}
 }
 
