@@ -309,28 +309,7 @@ func serverHelloCompression(b []byte) (byte, error) {
 func TestRenegotiationRefused(t *testing.T) {
 	openssl := opensslPath(t)
 	h := newHarness(t)
-	cert, key := h.writeDevice(t, h.pki.sensor1, "posture")
-	cmd := exec.Command(openssl, "s_client", "-connect", h.addr, "-servername", hApp, "-tls1_2", "-crlf",
-		"-CAfile", filepath.Join(h.dir, "root.pem"), "-cert", cert, "-key", key)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := &testkit.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{}) // closed when openssl has exited
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close()
-		_ = cmd.Process.Kill()
-		<-done
-	})
+	stdin, out, done := startSClient(t, openssl, h, "posture", "-tls1_2", "-crlf")
 	testkit.WaitFor(t, "the openssl handshake", 10*time.Second, func() bool { return strings.Contains(out.String(), "Verify return code") })
 	if !strings.Contains(out.String(), "Secure Renegotiation IS supported") {
 		t.Logf("openssl reports no secure renegotiation support:\n%s", out.String())
@@ -359,6 +338,38 @@ func TestRenegotiationRefused(t *testing.T) {
 	if r := h.get(t, h.client(h.pki.sensor1), href(hApp, "/")); r.StatusCode != 200 {
 		t.Fatalf("after the renegotiation attempt: status %d", r.StatusCode)
 	}
+}
+
+// startSClient starts an interactive openssl s_client to h (SNI
+// app.fleet.test, device sensor-0001, written under name) with extra flags:
+// its input, its output and error together, and a channel closed when it
+// has exited. The test's cleanup ends it.
+func startSClient(t *testing.T, openssl string, h *harness, name string, extra ...string) (io.Writer, *testkit.Buffer, <-chan struct{}) {
+	t.Helper()
+	cert, key := h.writeDevice(t, h.pki.sensor1, name)
+	args := append([]string{"s_client", "-connect", h.addr, "-servername", hApp,
+		"-CAfile", filepath.Join(h.dir, "root.pem"), "-cert", cert, "-key", key}, extra...)
+	cmd := exec.Command(openssl, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &testkit.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	return stdin, out, done
 }
 
 // opensslPath returns the openssl binary, skipping the test when there is
@@ -416,28 +427,7 @@ func TestRefusalEndsTheStreamAtOnce(t *testing.T) {
 	h := newHarness(t)
 	opensslMu.Lock()
 	defer opensslMu.Unlock()
-	cert, key := h.writeDevice(t, h.pki.sensor1, "linger")
-	cmd := exec.Command(openssl, "s_client", "-quiet", "-ign_eof", "-connect", h.addr, "-servername", hApp,
-		"-CAfile", filepath.Join(h.dir, "root.pem"), "-cert", cert, "-key", key)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := &testkit.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{}) // closed when openssl has exited
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close()
-		_ = cmd.Process.Kill()
-		<-done
-	})
+	stdin, out, done := startSClient(t, openssl, h, "linger", "-quiet", "-ign_eof")
 	// The request goes once the handshake is over (s_client -quiet prints
 	// the verification of the chain); its header is over the limit, and a
 	// body announced with it is never sent.
