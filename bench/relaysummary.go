@@ -298,32 +298,34 @@ func (rr *relayRuns) writeTargets(w io.Writer) {
 			continue
 		}
 		fg, hp := rr.medianFigure(s, "fleetgate"), rr.medianFigure(s, "haproxy")
-		paired := pairedRatio(rr.runFigures(s, "fleetgate"), rr.runFigures(s, "haproxy"))
+		fgRuns, hpRuns := rr.runFigures(s, "fleetgate"), rr.runFigures(s, "haproxy")
+		c := targetCell{Ratio: fg / hp, Paired: pairedRatio(fgRuns, hpRuns), Limit: targetRelayEchoHAProxy}
+		c.Low, c.High = ratioInterval(fgRuns, hpRuns)
 		lines = append(lines, fmt.Sprintf("%s: fleetgate ≤ %.2f× haproxy: %s", shortScenario(s), targetRelayEchoHAProxy,
-			judge(fg/hp, paired, targetRelayEchoHAProxy, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
+			judge(c, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
 	}
 	if len(rr.hold) > 0 {
 		fg, hp, gr := rr.medianIdle("fleetgate"), rr.medianIdle("haproxy"), rr.medianIdle("gorelay")
 		lines = append(lines,
-			"RSS per idle relayed connection: fleetgate below haproxy: "+judge(fg/hp, math.NaN(), 1, func(r float64) bool { return r < 1 }),
+			"RSS per idle relayed connection: fleetgate below haproxy: "+
+				judge(targetCell{Ratio: fg / hp, Paired: math.NaN(), Limit: 1}, func(r float64) bool { return r < 1 }),
 			fmt.Sprintf("RSS per idle relayed connection: fleetgate ≤ %.2f× gorelay (Go io.Copy): ", targetRelayIdleGoRelay)+
-				judge(fg/gr, math.NaN(), targetRelayIdleGoRelay, func(r float64) bool { return r <= targetRelayIdleGoRelay }))
+				judge(targetCell{Ratio: fg / gr, Paired: math.NaN(), Limit: targetRelayIdleGoRelay}, func(r float64) bool { return r <= targetRelayIdleGoRelay }))
 	}
 	if len(lines) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it, shown, not judged):\n\n")
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it; \"95%% interval\": of the ratio, from %d paired bootstrap draws of the runs; both shown, not judged):\n\n", bootstrapResamples)
 	for _, l := range lines {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
 }
 
-// judge is a targetCell's text for ratio against limit, with the paired
-// ratio beside it when known: "not measured" when the ratio is not a number
-// (a side not measured).
-func judge(ratio, paired, limit float64, ok func(float64) bool) string {
-	c := targetCell{Ratio: ratio, Paired: paired, Limit: limit}
-	switch {
+// judge is c's text once its verdict is set by ok (whether its Ratio meets
+// its Limit), with the paired ratio and the interval beside it when known:
+// "not measured" when the ratio is not a number (a side not measured).
+func judge(c targetCell, ok func(float64) bool) string {
+	switch ratio := c.Ratio; {
 	case math.IsNaN(ratio) || math.IsInf(ratio, 0) || ratio <= 0:
 		return "not measured"
 	case ok(ratio):

@@ -263,6 +263,10 @@ func TestTargetCellString(t *testing.T) {
 		{"with the paired ratio", targetCell{Ratio: 0.78, Limit: 0.75, Paired: 0.71, Verdict: missed}, "0.78× (**missed** by 4.0%); paired 0.71×"},
 		{"paired not known", targetCell{Ratio: 0.45, Limit: 0.5, Paired: math.NaN(), Verdict: met}, "0.45× (met)"},
 		{"not measured, paired ignored", targetCell{Ratio: math.NaN(), Paired: 0.5}, "–"},
+		{"with the interval", targetCell{Ratio: 0.52, Limit: 0.5, Paired: 0.49, Low: 0.47, High: 0.56, Verdict: missed},
+			"0.52× (**missed** by 4.0%); paired 0.49×; 95% interval 0.47–0.56×"},
+		{"interval not known", targetCell{Ratio: 0.45, Limit: 0.5, Paired: math.NaN(), Low: math.NaN(), High: math.NaN(), Verdict: met}, "0.45× (met)"},
+		{"not measured, interval ignored", targetCell{Ratio: math.NaN(), Low: 0.4, High: 0.5}, "–"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -383,6 +387,46 @@ func TestMedian(t *testing.T) {
 	}
 	if !math.IsNaN(median(nil)) {
 		t.Error("median of nothing is not NaN")
+	}
+}
+
+// TestRatioInterval: the interval of a ratio of medians comes from paired
+// draws of the runs, holds the ratio, narrows as the runs agree, is the
+// same each time, and is not given from too few runs.
+func TestRatioInterval(t *testing.T) {
+	// Exactly proportional runs: every draw gives 0.5.
+	a, b := []float64{100, 200, 300, 400, 500}, []float64{200, 400, 600, 800, 1000}
+	if lo, hi := ratioInterval(a, b); lo != 0.5 || hi != 0.5 {
+		t.Errorf("proportional runs: interval %v–%v, want 0.5–0.5", lo, hi)
+	}
+	// Noisy runs: the interval holds the ratio of the medians, and is
+	// wider than that of runs half as noisy around the same figures.
+	noisy := func(spread float64) (fg, other []float64) {
+		for i := range 40 {
+			d := spread * float64(i%7-3) / 3 // the machine's drift, both runs of a pair
+			e := spread * float64(i%5-2) / 4 // noise of one run
+			fg = append(fg, 520*(1+d+e))
+			other = append(other, 1000*(1+d-e))
+		}
+		return fg, other
+	}
+	fg, other := noisy(0.2)
+	lo, hi := ratioInterval(fg, other)
+	r := median(fg) / median(other)
+	if !(lo < r && r < hi) {
+		t.Errorf("interval %.3f–%.3f does not hold the ratio %.3f", lo, hi, r)
+	}
+	fg2, other2 := noisy(0.1)
+	lo2, hi2 := ratioInterval(fg2, other2)
+	if !(hi2-lo2 < hi-lo) {
+		t.Errorf("half the noise: interval %.3f–%.3f, not narrower than %.3f–%.3f", lo2, hi2, lo, hi)
+	}
+	if lo3, hi3 := ratioInterval(fg, other); lo3 != lo || hi3 != hi {
+		t.Errorf("the same runs gave %v–%v, then %v–%v", lo, hi, lo3, hi3)
+	}
+	// Pairs with a side not measured are left out; too few pairs: no interval.
+	if lo, hi := ratioInterval([]float64{1, 2, math.NaN(), 4, 5}, []float64{2, 4, 6, 8, 0}); !math.IsNaN(lo) || !math.IsNaN(hi) {
+		t.Errorf("three pairs: interval %v–%v, want none", lo, hi)
 	}
 }
 

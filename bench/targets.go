@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 )
 
@@ -46,19 +48,29 @@ type targetCell struct {
 	// over the other's i-th (measured side by side), NaN when not computed:
 	// shown beside Ratio, which the verdict stays on. On a shared machine
 	// whose speed drifts from minute to minute, it is the steadier figure.
-	Paired  float64
-	Limit   float64 // the bound at this concurrency
-	Aim     float64 // a stricter aim, 0 if none
-	AtLeast bool    // Ratio must be ≥ Limit (throughput); else ≤ (CPU, latency)
-	Verdict targetVerdict
+	Paired float64
+	// Low and High bound a 95% interval of Ratio (ratioInterval), shown
+	// when High > 0: how far the machine's noise alone could move it.
+	Low, High float64
+	Limit     float64 // the bound at this concurrency
+	Aim       float64 // a stricter aim, 0 if none
+	AtLeast   bool    // Ratio must be ≥ Limit (throughput); else ≤ (CPU, latency)
+	Verdict   targetVerdict
 }
 
 // String is "0.45× (met)", "1.20× (**missed** by 20.0%)", "–" …, with
-// "; paired 0.43×" after it when Paired is known.
+// "; paired 0.43×" after it when Paired is known and "; 95% interval
+// 0.41–0.49×" when the interval is.
 func (c targetCell) String() string {
 	s := c.verdictText()
-	if c.Verdict != notMeasured && !math.IsNaN(c.Paired) && c.Paired > 0 {
+	if c.Verdict == notMeasured {
+		return s
+	}
+	if !math.IsNaN(c.Paired) && c.Paired > 0 {
 		s += fmt.Sprintf("; paired %.2f×", c.Paired)
+	}
+	if !math.IsNaN(c.Low) && !math.IsNaN(c.High) && c.High > 0 {
+		s += fmt.Sprintf("; 95%% interval %.2f–%.2f×", c.Low, c.High)
 	}
 	return s
 }
@@ -106,7 +118,8 @@ type targetSpec struct {
 	// latency; CPU per request depends far less on the client's speed: only
 	// through the wake-ups of a server left idle part of the time).
 	clientBound bool
-	// runs, when set, gives the figure of each run, for the paired ratio.
+	// runs, when set, gives the figure of each run, for the paired ratio
+	// and the interval.
 	runs func(*Cell) []float64
 }
 
@@ -172,6 +185,7 @@ func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 		}
 		if fg != nil && other != nil && t.runs != nil {
 			c.Paired = pairedRatio(t.runs(fg), t.runs(other))
+			c.Low, c.High = ratioInterval(t.runs(fg), t.runs(other))
 		}
 		if fg != nil && denom > 0 && !math.IsNaN(t.figure(fg)) {
 			c.Ratio = t.figure(fg) / denom
@@ -201,10 +215,50 @@ func pairedRatio(a, b []float64) float64 {
 	return median(rs)
 }
 
+// The interval of a ratio of medians: bootstrapResamples paired draws,
+// reported only from minBootstrapPairs pairs of runs on.
+const (
+	bootstrapResamples = 2000
+	minBootstrapPairs  = 5
+)
+
+// ratioInterval is a 95% interval of median(a)/median(b), the ratio a
+// verdict rests on, by a paired bootstrap: the runs are drawn with
+// replacement by index, a[i] with b[i] (measured side by side, so that the
+// machine's drift moved both), and the bounds are the 2.5th and 97.5th
+// percentiles of the ratios of the draws' medians. A target whose line is
+// inside it is met or missed by the noise of the runs alone. NaN, NaN with
+// fewer than minBootstrapPairs pairs. The draws are seeded: the same runs
+// give the same interval every time they are summarized.
+func ratioInterval(a, b []float64) (low, high float64) {
+	var pa, pb []float64
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if b[i] > 0 && !math.IsNaN(a[i]) && !math.IsNaN(b[i]) {
+			pa, pb = append(pa, a[i]), append(pb, b[i])
+		}
+	}
+	n := len(pa)
+	if n < minBootstrapPairs {
+		return math.NaN(), math.NaN()
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	da, db := make([]float64, n), make([]float64, n)
+	ratios := make([]float64, bootstrapResamples)
+	for k := range ratios {
+		for j := range n {
+			i := rng.IntN(n)
+			da[j], db[j] = pa[i], pb[i]
+		}
+		ratios[k] = median(da) / median(db)
+	}
+	slices.Sort(ratios)
+	return ratios[bootstrapResamples*25/1000], ratios[bootstrapResamples*975/1000-1]
+}
+
 // writeTargets writes the targets as a table: one row per target, one
 // column per concurrency.
 func (s *Summary) writeTargets(w io.Writer) {
-	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it, shown, not judged):\n\n", ClientLimit*100)
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it; \"95%% interval\": of the ratio, from %d paired bootstrap draws of the runs, so that a line inside it is met or missed by the runs' noise alone; both shown, not judged):\n\n", ClientLimit*100, bootstrapResamples)
 	head := []string{"target"}
 	for _, n := range s.Levels {
 		head = append(head, fmt.Sprintf("%d clients", n))
