@@ -227,9 +227,11 @@ const (
 // replacement by index, a[i] with b[i] (measured side by side, so that the
 // machine's drift moved both), and the bounds are the 2.5th and 97.5th
 // percentiles of the ratios of the draws' medians. A target whose line is
-// inside it is met or missed by the noise of the runs alone. NaN, NaN with
-// fewer than minBootstrapPairs pairs. The draws are seeded: the same runs
-// give the same interval every time they are summarized.
+// inside it is met or missed by the noise of the runs alone. The pairs are
+// drawn as if independent; those of one run share its minute of the
+// machine, so the interval is, if anything, narrow. NaN, NaN with fewer
+// than minBootstrapPairs pairs. The draws are seeded: the same runs give
+// the same interval every time they are summarized.
 func ratioInterval(a, b []float64) (low, high float64) {
 	var pa, pb []float64
 	for i := 0; i < len(a) && i < len(b); i++ {
