@@ -206,13 +206,23 @@ func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 // pairedRatio is the median of a[i]/b[i] over the runs both have (NaN
 // when none): each pair was measured side by side.
 func pairedRatio(a, b []float64) float64 {
-	var rs []float64
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if b[i] > 0 && !math.IsNaN(a[i]) {
-			rs = append(rs, a[i]/b[i])
-		}
+	pa, pb := runPairs(a, b)
+	rs := make([]float64, len(pa))
+	for i := range pa {
+		rs[i] = pa[i] / pb[i]
 	}
 	return median(rs)
+}
+
+// runPairs is the runs both a and b have, in pairs a[i], b[i], leaving out
+// a pair where either side was not measured (NaN) or b is not positive.
+func runPairs(a, b []float64) (pa, pb []float64) {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if b[i] > 0 && !math.IsNaN(a[i]) {
+			pa, pb = append(pa, a[i]), append(pb, b[i])
+		}
+	}
+	return pa, pb
 }
 
 // The interval of a ratio of medians: bootstrapResamples paired draws,
@@ -233,12 +243,7 @@ const (
 // than minBootstrapPairs pairs. The draws are seeded: the same runs give
 // the same interval every time they are summarized.
 func ratioInterval(a, b []float64) (low, high float64) {
-	var pa, pb []float64
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if b[i] > 0 && !math.IsNaN(a[i]) && !math.IsNaN(b[i]) {
-			pa, pb = append(pa, a[i]), append(pb, b[i])
-		}
-	}
+	pa, pb := runPairs(a, b)
 	n := len(pa)
 	if n < minBootstrapPairs {
 		return math.NaN(), math.NaN()
