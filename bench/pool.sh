@@ -5,8 +5,10 @@
 # summarized as one run with RUNS × the runs: the medians, ratios and
 # verdicts then rest on every sample, so that a target that sits at its line
 # is seen there, not met in one run and missed in the next by the machine's
-# noise. The crypto floor is the median of the runs' own (the "Sum" line of
-# each <stamp>.md); no server is started and nothing is measured again.
+# noise. Each sample is marked with its run's stamp ("batch"): the 95%
+# intervals draw whole runs, then pairs of samples within each. The crypto
+# floor is the median of the runs' own (the "Sum" line of each
+# <stamp>.md); no server is started and nothing is measured again.
 #
 # Knobs (environment): STAMPS="2026-12-05-a 2026-12-05-b …" (required: the
 # runs to pool) RESULTS=bench/results OUT=<file> (also write the Markdown
@@ -25,11 +27,15 @@ trap 'rm -rf "$tmp"' EXIT
 : >"$tmp/http.jsonl"
 : >"$tmp/relay.jsonl"
 floors=()
+# batch STAMP FILE: FILE's JSON lines, each marked as part of the full run
+# STAMP ("batch"), so that the intervals draw whole runs.
+batch() { sed "s/^{/{\"batch\":\"$1\",/" "$2"; }
 for s in "${stamps[@]}"; do
+  [[ $s =~ ^[A-Za-z0-9._-]+$ ]] || die "$s: a stamp is letters, digits, '.', '_' and '-'"
   [ -f "$RESULTS/$s.jsonl" ] || die "$RESULTS/$s.jsonl: no such run"
-  cat "$RESULTS/$s.jsonl" >>"$tmp/http.jsonl"
+  batch "$s" "$RESULTS/$s.jsonl" >>"$tmp/http.jsonl"
   if [ -f "$RESULTS/$s-relay.jsonl" ]; then
-    cat "$RESULTS/$s-relay.jsonl" >>"$tmp/relay.jsonl"
+    batch "$s" "$RESULTS/$s-relay.jsonl" >>"$tmp/relay.jsonl"
   else
     log "$s: no relay rows ($RESULTS/$s-relay.jsonl), pooled without them"
   fi

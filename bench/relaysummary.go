@@ -300,7 +300,7 @@ func (rr *relayRuns) writeTargets(w io.Writer) {
 		fg, hp := rr.medianFigure(s, "fleetgate"), rr.medianFigure(s, "haproxy")
 		fgRuns, hpRuns := rr.runFigures(s, "fleetgate"), rr.runFigures(s, "haproxy")
 		c := targetCell{Ratio: fg / hp, Paired: pairedRatio(fgRuns, hpRuns), Limit: targetRelayEchoHAProxy}
-		c.Low, c.High = ratioInterval(fgRuns, hpRuns)
+		c.Low, c.High = ratioInterval(fgRuns, hpRuns, rr.runBatches(s, "fleetgate"))
 		lines = append(lines, fmt.Sprintf("%s: fleetgate ≤ %.2f× haproxy: %s", shortScenario(s), targetRelayEchoHAProxy,
 			judge(c, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
 	}
@@ -315,7 +315,7 @@ func (rr *relayRuns) writeTargets(w io.Writer) {
 	if len(lines) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it; \"95%% interval\": of the ratio, from %d paired bootstrap draws of the runs; both shown, not judged):\n\n", bootstrapResamples)
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other relay's; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it; \"95%% interval\": of the ratio, from %d bootstrap draws of the full runs pooled and of the pairs of runs within each; both shown, not judged):\n\n", bootstrapResamples)
 	for _, l := range lines {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
@@ -357,6 +357,16 @@ func (rr *relayRuns) runFigures(s relayScenario, server string) []float64 {
 		vs = append(vs, s.figure(r))
 	}
 	return vs
+}
+
+// runBatches is the Batch of each of server's runs in s, in runFigures'
+// order, for ratioInterval.
+func (rr *relayRuns) runBatches(s relayScenario, server string) []string {
+	var bs []string
+	for _, r := range rr.echo[s][server] {
+		bs = append(bs, r.Batch)
+	}
+	return bs
 }
 
 // medianIdle is the median RSS bytes per idle relayed connection of server

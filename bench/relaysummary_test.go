@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeTCPRun is a ModeTCP result of server with cpu µs per message (or per
@@ -142,6 +144,45 @@ func TestSummarizeRelayTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := "- TLS 1.3 echo 64 B: fleetgate ≤ 0.80× haproxy: not measured"; !strings.Contains(out.String(), want) {
+		t.Errorf("summary lacks %q:\n%s", want, out.String())
+	}
+}
+
+// TestSummarizeRelayBatches: pooled relay runs carry their full run's
+// stamp (Batch), and the echo target's interval draws whole runs.
+func TestSummarizeRelayBatches(t *testing.T) {
+	var b strings.Builder
+	var fg, hp []float64
+	var batches []string
+	at := time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)
+	for k, ratio := range []float64{0.72, 0.78, 0.86} {
+		for i := range 5 {
+			f, h := 28*ratio+0.2*float64(i), 28+0.3*float64(i)
+			for _, r := range []*Result{fakeTCPRun("fleetgate", 64, 1000, f), fakeTCPRun("haproxy", 64, 1000, h)} {
+				r.Batch = fmt.Sprintf("stamp%d", k)
+				r.Started = at
+				at = at.Add(time.Second)
+				if err := r.WriteJSON(&b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fg, hp, batches = append(fg, f), append(hp, h), append(batches, fmt.Sprintf("stamp%d", k))
+		}
+	}
+	path := filepath.Join(t.TempDir(), "relay.jsonl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := SummarizeRelay(path, &out); err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := ratioInterval(fg, hp, batches)
+	plo, phi := ratioInterval(fg, hp, nil)
+	if !(hi-lo > phi-plo) {
+		t.Fatalf("batched interval %.3f–%.3f not wider than the pairs' %.3f–%.3f", lo, hi, plo, phi)
+	}
+	if want := fmt.Sprintf("; 95%% interval %.2f–%.2f×\n", lo, hi); !strings.Contains(out.String(), want) {
 		t.Errorf("summary lacks %q:\n%s", want, out.String())
 	}
 }

@@ -67,6 +67,10 @@ type Result struct {
 	TCP *TCPStats `json:"tcp,omitempty"`
 
 	Started time.Time `json:"started"`
+	// Batch names the full run of the comparison this run was part of:
+	// make bench-pool sets it to the run's stamp, so that the interval of
+	// a pooled ratio draws whole runs (ratioInterval). Empty otherwise.
+	Batch string `json:"batch,omitempty"`
 }
 
 // Latency holds percentiles in microseconds.

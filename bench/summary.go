@@ -49,7 +49,9 @@ type Cell struct {
 	// CPURuns is the server CPU µs per request of each run, in the order
 	// the runs started: the comparison interleaves the servers run by run,
 	// so the i-th runs of two servers were measured side by side.
-	CPURuns    []float64
+	CPURuns []float64
+	// Batches is the Batch of each run of CPURuns, for the interval.
+	Batches    []string
 	Throughput float64 // requests/s
 	P50, P99   float64 // latency, µs
 	// ServerBusy is the server's CPU seconds over the wall seconds of the
@@ -215,6 +217,7 @@ func summarize(runs []*Result, floorUS float64) *Summary {
 		for _, r := range rs {
 			if r.ServerCPUPerReqUS != nil {
 				cpu = append(cpu, *r.ServerCPUPerReqUS)
+				c.Batches = append(c.Batches, r.Batch)
 			}
 			if v := r.ServerCoreBusy(); !math.IsNaN(v) {
 				sbusy = append(sbusy, v)

@@ -2,11 +2,13 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/png"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -396,7 +398,7 @@ func TestMedian(t *testing.T) {
 func TestRatioInterval(t *testing.T) {
 	// Exactly proportional runs: every draw gives 0.5.
 	a, b := []float64{100, 200, 300, 400, 500}, []float64{200, 400, 600, 800, 1000}
-	if lo, hi := ratioInterval(a, b); lo != 0.5 || hi != 0.5 {
+	if lo, hi := ratioInterval(a, b, nil); lo != 0.5 || hi != 0.5 {
 		t.Errorf("proportional runs: interval %v–%v, want 0.5–0.5", lo, hi)
 	}
 	// Noisy runs: the interval holds the ratio of the medians, and is
@@ -411,22 +413,89 @@ func TestRatioInterval(t *testing.T) {
 		return fg, other
 	}
 	fg, other := noisy(0.2)
-	lo, hi := ratioInterval(fg, other)
+	lo, hi := ratioInterval(fg, other, nil)
 	r := median(fg) / median(other)
 	if !(lo < r && r < hi) {
 		t.Errorf("interval %.3f–%.3f does not hold the ratio %.3f", lo, hi, r)
 	}
 	fg2, other2 := noisy(0.1)
-	lo2, hi2 := ratioInterval(fg2, other2)
+	lo2, hi2 := ratioInterval(fg2, other2, nil)
 	if !(hi2-lo2 < hi-lo) {
 		t.Errorf("half the noise: interval %.3f–%.3f, not narrower than %.3f–%.3f", lo2, hi2, lo, hi)
 	}
-	if lo3, hi3 := ratioInterval(fg, other); lo3 != lo || hi3 != hi {
+	if lo3, hi3 := ratioInterval(fg, other, nil); lo3 != lo || hi3 != hi {
 		t.Errorf("the same runs gave %v–%v, then %v–%v", lo, hi, lo3, hi3)
 	}
 	// Pairs with a side not measured are left out; too few pairs: no interval.
-	if lo, hi := ratioInterval([]float64{1, 2, math.NaN(), 4, 5}, []float64{2, 4, 6, 8, 0}); !math.IsNaN(lo) || !math.IsNaN(hi) {
+	if lo, hi := ratioInterval([]float64{1, 2, math.NaN(), 4, 5}, []float64{2, 4, 6, 8, 0}, nil); !math.IsNaN(lo) || !math.IsNaN(hi) {
 		t.Errorf("three pairs: interval %v–%v, want none", lo, hi)
+	}
+}
+
+// TestRatioIntervalBatches: pooled runs are drawn batch by batch (one
+// batch per full run of the comparison), so that runs which share their
+// minutes of the machine widen the interval as the few draws they are; a
+// single batch draws exactly as unmarked runs do.
+func TestRatioIntervalBatches(t *testing.T) {
+	// Four full runs of five pairs each: each run's pairs agree with each
+	// other (ratio 0.90, 0.96, 1.04 or 1.10, a little noise), the runs do not.
+	var fg, other []float64
+	var batch []string
+	for k, r := range []float64{0.90, 0.96, 1.04, 1.10} {
+		for i := range 5 {
+			base := 30 + 3*float64(i)
+			fg = append(fg, base*r*(1+0.01*float64(i%3-1)))
+			other = append(other, base)
+			batch = append(batch, fmt.Sprintf("run%d", k))
+		}
+	}
+	lo, hi := ratioInterval(fg, other, nil)
+	blo, bhi := ratioInterval(fg, other, batch)
+	if !(bhi-blo > hi-lo) {
+		t.Errorf("batched interval %.3f–%.3f not wider than the pairs' %.3f–%.3f", blo, bhi, lo, hi)
+	}
+	r := median(fg) / median(other)
+	if !(blo < r && r < bhi) {
+		t.Errorf("batched interval %.3f–%.3f does not hold the ratio %.3f", blo, bhi, r)
+	}
+	// One batch, named or not: the same draws.
+	same := make([]string, len(fg))
+	for i := range same {
+		same[i] = "2026-12-06-a"
+	}
+	if slo, shi := ratioInterval(fg, other, same); slo != lo || shi != hi {
+		t.Errorf("one batch: %v–%v, unmarked %v–%v", slo, shi, lo, hi)
+	}
+	// Proportional runs stay a zero-width interval, batches or not.
+	a, b := []float64{1, 2, 3, 4, 5, 6}, []float64{2, 4, 6, 8, 10, 12}
+	if lo, hi := ratioInterval(a, b, []string{"x", "x", "y", "y", "z", "z"}); lo != 0.5 || hi != 0.5 {
+		t.Errorf("proportional runs in batches: %v–%v, want 0.5–0.5", lo, hi)
+	}
+	// A pair left out leaves its batch's others in.
+	a[0] = math.NaN()
+	if lo, hi := ratioInterval(a, b, []string{"x", "x", "y", "y", "z", "z"}); lo != 0.5 || hi != 0.5 {
+		t.Errorf("a pair left out: %v–%v, want 0.5–0.5", lo, hi)
+	}
+}
+
+// TestSummarizeBatches: the batch each run carries (make bench-pool's
+// stamp) reaches its cell beside its CPU figure, so that the targets'
+// interval draws whole runs.
+func TestSummarizeBatches(t *testing.T) {
+	cpu := func(v float64) *float64 { return &v }
+	var runs []*Result
+	for i, b := range []string{"a", "a", "b", "b", "b"} {
+		for _, label := range []string{"fleetgate", "haproxy"} {
+			runs = append(runs, &Result{Label: label, TLS: "1.3", Mode: ModeKeepalive, Concurrency: 16,
+				ServerCPUPerReqUS: cpu(float64(30 + i)), Batch: b,
+				Started: time.Date(2026, 12, 6, 20, 0, 2*i, 0, time.UTC)})
+		}
+	}
+	runs[2].ServerCPUPerReqUS = nil // a run whose CPU was not read: no batch either
+	s := summarize(runs, 0)
+	c := s.cell(Scenario{TLS: "1.3", Mode: ModeKeepalive}, 16, "fleetgate")
+	if want := []string{"a", "b", "b", "b"}; !slices.Equal(c.Batches, want) || len(c.CPURuns) != len(want) {
+		t.Errorf("batches %v for runs %v, want %v", c.Batches, c.CPURuns, want)
 	}
 }
 

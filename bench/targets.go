@@ -185,7 +185,7 @@ func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 		}
 		if fg != nil && other != nil && t.runs != nil {
 			c.Paired = pairedRatio(t.runs(fg), t.runs(other))
-			c.Low, c.High = ratioInterval(t.runs(fg), t.runs(other))
+			c.Low, c.High = ratioInterval(t.runs(fg), t.runs(other), fg.Batches)
 		}
 		if fg != nil && denom > 0 && !math.IsNaN(t.figure(fg)) {
 			c.Ratio = t.figure(fg) / denom
@@ -206,7 +206,7 @@ func (s *Summary) evaluate(sc Scenario, t targetSpec) targetRow {
 // pairedRatio is the median of a[i]/b[i] over the runs both have (NaN
 // when none): each pair was measured side by side.
 func pairedRatio(a, b []float64) float64 {
-	pa, pb := runPairs(a, b)
+	pa, pb, _ := runPairs(a, b)
 	rs := make([]float64, len(pa))
 	for i := range pa {
 		rs[i] = pa[i] / pb[i]
@@ -215,46 +215,74 @@ func pairedRatio(a, b []float64) float64 {
 }
 
 // runPairs is the runs both a and b have, in pairs a[i], b[i], leaving out
-// a pair where either side was not measured (NaN) or b is not positive.
-func runPairs(a, b []float64) (pa, pb []float64) {
+// a pair where either side was not measured (NaN) or b is not positive;
+// idx is the i of each pair kept.
+func runPairs(a, b []float64) (pa, pb []float64, idx []int) {
 	for i := 0; i < len(a) && i < len(b); i++ {
 		if b[i] > 0 && !math.IsNaN(a[i]) {
-			pa, pb = append(pa, a[i]), append(pb, b[i])
+			pa, pb, idx = append(pa, a[i]), append(pb, b[i]), append(idx, i)
 		}
 	}
-	return pa, pb
+	return pa, pb, idx
 }
 
-// The interval of a ratio of medians: bootstrapResamples paired draws,
-// reported only from minBootstrapPairs pairs of runs on.
+// The interval of a ratio of medians: bootstrapResamples draws, reported
+// only from minBootstrapPairs pairs of runs on.
 const (
 	bootstrapResamples = 2000
 	minBootstrapPairs  = 5
 )
 
 // ratioInterval is a 95% interval of median(a)/median(b), the ratio a
-// verdict rests on, by a paired bootstrap: the runs are drawn with
-// replacement by index, a[i] with b[i] (measured side by side, so that the
-// machine's drift moved both), and the bounds are the 2.5th and 97.5th
-// percentiles of the ratios of the draws' medians. A target whose line is
-// inside it is met or missed by the noise of the runs alone. The pairs are
-// drawn as if independent; those of one run share its minute of the
-// machine, so the interval is, if anything, narrow. NaN, NaN with fewer
+// verdict rests on, by a paired bootstrap in two stages. The runs come in
+// batches, one per full run of the comparison (batch[i] is a[i]'s; all one
+// batch when batch is nil, as in a single run's report): each draw takes
+// as many batches as there are, with replacement, and from each batch
+// taken as many of its pairs as it has, with replacement, a[i] with b[i]
+// (measured side by side, so that the machine's drift moved both). The
+// bounds are the 2.5th and 97.5th percentiles of the ratios of the draws'
+// medians. A target whose line is inside it is met or missed by the noise
+// of the runs alone. Drawing whole batches first is what carries the
+// minutes of the machine each full run had to itself into the interval:
+// the pairs of one batch are not independent draws. NaN, NaN with fewer
 // than minBootstrapPairs pairs. The draws are seeded: the same runs give
 // the same interval every time they are summarized.
-func ratioInterval(a, b []float64) (low, high float64) {
-	pa, pb := runPairs(a, b)
+func ratioInterval(a, b []float64, batch []string) (low, high float64) {
+	pa, pb, idx := runPairs(a, b)
 	n := len(pa)
 	if n < minBootstrapPairs {
 		return math.NaN(), math.NaN()
 	}
+	// The pairs of each batch, the batches in the order they first appear.
+	var groups [][]int
+	group := map[string]int{}
+	for j, i := range idx {
+		key := ""
+		if i < len(batch) {
+			key = batch[i]
+		}
+		g, ok := group[key]
+		if !ok {
+			g = len(groups)
+			group[key] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], j)
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	da, db := make([]float64, n), make([]float64, n)
+	da, db := make([]float64, 0, n), make([]float64, 0, n)
 	ratios := make([]float64, bootstrapResamples)
 	for k := range ratios {
-		for j := range n {
-			i := rng.IntN(n)
-			da[j], db[j] = pa[i], pb[i]
+		da, db = da[:0], db[:0]
+		for range groups {
+			g := groups[0] // one batch: no draw, as a single run's report
+			if len(groups) > 1 {
+				g = groups[rng.IntN(len(groups))]
+			}
+			for range g {
+				j := g[rng.IntN(len(g))]
+				da, db = append(da, pa[j]), append(db, pb[j])
+			}
 		}
 		ratios[k] = median(da) / median(db)
 	}
@@ -265,7 +293,7 @@ func ratioInterval(a, b []float64) (low, high float64) {
 // writeTargets writes the targets as a table: one row per target, one
 // column per concurrency.
 func (s *Summary) writeTargets(w io.Writer) {
-	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it; \"95%% interval\": of the ratio, from %d paired bootstrap draws of the runs, so that a line inside it is met or missed by the runs' noise alone; both shown, not judged):\n\n", ClientLimit*100, bootstrapResamples)
+	fmt.Fprintf(w, "\n**Targets** (fleetgate's median over the other's, at each concurrency; a throughput or latency target is not judged where either run's client core was over %.0f%% busy; \"paired\": the median of the runs' own ratios, each fleetgate run over the other's run beside it; \"95%% interval\": of the ratio, from %d bootstrap draws of the full runs pooled and of the pairs of runs within each, so that a line inside it is met or missed by the runs' noise alone; both shown, not judged):\n\n", ClientLimit*100, bootstrapResamples)
 	head := []string{"target"}
 	for _, n := range s.Levels {
 		head = append(head, fmt.Sprintf("%d clients", n))
