@@ -22,6 +22,20 @@ func fakeTCPRun(server string, size, perConn int, cpu float64) *Result {
 	return &Result{Label: server, Mode: ModeTCP, TLS: "1.3", TCP: s, Errors: map[string]int64{}, Latency: Latency{P50: 80, P99: 400}}
 }
 
+// summarizeRelayText is SummarizeRelay's Markdown of the runs in jsonl.
+func summarizeRelayText(t *testing.T, jsonl string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "relay.jsonl")
+	if err := os.WriteFile(path, []byte(jsonl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := SummarizeRelay(path, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
 func TestSummarizeRelay(t *testing.T) {
 	var b strings.Builder
 	for _, r := range []*Result{
@@ -37,15 +51,7 @@ func TestSummarizeRelay(t *testing.T) {
 	if err := hold.WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "relay.jsonl")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	if err := SummarizeRelay(path, &out); err != nil {
-		t.Fatal(err)
-	}
-	md := out.String()
+	md := summarizeRelayText(t, b.String())
 	for _, want := range []string{
 		"| server CPU (median, range over the runs) | fleetgate | haproxy | gorelay |", // known servers in order
 		"| TLS 1.3 echo 64 B (1000 per connection), CPU µs per message | 13.0 (12.0–14.0) | 9.0 | 30.0 |",
@@ -110,15 +116,7 @@ func TestSummarizeRelayTargets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "relay.jsonl")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	if err := SummarizeRelay(path, &out); err != nil {
-		t.Fatal(err)
-	}
-	md := out.String()
+	md := summarizeRelayText(t, b.String())
 	for _, want := range []string{
 		"- TLS 1.3 echo 64 B: fleetgate ≤ 0.80× haproxy: 0.70× (met); paired 0.70×\n", // one run each: 20/28.5
 		"- RSS per idle relayed connection: fleetgate below haproxy: 1.07× (**missed** by 7.1%)\n",
@@ -136,15 +134,8 @@ func TestSummarizeRelayTargets(t *testing.T) {
 	if err := fakeTCPRun("fleetgate", 64, 1000, 20).WriteJSON(&b); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out.Reset()
-	if err := SummarizeRelay(path, &out); err != nil {
-		t.Fatal(err)
-	}
-	if want := "- TLS 1.3 echo 64 B: fleetgate ≤ 0.80× haproxy: not measured"; !strings.Contains(out.String(), want) {
-		t.Errorf("summary lacks %q:\n%s", want, out.String())
+	if md := summarizeRelayText(t, b.String()); !strings.Contains(md, "- TLS 1.3 echo 64 B: fleetgate ≤ 0.80× haproxy: not measured") {
+		t.Errorf("summary lacks the relay not measured:\n%s", md)
 	}
 }
 
@@ -169,20 +160,13 @@ func TestSummarizeRelayBatches(t *testing.T) {
 			fg, hp, batches = append(fg, f), append(hp, h), append(batches, fmt.Sprintf("stamp%d", k))
 		}
 	}
-	path := filepath.Join(t.TempDir(), "relay.jsonl")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	if err := SummarizeRelay(path, &out); err != nil {
-		t.Fatal(err)
-	}
+	md := summarizeRelayText(t, b.String())
 	lo, hi := ratioInterval(fg, hp, batches)
 	plo, phi := ratioInterval(fg, hp, nil)
 	if !(hi-lo > phi-plo) {
 		t.Fatalf("batched interval %.3f–%.3f not wider than the pairs' %.3f–%.3f", lo, hi, plo, phi)
 	}
-	if want := fmt.Sprintf("; 95%% interval %.2f–%.2f×\n", lo, hi); !strings.Contains(out.String(), want) {
-		t.Errorf("summary lacks %q:\n%s", want, out.String())
+	if want := fmt.Sprintf("; 95%% interval %.2f–%.2f×\n", lo, hi); !strings.Contains(md, want) {
+		t.Errorf("summary lacks %q:\n%s", want, md)
 	}
 }
