@@ -298,9 +298,10 @@ func (rr *relayRuns) writeTargets(w io.Writer) {
 			continue
 		}
 		fg, hp := rr.medianFigure(s, "fleetgate"), rr.medianFigure(s, "haproxy")
-		fgRuns, hpRuns := rr.runFigures(s, "fleetgate"), rr.runFigures(s, "haproxy")
+		fgRuns, batches := rr.runFigures(s, "fleetgate")
+		hpRuns, _ := rr.runFigures(s, "haproxy")
 		c := targetCell{Ratio: fg / hp, Paired: pairedRatio(fgRuns, hpRuns), Limit: targetRelayEchoHAProxy}
-		c.Low, c.High = ratioInterval(fgRuns, hpRuns, rr.runBatches(s, "fleetgate"))
+		c.Low, c.High = ratioInterval(fgRuns, hpRuns, batches)
 		lines = append(lines, fmt.Sprintf("%s: fleetgate ≤ %.2f× haproxy: %s", shortScenario(s), targetRelayEchoHAProxy,
 			judge(c, func(r float64) bool { return r <= targetRelayEchoHAProxy })))
 	}
@@ -350,23 +351,12 @@ func (rr *relayRuns) medianFigure(s relayScenario, server string) float64 {
 
 // runFigures is s's CPU figure of each of server's runs, in the order they
 // started (readRelayRuns sorts them; the relays' runs are interleaved), for
-// pairedRatio.
-func (rr *relayRuns) runFigures(s relayScenario, server string) []float64 {
-	var vs []float64
+// pairedRatio, and the Batch of each, for ratioInterval.
+func (rr *relayRuns) runFigures(s relayScenario, server string) (figures []float64, batches []string) {
 	for _, r := range rr.echo[s][server] {
-		vs = append(vs, s.figure(r))
+		figures, batches = append(figures, s.figure(r)), append(batches, r.Batch)
 	}
-	return vs
-}
-
-// runBatches is the Batch of each of server's runs in s, in runFigures'
-// order, for ratioInterval.
-func (rr *relayRuns) runBatches(s relayScenario, server string) []string {
-	var bs []string
-	for _, r := range rr.echo[s][server] {
-		bs = append(bs, r.Batch)
-	}
-	return bs
+	return figures, batches
 }
 
 // medianIdle is the median RSS bytes per idle relayed connection of server
