@@ -114,7 +114,7 @@ type Gateway struct {
 	// OriginTimeout bounds each read from and write to an origin
 	// (origin_timeout = "30s"); a timeout answers 504.
 	OriginTimeout     time.Duration
-	MaxConnsPerOrigin int // max_conns_per_origin = 512: connections per application origin, in each pool (each event loop's, and the workers')
+	MaxConnsPerOrigin int // max_conns_per_origin = 512: connections to an application's origin, all of its pools together
 	// DefaultSite is the domain of the application whose certificate answers
 	// ClientHellos without SNI (default_site = ""). "" refuses them.
 	DefaultSite string

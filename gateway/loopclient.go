@@ -8,7 +8,9 @@ package gateway
 // (responseEnd: Content-Length, chunked, or the origin's close), then parsed
 // by fasthttp and handed back to the exchange on the loop. A closed idle
 // connection shows as its OnClose on the loop: no look at the socket before
-// each request.
+// each request. The pools of an origin, the loops' and the workers', share
+// its max_conns_per_origin (originslots.go); at the bound a request waits
+// in its loop's pool for the next of its connections.
 
 import (
 	"bufio"
@@ -41,22 +43,33 @@ const (
 
 // loopPoolKey names a loop's pool: one origin client's, on one loop.
 type loopPoolKey struct {
-	hc   *fasthttp.HostClient
+	hc   *originClient
 	loop gnet.EventLoop
 }
 
 // loopPool is the idle origin connections of one origin client on one loop.
 type loopPool struct {
-	srv     *Server
-	hc      *fasthttp.HostClient
-	loop    gnet.EventLoop
-	idle    []*loopOrigin // loop only
-	open    atomic.Int32  // connections open or being dialed
+	srv  *Server
+	hc   *originClient
+	loop gnet.EventLoop
+	idle []*loopOrigin // loop only
+	// queue is the exchanges waiting for one of the pool's busy connections
+	// while the origin's connections are all taken, oldest first (loop
+	// only).
+	queue   []*queued
+	open    atomic.Int32 // connections open or being dialed
 	dialing atomic.Bool
 	connect time.Duration // origin_connect_timeout, as the pooled client's dial
 	// retired is set once the newest configuration no longer uses the
 	// origin client: the pool keeps no connection (retireLoopPools).
 	retired atomic.Bool
+}
+
+// queued is an exchange waiting in a loop's pool for a connection.
+type queued struct {
+	x     *exchange
+	since time.Time
+	timer *time.Timer // the wait's end: the origin's connect timeout
 }
 
 // loopOrigin is one origin connection of a loop's pool.
@@ -78,13 +91,20 @@ type loopOrigin struct {
 	// body behind it), so it is closed after this answer instead of
 	// carrying another request, maybe another device's.
 	unsure bool
+	// promised: closed for a worker's dial waiting for a slot (yield).
+	promised bool
+	// handedOff: the socket went to a worker with its slot (handOff).
+	handedOff bool
+	// enrolled: Enroll's own descriptor of the socket is closed (grow);
+	// gone: the loop's is. The slot is free once both are.
+	enrolled, gone bool
 }
 
 // loopPool returns the pool of hc's connections on loop, or nil when the
 // newest configuration no longer uses hc (a connection still on an older
 // snapshot): its requests go to the pooled client on a worker, and no loop
 // keeps connections for a retired origin.
-func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPool {
+func (s *Server) loopPool(hc *originClient, loop gnet.EventLoop) *loopPool {
 	k := loopPoolKey{hc, loop}
 	if p, ok := s.loopPools.Load(k); ok {
 		return p.(*loopPool)
@@ -99,6 +119,9 @@ func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPoo
 	}
 	v, loaded := s.loopPools.LoadOrStore(k, &loopPool{srv: s, hc: hc, loop: loop, connect: connect})
 	p := v.(*loopPool)
+	if !loaded {
+		hc.slots.enlist(p)
+	}
 	// A reload that swapped the snapshot between the look above and the
 	// store has already swept the pools: look again.
 	if !loaded && !s.snap.Load().usesOrigin(hc) {
@@ -110,14 +133,14 @@ func (s *Server) loopPool(hc *fasthttp.HostClient, loop gnet.EventLoop) *loopPoo
 
 // usesOrigin reports whether an application of the snapshot sends its
 // requests through hc.
-func (s *snapshot) usesOrigin(hc *fasthttp.HostClient) bool {
+func (s *snapshot) usesOrigin(hc *originClient) bool {
 	return s.originConnect(hc) > 0
 }
 
 // originConnect is the origin_connect_timeout of the applications whose
 // origin client is hc (a client serves one timeout: it is part of the key
 // that shares clients); 0 when no application uses hc.
-func (s *snapshot) originConnect(hc *fasthttp.HostClient) time.Duration {
+func (s *snapshot) originConnect(hc *originClient) time.Duration {
 	for _, a := range s.apps {
 		if a.origin == hc {
 			return a.originConnect
@@ -139,16 +162,19 @@ func (s *Server) retireLoopPools(snap *snapshot) {
 	})
 }
 
-// retire takes the pool out of the server's map and closes its idle
-// connections on its loop.
+// retire takes the pool out of the server's map, closes its idle
+// connections on its loop, and gives the exchanges waiting in it to the
+// workers' pooled client.
 func (p *loopPool) retire() {
 	p.retired.Store(true)
 	p.srv.loopPools.CompareAndDelete(loopPoolKey{p.hc, p.loop}, p)
+	p.hc.slots.drop(p)
 	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		for _, lo := range p.idle {
 			_ = lo.gc.Close()
 		}
 		p.idle = nil
+		p.toWorkers()
 		return nil
 	}))
 }
@@ -166,14 +192,17 @@ func (p *loopPool) take(now time.Time) *loopOrigin {
 	return nil
 }
 
-// grow dials one more connection off the loop, unless one is being dialed
-// or the pool is at the client's max_conns_per_origin.
-func (p *loopPool) grow() {
-	if max := p.hc.MaxConns; max > 0 && int(p.open.Load()) >= max {
-		return
-	}
+// grow dials one more connection off the loop. It reports true when a
+// connection is on its way (dialed now, or already), false when the
+// origin's connections are all taken (max_conns_per_origin) or a worker's
+// dial waits for one.
+func (p *loopPool) grow() bool {
 	if !p.dialing.CompareAndSwap(false, true) {
-		return
+		return true
+	}
+	if !p.hc.slots.tryAcquire() {
+		p.dialing.Store(false)
+		return false
 	}
 	p.open.Add(1)
 	p.srv.workers.Go(func() {
@@ -181,35 +210,203 @@ func (p *loopPool) grow() {
 		// The pooled client's dialer (its DNS cache) and connect timeout.
 		nc, err := fasthttp.DialTimeout(p.hc.Addr, p.connect)
 		if err != nil {
-			p.open.Add(-1)
+			p.lost(false)
 			return
 		}
 		lo := &loopOrigin{pool: p}
 		ch, err := p.loop.Enroll(gnet.NewContext(context.Background(), lo), nc)
 		if err != nil {
 			_ = nc.Close()
-			p.open.Add(-1)
+			p.lost(false)
 			return
 		}
-		select {
-		case res := <-ch:
-			if res.Err != nil {
-				p.open.Add(-1)
+		// Enroll's goroutine closes its own descriptor of the socket (the
+		// loop has a duplicate) before the channel closes: until then the
+		// socket stays open whatever the loop does, and holds its slot.
+		var res gnet.RegisteredResult
+		for open := true; open; {
+			select {
+			case r, ok := <-ch:
+				if ok {
+					res = r
+				}
+				open = ok
+			case <-p.srv.runDone:
+				return
 			}
-		case <-p.srv.runDone:
 		}
+		if res.Err != nil {
+			p.lost(false) // never opened on the loop
+			return
+		}
+		_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			lo.enrolled = true
+			if lo.gone && !lo.handedOff {
+				p.lost(lo.promised)
+			}
+			return nil
+		}))
 	})
+	return true
 }
 
-// opened is the enrolled socket's OnOpen: it joins the idle pool.
+// lost counts a connection of the pool gone, or never made: its slot is
+// free (promised: to a waiting dial). The exchanges waiting in the pool
+// then find another way (settle). Off the loop: the loop settles once the
+// task runs; on the loop, a task too, so that a socket whose OnClose
+// calls it is closed first (gnet closes it after OnClose).
+func (p *loopPool) lost(promised bool) {
+	free := gnet.RunnableFunc(func(context.Context) error {
+		p.open.Add(-1)
+		p.hc.slots.release(promised)
+		p.settle()
+		return nil
+	})
+	if p.loop.Execute(context.Background(), free) != nil {
+		// The engine is stopping: count it, nothing waits any more.
+		p.open.Add(-1)
+		p.hc.slots.release(promised)
+	}
+}
+
+// opened is the enrolled socket's OnOpen: the connection goes to the
+// request waiting longest for one, or joins the idle pool.
 func (lo *loopOrigin) opened(gc gnet.Conn) ([]byte, gnet.Action) {
 	lo.gc = gc
 	if lo.pool.retired.Load() {
 		return nil, gnet.Close // dialed for an origin a reload took away
 	}
-	lo.idleSince = time.Now()
-	lo.pool.idle = append(lo.pool.idle, lo)
+	lo.pool.reuse(lo, time.Now())
 	return nil, gnet.None
+}
+
+// reuse gives lo, a connection free for a request, to the request waiting
+// longest for one of the origin's connections: an exchange waiting in the
+// pool is sent on it; for a worker's dial, lo closes and its slot goes to
+// the dial. With no one waiting, lo joins the idle pool.
+func (p *loopPool) reuse(lo *loopOrigin, now time.Time) {
+	if p.hc.slots.waiting() {
+		if since, ok := p.hc.slots.waitingSince(); ok && (len(p.queue) == 0 || since.Before(p.queue[0].since)) && lo.yield() {
+			return
+		}
+	}
+	if len(p.queue) > 0 {
+		// Out of the queue, the exchange is out of reach of its timer's
+		// task, even one already fired.
+		q := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		q.timer.Stop()
+		if err := lo.send(q.x, now); err != nil {
+			p.toWorker(q.x) // send closed lo
+		}
+		return
+	}
+	lo.idleSince = now
+	p.idle = append(p.idle, lo)
+}
+
+// close closes lo, which carries no request (on the loop). Its slot is
+// free once the socket is closed (closed).
+func (lo *loopOrigin) close() {
+	lo.done = true
+	_ = lo.gc.Close()
+}
+
+// yield closes lo, which carries no request, for a worker's dial waiting
+// for a slot, if one waits with none promised (on the loop).
+func (lo *loopOrigin) yield() bool {
+	if !lo.pool.hc.slots.promise() {
+		return false
+	}
+	lo.promised = true
+	lo.close()
+	return true
+}
+
+// giveUpIdle closes the pool's idle connections for the workers' dials
+// waiting for a slot (on the loop).
+func (p *loopPool) giveUpIdle() {
+	for len(p.idle) > 0 && p.idle[len(p.idle)-1].yield() {
+		p.idle = p.idle[:len(p.idle)-1]
+	}
+}
+
+// wait queues x until one of the pool's busy connections is free, the
+// origin's connections being all taken, for at most the connect timeout
+// (on the loop). The workers' idle connections give way meanwhile, so that
+// the pool can grow.
+func (p *loopPool) wait(x *exchange, now time.Time) {
+	q := &queued{x: x, since: now}
+	q.timer = time.AfterFunc(p.connect, func() {
+		_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			p.expireWait(q)
+			return nil
+		}))
+	})
+	p.queue = append(p.queue, q)
+	if len(p.queue) == 1 {
+		p.srv.workers.Go(func() {
+			p.hc.CloseIdleConnections()
+			_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				p.settle()
+				return nil
+			}))
+		})
+	}
+}
+
+// expireWait fails a queued exchange whose wait is over, as the pooled
+// client does: 503, no free connections (on the loop).
+func (p *loopPool) expireWait(q *queued) {
+	for i, o := range p.queue {
+		if o == q {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			x := q.x
+			x.originErr, x.answered = fasthttp.ErrNoFreeConns, true
+			x.originDur = time.Since(q.since)
+			x.c.resumeOnLoop(x)
+			return
+		}
+	}
+}
+
+// settle finds the exchanges waiting in the pool another way when the
+// pool may have lost what they wait for (on the loop): a connection is
+// dialed if the origin has a slot free; with none, and no connection of
+// the pool's own left to wait for, they go to the workers' client.
+func (p *loopPool) settle() {
+	if len(p.queue) == 0 {
+		return
+	}
+	if p.retired.Load() {
+		p.toWorkers()
+		return
+	}
+	if lo := p.take(time.Now()); lo != nil {
+		p.reuse(lo, time.Now())
+		return
+	}
+	if !p.grow() && p.open.Load() == 0 {
+		p.toWorkers()
+	}
+}
+
+// toWorkers gives every exchange waiting in the pool to a worker, whose
+// pooled client waits on for a connection (on the loop).
+func (p *loopPool) toWorkers() {
+	for _, q := range p.queue {
+		q.timer.Stop()
+		p.toWorker(q.x)
+	}
+	p.queue = nil
+}
+
+// toWorker goes on with a suspended exchange on a worker, with the pooled
+// client.
+func (p *loopPool) toWorker(x *exchange) {
+	x.c.leaveLoop()
+	x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
 }
 
 // sendOnLoop writes the request on one of the loop's origin connections
@@ -224,9 +421,25 @@ func (x *exchange) sendOnLoop() outcome {
 	now := time.Now()
 	lo := p.take(now)
 	if lo == nil {
-		p.grow()
+		if p.grow() || p.open.Load() == 0 {
+			return suspend // the pooled client, while the pool grows
+		}
+		// The origin's connections are all taken, some of them by this
+		// pool: x waits for the next of them.
+		x.wantWorker = false
+		p.wait(x, now)
 		return suspend
 	}
+	if err := lo.send(x, now); err != nil {
+		return suspend // nothing was answered: the worker's client sends it
+	}
+	x.wantWorker = false
+	return suspend
+}
+
+// send writes x's request on lo and makes lo wait for the answer. On a
+// write error lo is closed, and nothing was sent.
+func (lo *loopOrigin) send(x *exchange, now time.Time) error {
 	x.req.URI().DisablePathNormalizing = true
 	rb := reqBufPool.Get().(*reqBuf)
 	rb.buf.Reset()
@@ -242,9 +455,8 @@ func (x *exchange) sendOnLoop() outcome {
 	reqBufPool.Put(rb)
 	if err != nil {
 		_ = lo.gc.Close()
-		return suspend // nothing was answered: the worker's client sends it
+		return err
 	}
-	x.wantWorker = false
 	x.lo = lo
 	lo.x, lo.head, lo.started = x, x.req.Header.IsHead(), now
 	lo.buf, lo.hlen, lo.unsure = lo.buf[:0], 0, false
@@ -256,7 +468,7 @@ func (x *exchange) sendOnLoop() outcome {
 			lo.timer.Reset(t)
 		}
 	}
-	return suspend
+	return nil
 }
 
 type reqBuf struct {
@@ -324,12 +536,15 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 
 // closed is the origin socket's OnClose.
 func (lo *loopOrigin) closed() {
+	p := lo.pool
+	lo.gone = true
+	if !lo.handedOff && lo.enrolled {
+		p.lost(lo.promised)
+	}
 	if lo.done {
 		return
 	}
 	lo.done = true
-	p := lo.pool
-	p.open.Add(-1)
 	for i, o := range p.idle {
 		if o == lo {
 			p.idle = append(p.idle[:i], p.idle[i+1:]...)
@@ -379,9 +594,7 @@ func (lo *loopOrigin) expire() {
 		}
 		x := lo.x
 		lo.x, x.lo = nil, nil
-		lo.done = true
-		lo.pool.open.Add(-1)
-		_ = lo.gc.Close()
+		lo.close()
 		lo.fail(x, fasthttp.ErrTimeout)
 		return nil
 	}))
@@ -429,8 +642,7 @@ func (lo *loopOrigin) answer(n int, reusable bool) {
 			lo.buf = nil
 		}
 		lo.buf = lo.buf[:0]
-		lo.idleSince = time.Now()
-		lo.pool.idle = append(lo.pool.idle, lo)
+		lo.pool.reuse(lo, time.Now())
 	} else if !lo.done {
 		_ = lo.gc.Close()
 	}
@@ -466,14 +678,19 @@ func (lo *loopOrigin) handOff() {
 		_ = f.Close()
 	}
 	lo.done = true // traffic returns gnet.Close
-	lo.pool.open.Add(-1)
+	p := lo.pool
 	x.c.leaveLoop()
 	if err != nil {
 		x.originErr, x.answered = err, true
 		x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
 		return
 	}
-	oc := newOriginConn(nc, nc, x.app.origin.ReadTimeout, false)
+	// The connection's slot goes with it, until the stream closes it; the
+	// pool has one connection less.
+	lo.handedOff = true
+	p.open.Add(-1)
+	p.settle()
+	oc := newOriginConn(nc, nc, x.app.origin.ReadTimeout, false, p.hc.slots)
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		_ = oc.SetReadDeadline(time.Now().Add(t))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,6 +48,9 @@ type originConn struct {
 	readTimeout time.Duration // 0: fasthttp's deadlines as they are
 	deadline    time.Time     // the read deadline in force; zero for none
 
+	slots  *originSlots // the origin's bound: Close gives the slot back
+	closed atomic.Bool
+
 	watch   bool   // look at each answer's header (watchAnswer)
 	headReq bool   // the request being answered is a HEAD
 	seen    bool   // the header of the current answer has been looked at
@@ -61,9 +65,10 @@ const maxWatchedHeader = 64 << 10
 
 // newOriginConn wraps c, a plain connection or a TLS one over tcp, whose
 // socket (for the idle check) is tcp. watch: look at every answer's header
-// (the pool's connections; not a connection handed off mid-answer).
-func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool) *originConn {
-	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch, idle: true}
+// (the pool's connections; not a connection handed off mid-answer). slots,
+// when not nil, holds a slot for c, given back when c closes.
+func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool, slots *originSlots) *originConn {
+	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch, idle: true, slots: slots}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			oc.raw = raw
@@ -76,6 +81,15 @@ func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool) *orig
 // when it is dialed, newOriginClient): fasthttp takes a connection with a
 // Handshake method for one that needs no TLS on top.
 func (c *originConn) Handshake() error { return nil }
+
+// Close closes the connection and gives its slot back, once.
+func (c *originConn) Close() error {
+	err := c.Conn.Close()
+	if c.slots != nil && c.closed.CompareAndSwap(false, true) {
+		c.slots.release(false)
+	}
+	return err
+}
 
 func (c *originConn) Read(p []byte) (int, error) {
 	if c.readTimeout > 0 && !c.deadline.IsZero() {

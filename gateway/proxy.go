@@ -82,8 +82,9 @@ type originOptions struct {
 	RootCAs *x509.CertPool
 }
 
-// newOriginClient returns the pooled keep-alive client for one origin URL.
-func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
+// newOriginClient returns the pooled keep-alive client for one origin URL,
+// with the bound on the connections all the origin's pools hold.
+func newOriginClient(origin *url.URL, opt originOptions) *originClient {
 	isTLS := origin.Scheme == "https"
 	addr := origin.Host
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -98,29 +99,39 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 	if isTLS {
 		tlsConf = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: opt.RootCAs}
 	}
-	hc := &fasthttp.HostClient{
-		Addr:                          addr,
-		NoDefaultUserAgentHeader:      true, // and no Name: a device's missing User-Agent stays missing
-		IsTLS:                         isTLS,
-		MaxConns:                      opt.MaxConns,
+	slots := newOriginSlots(opt.MaxConns)
+	var hc *fasthttp.HostClient
+	hc = &fasthttp.HostClient{
+		Addr:                     addr,
+		NoDefaultUserAgentHeader: true, // and no Name: a device's missing User-Agent stays missing
+		IsTLS:                    isTLS,
+		MaxConns:                 opt.MaxConns,
+		// A request that finds all of the client's connections busy waits
+		// for one, as it waits for a slot in the dial below.
+		MaxConnWaitTimeout:            connect,
 		ReadTimeout:                   opt.Timeout,
 		WriteTimeout:                  opt.Timeout,
 		MaxIdleConnDuration:           30 * time.Second,
 		DisableHeaderNamesNormalizing: false,
 		DisablePathNormalizing:        true,
 		Dial: func(a string) (net.Conn, error) {
+			if !slots.acquire(hc, connect) {
+				return nil, fasthttp.ErrNoFreeConns
+			}
 			c, err := fasthttp.DialTimeout(a, connect)
 			if err != nil {
+				slots.release(false)
 				return nil, err
 			}
 			if !isTLS {
-				return newOriginConn(c, c, opt.Timeout, true), nil
+				return newOriginConn(c, c, opt.Timeout, true, slots), nil
 			}
 			tc, err := originHandshake(c, tlsConf, opt.Timeout)
 			if err != nil {
+				slots.release(false)
 				return nil, err
 			}
-			return newOriginConn(tc, c, opt.Timeout, true), nil
+			return newOriginConn(tc, c, opt.Timeout, true, slots), nil
 		},
 		// A request goes to the origin again only when a pooled keep-alive
 		// connection turned out to be closed before any answer, and only for
@@ -134,7 +145,7 @@ func newOriginClient(origin *url.URL, opt originOptions) *fasthttp.HostClient {
 	// Bodies stream to the device (stream.go), which also enforces
 	// max_response_bytes: fasthttp ignores MaxResponseBodySize when streaming.
 	hc.StreamResponseBody = true
-	return hc
+	return &originClient{HostClient: hc, slots: slots}
 }
 
 // originHandshake runs the TLS handshake of an https origin's connection c

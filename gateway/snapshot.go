@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/oidclogin"
 	"github.com/fleetgate/fleetgate/policy"
@@ -67,7 +65,7 @@ type application struct {
 	name              string
 	aud               string
 	policy            *policy.Application
-	origin            *fasthttp.HostClient
+	origin            *originClient
 	originURL         string
 	originCAs         [32]byte      // SHA-256 of origin_ca_file; zero without one
 	originConnect     time.Duration // its origin_connect_timeout (the gateway's unless it sets one)
@@ -127,7 +125,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	// An origin client is reused by the next snapshot when its URL, its
 	// trusted CAs and its connect timeout are the same (its pooled
 	// connections survive).
-	oldClients := map[originKey]*fasthttp.HostClient{}
+	oldClients := map[originKey]*originClient{}
 	if old != nil {
 		for _, a := range old.apps {
 			oldClients[originKey{a.originURL, a.originCAs, a.originConnect}] = a.origin
@@ -173,7 +171,7 @@ type originKey struct {
 // buildApplication provisions one application and its site: its compiled
 // policies, its origin client (reused from old when unchanged, so pooled
 // connections survive a reload) and its client-CA pools.
-func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[originKey]*fasthttp.HostClient, old *snapshot, opt originOptions) (*application, *tlsengine.Site, error) {
+func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[originKey]*originClient, old *snapshot, opt originOptions) (*application, *tlsengine.Site, error) {
 	pa := ca.Application // a copy: the snapshot owns its policy model
 	if err := pa.Compile(); err != nil {
 		return nil, nil, fmt.Errorf("gateway: application %q: %w", ca.Name, err)

@@ -1,0 +1,278 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// TestOriginSlots: the bound's count, its waiting dials served oldest
+// first, a wait that ends without a slot, and the slots promised to
+// waiting dials by connections closing for them.
+func TestOriginSlots(t *testing.T) {
+	hc := &fasthttp.HostClient{Addr: "127.0.0.1:1"} // no connections: reclaim finds none
+	s := newOriginSlots(2)
+	if !s.tryAcquire() || !s.tryAcquire() {
+		t.Fatal("two slots of two not taken")
+	}
+	if s.tryAcquire() {
+		t.Fatal("a third slot of two taken")
+	}
+	start := time.Now()
+	if s.acquire(hc, 50*time.Millisecond) {
+		t.Fatal("a waiting dial got a slot nobody gave back")
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("the wait ended after %v, before its 50ms", d)
+	}
+	if s.waiting() {
+		t.Fatal("a dial whose wait ended still counts as waiting")
+	}
+
+	// Two dials wait; the first to wait gets the first slot given back.
+	got := make(chan int, 2)
+	for i := 1; i <= 2; i++ {
+		go func() {
+			if s.acquire(hc, 10*time.Second) {
+				got <- i
+			}
+		}()
+		for deadline := time.Now().Add(5 * time.Second); int(s.want.Load()) != i; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("dial %d never waited", i)
+			}
+		}
+	}
+	if s.tryAcquire() {
+		t.Fatal("a loop's pool took a slot while dials wait")
+	}
+	// A connection closing for the waiting dials: the first promise is
+	// the first dial's, the second the second's, and a third finds none.
+	if !s.promise() || !s.promise() || s.promise() {
+		t.Fatal("two waiting dials: not exactly two promises")
+	}
+	if s.waiting() {
+		t.Fatal("dials promised their slots still count as waiting for one")
+	}
+	s.release(true)
+	if first := <-got; first != 1 {
+		t.Fatalf("dial %d got the first slot given back; want dial 1", first)
+	}
+	s.release(true)
+	<-got
+	if s.promised != 0 || len(s.waiters) != 0 || s.open != 2 {
+		t.Fatalf("after both dials: %d promised, %d waiting, %d open; want 0, 0, 2", s.promised, len(s.waiters), s.open)
+	}
+	s.release(false)
+	s.release(false)
+	if !s.tryAcquire() {
+		t.Fatal("no slot free after both connections closed")
+	}
+}
+
+// boundOrigin is an http origin that records the most connections to it
+// the gateway held open at once, as the kernel counts them: the
+// established sockets whose far end is the origin's port, sampled at every
+// request and every few milliseconds. The gateway's end of a connection
+// leaves ESTABLISHED within its close call, whenever the origin's
+// goroutines get to theirs. (The origin's end can lag: with the CPUs busy,
+// the kernel may defer the receive side of a loopback FIN, which no
+// client's bound can help.)
+type boundOrigin struct {
+	srv    *httptest.Server
+	port   string // hex, as /proc/net/tcp writes it
+	hold   time.Duration
+	peak   atomic.Int32
+	served atomic.Int32
+	got    chan struct{} // a request arrived (buffered; tests that wait drain it)
+	stop   chan struct{}
+}
+
+func startBoundOrigin(t *testing.T, hold time.Duration) *boundOrigin {
+	t.Helper()
+	if _, err := os.Stat("/proc/net/tcp"); err != nil {
+		t.Skip("needs /proc/net/tcp to count the origin's connections")
+	}
+	o := &boundOrigin{hold: hold, got: make(chan struct{}, 1024), stop: make(chan struct{})}
+	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.sample()
+		select {
+		case o.got <- struct{}{}:
+		default:
+		}
+		hold := o.hold
+		if r.URL.Path == "/quick" {
+			hold = 0
+		}
+		time.Sleep(hold)
+		o.served.Add(1)
+		if r.URL.Path == "/big" {
+			// Longer than the loop gathers: it streams from a worker.
+			_, _ = w.Write([]byte(strings.Repeat("b", loopResponseMax+8<<10)))
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	_, port, _ := net.SplitHostPort(o.srv.Listener.Addr().String())
+	n, _ := strconv.Atoi(port)
+	o.port = fmt.Sprintf("%04X", n)
+	go func() {
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-o.stop:
+				return
+			case <-tick.C:
+				o.sample()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(o.stop)
+		o.srv.Close()
+	})
+	return o
+}
+
+// sample counts the established connections to the origin's port.
+func (o *boundOrigin) sample() {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	n := int32(0)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		// sl local_address rem_address st …; 01 is ESTABLISHED.
+		if len(fields) > 3 && strings.HasSuffix(fields[2], ":"+o.port) && fields[3] == "01" {
+			n++
+		}
+	}
+	for {
+		p := o.peak.Load()
+		if n <= p || o.peak.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
+// boundHarness is a gateway in front of o with max_conns_per_origin and
+// origin_connect_timeout (which bounds the wait for a connection) set.
+func boundHarness(t *testing.T, o *boundOrigin, max int, connect, originTimeout string) *harness {
+	return newHarness(t, func(p *cfgParams) {
+		p.Origin = o.srv.URL
+		p.OriginTimeout = originTimeout
+		p.Edit = func(c *fileConfig) {
+			c.Gateway.MaxConnsPerOrigin = max
+			c.Gateway.OriginConnectTimeout = connect
+		}
+	})
+}
+
+// TestMaxConnsPerOriginBoundsEveryPool: with max_conns_per_origin = 2,
+// eight devices' requests held by the origin are all served, and the
+// origin never has more than two connections from the gateway open at
+// once. The bound holds over every pool: the requests that come with a
+// handshake go out from a worker's pooled client, those on kept
+// connections from the event loops' own pools (both loops), waiting there
+// for a connection, and the long answers stream from a worker on a
+// connection a loop handed off.
+func TestMaxConnsPerOriginBoundsEveryPool(t *testing.T) {
+	o := startBoundOrigin(t, 40*time.Millisecond)
+	h := boundHarness(t, o, 2, "20s", "20s")
+	const devices, rounds = 8, 4
+	conns := make([]*rawConn, devices)
+	for i := range conns {
+		conns[i] = h.dial(t, hApp, h.pki.sensor1)
+	}
+	for round := 0; round < rounds; round++ {
+		var wg sync.WaitGroup
+		errs := make(chan string, devices)
+		for i, c := range conns {
+			path := "/held"
+			if (i+round)%4 == 3 {
+				path = "/big"
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.c.Write([]byte(request("GET", hApp, path))); err != nil {
+					errs <- fmt.Sprintf("round %d, device %d: write: %v", round, i, err)
+					return
+				}
+				r, err := c.readErr("GET")
+				switch {
+				case err != nil:
+					errs <- fmt.Sprintf("round %d, device %d, %s: %v", round, i, path, err)
+				case r.StatusCode != http.StatusOK:
+					errs <- fmt.Sprintf("round %d, device %d, %s: %d %s", round, i, path, r.StatusCode, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	}
+	if got := o.served.Load(); got != devices*rounds {
+		t.Errorf("the origin served %d requests; want %d", got, devices*rounds)
+	}
+	if peak := o.peak.Load(); peak > 2 {
+		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 2", peak)
+	}
+	if peak := o.peak.Load(); peak < 1 {
+		t.Fatalf("the origin's count saw no connection at all")
+	}
+}
+
+// TestMaxConnsPerOriginWaitEnds: with the origin's one connection busy,
+// another request waits at most origin_connect_timeout for it, then is
+// answered 503, as the pooled client answers when it has no free
+// connection; once the connection is free, the next request is served.
+func TestMaxConnsPerOriginWaitEnds(t *testing.T) {
+	o := startBoundOrigin(t, 1500*time.Millisecond)
+	h := boundHarness(t, o, 1, "300ms", "10s")
+	a := h.dial(t, hApp, h.pki.sensor1)
+	b := h.dial(t, hApp, h.pki.sensor2)
+	a.send(request("GET", hApp, "/held"))
+	select {
+	case <-o.got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first request never reached the origin")
+	}
+	start := time.Now()
+	b.send(request("GET", hApp, "/quick"))
+	r := b.read("GET")
+	waited := time.Since(start)
+	if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(r.body, "no free connections") {
+		t.Fatalf("a request with the origin's one connection busy: %d %q; want 503, no free connections", r.StatusCode, r.body)
+	}
+	if waited < 300*time.Millisecond {
+		t.Errorf("refused after %v, before origin_connect_timeout (300ms)", waited)
+	}
+	if r := a.read("GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("the held request: %d %s", r.StatusCode, r.body)
+	}
+	b.send(request("GET", hApp, "/quick"))
+	if r := b.read("GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("once the connection is free: %d %s", r.StatusCode, r.body)
+	}
+	if peak := o.peak.Load(); peak > 1 {
+		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 1", peak)
+	}
+}
