@@ -53,9 +53,9 @@ type slotWaiter struct {
 	ready chan struct{}
 }
 
-// reclaimEvery is how often a waiting dial asks the pools again for their
-// idle connections: a connection that went idle since the last ask (the
-// pooled client does not say when one comes back) gives way.
+// reclaimEvery is how often the oldest waiting dial asks the pools again
+// for their idle connections: a connection that went idle since the last
+// ask (the pooled client does not say when one comes back) gives way.
 const reclaimEvery = 20 * time.Millisecond
 
 // newOriginSlots bounds an origin's connections at max (fasthttp's
