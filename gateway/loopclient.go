@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -93,11 +94,10 @@ type loopOrigin struct {
 	unsure bool
 	// promised: closed for a worker's dial waiting for a slot (yield).
 	promised bool
-	// handedOff: the socket went to a worker with its slot (handOff).
-	handedOff bool
-	// enrolled: Enroll's own descriptor of the socket is closed (grow);
-	// gone: the loop's is. The slot is free once both are.
-	enrolled, gone bool
+	// fds counts the socket's descriptors still open: Enroll's own (until
+	// its goroutine ends), the loop's, and a worker's when an answer is
+	// handed off. The socket, and so its slot, is free when none is.
+	fds atomic.Int32
 }
 
 // loopPool returns the pool of hc's connections on loop, or nil when the
@@ -210,19 +210,19 @@ func (p *loopPool) grow() bool {
 		// The pooled client's dialer (its DNS cache) and connect timeout.
 		nc, err := fasthttp.DialTimeout(p.hc.Addr, p.connect)
 		if err != nil {
-			p.lost(false)
+			p.dialFailed()
 			return
 		}
 		lo := &loopOrigin{pool: p}
+		lo.fds.Store(2) // Enroll's and the loop's
 		ch, err := p.loop.Enroll(gnet.NewContext(context.Background(), lo), nc)
 		if err != nil {
 			_ = nc.Close()
-			p.lost(false)
+			p.dialFailed()
 			return
 		}
 		// Enroll's goroutine closes its own descriptor of the socket (the
-		// loop has a duplicate) before the channel closes: until then the
-		// socket stays open whatever the loop does, and holds its slot.
+		// loop has a duplicate) before the channel closes.
 		var res gnet.RegisteredResult
 		for open := true; open; {
 			select {
@@ -236,36 +236,39 @@ func (p *loopPool) grow() bool {
 			}
 		}
 		if res.Err != nil {
-			p.lost(false) // never opened on the loop
+			p.dialFailed() // never opened on the loop
 			return
 		}
-		_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			lo.enrolled = true
-			if lo.gone && !lo.handedOff {
-				p.lost(lo.promised)
-			}
-			return nil
-		}))
+		lo.fdClosed()
 	})
 	return true
 }
 
-// lost counts a connection of the pool gone, or never made: its slot is
-// free (promised: to a waiting dial). The exchanges waiting in the pool
-// then find another way (settle). Off the loop: the loop settles once the
-// task runs; on the loop, a task too, so that a socket whose OnClose
-// calls it is closed first (gnet closes it after OnClose).
-func (p *loopPool) lost(promised bool) {
-	free := gnet.RunnableFunc(func(context.Context) error {
-		p.open.Add(-1)
+// dialFailed counts a connection the pool did not get: its slot is free.
+func (p *loopPool) dialFailed() {
+	p.open.Add(-1)
+	p.free(false)
+}
+
+// fdClosed counts one of the socket's descriptors closed; the last frees
+// its slot (any goroutine).
+func (lo *loopOrigin) fdClosed() {
+	if lo.fds.Add(-1) == 0 {
+		lo.pool.free(lo.promised)
+	}
+}
+
+// free gives a closed socket's slot back (promised: to a waiting dial),
+// and the exchanges waiting in the pool find another way (settle), in a
+// task on the loop (any goroutine).
+func (p *loopPool) free(promised bool) {
+	task := gnet.RunnableFunc(func(context.Context) error {
 		p.hc.slots.release(promised)
 		p.settle()
 		return nil
 	})
-	if p.loop.Execute(context.Background(), free) != nil {
-		// The engine is stopping: count it, nothing waits any more.
-		p.open.Add(-1)
-		p.hc.slots.release(promised)
+	if p.loop.Execute(context.Background(), task) != nil {
+		p.hc.slots.release(promised) // the engine is stopping: nothing waits any more
 	}
 }
 
@@ -285,10 +288,12 @@ func (lo *loopOrigin) opened(gc gnet.Conn) ([]byte, gnet.Action) {
 // pool is sent on it; for a worker's dial, lo closes and its slot goes to
 // the dial. With no one waiting, lo joins the idle pool.
 func (p *loopPool) reuse(lo *loopOrigin, now time.Time) {
-	if p.hc.slots.waiting() {
-		if since, ok := p.hc.slots.waitingSince(); ok && (len(p.queue) == 0 || since.Before(p.queue[0].since)) && lo.yield() {
-			return
-		}
+	var head time.Time // when the oldest exchange waiting here came; zero: none
+	if len(p.queue) > 0 {
+		head = p.queue[0].since
+	}
+	if p.hc.slots.waiting() && lo.yield(head) {
+		return
 	}
 	if len(p.queue) > 0 {
 		// Out of the queue, the exchange is out of reach of its timer's
@@ -314,9 +319,10 @@ func (lo *loopOrigin) close() {
 }
 
 // yield closes lo, which carries no request, for a worker's dial waiting
-// for a slot, if one waits with none promised (on the loop).
-func (lo *loopOrigin) yield() bool {
-	if !lo.pool.hc.slots.promise() {
+// for a slot, if one waits with none promised, and began to wait before
+// before (any time, when before is zero) (on the loop).
+func (lo *loopOrigin) yield(before time.Time) bool {
+	if !lo.pool.hc.slots.promise(before) {
 		return false
 	}
 	lo.promised = true
@@ -327,7 +333,7 @@ func (lo *loopOrigin) yield() bool {
 // giveUpIdle closes the pool's idle connections for the workers' dials
 // waiting for a slot (on the loop).
 func (p *loopPool) giveUpIdle() {
-	for len(p.idle) > 0 && p.idle[len(p.idle)-1].yield() {
+	for len(p.idle) > 0 && p.idle[len(p.idle)-1].yield(time.Time{}) {
 		p.idle = p.idle[:len(p.idle)-1]
 	}
 }
@@ -359,16 +365,15 @@ func (p *loopPool) wait(x *exchange, now time.Time) {
 // expireWait fails a queued exchange whose wait is over, as the pooled
 // client does: 503, no free connections (on the loop).
 func (p *loopPool) expireWait(q *queued) {
-	for i, o := range p.queue {
-		if o == q {
-			p.queue = append(p.queue[:i], p.queue[i+1:]...)
-			x := q.x
-			x.originErr, x.answered = fasthttp.ErrNoFreeConns, true
-			x.originDur = time.Since(q.since)
-			x.c.resumeOnLoop(x)
-			return
-		}
+	i := slices.Index(p.queue, q)
+	if i < 0 {
+		return // served, or given to a worker, before its time was up
 	}
+	p.queue = slices.Delete(p.queue, i, i+1)
+	x := q.x
+	x.originErr, x.answered = fasthttp.ErrNoFreeConns, true
+	x.originDur = time.Since(q.since)
+	x.c.resumeOnLoop(x)
 }
 
 // settle finds the exchanges waiting in the pool another way when the
@@ -537,9 +542,17 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 // closed is the origin socket's OnClose.
 func (lo *loopOrigin) closed() {
 	p := lo.pool
-	lo.gone = true
-	if !lo.handedOff && lo.enrolled {
-		p.lost(lo.promised)
+	p.open.Add(-1)
+	// gnet closes the loop's descriptor after OnClose: counted in a task,
+	// which also finds another way for the exchanges waiting in the pool
+	// when the socket lives on (handed off) and the pool is now empty.
+	closedFD := gnet.RunnableFunc(func(context.Context) error {
+		lo.fdClosed()
+		p.settle()
+		return nil
+	})
+	if p.loop.Execute(context.Background(), closedFD) != nil {
+		lo.fdClosed()
 	}
 	if lo.done {
 		return
@@ -678,19 +691,16 @@ func (lo *loopOrigin) handOff() {
 		_ = f.Close()
 	}
 	lo.done = true // traffic returns gnet.Close
-	p := lo.pool
 	x.c.leaveLoop()
 	if err != nil {
 		x.originErr, x.answered = err, true
 		x.c.srv.workers.Go(func() { x.c.workFrom(x, nil, nil) })
 		return
 	}
-	// The connection's slot goes with it, until the stream closes it; the
-	// pool has one connection less.
-	lo.handedOff = true
-	p.open.Add(-1)
-	p.settle()
-	oc := newOriginConn(nc, nc, x.app.origin.ReadTimeout, false, p.hc.slots)
+	// The worker's descriptor keeps the socket, and its slot, until the
+	// stream closes it.
+	lo.fds.Add(1)
+	oc := newOriginConn(nc, nc, x.app.origin.ReadTimeout, false, lo.fdClosed)
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		_ = oc.SetReadDeadline(time.Now().Add(t))
 	}

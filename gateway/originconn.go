@@ -48,8 +48,8 @@ type originConn struct {
 	readTimeout time.Duration // 0: fasthttp's deadlines as they are
 	deadline    time.Time     // the read deadline in force; zero for none
 
-	slots  *originSlots // the origin's bound: Close gives the slot back
-	closed atomic.Bool
+	release func() // after the close, once: gives the socket's slot back (originSlots)
+	closed  atomic.Bool
 
 	watch   bool   // look at each answer's header (watchAnswer)
 	headReq bool   // the request being answered is a HEAD
@@ -65,10 +65,11 @@ const maxWatchedHeader = 64 << 10
 
 // newOriginConn wraps c, a plain connection or a TLS one over tcp, whose
 // socket (for the idle check) is tcp. watch: look at every answer's header
-// (the pool's connections; not a connection handed off mid-answer). slots,
-// when not nil, holds a slot for c, given back when c closes.
-func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool, slots *originSlots) *originConn {
-	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch, idle: true, slots: slots}
+// (the pool's connections; not a connection handed off mid-answer).
+// release, when not nil, runs once c is closed: it gives back c's slot
+// among the origin's connections.
+func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool, release func()) *originConn {
+	oc := &originConn{Conn: c, readTimeout: readTimeout, watch: watch, idle: true, release: release}
 	if sc, ok := tcp.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			oc.raw = raw
@@ -82,11 +83,11 @@ func newOriginConn(c, tcp net.Conn, readTimeout time.Duration, watch bool, slots
 // Handshake method for one that needs no TLS on top.
 func (c *originConn) Handshake() error { return nil }
 
-// Close closes the connection and gives its slot back, once.
+// Close closes the connection, then gives its slot back, once.
 func (c *originConn) Close() error {
 	err := c.Conn.Close()
-	if c.slots != nil && c.closed.CompareAndSwap(false, true) {
-		c.slots.release(false)
+	if c.release != nil && c.closed.CompareAndSwap(false, true) {
+		c.release()
 	}
 	return err
 }

@@ -17,6 +17,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,12 @@ func newOriginSlots(max int) *originSlots {
 func (s *originSlots) tryAcquire() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeLocked()
+}
+
+// takeLocked takes a free slot unless a dial waits for one, which goes
+// first (under mu).
+func (s *originSlots) takeLocked() bool {
 	if s.open >= s.max || len(s.waiters) > 0 {
 		return false
 	}
@@ -85,8 +92,7 @@ func (s *originSlots) tryAcquire() bool {
 // came in time.
 func (s *originSlots) acquire(hc *fasthttp.HostClient, timeout time.Duration) bool {
 	s.mu.Lock()
-	if s.open < s.max && len(s.waiters) == 0 {
-		s.open++
+	if s.takeLocked() {
 		s.mu.Unlock()
 		return true
 	}
@@ -110,16 +116,14 @@ func (s *originSlots) acquire(hc *fasthttp.HostClient, timeout time.Duration) bo
 			}
 		case <-deadline.C:
 			s.mu.Lock()
-			for i, o := range s.waiters {
-				if o == w {
-					s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-					s.counted()
-					s.mu.Unlock()
-					return false
-				}
+			defer s.mu.Unlock()
+			i := slices.Index(s.waiters, w)
+			if i < 0 {
+				return true // handed a slot as the time ran out
 			}
-			s.mu.Unlock()
-			return true // handed a slot as the time ran out
+			s.waiters = slices.Delete(s.waiters, i, i+1)
+			s.counted()
+			return false
 		}
 	}
 }
@@ -161,24 +165,17 @@ func (s *originSlots) first(w *slotWaiter) bool {
 // closing connection has promised it (any goroutine; no lock).
 func (s *originSlots) waiting() bool { return s.want.Load() > 0 }
 
-// waitingSince is when the oldest waiting dial with no slot promised
-// began to wait; false when there is none.
-func (s *originSlots) waitingSince() (time.Time, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.waiters) <= s.promised {
-		return time.Time{}, false
-	}
-	return s.waiters[s.promised].since, true
-}
-
 // promise records that a connection closes for a waiting dial, when one
-// waits with no slot promised: the caller then closes it, and its release
-// says promised.
-func (s *originSlots) promise() bool {
+// waits with no slot promised and began to wait before before (any time,
+// when before is zero): the caller then closes it, and its release says
+// promised.
+func (s *originSlots) promise(before time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.waiters) <= s.promised {
+		return false
+	}
+	if !before.IsZero() && !s.waiters[s.promised].since.Before(before) {
 		return false
 	}
 	s.promised++
@@ -211,10 +208,5 @@ func (s *originSlots) enlist(p *loopPool) {
 func (s *originSlots) drop(p *loopPool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, o := range s.pools {
-		if o == p {
-			s.pools = append(s.pools[:i], s.pools[i+1:]...)
-			return
-		}
-	}
+	s.pools = slices.DeleteFunc(s.pools, func(o *loopPool) bool { return o == p })
 }

@@ -57,9 +57,14 @@ func TestOriginSlots(t *testing.T) {
 	if s.tryAcquire() {
 		t.Fatal("a loop's pool took a slot while dials wait")
 	}
+	// A loop's request that waited longer than both dials keeps its
+	// connection: no promise.
+	if s.promise(start) {
+		t.Fatal("a connection promised to a dial younger than the loop's oldest request")
+	}
 	// A connection closing for the waiting dials: the first promise is
 	// the first dial's, the second the second's, and a third finds none.
-	if !s.promise() || !s.promise() || s.promise() {
+	if !s.promise(time.Time{}) || !s.promise(time.Time{}) || s.promise(time.Time{}) {
 		t.Fatal("two waiting dials: not exactly two promises")
 	}
 	if s.waiting() {
@@ -95,6 +100,8 @@ type boundOrigin struct {
 	hold   time.Duration
 	peak   atomic.Int32
 	served atomic.Int32
+	mu     sync.Mutex
+	seen   []string      // the sockets counted at the peak, for a failure's message
 	got    chan struct{} // a request arrived (buffered; tests that wait drain it)
 	stop   chan struct{}
 }
@@ -153,21 +160,28 @@ func (o *boundOrigin) sample() {
 		return
 	}
 	defer f.Close()
-	n := int32(0)
+	var lines []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		// sl local_address rem_address st …; 01 is ESTABLISHED.
 		if len(fields) > 3 && strings.HasSuffix(fields[2], ":"+o.port) && fields[3] == "01" {
-			n++
+			lines = append(lines, strings.Join(fields[:10], " "))
 		}
 	}
-	for {
-		p := o.peak.Load()
-		if n <= p || o.peak.CompareAndSwap(p, n) {
-			return
-		}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n := int32(len(lines)); n > o.peak.Load() {
+		o.peak.Store(n)
+		o.seen = lines
 	}
+}
+
+// peakSockets is the sockets counted at the peak, one per line.
+func (o *boundOrigin) peakSockets() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return strings.Join(o.seen, "\n")
 }
 
 // boundHarness is a gateway in front of o with max_conns_per_origin and
@@ -233,7 +247,7 @@ func TestMaxConnsPerOriginBoundsEveryPool(t *testing.T) {
 		t.Errorf("the origin served %d requests; want %d", got, devices*rounds)
 	}
 	if peak := o.peak.Load(); peak > 2 {
-		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 2", peak)
+		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 2:\n%s", peak, o.peakSockets())
 	}
 	if peak := o.peak.Load(); peak < 1 {
 		t.Fatalf("the origin's count saw no connection at all")
@@ -273,6 +287,6 @@ func TestMaxConnsPerOriginWaitEnds(t *testing.T) {
 		t.Fatalf("once the connection is free: %d %s", r.StatusCode, r.body)
 	}
 	if peak := o.peak.Load(); peak > 1 {
-		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 1", peak)
+		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 1:\n%s", peak, o.peakSockets())
 	}
 }

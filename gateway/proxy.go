@@ -118,20 +118,21 @@ func newOriginClient(origin *url.URL, opt originOptions) *originClient {
 			if !slots.acquire(hc, connect) {
 				return nil, fasthttp.ErrNoFreeConns
 			}
+			release := func() { slots.release(false) }
 			c, err := fasthttp.DialTimeout(a, connect)
 			if err != nil {
-				slots.release(false)
+				release()
 				return nil, err
 			}
 			if !isTLS {
-				return newOriginConn(c, c, opt.Timeout, true, slots), nil
+				return newOriginConn(c, c, opt.Timeout, true, release), nil
 			}
 			tc, err := originHandshake(c, tlsConf, opt.Timeout)
 			if err != nil {
-				slots.release(false)
+				release()
 				return nil, err
 			}
-			return newOriginConn(tc, c, opt.Timeout, true, slots), nil
+			return newOriginConn(tc, c, opt.Timeout, true, release), nil
 		},
 		// A request goes to the origin again only when a pooled keep-alive
 		// connection turned out to be closed before any answer, and only for
