@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,27 +155,53 @@ func startBoundOrigin(t *testing.T, hold time.Duration) *boundOrigin {
 }
 
 // sample counts the established connections to the origin's port.
+//
+// The kernel lists /proc/net/tcp bucket by bucket over several reads, not
+// as one snapshot: one listing can show a socket twice, or a socket that
+// closed while it was read beside the one that replaced it. So the file is
+// listed twice, back to back, and only the sockets (by inode) in both are
+// counted: a socket never becomes established again once it leaves that
+// state, so each of them was established throughout the moment between the
+// two listings, all of them together.
 func (o *boundOrigin) sample() {
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
+	first := o.established()
+	if len(first) == 0 {
 		return
 	}
-	defer f.Close()
 	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		// sl local_address rem_address st …; 01 is ESTABLISHED.
-		if len(fields) > 3 && strings.HasSuffix(fields[2], ":"+o.port) && fields[3] == "01" {
-			lines = append(lines, strings.Join(fields[:10], " "))
+	for inode, line := range o.established() {
+		if _, ok := first[inode]; ok {
+			lines = append(lines, line)
 		}
 	}
+	slices.Sort(lines)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if n := int32(len(lines)); n > o.peak.Load() {
 		o.peak.Store(n)
 		o.seen = lines
 	}
+}
+
+// established lists the established sockets whose remote port is the
+// origin's (the gateway's ends of its connections), by inode.
+func (o *boundOrigin) established() map[string]string {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	socks := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		// sl local_address rem_address st … uid timeout inode; 01 is
+		// ESTABLISHED.
+		if len(fields) > 9 && strings.HasSuffix(fields[2], ":"+o.port) && fields[3] == "01" {
+			socks[fields[9]] = strings.Join(fields[1:10], " ")
+		}
+	}
+	return socks
 }
 
 // peakSockets is the sockets counted at the peak, one per line.
