@@ -206,7 +206,19 @@ func (p *loopPool) grow() bool {
 	}
 	p.open.Add(1)
 	p.srv.workers.Go(func() {
-		defer p.dialing.Store(false)
+		opened := false
+		defer func() {
+			p.dialing.Store(false)
+			if opened {
+				// Requests still waiting in the pool: one more
+				// connection for them, if a slot is free, now that this
+				// dial is done.
+				_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+					p.settle()
+					return nil
+				}))
+			}
+		}()
 		// The pooled client's dialer (its DNS cache) and connect timeout.
 		nc, err := fasthttp.DialTimeout(p.hc.Addr, p.connect)
 		if err != nil {
@@ -240,31 +252,35 @@ func (p *loopPool) grow() bool {
 			return
 		}
 		lo.fdClosed()
+		opened = true
 	})
 	return true
 }
 
-// dialFailed counts a connection the pool did not get: its slot is free.
+// dialFailed counts a connection the pool did not get: its slot is free,
+// and the exchanges waiting in the pool go to the workers' pooled client,
+// which dials for them and answers as it does when the origin is down,
+// rather than the pool dialing again and again for them (any goroutine).
 func (p *loopPool) dialFailed() {
 	p.open.Add(-1)
-	p.free(false)
+	p.free(false, p.toWorkers)
 }
 
 // fdClosed counts one of the socket's descriptors closed; the last frees
 // its slot (any goroutine).
 func (lo *loopOrigin) fdClosed() {
 	if lo.fds.Add(-1) == 0 {
-		lo.pool.free(lo.promised)
+		lo.pool.free(lo.promised, lo.pool.settle)
 	}
 }
 
 // free gives a closed socket's slot back (promised: to a waiting dial),
-// and the exchanges waiting in the pool find another way (settle), in a
-// task on the loop (any goroutine).
-func (p *loopPool) free(promised bool) {
+// then the exchanges waiting in the pool find another way (then: settle,
+// or toWorkers), in a task on the loop (any goroutine).
+func (p *loopPool) free(promised bool, then func()) {
 	task := gnet.RunnableFunc(func(context.Context) error {
 		p.hc.slots.release(promised)
-		p.settle()
+		then()
 		return nil
 	})
 	if p.loop.Execute(context.Background(), task) != nil {
@@ -338,10 +354,10 @@ func (p *loopPool) giveUpIdle() {
 	}
 }
 
-// wait queues x until one of the pool's busy connections is free, the
-// origin's connections being all taken, for at most the connect timeout
-// (on the loop). The workers' idle connections give way meanwhile, so that
-// the pool can grow.
+// wait queues x until a connection of the pool is free for it (the one
+// being dialed, or one of its busy ones), the origin's connections being
+// all taken, for at most the connect timeout (on the loop). The workers'
+// idle connections give way meanwhile, so that the pool can grow.
 func (p *loopPool) wait(x *exchange, now time.Time) {
 	q := &queued{x: x, since: now}
 	q.timer = time.AfterFunc(p.connect, func() {
@@ -426,11 +442,15 @@ func (x *exchange) sendOnLoop() outcome {
 	now := time.Now()
 	lo := p.take(now)
 	if lo == nil {
-		if p.grow() || p.open.Load() == 0 {
+		if p.grow() && !p.hc.slots.full() {
 			return suspend // the pooled client, while the pool grows
 		}
-		// The origin's connections are all taken, some of them by this
-		// pool: x waits for the next of them.
+		// The origin's connections are all taken: x waits in the pool for
+		// the one being dialed or the next of the pool's own to come free,
+		// while the workers' idle ones give way (wait). Sent to the pooled
+		// client instead, it would wait there for the same slots, and the
+		// loop would never win one back from the workers' idle
+		// connections; with none to wait for, settle sends it there.
 		x.wantWorker = false
 		p.wait(x, now)
 		return suspend

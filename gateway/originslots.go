@@ -79,11 +79,25 @@ func (s *originSlots) tryAcquire() bool {
 // takeLocked takes a free slot unless a dial waits for one, which goes
 // first (under mu).
 func (s *originSlots) takeLocked() bool {
-	if s.open >= s.max || len(s.waiters) > 0 {
+	if !s.freeLocked() {
 		return false
 	}
 	s.open++
 	return true
+}
+
+// freeLocked reports whether a slot is free and no dial waits for one
+// (under mu).
+func (s *originSlots) freeLocked() bool {
+	return s.open < s.max && len(s.waiters) == 0
+}
+
+// full reports whether a new connection would find no slot: every one is
+// taken, or a dial waits for one.
+func (s *originSlots) full() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.freeLocked()
 }
 
 // acquire takes a slot for a worker's dial, waiting up to timeout for

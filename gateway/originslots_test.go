@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 )
 
@@ -315,5 +317,201 @@ func TestMaxConnsPerOriginWaitEnds(t *testing.T) {
 	}
 	if peak := o.peak.Load(); peak > 1 {
 		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 1:\n%s", peak, o.peakSockets())
+	}
+}
+
+// loopPoolsOf is the loops' pools the server keeps now.
+func loopPoolsOf(h *harness) []*loopPool {
+	var pools []*loopPool
+	h.srv.loopPools.Range(func(_, v any) bool {
+		pools = append(pools, v.(*loopPool))
+		return true
+	})
+	return pools
+}
+
+// queuedIn is how many exchanges wait in p for one of their origin's
+// connections, asked on p's loop (-1: the loop did not answer).
+func queuedIn(p *loopPool) int {
+	got := make(chan int, 1)
+	err := p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		got <- len(p.queue)
+		return nil
+	}))
+	if err != nil {
+		return -1
+	}
+	select {
+	case n := <-got:
+		return n
+	case <-time.After(time.Second):
+		return -1
+	}
+}
+
+// TestMaxConnsPerOriginReloadWhileQueued: a reload that gives the
+// application a new origin client (here, a new origin_timeout) while
+// requests wait in the loops' pools for one of the origin's connections
+// retires those pools: the waiting requests go on with the pooled client
+// of their own snapshot, which waits for the old connections to finish,
+// and every one is served; so are the requests after the reload, with the
+// new client.
+func TestMaxConnsPerOriginReloadWhileQueued(t *testing.T) {
+	o := startBoundOrigin(t, 100*time.Millisecond)
+	h := boundHarness(t, o, 2, "20s", "20s")
+	const devices = 6
+	conns := make([]*rawConn, devices)
+	for i := range conns {
+		conns[i] = h.dial(t, hApp, h.pki.sensor1)
+	}
+	round := func(path string, during func()) {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan string, devices)
+		for i, c := range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := c.c.Write([]byte(request("GET", hApp, path))); err != nil {
+					errs <- fmt.Sprintf("device %d: write: %v", i, err)
+					return
+				}
+				r, err := c.readErr("GET")
+				switch {
+				case err != nil:
+					errs <- fmt.Sprintf("device %d, %s: %v", i, path, err)
+				case r.StatusCode != http.StatusOK:
+					errs <- fmt.Sprintf("device %d, %s: %d %s", i, path, r.StatusCode, r.body)
+				}
+			}()
+		}
+		if during != nil {
+			during()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	}
+	// A loop's pool takes one of the origin's connections, so that the
+	// held requests on that loop wait in its queue. The first request of
+	// each connection goes out from a worker (its token is signed there),
+	// and the pooled client keeps its connections idle: closed, their
+	// slots go to the loops' pools as the requests that follow, one at a
+	// time, find them empty.
+	round("/quick", nil)
+	for try := 0; ; try++ {
+		for _, a := range h.srv.snap.Load().apps {
+			a.origin.CloseIdleConnections()
+		}
+		for i, c := range conns {
+			c.send(request("GET", hApp, "/quick"))
+			if got := c.read("GET"); got.StatusCode != http.StatusOK {
+				t.Fatalf("device %d, /quick: %d %s", i, got.StatusCode, got.body)
+			}
+		}
+		if _, open := loopPools(h); open > 0 {
+			break
+		}
+		if try == 9 {
+			t.Fatal("after ten rounds the loops' pools still hold none of the origin's connections")
+		}
+	}
+	// Rounds of held requests until one finds requests waiting in a loop's
+	// pool, then the reload, while they wait.
+	var waited []*loopPool // the pools that had requests waiting at the reload
+	for r := 0; r < 8 && waited == nil && !t.Failed(); r++ {
+		round("/held", func() {
+			deadline := time.Now().Add(80 * time.Millisecond)
+			for ; waited == nil && time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+				for _, p := range loopPoolsOf(h) {
+					if queuedIn(p) > 0 {
+						waited = append(waited, p)
+					}
+				}
+			}
+			if waited == nil {
+				return
+			}
+			h.params.OriginTimeout = "19s"
+			h.write(h.config())
+			if err := h.srv.Reload(); err != nil {
+				t.Errorf("Reload: %v", err)
+			}
+		})
+	}
+	if waited == nil {
+		t.Fatal("no round of held requests found one waiting in a loop's pool")
+	}
+	for _, p := range waited {
+		if !p.retired.Load() {
+			t.Fatal("the reload did not retire the pool whose requests waited")
+		}
+		if n := queuedIn(p); n != 0 {
+			t.Errorf("%d requests still wait in a retired pool after every answer", n)
+		}
+	}
+	round("/quick", nil)
+	round("/held", nil)
+	// The old client's connections finish outside the new bound, so for
+	// that moment the origin can see both clients' connections.
+	if peak := o.peak.Load(); peak > 4 {
+		t.Fatalf("the origin saw %d connections open at once; max_conns_per_origin is 2 for each client:\n%s", peak, o.peakSockets())
+	}
+}
+
+// TestMaxConnsPerOriginDialFailsWhileQueued: a request that waits on its
+// loop for one of the origin's connections (the workers' idle ones give
+// way), when the loop's dial for it fails (the origin no longer accepts),
+// goes to the pooled client, which answers as for an origin that is down,
+// 502, at once; it does not wait out origin_connect_timeout while the loop
+// dials again and again.
+func TestMaxConnsPerOriginDialFailsWhileQueued(t *testing.T) {
+	o := startBoundOrigin(t, 50*time.Millisecond)
+	h := boundHarness(t, o, 2, "3s", "10s")
+	c := h.dial(t, hApp, h.pki.sensor1)
+	// The workers' pooled client takes both of the origin's connections
+	// (two requests at once), then keeps them idle: every slot is taken,
+	// and the loops have none.
+	var origin *originClient
+	for _, a := range h.srv.snap.Load().apps {
+		if a.name == "app" {
+			origin = a.origin
+		}
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI(o.srv.URL + "/held")
+			// The answer streams (stream.go): read whole, its connection
+			// goes back to the pool rather than closed.
+			if err := origin.Do(req, resp); err != nil || resp.StatusCode() != http.StatusOK || string(resp.Body()) != "ok" {
+				t.Errorf("the pooled client's request: %d, %v", resp.StatusCode(), err)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if origin.slots.waiting() || !origin.slots.full() {
+		t.Fatal("the origin's two slots are not both taken by the pooled client")
+	}
+	// The origin stops accepting; the connections it has stay open.
+	_ = o.srv.Listener.Close()
+	start := time.Now()
+	c.send(request("GET", hApp, "/quick"))
+	r := c.read("GET")
+	if took := time.Since(start); took >= 2*time.Second {
+		t.Errorf("the request took %v to be answered; the dial failed at once", took)
+	}
+	if r.StatusCode != http.StatusBadGateway {
+		t.Errorf("with the origin refusing connections: %d %s; want 502", r.StatusCode, r.body)
 	}
 }
