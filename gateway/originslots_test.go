@@ -480,6 +480,9 @@ func TestMaxConnsPerOriginDialFailsWhileQueued(t *testing.T) {
 			origin = a.origin
 		}
 	}
+	if origin == nil {
+		t.Fatal("no application named app in the harness's configuration")
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ {
 		wg.Add(1)
