@@ -269,10 +269,14 @@ func (p *loopPool) dialFailed() {
 // fdClosed counts one of the socket's descriptors closed; the last frees
 // its slot (any goroutine).
 func (lo *loopOrigin) fdClosed() {
-	if lo.fds.Add(-1) == 0 {
+	if lo.lastFD() {
 		lo.pool.free(lo.promised, lo.pool.settle)
 	}
 }
+
+// lastFD counts one of the socket's descriptors closed and reports whether
+// it was the last.
+func (lo *loopOrigin) lastFD() bool { return lo.fds.Add(-1) == 0 }
 
 // free gives a closed socket's slot back (promised: to a waiting dial),
 // then the exchanges waiting in the pool find another way (then: settle,
@@ -564,10 +568,14 @@ func (lo *loopOrigin) closed() {
 	p := lo.pool
 	p.open.Add(-1)
 	// gnet closes the loop's descriptor after OnClose: counted in a task,
-	// which also finds another way for the exchanges waiting in the pool
-	// when the socket lives on (handed off) and the pool is now empty.
+	// which then finds another way for the exchanges waiting in the pool,
+	// after the slot is back when this was the socket's last descriptor
+	// (so that the pool can dial again into it), or with the socket living
+	// on (handed off) and the pool one connection less.
 	closedFD := gnet.RunnableFunc(func(context.Context) error {
-		lo.fdClosed()
+		if lo.lastFD() {
+			p.hc.slots.release(lo.promised)
+		}
 		p.settle()
 		return nil
 	})
