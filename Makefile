@@ -5,7 +5,7 @@ FUZZTIME ?= 30s
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-pool bench-mqtt bench-floor bench-idle bench-profile
+.PHONY: all build run test test-short bench fuzz lint fmt clean bench-compare bench-relay bench-pool bench-pair bench-mqtt bench-floor bench-idle bench-profile
 
 all: build
 
@@ -78,6 +78,15 @@ bench-relay:
 # Knobs: STAMPS (required), OUT (also write the Markdown there).
 bench-pool:
 	bash bench/pool.sh
+
+# bench-pair: one cell of the comparison measured closely: fleetgate and one
+# other server (B, HAProxy by default) loaded in turn, A B then B A, ROUNDS
+# times; the server CPU per request (MODE=keepalive or fresh) or per 64 B echo
+# (MODE=tcp, the relays), and the median of the rounds' own ratios with its
+# 95% interval. POOL="<files>" summarizes earlier runs' output together.
+# Knobs: MODE, CLIENTS, ROUNDS, DUR, A, B, POOL.
+bench-pair:
+	bash bench/pair.sh
 
 # bench-mqtt: MQTT devices over mTLS against mosquitto directly (its own TLS
 # listener, require_certificate true) and behind fleetgate's mqtt application

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# bench/pair.sh: one cell of the comparison measured closely: two servers
+# of bench/compare.sh (A=fleetgate B=haproxy by default), both running,
+# loaded in turn, A B then B A, ROUNDS times, each run right after the
+# other's so that both see the same phase of a machine whose speed drifts
+# from minute to minute (compare.sh puts the other servers' runs between
+# them). Prints one line per run ("A <µs> <rate> <p99>": the server's CPU
+# per request, requests per second, p99 latency in µs), then a summary: the
+# medians, their ratio, and the median of the rounds' own ratios (A over
+# B) with its 95% confidence interval, distribution-free, from the ratios'
+# order statistics (a target's line inside it is met or missed by noise).
+# MODE=tcp measures the relays of bench/relay.sh instead (fleetgate's tcp
+# application, nginx stream, HAProxy mode tcp, the Go relay): 64 B echoes,
+# MESSAGES per connection, the server's CPU per message.
+#
+#   MODE=keepalive CLIENTS=64 ROUNDS=40 bash bench/pair.sh | tee /tmp/ka64.txt
+#   MODE=tcp ROUNDS=40 bash bench/pair.sh
+#   POOL="/tmp/ka64.txt /tmp/ka64-2.txt" bash bench/pair.sh   # summarize saved runs together
+#
+# Knobs (environment): A=fleetgate B=haproxy (fleetgate, nginx, haproxy or
+# stdlib; gorelay for MODE=tcp), MODE=keepalive (or fresh, or tcp),
+# CLIENTS=64 (16 for tcp), ROUNDS=12, DUR=3s, DEVICES=100, MESSAGES=1000,
+# SERVER_CPU=0, CLIENT_CPU=1, FG_GOMAXPROCS (bench/lib.sh). POOL: files of
+# earlier runs' output to summarize as one, measuring nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+# quantile Q: the Q-quantile (0 ≤ Q ≤ 1) of the numbers on stdin, by linear
+# interpolation.
+quantile() {
+  sort -g | awk -v q="$1" '{ v[NR] = $1 } END { p = 1 + q * (NR - 1); i = int(p); f = p - i; print (i < NR) ? v[i] + f * (v[i+1] - v[i]) : v[i] }'
+}
+
+# median_ci: "M (95% interval L–U)" of the numbers on stdin: the median and
+# the bounds of its 95% confidence interval, the order statistics
+# ⌈n/2 − 0.98·√n⌉ and ⌊n/2 + 1 + 0.98·√n⌋ (1-based, clamped to 1..n),
+# which assume nothing about the distribution.
+median_ci() {
+  sort -g | awk '{ v[NR] = $1 } END {
+    n = NR; h = 0.98 * sqrt(n)
+    lo = n / 2 - h; lo = (lo == int(lo)) ? lo : int(lo) + 1; if (lo < 1) lo = 1
+    hi = int(n / 2 + 1 + h); if (hi > n) hi = n
+    m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    printf "%.3f (95%% interval %.3f–%.3f)", m, v[lo], v[hi] }'
+}
+
+# summarize FILE...: the summary of the run lines in FILEs; a round is two
+# consecutive lines, one A and one B, in either order.
+summarize() {
+  local lines
+  lines=$(grep -h '^[AB] ' "$@" || true)
+  [ -n "$lines" ] || die "no run lines (\"A …\", \"B …\") in $*"
+  local rounds
+  rounds=$(awk 'NR % 2 == 0 && $1 == prev { bad = 1 } { prev = $1 } END { if (bad || NR % 2) print "bad"; else print NR / 2 }' <<<"$lines")
+  [ "$rounds" != bad ] || die "the run lines of $* do not pair up as rounds of one A and one B"
+  local ma mb
+  ma=$(awk '$1 == "A" { print $2 }' <<<"$lines" | quantile 0.5)
+  mb=$(awk '$1 == "B" { print $2 }' <<<"$lines" | quantile 0.5)
+  local ratios
+  ratios=$(awk '{ v[$1] = $2 } NR % 2 == 0 { printf "%.4f\n", v["A"] / v["B"] }' <<<"$lines")
+  echo "# $rounds rounds: server CPU µs per request or message, $(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "medians: A %.2f, B %.2f; ratio of the medians %.3f", a, b, a / b }')"
+  echo "# the rounds' own ratios, A over B: median $(median_ci <<<"$ratios"); A lower in $(awk '$1 < 1' <<<"$ratios" | wc -l) of $rounds"
+}
+
+if [ -n "${POOL:-}" ]; then
+  # shellcheck disable=SC2086 # POOL is a list of files
+  summarize $POOL
+  exit 0
+fi
+
+A=${A:-fleetgate}
+B=${B:-haproxy}
+MODE=${MODE:-keepalive}
+if [ "$MODE" = tcp ]; then CLIENTS=${CLIENTS:-16}; else CLIENTS=${CLIENTS:-64}; fi
+ROUNDS=${ROUNDS:-12}
+DUR=${DUR:-3s}
+DEVICES=${DEVICES:-100}
+SERVERS="fleetgate nginx haproxy stdlib"
+[ "$MODE" != tcp ] || SERVERS="fleetgate nginx haproxy gorelay"
+for s in "$A" "$B"; do
+  [[ " $SERVERS " == *" $s "* ]] || die "A, B: \"$s\" is not a server of the $MODE comparison ($SERVERS)"
+done
+[ "$A" != "$B" ] || die "A and B are both $A"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS: $ROUNDS is not a number of rounds"
+
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+install_peers
+build
+make_pki
+ulimit -n 65536 2>/dev/null || true
+if [ "$MODE" = tcp ]; then
+  start_echo_origin
+  "start_relay_$A"
+  "start_relay_$B"
+  for s in "$A" "$B"; do ADDR[$s]=${RELAY_ADDR[$s]}; done
+  SNI=bench.fleet.test MODE_ARGS=(-message-size 64 -messages "${MESSAGES:-1000}")
+  FIGURE=server_cpu_us_per_message RATE=messages_per_s
+else
+  start_origin
+  "start_$A"
+  "start_$B"
+  SNI=$(sni_for fleetgate "$MODE") MODE_ARGS=()
+  FIGURE=server_cpu_us_per_req RATE=throughput_rps
+fi
+
+# field NAME JSON: the number after the first "NAME": in JSON.
+field() { { grep -o "\"$1\":[0-9.]*" <<<"$2" || true; } | head -1 | cut -d: -f2; }
+
+# one SERVER DURATION: one client run against SERVER, its JSON.
+one() {
+  timeout 120 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[$1]}" \
+    -sni "$SNI" -dir "$PKI" -devices "$DEVICES" -concurrency "$CLIENTS" \
+    -mode "$MODE" "${MODE_ARGS[@]}" -tls 1.3 -group x25519 -duration "$2" -warmup 500ms -pid "${PIDS[$1]}" -label "$1"
+}
+
+# run LABEL SERVER: one measured run, its line (also into $LINES).
+run() {
+  local out errs line
+  out=$(one "$2" "$DUR")
+  errs=$(field error_total "$out")
+  [ "$errs" = 0 ] || die "$2: $errs errors in a run: $out"
+  line="$1 $(field "$FIGURE" "$out") $(field "$RATE" "$out") $(field p99 "$out")"
+  echo "$line"
+  echo "$line" >>"$LINES"
+}
+
+LINES=$WORK/pair-lines.txt
+: >"$LINES"
+for s in "$A" "$B"; do one "$s" 2s >/dev/null; done # warm-up
+for i in $(seq "$ROUNDS"); do
+  if ((i % 2)); then run A "$A"; run B "$B"; else run B "$B"; run A "$A"; fi
+done
+echo "# A $A, B $B: $MODE, $CLIENTS clients, rounds of $DUR (A B, then B A), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+summarize "$LINES"
