@@ -80,7 +80,7 @@ bench-pool:
 	bash bench/pool.sh
 
 # bench-pair: one cell of the comparison measured closely: fleetgate and one
-# other server (B, HAProxy by default) loaded in turn, A B then B A, ROUNDS
+# other server (B, HAProxy by default) loaded in turn (A B A B …, then B A B A …), ROUNDS
 # times; the server CPU per request (MODE=keepalive or fresh) or per 64 B echo
 # (MODE=tcp, the relays), and the median of the rounds' own ratios with its
 # 95% interval. POOL="<files>" summarizes earlier runs' output together.

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # bench/pair.sh: one cell of the comparison measured closely: two servers
 # of bench/compare.sh (A=fleetgate B=haproxy by default), both running,
-# loaded in turn, A B then B A, ROUNDS times, each run right after the
-# other's so that both see the same phase of a machine whose speed drifts
-# from minute to minute (compare.sh puts the other servers' runs between
-# them). Prints one line per run ("A <µs> <rate> <p99>": the server's CPU
-# per request, requests per second, p99 latency in µs), then a summary: the
-# medians, their ratio, and the median of the rounds' own ratios (A over
-# B) with its 95% confidence interval, distribution-free, from the ratios'
-# order statistics (a target's line inside it is met or missed by noise).
+# loaded in turn, ROUNDS rounds of one run each, every run right after the
+# other server's, so that both see the same phase of a machine whose speed
+# drifts from minute to minute (compare.sh puts the other servers' runs
+# between them). The first half of the rounds runs A then B (A B A B …),
+# the second half B then A: each server is first in half of them, and only
+# the one run at the switch follows a run of its own server (a server's
+# run costs it less right after its own, by about 5% at 64 keep-alive
+# clients). Prints one line per run ("A <µs> <rate> <p99>": the server's
+# CPU per request, requests per second, p99 latency in µs), then a summary:
+# the medians, their ratio, and the median of the rounds' own ratios (A
+# over B) with its 95% confidence interval, distribution-free, from the
+# ratios' order statistics (a target's line inside it is met or missed by
+# noise), and the median over the rounds with A first and with B first.
 # MODE=tcp measures the relays of bench/relay.sh instead (fleetgate's tcp
 # application, nginx stream, HAProxy mode tcp, the Go relay): 64 B echoes,
 # MESSAGES per connection, the server's CPU per message.
@@ -57,10 +62,17 @@ summarize() {
   local ma mb
   ma=$(awk '$1 == "A" { print $2 }' <<<"$lines" | quantile 0.5)
   mb=$(awk '$1 == "B" { print $2 }' <<<"$lines" | quantile 0.5)
+  # ratios: "<A over B> <which ran first>", one line per round.
   local ratios
-  ratios=$(awk '{ v[$1] = $2 } NR % 2 == 0 { printf "%.4f\n", v["A"] / v["B"] }' <<<"$lines")
+  ratios=$(awk '{ v[$1] = $2 } NR % 2 == 1 { first = $1 } NR % 2 == 0 { printf "%.4f %s\n", v["A"] / v["B"], first }' <<<"$lines")
   echo "# $rounds rounds: server CPU µs per request or message, $(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "medians: A %.2f, B %.2f; ratio of the medians %.3f", a, b, a / b }')"
-  echo "# the rounds' own ratios, A over B: median $(median_ci <<<"$ratios"); A lower in $(awk '$1 < 1' <<<"$ratios" | wc -l) of $rounds"
+  echo "# the rounds' own ratios, A over B: median $(cut -d' ' -f1 <<<"$ratios" | median_ci); A lower in $(awk '$1 < 1' <<<"$ratios" | wc -l) of $rounds"
+  local first
+  for first in A B; do
+    if grep -q " $first\$" <<<"$ratios"; then
+      echo "#   rounds with $first first: $(grep -c " $first\$" <<<"$ratios"), median $(awk -v f="$first" '$2 == f { print $1 }' <<<"$ratios" | quantile 0.5)"
+    fi
+  done
 }
 
 if [ -n "${POOL:-}" ]; then
@@ -131,7 +143,7 @@ LINES=$WORK/pair-lines.txt
 : >"$LINES"
 for s in "$A" "$B"; do one "$s" 2s >/dev/null; done # warm-up
 for i in $(seq "$ROUNDS"); do
-  if ((i % 2)); then run A "$A"; run B "$B"; else run B "$B"; run A "$A"; fi
+  if ((i <= (ROUNDS + 1) / 2)); then run A "$A"; run B "$B"; else run B "$B"; run A "$A"; fi
 done
-echo "# A $A, B $B: $MODE, $CLIENTS clients, rounds of $DUR (A B, then B A), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# A $A, B $B: $MODE, $CLIENTS clients, rounds of $DUR (A B for the first half, then B A), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 summarize "$LINES"
