@@ -47,18 +47,21 @@ median_ci() {
     lo = n / 2 - h; lo = (lo == int(lo)) ? lo : int(lo) + 1; if (lo < 1) lo = 1
     hi = int(n / 2 + 1 + h); if (hi > n) hi = n
     m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    printf "%.3f (95%% interval %.3f–%.3f)", m, v[lo], v[hi] }'
+    if (n < 6) printf "%.3f (too few rounds for a 95%% interval)", m
+    else printf "%.3f (95%% interval %.3f–%.3f)", m, v[lo], v[hi] }'
 }
 
 # summarize FILE...: the summary of the run lines in FILEs; a round is two
-# consecutive lines, one A and one B, in either order.
+# consecutive lines of one file, one A and one B, in either order.
 summarize() {
-  local lines
-  lines=$(grep -h '^[AB] ' "$@" || true)
-  [ -n "$lines" ] || die "no run lines (\"A …\", \"B …\") in $*"
-  local rounds
-  rounds=$(awk 'NR % 2 == 0 && $1 == prev { bad = 1 } { prev = $1 } END { if (bad || NR % 2) print "bad"; else print NR / 2 }' <<<"$lines")
-  [ "$rounds" != bad ] || die "the run lines of $* do not pair up as rounds of one A and one B"
+  local f
+  for f in "$@"; do
+    grep '^[AB] ' "$f" | awk 'NR % 2 == 0 && $1 == prev { bad = 1 } { prev = $1 } END { exit (bad || NR % 2 || NR == 0) }' ||
+      die "$f: its run lines (\"A …\", \"B …\") do not pair up as rounds of one A and one B"
+  done
+  local lines rounds
+  lines=$(grep -h '^[AB] ' "$@")
+  rounds=$(($(wc -l <<<"$lines") / 2))
   local ma mb
   ma=$(awk '$1 == "A" { print $2 }' <<<"$lines" | quantile 0.5)
   mb=$(awk '$1 == "B" { print $2 }' <<<"$lines" | quantile 0.5)
