@@ -80,10 +80,11 @@ bench-pool:
 	bash bench/pool.sh
 
 # bench-pair: one cell of the comparison measured closely: fleetgate and one
-# other server (B, HAProxy by default) loaded in turn (A B A B …, then B A B A …), ROUNDS
-# times; the server CPU per request (MODE=keepalive or fresh) or per 64 B echo
-# (MODE=tcp, the relays), and the median of the rounds' own ratios with its
-# 95% interval. POOL="<files>" summarizes earlier runs' output together.
+# other server (B, HAProxy by default) loaded in turn, A B A B …, then
+# B A B A …, ROUNDS rounds; the server CPU per request (MODE=keepalive or
+# fresh) or per 64 B echo (MODE=tcp, the relays), and the median of the
+# rounds' own ratios with its 95% interval. POOL="<files>" summarizes
+# earlier runs' output together.
 # Knobs: MODE, CLIENTS, ROUNDS, DUR, A, B, POOL.
 bench-pair:
 	bash bench/pair.sh

@@ -8,8 +8,9 @@
 # the second half B then A: each server is first in half of them, and only
 # the one run at the switch follows a run of its own server (rounds of
 # A B then B A made the first server's run, right after its own, about 5%
-# cheaper at 64 keep-alive clients). Prints one line per run ("A <µs> <rate> <p99>": the server's
-# CPU per request, requests per second, p99 latency in µs), then a summary:
+# cheaper at 64 keep-alive clients). Prints one line per run
+# ("A <µs> <rate> <p99>": the server's CPU per request, requests per
+# second, p99 latency in µs), then a summary:
 # the medians, their ratio, and the median of the rounds' own ratios (A
 # over B) with its 95% confidence interval, distribution-free, from the
 # ratios' order statistics (a target's line inside it is met or missed by
