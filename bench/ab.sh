@@ -48,10 +48,6 @@ else
   RATE=throughput_rps
 fi
 
-# field NAME JSON: the number after the first "NAME": in JSON (for p99, the
-# message's or request's latency: MODE=tcp's connect latency comes after it).
-field() { { grep -o "\"$1\":[0-9.]*" <<<"$2" || true; } | head -1 | cut -d: -f2; }
-
 # load PID DURATION: one client run against the fleetgate at PID, its JSON.
 load() {
   timeout 120 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[fleetgate]}" \

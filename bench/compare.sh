@@ -83,9 +83,6 @@ one() {
     -pid "${PIDS[$server]}" -client-core-pids "$ORIGIN_PID" -label "$server"
 }
 
-# field NAME JSON: the number after "NAME": in JSON (the first one).
-field() { { grep -o "\"$1\":[0-9.]*" <<<"$2" || true; } | head -1 | cut -d: -f2; }
-
 # busy CPU_S DURATION_S: "65%".
 busy() { awk -v c="$1" -v d="$2" 'BEGIN { if (d > 0) printf "%.0f%%", 100 * c / d; else print "?" }'; }
 

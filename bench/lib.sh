@@ -46,6 +46,11 @@ declare -A PIDS=()   # server name → the PIDs whose CPU counts (comma-separate
 STARTED=()           # every PID started, for cleanup
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+
+# field NAME JSON: the number after the first "NAME": in JSON (a run's line
+# from `fleetgate bench -json`; for p99, the message's or request's latency:
+# MODE=tcp's connect latency comes after it).
+field() { { grep -o "\"$1\":[0-9.]*" <<<"$2" || true; } | head -1 | cut -d: -f2; }
 die() { log "error: $*"; exit 1; }
 
 cleanup() {

@@ -122,9 +122,6 @@ else
   FIGURE=server_cpu_us_per_req RATE=throughput_rps
 fi
 
-# field NAME JSON: the number after the first "NAME": in JSON.
-field() { { grep -o "\"$1\":[0-9.]*" <<<"$2" || true; } | head -1 | cut -d: -f2; }
-
 # one SERVER DURATION: one client run against SERVER, its JSON.
 one() {
   timeout 120 taskset -c "$CLIENT_CPU" "$FG" bench -json -insecure -target "${ADDR[$1]}" \

@@ -51,12 +51,11 @@ func (o *peerOrigin) isClosed(addr string) bool {
 // loopPools is the number of the loops' origin pools, and the connections
 // they keep open (or are dialing).
 func loopPools(h *harness) (pools, open int) {
-	h.srv.loopPools.Range(func(k, v any) bool {
-		pools++
-		open += int(v.(*loopPool).open.Load())
-		return true
-	})
-	return pools, open
+	all := loopPoolsOf(h)
+	for _, p := range all {
+		open += int(p.open.Load())
+	}
+	return len(all), open
 }
 
 // loopConn starts a gateway in front of origin and returns a device's
