@@ -59,11 +59,17 @@ type conn struct {
 	onLoop   bool
 	asyncOut atomic.Int32
 
-	mu       sync.Mutex
-	idle     *time.Timer // closes the connection when no request comes in time
-	linger   *time.Timer // ends a lingering close
-	closing  bool
-	peerDone bool // the device sends nothing more (close_notify or a broken record)
+	mu sync.Mutex
+	// idle closes the connection when no request comes in time: by
+	// idleAt (mono), the end of the last burst of requests plus
+	// idle_timeout. Requests do not stop or reset it (armIdle): it fires
+	// at idleFires (0: not set), and waits on when idleAt has moved.
+	idle      *time.Timer
+	idleAt    time.Duration
+	idleFires time.Duration
+	linger    *time.Timer // ends a lingering close
+	closing   bool
+	peerDone  bool // the device sends nothing more (close_notify or a broken record)
 }
 
 // lingerTime bounds a lingering close: after refusing a request it did not
@@ -114,7 +120,7 @@ func (c *conn) traffic(data []byte) gnet.Action {
 	}
 	if !c.handshakeSeen {
 		c.handshakeSeen = true
-		c.armIdle(c.idleLimit())
+		c.armIdle(c.idleLimit(), mono())
 		c.asyncBarrier() // behind what the handshake queued
 	}
 	return c.readRequests()
@@ -140,7 +146,6 @@ func (c *conn) readRequests() gnet.Action {
 				return gnet.None
 			}
 			if start {
-				c.stopIdle()
 				c.startServing()
 			}
 		}
@@ -225,7 +230,7 @@ func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 				c.shutdown()
 				return
 			}
-			c.armIdle(s.idleTimeout)
+			c.armIdle(s.idleTimeout, mono())
 			return
 		}
 	}
@@ -264,12 +269,6 @@ func (c *conn) afterQueued(cb gnet.AsyncCallback) error {
 // writerPool holds the response writers of request workers.
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
-// aged reports whether the connection has lived longer than maxAge (0: no
-// limit): its current request is its last (max_connection_age).
-func (c *conn) aged(maxAge time.Duration) bool {
-	return maxAge > 0 && time.Since(c.opened) >= maxAge
-}
-
 // app returns the application this connection's site belongs to.
 func (c *conn) app() *application {
 	return c.tc.Site().App.(*application)
@@ -307,39 +306,57 @@ func (c *conn) drain() {
 		// (Server.Shutdown).
 	case !c.tc.HandshakeComplete():
 	case c.served.Load():
-		c.idleExpired()
+		c.closeIfIdle()
 	default:
-		c.armIdle(drainGrace)
+		c.armIdle(drainGrace, mono())
 	}
 }
 
-// armIdle (re)starts the idle timer.
-func (c *conn) armIdle(d time.Duration) {
+// armIdle gives the connection d from now (a mono reading) to send its
+// next request. The timer is set only when it is not, or would fire too
+// late (a drain shortening the wait): a keep-alive connection's requests
+// move idleAt, and the timer, firing early, waits on (idleExpired).
+func (c *conn) armIdle(d, now time.Duration) {
 	if d <= 0 {
 		return
 	}
+	at := now + d
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return
 	}
-	if c.idle == nil {
+	c.idleAt = at
+	switch {
+	case c.idle == nil:
 		c.idle = time.AfterFunc(d, c.idleExpired)
+	case c.idleFires == 0 || c.idleFires > at:
+		c.idle.Reset(d)
+	default:
+		return // it fires in time, and waits on for the rest
+	}
+	c.idleFires = at
+}
+
+// idleExpired is the idle timer's: it waits on when idleAt has moved since
+// the timer was set, and otherwise closes the connection unless a request
+// is in progress (whose end sets the timer again).
+func (c *conn) idleExpired() {
+	c.mu.Lock()
+	if left := c.idleAt - mono(); left > 0 && !c.closing {
+		c.idle.Reset(left)
+		c.idleFires = c.idleAt
+		c.mu.Unlock()
 		return
 	}
-	c.idle.Reset(d)
-}
-
-func (c *conn) stopIdle() {
-	c.mu.Lock()
-	if c.idle != nil {
-		c.idle.Stop()
-	}
+	c.idleFires = 0
 	c.mu.Unlock()
+	c.closeIfIdle()
 }
 
-// idleExpired closes the connection unless a request started meanwhile.
-func (c *conn) idleExpired() {
+// closeIfIdle closes the connection unless a request is in progress or
+// waiting in the pipe.
+func (c *conn) closeIfIdle() {
 	if c.pipe.stopIfIdle() {
 		c.shutdown()
 	}

@@ -61,9 +61,8 @@ func (e *earlyRequest) Serve() {
 	if !e.start {
 		// Nothing came with the handshake (or the connection went away
 		// meanwhile, and armIdle does nothing): wait for the request.
-		c.armIdle(c.idleLimit())
+		c.armIdle(c.idleLimit(), mono())
 		return
 	}
-	c.stopIdle()
 	c.work()
 }

@@ -62,6 +62,7 @@ type exchange struct {
 	next       int         // the phase run resumes at
 	begun      bool        // the header was read and the request counted in flight
 	onLoop     bool        // running on the connection's event loop
+	evAt       time.Time   // on the loop: the clock's reading for the event running x (clock)
 	wantWorker bool        // suspended to go on on a worker goroutine
 	toLoop     bool        // suspended on a worker to go on on the loop (forward)
 	noLoop     bool        // the loop cannot carry this request to the origin: the pooled client does
@@ -127,7 +128,7 @@ func (c *conn) serveOne(x *exchange) end {
 		return x.finish()
 	}
 	x.respond()
-	total := time.Since(x.start)
+	total := x.elapsed()
 	c.srv.metrics.request(x, total)
 	c.srv.accessLog(x, total, x.bytesOut)
 	return x.finish()
@@ -172,12 +173,37 @@ func (x *exchange) run(phases ...func(*exchange) outcome) outcome {
 	return proceed
 }
 
+// clock is the time for x's phases. On the loop it is the reading taken
+// when the event running x began (evAt), shared by the phases that event
+// runs (clock.go); on a worker, which may have waited since, the clock.
+func (x *exchange) clock() time.Time {
+	if x.onLoop {
+		return x.evAt
+	}
+	return time.Now()
+}
+
+// elapsed is the time since the header was read.
+func (x *exchange) elapsed() time.Duration {
+	if x.onLoop {
+		return x.evAt.Sub(x.start)
+	}
+	return time.Since(x.start) // one clock read, where time.Now takes two
+}
+
+// aged reports whether the connection has lived longer than
+// max_connection_age (0: no limit): this request is its last.
+func (x *exchange) aged() bool {
+	d := x.cur.maxConnAge
+	return d > 0 && x.clock().Sub(x.c.opened) >= d
+}
+
 // last reports whether this exchange is the connection's last: every
 // reason a connection cannot carry another request is here. respond asks it
 // before the header goes out (Connection: close).
 func (x *exchange) last() bool {
 	return x.unread || x.bodyLeft() || x.malformed || x.perRequest || x.unframed ||
-		x.deviceClose || x.cut || x.c.srv.draining.Load() || x.c.aged(x.cur.maxConnAge)
+		x.deviceClose || x.cut || x.c.srv.draining.Load() || x.aged()
 }
 
 // bodyLeft reports whether the request announced a body that was not read

@@ -85,8 +85,13 @@ type loopOrigin struct {
 	started   time.Time
 	deadline  time.Time // origin_timeout from the last byte
 	idleSince time.Time
-	timer     *time.Timer
-	done      bool // closed
+	// timer ends the wait for the answer at deadline. It is set by the
+	// first request and then left running (timerSet) rather than reset
+	// per request: it fires at the latest deadline it was set for, and
+	// expire sets it again for the rest of the current one.
+	timer    *time.Timer
+	timerSet bool
+	done     bool // closed
 	// unsure: what follows the answer on the connection cannot be known
 	// (answerUnsure: mixed framing, or a bodiless answer that may have a
 	// body behind it), so it is closed after this answer instead of
@@ -392,8 +397,9 @@ func (p *loopPool) expireWait(q *queued) {
 	p.queue = slices.Delete(p.queue, i, i+1)
 	x := q.x
 	x.originErr, x.answered = fasthttp.ErrNoFreeConns, true
-	x.originDur = time.Since(q.since)
-	x.c.resumeOnLoop(x)
+	now := time.Now()
+	x.originDur = now.Sub(q.since)
+	x.c.resumeOnLoop(x, now)
 }
 
 // settle finds the exchanges waiting in the pool another way when the
@@ -408,8 +414,9 @@ func (p *loopPool) settle() {
 		p.toWorkers()
 		return
 	}
-	if lo := p.take(time.Now()); lo != nil {
-		p.reuse(lo, time.Now())
+	now := time.Now()
+	if lo := p.take(now); lo != nil {
+		p.reuse(lo, now)
 		return
 	}
 	if !p.grow() && p.open.Load() == 0 {
@@ -443,7 +450,7 @@ func (x *exchange) sendOnLoop() outcome {
 	if p == nil {
 		return suspend // a retired origin: the pooled client carries it
 	}
-	now := time.Now()
+	now := x.clock()
 	lo := p.take(now)
 	if lo == nil {
 		if p.grow() && !p.hc.slots.full() {
@@ -491,11 +498,13 @@ func (lo *loopOrigin) send(x *exchange, now time.Time) error {
 	lo.buf, lo.hlen, lo.unsure = lo.buf[:0], 0, false
 	if t := x.app.origin.ReadTimeout; t > 0 {
 		lo.deadline = now.Add(t)
-		if lo.timer == nil {
+		switch {
+		case lo.timer == nil:
 			lo.timer = time.AfterFunc(t, lo.expire)
-		} else {
+		case !lo.timerSet:
 			lo.timer.Reset(t)
 		}
+		lo.timerSet = true
 	}
 	return nil
 }
@@ -517,16 +526,17 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 	if x == nil {
 		return gnet.Close // bytes nobody asked for: the connection is unusable
 	}
+	now := time.Now()
 	lo.buf = append(lo.buf, data...)
 	if t := x.app.origin.ReadTimeout; t > 0 {
-		lo.deadline = time.Now().Add(t)
+		lo.deadline = now.Add(t)
 	}
 	if lo.hlen == 0 {
 		// The header is read once, into the exchange's response.
 		hlen, blen, state := frameHeader(lo.buf, lo.head, &x.resp.Header)
 		switch {
 		case state == framingBad:
-			lo.answer(len(lo.buf), false) // fasthttp names what is wrong
+			lo.answer(len(lo.buf), false, now) // fasthttp names what is wrong
 			return gnet.None
 		case state == framingMore && len(lo.buf) <= loopResponseMax:
 			return gnet.None
@@ -545,7 +555,7 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 	n, state := frameBody(lo.buf, lo.hlen, lo.blen)
 	switch {
 	case state == framingComplete && n <= loopResponseMax:
-		lo.answer(n, n == len(lo.buf))
+		lo.answer(n, n == len(lo.buf), now)
 	case state == framingComplete:
 		// Complete, but larger than the loop answers in one write (one
 		// gnet read can bring up to 64 KiB more than loopResponseMax):
@@ -553,7 +563,7 @@ func (lo *loopOrigin) traffic(gc gnet.Conn) gnet.Action {
 		lo.handOff()
 		return gnet.Close
 	case state == framingBad:
-		lo.answer(len(lo.buf), false) // fasthttp names what is wrong
+		lo.answer(len(lo.buf), false, now) // fasthttp names what is wrong
 	case len(lo.buf) > loopResponseMax:
 		lo.handOff()
 		// Closed now, not by a task queued on the loop: the loop must not
@@ -592,11 +602,11 @@ func (lo *loopOrigin) closed() {
 			break
 		}
 	}
+	lo.stopTimer() // running on after an answer (send), or waiting for one
 	x := lo.x
 	if x == nil {
 		return
 	}
-	lo.stopTimer()
 	if len(lo.buf) == 0 {
 		// Closed before any answer: an idempotent request goes again on a
 		// worker's pooled client; the others fail as the client would.
@@ -610,7 +620,7 @@ func (lo *loopOrigin) closed() {
 		return
 	}
 	if lo.hlen > 0 && lo.blen == bodyUntilClose {
-		lo.answer(len(lo.buf), false)
+		lo.answer(len(lo.buf), false, time.Now())
 		return
 	}
 	lo.fail(x, io.ErrUnexpectedEOF)
@@ -619,6 +629,7 @@ func (lo *loopOrigin) closed() {
 func (lo *loopOrigin) stopTimer() {
 	if lo.timer != nil {
 		lo.timer.Stop()
+		lo.timerSet = false
 	}
 }
 
@@ -627,6 +638,7 @@ func (lo *loopOrigin) stopTimer() {
 func (lo *loopOrigin) expire() {
 	_ = lo.pool.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if lo.x == nil || lo.done {
+			lo.timerSet = false // the next request sets it
 			return nil
 		}
 		if left := time.Until(lo.deadline); left > 0 {
@@ -645,18 +657,21 @@ func (lo *loopOrigin) expire() {
 func (lo *loopOrigin) fail(x *exchange, err error) {
 	lo.x, x.lo = nil, nil
 	x.originErr, x.answered = err, true
-	x.originDur = time.Since(lo.started)
-	x.c.resumeOnLoop(x)
+	now := time.Now()
+	x.originDur = now.Sub(lo.started)
+	x.c.resumeOnLoop(x, now)
 }
 
 // answer parses the first n bytes of lo.buf as the exchange's answer,
 // gives the connection back to the pool when it can carry another request
-// (reusable: nothing followed the answer), and resumes the exchange.
-func (lo *loopOrigin) answer(n int, reusable bool) {
+// (reusable: nothing followed the answer), and resumes the exchange; now
+// is the time the answer's last bytes came. The read timer runs on: the
+// next request moves its deadline, and when it fires with no request
+// waiting it stops.
+func (lo *loopOrigin) answer(n int, reusable bool, now time.Time) {
 	x := lo.x
-	lo.stopTimer()
 	lo.x, x.lo = nil, nil
-	x.originDur = time.Since(lo.started)
+	x.originDur = now.Sub(lo.started)
 	x.resp.SkipBody = lo.head
 	var err error
 	if lo.hlen > 0 && (lo.blen >= 0 || lo.blen == bodyNone) {
@@ -683,11 +698,11 @@ func (lo *loopOrigin) answer(n int, reusable bool) {
 			lo.buf = nil
 		}
 		lo.buf = lo.buf[:0]
-		lo.pool.reuse(lo, time.Now())
+		lo.pool.reuse(lo, now)
 	} else if !lo.done {
 		_ = lo.gc.Close()
 	}
-	x.c.resumeOnLoop(x)
+	x.c.resumeOnLoop(x, now)
 }
 
 var errBadOriginAnswer = errors.New("gateway: malformed origin response")

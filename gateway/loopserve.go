@@ -37,6 +37,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 )
@@ -104,7 +105,7 @@ func (c *conn) moveToLoop(x *exchange) bool {
 			return nil
 		}
 		c.enterLoop()
-		x.onLoop = true
+		x.onLoop, x.evAt = true, time.Now()
 		c.loopServe(x)
 		return nil
 	})
@@ -154,7 +155,7 @@ func (c *conn) loopServe(x *exchange) {
 				c.shutdown()
 				return
 			}
-			c.armIdle(c.snap.idleTimeout)
+			c.armIdle(c.snap.idleTimeout, monoOf(x.clock()))
 			return
 		}
 		if !c.nextHeaderBuffered(br) || c.gc.OutboundBuffered() > flowLowWater {
@@ -167,8 +168,9 @@ func (c *conn) loopServe(x *exchange) {
 }
 
 // resumeOnLoop goes on with an exchange whose origin answer is in (on the
-// loop).
-func (c *conn) resumeOnLoop(x *exchange) {
+// loop); now is the time of the event that brought it.
+func (c *conn) resumeOnLoop(x *exchange, now time.Time) {
+	x.evAt = now
 	c.loopServe(x)
 }
 

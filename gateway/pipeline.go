@@ -21,12 +21,20 @@ const staleRetries = 8
 // be read is answered by checkFraming.
 func (x *exchange) readHeader() outcome {
 	c := x.c
-	c.pipe.setDeadline(time.Now().Add(c.snap.headerTimeout))
+	now := time.Now()
+	c.pipe.setDeadline(now.Add(c.snap.headerTimeout))
 	err := awaitHeader(x.br)
 	if err == nil {
 		err = x.req.Header.Read(x.br)
 	}
-	x.start, x.now = time.Now(), c.srv.now()
+	if x.onLoop {
+		// The header was buffered whole: nothing was waited for, and the
+		// event's phases go on with this reading.
+		x.evAt = now
+	} else {
+		now = time.Now()
+	}
+	x.start, x.now = now, c.srv.timeAt(now)
 	if err != nil && isQuietEOF(err) {
 		x.silent = true
 		return hangUp
@@ -79,7 +87,7 @@ func (x *exchange) readBody() outcome {
 			return hangUp
 		}
 	}
-	c.pipe.setIdleTimeout(s.idleTimeout)
+	c.pipe.setIdleTimeout(s.idleTimeout, x.clock())
 	if err := x.req.ContinueReadBody(x.br, int(s.maxBodyBytes), false); err != nil {
 		return x.refuseRead(err, true)
 	}

@@ -84,10 +84,10 @@ func (p *plainPipe) setDeadline(t time.Time) {
 
 // setIdleTimeout bounds the time between two reads that return bytes, not
 // their total (nginx's client_body_timeout): a slow but steady upload goes
-// through, a stalled one times out.
-func (p *plainPipe) setIdleTimeout(d time.Duration) {
+// through, a stalled one times out. now is the current time.
+func (p *plainPipe) setIdleTimeout(d time.Duration, now time.Time) {
 	p.mu.Lock()
-	p.deadline, p.idle = time.Now().Add(d), d
+	p.deadline, p.idle = now.Add(d), d
 	p.mu.Unlock()
 }
 

@@ -91,7 +91,7 @@ type relay struct {
 	dialCtx    context.Context
 	cancelDial context.CancelFunc
 
-	lastActive atomic.Int64 // relayClock reading (ns) of the last byte either way
+	lastActive atomic.Int64 // mono reading (ns) of the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
 	// idle is the idle timeout in nanoseconds (0: none): idle_timeout, or
 	// more for an MQTT keep-alive, which an MQTT 5 broker's CONNACK may
@@ -221,16 +221,9 @@ func (r *relay) revokedBy(rev *tlsengine.Revocation, now time.Time) bool {
 	return rev.Recheck(&v, now)
 }
 
-// relayEpoch anchors relayClock.
-var relayEpoch = time.Now()
-
-// relayClock is the relays' activity clock: monotonic, so that an idle
-// timeout is immune to steps of the wall clock, and a single clock read
-// where time.Now takes two (touch runs twice per relayed round trip).
-func relayClock() time.Duration { return time.Since(relayEpoch) }
-
-// touch records activity now, for the idle timer.
-func (r *relay) touch() { r.lastActive.Store(int64(relayClock())) }
+// touch records activity now, for the idle timer (twice per relayed round
+// trip: mono, one clock read where time.Now takes two).
+func (r *relay) touch() { r.lastActive.Store(int64(mono())) }
 
 // identity reports whether the device's identity goes to the origin: a
 // verified certificate, admitted by a policy that mints (not bypass).
@@ -729,7 +722,7 @@ func (r *relay) armIdle() {
 		if r.stopped.Load() || d <= 0 {
 			return // stopped, or no idle timeout any more
 		}
-		left := d - (relayClock() - time.Duration(r.lastActive.Load()))
+		left := d - (mono() - time.Duration(r.lastActive.Load()))
 		if left <= 0 {
 			r.cut(closeIdle)
 			return

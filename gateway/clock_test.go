@@ -1,0 +1,76 @@
+package gateway
+
+// The timers a keep-alive request no longer resets (clock.go): the idle
+// timeout still runs from the end of the last request, and origin_timeout
+// from the request waiting, however recently the timer was set for an
+// earlier one.
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// TestIdleTimeoutFromLastRequest: a connection that sends a request every
+// 0.4 s stays open for far longer than its idle_timeout of 1 s, and is
+// closed about 1 s after its last answer, not sooner.
+func TestIdleTimeoutFromLastRequest(t *testing.T) {
+	const idle = time.Second
+	h := newHarness(t, func(p *cfgParams) { p.IdleTimeout = idle.String() })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	var last time.Time
+	for i := 0; i < 8; i++ {
+		c.send(request("GET", hApp, "/"))
+		if r := c.read("GET"); r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d, %v after the first: status %d", i, time.Duration(i)*idle*2/5, r.StatusCode)
+		}
+		last = time.Now()
+		if i < 7 {
+			time.Sleep(idle * 2 / 5)
+		}
+	}
+	// expectEOF waits up to 5 s: the close must come in that window, and
+	// not before the idle timeout has run from the last answer.
+	c.expectEOF()
+	if d := time.Since(last); d < idle*9/10 {
+		t.Fatalf("closed %v after the last answer; idle_timeout is %v", d, idle)
+	}
+}
+
+// TestOriginTimeoutAfterEarlierRequest: a request the origin never answers
+// gets its 504 origin_timeout after it was sent, on the loop's origin
+// connection whose timer was last set for the requests before it (and
+// would have fired half-way through this one's wait).
+func TestOriginTimeoutAfterEarlierRequest(t *testing.T) {
+	const originTimeout = time.Second
+	peer := startPeerOrigin(t)
+	mux := http.NewServeMux()
+	mux.Handle("/peer", peer.srv.Config.Handler)
+	stalled := make(chan struct{})
+	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.RemoteAddr) // never flushed before the gateway gives up
+		select {
+		case <-stalled:
+		case <-r.Context().Done():
+		}
+	})
+	o := httptest.NewServer(mux)
+	t.Cleanup(o.Close)
+	t.Cleanup(func() { close(stalled) })
+	h := newHarness(t, func(p *cfgParams) { p.Origin, p.OriginTimeout = o.URL, originTimeout.String() })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c) // the loop's own connection now carries the requests, its timer set
+	time.Sleep(originTimeout / 2)
+	start := time.Now()
+	c.send(request("GET", hApp, "/stall"))
+	r := c.read("GET")
+	d := time.Since(start)
+	if r.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504: %s", r.StatusCode, r.body)
+	}
+	if d < originTimeout*9/10 || d > originTimeout*5/2 {
+		t.Fatalf("504 after %v; origin_timeout is %v", d, originTimeout)
+	}
+}
