@@ -15,18 +15,18 @@ import (
 
 // TestIdleTimeoutFromLastRequest: a connection that sends a request every
 // 0.4 s stays open for far longer than its idle_timeout of 1 s, and is
-// closed about 1 s after its last answer, not sooner.
+// closed once 1 s has passed after its last answer, within a few seconds.
 func TestIdleTimeoutFromLastRequest(t *testing.T) {
 	const idle = time.Second
 	h := newHarness(t, func(p *cfgParams) { p.IdleTimeout = idle.String() })
 	c := h.dial(t, hApp, h.pki.sensor1)
-	var last time.Time
+	var last time.Time // when the last request was sent: its answer came later
 	for i := 0; i < 8; i++ {
+		last = time.Now()
 		c.send(request("GET", hApp, "/"))
 		if r := c.read("GET"); r.StatusCode != http.StatusOK {
 			t.Fatalf("request %d, %v after the first: status %d", i, time.Duration(i)*idle*2/5, r.StatusCode)
 		}
-		last = time.Now()
 		if i < 7 {
 			time.Sleep(idle * 2 / 5)
 		}
@@ -34,8 +34,8 @@ func TestIdleTimeoutFromLastRequest(t *testing.T) {
 	// expectEOF waits up to 5 s: the close must come in that window, and
 	// not before the idle timeout has run from the last answer.
 	c.expectEOF()
-	if d := time.Since(last); d < idle*9/10 {
-		t.Fatalf("closed %v after the last answer; idle_timeout is %v", d, idle)
+	if d := time.Since(last); d < idle {
+		t.Fatalf("closed %v after the last request was sent; idle_timeout is %v", d, idle)
 	}
 }
 
@@ -70,7 +70,7 @@ func TestOriginTimeoutAfterEarlierRequest(t *testing.T) {
 	if r.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504: %s", r.StatusCode, r.body)
 	}
-	if d < originTimeout*9/10 || d > originTimeout*5/2 {
+	if d < originTimeout || d > originTimeout*5/2 {
 		t.Fatalf("504 after %v; origin_timeout is %v", d, originTimeout)
 	}
 }
