@@ -27,11 +27,11 @@ func mono() time.Duration { return time.Since(epoch) }
 // clock again.
 func monoOf(t time.Time) time.Duration { return t.Sub(epoch) }
 
-// timeAt is the server's time (Options.Now, which tests set) given now, a
-// reading of time.Now just taken: now itself, unless the server runs on
-// another clock.
+// timeAt is the server's time given now, a reading of time.Now just taken:
+// now itself, unless the server runs on another clock (Options.Now, which
+// tests set).
 func (s *Server) timeAt(now time.Time) time.Time {
-	if s.realClock {
+	if s.opts.Now == nil {
 		return now
 	}
 	return s.now()

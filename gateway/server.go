@@ -57,17 +57,14 @@ type Server struct {
 	log      *slog.Logger
 	accessLg *slog.Logger
 	now      func() time.Time
-	// realClock: now is time.Now, so a reading just taken serves as its
-	// value (timeAt).
-	realClock bool
-	engine    *tlsengine.Engine
-	verdicts  *tlsengine.VerdictCache
-	snap      atomic.Pointer[snapshot]
-	metrics   metrics
-	registry  *prometheus.Registry // nil when there is no admin listener to serve it
-	gnetEng   gnet.Engine
-	booted    chan struct{}
-	bootMu    sync.Mutex // orders OnBoot and the start of Shutdown
+	engine   *tlsengine.Engine
+	verdicts *tlsengine.VerdictCache
+	snap     atomic.Pointer[snapshot]
+	metrics  metrics
+	registry *prometheus.Registry // nil when there is no admin listener to serve it
+	gnetEng  gnet.Engine
+	booted   chan struct{}
+	bootMu   sync.Mutex // orders OnBoot and the start of Shutdown
 	// running is the [gateway] section the server started with: the
 	// settings a reload cannot change (restartOnly) keep these values.
 	running   configs.Gateway
@@ -123,7 +120,7 @@ func New(opts Options) (*Server, error) {
 		s.accessLg = s.log
 	}
 	if s.now == nil {
-		s.now, s.realClock = time.Now, true
+		s.now = time.Now
 	}
 	s.metrics = noMetrics{}
 	cfg, err := opts.Load()
