@@ -66,12 +66,17 @@ type exchange struct {
 	wantWorker bool        // suspended to go on on a worker goroutine
 	toLoop     bool        // suspended on a worker to go on on the loop (forward)
 	noLoop     bool        // the loop cannot carry this request to the origin: the pooled client does
-	prepared   bool        // originRequest has rewritten req for the origin
+	prepared   bool        // cleanRequest has rewritten req for the origin
 	answered   bool        // the origin's answer (or failure) is in resp and originErr
 	originErr  error       // why the origin request failed
 	lo         *loopOrigin // the loop's origin connection carrying the request
 	streamFrom io.Reader   // the rest of a response too long for the loop, read on a worker
 	streamConn io.Closer   // an origin connection whose body streams from a worker; closed at release
+	// fwd is the gateway's own headers for the origin, set with prepared;
+	// forwardedSet once they are in req's header (the pooled client's
+	// requests) rather than appended as the loop writes it.
+	fwd          forwardInfo
+	forwardedSet bool
 }
 
 // outcome is what a phase tells serveOne.

@@ -383,6 +383,7 @@ type echo struct {
 	Host    string      `json:"host"`
 	Headers http.Header `json:"headers"`
 	Body    string      `json:"body"`
+	Peer    string      `json:"peer"` // the address the request came from
 }
 
 // origin is the test origin: it echoes every request as JSON; /hold waits
@@ -424,7 +425,7 @@ func startOrigin(t testing.TB) *origin {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Origin", "echo")
-		_ = json.NewEncoder(w).Encode(echo{Method: r.Method, Proto: r.Proto, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header, Body: string(body)})
+		_ = json.NewEncoder(w).Encode(echo{Method: r.Method, Proto: r.Proto, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header, Body: string(body), Peer: r.RemoteAddr})
 	}))
 	t.Cleanup(func() {
 		close(o.done)

@@ -485,7 +485,16 @@ func (lo *loopOrigin) send(x *exchange, now time.Time) error {
 		err = rb.w.Flush()
 	}
 	if err == nil {
-		_, err = loopwrite.Write(lo.gc, rb.buf.Bytes()) // gnet copies what the socket does not take
+		var out []byte
+		if x.forwardedSet {
+			out = rb.buf.Bytes()
+		} else {
+			rb.buf.Grow(forwardedLen(x.fwd)) // kept for the next request
+			out, err = insertForwarded(rb.buf.Bytes(), x.fwd)
+		}
+		if err == nil {
+			_, err = loopwrite.Write(lo.gc, out) // gnet copies what the socket does not take
+		}
 	}
 	rb.w.Reset(nil)
 	reqBufPool.Put(rb)
@@ -507,6 +516,26 @@ func (lo *loopOrigin) send(x *exchange, now time.Time) error {
 		lo.timerSet = true
 	}
 	return nil
+}
+
+// insertForwarded puts the gateway's own header fields (appendForwarded)
+// into msg, a request as fasthttp wrote it, at the end of its header: before
+// the first empty line, since no field of a header fasthttp writes holds a
+// line break. The blank line and the body, if any, move up behind them,
+// within msg's capacity when it has room for forwardedLen(f) more bytes.
+func insertForwarded(msg []byte, f forwardInfo) ([]byte, error) {
+	end := bytes.Index(msg, crlfcrlf)
+	if end < 0 {
+		return nil, errors.New("the request written for the origin has no end of header")
+	}
+	end += 2 // after the last field's CRLF
+	n, fl := len(msg), forwardedLen(f)
+	msg = slices.Grow(msg, fl)[:n+fl]
+	copy(msg[end+fl:], msg[end:n])
+	if got := appendForwarded(msg[:end], f); len(got) != end+fl {
+		return nil, errors.New("the gateway's header fields for the origin came out longer than counted")
+	}
+	return msg, nil
 }
 
 type reqBuf struct {

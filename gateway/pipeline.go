@@ -100,10 +100,15 @@ func (x *exchange) readBody() outcome {
 // connection's TLS session was verified under: it must never reach another
 // application's policy (421 Misdirected Request, RFC 9110 section 15.5.20).
 func (x *exchange) checkHost() outcome {
-	host := hostWithoutPort(x.req.Header.Host())
+	sni := x.c.tc.ServerName()
+	var host string
+	if h := x.req.Header.Host(); sni != "" && string(h) == sni && plainHostName(sni) {
+		host = sni // what hostWithoutPort would return, without a copy
+	} else {
+		host = hostWithoutPort(h)
+	}
 	x.host = host
 	site := x.c.tc.Site()
-	sni := x.c.tc.ServerName()
 	switch {
 	case host == "":
 		x.malformed = true // as for every 400, do not trust what follows
@@ -375,14 +380,18 @@ func (x *exchange) forward() outcome {
 		if v := x.c.tc.Verdict(); x.app.forwardClientCert && v.OK() {
 			ident = &v.Identity
 		}
-		originRequest(x.req, forwardInfo{
+		x.fwd = forwardInfo{
 			Token:      x.assertion,
 			ClientIP:   x.c.remoteIP,
 			Host:       x.host,
 			CookieName: x.app.snap.cookieName,
 			ClientCert: ident,
 			OriginTLS:  x.app.origin.IsTLS,
-		})
+		}
+		// The gateway's own headers wait for the writer: the loop appends
+		// them as it writes the request (loopOrigin.send), the pooled
+		// client gets them in the header (forwardedSet).
+		cleanRequest(x.req, x.fwd)
 		x.prepared = true
 	}
 	switch {
@@ -396,6 +405,7 @@ func (x *exchange) forward() outcome {
 		x.toLoop = true
 		return suspend // the worker hands x to the loop (conn.moveToLoop)
 	default:
+		x.setForwarded()
 		start := time.Now()
 		x.originErr = x.app.origin.Do(x.req, x.resp)
 		// fasthttp tries a few pooled connections; when each turned out
@@ -409,6 +419,16 @@ func (x *exchange) forward() outcome {
 		x.answered = true
 	}
 	return x.originAnswered()
+}
+
+// setForwarded sets the gateway's own headers in the request's header, for
+// the pooled client, which writes the header itself; once, as the request
+// may be sent again.
+func (x *exchange) setForwarded() {
+	if !x.forwardedSet {
+		setForwarded(&x.req.Header, x.fwd)
+		x.forwardedSet = true
+	}
 }
 
 // originAnswered turns the origin's answer, or its failure, into the
@@ -456,6 +476,17 @@ func hostWithoutPort(h []byte) string {
 		s = s[:i]
 	}
 	return strings.ToLower(strings.TrimSuffix(s, "."))
+}
+
+// plainHostName reports whether hostWithoutPort(s) is s itself: ASCII
+// without a port or brackets, upper case or a trailing dot.
+func plainHostName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ':' || c == '[' || 'A' <= c && c <= 'Z' || c >= 0x80 {
+			return false
+		}
+	}
+	return !strings.HasSuffix(s, ".")
 }
 
 func quote(s string) string {

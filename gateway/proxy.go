@@ -173,8 +173,16 @@ func originHandshake(c net.Conn, conf *tls.Config, timeout time.Duration) (net.C
 
 // originRequest turns the device's request into the origin's, in place:
 // spoofable and hop-by-hop headers and the session cookie are removed, then
-// the gateway's own headers are set.
+// the gateway's own headers are set. It is cleanRequest and setForwarded.
 func originRequest(req *fasthttp.Request, f forwardInfo) {
+	cleanRequest(req, f)
+	setForwarded(&req.Header, f)
+}
+
+// cleanRequest is originRequest without the gateway's own headers: the
+// event loop writes those after the request's header itself
+// (appendForwarded), rather than copy them into it (loopOrigin.send).
+func cleanRequest(req *fasthttp.Request, f forwardInfo) {
 	h := &req.Header
 	if string(h.Protocol()) != "HTTP/1.1" {
 		// An HTTP/1.0 device's request goes to the origin as HTTP/1.1, as
@@ -207,12 +215,6 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 	if f.CookieName != "" {
 		dropCookie(h, f.CookieName)
 	}
-	if f.Token != "" {
-		setHeader(h, hdrAssertion, f.Token)
-	}
-	setHeader(h, hdrForwardedFor, f.ClientIP)
-	setHeader(h, hdrForwardedProto, "https")
-	setHeader(h, hdrForwardedHost, f.Host)
 	if h.IsHead() {
 		// A HEAD's answer ends with its header, and a body the origin sent
 		// anyway would be read as the next answer on the connection: it
@@ -220,9 +222,70 @@ func originRequest(req *fasthttp.Request, f forwardInfo) {
 		// and the pooled client closes it instead of keeping it idle.
 		h.SetConnectionClose()
 	}
+}
+
+// setForwarded sets the gateway's own headers on a request cleanRequest
+// prepared: the token, X-Forwarded-*, and the client certificate when the
+// application forwards it. cleanRequest removed any the device sent.
+func setForwarded(h *fasthttp.RequestHeader, f forwardInfo) {
+	if f.Token != "" {
+		setHeader(h, hdrAssertion, f.Token)
+	}
+	setHeader(h, hdrForwardedFor, f.ClientIP)
+	setHeader(h, hdrForwardedProto, "https")
+	setHeader(h, hdrForwardedHost, f.Host)
 	if f.ClientCert != nil && len(f.ClientCert.DER) > 0 {
 		setClientCertHeaders(h, f.ClientCert)
 	}
+}
+
+// appendForwarded appends to b the header fields setForwarded sets, each
+// ending in CRLF, for a request header written without them. Setting them
+// in fasthttp's header would copy the token (about a kilobyte) into it,
+// scan it for line breaks, and copy it twice more as the header is
+// written; none of the values can hold a line break (the token is base64url
+// and dots, the address and the host were parsed, the rest is hex and
+// base64).
+func appendForwarded(b []byte, f forwardInfo) []byte {
+	if f.Token != "" {
+		b = appendField(b, hdrAssertion, f.Token)
+	}
+	b = appendField(b, hdrForwardedFor, f.ClientIP)
+	b = appendField(b, hdrForwardedProto, "https")
+	b = appendField(b, hdrForwardedHost, f.Host)
+	if id := f.ClientCert; id != nil && len(id.DER) > 0 {
+		b = append(append(b, hdrClientCertDER...), ": "...)
+		b = base64.StdEncoding.AppendEncode(b, id.DER)
+		b = appendField(append(b, "\r\n"...), hdrClientCertSHA256, id.SHA256)
+		// RFC 9440: the DER as a Structured Field Byte Sequence.
+		b = append(append(b, hdrClientCert...), ": :"...)
+		b = base64.StdEncoding.AppendEncode(b, id.DER)
+		b = append(b, ":\r\n"...)
+	}
+	return b
+}
+
+// forwardedLen is the length of what appendForwarded appends for f.
+func forwardedLen(f forwardInfo) int {
+	const sep = len(": ") + len("\r\n")
+	n := len(hdrForwardedFor) + len(f.ClientIP) + len(hdrForwardedProto) + len("https") +
+		len(hdrForwardedHost) + len(f.Host) + 3*sep
+	if f.Token != "" {
+		n += len(hdrAssertion) + len(f.Token) + sep
+	}
+	if id := f.ClientCert; id != nil && len(id.DER) > 0 {
+		b64 := base64.StdEncoding.EncodedLen(len(id.DER))
+		n += len(hdrClientCertDER) + b64 + sep
+		n += len(hdrClientCertSHA256) + len(id.SHA256) + sep
+		n += len(hdrClientCert) + b64 + len("::") + sep
+	}
+	return n
+}
+
+// appendField appends "name: value" and CRLF to b.
+func appendField(b, name []byte, value string) []byte {
+	b = append(append(append(b, name...), ": "...), value...)
+	return append(b, "\r\n"...)
 }
 
 // The names of the headers the gateway sets on every request it forwards,
