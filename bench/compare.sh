@@ -24,6 +24,8 @@
 # FG_GOMAXPROCS=unset (or 1, or N; FG_GOMAXPROCS_fleetgate / _stdlib for one
 # server: see bench/lib.sh)
 # VERDICT_CACHE_SIZE=100000 (fleetgate's chain-verdict cache; 0 verifies every chain, as the others do)
+# HAPROXY_IDENTITY=0 (1: HAProxy tells the origin who the device is, its
+# certificate and X-Forwarded-*, as fleetgate does with its token: bench/lib.sh)
 # STAMP=<date> (the results' file name: $OUT/$STAMP.md, .png, -rps-tlsV-MODE.png, .jsonl)
 # A full run with the defaults takes about 22 minutes.
 set -euo pipefail
@@ -123,6 +125,11 @@ MD=$OUT/$STAMP.md
   echo "- $(go version | cut -d' ' -f3-), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(openssl version 2>/dev/null || echo 'OpenSSL ?')"
   echo "- servers on CPU $SERVER_CPU (taskset), one worker or thread each ($GOMAXPROCS_NOTE); client and origin on CPU $CLIENT_CPU; loopback; TLS with X25519 only, ECDSA P-256 certificates (root → intermediate → leaf), no tickets, no session cache; the client skips verifying the server's chain (-insecure) to spend its CPU on load."
   echo "- fresh: a new TCP connection and full mTLS handshake per request (fleetgate: its no-duration application, a token minted per request); keepalive: requests over kept connections (fleetgate: a 24h-session application, a token per request)."
+  if [ "${HAPROXY_IDENTITY:-0}" = 1 ]; then
+    echo "- HAProxy tells the origin who the device is (HAPROXY_IDENTITY=1): its certificate, base64, in X-Client-Cert, and X-Forwarded-For, -Proto and -Host; fleetgate sends its token and X-Forwarded-*; nginx and the standard library's proxy forward as by default."
+  else
+    echo "- what each server adds to a request for the origin: fleetgate its token (Cf-Access-Jwt-Assertion) and X-Forwarded-For, -Proto and -Host, about 1,100 bytes; HAProxy and nginx nothing (HAPROXY_IDENTITY=1 has HAProxy send the device's certificate and X-Forwarded-*)."
+  fi
   if [ "${VERDICT_CACHE_SIZE:-100000}" = 0 ]; then
     echo "- fleetgate's chain-verdict cache is off (VERDICT_CACHE_SIZE=0): every server verifies every chain."
   else

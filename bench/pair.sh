@@ -26,7 +26,7 @@
 # Knobs (environment): A=fleetgate B=haproxy (fleetgate, nginx, haproxy or
 # stdlib; gorelay for MODE=tcp), MODE=keepalive (or fresh, or tcp),
 # CLIENTS=64 (16 for tcp), ROUNDS=12, DUR=3s, DEVICES=100, MESSAGES=1000,
-# SERVER_CPU=0, CLIENT_CPU=1, FG_GOMAXPROCS (bench/lib.sh). POOL: files of
+# SERVER_CPU=0, CLIENT_CPU=1, FG_GOMAXPROCS and HAPROXY_IDENTITY (bench/lib.sh). POOL: files of
 # earlier runs' output to summarize as one, measuring nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,5 +146,5 @@ for s in "$A" "$B"; do one "$s" 2s >/dev/null; done # warm-up
 for i in $(seq "$ROUNDS"); do
   if ((i <= (ROUNDS + 1) / 2)); then run A "$A"; run B "$B"; else run B "$B"; run A "$A"; fi
 done
-echo "# A $A, B $B: $MODE, $CLIENTS clients, rounds of $DUR (A B for the first half, then B A), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# A $A, B $B: $MODE, $CLIENTS clients, rounds of $DUR (A B for the first half, then B A), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?')${HAPROXY_IDENTITY:+, HAPROXY_IDENTITY=$HAPROXY_IDENTITY}"
 summarize "$LINES"
