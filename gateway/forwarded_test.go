@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -128,7 +127,7 @@ func TestLoopForwardsGatewayHeaders(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			dev := h.pki.sensor2
 			c := h.dial(t, host, dev)
-			peer := settleOnLoop(t, c, host)
+			peer := settleOnLoop(t, c, host, "/settle", func(r *response) string { return r.echo(t).Peer })
 			forged := []string{"Cf-Access-Jwt-Assertion: forged.jwt.value", "X-Forwarded-For: 203.0.113.7",
 				"X-Forwarded-Host: evil.example", "X-Forwarded-Proto: http", "Cf-Client-Cert-Sha256: forged", "X-Device-Model: m1"}
 			sends := map[string]string{
@@ -176,34 +175,4 @@ func TestLoopForwardsGatewayHeaders(t *testing.T) {
 			}
 		})
 	}
-}
-
-// settleOnLoop sends keep-alive requests to host on c until they reach the
-// origin from one address several times in a row, other than the first
-// request's (served on a worker): the loop's own origin connection.
-func settleOnLoop(t *testing.T, c *rawConn, host string) string {
-	t.Helper()
-	first, last, same := "", "", 0
-	for i := 0; i < 200; i++ {
-		c.send(request("GET", host, "/settle"))
-		r := c.read("GET")
-		if r.StatusCode != http.StatusOK {
-			t.Fatalf("request %d: %d %s", i, r.StatusCode, r.body)
-		}
-		peer := r.echo(t).Peer
-		switch {
-		case first == "":
-			first = peer
-		case peer == last && peer != first:
-			if same++; same == 5 {
-				return peer
-			}
-		default:
-			same = 0
-		}
-		last = peer
-		time.Sleep(2 * time.Millisecond) // the loop's connection is dialed meanwhile
-	}
-	t.Fatalf("the requests to %s never settled on the loop's origin connection", host)
-	return ""
 }

@@ -72,17 +72,24 @@ func loopConn(t *testing.T, origin string) (*rawConn, string) {
 // onLoopPeer sends keep-alive requests on c until they reach the origin
 // from one address several times in a row, other than the one the first
 // request (a fresh token: signed on a worker) came from: the loop's own
-// origin connection. It returns that address.
+// origin connection. It returns that address. The origin is a peerOrigin.
 func onLoopPeer(t *testing.T, c *rawConn) string {
+	t.Helper()
+	return settleOnLoop(t, c, hApp, "/peer", func(r *response) string { return string(r.body) })
+}
+
+// settleOnLoop is onLoopPeer for requests to host and path, peerOf reading
+// the address each answer says its request came from.
+func settleOnLoop(t *testing.T, c *rawConn, host, path string, peerOf func(*response) string) string {
 	t.Helper()
 	first, last, same := "", "", 0
 	for i := 0; i < 200; i++ {
-		c.send(request("GET", hApp, "/peer"))
+		c.send(request("GET", host, path))
 		r := c.read("GET")
 		if r.StatusCode != http.StatusOK {
 			t.Fatalf("request %d: %d %s", i, r.StatusCode, r.body)
 		}
-		peer := string(r.body)
+		peer := peerOf(r)
 		if first == "" {
 			first = peer
 			continue
@@ -97,7 +104,7 @@ func onLoopPeer(t *testing.T, c *rawConn) string {
 		last = peer
 		time.Sleep(2 * time.Millisecond) // the loop's connection is dialed meanwhile
 	}
-	t.Fatalf("the requests never settled on the loop's origin connection (first from %s, last from %s)", first, last)
+	t.Fatalf("the requests to %s never settled on the loop's origin connection (first from %s, last from %s)", host, first, last)
 	return ""
 }
 
