@@ -533,7 +533,7 @@ func insertForwarded(msg []byte, f forwardInfo) ([]byte, error) {
 	msg = slices.Grow(msg, fl)[:n+fl]
 	copy(msg[end+fl:], msg[end:n])
 	if got := appendForwarded(msg[:end], f); len(got) != end+fl {
-		return nil, errors.New("the gateway's header fields for the origin came out longer than counted")
+		return nil, errors.New("the gateway's header fields for the origin did not come out at the length counted")
 	}
 	return msg, nil
 }

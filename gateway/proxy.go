@@ -243,16 +243,19 @@ func setForwarded(h *fasthttp.RequestHeader, f forwardInfo) {
 // ending in CRLF, for a request header written without them. Setting them
 // in fasthttp's header would copy the token (about a kilobyte) into it,
 // scan it for line breaks, and copy it twice more as the header is
-// written; none of the values can hold a line break (the token is base64url
-// and dots, the address and the host were parsed, the rest is hex and
-// base64).
+// written. The token, the fingerprint and the certificate are the
+// gateway's own base64url, hex and base64, and go as they are; the address
+// and the host (a few dozen bytes, and already parsed: fasthttp refuses a
+// line break in a header value) still have any CR or LF turned into a
+// space, as fasthttp does with every value it sets, so that no change
+// upstream of this can ever split a field.
 func appendForwarded(b []byte, f forwardInfo) []byte {
 	if f.Token != "" {
 		b = appendField(b, hdrAssertion, f.Token)
 	}
-	b = appendField(b, hdrForwardedFor, f.ClientIP)
+	b = appendCleanField(b, hdrForwardedFor, f.ClientIP)
 	b = appendField(b, hdrForwardedProto, "https")
-	b = appendField(b, hdrForwardedHost, f.Host)
+	b = appendCleanField(b, hdrForwardedHost, f.Host)
 	if id := f.ClientCert; id != nil && len(id.DER) > 0 {
 		b = append(append(b, hdrClientCertDER...), ": "...)
 		b = base64.StdEncoding.AppendEncode(b, id.DER)
@@ -285,6 +288,20 @@ func forwardedLen(f forwardInfo) int {
 // appendField appends "name: value" and CRLF to b.
 func appendField(b, name []byte, value string) []byte {
 	b = append(append(append(b, name...), ": "...), value...)
+	return append(b, "\r\n"...)
+}
+
+// appendCleanField is appendField with each CR or LF of value written as a
+// space (the same length).
+func appendCleanField(b, name []byte, value string) []byte {
+	b = append(append(b, name...), ": "...)
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		b = append(b, c)
+	}
 	return append(b, "\r\n"...)
 }
 
