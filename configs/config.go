@@ -82,6 +82,15 @@ type Gateway struct {
 	// times less often, and a larger one exactly as before. A GOGC
 	// environment variable wins. A reload changes it. 0 or at least 8 MiB.
 	GCHeapTarget int64
+	// MemoryReleaseAfter is how long the process must have allocated
+	// (almost) nothing before it returns the heap it holds unused to the
+	// operating system (memory_release_after = "500ms"; 0: never). After a
+	// reconnect storm the storm's garbage is about as large again as the
+	// connections' own state, and the collector keeps it for allocations
+	// that an idle fleet does not make. Released at most once a minute, and
+	// only when the unused heap is at least 16 MiB and a quarter of the
+	// live heap. A reload changes it. 0 or at least 100ms.
+	MemoryReleaseAfter time.Duration
 	// MaxHandshakeRate bounds the new TLS handshakes started per second,
 	// across all listeners and applications (max_handshake_rate = 0: no
 	// bound). Connections beyond it are refused at once, before any

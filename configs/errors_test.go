@@ -154,11 +154,12 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:21: gateway.max_header_bytes: must be at most 1MiB, not 1125899906842624 bytes`,
 				`fleetgate.toml:22: gateway.max_body_bytes: must be at most 1TiB, not 9223372036854775807 bytes`,
 			}},
-		{name: "runtime settings out of range", src: appended("[gateway]\ngomaxprocs = 2000\nmemory_limit = \"1MiB\"\ngc_heap_target = \"4MiB\"\n"),
+		{name: "runtime settings out of range", src: appended("[gateway]\ngomaxprocs = 2000\nmemory_limit = \"1MiB\"\ngc_heap_target = \"4MiB\"\nmemory_release_after = \"10ms\"\n"),
 			want: []string{
 				`fleetgate.toml:21: gateway.gomaxprocs: must be at most 1024, not 2000`,
 				`fleetgate.toml:22: gateway.memory_limit: must be 0 (no limit) or at least 32MiB, not 1048576 bytes: below, the garbage collector would run without pause`,
 				`fleetgate.toml:23: gateway.gc_heap_target: must be 0 (Go's own pacing) or at least 8MiB, not 4194304 bytes: below, the collector already runs at least that often`,
+				`fleetgate.toml:24: gateway.memory_release_after: must be "0s" (never) or at least 100ms, not 10ms: the heap is read once per interval`,
 			}},
 		{name: "default site not an application", src: appended("[gateway]\ndefault_site = \"App.Fleet.Test\"\n"),
 			want: []string{`fleetgate.toml:21: gateway.default_site: "app.fleet.test" is not the domain of an application`}},

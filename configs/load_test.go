@@ -26,7 +26,7 @@ func TestMinimalFileTakesDefaults(t *testing.T) {
 		MaxHeaderBytes: 16 << 10, MaxHeaderCount: 100, MaxBodyBytes: 8 << 20,
 		OriginConnectTimeout: 5 * time.Second, OriginTimeout: 30 * time.Second,
 		MaxConnsPerOrigin: 512, VerdictCacheSize: 100000, TokenCacheSize: 100000,
-		GCHeapTarget: 64 << 20,
+		GCHeapTarget: 64 << 20, MemoryReleaseAfter: 500 * time.Millisecond,
 	}
 	if cfg.Gateway != want {
 		t.Errorf("gateway:\n got %+v\nwant %+v", cfg.Gateway, want)

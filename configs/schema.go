@@ -57,6 +57,7 @@ type fileGateway struct {
 	GOMAXPROCS           int      `toml:"gomaxprocs" default:"0"`
 	MemoryLimit          size     `toml:"memory_limit" default:"0"`
 	GCHeapTarget         size     `toml:"gc_heap_target" default:"64MiB"`
+	MemoryReleaseAfter   duration `toml:"memory_release_after" default:"500ms"`
 	HandshakeQueue       int      `toml:"handshake_queue" default:"4096"`
 	HandshakeTimeout     duration `toml:"handshake_timeout" default:"5s"`
 	MaxHandshakeRate     int      `toml:"max_handshake_rate" default:"0"`

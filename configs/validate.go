@@ -20,6 +20,10 @@ const maxThreads = 1024
 // minMemoryLimit is the least memory_limit other than 0.
 const minMemoryLimit = 32 << 20
 
+// minMemoryReleaseAfter is the least memory_release_after other than 0:
+// the heap is read once per interval.
+const minMemoryReleaseAfter = 100 * time.Millisecond
+
 // minGCHeapTarget is the least gc_heap_target other than 0: twice the Go
 // runtime's own smallest heap goal.
 const minGCHeapTarget = 8 << 20
@@ -99,6 +103,9 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 	if fg.GCHeapTarget > 0 && fg.GCHeapTarget < minGCHeapTarget {
 		l.errorf(p+".gc_heap_target", "must be 0 (Go's own pacing) or at least 8MiB, not %d bytes: below, the collector already runs at least that often", int64(fg.GCHeapTarget))
 	}
+	if r := time.Duration(fg.MemoryReleaseAfter); r != 0 && r < minMemoryReleaseAfter {
+		l.errorf(p+".memory_release_after", "must be \"0s\" (never) or at least 100ms, not %s: the heap is read once per interval", r)
+	}
 	if fg.MemoryLimit > 0 && fg.MemoryLimit < minMemoryLimit {
 		l.errorf(p+".memory_limit", "must be 0 (no limit) or at least 32MiB, not %d bytes: below, the garbage collector would run without pause", int64(fg.MemoryLimit))
 	}
@@ -128,7 +135,8 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 		Listen: fg.Listen, AdminListen: fg.AdminListen, Issuer: fg.Issuer,
 		EventLoops: fg.EventLoops, HandshakeWorkers: fg.HandshakeWorkers, HandshakeQueue: fg.HandshakeQueue,
 		GOMAXPROCS: fg.GOMAXPROCS, MemoryLimit: int64(fg.MemoryLimit), GCHeapTarget: int64(fg.GCHeapTarget),
-		HandshakeTimeout: time.Duration(fg.HandshakeTimeout), HeaderTimeout: time.Duration(fg.HeaderTimeout),
+		MemoryReleaseAfter: time.Duration(fg.MemoryReleaseAfter),
+		HandshakeTimeout:   time.Duration(fg.HandshakeTimeout), HeaderTimeout: time.Duration(fg.HeaderTimeout),
 		MaxHandshakeRate: max(fg.MaxHandshakeRate, 0), MaxHandshakeBurst: max(burst, 0),
 		IdleTimeout: time.Duration(fg.IdleTimeout), DrainTimeout: time.Duration(fg.DrainTimeout),
 		MaxConnectionAge: time.Duration(fg.MaxConnectionAge),

@@ -44,7 +44,8 @@ type Options struct {
 	Ready func(addr string)
 	// TuneRuntime lets the server set the process's GOMAXPROCS, the garbage
 	// collector's pacing and its soft memory limit (at New and on every
-	// Reload) from [gateway] gomaxprocs, gc_heap_target and memory_limit.
+	// Reload) from [gateway] gomaxprocs, gc_heap_target and memory_limit,
+	// and return unused heap after memory_release_after of quiet.
 	// For the process's one gateway (`fleetgate serve`); tests running
 	// several servers leave it off.
 	TuneRuntime bool
@@ -98,6 +99,9 @@ type Server struct {
 	cpus int
 	// baseMemLimit is the soft memory limit the process started with.
 	baseMemLimit int64
+	// memRelease returns a storm's unused heap to the system once the
+	// process is quiet (memory_release_after); nil without TuneRuntime.
+	memRelease *memRelease
 	gnet.BuiltinEventEngine
 }
 
@@ -131,6 +135,7 @@ func New(opts Options) (*Server, error) {
 	s.cpus, s.baseMemLimit = runtime.GOMAXPROCS(0), debug.SetMemoryLimit(-1)
 	if opts.TuneRuntime {
 		tuneRuntime(cfg, s.cpus, s.baseMemLimit, s.log, true)
+		s.memRelease = newMemRelease(cfg.Gateway.MemoryReleaseAfter, s.log)
 	}
 	if cfg.Gateway.AdminListen != "" {
 		pm := newPromMetrics(s)
@@ -201,6 +206,9 @@ func (s *Server) Run() error {
 	stopWatch := make(chan struct{})
 	defer close(stopWatch)
 	go s.newCRLWatcher().run(stopWatch)
+	if s.memRelease != nil {
+		go s.memRelease.run(stopWatch)
+	}
 	loops := snap.cfg.Gateway.EventLoops
 	if loops <= 0 {
 		loops = s.cpus
@@ -429,6 +437,7 @@ func (s *Server) Reload() error {
 		running := *cfg
 		running.Gateway.EventLoops = s.running.EventLoops
 		tuneRuntime(&running, s.cpus, s.baseMemLimit, s.log, false)
+		s.memRelease.setInterval(cfg.Gateway.MemoryReleaseAfter)
 	}
 	s.engine.SetMaxInbound(max(tlsengine.DefaultMaxInbound, snap.inputLimit()))
 	// Cached verdicts belong to the old sites (and their CAs and
