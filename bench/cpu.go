@@ -97,9 +97,9 @@ func threadCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procRSS is the resident set of process pid in bytes (VmRSS of
-// /proc/<pid>/status).
-func procRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmRSS") }
+// ProcRSS is the resident set of process pid in bytes (VmRSS of
+// /proc/<pid>/status): what the idle and mqtt measurements compare.
+func ProcRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmRSS") }
 
 // procPeakRSS is the peak resident set of process pid over its life in
 // bytes (VmHWM of /proc/<pid>/status).

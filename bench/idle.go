@@ -99,7 +99,7 @@ func MeasureIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 		}
 	}
 
-	before, err := procRSS(o.PID)
+	before, err := ProcRSS(o.PID)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +142,7 @@ feed:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("bench: idle: %w", ctx.Err())
 	}
-	if res.RSSAfter, err = procRSS(o.PID); err != nil {
+	if res.RSSAfter, err = ProcRSS(o.PID); err != nil {
 		return nil, err
 	}
 	// A connection the server has closed meanwhile does not count.

@@ -475,7 +475,7 @@ feed:
 		}
 	}
 	for _, pid := range o.PIDs {
-		rss, err := procRSS(pid)
+		rss, err := ProcRSS(pid)
 		if err != nil {
 			return nil, err
 		}

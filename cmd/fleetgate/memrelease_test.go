@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/fleetgate/fleetgate/bench"
 )
 
 // TestServeReturnsStormMemory: after a storm of fresh handshakes, the real
@@ -51,9 +48,9 @@ func TestServeReturnsStormMemory(t *testing.T) {
 	if n := p.stderr.Count(line); n != before {
 		t.Fatalf("the heap was returned during the storm (%d lines), while it allocated", n-before)
 	}
-	storm := vmRSS(t, p.cmd.Process.Pid)
+	storm := rss(t, p.cmd.Process.Pid)
 	p.waitLog(t, line, before+1)
-	quiet := vmRSS(t, p.cmd.Process.Pid)
+	quiet := rss(t, p.cmd.Process.Pid)
 	t.Logf("resident: %d KiB after the storm, %d KiB once quiet", storm>>10, quiet>>10)
 	// A race-enabled build keeps shadow memory for the heap it returns.
 	if !slices.Contains(buildFlags, "-race") && quiet > storm-8<<20 {
@@ -61,24 +58,11 @@ func TestServeReturnsStormMemory(t *testing.T) {
 	}
 }
 
-// vmRSS is the resident set of process pid, in bytes (VmRSS).
-func vmRSS(t *testing.T, pid int) int64 {
+func rss(t *testing.T, pid int) int64 {
 	t.Helper()
-	fh, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	n, err := bench.ProcRSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fh.Close()
-	sc := bufio.NewScanner(fh)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("VmRSS %q: %v", v, err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
+	return n
 }
