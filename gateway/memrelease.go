@@ -17,10 +17,9 @@ import (
 // storm's garbage would stay resident for as long as the fleet idles, about
 // as much again as the connections' own state. So when the process has
 // allocated (almost) nothing for a while and holds much more heap than it
-// uses, the gateway collects and returns the free memory to the operating
-// system at once (debug.FreeOSMemory), as nginx's and HAProxy's allocators
-// give back what a storm freed. A process that keeps allocating never gets
-// there: its free heap is about to be reused.
+// uses, the gateway collects and returns the unused memory to the
+// operating system at once (debug.FreeOSMemory). A process that keeps
+// allocating never gets there: its unused heap is about to be reused.
 
 // Thresholds of the memory release.
 const (
@@ -29,10 +28,10 @@ const (
 	// requests stay under it, a single handshake a second does too, a
 	// storm does not.
 	quietAllocRate = 1 << 20
-	// minReleasable is the least free heap worth a collection: below it, a
-	// release is not worth the collector's pass over the live heap.
+	// minReleasable is the least unused heap worth a collection: below it,
+	// a release is not worth the collector's pass over the live heap.
 	minReleasable = 16 << 20
-	// releasableShare is the least free heap, as a fraction of the live
+	// releasableShare is the least unused heap, as a fraction of the live
 	// heap (1/releasableShare), worth a release.
 	releasableShare = 4
 	// minReleaseGap is the least time between two releases: a load that
@@ -118,7 +117,8 @@ func newMemRelease(interval time.Duration, log *slog.Logger) *memRelease {
 // setInterval applies memory_release_after (0: off) from the next round on.
 func (m *memRelease) setInterval(d time.Duration) { m.interval.Store(int64(d)) }
 
-// run watches until stop closes. Only one run reads the heap at a time.
+// run watches until stop closes. One run at a time: newMemRelease's read
+// shares its samples.
 func (m *memRelease) run(stop <-chan struct{}) {
 	t := time.NewTimer(m.offPoll)
 	defer t.Stop()
