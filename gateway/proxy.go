@@ -171,17 +171,12 @@ func originHandshake(c net.Conn, conf *tls.Config, timeout time.Duration) (net.C
 	return tc, nil
 }
 
-// originRequest turns the device's request into the origin's, in place:
-// spoofable and hop-by-hop headers and the session cookie are removed, then
-// the gateway's own headers are set. It is cleanRequest and setForwarded.
-func originRequest(req *fasthttp.Request, f forwardInfo) {
-	cleanRequest(req, f)
-	setForwarded(&req.Header, f)
-}
-
-// cleanRequest is originRequest without the gateway's own headers: the
-// event loop writes those after the request's header itself
-// (appendForwarded), rather than copy them into it (loopOrigin.send).
+// cleanRequest turns the device's request into the origin's, in place:
+// spoofable and hop-by-hop headers and the session cookie are removed. The
+// gateway's own headers come after it: setForwarded puts them in the
+// header for the pooled client, and the event loop writes them after the
+// request's header itself (appendForwarded), rather than copy them into it
+// (loopOrigin.send).
 func cleanRequest(req *fasthttp.Request, f forwardInfo) {
 	h := &req.Header
 	if string(h.Protocol()) != "HTTP/1.1" {
@@ -417,12 +412,12 @@ func dropCookie(h *fasthttp.RequestHeader, name string) {
 	scratchPool.Put(bp)
 }
 
-// scratchPool holds originRequest's scratch buffers: the rebuilt target of
+// scratchPool holds cleanRequest's scratch buffers: the rebuilt target of
 // an absolute-form request, the cookies kept for the origin, and the client
 // certificate base64-encoded for the origin's headers.
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
-// strippedHeaders are the lower-case names originRequest deletes, besides
+// strippedHeaders are the lower-case names cleanRequest deletes, besides
 // those that start with one of spoofablePrefixes or contain '_', indexed by
 // length (a comparison or two per field is cheaper than hashing it).
 var strippedHeaders = func() (t [33][]string) {
@@ -440,7 +435,7 @@ var strippedHeaders = func() (t [33][]string) {
 	return t
 }()
 
-// strippedName reports whether originRequest deletes a request header
+// strippedName reports whether cleanRequest deletes a request header
 // field of this name (any case):
 //
 //   - a name with '_': origins that map fields to CGI-style variables
@@ -482,7 +477,7 @@ func strippedName(k []byte) bool {
 	return false
 }
 
-// carriesStripped reports whether the request has any header originRequest
+// carriesStripped reports whether the request has any header cleanRequest
 // deletes (a Connection header included, which names the others; a
 // trailer section shows as the Trailer field): most device requests have
 // none, and one pass over their few headers, with no allocation, is much
@@ -538,7 +533,8 @@ func putNames(bp *[]byte, names []byte) {
 
 var strConnection = []byte("Connection")
 
-// forwardInfo is what originRequest adds to a request.
+// forwardInfo is what the gateway adds to a request for the origin
+// (setForwarded, appendForwarded), and what cleanRequest needs to know.
 type forwardInfo struct {
 	Token      string // the assertion for the origin; "" for bypass
 	ClientIP   string

@@ -983,3 +983,10 @@ type timeoutError struct{}
 func (timeoutError) Error() string   { return "i/o timeout" }
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
+
+// originRequest is the whole rewrite of a request for the origin, as the
+// pooled client sends it: cleanRequest, then setForwarded.
+func originRequest(req *fasthttp.Request, f forwardInfo) {
+	cleanRequest(req, f)
+	setForwarded(&req.Header, f)
+}
