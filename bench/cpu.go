@@ -96,35 +96,3 @@ func threadCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
-
-// ProcRSS is the resident set of process pid in bytes (VmRSS of
-// /proc/<pid>/status): what the idle and mqtt measurements compare.
-func ProcRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmRSS") }
-
-// procPeakRSS is the peak resident set of process pid over its life in
-// bytes (VmHWM of /proc/<pid>/status).
-func procPeakRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }
-
-// procStatusBytes reads a "KEY: N kB" line of /proc/<pid>/status.
-func procStatusBytes(pid int, key string) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, fmt.Errorf("bench: %s of process %d: %w", key, pid, err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		rest, ok := strings.CutPrefix(line, key+":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("bench: %s of process %d: unexpected line %q", key, pid, line)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("bench: %s of process %d: %w", key, pid, err)
-		}
-		return kb << 10, nil
-	}
-	return 0, fmt.Errorf("bench: %s of process %d: no %s line in /proc/%d/status", key, pid, key, pid)
-}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/procstat"
 )
 
 // IdleOptions configure MeasureIdle.
@@ -99,7 +101,7 @@ func MeasureIdle(ctx context.Context, o IdleOptions) (*IdleResult, error) {
 		}
 	}
 
-	before, err := ProcRSS(o.PID)
+	before, err := procstat.RSS(o.PID)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +144,7 @@ feed:
 	case <-ctx.Done():
 		return nil, fmt.Errorf("bench: idle: %w", ctx.Err())
 	}
-	if res.RSSAfter, err = ProcRSS(o.PID); err != nil {
+	if res.RSSAfter, err = procstat.RSS(o.PID); err != nil {
 		return nil, err
 	}
 	// A connection the server has closed meanwhile does not count.

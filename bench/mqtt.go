@@ -20,6 +20,8 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/fleetgate/fleetgate/internal/procstat"
 )
 
 // ModeMQTT is a fleet of MQTT devices: each device connects over mTLS
@@ -475,11 +477,11 @@ feed:
 		}
 	}
 	for _, pid := range o.PIDs {
-		rss, err := ProcRSS(pid)
+		rss, err := procstat.RSS(pid)
 		if err != nil {
 			return nil, err
 		}
-		peak, err := procPeakRSS(pid)
+		peak, err := procstat.PeakRSS(pid)
 		if err != nil {
 			return nil, err
 		}

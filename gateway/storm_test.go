@@ -8,13 +8,11 @@ package gateway
 // `make storm`, whose RSS it samples.
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/fleetgate/fleetgate/internal/testkit"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -33,6 +31,8 @@ import (
 
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/procstat"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 const stormDomain = "storm.tcp.test"
@@ -354,23 +354,6 @@ func getMetrics(admin string) (string, error) {
 	return string(b), err
 }
 
-// procRSS reads VmRSS from /proc/<pid>/status ("self" for this process).
-func procRSS(pid string) (int64, error) {
-	f, err := os.Open("/proc/" + pid + "/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc/" + pid + "/status")
-}
-
 // needFDs raises the soft file-descriptor limit to the hard one (Go does so
 // at start on Linux; this is for other set-ups) and skips the test when it
 // cannot hold n descriptors.
@@ -443,14 +426,14 @@ func TestTCPReconnectStorm(t *testing.T) {
 	// In process, the RSS is this test binary's, with whatever earlier
 	// tests left in it: what the storm adds is what is bounded (make storm
 	// bounds the real binary's whole RSS).
-	base, err := procRSS("self")
+	base, err := procstat.RSS(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := stormGateway{addr: listen,
 		metrics: func() (string, error) { return getMetrics(srv.AdminAddr()) },
 		rss: func() (int64, error) {
-			r, err := procRSS("self")
+			r, err := procstat.RSS(os.Getpid())
 			return max(r-base, 1), err // 1: sampled, even if nothing grew
 		}}
 	res := runStorm(t, g, fleet, p)
@@ -643,10 +626,10 @@ func TestTCPReconnectStormBinary(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	pid := strconv.Itoa(cmd.Process.Pid)
+	pid := cmd.Process.Pid
 	g := stormGateway{addr: listen,
 		metrics: func() (string, error) { return getMetrics(admin) },
-		rss:     func() (int64, error) { return procRSS(pid) }}
+		rss:     func() (int64, error) { return procstat.RSS(pid) }}
 	res := runStorm(t, g, fleet, p)
 	checkStorm(t, res, p)
 	select {

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/fleetgate/fleetgate/bench"
+	"github.com/fleetgate/fleetgate/internal/procstat"
 )
 
 // TestServeReturnsStormMemory: a fleet of 3,000 devices connects at once
@@ -118,7 +118,7 @@ func request(c *tls.Conn) error {
 
 func rss(t *testing.T, pid int) int64 {
 	t.Helper()
-	n, err := bench.ProcRSS(pid)
+	n, err := procstat.RSS(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
