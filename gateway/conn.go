@@ -58,6 +58,10 @@ type conn struct {
 	// output written off the loop, which a direct write must not overtake.
 	onLoop   bool
 	asyncOut atomic.Int32
+	// pool is the loop's origin connections the last request on the loop
+	// went to (sendOnLoop): the next one to the same origin client looks
+	// no further while it is not retired. Event loop only.
+	pool *loopPool
 
 	mu sync.Mutex
 	// idle closes the connection when no request comes in time: by

@@ -446,7 +446,11 @@ func (p *loopPool) toWorker(x *exchange) {
 // connection it suspends to a worker (and the pool grows).
 func (x *exchange) sendOnLoop() outcome {
 	x.wantWorker = true
-	p := x.c.srv.loopPool(x.app.origin, x.c.gc.EventLoop())
+	p := x.c.pool
+	if p == nil || p.hc != x.app.origin || p.retired.Load() {
+		p = x.c.srv.loopPool(x.app.origin, x.c.gc.EventLoop())
+		x.c.pool = p
+	}
 	if p == nil {
 		return suspend // a retired origin: the pooled client carries it
 	}

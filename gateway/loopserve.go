@@ -133,7 +133,9 @@ func (c *conn) loopServe(x *exchange) {
 			}
 			return // else the origin's answer resumes it (resumeOnLoop)
 		}
-		br, bw := x.br, x.bw
+		// x has ended: what follows needs only its buffers and its clock.
+		br, bw, at := x.br, x.bw, x.clock()
+		x.recycle()
 		switch e {
 		case endClose:
 			c.leaveLoop()
@@ -155,7 +157,7 @@ func (c *conn) loopServe(x *exchange) {
 				c.shutdown()
 				return
 			}
-			c.armIdle(c.snap.idleTimeout, monoOf(x.clock()))
+			c.armIdle(c.snap.idleTimeout, monoOf(at))
 			return
 		}
 		if !c.nextHeaderBuffered(br) || c.gc.OutboundBuffered() > flowLowWater {

@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -373,5 +376,66 @@ func TestLoopRetryOnDroppedConnection(t *testing.T) {
 	c.send("POST /drop HTTP/1.1\r\nHost: " + hApp + "\r\nContent-Length: 4\r\n\r\nbody")
 	if r := c.read("POST"); r.StatusCode != http.StatusBadGateway {
 		t.Fatalf("POST on a dropped connection: %d %q; want 502 (never sent twice)", r.StatusCode, r.body)
+	}
+}
+
+// TestLoopExchangesKeepApart: the loop reuses the exchanges it has finished
+// for later requests, so nothing of one request may show in another.
+// Two devices, two keep-alive connections each, send requests at once,
+// some pipelined; every answer must be the one for its own request (the
+// origin echoes the path) and carry its own device's identity (the
+// common name of the token the origin got).
+func TestLoopExchangesKeepApart(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cn := ""
+		if parts := strings.Split(r.Header.Get("Cf-Access-Jwt-Assertion"), "."); len(parts) == 3 {
+			var claims struct {
+				CommonName string `json:"common_name"`
+			}
+			if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil && json.Unmarshal(b, &claims) == nil {
+				cn = claims.CommonName
+			}
+		}
+		_, _ = io.WriteString(w, r.URL.Path+" "+cn)
+	}))
+	t.Cleanup(origin.Close)
+	h := newHarness(t, func(p *cfgParams) { p.Origin = origin.URL })
+	devices := map[string]*device{"sensor-0001": h.pki.sensor1, "sensor-0002": h.pki.sensor2}
+	var wg sync.WaitGroup
+	for cn, dev := range devices {
+		for k := 0; k < 2; k++ {
+			c := h.dial(t, hApp, dev)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 150; i++ {
+					n := 1 + i%3 // one, two or three requests in one write
+					var batch strings.Builder
+					for j := 0; j < n; j++ {
+						batch.WriteString(request("GET", hApp, fmt.Sprintf("/%s/c%d/r%d/p%d", cn, k, i, j)))
+					}
+					if _, err := io.WriteString(c.c, batch.String()); err != nil {
+						t.Errorf("%s connection %d: write: %v", cn, k, err)
+						return
+					}
+					for j := 0; j < n; j++ {
+						r, err := c.readErr("GET")
+						if err != nil {
+							t.Errorf("%s connection %d request %d.%d: %v", cn, k, i, j, err)
+							return
+						}
+						want := fmt.Sprintf("/%s/c%d/r%d/p%d %s", cn, k, i, j, cn)
+						if r.StatusCode != http.StatusOK || r.body != want {
+							t.Errorf("%s connection %d: got %d %q; want 200 %q", cn, k, r.StatusCode, r.body, want)
+							return
+						}
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if _, open := loopPools(h); open == 0 {
+		t.Fatal("no origin connection on a loop: the requests never ran on the loop")
 	}
 }

@@ -26,6 +26,11 @@ type plainPipe struct {
 	noWait bool
 }
 
+// pipeKeep is the largest buffer a drained pipe keeps for the bytes that
+// follow: a keep-alive device's next request then costs no allocation,
+// while a connection that once carried a large body does not hold it idle.
+const pipeKeep = 512
+
 func newPlainPipe(limit int) *plainPipe {
 	return &plainPipe{notify: make(chan struct{}, 1), limit: limit}
 }
@@ -98,9 +103,13 @@ func (p *plainPipe) Read(b []byte) (int, error) {
 		p.mu.Lock()
 		if len(p.buf) > 0 {
 			n := copy(b, p.buf)
-			p.buf = p.buf[n:]
-			if len(p.buf) == 0 {
-				p.buf = p.buf[:0:0] // let a large burst's memory go
+			switch {
+			case n < len(p.buf):
+				p.buf = p.buf[n:]
+			case cap(p.buf) <= pipeKeep:
+				p.buf = p.buf[:0] // the next request's bytes go here
+			default:
+				p.buf = nil // let a large burst's memory go
 			}
 			if p.idle > 0 {
 				p.deadline = time.Now().Add(p.idle)
