@@ -157,7 +157,10 @@ func TestMemReleaseOff(t *testing.T) {
 }
 
 // TestReadHeap: the runtime's metrics are read, and after a collection
-// that returned everything, the heap holds little beyond its live part.
+// that returned everything, what the heap holds in objects is its live
+// part and no free span is kept. (The room left beside live objects in
+// their spans is not checked: in a test binary it is the other tests'
+// fragmentation, tens of MiB after a long run.)
 func TestReadHeap(t *testing.T) {
 	m := newMemRelease(time.Second, slog.New(slog.DiscardHandler))
 	var keep [][]byte
@@ -180,7 +183,11 @@ func TestReadHeap(t *testing.T) {
 	if after.live < 4*mib || after.allocs < before.allocs {
 		t.Fatalf("read %+v after the collection: want the 4 MiB kept live, allocs not below %d", after, before.allocs)
 	}
-	if after.releasable() >= minReleasable || after.worthRelease() {
-		t.Fatalf("after FreeOSMemory: %+v, %d bytes unused: want under %d", after, after.releasable(), minReleasable)
+	// A little slack: goroutines of earlier tests may still allocate.
+	if after.objects > after.live+8*mib || after.free > 8*mib {
+		t.Fatalf("after FreeOSMemory: %+v: want the objects no more than the live heap and no free span kept (8 MiB of slack each)", after)
+	}
+	if after.objects+24*mib > before.objects {
+		t.Fatalf("after FreeOSMemory: objects %d, before %d: want the 32 MiB of garbage gone", after.objects, before.objects)
 	}
 }
