@@ -216,6 +216,7 @@ func (c *conn) workFrom(x *exchange, br *bufio.Reader, bw *bufio.Writer) {
 			}
 			continue // the pooled client carries it
 		}
+		x.drop()
 		x = nil
 		switch e {
 		case endClose:

@@ -140,51 +140,62 @@ func (c *conn) serveOne(x *exchange) end {
 	return x.finish()
 }
 
-// finish ends the exchange: what becomes of the connection, and its
-// pooled values given back.
+// finish ends the exchange: what becomes of the connection. Its request
+// and response stay with it: whoever ran it then recycles it (the event
+// loop) or drops it (a worker).
 func (x *exchange) finish() end {
 	e := x.c.endOf(x)
 	if x.begun {
 		x.c.srv.inflight.Add(-1)
 	}
-	x.release()
+	if x.streamConn != nil {
+		_ = x.streamConn.Close()
+	}
 	return e
 }
 
-// newExchange starts an exchange on the connection, with pooled request and
-// response values that release gives back.
+// newExchange starts an exchange on the connection: a recycled one, with
+// the request and response it kept, or a new one with pooled ones.
 func (c *conn) newExchange(br *bufio.Reader, bw *bufio.Writer) *exchange {
 	x := exchangePool.Get().(*exchange)
+	req, resp := x.req, x.resp
+	if req == nil {
+		req, resp = fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	}
 	*x = exchange{
 		c: c, app: c.app(), cur: c.srv.snap.Load(), br: br, bw: bw,
-		req: fasthttp.AcquireRequest(), resp: fasthttp.AcquireResponse(),
+		req: req, resp: resp,
 	}
 	return x
 }
 
 // exchangePool holds exchanges the event loop has finished with
-// (recycle). An exchange is some 700 bytes, allocated once per request:
-// at tens of thousands of keep-alive requests a second it was most of what
-// the collector had to do.
+// (recycle), each with its request and response. An exchange is some 700
+// bytes, allocated once per request: at tens of thousands of keep-alive
+// requests a second it was most of what the collector had to do.
 var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
-// recycle gives a finished exchange back for a later request. Only the
-// event loop calls it, once the exchange has ended (not suspended) and
-// after its last use: nothing else holds an exchange by then. The loop's
-// origin connection and its queue let go of it before they resume it, and
-// an exchange a worker ran is never recycled (it is simply dropped). It is
-// cleared here, so that a pooled exchange keeps no connection alive.
+// recycle gives a finished exchange back for a later request, with its
+// request and response reset. Only the event loop calls it, once the
+// exchange has ended (not suspended) and after its last use: nothing else
+// holds an exchange by then. The loop's origin connection and its queue
+// let go of it before they resume it, and an exchange a worker ran is
+// dropped, never recycled. The rest of it is cleared, so that a pooled
+// exchange keeps no connection alive.
 func (x *exchange) recycle() {
-	*x = exchange{}
+	req, resp := x.req, x.resp
+	req.Reset()
+	resp.Reset()
+	*x = exchange{req: req, resp: resp}
 	exchangePool.Put(x)
 }
 
-func (x *exchange) release() {
-	if x.streamConn != nil {
-		_ = x.streamConn.Close()
-	}
+// drop ends a finished exchange a worker ran: its request and response go
+// back to fasthttp's pools, the exchange itself to the collector.
+func (x *exchange) drop() {
 	fasthttp.ReleaseRequest(x.req)
 	fasthttp.ReleaseResponse(x.resp)
+	x.req, x.resp = nil, nil
 }
 
 // run runs phases in order, from the one a suspended exchange stopped at,
