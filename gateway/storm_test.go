@@ -354,25 +354,6 @@ func getMetrics(admin string) (string, error) {
 	return string(b), err
 }
 
-// needFDs raises the soft file-descriptor limit to the hard one (Go does so
-// at start on Linux; this is for other set-ups) and skips the test when it
-// cannot hold n descriptors.
-func needFDs(t *testing.T, n uint64) {
-	t.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skipf("cannot read the file-descriptor limit: %v", err)
-	}
-	if lim.Cur < lim.Max {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	if lim.Cur < n {
-		t.Skipf("the file-descriptor limit is %d; this storm needs about %d (raise ulimit -n)", lim.Cur, n)
-	}
-}
-
 // checkStorm asserts a storm's three criteria and logs its figures.
 func checkStorm(t *testing.T, res *stormResult, p stormParams) {
 	t.Helper()
@@ -413,7 +394,7 @@ func TestTCPReconnectStorm(t *testing.T) {
 	if raceDetector {
 		p.rssLimit *= 3
 	}
-	needFDs(t, uint64(4*p.devices+200)) // per device: its socket, the gateway's two, the origin's
+	testkit.NeedFDs(t, uint64(4*p.devices+200)) // per device: its socket, the gateway's two, the origin's
 	fleet := newStormFleet(t, p.devices)
 	origin := startTCPOrigin(t, stormEcho)
 	dir := t.TempDir()
@@ -577,7 +558,7 @@ func TestTCPReconnectStormBinary(t *testing.T) {
 	p := stormParams{devices: env("STORM_DEVICES", 3000), rate: env("STORM_RATE", 500), burst: env("STORM_BURST", 500),
 		spread: time.Second, backoff: 100 * time.Millisecond, maxBackoff: 5 * time.Second, within: 30 * time.Second,
 		rssLimit: int64(env("STORM_RSS_MIB", 300)) << 20}
-	needFDs(t, uint64(2*p.devices+200)) // the devices and the origin's side; the gateway has its own limit
+	testkit.NeedFDs(t, uint64(2*p.devices+200)) // the devices and the origin's side; the gateway has its own limit
 	fleet := newStormFleet(t, p.devices)
 	origin := startTCPOrigin(t, stormEcho)
 	dir := t.TempDir()

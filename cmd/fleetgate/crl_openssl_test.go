@@ -56,10 +56,7 @@ type keepAlive struct {
 // device certificate pki/devices/<cn>.pem.
 func (f *fleet) dialDevice(t testing.TB, host, cn string) *keepAlive {
 	t.Helper()
-	cert, err := tls.LoadX509KeyPair(filepath.Join(f.dir, "pki", "devices", cn+".pem"), filepath.Join(f.dir, "pki", "devices", cn+"-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := f.deviceCert(t, "pki", cn)
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	conn, err := tls.DialWithDialer(d, "tcp", f.listen, &tls.Config{ServerName: host, RootCAs: f.roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	if err != nil {

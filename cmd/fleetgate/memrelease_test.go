@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/fleetgate/fleetgate/internal/procstat"
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // TestServeReturnsStormMemory: a fleet of 3,000 devices connects at once
@@ -23,21 +22,15 @@ import (
 func TestServeReturnsStormMemory(t *testing.T) {
 	f := newFleet(t)
 	p := f.serve(t)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(f.dir, "pki", "devices", "sensor-0001.pem"), filepath.Join(f.dir, "pki", "devices", "sensor-0001-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := f.deviceCert(t, "pki", "sensor-0001")
 	conf := &tls.Config{RootCAs: f.roots, Certificates: []tls.Certificate{cert}, ServerName: "app.fleet.test", MinVersion: tls.VersionTLS13}
 	const line = "returned unused heap to the system"
 	before := p.stderr.Count(line)
 
 	const devices = 3000
 	// Each device is a descriptor here and one in the gateway, beside the
-	// origin's connections (Go raises the soft limit to the hard one).
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Max < devices+1024 {
-		t.Skipf("a storm of %d connections needs %d file descriptors; the hard limit is %d", devices, devices+1024, lim.Max)
-	}
+	// origin's connections.
+	testkit.NeedFDs(t, devices+1024)
 	held := make([]*tls.Conn, devices)
 	errs := make([]error, devices)
 	next := make(chan int)

@@ -121,17 +121,24 @@ func (f *fleet) write(t testing.TB, secondCA bool) {
 	writeServeConfig(t, f.cfg, serveParams{Listen: f.listen, Admin: f.admin, Origin: f.origin.URL, SecondCA: secondCA})
 }
 
+// deviceCert loads the device certificate <pkiDir>/devices/<cn>.pem and
+// its key.
+func (f *fleet) deviceCert(t testing.TB, pkiDir, cn string) tls.Certificate {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(filepath.Join(f.dir, pkiDir, "devices", cn+".pem"), filepath.Join(f.dir, pkiDir, "devices", cn+"-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // client returns an HTTP client that presents the device certificate in
 // pkiDir/devices/<cn>.pem ("" for none) and dials the gateway for any host.
 func (f *fleet) client(t testing.TB, pkiDir, cn string) *http.Client {
 	t.Helper()
 	var certs []tls.Certificate
 	if cn != "" {
-		c, err := tls.LoadX509KeyPair(filepath.Join(f.dir, pkiDir, "devices", cn+".pem"), filepath.Join(f.dir, pkiDir, "devices", cn+"-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		certs = []tls.Certificate{c}
+		certs = []tls.Certificate{f.deviceCert(t, pkiDir, cn)}
 	}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -1,7 +1,8 @@
 // Package testkit holds the small helpers the project's tests share: polling
 // for a condition, a goroutine-safe output buffer, a free loopback port (and
 // a server's start retried when another process took it first), an
-// HTTP exchange read whole (Fetch), and an MQTT test client (CONNECT,
+// HTTP exchange read whole (Fetch), the descriptors a storm needs
+// (NeedFDs), and an MQTT test client (CONNECT,
 // packets read back, subscribe and publish).
 // It is imported by tests only; nothing on the serving path uses it.
 package testkit
@@ -161,4 +162,24 @@ func Fetch(tb testing.TB, c *http.Client, req *http.Request) (*http.Response, st
 		tb.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
 	}
 	return resp, string(body)
+}
+
+// NeedFDs raises the soft file-descriptor limit to the hard one (Go does so
+// at start on Linux; this is for other set-ups) and skips the test when it
+// cannot hold n descriptors: a storm of connections that would fail for
+// want of them would say nothing about the gateway.
+func NeedFDs(tb testing.TB, n uint64) {
+	tb.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		tb.Skipf("cannot read the file-descriptor limit: %v", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	if lim.Cur < n {
+		tb.Skipf("the file-descriptor limit is %d; this storm needs about %d (raise ulimit -n)", lim.Cur, n)
+	}
 }
