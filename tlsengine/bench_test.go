@@ -2,6 +2,7 @@ package tlsengine
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -125,4 +126,77 @@ func BenchmarkHandshakeStdlibPair(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkReadRecord is the event loop's work for one small record from a
+// device after the handshake, as a relay or a keep-alive connection does it
+// per message: Feed the record, then Read until ErrWouldBlock. The records
+// are encrypted by a Go client beforehand, outside the timer.
+//
+//	go test -run '^$' -bench ReadRecord -benchmem -count 10 ./tlsengine/
+func BenchmarkReadRecord(b *testing.B) {
+	f := fixture(b)
+	e, err := NewEngine(f.config(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	loop := enginetest.NewLoop()
+	defer loop.Close()
+	mt, cc, err := memOpen(b, e, loop)
+	if err != nil {
+		b.Fatal(err)
+	}
+	gc := &gatherConn{Conn: cc}
+	client := tls.Client(gc, benchClientConfig(f))
+	if err := client.Handshake(); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !mt.conn.HandshakeComplete() {
+		if time.Now().After(deadline) {
+			b.Fatal("server handshake did not complete")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	msg := make([]byte, 64)
+	gc.hold()
+	for range b.N {
+		if _, err := client.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	gc.mu.Lock()
+	held := gc.held
+	gc.mu.Unlock()
+	const recLen = recordHeaderLen + 64 + 1 + 16 // header, data, content type, tag
+	if len(held) != b.N*recLen {
+		b.Fatalf("client wrote %d bytes for %d records, want %d each", len(held), b.N, recLen)
+	}
+	c := mt.conn
+	done := make(chan error, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	loop.Post(func() { // Feed and Read belong to the loop
+		var buf [16 << 10]byte
+		for i := range b.N {
+			if err := c.Feed(held[i*recLen : (i+1)*recLen]); err != nil {
+				done <- err
+				return
+			}
+			n, err := c.Read(buf[:])
+			if n != len(msg) || err != nil {
+				done <- fmt.Errorf("record %d: read %d, %v", i, n, err)
+				return
+			}
+			if _, err := c.Read(buf[:]); err != ErrWouldBlock {
+				done <- fmt.Errorf("record %d: second read: %v, want ErrWouldBlock", i, err)
+				return
+			}
+		}
+		done <- nil
+	})
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
 }

@@ -82,6 +82,14 @@ type Conn struct {
 
 	readErr error // event loop only
 
+	// drained is set when crypto/tls holds nothing it was handed: no record
+	// it has not processed, no plaintext it has not returned. Then, with no
+	// whole record in the shim, a Read would only hear ErrWouldBlock from
+	// the shim through crypto/tls (an allocation and a lock each time), so
+	// read answers it without asking. The event loop's (the handshake's
+	// goroutine's before the connection is published, as readErr).
+	drained bool
+
 	// What the peer made crypto/tls write on its own after the handshake
 	// (its answers to KeyUpdate requests, an alert), against the
 	// application data it sent: see answerAllowance.
@@ -301,7 +309,14 @@ func (c *Conn) read(p []byte) (int, error) {
 	if c.readErr != nil {
 		return 0, c.readErr
 	}
+	if c.drained && !c.shim.holdsReady() {
+		return 0, ErrWouldBlock
+	}
 	n, err := c.tls.Read(p)
+	// The shim hands crypto/tls one record at a time, so it holds nothing
+	// after a Read that found none, or after one that returned a record's
+	// plaintext whole (n < len(p)) having held nothing before it.
+	c.drained = errors.Is(err, ErrWouldBlock) || err == nil && n < len(p) && c.drained
 	c.dataIn += int64(n)
 	if a := c.answered.Load(); a > answerAllowance && a-answerAllowance > c.dataIn/answerShare {
 		err = ErrTooManyKeyUpdates

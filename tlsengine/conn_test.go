@@ -817,3 +817,102 @@ func TestInboundBeforeTheServerAnswers(t *testing.T) {
 		t.Errorf("took %d bytes before the handshake answered; want at most %d", fed, maxUnanswered)
 	}
 }
+
+// TestReadAnswersDrainedItself: once crypto/tls holds nothing, Read says
+// "would block" without asking it, so a small message costs crypto/tls one
+// read, not two (the second allocates and takes the shim's lock only to
+// hear the same). Large messages, records that fill Read's buffer and
+// several records in one segment still come through whole and in order.
+func TestReadAnswersDrainedItself(t *testing.T) {
+	e, loop, f := memEngine(t, nil)
+	mt, cc, err := memOpen(t, e, loop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := &gatherConn{Conn: cc}
+	client := tls.Client(gc, f.client(teDevices, &f.deviceTLS))
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	var empty atomic.Int64 // shim Reads that found no record
+	hooked := make(chan struct{})
+	loop.Post(func() {
+		mt.conn.shim.readHook = func() { empty.Add(1) }
+		close(hooked)
+	})
+	<-hooked
+
+	var sent []byte
+	send := func(msgs ...[]byte) {
+		t.Helper()
+		gc.hold()
+		for _, msg := range msgs {
+			if _, err := client.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			sent = append(sent, msg...)
+		}
+		if err := gc.release(); err != nil {
+			t.Fatal(err)
+		}
+		testkit.WaitFor(t, "the message", 10*time.Second, func() bool { return len(mt.received()) == len(sent) })
+	}
+	send([]byte("first")) // settles whatever the handshake left
+	before := empty.Load()
+	for i := range 20 {
+		send([]byte{'m', byte('a' + i)})
+	}
+	if got := empty.Load() - before; got != 0 {
+		t.Errorf("20 small messages made crypto/tls ask the shim %d times for nothing, want 0", got)
+	}
+	// A record larger than the reader's 4 KiB buffer leaves plaintext in
+	// crypto/tls: Read must ask it again.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 2048) // 32 KiB: two full records
+	send(big)
+	// Several records in one segment: one each per crypto/tls read.
+	send([]byte("one"), []byte("two"), bytes.Repeat([]byte("3"), 5000), []byte("four"))
+	before = empty.Load()
+	send([]byte("last"))
+	if got := empty.Load() - before; got != 0 {
+		t.Errorf("a small message after the others made crypto/tls ask the shim %d times for nothing, want 0", got)
+	}
+	if got := mt.received(); got != string(sent) {
+		t.Fatalf("received %d bytes, not what was sent (%d bytes)", len(got), len(sent))
+	}
+}
+
+// gatherConn is a client net.Conn that can hold its writes back and send
+// them in one, so that several records reach the engine in one segment.
+type gatherConn struct {
+	net.Conn
+	mu      sync.Mutex
+	holding bool
+	held    []byte
+}
+
+func (c *gatherConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holding {
+		c.held = append(c.held, b...)
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *gatherConn) hold() {
+	c.mu.Lock()
+	c.holding = true
+	c.mu.Unlock()
+}
+
+// release sends what was held in one write and stops holding.
+func (c *gatherConn) release() error {
+	c.mu.Lock()
+	b := c.held
+	c.held, c.holding = nil, false
+	c.mu.Unlock()
+	_, err := c.Conn.Write(b)
+	return err
+}

@@ -54,6 +54,7 @@ type shim struct {
 	inBox       *[]byte // in's pooled backing array, if it came from inboundPool
 	off         int
 	ready       int  // in[off:ready] may be handed to crypto/tls
+	recEnd      int  // end of the record take is handing out (off ≥ recEnd: at a record's start)
 	passthrough bool // framing abandoned: every byte is ready
 	oversized   bool // a header announced a record longer than maxCiphertext
 	maxInbound  int
@@ -207,6 +208,7 @@ func (s *shim) feed(data []byte) error {
 		n := copy(s.in, s.in[s.off:])
 		s.in = s.in[:n]
 		s.ready -= s.off
+		s.recEnd -= s.off
 		s.off = 0
 	}
 	if s.in == nil {
@@ -248,12 +250,26 @@ func (s *shim) frame() {
 	}
 }
 
-// take copies ready bytes into p. Called with s.mu held.
+// take copies ready bytes into p, at most one record per call (the rest of the one begun, or the next), so that
+// crypto/tls never buffers a record it has not processed: once it has
+// returned a record's plaintext whole, it holds nothing, and Conn.read
+// need not ask it again to learn that (see Conn.drained). Called with s.mu
+// held.
 func (s *shim) take(p []byte) int {
-	n := copy(p, s.in[s.off:s.ready])
+	end := s.ready
+	if !s.passthrough {
+		if s.off >= s.recEnd {
+			// At a record's start: ready covers whole records, so its
+			// header and body are both there.
+			h := s.in[s.off:]
+			s.recEnd = s.off + recordHeaderLen + (int(h[3])<<8 | int(h[4]))
+		}
+		end = min(end, s.recEnd)
+	}
+	n := copy(p, s.in[s.off:end])
 	s.off += n
 	if s.off == len(s.in) {
-		s.in, s.off, s.ready = s.in[:0], 0, 0
+		s.in, s.off, s.ready, s.recEnd = s.in[:0], 0, 0, 0
 		if !s.handshaking || cap(s.in) > dropBufferAboveCapacity {
 			s.putInbound()
 		}
@@ -463,7 +479,7 @@ func (s *shim) endHandshake() (reason, error) {
 	defer s.mu.Unlock()
 	s.handshaking = false
 	if s.off == len(s.in) {
-		s.in, s.off, s.ready = s.in[:0], 0, 0
+		s.in, s.off, s.ready, s.recEnd = s.in[:0], 0, 0, 0
 		s.putInbound()
 	}
 	if s.abortErr != nil {
@@ -498,6 +514,14 @@ func (s *shim) hasRecord() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ready > s.off && !s.released.Load()
+}
+
+// holdsReady reports whether crypto/tls has bytes to take: a whole record,
+// or, once framing was abandoned, anything at all.
+func (s *shim) holdsReady() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready > s.off || s.passthrough
 }
 
 func (s *shim) isOversized() bool {

@@ -161,6 +161,72 @@ func TestShimReadModes(t *testing.T) {
 	}
 }
 
+// TestShimHandsOneRecordAtATime: each Read hands out at most one record,
+// the rest of the one begun or the next, so crypto/tls never holds a
+// record it has not processed; a partial record waits for its body.
+func TestShimHandsOneRecordAtATime(t *testing.T) {
+	rec := func(n int, fill byte) []byte {
+		return append([]byte{23, 3, 3, byte(n >> 8), byte(n)}, bytes.Repeat([]byte{fill}, n)...)
+	}
+	one, two, three := rec(3, 'a'), rec(20, 'b'), rec(4, 'c')
+	s := newShim(nil, nil, newAdmission(1, 1), DefaultMaxInbound)
+	s.endHandshake()
+	in := append(append(append([]byte{}, one...), two...), three[:6]...)
+	if err := s.feed(in); err != nil {
+		t.Fatal(err)
+	}
+	read := func(size int) ([]byte, error) {
+		p := make([]byte, size)
+		n, err := s.Read(p)
+		return p[:n], err
+	}
+	steps := []struct {
+		size int
+		want []byte
+	}{
+		{64, one},       // room for more, but one record only
+		{7, two[:7]},    // a record begun in a small p
+		{64, two[7:]},   // continues to its end, not into the next
+		{64, nil},       // the third is not whole yet
+		{64, three},     // … and is, once its body came
+		{64, nil},       // nothing left
+		{64, rec(0, 0)}, // an empty record is one record too
+	}
+	for i, st := range steps {
+		if i == 4 {
+			if err := s.feed(three[6:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == 6 {
+			if err := s.feed(append(rec(0, 0), rec(2, 'd')...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := read(st.size)
+		if st.want == nil {
+			if len(got) != 0 || err != ErrWouldBlock {
+				t.Fatalf("step %d: read %x, %v; want nothing, ErrWouldBlock", i, got, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, st.want) {
+			t.Fatalf("step %d: read %x, %v; want %x", i, got, err, st.want)
+		}
+	}
+	if got, err := read(64); err != nil || !bytes.Equal(got, rec(2, 'd')) {
+		t.Fatalf("after the empty record: read %x, %v", got, err)
+	}
+	// Once framing is abandoned, everything goes at once, as crypto/tls
+	// refuses the bytes from the header alone.
+	if err := s.feed(append(rec(1, 'e'), []byte("GET / HTTP/1.1")...)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := read(64); len(got) != 6+14 {
+		t.Fatalf("passthrough: read %d bytes, want all 20", len(got))
+	}
+}
+
 // TestShimCPUSlot: a blocked handshake Read holds no CPU slot while it waits
 // and takes one before returning bytes.
 func TestShimCPUSlot(t *testing.T) {
