@@ -14,7 +14,8 @@
 # Knobs (environment): SERVER=fleetgate MODE=fresh CLIENTS=16 DUR=8s
 # PERF=stat (or record) PERF_EVENT="-F 2000" PERF_SECONDS=5 OUT=/tmp
 # STAT_EVENTS (perf stat's event list; 'syscalls:sys_enter_*' counts every
-# system call by name) MESSAGES=1000 (MODE=tcp) WATCH=server (or origin: perf
+# system call by name) STAT_OPTS (more perf stat options, e.g. --per-thread
+# to see which of the server's threads switch) MESSAGES=1000 (MODE=tcp) WATCH=server (or origin: perf
 # watches the HTTP origin on the client's CPU instead, to see what each
 # server's requests cost it).
 set -euo pipefail
@@ -65,7 +66,8 @@ if [ "$PERF" = record ]; then
   # shellcheck disable=SC2086 # PERF_EVENT is a list of perf options
   perf record $PERF_EVENT -g -p "$watched" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
 else
-  perf stat -e "$STAT_EVENTS" -p "$watched" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
+  # shellcheck disable=SC2086 # STAT_OPTS is a list of perf options
+  perf stat ${STAT_OPTS:-} -e "$STAT_EVENTS" -p "$watched" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
 fi
 wait "$client"
 cat "$OUT/perf-$SERVER.json"
