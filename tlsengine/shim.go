@@ -250,11 +250,11 @@ func (s *shim) frame() {
 	}
 }
 
-// take copies ready bytes into p, at most one record per call (the rest of the one begun, or the next), so that
-// crypto/tls never buffers a record it has not processed: once it has
-// returned a record's plaintext whole, it holds nothing, and Conn.read
-// need not ask it again to learn that (see Conn.drained). Called with s.mu
-// held.
+// take copies ready bytes into p, at most one record per call (the rest of
+// the one begun, or the next), so that crypto/tls never buffers a record it
+// has not processed: once it has returned a record's plaintext whole, it
+// holds nothing, and Conn.read need not ask it again to learn that (see
+// Conn.drained). Called with s.mu held.
 func (s *shim) take(p []byte) int {
 	end := s.ready
 	if !s.passthrough {
@@ -516,12 +516,13 @@ func (s *shim) hasRecord() bool {
 	return s.ready > s.off && !s.released.Load()
 }
 
-// holdsReady reports whether crypto/tls has bytes to take: a whole record,
-// or, once framing was abandoned, anything at all.
+// holdsReady reports whether a crypto/tls read would get more than "would
+// block" from the shim: a whole record, anything at all once framing was
+// abandoned, or the end once the transport is gone.
 func (s *shim) holdsReady() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.ready > s.off || s.passthrough
+	return s.ready > s.off || s.passthrough || s.released.Load()
 }
 
 func (s *shim) isOversized() bool {
