@@ -131,7 +131,8 @@ func BenchmarkHandshakeStdlibPair(b *testing.B) {
 // BenchmarkReadRecord is the event loop's work for one small record from a
 // device after the handshake, as a relay or a keep-alive connection does it
 // per message: Feed the record, then Read until ErrWouldBlock. The records
-// are encrypted by a Go client beforehand, outside the timer.
+// are encrypted by a Go client beforehand, outside the timer, and held in
+// memory (86 B each, b.N of them: each carries its own sequence number).
 //
 //	go test -run '^$' -bench ReadRecord -benchmem -count 10 ./tlsengine/
 func BenchmarkReadRecord(b *testing.B) {

@@ -830,7 +830,9 @@ func TestReadAnswersDrainedItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	gc := &gatherConn{Conn: cc}
-	client := tls.Client(gc, f.client(teDevices, &f.deviceTLS))
+	conf := f.client(teDevices, &f.deviceTLS)
+	conf.DynamicRecordSizingDisabled = true // full 16 KiB records from the first byte
+	client := tls.Client(gc, conf)
 	if err := client.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -868,8 +870,11 @@ func TestReadAnswersDrainedItself(t *testing.T) {
 	}
 	// A record larger than the reader's 4 KiB buffer leaves plaintext in
 	// crypto/tls: Read must ask it again.
-	big := bytes.Repeat([]byte("0123456789abcdef"), 2048) // 32 KiB: two full records
+	big := bytes.Repeat([]byte("0123456789abcdef"), 2048) // 32 KiB: two 16 KiB records
 	send(big)
+	if got := empty.Load() - before; got == 0 {
+		t.Errorf("16 KiB records read with a 4 KiB buffer never made crypto/tls ask the shim again")
+	}
 	// Several records in one segment: one each per crypto/tls read.
 	send([]byte("one"), []byte("two"), bytes.Repeat([]byte("3"), 5000), []byte("four"))
 	before = empty.Load()
