@@ -136,29 +136,8 @@ func BenchmarkHandshakeStdlibPair(b *testing.B) {
 //
 //	go test -run '^$' -bench ReadRecord -benchmem -count 10 ./tlsengine/
 func BenchmarkReadRecord(b *testing.B) {
-	f := fixture(b)
-	e, err := NewEngine(f.config(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	loop := enginetest.NewLoop()
-	defer loop.Close()
-	mt, cc, err := memOpen(b, e, loop)
-	if err != nil {
-		b.Fatal(err)
-	}
-	gc := &gatherConn{Conn: cc}
-	client := tls.Client(gc, benchClientConfig(f))
-	if err := client.Handshake(); err != nil {
-		b.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !mt.conn.HandshakeComplete() {
-		if time.Now().After(deadline) {
-			b.Fatal("server handshake did not complete")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	e, loop, f := memEngine(b, nil)
+	mt, gc, client := gatherHandshake(b, e, loop, benchClientConfig(f))
 	msg := make([]byte, 64)
 	gc.hold()
 	for range b.N {

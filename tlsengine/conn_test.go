@@ -57,19 +57,19 @@ func memOpen(tb testing.TB, e *Engine, loop *enginetest.Loop) (*memTransport, ne
 }
 
 // memEngine is an engine over the fixture plus an in-memory loop.
-func memEngine(t *testing.T, mod func(*Config)) (*Engine, *enginetest.Loop, *teFixture) {
-	t.Helper()
-	f := fixture(t)
-	cfg := f.config(t)
+func memEngine(tb testing.TB, mod func(*Config)) (*Engine, *enginetest.Loop, *teFixture) {
+	tb.Helper()
+	f := fixture(tb)
+	cfg := f.config(tb)
 	if mod != nil {
 		mod(&cfg)
 	}
 	e, err := NewEngine(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	loop := enginetest.NewLoop()
-	t.Cleanup(loop.Close)
+	tb.Cleanup(loop.Close)
 	return e, loop, f
 }
 
@@ -825,18 +825,9 @@ func TestInboundBeforeTheServerAnswers(t *testing.T) {
 // several records in one segment still come through whole and in order.
 func TestReadAnswersDrainedItself(t *testing.T) {
 	e, loop, f := memEngine(t, nil)
-	mt, cc, err := memOpen(t, e, loop)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gc := &gatherConn{Conn: cc}
 	conf := f.client(teDevices, &f.deviceTLS)
 	conf.DynamicRecordSizingDisabled = true // full 16 KiB records from the first byte
-	client := tls.Client(gc, conf)
-	if err := client.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	testkit.WaitFor(t, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	mt, gc, client := gatherHandshake(t, e, loop, conf)
 	var empty atomic.Int64 // shim Reads that found no record
 	hooked := make(chan struct{})
 	loop.Post(func() {
@@ -885,6 +876,22 @@ func TestReadAnswersDrainedItself(t *testing.T) {
 	if got := mt.received(); got != string(sent) {
 		t.Fatalf("received %d bytes, not what was sent (%d bytes)", len(got), len(sent))
 	}
+}
+
+// gatherHandshake is memHandshake with the client over a gatherConn.
+func gatherHandshake(tb testing.TB, e *Engine, loop *enginetest.Loop, conf *tls.Config) (*memTransport, *gatherConn, *tls.Conn) {
+	tb.Helper()
+	mt, cc, err := memOpen(tb, e, loop)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	gc := &gatherConn{Conn: cc}
+	client := tls.Client(gc, conf)
+	if err := client.Handshake(); err != nil {
+		tb.Fatalf("client handshake: %v", err)
+	}
+	testkit.WaitFor(tb, "server handshake", 10*time.Second, mt.conn.HandshakeComplete)
+	return mt, gc, client
 }
 
 // gatherConn is a client net.Conn that can hold its writes back and send
