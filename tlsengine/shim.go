@@ -269,13 +269,17 @@ func (s *shim) take(p []byte) int {
 	n := copy(p, s.in[s.off:end])
 	s.off += n
 	if s.off == len(s.in) {
-		s.in, s.off, s.ready, s.recEnd = s.in[:0], 0, 0, 0
+		s.clearIn()
 		if !s.handshaking || cap(s.in) > dropBufferAboveCapacity {
 			s.putInbound()
 		}
 	}
 	return n
 }
+
+// clearIn empties the received bytes once crypto/tls has taken them all,
+// keeping the buffer. Called with s.mu held.
+func (s *shim) clearIn() { s.in, s.off, s.ready, s.recEnd = s.in[:0], 0, 0, 0 }
 
 // inboundPool holds the buffers of received bytes: an open connection
 // gives its buffer back whenever crypto/tls has read everything, so an idle
@@ -479,7 +483,7 @@ func (s *shim) endHandshake() (reason, error) {
 	defer s.mu.Unlock()
 	s.handshaking = false
 	if s.off == len(s.in) {
-		s.in, s.off, s.ready, s.recEnd = s.in[:0], 0, 0, 0
+		s.clearIn()
 		s.putInbound()
 	}
 	if s.abortErr != nil {
