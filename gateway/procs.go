@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/bytedance/gopkg/util/gctuner"
 
@@ -125,6 +126,12 @@ func tuneGC(target int64, log *slog.Logger, first bool) {
 	if target <= 0 {
 		if gcTuned {
 			gctuner.Tuning(0)
+			// The tuner's callback runs as a finalizer after each
+			// collection; one already under way when it was stopped
+			// still sets its percentage. Restore the default after it.
+			if !finalizersRan(time.Second) {
+				log.Warn("go garbage collector: the finalizers did not run within a second; the default pacing may be overwritten once by the stopped tuner")
+			}
 			debug.SetGCPercent(minGCPercent)
 			gcTuned = false
 			log.Info("go garbage collector: default pacing")
@@ -139,5 +146,28 @@ func tuneGC(target int64, log *slog.Logger, first bool) {
 	gcTuned = true
 	if first {
 		log.Info("go garbage collector", "heap_target_bytes", target)
+	}
+}
+
+// finalizersRan reports, within limit, that every finalizer running or
+// queued when it was called has finished. The runtime runs finalizers one
+// at a time on one goroutine: once a finalizer set here runs, any that ran
+// before it (the stopped tuner's last callback) has returned. Collections
+// are forced until it has run; a reload is the only caller.
+func finalizersRan(limit time.Duration) bool {
+	done := make(chan struct{})
+	mark := new([32]byte) // not a tiny allocation, so it is collected alone
+	runtime.SetFinalizer(mark, func(*[32]byte) { close(done) })
+	mark = nil
+	deadline := time.After(limit)
+	for {
+		runtime.GC()
+		select {
+		case <-done:
+			return true
+		case <-deadline:
+			return false
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
