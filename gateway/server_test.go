@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/fleetgate/fleetgate/configs"
 	"github.com/fleetgate/fleetgate/internal/pki"
 	"github.com/fleetgate/fleetgate/internal/testkit"
@@ -530,4 +532,20 @@ func TestExpiryWarningsLogged(t *testing.T) {
 			t.Fatalf("no warning logged at start:\n%s", logs.String())
 		}
 	})
+}
+
+// TestLoopOptions: the loops poll edge-triggered and end a connection's
+// event after one read (the relay and keep-alive costs in
+// docs/performance.md depend on it), one listening socket per loop.
+func TestLoopOptions(t *testing.T) {
+	var o gnet.Options
+	for _, opt := range loopOptions(3, slog.New(slog.DiscardHandler)) {
+		opt(&o)
+	}
+	if !o.EdgeTriggeredIO || o.EdgeTriggeredIOChunk != edgeReadChunk {
+		t.Errorf("edge-triggered %v, chunk %d; want edge-triggered reads of %d", o.EdgeTriggeredIO, o.EdgeTriggeredIOChunk, edgeReadChunk)
+	}
+	if o.NumEventLoop != 3 || !o.Multicore || !o.ReusePort || !o.ReuseAddr || o.TCPNoDelay != gnet.TCPNoDelay {
+		t.Errorf("loops %d, multicore %v, SO_REUSEPORT %v, SO_REUSEADDR %v, TCP_NODELAY %v", o.NumEventLoop, o.Multicore, o.ReusePort, o.ReuseAddr, o.TCPNoDelay)
+	}
 }
