@@ -74,3 +74,32 @@ func TestOriginTimeoutAfterEarlierRequest(t *testing.T) {
 		t.Fatalf("504 after %v; origin_timeout is %v", d, originTimeout)
 	}
 }
+
+// TestCoarseClock: the coarse clock starts at mono, never runs ahead of
+// it, advances every tick while it runs, and stops when told.
+func TestCoarseClock(t *testing.T) {
+	c := newCoarseClock()
+	start := c.load()
+	if now := mono(); start > now || now-start > time.Second {
+		t.Fatalf("a new clock reads %v, mono %v", start, now)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { c.run(stop); close(done) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.load() < start+2*coarseTick {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s the clock has advanced %v; it ticks every %v", c.load()-start, coarseTick)
+		}
+		time.Sleep(coarseTick / 4)
+	}
+	if got, now := c.load(), mono(); got > now {
+		t.Fatalf("the clock reads %v, ahead of mono %v", got, now)
+	}
+	close(stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the clock did not stop")
+	}
+}

@@ -91,7 +91,7 @@ type relay struct {
 	dialCtx    context.Context
 	cancelDial context.CancelFunc
 
-	lastActive atomic.Int64 // mono reading (ns) of the last byte either way
+	lastActive atomic.Int64 // coarse clock's reading (ns) at the last byte either way
 	stopped    atomic.Bool  // timers do nothing more
 	// idle is the idle timeout in nanoseconds (0: none): idle_timeout, or
 	// more for an MQTT keep-alive, which an MQTT 5 broker's CONNACK may
@@ -221,9 +221,10 @@ func (r *relay) revokedBy(rev *tlsengine.Revocation, now time.Time) bool {
 	return rev.Recheck(&v, now)
 }
 
-// touch records activity now, for the idle timer (twice per relayed round
-// trip: mono, one clock read where time.Now takes two).
-func (r *relay) touch() { r.lastActive.Store(int64(mono())) }
+// touch records activity now, for the idle timer, twice per relayed round
+// trip: the coarse clock, which costs no clock read (the idle timer allows
+// for its tick).
+func (r *relay) touch() { r.lastActive.Store(int64(r.srv.coarse.load())) }
 
 // identity reports whether the device's identity goes to the origin: a
 // verified certificate, admitted by a policy that mints (not bypass).
@@ -722,7 +723,9 @@ func (r *relay) armIdle() {
 		if r.stopped.Load() || d <= 0 {
 			return // stopped, or no idle timeout any more
 		}
-		left := d - (mono() - time.Duration(r.lastActive.Load()))
+		// lastActive is up to a tick behind the activity it notes: the
+		// timeout runs from a tick after it, so it never ends early.
+		left := d - (mono() - time.Duration(r.lastActive.Load()) - coarseTick)
 		if left <= 0 {
 			r.cut(closeIdle)
 			return

@@ -71,12 +71,13 @@ type Server struct {
 	running   configs.Gateway
 	conns     atomic.Int64
 	inflight  atomic.Int64
-	live      sync.Map   // *conn → struct{}: the open connections, for the drain
-	relays    relayIndex // live relayed connections of tcp applications, by certificate
-	loopBufs  sync.Map   // gnet.EventLoop → *[]byte: each loop's decrypt buffer (loopBuf)
-	loopPools sync.Map   // loopPoolKey → *loopPool: each loop's origin connections (loopclient.go)
-	perIP     ipCounter  // open connections per client address (max_connections_per_ip)
-	shedLog   shedLog    // the log lines of connections shed as they are accepted
+	live      sync.Map     // *conn → struct{}: the open connections, for the drain
+	relays    relayIndex   // live relayed connections of tcp applications, by certificate
+	loopBufs  sync.Map     // gnet.EventLoop → *[]byte: each loop's decrypt buffer (loopBuf)
+	loopPools sync.Map     // loopPoolKey → *loopPool: each loop's origin connections (loopclient.go)
+	perIP     ipCounter    // open connections per client address (max_connections_per_ip)
+	coarse    *coarseClock // advanced while the server runs; the relays' activity
+	shedLog   shedLog      // the log lines of connections shed as they are accepted
 	draining  atomic.Bool
 	reloadMu  sync.Mutex
 	admin     *adminServer
@@ -116,7 +117,8 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("gateway: Options.Load is required")
 	}
 	s := &Server{opts: opts, log: opts.Logger, accessLg: opts.AccessLog, now: opts.Now,
-		booted: make(chan struct{}), runDone: make(chan struct{}), workers: workpool.New(workerIdle)}
+		booted: make(chan struct{}), runDone: make(chan struct{}), workers: workpool.New(workerIdle),
+		coarse: newCoarseClock()}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -206,6 +208,7 @@ func (s *Server) Run() error {
 	stopWatch := make(chan struct{})
 	defer close(stopWatch)
 	go s.newCRLWatcher().run(stopWatch)
+	go s.coarse.run(stopWatch)
 	if s.memRelease != nil {
 		go s.memRelease.run(stopWatch)
 	}
