@@ -62,14 +62,19 @@ func (c *coarseClock) load() time.Duration { return time.Duration(c.now.Load()) 
 
 // run advances the clock every coarseTick until stop is closed.
 func (c *coarseClock) run(stop <-chan struct{}) {
-	t := time.NewTicker(coarseTick)
+	every(coarseTick, stop, func() { c.now.Store(int64(mono())) })
+}
+
+// every runs f every d until stop is closed.
+func every(d time.Duration, stop <-chan struct{}, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-			c.now.Store(int64(mono()))
+			f()
 		}
 	}
 }

@@ -40,18 +40,7 @@ func (s *Server) newCRLWatcher() *crlWatcher {
 }
 
 // run checks the files every crlWatchInterval until stop is closed.
-func (w *crlWatcher) run(stop <-chan struct{}) {
-	t := time.NewTicker(crlWatchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			w.check()
-		}
-	}
-}
+func (w *crlWatcher) run(stop <-chan struct{}) { every(crlWatchInterval, stop, w.check) }
 
 // check reloads when a watched file changed since it was last looked at.
 func (w *crlWatcher) check() {
