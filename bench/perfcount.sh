@@ -17,7 +17,11 @@
 # system call by name) STAT_OPTS (more perf stat options, e.g. --per-thread
 # to see which of the server's threads switch) MESSAGES=1000 (MODE=tcp) WATCH=server (or origin: perf
 # watches the HTTP origin on the client's CPU instead, to see what each
-# server's requests cost it).
+# server's requests cost it). PERF_TARGET replaces what perf record watches
+# (the server's pid): "-C 0" records everything on CPU 0, the server's, and
+# with PERF_EVENT="-e sched:sched_switch -e sched:sched_wakeup",
+# `perf sched timehist -i $OUT/perf-$SERVER.data` lists the server's idle
+# gaps (the <idle> task's run times) and how long a wake-up takes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -64,7 +68,9 @@ client=$!
 sleep 1
 if [ "$PERF" = record ]; then
   # shellcheck disable=SC2086 # PERF_EVENT is a list of perf options
-  perf record $PERF_EVENT -g -p "$watched" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
+  target=(-p "$watched")
+  [ -z "${PERF_TARGET:-}" ] || read -ra target <<<"$PERF_TARGET"
+  perf record $PERF_EVENT -g "${target[@]}" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
 else
   # shellcheck disable=SC2086 # STAT_OPTS is a list of perf options
   perf stat ${STAT_OPTS:-} -e "$STAT_EVENTS" -p "$watched" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
