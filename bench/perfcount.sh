@@ -18,7 +18,8 @@
 # to see which of the server's threads switch) MESSAGES=1000 (MODE=tcp) WATCH=server (or origin: perf
 # watches the HTTP origin on the client's CPU instead, to see what each
 # server's requests cost it). PERF_TARGET replaces what perf record watches
-# (the server's pid): "-C 0" records everything on CPU 0, the server's, and
+# (the server's pid): "-C 0" records everything on CPU 0 (the server's, with the
+# default SERVER_CPU), and
 # with PERF_EVENT="-e sched:sched_switch -e sched:sched_wakeup",
 # `perf sched timehist -i $OUT/perf-$SERVER.data` lists the server's idle
 # gaps (the <idle> task's run times) and how long a wake-up takes.
