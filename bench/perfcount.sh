@@ -68,10 +68,10 @@ load "$DUR" >"$OUT/perf-$SERVER.json" &
 client=$!
 sleep 1
 if [ "$PERF" = record ]; then
+  perf_target=(-p "$watched")
+  [ -z "${PERF_TARGET:-}" ] || read -ra perf_target <<<"$PERF_TARGET"
   # shellcheck disable=SC2086 # PERF_EVENT is a list of perf options
-  target=(-p "$watched")
-  [ -z "${PERF_TARGET:-}" ] || read -ra target <<<"$PERF_TARGET"
-  perf record $PERF_EVENT -g "${target[@]}" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
+  perf record $PERF_EVENT -g "${perf_target[@]}" -o "$OUT/perf-$SERVER.data" -- sleep "$PERF_SECONDS" 2>/dev/null
 else
   # shellcheck disable=SC2086 # STAT_OPTS is a list of perf options
   perf stat ${STAT_OPTS:-} -e "$STAT_EVENTS" -p "$watched" -- sleep "$PERF_SECONDS" 2>"$OUT/perf-$SERVER.stat"
