@@ -32,26 +32,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-# quantile Q: the Q-quantile (0 ≤ Q ≤ 1) of the numbers on stdin, by linear
-# interpolation.
-quantile() {
-  sort -g | awk -v q="$1" '{ v[NR] = $1 } END { p = 1 + q * (NR - 1); i = int(p); f = p - i; print (i < NR) ? v[i] + f * (v[i+1] - v[i]) : v[i] }'
-}
-
-# median_ci: "M (95% interval L–U)" of the numbers on stdin: the median and
-# the bounds of its 95% confidence interval, the order statistics
-# ⌈n/2 − 0.98·√n⌉ and ⌊n/2 + 1 + 0.98·√n⌋ (1-based, clamped to 1..n),
-# which assume nothing about the distribution.
-median_ci() {
-  sort -g | awk '{ v[NR] = $1 } END {
-    n = NR; h = 0.98 * sqrt(n)
-    lo = n / 2 - h; lo = (lo == int(lo)) ? lo : int(lo) + 1; if (lo < 1) lo = 1
-    hi = int(n / 2 + 1 + h); if (hi > n) hi = n
-    m = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    if (n < 6) printf "%.3f (too few rounds for a 95%% interval)", m
-    else printf "%.3f (95%% interval %.3f–%.3f)", m, v[lo], v[hi] }'
-}
-
 # summarize FILE...: the summary of the run lines in FILEs; a round is two
 # consecutive lines of one file, one A and one B, in either order.
 summarize() {
