@@ -97,6 +97,8 @@ run() {
   out=$(load "$pid" "$DUR")
   kill "$pid"
   wait "$pid" 2>/dev/null || true
+  # A run whose load failed, or had errors, measured something else.
+  [ "$(field error_total "$out")" = 0 ] || die "$label ($bin): the run had errors or no result (log: $WORK/ab-$label.log): $out"
   printf '%s %s %s %s\n' "$label" "$(field "$FIGURE" "$out")" "$(field "$RATE" "$out")" "$(field p99 "$out")" | tee -a "$LINES"
 }
 
