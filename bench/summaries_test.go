@@ -25,6 +25,16 @@ func summarizeScript(t *testing.T, script, lines string) (string, error) {
 	return string(out), err
 }
 
+// wantAll fails t for each of wants that script's output lacks.
+func wantAll(t *testing.T, script, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("%s summary lacks %q:\n%s", script, want, out)
+		}
+	}
+}
+
 // rounds are six A/B rounds: B costs 0.9× A in five of them, 1.1× in one.
 const rounds = `# a header line, ignored
 A 10 1000 100
@@ -46,15 +56,10 @@ func TestABSummary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ab.sh: %v\n%s", err, out)
 	}
-	for _, want := range []string{
+	wantAll(t, "ab.sh", out,
 		"# 6 rounds: server CPU µs per request or message, medians: A 10.00, B 9.00; ratio of the medians (B/A) 0.900",
 		"median 0.900 (95% interval 0.900–1.100)",
-		"mean 0.933 ± 0.033 (standard error); B lower in 5 of 6",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("ab.sh summary lacks %q:\n%s", want, out)
-		}
-	}
+		"mean 0.933 ± 0.033 (standard error); B lower in 5 of 6")
 }
 
 func TestABSummaryRefusesUnpairedRuns(t *testing.T) {
@@ -71,12 +76,7 @@ func TestPairSummary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pair.sh: %v\n%s", err, out)
 	}
-	for _, want := range []string{
+	wantAll(t, "pair.sh", out,
 		"medians: A 10.00, B 9.00; ratio of the medians 1.111",
-		"A over B: median 1.111 (95% interval 0.909–1.111); A lower in 1 of 6",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("pair.sh summary lacks %q:\n%s", want, out)
-		}
-	}
+		"A over B: median 1.111 (95% interval 0.909–1.111); A lower in 1 of 6")
 }
