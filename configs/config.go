@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"math/big"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -139,6 +140,15 @@ type Gateway struct {
 	// (max_connections_per_ip = 0: no cap); beyond it new ones are refused.
 	// Off by default: fleets often sit behind NAT, one address for many devices.
 	MaxConnectionsPerIP int
+	// ProxyProtocolFrom are the load balancers in front of the gateway
+	// (proxy_protocol_from = []: none). A connection from an address in one
+	// of these ranges must start with a PROXY protocol header (version 1 or
+	// 2), and the client address in it is the device's address for
+	// everything the gateway does with one: max_connections_per_ip, ip
+	// selectors and lists, logs, X-Forwarded-For and the PROXY header a tcp
+	// origin receives. Connections from elsewhere send no header. A reload
+	// applies it to new connections.
+	ProxyProtocolFrom []netip.Prefix
 }
 
 // Tokens holds the [tokens] table: the keys that sign and verify session

@@ -161,6 +161,13 @@ func TestGatewayAndTokenErrors(t *testing.T) {
 				`fleetgate.toml:23: gateway.gc_heap_target: must be 0 (Go's own pacing) or at least 8MiB, not 4194304 bytes: below, the collector already runs at least that often`,
 				`fleetgate.toml:24: gateway.memory_release_after: must be "0s" (never) or at least 100ms, not 10ms: the heap is read once per interval`,
 			}},
+		{name: "load balancer ranges", src: appended("[gateway]\nproxy_protocol_from = [\n  \"10.0.0.1/8\",\n  \"lb.fleet.test\",\n  \"::ffff:10.0.0.0/104\",\n  \"fe80::1%eth0\",\n  \"10.1.0.0/16\",\n]\n"),
+			want: []string{
+				`fleetgate.toml:22: gateway.proxy_protocol_from[0]: "10.0.0.1/8" has host bits set (did you mean "10.0.0.0/8"?)`,
+				`fleetgate.toml:23: gateway.proxy_protocol_from[1]: "lb.fleet.test" is not a CIDR such as "10.0.0.0/8" or an address such as "192.0.2.7"`,
+				`fleetgate.toml:24: gateway.proxy_protocol_from[2]: "::ffff:10.0.0.0/104" is an IPv4-mapped address: write it as IPv4`,
+				`fleetgate.toml:25: gateway.proxy_protocol_from[3]: "fe80::1%eth0" is not a CIDR such as "10.0.0.0/8" or an address such as "192.0.2.7"`,
+			}},
 		{name: "default site not an application", src: appended("[gateway]\ndefault_site = \"App.Fleet.Test\"\n"),
 			want: []string{`fleetgate.toml:21: gateway.default_site: "app.fleet.test" is not the domain of an application`}},
 		{name: "cookie settings", src: edited(`signing_key_file = "keys/token.pem"`, "signing_key_file = \"keys/token.pem\"\ncookie_name = \"CF Auth\"\ncookie_same_site = \"Lax\""),

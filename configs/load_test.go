@@ -4,8 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +30,7 @@ func TestMinimalFileTakesDefaults(t *testing.T) {
 		MaxConnsPerOrigin: 512, VerdictCacheSize: 100000, TokenCacheSize: 100000,
 		GCHeapTarget: 64 << 20, MemoryReleaseAfter: 500 * time.Millisecond,
 	}
-	if cfg.Gateway != want {
+	if !reflect.DeepEqual(cfg.Gateway, want) {
 		t.Errorf("gateway:\n got %+v\nwant %+v", cfg.Gateway, want)
 	}
 	if tk := cfg.Tokens; tk.CookieName != "CF_Authorization" || tk.CookieSameSite != "lax" || tk.SigningKey == nil || tk.EphemeralKey || len(tk.PreviousKeys) != 0 {
@@ -220,5 +222,19 @@ func TestClientCASubjectsRepeatWithTheirKey(t *testing.T) {
 				t.Errorf("client CAs: %d, want 2", len(cfg.ClientCAs))
 			}
 		})
+	}
+}
+
+func TestProxyProtocolFrom(t *testing.T) {
+	cfg, err := parseIn(t, base+"[gateway]\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\", \"::1\"]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("::1/128"),
+	}
+	if !reflect.DeepEqual(cfg.Gateway.ProxyProtocolFrom, want) {
+		t.Errorf("proxy_protocol_from = %v, want %v", cfg.Gateway.ProxyProtocolFrom, want)
 	}
 }

@@ -78,6 +78,7 @@ type fileGateway struct {
 	DefaultSite          string   `toml:"default_site"`
 	VerdictCacheSize     int      `toml:"verdict_cache_size" default:"100000"`
 	TokenCacheSize       int      `toml:"token_cache_size" default:"100000"`
+	ProxyProtocolFrom    []string `toml:"proxy_protocol_from"`
 }
 
 type fileTokens struct {

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -147,7 +148,37 @@ func (l *loader) gateway(fg *fileGateway, g *Gateway) {
 		OriginConnectTimeout: time.Duration(fg.OriginConnectTimeout), OriginTimeout: time.Duration(fg.OriginTimeout),
 		MaxConnsPerOrigin: fg.MaxConnsPerOrigin, DefaultSite: strings.ToLower(fg.DefaultSite),
 		VerdictCacheSize: fg.VerdictCacheSize, TokenCacheSize: fg.TokenCacheSize,
+		ProxyProtocolFrom: l.proxySources(p+".proxy_protocol_from", fg.ProxyProtocolFrom),
 	}
+}
+
+// proxySources reads proxy_protocol_from: CIDRs, or single addresses (a
+// range of one). A range with host bits set is refused, as in an ip
+// selector: "10.0.0.1/8" is more likely a mistyped address than the
+// network meant.
+func (l *loader) proxySources(key string, list []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range list {
+		path := indexPath(key, i)
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil || a.Zone() != "" {
+				l.errorf(path, "%q is not a CIDR such as \"10.0.0.0/8\" or an address such as \"192.0.2.7\"", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		switch {
+		case p.Masked() != p:
+			l.errorf(path, "%q has host bits set (did you mean %q?)", s, p.Masked().String())
+		case p.Addr().Is4In6():
+			l.errorf(path, "%q is an IPv4-mapped address: write it as IPv4", s)
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // tokens checks [tokens], reads the keys and copies it into t.

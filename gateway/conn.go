@@ -27,11 +27,19 @@ type conn struct {
 	remoteIP   string
 	opened     time.Time
 
+	// proxied holds the two ends a load balancer's PROXY header named
+	// (balancer.go): nil for a device's own connection, or a header that
+	// named none.
+	proxied *proxiedAddrs
+
 	countedIP bool        // counted in Server.perIP (max_connections_per_ip)
 	served    atomic.Bool // a request worker has run: the device uses the connection
 
 	// Touched only on the event loop.
 	handshakeSeen bool
+	// awaitHeader is set while a load balancer's connection has not yet
+	// sent its PROXY header.
+	awaitHeader bool
 	// buf is the loop's decrypt buffer (Server.loopBuf), shared with the
 	// loop's other connections: live only within one OnTraffic.
 	buf *[]byte

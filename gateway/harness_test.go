@@ -175,31 +175,32 @@ type serviceTokenSection struct {
 
 // gatewaySection is [gateway].
 type gatewaySection struct {
-	Listen               string `toml:"listen,omitempty"`
-	AdminListen          string `toml:"admin_listen"` // "" turns the admin listener off
-	Issuer               string `toml:"issuer,omitempty"`
-	EventLoops           int    `toml:"event_loops,omitempty"`
-	HandshakeWorkers     int    `toml:"handshake_workers,omitempty"`
-	HandshakeQueue       int    `toml:"handshake_queue,omitempty"`
-	HandshakeTimeout     string `toml:"handshake_timeout,omitempty"`
-	MaxHandshakeRate     int    `toml:"max_handshake_rate,omitempty"`
-	MaxHandshakeBurst    int    `toml:"max_handshake_burst,omitempty"`
-	HeaderTimeout        string `toml:"header_timeout,omitempty"`
-	IdleTimeout          string `toml:"idle_timeout,omitempty"`
-	MaxConnectionAge     string `toml:"max_connection_age,omitempty"`
-	DrainTimeout         string `toml:"drain_timeout,omitempty"`
-	MaxConnections       int    `toml:"max_connections,omitempty"`
-	MaxConnectionsPerIP  int    `toml:"max_connections_per_ip,omitempty"`
-	MaxHeaderBytes       string `toml:"max_header_bytes,omitempty"`
-	MaxHeaderCount       int    `toml:"max_header_count,omitempty"`
-	MaxBodyBytes         string `toml:"max_body_bytes,omitempty"`
-	MaxResponseBytes     string `toml:"max_response_bytes,omitempty"`
-	OriginConnectTimeout string `toml:"origin_connect_timeout,omitempty"`
-	OriginTimeout        string `toml:"origin_timeout,omitempty"`
-	MaxConnsPerOrigin    int    `toml:"max_conns_per_origin,omitempty"`
-	DefaultSite          string `toml:"default_site,omitempty"`
-	VerdictCacheSize     int    `toml:"verdict_cache_size,omitempty"`
-	TokenCacheSize       int    `toml:"token_cache_size,omitempty"`
+	Listen               string   `toml:"listen,omitempty"`
+	AdminListen          string   `toml:"admin_listen"` // "" turns the admin listener off
+	Issuer               string   `toml:"issuer,omitempty"`
+	EventLoops           int      `toml:"event_loops,omitempty"`
+	HandshakeWorkers     int      `toml:"handshake_workers,omitempty"`
+	HandshakeQueue       int      `toml:"handshake_queue,omitempty"`
+	HandshakeTimeout     string   `toml:"handshake_timeout,omitempty"`
+	MaxHandshakeRate     int      `toml:"max_handshake_rate,omitempty"`
+	MaxHandshakeBurst    int      `toml:"max_handshake_burst,omitempty"`
+	HeaderTimeout        string   `toml:"header_timeout,omitempty"`
+	IdleTimeout          string   `toml:"idle_timeout,omitempty"`
+	MaxConnectionAge     string   `toml:"max_connection_age,omitempty"`
+	DrainTimeout         string   `toml:"drain_timeout,omitempty"`
+	MaxConnections       int      `toml:"max_connections,omitempty"`
+	MaxConnectionsPerIP  int      `toml:"max_connections_per_ip,omitempty"`
+	MaxHeaderBytes       string   `toml:"max_header_bytes,omitempty"`
+	MaxHeaderCount       int      `toml:"max_header_count,omitempty"`
+	MaxBodyBytes         string   `toml:"max_body_bytes,omitempty"`
+	MaxResponseBytes     string   `toml:"max_response_bytes,omitempty"`
+	OriginConnectTimeout string   `toml:"origin_connect_timeout,omitempty"`
+	OriginTimeout        string   `toml:"origin_timeout,omitempty"`
+	MaxConnsPerOrigin    int      `toml:"max_conns_per_origin,omitempty"`
+	DefaultSite          string   `toml:"default_site,omitempty"`
+	VerdictCacheSize     int      `toml:"verdict_cache_size,omitempty"`
+	TokenCacheSize       int      `toml:"token_cache_size,omitempty"`
+	ProxyProtocolFrom    []string `toml:"proxy_protocol_from,omitempty"`
 }
 
 // tokensSection is [tokens].

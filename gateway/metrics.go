@@ -16,10 +16,13 @@ type metrics interface {
 	// Handshake counts one finished handshake (or shed connection); the
 	// engine calls it as its tlsengine.Observer.
 	tlsengine.Observer
-	// connAccepted counts a connection admitted by OnOpen.
+	// connAccepted counts a connection admitted by OnOpen (a load
+	// balancer's: once its PROXY header admitted the device it names).
 	connAccepted()
 	// connRefused counts a connection refused by OnOpen: "max_connections",
-	// "max_connections_per_ip", "shed", "rate" or "draining".
+	// "max_connections_per_ip", "shed", "rate" or "draining"; or a load
+	// balancer's refused at its PROXY header: "proxy_header", or
+	// "max_connections_per_ip" for the address the header named.
 	connRefused(reason string)
 	// tokenMinted counts a token minted for app: "session" or "no_duration".
 	tokenMinted(app, kind string)

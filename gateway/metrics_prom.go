@@ -54,7 +54,7 @@ var originKinds = []string{
 }
 
 // connRefusals are the reasons OnOpen refuses a connection.
-var connRefusals = []string{"max_connections", "max_connections_per_ip", "shed", tlsengine.ReasonRate, "draining"}
+var connRefusals = []string{"max_connections", "max_connections_per_ip", "shed", tlsengine.ReasonRate, "draining", "proxy_header"}
 
 // verdictKinds are the verdict kinds with a stable name, in Kind order.
 var verdictKinds = func() []verdict.Kind {

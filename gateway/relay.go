@@ -146,8 +146,14 @@ func (c *conn) beginRelay(app *application, adm *tcpAdmission, mq *mqttRelay, id
 		c.shutdown()
 		return
 	}
-	r.src, _ = proxyv2.AddrPort(c.gc.RemoteAddr())
-	r.dst = dialedAddr(c.gc)
+	if c.proxied != nil {
+		// Passed on by a load balancer: the device's ends, as HAProxy's
+		// send-proxy does after an accept-proxy.
+		r.src, r.dst = c.proxied.src, c.proxied.dst
+	} else {
+		r.src, _ = proxyv2.AddrPort(c.gc.RemoteAddr())
+		r.dst = dialedAddr(c.gc)
+	}
 	cs := c.tc.ConnectionState()
 	r.tlsFacts = proxyv2.TLS{Version: proxyv2.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite),
 		SigAlg: app.tcp.sigAlg, KeyAlg: app.tcp.keyAlg}

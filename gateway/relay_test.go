@@ -106,6 +106,21 @@ func (ch proxyHeaders) handle(c net.Conn) {
 	_, _ = io.Copy(c, c)
 }
 
+// next waits for the header of the origin's next connection.
+func (ch proxyHeaders) next(t testing.TB) *proxyproto.Header {
+	t.Helper()
+	select {
+	case h := <-ch:
+		if h == nil {
+			t.Fatal("the origin could not read a PROXY header")
+		}
+		return h
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin got no connection")
+		return nil
+	}
+}
+
 // tcpFixture is a harness with the tcp applications above.
 type tcpFixture struct {
 	*harness
@@ -435,15 +450,7 @@ func TestTCPProxyV2(t *testing.T) {
 	if _, err := io.WriteString(c, "first bytes"); err != nil {
 		t.Fatal(err)
 	}
-	var h *proxyproto.Header
-	select {
-	case h = <-f.headers:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the origin got no connection")
-	}
-	if h == nil {
-		t.Fatal("the origin could not read a PROXY header")
-	}
+	h := f.headers.next(t)
 	got := make([]byte, len("first bytes"))
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "first bytes" {
 		t.Fatalf("echo after the header: %q, %v", got, err)
@@ -545,13 +552,8 @@ func TestTCPProxyV1(t *testing.T) {
 	if _, err := io.WriteString(c, "x"); err != nil {
 		t.Fatal(err)
 	}
-	var h *proxyproto.Header
-	select {
-	case h = <-f.headers:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the origin got no connection")
-	}
-	if h == nil || h.Version != 1 {
+	h := f.headers.next(t)
+	if h.Version != 1 {
 		t.Fatalf("header %+v, want version 1", h)
 	}
 	if src, _, ok := h.TCPAddrs(); !ok || src.String() != c.LocalAddr().String() {

@@ -285,7 +285,9 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 
 // OnOpen admits a connection: refused at once when the gateway is draining,
 // at max_connections, at max_connections_per_ip for the client's address,
-// when the handshake queue is full, or over max_handshake_rate.
+// when the handshake queue is full, or over max_handshake_rate. A load
+// balancer's connection (proxy_protocol_from) meets the per-address cap
+// when its PROXY header names the device (balancer.go).
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if o, ok := gc.Context().(*originSide); ok {
 		// A tcp application's origin socket, enrolled by its relay: not a
@@ -309,11 +311,16 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
 		addr = ap.Addr().Unmap()
 	}
-	perIP := snap.cfg.Gateway.MaxConnectionsPerIP > 0 && addr.IsValid()
-	if perIP && !s.perIP.enter(addr, snap.cfg.Gateway.MaxConnectionsPerIP) {
-		s.conns.Add(-1)
-		s.metrics.connRefused("max_connections_per_ip")
-		return nil, gnet.Close
+	// A load balancer's connection is admitted under the device's address,
+	// once its PROXY header has named it (balancerHeader).
+	balanced := snap.fromBalancer(addr)
+	var perIP bool
+	if !balanced {
+		var ok bool
+		if perIP, ok = s.admitAddr(snap, addr); !ok {
+			s.conns.Add(-1)
+			return nil, gnet.Close
+		}
 	}
 	tc, err := s.engine.Open(gc)
 	if err != nil {
@@ -329,10 +336,12 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		s.shedLog.shed(s.log, reason, addr.String(), time.Now())
 		return nil, gnet.Close
 	}
-	s.metrics.connAccepted()
+	if !balanced {
+		s.metrics.connAccepted()
+	}
 	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
 		pipe: newPlainPipe(snap.inputLimit()), remoteAddr: addr, countedIP: perIP,
-		buf: s.loopBuf(gc.EventLoop())}
+		awaitHeader: balanced, buf: s.loopBuf(gc.EventLoop())}
 	if addr.IsValid() {
 		c.remoteIP = addr.String()
 	}
@@ -343,10 +352,28 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
+// admitAddr admits a device's connection under max_connections_per_ip: ok
+// is false, counted as refused, when its address has its share open, and
+// counted says that the connection holds a place, to give back at close.
+func (s *Server) admitAddr(snap *snapshot, addr netip.Addr) (counted, ok bool) {
+	limit := snap.cfg.Gateway.MaxConnectionsPerIP
+	if limit <= 0 || !addr.IsValid() {
+		return false, true
+	}
+	if !s.perIP.enter(addr, limit) {
+		s.metrics.connRefused("max_connections_per_ip")
+		return false, false
+	}
+	return true, true
+}
+
 // OnTraffic moves received bytes through TLS to the connection's worker.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	switch v := gc.Context().(type) {
 	case *conn:
+		if v.awaitHeader {
+			return v.balancerHeader(gc)
+		}
 		data, _ := gc.Next(-1)
 		return v.traffic(data)
 	case *originSide:

@@ -255,9 +255,15 @@ func (c *Conn) Authorization() any {
 	return c.authorization
 }
 
-// RemoteAddr is the device's address as the transport reported it at Open
-// (invalid when the transport has none).
+// RemoteAddr is the device's address: as the transport reported it at Open
+// (invalid when the transport has none), or as SetRemoteAddr replaced it.
 func (c *Conn) RemoteAddr() netip.Addr { return c.remote }
+
+// SetRemoteAddr replaces the device's address that Site.Authorize decides
+// with, for a connection that a load balancer passes on with the device's
+// address in a PROXY header. It must be called on the event loop before
+// the first Feed: the handshake reads the address only after bytes were fed.
+func (c *Conn) SetRemoteAddr(a netip.Addr) { c.remote = a }
 
 // Feed hands the connection bytes received by the event loop (OnTraffic,
 // with c.Next(-1)); it copies them. During the handshake the bytes go to the

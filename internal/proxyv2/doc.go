@@ -1,10 +1,13 @@
 // Package proxyv2 builds the PROXY protocol header that a tcp application's
 // origin receives before the device's bytes: who connected (addresses), to
 // what (SNI), over which TLS, with which verified client certificate, and the
-// session token the gateway minted for the connection. It owns only the bytes
-// of that header; it opens no sockets, starts no goroutines and reads no
-// clock. The encoding is github.com/pires/go-proxyproto's: this package
-// chooses what goes into the header, the library writes it.
+// session token the gateway minted for the connection. It also reads the
+// header a load balancer in front of the gateway sends (Parse): the device's
+// address, before its first TLS byte. It owns only the bytes of those
+// headers; it opens no sockets, starts no goroutines and reads no clock. The
+// encoding is github.com/pires/go-proxyproto's: this package chooses what
+// goes into a header and finds where a received one ends, the library writes
+// and reads them.
 //
 // Its part of the flow:
 //

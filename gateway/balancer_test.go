@@ -1,0 +1,421 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
+)
+
+// The load balancer of these tests is 127.0.0.2: its connections carry a
+// PROXY header naming the device. Every other loopback address is a device
+// of its own.
+const balancerIP = "127.0.0.2"
+
+// behindBalancer starts a variant of h that reads PROXY headers from
+// balancerIP, with edit applied after.
+func behindBalancer(t *testing.T, h *harness, edit func(*fileConfig)) *harness {
+	t.Helper()
+	return h.variantWith(t, func(c *fileConfig) {
+		c.Gateway.ProxyProtocolFrom = []string{balancerIP}
+		if edit != nil {
+			edit(c)
+		}
+	})
+}
+
+// proxyV2 is the v2 header of a TCP connection from src to dst.
+func proxyV2(t testing.TB, src, dst string) []byte {
+	t.Helper()
+	b, err := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(src)),
+		net.TCPAddrFromAddrPort(netip.MustParseAddrPort(dst))).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// localV2 is a v2 header with the LOCAL command: the balancer's own
+// connection, such as a health check.
+var localV2 = append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x00, 0x00, 0x00)
+
+// dialVia opens a connection to h from the address from, writes header
+// (in pieces of at most chunk bytes, with a pause between, when chunk > 0)
+// and then runs a device's TLS handshake for hApp.
+func dialVia(t testing.TB, h *harness, from string, header []byte, chunk int) (*rawConn, error) {
+	t.Helper()
+	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	nc, err := d.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	for len(header) > 0 {
+		n := len(header)
+		if chunk > 0 && chunk < n {
+			n = chunk
+		}
+		if _, err := nc.Write(header[:n]); err != nil {
+			return nil, err
+		}
+		header = header[n:]
+		if chunk > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	c := tls.Client(nc, h.tlsConfig(hApp, h.pki.sensor1))
+	if err := c.Handshake(); err != nil {
+		return nil, err
+	}
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}, nil
+}
+
+// forwardedFor makes one request on c and returns the X-Forwarded-For the
+// origin received.
+func forwardedFor(t testing.TB, c *rawConn) string {
+	t.Helper()
+	c.send(request("GET", hApp, "/who"))
+	r := c.read("GET")
+	if r.StatusCode != 200 {
+		t.Fatalf("status %d: %s", r.StatusCode, r.body)
+	}
+	return r.echo(t).Headers.Get("X-Forwarded-For")
+}
+
+// TestBalancerHeader: a connection from a listed balancer starts with a
+// PROXY header (v1 or v2, whole or in pieces), and the device it names is
+// the client the origin and the access log see. A LOCAL header keeps the
+// balancer's own address. A balancer's connection without a valid header
+// is closed and counted; a device that sends a header of its own (not from
+// a listed address) fails its handshake; the gateway serves everyone else.
+func TestBalancerHeader(t *testing.T) {
+	v := behindBalancer(t, newHarness(t), nil)
+	cases := []struct {
+		name   string
+		header []byte
+		chunk  int
+		want   string
+	}{
+		{"v2", proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), 0, "203.0.113.9"},
+		{"v2 in pieces", proxyV2(t, "203.0.113.10:40000", "192.0.2.1:443"), 5, "203.0.113.10"},
+		{"v2 IPv6", proxyV2(t, "[2001:db8::7]:40000", "[2001:db8::1]:443"), 0, "2001:db8::7"},
+		{"v1", []byte("PROXY TCP4 198.51.100.4 192.0.2.1 5555 443\r\n"), 0, "198.51.100.4"},
+		{"v1 in pieces", []byte("PROXY TCP6 2001:db8::8 2001:db8::1 5555 443\r\n"), 7, "2001:db8::8"},
+		{"LOCAL", localV2, 0, balancerIP},
+		{"v1 UNKNOWN", []byte("PROXY UNKNOWN\r\n"), 0, balancerIP},
+	}
+	for _, tc := range cases {
+		c, err := dialVia(t, v, balancerIP, tc.header, tc.chunk)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := forwardedFor(t, c); got != tc.want {
+			t.Errorf("%s: X-Forwarded-For %q, want %q", tc.name, got, tc.want)
+		}
+		_ = c.c.Close()
+	}
+	var logged []string
+	for _, l := range v.accessLines(t) {
+		logged = append(logged, l["client_ip"].(string))
+	}
+	if got := strings.Join(logged, " "); !strings.Contains(got, "203.0.113.9") || !strings.Contains(got, "2001:db8::8") {
+		t.Errorf("access log client_ip values %q lack the devices the headers named", got)
+	}
+
+	// A balancer's connection must begin with a header.
+	for _, bad := range []struct {
+		name   string
+		header []byte
+	}{
+		{"none (TLS at once)", nil},
+		{"v1 without CR", []byte("PROXY TCP4 198.51.100.4 192.0.2.1 5555 443\n")},
+		{"v1 too long", []byte("PROXY TCP4 " + strings.Repeat("1", 120) + "\r\n")},
+		{"v2 over UDP", func() []byte {
+			b := proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")
+			b[13] = byte(proxyproto.UDPv4)
+			return b
+		}()},
+		{"v2 too long", append(append([]byte{}, proxyproto.SIGV2...), 0x21, 0x11, 0xff, 0xff)},
+		{"HTTP", []byte("GET / HTTP/1.1\r\n\r\n")},
+	} {
+		if c, err := dialVia(t, v, balancerIP, bad.header, 0); err == nil {
+			_ = c.c.Close()
+			t.Errorf("%s: the handshake succeeded", bad.name)
+		}
+	}
+	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 6, "reason", "proxy_header")})
+	if !strings.Contains(v.logs.String(), `"reason":"no PROXY header"`) || !strings.Contains(v.logs.String(), `"reason":"invalid PROXY header"`) {
+		t.Errorf("no log line for the refused balancer connections:\n%s", v.logs.String())
+	}
+
+	// Anyone else speaks TLS at once: a header is not TLS.
+	if c, err := dialVia(t, v, "127.0.0.3", proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), 0); err == nil {
+		_ = c.c.Close()
+		t.Error("a header from an address not in proxy_protocol_from was believed")
+	}
+	c, err := dialVia(t, v, "127.0.0.3", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardedFor(t, c); got != "127.0.0.3" {
+		t.Errorf("a direct device: X-Forwarded-For %q, want 127.0.0.3", got)
+	}
+}
+
+// TestBalancerHeaderTimeout: a balancer's connection that never finishes
+// its header is closed at the handshake timeout.
+func TestBalancerHeaderTimeout(t *testing.T) {
+	v := behindBalancer(t, newHarness(t), func(c *fileConfig) { c.Gateway.HandshakeTimeout = "1s" })
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
+	nc, err := d.Dial("tcp", v.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write(proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")[:20]); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := nc.Read(make([]byte, 1)); n > 0 || isTimeout(err) {
+		t.Fatalf("a stalled header was not closed (read %d, %v)", n, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("closed after %v, want about the 1s handshake timeout", d)
+	}
+	expectMetrics(t, v, []want{w("fleetgate_handshakes_total", 1, "result", "error", "reason", "timeout")})
+}
+
+// TestBalancerDeviceAddress: the address a header names is the one
+// policies and max_connections_per_ip judge, not the balancer's.
+func TestBalancerDeviceAddress(t *testing.T) {
+	v := behindBalancer(t, newHarness(t), func(c *fileConfig) {
+		c.Gateway.MaxConnectionsPerIP = 1
+		for i := range c.Applications {
+			if c.Applications[i].Domain == hApp {
+				c.Applications[i].Policies = []policySection{{Name: "the lab's network", Decision: "non_identity",
+					Include: []selector{anyFleetDevice}, Require: []selector{{"ip": []string{"203.0.113.0/24"}}}}}
+			}
+		}
+	})
+	in, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardedFor(t, in); got != "203.0.113.9" {
+		t.Errorf("X-Forwarded-For %q", got)
+	}
+	out, err := dialVia(t, v, balancerIP, proxyV2(t, "198.51.100.1:40000", "192.0.2.1:443"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.send(request("GET", hApp, "/"))
+	if r := out.read("GET"); r.StatusCode != 403 {
+		t.Errorf("a device outside the policy's network: status %d, want 403", r.StatusCode)
+	}
+	// One connection per device address: a second for 203.0.113.9 is
+	// refused, while the balancer's other devices are not.
+	if c, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40001", "192.0.2.1:443"), 0); err == nil {
+		c.send(request("GET", hApp, "/"))
+		if _, err := c.readErr("GET"); err == nil {
+			t.Error("a second connection of 203.0.113.9 was served")
+		}
+	}
+	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "max_connections_per_ip")})
+	other, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.10:40000", "192.0.2.1:443"), 0)
+	if err != nil {
+		t.Fatalf("another device behind the balancer: %v", err)
+	}
+	if got := forwardedFor(t, other); got != "203.0.113.10" {
+		t.Errorf("X-Forwarded-For %q", got)
+	}
+	_ = in.c.Close()
+	testkit.WaitFor(t, "203.0.113.9's connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
+	again, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40002", "192.0.2.1:443"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardedFor(t, again); got != "203.0.113.9" {
+		t.Errorf("after a close: X-Forwarded-For %q", got)
+	}
+}
+
+// TestBalancerTCPRelay: a tcp application's origin receives, in the PROXY
+// header the gateway writes, the device and destination the balancer's
+// header named.
+func TestBalancerTCPRelay(t *testing.T) {
+	const lab = "lab.tcp.test" // admits devices of the lab's network only
+	f := newTCPFixture(t, func(c *fileConfig) {
+		for i := range c.ClientCAs {
+			if c.ClientCAs[i].Name == "fleet-tcp" {
+				c.ClientCAs[i].AssociatedHostnames = append(c.ClientCAs[i].AssociatedHostnames, lab)
+			}
+		}
+		a := tcpApp("tcp-lab", lab, "tcp://"+testkit.FreePort(t), anyFleetDevice)
+		a.Policies[0].Require = []selector{{"ip": []string{"198.51.100.0/24"}}}
+		c.Applications = append(c.Applications, a)
+	})
+	v := behindBalancer(t, f.harness, nil)
+	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
+	nc, err := d.Dial("tcp", v.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := nc.Write(proxyV2(t, "198.51.100.20:5555", "192.0.2.1:8883")); err != nil {
+		t.Fatal(err)
+	}
+	conf := v.tlsConfig(tProxy, v.pki.sensor2)
+	conf.InsecureSkipVerify = true
+	c := tls.Client(nc, conf)
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	h := f.headers.next(t)
+	if src, dst, ok := h.TCPAddrs(); !ok || src.String() != "198.51.100.20:5555" || dst.String() != "192.0.2.1:8883" {
+		t.Errorf("origin's header: %v → %v, want 198.51.100.20:5555 → 192.0.2.1:8883", src, dst)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	_ = c.Close()
+	vf := &tcpFixture{harness: v, headers: f.headers}
+	line := vf.awaitLine(t, "the close line", 10*time.Second, map[string]string{"msg": "tcp connection closed", "app": "tcp-proxy"})
+	if line["client"] != "198.51.100.20" {
+		t.Errorf("close line client %v, want 198.51.100.20", line["client"])
+	}
+
+	// The tcp application's policy judges, in the handshake, the address
+	// the balancer's header named.
+	labConn := func(src string) error {
+		nc, err := d.Dial("tcp", v.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := nc.Write(proxyV2(t, src, "192.0.2.1:8883")); err != nil {
+			t.Fatal(err)
+		}
+		conf := v.tlsConfig(lab, v.pki.sensor2)
+		conf.InsecureSkipVerify = true
+		c := tls.Client(nc, conf)
+		if err := c.Handshake(); err != nil {
+			return err
+		}
+		// TLS 1.3: a refusal of the client's certificate arrives after the
+		// client's handshake is done, with the first read.
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		if isTimeout(err) {
+			return nil // admitted: the origin (nobody) is still being dialed, or the gateway waits
+		}
+		return err
+	}
+	if err := labConn("203.0.113.9:4000"); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+		t.Errorf("a device outside the lab's network: %v, want a bad_certificate alert", err)
+	}
+	if err := labConn("198.51.100.20:4000"); err != nil && strings.Contains(err.Error(), "bad certificate") {
+		t.Errorf("a device of the lab's network was refused: %v", err)
+	}
+}
+
+// TestBalancerHAProxy: HAProxy, a real load balancer in mode tcp, passes
+// curl's connections on with send-proxy-v2 and send-proxy (v1) from
+// 127.0.0.2, and the origin sees curl's own address (127.0.0.5). HAProxy's
+// health checks (check-send-proxy: a v2 LOCAL header, then a close) are
+// neither refused nor counted as devices.
+func TestBalancerHAProxy(t *testing.T) {
+	curl := curlPath(t)
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		// Debian installs it in /usr/sbin, often not in PATH.
+		if haproxy, err = exec.LookPath("/usr/sbin/haproxy"); err != nil {
+			t.Skip("haproxy is not installed")
+		}
+	}
+	v := behindBalancer(t, newHarness(t), nil)
+	s2c, s2k := v.writeDevice(t, v.pki.sensor2, "fleet")
+	v2, v1 := testkit.FreePort(t), testkit.FreePort(t)
+	cfg := fmt.Sprintf(`global
+  maxconn 100
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend v2
+  bind %s
+  default_backend v2
+backend v2
+  server gateway %s send-proxy-v2 source %s check check-send-proxy inter 100ms
+frontend v1
+  bind %s
+  default_backend v1
+backend v1
+  server gateway %s send-proxy source %s
+`, v2, v.addr, balancerIP, v1, v.addr, balancerIP)
+	v.writeFile("haproxy.cfg", []byte(cfg))
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, haproxy, "-db", "-f", filepath.Join(v.dir, "haproxy.cfg"))
+	var out testkit.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("haproxy:\n%s", out.String())
+		}
+	})
+	for _, addr := range []string{v2, v1} {
+		testkit.WaitFor(t, "haproxy to listen on "+addr, 10*time.Second, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				_ = c.Close()
+			}
+			return err == nil
+		})
+	}
+	for _, lb := range []string{v2, v1} {
+		_, port, _ := net.SplitHostPort(lb)
+		cmd := exec.Command(curl, "-sS", "--max-time", "20", "--interface", "127.0.0.5",
+			"--resolve", hApp+":"+port+":127.0.0.1", "--cacert", filepath.Join(v.dir, "root.pem"),
+			"--cert", s2c, "--key", s2k, "https://"+hApp+":"+port+"/via-haproxy")
+		body, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl through haproxy %s: %v\n%s", lb, err, body)
+		}
+		r := &response{Response: &http.Response{StatusCode: 200}, body: string(body)}
+		if got := r.echo(t).Headers.Get("X-Forwarded-For"); got != "127.0.0.5" {
+			t.Errorf("through haproxy %s: X-Forwarded-For %q, want curl's 127.0.0.5", lb, got)
+		}
+	}
+	// A few health checks have run (every 100ms since the start).
+	time.Sleep(500 * time.Millisecond)
+	s := scrapeMetrics(t, v)
+	if n, _ := s.value("fleetgate_connections_refused_total", "reason", "proxy_header"); n != 0 {
+		t.Errorf("%v balancer connections refused for their header", n)
+	}
+	if strings.Contains(out.String(), "DOWN") {
+		t.Errorf("haproxy's health checks failed:\n%s", out.String())
+	}
+}
