@@ -146,8 +146,10 @@ type Gateway struct {
 	// 2), and the client address in it is the device's address for
 	// everything the gateway does with one: max_connections_per_ip, ip
 	// selectors and lists, logs, X-Forwarded-For and the PROXY header a tcp
-	// origin receives. Connections from elsewhere send no header. A reload
-	// applies it to new connections.
+	// origin receives. Connections from elsewhere send no header. Whoever
+	// connects from a listed address can claim any device address, so the
+	// list names the balancers and nothing wider. A reload applies it to new
+	// connections.
 	ProxyProtocolFrom []netip.Prefix
 }
 

@@ -19,10 +19,17 @@ import (
 // origin receives. Only the listed addresses are believed: any other
 // client's connection is read as TLS from its first byte, so a device that
 // sends a header of its own fails its handshake.
+//
+// Such a connection is admitted as a device's own is, in the same order,
+// once its header has named the device: max_connections_per_ip for that
+// device, then the handshake queue and rate. It waits for its first TLS byte
+// first, so that a balancer's health check (a header naming no client, then
+// a close) starts no handshake and counts as nothing.
 
 // fromBalancer reports whether addr, a connection's peer, is one of the
 // load balancers of proxy_protocol_from.
 func (s *snapshot) fromBalancer(addr netip.Addr) bool {
+	addr = addr.WithZone("") // a link-local peer's zone is not part of the ranges
 	for _, p := range s.cfg.Gateway.ProxyProtocolFrom {
 		if p.Contains(addr) {
 			return true
@@ -39,45 +46,53 @@ type proxiedAddrs struct {
 
 // balancerHeader reads the PROXY header that starts a connection from a
 // load balancer, on the event loop, before any byte goes to TLS. It waits
-// (within the handshake timeout, which runs from the accept) until the
-// header is whole, takes the device's address from it and admits the
-// device under max_connections_per_ip, then feeds what followed the
-// header to TLS. A connection whose first bytes are not a valid header is
-// closed, counted as refused with the reason "proxy_header". A header that
-// names no client (a LOCAL command, as in the balancer's health checks, or
-// "PROXY UNKNOWN") keeps the balancer's address.
+// until the header is whole and a TLS byte follows, takes the device's
+// address from it, admits the device (Server.admit) and feeds TLS what
+// followed the header. A connection whose first bytes are not a valid header
+// is closed, counted as refused with the reason "proxy_header". A header
+// that names no client (a LOCAL command, as in the balancer's health
+// checks, or "PROXY UNKNOWN") keeps the balancer's address.
 func (c *conn) balancerHeader(gc gnet.Conn) gnet.Action {
-	buf, _ := gc.Peek(-1)
-	h, n, err := proxyv2.Parse(buf)
-	if err != nil {
-		reason := "invalid PROXY header"
-		if errors.Is(err, proxyv2.ErrNoHeader) {
-			reason = "no PROXY header"
+	s := c.srv
+	if !c.headerRead {
+		buf, _ := gc.Peek(-1)
+		h, n, err := proxyv2.Parse(buf)
+		if err != nil {
+			reason := "invalid PROXY header"
+			if errors.Is(err, proxyv2.ErrNoHeader) {
+				reason = "no PROXY header"
+			}
+			s.metrics.connRefused("proxy_header")
+			s.shedLog.shed(s.log, reason, c.remoteIP, time.Now())
+			s.log.Debug("closing connection", "balancer", c.remoteIP, "reason", err.Error())
+			return gnet.Close
 		}
-		c.srv.metrics.connRefused("proxy_header")
-		c.srv.shedLog.shed(c.srv.log, reason, c.remoteIP, time.Now())
-		return gnet.Close
+		if n == 0 {
+			return gnet.None
+		}
+		_, _ = gc.Discard(n)
+		c.headerRead = true
+		if !h.Local {
+			c.proxied = &proxiedAddrs{src: h.Source, dst: h.Destination}
+			c.remoteAddr = h.Source.Addr()
+			c.remoteIP = c.remoteAddr.String()
+		}
 	}
-	if n == 0 {
+	if gc.InboundBuffered() == 0 {
 		return gnet.None
 	}
-	_, _ = gc.Discard(n)
-	c.awaitHeader = false
-	if !h.Local {
-		c.proxied = &proxiedAddrs{src: h.Source, dst: h.Destination}
-		c.remoteAddr = h.Source.Addr()
-		c.remoteIP = c.remoteAddr.String()
-		c.tc.SetRemoteAddr(c.remoteAddr)
-	}
-	counted, ok := c.srv.admitAddr(c.snap, c.remoteAddr)
-	if !ok {
+	c.headerTimer.Stop()
+	if s.draining.Load() {
+		s.metrics.connRefused("draining")
 		return gnet.Close
 	}
-	c.countedIP = counted
-	c.srv.metrics.connAccepted()
+	tc, counted := s.admit(gc, c.snap, c.remoteAddr)
+	if tc == nil {
+		return gnet.Close
+	}
+	tc.SetRemoteAddr(c.remoteAddr)
+	c.tc, c.countedIP, c.awaitHeader = tc, counted, false
+	s.started(c)
 	data, _ := gc.Next(-1)
-	if len(data) == 0 {
-		return gnet.None
-	}
 	return c.traffic(data)
 }

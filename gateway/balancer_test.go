@@ -52,9 +52,29 @@ func proxyV2(t testing.TB, src, dst string) []byte {
 // connection, such as a health check.
 var localV2 = append(append([]byte{}, proxyproto.SIGV2...), 0x20, 0x00, 0x00, 0x00)
 
+// together, as dialVia's chunk, sends the header in one write with the
+// device's ClientHello, as balancers usually do.
+const together = -1
+
+// prefixed is a connection whose first write carries prefix ahead of it.
+type prefixed struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixed) Write(b []byte) (int, error) {
+	if p.prefix == nil {
+		return p.Conn.Write(b)
+	}
+	_, err := p.Conn.Write(append(p.prefix, b...))
+	p.prefix = nil
+	return len(b), err
+}
+
 // dialVia opens a connection to h from the address from, writes header
-// (in pieces of at most chunk bytes, with a pause between, when chunk > 0)
-// and then runs a device's TLS handshake for hApp.
+// (in pieces of at most chunk bytes, with a pause between, when chunk > 0;
+// in one write with the ClientHello when chunk is together) and then runs a
+// device's TLS handshake for hApp.
 func dialVia(t testing.TB, h *harness, from string, header []byte, chunk int) (*rawConn, error) {
 	t.Helper()
 	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
@@ -64,6 +84,9 @@ func dialVia(t testing.TB, h *harness, from string, header []byte, chunk int) (*
 	}
 	t.Cleanup(func() { _ = nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	if chunk == together {
+		nc, header = &prefixed{Conn: nc, prefix: header}, nil
+	}
 	for len(header) > 0 {
 		n := len(header)
 		if chunk > 0 && chunk < n {
@@ -111,6 +134,8 @@ func TestBalancerHeader(t *testing.T) {
 		want   string
 	}{
 		{"v2", proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), 0, "203.0.113.9"},
+		{"v2 with the ClientHello", proxyV2(t, "203.0.113.11:40000", "192.0.2.1:443"), together, "203.0.113.11"},
+		{"v1 with the ClientHello", []byte("PROXY TCP4 198.51.100.5 192.0.2.1 5555 443\r\n"), together, "198.51.100.5"},
 		{"v2 in pieces", proxyV2(t, "203.0.113.10:40000", "192.0.2.1:443"), 5, "203.0.113.10"},
 		{"v2 IPv6", proxyV2(t, "[2001:db8::7]:40000", "[2001:db8::1]:443"), 0, "2001:db8::7"},
 		{"v1", []byte("PROXY TCP4 198.51.100.4 192.0.2.1 5555 443\r\n"), 0, "198.51.100.4"},
@@ -177,7 +202,7 @@ func TestBalancerHeader(t *testing.T) {
 }
 
 // TestBalancerHeaderTimeout: a balancer's connection that never finishes
-// its header is closed at the handshake timeout.
+// its header is closed at the handshake timeout, and counted as refused.
 func TestBalancerHeaderTimeout(t *testing.T) {
 	v := behindBalancer(t, newHarness(t), func(c *fileConfig) { c.Gateway.HandshakeTimeout = "1s" })
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
@@ -197,7 +222,10 @@ func TestBalancerHeaderTimeout(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("closed after %v, want about the 1s handshake timeout", d)
 	}
-	expectMetrics(t, v, []want{w("fleetgate_handshakes_total", 1, "result", "error", "reason", "timeout")})
+	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "proxy_header")})
+	if !strings.Contains(v.logs.String(), `"reason":"PROXY header too late"`) {
+		t.Error("no log line for the late header")
+	}
 }
 
 // TestBalancerDeviceAddress: the address a header names is the one
@@ -417,5 +445,97 @@ backend v1
 	}
 	if strings.Contains(out.String(), "DOWN") {
 		t.Errorf("haproxy's health checks failed:\n%s", out.String())
+	}
+}
+
+// TestBalancerHealthCheck: a balancer's health check (a LOCAL header, or no
+// byte at all, then a close) starts no handshake and counts as nothing.
+func TestBalancerHealthCheck(t *testing.T) {
+	v := behindBalancer(t, newHarness(t), nil)
+	before := scrapeMetrics(t, v)
+	for _, header := range [][]byte{localV2, nil, []byte("PROXY UNKNOWN\r\n")} {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
+		nc, err := d.Dial("tcp", v.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Write(header); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.Close()
+	}
+	testkit.WaitFor(t, "the checks to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 0 })
+	after := scrapeMetrics(t, v)
+	for _, m := range []struct{ name, labels []string }{
+		{[]string{"fleetgate_connections_accepted_total"}, nil},
+		{[]string{"fleetgate_handshakes_total"}, []string{"result", "error", "reason", "closed"}},
+		{[]string{"fleetgate_connections_refused_total"}, []string{"reason", "proxy_header"}},
+	} {
+		b, _ := before.value(m.name[0], m.labels...)
+		a, _ := after.value(m.name[0], m.labels...)
+		if a != b {
+			t.Errorf("%s%v moved from %v to %v", m.name[0], m.labels, b, a)
+		}
+	}
+}
+
+// TestBalancerCapBeforeRate: a device behind the balancer that holds its
+// max_connections_per_ip and keeps connecting is refused before it takes a
+// handshake token, as a device connecting directly is, so it cannot use up
+// max_handshake_rate for the balancer's other devices.
+func TestBalancerCapBeforeRate(t *testing.T) {
+	v := behindBalancer(t, newHarness(t), func(c *fileConfig) {
+		c.Gateway.MaxConnectionsPerIP = 1
+		c.Gateway.MaxHandshakeRate, c.Gateway.MaxHandshakeBurst = 1, 2
+	})
+	first, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), together)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardedFor(t, first); got != "203.0.113.9" {
+		t.Errorf("X-Forwarded-For %q", got)
+	}
+	for i := range 5 {
+		if c, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40001", "192.0.2.1:443"), together); err == nil {
+			c.send(request("GET", hApp, "/"))
+			if _, err := c.readErr("GET"); err == nil {
+				t.Fatalf("connection %d over the cap was served", i)
+			}
+		}
+	}
+	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 5, "reason", "max_connections_per_ip")})
+	other, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.10:40000", "192.0.2.1:443"), together)
+	if err != nil {
+		t.Fatalf("another device behind the balancer: %v", err)
+	}
+	if got := forwardedFor(t, other); got != "203.0.113.10" {
+		t.Errorf("X-Forwarded-For %q", got)
+	}
+	if n, _ := scrapeMetrics(t, v).value("fleetgate_connections_refused_total", "reason", "rate"); n != 0 {
+		t.Errorf("%v connections refused over the handshake rate", n)
+	}
+}
+
+// TestBalancerReload: a reload that lists a balancer applies to the
+// connections accepted after it.
+func TestBalancerReload(t *testing.T) {
+	h := newHarness(t)
+	header := proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")
+	if c, err := dialVia(t, h, balancerIP, header, together); err == nil {
+		_ = c.c.Close()
+		t.Fatal("a header was believed before proxy_protocol_from listed its sender")
+	}
+	cfg := h.config()
+	cfg.Gateway.ProxyProtocolFrom = []string{balancerIP}
+	h.write(cfg)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialVia(t, h, balancerIP, header, together)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardedFor(t, c); got != "203.0.113.9" {
+		t.Errorf("after the reload: X-Forwarded-For %q", got)
 	}
 }

@@ -37,9 +37,14 @@ type conn struct {
 
 	// Touched only on the event loop.
 	handshakeSeen bool
-	// awaitHeader is set while a load balancer's connection has not yet
-	// sent its PROXY header.
+	// awaitHeader is set while a load balancer's connection waits for its
+	// PROXY header (until headerRead) and then for its first TLS byte:
+	// until then it has no tc, and headerTimer closes it when they are late
+	// (setting headerLate, from the timer's goroutine).
 	awaitHeader bool
+	headerRead  bool
+	headerTimer *time.Timer
+	headerLate  atomic.Bool
 	// buf is the loop's decrypt buffer (Server.loopBuf), shared with the
 	// loop's other connections: live only within one OnTraffic.
 	buf *[]byte

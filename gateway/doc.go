@@ -7,6 +7,7 @@
 //	event loop (gnet)          request worker (one goroutine per busy connection)
 //	─────────────────          ─────────────────────────────────────────────────
 //	OnOpen   → admission (max_connections, max_connections_per_ip, shed) → tlsengine.Open
+//	           (a load balancer's connection: after its PROXY header, balancer.go)
 //	OnTraffic→ Feed, Read ──plaintext──▶ serveOne (exchange.go), its phases in order:
 //	                                       header → framing (505/405/400/431/413/408)
 //	                                       → certificate re-check → host (421) → token

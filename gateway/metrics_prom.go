@@ -160,9 +160,9 @@ func newPromMetrics(s *Server) *promMetrics {
 		handshakeBuckets, "result")
 	m.hsDurOK, m.hsDurFailed = hsDur.WithLabelValues("ok"), hsDur.WithLabelValues("error")
 
-	m.accepted = f.counter("connections_accepted_total", "Connections admitted (a TLS handshake started).")
+	m.accepted = f.counter("connections_accepted_total", "Connections admitted (a TLS handshake started; for a load balancer's connection, once its PROXY header was read and TLS began).")
 	m.refusedVec = f.counterVec("connections_refused_total",
-		"Connections closed at once: max_connections reached, max_connections_per_ip reached for the client address, handshake queue full (shed), over max_handshake_rate (rate), or the gateway draining.", "reason")
+		"Connections closed at once: max_connections reached, max_connections_per_ip reached for the client address, handshake queue full (shed), over max_handshake_rate (rate), the gateway draining, or a load balancer's connection without a valid PROXY header in time (proxy_header).", "reason")
 	m.refused = make(map[string]prometheus.Counter, len(connRefusals))
 	for _, r := range connRefusals {
 		m.refused[r] = m.refusedVec.WithLabelValues(r)

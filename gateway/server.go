@@ -286,8 +286,8 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // OnOpen admits a connection: refused at once when the gateway is draining,
 // at max_connections, at max_connections_per_ip for the client's address,
 // when the handshake queue is full, or over max_handshake_rate. A load
-// balancer's connection (proxy_protocol_from) meets the per-address cap
-// when its PROXY header names the device (balancer.go).
+// balancer's connection (proxy_protocol_from) passes the first two here and
+// the rest once its PROXY header has named the device (balancer.go).
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if o, ok := gc.Context().(*originSide); ok {
 		// A tcp application's origin socket, enrolled by its relay: not a
@@ -311,21 +311,51 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
 		addr = ap.Addr().Unmap()
 	}
-	// A load balancer's connection is admitted under the device's address,
-	// once its PROXY header has named it (balancerHeader).
 	balanced := snap.fromBalancer(addr)
-	var perIP bool
+	var tc *tlsengine.Conn
+	var counted bool
 	if !balanced {
-		var ok bool
-		if perIP, ok = s.admitAddr(snap, addr); !ok {
+		if tc, counted = s.admit(gc, snap, addr); tc == nil {
 			s.conns.Add(-1)
 			return nil, gnet.Close
 		}
 	}
+	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
+		pipe: newPlainPipe(snap.inputLimit()), remoteAddr: addr, countedIP: counted,
+		awaitHeader: balanced, buf: s.loopBuf(gc.EventLoop())}
+	if addr.IsValid() {
+		c.remoteIP = addr.String()
+	}
+	c.out.c = c
+	gc.SetContext(c)
+	if balanced {
+		// The header, and the first TLS byte after it, must come within the
+		// handshake timeout; the handshake then has its own.
+		c.headerTimer = time.AfterFunc(s.running.HandshakeTimeout, func() {
+			c.headerLate.Store(true)
+			_ = gc.Close()
+		})
+		return nil, gnet.None
+	}
+	s.started(c)
+	return nil, gnet.None
+}
+
+// admit runs a device's connection from addr through the admission that
+// needs its address: max_connections_per_ip, then the handshake queue and
+// rate (tlsengine.Open). It returns the TLS connection, and whether the
+// connection holds a place of its address to give back at close; or nil,
+// with the refusal counted and logged, and nothing held.
+func (s *Server) admit(gc gnet.Conn, snap *snapshot, addr netip.Addr) (tc *tlsengine.Conn, countedIP bool) {
+	limit := snap.cfg.Gateway.MaxConnectionsPerIP
+	countedIP = limit > 0 && addr.IsValid()
+	if countedIP && !s.perIP.enter(addr, limit) {
+		s.metrics.connRefused("max_connections_per_ip")
+		return nil, false
+	}
 	tc, err := s.engine.Open(gc)
 	if err != nil {
-		s.conns.Add(-1)
-		if perIP {
+		if countedIP {
 			s.perIP.leave(addr)
 		}
 		reason := "shed"
@@ -334,37 +364,16 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		}
 		s.metrics.connRefused(reason)
 		s.shedLog.shed(s.log, reason, addr.String(), time.Now())
-		return nil, gnet.Close
+		return nil, false
 	}
-	if !balanced {
-		s.metrics.connAccepted()
-	}
-	c := &conn{srv: s, gc: gc, tc: tc, snap: snap, opened: time.Now(),
-		pipe: newPlainPipe(snap.inputLimit()), remoteAddr: addr, countedIP: perIP,
-		awaitHeader: balanced, buf: s.loopBuf(gc.EventLoop())}
-	if addr.IsValid() {
-		c.remoteIP = addr.String()
-	}
-	c.out.c = c
-	gc.SetContext(c)
-	tc.SetValue(c) // for earlyData, on the handshake's goroutine
-	s.live.Store(c, struct{}{})
-	return nil, gnet.None
+	return tc, countedIP
 }
 
-// admitAddr admits a device's connection under max_connections_per_ip: ok
-// is false, counted as refused, when its address has its share open, and
-// counted says that the connection holds a place, to give back at close.
-func (s *Server) admitAddr(snap *snapshot, addr netip.Addr) (counted, ok bool) {
-	limit := snap.cfg.Gateway.MaxConnectionsPerIP
-	if limit <= 0 || !addr.IsValid() {
-		return false, true
-	}
-	if !s.perIP.enter(addr, limit) {
-		s.metrics.connRefused("max_connections_per_ip")
-		return false, false
-	}
-	return true, true
+// started records an admitted connection, whose TLS is open.
+func (s *Server) started(c *conn) {
+	c.tc.SetValue(c) // for earlyData, on the handshake's goroutine
+	s.live.Store(c, struct{}{})
+	s.metrics.connAccepted()
 }
 
 // OnTraffic moves received bytes through TLS to the connection's worker.
@@ -402,10 +411,19 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	gc.SetContext(nil)
 	s.conns.Add(-1)
-	s.live.Delete(c)
 	if c.countedIP {
 		s.perIP.leave(c.remoteAddr)
 	}
+	if c.tc == nil {
+		// A load balancer's connection that closed before its TLS began.
+		c.headerTimer.Stop()
+		if c.headerLate.Load() && !c.headerRead {
+			s.metrics.connRefused("proxy_header")
+			s.shedLog.shed(s.log, "PROXY header too late", c.remoteIP, time.Now())
+		}
+		return gnet.None
+	}
+	s.live.Delete(c)
 	c.markClosing()
 	c.pipe.close()
 	c.tc.Release()
