@@ -937,7 +937,9 @@ func frameBody(buf []byte, hlen, blen int) (n, state int) {
 	case blen == bodyNone:
 		return hlen, framingComplete
 	case blen >= 0:
-		if len(buf) >= hlen+blen {
+		// Compared as what is left, not as hlen+blen: an origin may declare
+		// a length near the largest int, and the sum would wrap.
+		if len(buf)-hlen >= blen {
 			return hlen + blen, framingComplete
 		}
 		return 0, framingMore

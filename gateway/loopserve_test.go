@@ -439,3 +439,97 @@ func TestLoopExchangesKeepApart(t *testing.T) {
 		t.Fatal("no origin connection on a loop: the requests never ran on the loop")
 	}
 }
+
+// TestResponseEndHugeLength: a Content-Length near the largest int is a
+// body still to come, not an answer that ended before it began.
+func TestResponseEndHugeLength(t *testing.T) {
+	for _, cl := range []string{"9223372036854775807", "9223372036854775800"} {
+		buf := []byte("HTTP/1.1 200 OK\r\nContent-Length: " + cl + "\r\n\r\nabc")
+		if n, state := responseEnd(buf, false); state != framingMore || n != 0 {
+			t.Errorf("Content-Length %s: (%d, %d); want (0, framingMore)", cl, n, state)
+		}
+	}
+}
+
+// TestLoopHugeContentLength: an origin that declares a length near the
+// largest int, on a connection the loop keeps, gets its device a 502 and
+// leaves the gateway serving the others.
+func TestLoopHugeContentLength(t *testing.T) {
+	o := startPeerOrigin(t)
+	mux := http.NewServeMux()
+	mux.Handle("/peer", o.srv.Config.Handler)
+	mux.HandleFunc("/huge", func(w http.ResponseWriter, r *http.Request) {
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		_, _ = io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775807\r\n\r\nabc")
+		time.Sleep(200 * time.Millisecond)
+	})
+	o.srv.Config.Handler = mux
+	h := newHarness(t, func(p *cfgParams) { p.Origin = o.srv.URL })
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c)
+	c.send(request("GET", hApp, "/huge"))
+	r, err := c.readErr("GET")
+	if err != nil {
+		t.Fatalf("huge Content-Length: %v", err)
+	}
+	if r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("huge Content-Length: %d %q; want 502", r.StatusCode, r.body)
+	}
+	c2 := h.dial(t, hApp, h.pki.sensor2)
+	c2.send(request("GET", hApp, "/peer"))
+	if r := c2.read("GET"); r.StatusCode != http.StatusOK {
+		t.Fatalf("after it: %d %q", r.StatusCode, r.body)
+	}
+}
+
+// TestLoopMaxResponseBytes: max_response_bytes holds for answers the loop
+// gathers itself (up to loopResponseMax) as it does on the pooled client's
+// path: a 4 KiB body over a 1 KiB limit is a 502, not delivered.
+func TestLoopMaxResponseBytes(t *testing.T) {
+	o := startPeerOrigin(t)
+	mux := http.NewServeMux()
+	mux.Handle("/peer", o.srv.Config.Handler)
+	mux.HandleFunc("/4k", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("x", 4096))
+	})
+	o.srv.Config.Handler = mux
+	h := newHarness(t, func(p *cfgParams) {
+		p.Origin = o.srv.URL
+		p.Edit = func(c *fileConfig) { c.Gateway.MaxResponseBytes = "1KiB" }
+	})
+	c := h.dial(t, hApp, h.pki.sensor1)
+	onLoopPeer(t, c)
+	for i := 0; i < 3; i++ {
+		c.send(request("GET", hApp, "/4k"))
+		r := c.read("GET")
+		if r.StatusCode != http.StatusBadGateway {
+			t.Fatalf("request %d on the loop: %d with %d body bytes; want 502 (max_response_bytes 1KiB)", i, r.StatusCode, len(r.body))
+		}
+	}
+}
+
+// loopOf is the event loop that serves rc's connection at the gateway.
+
+// FuzzResponseEnd: whatever an origin sends, a complete answer is a length
+// within what was received, and the loop slices nothing outside it.
+func FuzzResponseEnd(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), false)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775807\r\n\r\nabc"), false)
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"), false)
+	f.Add([]byte("HTTP/1.1 204 No Content\r\n\r\n"), true)
+	f.Fuzz(func(t *testing.T, buf []byte, head bool) {
+		var h fasthttp.ResponseHeader
+		hlen, _, state := frameHeader(buf, head, &h)
+		if state == framingComplete && (hlen <= 0 || hlen > len(buf)) {
+			t.Fatalf("a header of %d bytes in %d", hlen, len(buf))
+		}
+		n, state := responseEnd(buf, head)
+		if state == framingComplete && (n < hlen || n > len(buf)) {
+			t.Fatalf("an answer of %d bytes (header %d) in %d", n, hlen, len(buf))
+		}
+	})
+}

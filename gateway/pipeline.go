@@ -450,6 +450,12 @@ func (x *exchange) originAnswered() outcome {
 		x.resp.Reset()
 		return x.fail(fasthttp.StatusBadGateway, "origin switched protocols")
 	}
+	if limit := x.app.snap.cfg.Gateway.MaxResponseBytes; limit > 0 && !x.resp.IsBodyStream() && int64(len(x.resp.Body())) > limit {
+		// An answer gathered whole (on the loop) meets max_response_bytes
+		// here; a streamed one as it is copied (settleBody).
+		x.originBodyFailed(fasthttp.ErrBodyTooLarge)
+		return respond
+	}
 	// The origin's headers as sent: fasthttp would add a Content-Type to a
 	// response that has none.
 	x.resp.Header.SetNoDefaultContentType(true)
