@@ -202,30 +202,40 @@ func TestBalancerHeader(t *testing.T) {
 }
 
 // TestBalancerHeaderTimeout: a balancer's connection that never finishes
-// its header is closed at the handshake timeout, and counted as refused.
+// its header, or sends no TLS byte after it, is closed at the handshake
+// timeout, and counted as refused.
 func TestBalancerHeaderTimeout(t *testing.T) {
 	v := behindBalancer(t, newHarness(t), func(c *fileConfig) { c.Gateway.HandshakeTimeout = "1s" })
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
-	nc, err := d.Dial("tcp", v.addr)
-	if err != nil {
-		t.Fatal(err)
+	header := proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")
+	for i, tc := range []struct {
+		sent, logged string
+	}{
+		{string(header[:20]), "PROXY header too late"},
+		{string(header), "no TLS after the PROXY header"},
+	} {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
+		nc, err := d.Dial("tcp", v.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := io.WriteString(nc, tc.sent); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := nc.Read(make([]byte, 1)); n > 0 || isTimeout(err) {
+			t.Fatalf("%s: not closed (read %d, %v)", tc.logged, n, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: closed after %v, want about the 1s handshake timeout", tc.logged, d)
+		}
+		expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", float64(i+1), "reason", "proxy_header")})
+		testkit.WaitFor(t, "the log line", 5*time.Second, func() bool {
+			return strings.Contains(v.logs.String(), `"reason":"`+tc.logged+`"`)
+		})
 	}
-	defer nc.Close()
-	if _, err := nc.Write(proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")[:20]); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if n, err := nc.Read(make([]byte, 1)); n > 0 || isTimeout(err) {
-		t.Fatalf("a stalled header was not closed (read %d, %v)", n, err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("closed after %v, want about the 1s handshake timeout", d)
-	}
-	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "proxy_header")})
-	if !strings.Contains(v.logs.String(), `"reason":"PROXY header too late"`) {
-		t.Error("no log line for the late header")
-	}
+	testkit.WaitFor(t, "the connections to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 0 })
 }
 
 // TestBalancerDeviceAddress: the address a header names is the one

@@ -47,13 +47,18 @@ const coarseTick = 100 * time.Millisecond
 // but read rarely: a relay notes its last activity twice per relayed round
 // trip, about 1% of an echo's CPU as clock reads, and reads it only when its
 // idle timer fires. A reading is behind mono by at most a tick, plus however
-// late the ticking goroutine ran.
-type coarseClock struct{ now atomic.Int64 }
+// late the ticking goroutine ran: the clock keeps the longest gap between
+// its ticks, so that a timeout counted from a reading never ends early.
+type coarseClock struct {
+	now atomic.Int64
+	gap atomic.Int64 // the longest time between two ticks so far (only run writes it)
+}
 
 // newCoarseClock starts at mono now.
 func newCoarseClock() *coarseClock {
 	c := &coarseClock{}
 	c.now.Store(int64(mono()))
+	c.gap.Store(int64(coarseTick))
 	return c
 }
 
@@ -62,7 +67,25 @@ func (c *coarseClock) load() time.Duration { return time.Duration(c.now.Load()) 
 
 // run advances the clock every coarseTick until stop is closed.
 func (c *coarseClock) run(stop <-chan struct{}) {
-	every(coarseTick, stop, func() { c.now.Store(int64(mono())) })
+	every(coarseTick, stop, func() {
+		now := mono()
+		if gap := now - c.load(); gap > time.Duration(c.gap.Load()) {
+			c.gap.Store(int64(gap))
+		}
+		c.now.Store(int64(now))
+	})
+}
+
+// since is how long it has been, at mono reading now, since the activity
+// that a reading of the clock (last) noted, counted short rather than
+// long: last may be behind its activity by the gap between two ticks (the
+// longest so far, or the one still running), so that much is taken off.
+// A timeout that waits until since reaches it never ends early, and ends
+// late by at most that gap (a tick, on a machine that runs the clock on
+// time).
+func (c *coarseClock) since(now, last time.Duration) time.Duration {
+	behind := max(time.Duration(c.gap.Load()), now-c.load())
+	return now - last - behind
 }
 
 // every runs f every d until stop is closed.

@@ -11,6 +11,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
 // TestIdleTimeoutFromLastRequest: a connection that sends a request every
@@ -101,5 +103,35 @@ func TestCoarseClock(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the clock did not stop")
+	}
+}
+
+// TestCoarseClockSince: an activity noted while the clock's goroutine ran
+// late (its reading half a second old) is never counted as longer ago than
+// it can have been, and a gap once seen keeps counting.
+func TestCoarseClockSince(t *testing.T) {
+	c := newCoarseClock()
+	now := mono()
+	if got := c.since(now, c.load()); got > 0 {
+		t.Errorf("just noted: %v since", got)
+	}
+	c.now.Store(int64(now - 500*time.Millisecond)) // the goroutine is late
+	last := c.load()                               // noted now, with the stale reading
+	if got := c.since(now, last); got > 0 {
+		t.Errorf("noted during a late tick: counted %v since; it may have been now", got)
+	}
+	if got := c.since(now+time.Second, last); got > time.Second {
+		t.Errorf("a second later: counted %v since; at most a second can have passed", got)
+	}
+	// The late tick comes: the gap is remembered for readings taken in it.
+	stop := make(chan struct{})
+	go c.run(stop)
+	testkit.WaitFor(t, "a tick", 5*time.Second, func() bool { return c.load() > now })
+	close(stop)
+	if gap := time.Duration(c.gap.Load()); gap < 500*time.Millisecond {
+		t.Errorf("gap %v after a tick half a second late", gap)
+	}
+	if got, n := c.since(mono(), last), mono(); got > n-now {
+		t.Errorf("counted %v since a reading that may have been taken %v ago", got, n-now)
 	}
 }

@@ -729,9 +729,9 @@ func (r *relay) armIdle() {
 		if r.stopped.Load() || d <= 0 {
 			return // stopped, or no idle timeout any more
 		}
-		// lastActive is up to a tick behind the activity it notes: the
-		// timeout runs from a tick after it, so it never ends early.
-		left := d - (mono() - time.Duration(r.lastActive.Load()) - coarseTick)
+		// lastActive may be behind the activity it notes (coarseClock):
+		// the idle time is counted short, so it never ends early.
+		left := d - r.srv.coarse.since(mono(), time.Duration(r.lastActive.Load()))
 		if left <= 0 {
 			r.cut(closeIdle)
 			return

@@ -417,9 +417,13 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if c.tc == nil {
 		// A load balancer's connection that closed before its TLS began.
 		c.headerTimer.Stop()
-		if c.headerLate.Load() && !c.headerRead {
+		if c.headerLate.Load() {
+			reason := "PROXY header too late"
+			if c.headerRead {
+				reason = "no TLS after the PROXY header"
+			}
 			s.metrics.connRefused("proxy_header")
-			s.shedLog.shed(s.log, "PROXY header too late", c.remoteIP, time.Now())
+			s.shedLog.shed(s.log, reason, c.remoteIP, time.Now())
 		}
 		return gnet.None
 	}
