@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/fleetgate/fleetgate/internal/mqttwire"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -547,5 +549,54 @@ func TestBalancerReload(t *testing.T) {
 	}
 	if got := forwardedFor(t, c); got != "203.0.113.9" {
 		t.Errorf("after the reload: X-Forwarded-For %q", got)
+	}
+}
+
+// TestBalancerMQTT: an mqtt application behind the balancer decides the
+// CONNECT on the address the header named, and the broker's PROXY line
+// carries that address.
+func TestBalancerMQTT(t *testing.T) {
+	const lab = "lab.mqtt.test" // admits devices of the lab's network only
+	broker := startCapture(t)
+	f := newTCPFixture(t, func(c *fileConfig) {
+		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mqtt-lab", PEMFile: "ca-chain.pem",
+			AssociatedHostnames: []string{lab}})
+		a := httpApp("mqtt-lab", lab, broker.url(), policySection{Name: "lab", Decision: "non_identity",
+			Include: []selector{anyFleetDevice}, Require: []selector{{"ip": []string{"203.0.113.0/24"}}}})
+		a.Protocol, a.ProxyProtocol = "mqtt", "v1"
+		c.Applications = append(c.Applications, a)
+	})
+	v := behindBalancer(t, f.harness, nil)
+	session := func(src string) (*tls.Conn, *bufio.Reader) {
+		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
+		nc, err := d.Dial("tcp", v.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		conf := v.tlsConfig(lab, v.pki.sensor2)
+		conf.InsecureSkipVerify = true
+		c := tls.Client(&prefixed{Conn: nc, prefix: proxyV2(t, src, "192.0.2.1:8883")}, conf)
+		if _, err := c.Write(testkit.MQTTConnect(t, mqttwire.V5, "sensor-0002", 30)); err != nil {
+			t.Fatal(err)
+		}
+		return c, bufio.NewReader(c)
+	}
+	_, r := session("198.51.100.1:4000")
+	refusedWith(t, r, mqttwire.V5, 0x87, "")
+	c, r2 := session("203.0.113.9:4000")
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := r2.ReadByte(); err == nil {
+		t.Fatal("the gateway answered an admitted device's CONNECT itself")
+	}
+	_ = c.Close() // the capturing broker reads until the relay closes
+	select {
+	case got := <-broker.got:
+		if !bytes.HasPrefix(got, []byte("PROXY TCP4 203.0.113.9 192.0.2.1 4000 8883\r\n")) || !bytes.Contains(got, []byte("sensor-0002")) {
+			t.Errorf("the broker got %q, want the PROXY line of 203.0.113.9 and sensor-0002's CONNECT", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the admitted device's CONNECT never reached the broker")
 	}
 }
