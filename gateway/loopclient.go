@@ -377,14 +377,40 @@ func (p *loopPool) wait(x *exchange, now time.Time) {
 	})
 	p.queue = append(p.queue, q)
 	if len(p.queue) == 1 {
-		p.srv.workers.Go(func() {
-			p.hc.CloseIdleConnections()
-			_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				p.settle()
-				return nil
-			}))
-		})
+		p.srv.workers.Go(func() { p.reclaim(0) })
 	}
+}
+
+// reclaim finds slots for the exchanges waiting in p (never on a loop): it
+// closes the workers' client's idle connections and has p settle them;
+// and, every reclaimEvery while any still wait and p dials none, does it
+// again with one idle connection of another loop closed too, as a worker's
+// dial waiting for a slot would have it closed.
+func (p *loopPool) reclaim(round int) {
+	p.hc.CloseIdleConnections()
+	if round > 0 && !p.dialing.Load() {
+		p.hc.slots.closeOneIdleBesides(p)
+	}
+	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		p.settle()
+		if len(p.queue) > 0 {
+			time.AfterFunc(reclaimEvery, func() { p.reclaim(round + 1) })
+		}
+		return nil
+	}))
+}
+
+// closeOneIdle closes the pool's longest idle connection, if it has one,
+// for another loop's exchanges waiting for a slot (on the loop). Unlike
+// yield, it promises the slot to no one: the pool that asks next takes it.
+func (p *loopPool) closeOneIdle() bool {
+	if len(p.idle) == 0 {
+		return false
+	}
+	lo := p.idle[0]
+	p.idle = p.idle[1:]
+	lo.close()
+	return true
 }
 
 // expireWait fails a queued exchange whose wait is over, as the pooled

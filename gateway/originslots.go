@@ -8,7 +8,10 @@ package gateway
 // When every slot is taken, a request waits, as behind HAProxy's server
 // maxconn, for at most the origin's connect timeout, then is answered 503:
 //   - on a loop with connections of its own to that origin, for the next of
-//     them the origin answers on (loopPool.queue);
+//     them the origin answers on (loopPool.queue), or for a slot another
+//     pool gives up: the workers' client's idle connections close for it,
+//     and then, every reclaimEvery while it waits, one idle connection of
+//     another loop (loopPool.reclaim);
 //   - on a worker, in the pooled client's own queue (MaxConnWaitTimeout),
 //     for the next of its connections to come back, or in its dial
 //     (acquire) for a slot another pool gives up: an idle connection
@@ -209,6 +212,30 @@ func (s *originSlots) reclaim(hc *fasthttp.HostClient) {
 			p.giveUpIdle()
 			return nil
 		}))
+	}
+}
+
+// closeOneIdleBesides closes one idle connection of the origin's loop
+// pools other than p, for exchanges waiting in p (loopPool.reclaim; never
+// on a loop: it waits for each pool's answer).
+func (s *originSlots) closeOneIdleBesides(p *loopPool) {
+	s.mu.Lock()
+	pools := append([]*loopPool(nil), s.pools...)
+	s.mu.Unlock()
+	for _, o := range pools {
+		if o == p {
+			continue
+		}
+		closed := make(chan bool, 1)
+		if o.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			closed <- o.closeOneIdle()
+			return nil
+		})) != nil {
+			continue
+		}
+		if <-closed {
+			return
+		}
 	}
 }
 

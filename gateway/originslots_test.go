@@ -518,3 +518,93 @@ func TestMaxConnsPerOriginDialFailsWhileQueued(t *testing.T) {
 		t.Errorf("with the origin refusing connections: %d %s; want 502", r.StatusCode, r.body)
 	}
 }
+
+// loopOf is the event loop that serves the device connection rc.
+func loopOf(h *harness, rc *rawConn) gnet.EventLoop {
+	var loop gnet.EventLoop
+	addr := rc.c.LocalAddr().String()
+	h.srv.live.Range(func(k, _ any) bool {
+		if c, ok := k.(*conn); ok && c.gc.RemoteAddr().String() == addr {
+			loop = c.gc.EventLoop()
+			return false
+		}
+		return true
+	})
+	return loop
+}
+
+// TestMaxConnsPerOriginIdleOnOtherLoop: max_conns_per_origin 2, one loop's
+// pool holds an idle connection, the other loop's pool holds one busy with
+// a slow request. A second request on that other loop should get the idle
+// connection's place (as a worker's dial would, by reclaim), not wait out
+// origin_connect_timeout and be refused 503 while the origin has an idle
+// connection from the gateway.
+func TestMaxConnsPerOriginIdleOnOtherLoop(t *testing.T) {
+	o := startBoundOrigin(t, 1500*time.Millisecond)
+	h := boundHarness(t, o, 2, "300ms", "10s")
+	var a, b1, b2 *rawConn
+	var la, lb gnet.EventLoop
+	for i := 0; i < 60 && (a == nil || b2 == nil); i++ {
+		c := h.dial(t, hApp, h.pki.sensor1)
+		c.send(request("GET", hApp, "/quick"))
+		if r := c.read("GET"); r.StatusCode != http.StatusOK {
+			t.Fatalf("warm-up: %d %s", r.StatusCode, r.body)
+		}
+		l := loopOf(h, c)
+		switch {
+		case l == nil:
+		case a == nil:
+			a, la = c, l
+		case l == la:
+		case b1 == nil:
+			b1, lb = c, l
+		case b2 == nil:
+			b2 = c
+		}
+	}
+	if b2 == nil {
+		t.Fatal("could not place connections on two loops")
+	}
+	poolOn := func(l gnet.EventLoop) *loopPool {
+		for _, p := range loopPoolsOf(h) {
+			if p.loop == l {
+				return p
+			}
+		}
+		return nil
+	}
+	for try := 0; ; try++ {
+		for _, app := range h.srv.snap.Load().apps {
+			app.origin.CloseIdleConnections()
+		}
+		for _, c := range []*rawConn{a, b1, b2} {
+			c.send(request("GET", hApp, "/quick"))
+			if r := c.read("GET"); r.StatusCode != http.StatusOK {
+				t.Fatalf("settling: %d %s", r.StatusCode, r.body)
+			}
+		}
+		pa, pb := poolOn(la), poolOn(lb)
+		if pa != nil && pb != nil && pa.open.Load() == 1 && pb.open.Load() == 1 {
+			break
+		}
+		if try == 30 {
+			t.Fatal("the two loops' pools never held one connection each")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for len(o.got) > 0 {
+		<-o.got
+	}
+	b1.send(request("GET", hApp, "/held"))
+	select {
+	case <-o.got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held request never reached the origin")
+	}
+	b2.send(request("GET", hApp, "/quick"))
+	r := b2.read("GET")
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("with the other loop's connection idle: %d %q; want 200", r.StatusCode, r.body)
+	}
+	_ = b1.read("GET")
+}
