@@ -217,7 +217,7 @@ func (s *originSlots) reclaim(hc *fasthttp.HostClient) {
 
 // closeOneIdleBesides closes one idle connection of the origin's loop
 // pools other than p, for exchanges waiting in p (loopPool.reclaim; never
-// on a loop: it waits for each pool's answer).
+// on a loop: it waits for each pool's answer, a little).
 func (s *originSlots) closeOneIdleBesides(p *loopPool) {
 	s.mu.Lock()
 	pools := append([]*loopPool(nil), s.pools...)
@@ -233,8 +233,13 @@ func (s *originSlots) closeOneIdleBesides(p *loopPool) {
 		})) != nil {
 			continue
 		}
-		if <-closed {
-			return
+		select {
+		case ok := <-closed:
+			if ok {
+				return
+			}
+		case <-time.After(reclaimEvery):
+			// A loop that is stopping runs no more tasks: ask the next.
 		}
 	}
 }
