@@ -237,4 +237,17 @@ func TestProxyProtocolFrom(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Gateway.ProxyProtocolFrom, want) {
 		t.Errorf("proxy_protocol_from = %v, want %v", cfg.Gateway.ProxyProtocolFrom, want)
 	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings: %s", warnings(cfg.Warnings))
+	}
+	// Every address: allowed (a gateway reachable only through its
+	// balancers), with a warning naming the line.
+	cfg, err = parseIn(t, base+"[gateway]\nproxy_protocol_from = [\n  \"0.0.0.0/0\",\n]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want1 := `fleetgate.toml:22: gateway.proxy_protocol_from[0]: "0.0.0.0/0" believes a PROXY header from every address: any client can claim any device address; list the load balancers`
+	if got := warnings(cfg.Warnings); got != want1 {
+		t.Errorf("warnings:\n%s\nwant\n%s", got, want1)
+	}
 }

@@ -175,6 +175,9 @@ func (l *loader) proxySources(key string, list []string) []netip.Prefix {
 		case p.Addr().Is4In6():
 			l.errorf(path, "%q is an IPv4-mapped address: write it as IPv4", s)
 		default:
+			if p.Bits() == 0 {
+				l.warnf(path, "%q believes a PROXY header from every address: any client can claim any device address; list the load balancers", s)
+			}
 			out = append(out, p)
 		}
 	}
