@@ -122,13 +122,17 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 		maxConnAge:     g.MaxConnectionAge,
 	}
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, s.maxHeaderBytes) }
-	// An origin client is reused by the next snapshot when its URL, its
-	// trusted CAs and its connect timeout are the same (its pooled
-	// connections survive).
-	oldClients := map[originKey]*originClient{}
+	// An application's origin client is reused by the next snapshot when
+	// its URL, its trusted CAs and its connect timeout are the same (its
+	// pooled connections survive). Each application keeps its own, as at
+	// start: applications on one origin do not come to share one client,
+	// and one bound, after a reload.
+	oldClients := map[appOrigin]*originClient{}
 	if old != nil {
 		for _, a := range old.apps {
-			oldClients[originKey{a.originURL, a.originCAs, a.originConnect}] = a.origin
+			if a.origin != nil {
+				oldClients[appOrigin{a.name, originKey{a.originURL, a.originCAs, a.originConnect}}] = a.origin
+			}
 		}
 	}
 	opt := originOptions{
@@ -168,10 +172,17 @@ type originKey struct {
 	connect time.Duration
 }
 
+// appOrigin is an application's origin client as the next snapshot may
+// reuse it: the application's name and its origin.
+type appOrigin struct {
+	app string
+	originKey
+}
+
 // buildApplication provisions one application and its site: its compiled
 // policies, its origin client (reused from old when unchanged, so pooled
 // connections survive a reload) and its client-CA pools.
-func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[originKey]*originClient, old *snapshot, opt originOptions) (*application, *tlsengine.Site, error) {
+func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appOrigin]*originClient, old *snapshot, opt originOptions) (*application, *tlsengine.Site, error) {
 	pa := ca.Application // a copy: the snapshot owns its policy model
 	if err := pa.Compile(); err != nil {
 		return nil, nil, fmt.Errorf("gateway: application %q: %w", ca.Name, err)
@@ -196,7 +207,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[orig
 		if ca.Protocol == configs.ProtocolMQTT {
 			app.mqtt = newMQTTSettings(ca)
 		}
-	} else if c, ok := oldClients[originKey{app.originURL, app.originCAs, app.originConnect}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+	} else if c, ok := oldClients[appOrigin{app.name, originKey{app.originURL, app.originCAs, app.originConnect}}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
 		o := opt

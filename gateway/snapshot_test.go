@@ -181,3 +181,37 @@ func TestLargeBodyRightAfterHandshake(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadKeepsOneOriginClientPerApplication: applications that share an
+// origin each have their own client (and their own max_conns_per_origin
+// bound) at start; a reload that changes nothing keeps it so, and keeps
+// each application's own client.
+func TestReloadKeepsOneOriginClientPerApplication(t *testing.T) {
+	h := newHarness(t)
+	clients := func() map[string]*originClient {
+		out := map[string]*originClient{}
+		for _, a := range h.srv.snap.Load().apps {
+			if a.origin != nil && a.originURL == h.params.Origin {
+				out[a.name] = a.origin
+			}
+		}
+		return out
+	}
+	before := clients()
+	distinct := map[*originClient]bool{}
+	for _, c := range before {
+		distinct[c] = true
+	}
+	if len(before) < 2 || len(distinct) != len(before) {
+		t.Fatalf("at start: %d applications on the origin with %d clients", len(before), len(distinct))
+	}
+	if err := h.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	after := clients()
+	for name, c := range before {
+		if after[name] != c {
+			t.Errorf("%s: a new or another application's client after an unchanged reload", name)
+		}
+	}
+}
