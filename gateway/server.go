@@ -452,6 +452,7 @@ func (s *Server) Reload() error {
 	}
 	if err := s.provideKey(cfg); err != nil {
 		s.metrics.reloadFailed()
+		s.log.Error("reload refused; the previous configuration keeps serving", "err", err.Error())
 		return err
 	}
 	old := s.snap.Load()
