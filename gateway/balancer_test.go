@@ -600,3 +600,64 @@ func TestBalancerMQTT(t *testing.T) {
 		t.Fatal("the admitted device's CONNECT never reached the broker")
 	}
 }
+
+// TestBalancerDrain: balancer connections that have not begun TLS when the
+// gateway drains (one silent, one whose header and first TLS byte come
+// during the drain) are closed within handshake_timeout, and do not keep
+// Shutdown waiting for drain_timeout.
+func TestBalancerDrain(t *testing.T) {
+	v := behindBalancer(t, newHarness(t), func(c *fileConfig) {
+		c.Gateway.HandshakeTimeout, c.Gateway.DrainTimeout = "1s", "30s"
+	})
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
+	silent, err := d.Dial("tcp", v.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	late, err := d.Dial("tcp", v.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	header := proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")
+	if _, err := late.Write(header[:10]); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "both connections counted", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- v.srv.Shutdown(ctx)
+	}()
+	testkit.WaitFor(t, "the drain to begin", 5*time.Second, v.srv.draining.Load)
+	// The rest of the header, and a TLS byte: no handshake starts now.
+	if _, err := late.Write(append(header[10:], 0x16)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("shutdown waited on for a connection that never began TLS")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %v; the waiting connection has a 1s handshake timeout", d)
+	}
+	for _, c := range []net.Conn{silent, late} {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); n > 0 || isTimeout(err) {
+			t.Errorf("a balancer's connection is still open after the shutdown (read %d, %v)", n, err)
+		}
+	}
+	select {
+	case <-v.runErr:
+	case <-time.After(10 * time.Second):
+		t.Error("Run did not return after Shutdown")
+	}
+	v.stopped = true // shut down already: the cleanup has nothing to do
+}
