@@ -73,11 +73,9 @@ func (p *prefixed) Write(b []byte) (int, error) {
 	return len(b), err
 }
 
-// dialVia opens a connection to h from the address from, writes header
-// (in pieces of at most chunk bytes, with a pause between, when chunk > 0;
-// in one write with the ClientHello when chunk is together) and then runs a
-// device's TLS handshake for hApp.
-func dialVia(t testing.TB, h *harness, from string, header []byte, chunk int) (*rawConn, error) {
+// connectFrom opens a TCP connection to h from the address from, closed at
+// the test's end.
+func connectFrom(t testing.TB, h *harness, from string) net.Conn {
 	t.Helper()
 	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 	nc, err := d.Dial("tcp", h.addr)
@@ -86,6 +84,27 @@ func dialVia(t testing.TB, h *harness, from string, header []byte, chunk int) (*
 	}
 	t.Cleanup(func() { _ = nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	return nc
+}
+
+// tlsVia is dev's TLS client for sni on a connection from the balancer whose
+// first write carries header ahead of the ClientHello; it does not check the
+// gateway's certificate (the tcp and mqtt names are not on it), and has not
+// begun its handshake.
+func tlsVia(t testing.TB, h *harness, sni string, dev *device, header []byte) *tls.Conn {
+	t.Helper()
+	conf := h.tlsConfig(sni, dev)
+	conf.InsecureSkipVerify = true
+	return tls.Client(&prefixed{Conn: connectFrom(t, h, balancerIP), prefix: header}, conf)
+}
+
+// dialVia opens a connection to h from the address from, writes header
+// (in pieces of at most chunk bytes, with a pause between, when chunk > 0;
+// in one write with the ClientHello when chunk is together) and then runs a
+// device's TLS handshake for hApp.
+func dialVia(t testing.TB, h *harness, from string, header []byte, chunk int) (*rawConn, error) {
+	t.Helper()
+	nc := connectFrom(t, h, from)
 	if chunk == together {
 		nc, header = &prefixed{Conn: nc, prefix: header}, nil
 	}
@@ -119,6 +138,22 @@ func forwardedFor(t testing.TB, c *rawConn) string {
 		t.Fatalf("status %d: %s", r.StatusCode, r.body)
 	}
 	return r.echo(t).Headers.Get("X-Forwarded-For")
+}
+
+// servedVia connects through the balancer as the device at src (a v2
+// header, in one write with the ClientHello) and checks that the origin
+// sees src's address as X-Forwarded-For.
+func servedVia(t testing.TB, h *harness, src string) *rawConn {
+	t.Helper()
+	c, err := dialVia(t, h, balancerIP, proxyV2(t, src, "192.0.2.1:443"), together)
+	if err != nil {
+		t.Fatalf("device %s behind the balancer: %v", src, err)
+	}
+	want := netip.MustParseAddrPort(src).Addr().String()
+	if got := forwardedFor(t, c); got != want {
+		t.Errorf("device %s: X-Forwarded-For %q, want %q", src, got, want)
+	}
+	return c
 }
 
 // TestBalancerHeader: a connection from a listed balancer starts with a
@@ -215,12 +250,7 @@ func TestBalancerHeaderTimeout(t *testing.T) {
 		{string(header[:20]), "PROXY header too late"},
 		{string(header), "no TLS after the PROXY header"},
 	} {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
-		nc, err := d.Dial("tcp", v.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
+		nc := connectFrom(t, v, balancerIP)
 		if _, err := io.WriteString(nc, tc.sent); err != nil {
 			t.Fatal(err)
 		}
@@ -252,13 +282,7 @@ func TestBalancerDeviceAddress(t *testing.T) {
 			}
 		}
 	})
-	in, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := forwardedFor(t, in); got != "203.0.113.9" {
-		t.Errorf("X-Forwarded-For %q", got)
-	}
+	in := servedVia(t, v, "203.0.113.9:40000")
 	out, err := dialVia(t, v, balancerIP, proxyV2(t, "198.51.100.1:40000", "192.0.2.1:443"), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -276,22 +300,10 @@ func TestBalancerDeviceAddress(t *testing.T) {
 		}
 	}
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 1, "reason", "max_connections_per_ip")})
-	other, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.10:40000", "192.0.2.1:443"), 0)
-	if err != nil {
-		t.Fatalf("another device behind the balancer: %v", err)
-	}
-	if got := forwardedFor(t, other); got != "203.0.113.10" {
-		t.Errorf("X-Forwarded-For %q", got)
-	}
+	servedVia(t, v, "203.0.113.10:40000")
 	_ = in.c.Close()
 	testkit.WaitFor(t, "203.0.113.9's connection to close", 5*time.Second, func() bool { return v.srv.conns.Load() == 2 })
-	again, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40002", "192.0.2.1:443"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := forwardedFor(t, again); got != "203.0.113.9" {
-		t.Errorf("after a close: X-Forwarded-For %q", got)
-	}
+	servedVia(t, v, "203.0.113.9:40002") // after a close
 }
 
 // TestBalancerTCPRelay: a tcp application's origin receives, in the PROXY
@@ -310,19 +322,7 @@ func TestBalancerTCPRelay(t *testing.T) {
 		c.Applications = append(c.Applications, a)
 	})
 	v := behindBalancer(t, f.harness, nil)
-	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
-	nc, err := d.Dial("tcp", v.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := nc.Write(proxyV2(t, "198.51.100.20:5555", "192.0.2.1:8883")); err != nil {
-		t.Fatal(err)
-	}
-	conf := v.tlsConfig(tProxy, v.pki.sensor2)
-	conf.InsecureSkipVerify = true
-	c := tls.Client(nc, conf)
+	c := tlsVia(t, v, tProxy, v.pki.sensor2, proxyV2(t, "198.51.100.20:5555", "192.0.2.1:8883"))
 	if _, err := io.WriteString(c, "ping"); err != nil {
 		t.Fatal(err)
 	}
@@ -344,25 +344,15 @@ func TestBalancerTCPRelay(t *testing.T) {
 	// The tcp application's policy judges, in the handshake, the address
 	// the balancer's header named.
 	labConn := func(src string) error {
-		nc, err := d.Dial("tcp", v.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := nc.Write(proxyV2(t, src, "192.0.2.1:8883")); err != nil {
-			t.Fatal(err)
-		}
-		conf := v.tlsConfig(lab, v.pki.sensor2)
-		conf.InsecureSkipVerify = true
-		c := tls.Client(nc, conf)
+		c := tlsVia(t, v, lab, v.pki.sensor2, proxyV2(t, src, "192.0.2.1:8883"))
+		defer c.Close()
 		if err := c.Handshake(); err != nil {
 			return err
 		}
 		// TLS 1.3: a refusal of the client's certificate arrives after the
 		// client's handshake is done, with the first read.
 		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		_, err = c.Read(make([]byte, 1))
+		_, err := c.Read(make([]byte, 1))
 		if isTimeout(err) {
 			return nil // admitted: the origin (nobody) is still being dialed, or the gateway waits
 		}
@@ -466,11 +456,7 @@ func TestBalancerHealthCheck(t *testing.T) {
 	v := behindBalancer(t, newHarness(t), nil)
 	before := scrapeMetrics(t, v)
 	for _, header := range [][]byte{localV2, nil, []byte("PROXY UNKNOWN\r\n")} {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
-		nc, err := d.Dial("tcp", v.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc := connectFrom(t, v, balancerIP)
 		if _, err := nc.Write(header); err != nil {
 			t.Fatal(err)
 		}
@@ -500,13 +486,7 @@ func TestBalancerCapBeforeRate(t *testing.T) {
 		c.Gateway.MaxConnectionsPerIP = 1
 		c.Gateway.MaxHandshakeRate, c.Gateway.MaxHandshakeBurst = 1, 2
 	})
-	first, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443"), together)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := forwardedFor(t, first); got != "203.0.113.9" {
-		t.Errorf("X-Forwarded-For %q", got)
-	}
+	servedVia(t, v, "203.0.113.9:40000")
 	for i := range 5 {
 		if c, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.9:40001", "192.0.2.1:443"), together); err == nil {
 			c.send(request("GET", hApp, "/"))
@@ -516,13 +496,7 @@ func TestBalancerCapBeforeRate(t *testing.T) {
 		}
 	}
 	expectMetrics(t, v, []want{w("fleetgate_connections_refused_total", 5, "reason", "max_connections_per_ip")})
-	other, err := dialVia(t, v, balancerIP, proxyV2(t, "203.0.113.10:40000", "192.0.2.1:443"), together)
-	if err != nil {
-		t.Fatalf("another device behind the balancer: %v", err)
-	}
-	if got := forwardedFor(t, other); got != "203.0.113.10" {
-		t.Errorf("X-Forwarded-For %q", got)
-	}
+	servedVia(t, v, "203.0.113.10:40000")
 	if n, _ := scrapeMetrics(t, v).value("fleetgate_connections_refused_total", "reason", "rate"); n != 0 {
 		t.Errorf("%v connections refused over the handshake rate", n)
 	}
@@ -543,13 +517,7 @@ func TestBalancerReload(t *testing.T) {
 	if err := h.srv.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	c, err := dialVia(t, h, balancerIP, header, together)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := forwardedFor(t, c); got != "203.0.113.9" {
-		t.Errorf("after the reload: X-Forwarded-For %q", got)
-	}
+	servedVia(t, h, "203.0.113.9:40000")
 }
 
 // TestBalancerMQTT: an mqtt application behind the balancer decides the
@@ -568,16 +536,7 @@ func TestBalancerMQTT(t *testing.T) {
 	})
 	v := behindBalancer(t, f.harness, nil)
 	session := func(src string) (*tls.Conn, *bufio.Reader) {
-		d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
-		nc, err := d.Dial("tcp", v.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nc.Close() })
-		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-		conf := v.tlsConfig(lab, v.pki.sensor2)
-		conf.InsecureSkipVerify = true
-		c := tls.Client(&prefixed{Conn: nc, prefix: proxyV2(t, src, "192.0.2.1:8883")}, conf)
+		c := tlsVia(t, v, lab, v.pki.sensor2, proxyV2(t, src, "192.0.2.1:8883"))
 		if _, err := c.Write(testkit.MQTTConnect(t, mqttwire.V5, "sensor-0002", 30)); err != nil {
 			t.Fatal(err)
 		}
@@ -586,18 +545,9 @@ func TestBalancerMQTT(t *testing.T) {
 	_, r := session("198.51.100.1:4000")
 	refusedWith(t, r, mqttwire.V5, 0x87, "")
 	c, r2 := session("203.0.113.9:4000")
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	if _, err := r2.ReadByte(); err == nil {
-		t.Fatal("the gateway answered an admitted device's CONNECT itself")
-	}
-	_ = c.Close() // the capturing broker reads until the relay closes
-	select {
-	case got := <-broker.got:
-		if !bytes.HasPrefix(got, []byte("PROXY TCP4 203.0.113.9 192.0.2.1 4000 8883\r\n")) || !bytes.Contains(got, []byte("sensor-0002")) {
-			t.Errorf("the broker got %q, want the PROXY line of 203.0.113.9 and sensor-0002's CONNECT", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the admitted device's CONNECT never reached the broker")
+	got := reachesBroker(t, c, r2, broker)
+	if !bytes.HasPrefix(got, []byte("PROXY TCP4 203.0.113.9 192.0.2.1 4000 8883\r\n")) || !bytes.Contains(got, []byte("sensor-0002")) {
+		t.Errorf("the broker got %q, want the PROXY line of 203.0.113.9 and sensor-0002's CONNECT", got)
 	}
 }
 
@@ -609,17 +559,7 @@ func TestBalancerDrain(t *testing.T) {
 	v := behindBalancer(t, newHarness(t), func(c *fileConfig) {
 		c.Gateway.HandshakeTimeout, c.Gateway.DrainTimeout = "1s", "30s"
 	})
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(balancerIP)}}
-	silent, err := d.Dial("tcp", v.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	late, err := d.Dial("tcp", v.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
+	silent, late := connectFrom(t, v, balancerIP), connectFrom(t, v, balancerIP)
 	header := proxyV2(t, "203.0.113.9:40000", "192.0.2.1:443")
 	if _, err := late.Write(header[:10]); err != nil {
 		t.Fatal(err)
