@@ -204,10 +204,7 @@ func (s *originSlots) promise(before time.Time) bool {
 // waits: the workers' client's, and, on each loop, the loop's.
 func (s *originSlots) reclaim(hc *fasthttp.HostClient) {
 	hc.CloseIdleConnections()
-	s.mu.Lock()
-	pools := append([]*loopPool(nil), s.pools...)
-	s.mu.Unlock()
-	for _, p := range pools {
+	for _, p := range s.loopPools() {
 		_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			p.giveUpIdle()
 			return nil
@@ -219,10 +216,7 @@ func (s *originSlots) reclaim(hc *fasthttp.HostClient) {
 // pools other than p, for exchanges waiting in p (loopPool.reclaim; never
 // on a loop: it waits for each pool's answer, a little).
 func (s *originSlots) closeOneIdleBesides(p *loopPool) {
-	s.mu.Lock()
-	pools := append([]*loopPool(nil), s.pools...)
-	s.mu.Unlock()
-	for _, o := range pools {
+	for _, o := range s.loopPools() {
 		if o == p {
 			continue
 		}
@@ -242,6 +236,13 @@ func (s *originSlots) closeOneIdleBesides(p *loopPool) {
 			// A loop that is stopping runs no more tasks: ask the next.
 		}
 	}
+}
+
+// loopPools is a copy of the origin's loop pools, to ask without holding mu.
+func (s *originSlots) loopPools() []*loopPool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*loopPool(nil), s.pools...)
 }
 
 // enlist adds a loop's pool to those reclaim asks; drop takes it out.
