@@ -310,8 +310,12 @@ func (l *loader) serverCertificate(path string, fa *fileApplication, domain stri
 // (whose connections have no certificate to verify).
 func (l *loader) originCAs(path, name string, origin *url.URL) (*x509.CertPool, [32]byte) {
 	var sum [32]byte
-	if origin != nil && origin.Scheme != "https" {
-		l.errorf(path, "needs an https origin: %s has no certificate to verify", origin)
+	if origin != nil && origin.Scheme != "https" && origin.Scheme != "tls" {
+		want := "an https"
+		if origin.Scheme == "tcp" {
+			want = "a tls://"
+		}
+		l.errorf(path, "needs %s origin: %s has no certificate to verify", want, origin)
 		return nil, sum
 	}
 	data, ok := l.readFile(path, name)

@@ -301,11 +301,12 @@ type Application struct {
 	// Protocol is ProtocolHTTP (the default), ProtocolTCP or ProtocolMQTT.
 	Protocol Protocol
 	// Origin is the upstream: scheme://host[:port] with scheme http or https
-	// for an http application, tcp://host:port (port always present) for a
-	// tcp application, whose relay dials Origin.Host.
+	// for an http application, tcp://host:port or tls://host:port (port
+	// always present) for a tcp or mqtt application, whose relay dials
+	// Origin.Host, and with tls:// speaks TLS to it.
 	Origin *url.URL
 	// OriginCAs, from origin_ca_file (PEM certificates), are the roots an
-	// https origin's certificate is verified against instead of the
+	// https or tls origin's certificate is verified against instead of the
 	// system's (nginx's proxy_ssl_trusted_certificate); nil: the system's.
 	OriginCAs *x509.CertPool
 	// OriginCAsSum is the SHA-256 of origin_ca_file's contents: a reload

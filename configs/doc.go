@@ -35,15 +35,15 @@
 //   - An application's session_duration is 24h when absent; "0s" means no
 //     duration. A policy's session_duration overrides it only when present.
 //   - protocol = "tcp" makes a raw-TCP application: a tcp://host:port
-//     origin, optional proxy_protocol ("v1", "v2"), and its own idle_timeout
+//     origin (tls://host:port: TLS to the origin, verified against
+//     origin_ca_file or the system's roots), optional proxy_protocol ("v1", "v2"), and its own idle_timeout
 //     (10m), max_connection_age (none) and relay_buffer (256KiB, 16KiB to
 //     64MiB). It has no sessions: session_duration (on it or its policies),
 //     service_auth_401 and session_tickets (a resumed TLS session proves no
 //     key possession) are errors when written, and its
 //     Application.SessionDuration is 0. The tcp-only keys are errors on an
-//     http application, whose connections use the [gateway] values; tls://
-//     origins are refused as not supported yet. Every policy decision works
-//     on every protocol.
+//     http application, whose connections use the [gateway] values. Every
+//     policy decision works on every protocol.
 //   - protocol = "mqtt" is a tcp application (every tcp key applies) with
 //     mqtt_client_id ("any", "common_name" or a template with one "{cn}"),
 //     mqtt_username ("keep", "common_name"), mqtt_password ("keep",

@@ -89,8 +89,8 @@ func TestTCPApplicationErrors(t *testing.T) {
 			want: []string{`fleetgate.toml:24: applications[1].protocol: "udp" is not "http", "tcp" or "mqtt"`}},
 
 		// Origins.
-		{name: "tls origin", src: tcpOrigin("tls://127.0.0.1:7000"),
-			want: []string{`fleetgate.toml:25: applications[1].origin: "tls://127.0.0.1:7000": TLS to the origin is not supported yet: use tcp://host:port`}},
+		{name: "tls origin without a port", src: tcpOrigin("tls://broker.internal"),
+			want: []string{`fleetgate.toml:25: applications[1].origin: "tls://broker.internal": a tcp origin needs a port, as in "tcp://127.0.0.1:7000"`}},
 		{name: "http origin on a tcp application", src: tcpOrigin("http://127.0.0.1:9000"),
 			want: []string{`fleetgate.toml:25: applications[1].origin: "http://127.0.0.1:9000" is an HTTP origin: a tcp application relays raw TCP to tcp://host:port (protocol = "http" proxies HTTP)`}},
 		{name: "https origin on a tcp application", src: tcpOrigin("https://broker.internal"),
@@ -118,7 +118,7 @@ func TestTCPApplicationErrors(t *testing.T) {
 			return edit(t, tcpApp("", ""), "origin = \"tcp://127.0.0.1:7000\"\n", "")
 		}, want: []string{`fleetgate.toml:21: applications[1].origin: required: the upstream address, such as "tcp://127.0.0.1:7000"`}},
 		{name: "origin_ca_file on a tcp application", src: tcpSrc(`origin_ca_file = "pki/ca-chain.pem"`, ""),
-			want: []string{app + `origin_ca_file: needs an https origin: tcp://127.0.0.1:7000 has no certificate to verify`}},
+			want: []string{app + `origin_ca_file: needs a tls:// origin: tcp://127.0.0.1:7000 has no certificate to verify`}},
 
 		// Values of the tcp keys.
 		{name: "unknown proxy_protocol", src: tcpSrc(`proxy_protocol = "v3"`, ""),
@@ -229,6 +229,22 @@ reject_invalid_cert = true`, "")
 		if u := cfg.Applications[1].Origin; u.Scheme != "tcp" || u.Port() == "" {
 			t.Errorf("origin %s: %v", origin, u)
 		}
+	}
+
+	// TLS to the origin, verified against origin_ca_file or the system's roots.
+	cfg, err = parseIn(t, edit(t, tcpApp(`origin_ca_file = "pki/ca-chain.pem"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "TLS://broker.internal:8883"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Applications[1]; a.Origin.String() != "tls://broker.internal:8883" || a.OriginCAs == nil || a.OriginCAsSum == [32]byte{} {
+		t.Errorf("tls origin: %v, roots %v", a.Origin, a.OriginCAs)
+	}
+	cfg, err = parseIn(t, edit(t, tcpApp("", ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://[::1]:8883"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Applications[1]; a.Origin.Host != "[::1]:8883" || a.OriginCAs != nil {
+		t.Errorf("tls origin without origin_ca_file: %v, roots %v", a.Origin, a.OriginCAs)
 	}
 }
 

@@ -156,19 +156,17 @@ func checkAUD(s string) (string, error) {
 	return a, nil
 }
 
-// checkTCPOrigin parses a tcp application's origin: tcp://host:port, where
-// host is an IP address (IPv6 in brackets) or a hostname, and port is 1 to
-// 65535. tls:// (TLS to the origin) and http(s):// are refused with what to
-// write instead.
+// checkTCPOrigin parses a tcp application's origin: tcp://host:port, or
+// tls://host:port for TLS to the origin, where host is an IP address (IPv6
+// in brackets) or a hostname, and port is 1 to 65535. http(s):// is refused
+// with what to write instead.
 func checkTCPOrigin(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Opaque != "" {
 		return nil, fmt.Errorf("%q is not a tcp://host:port address", s)
 	}
 	switch u.Scheme {
-	case "tcp":
-	case "tls":
-		return nil, fmt.Errorf("%q: TLS to the origin is not supported yet: use tcp://host:port", s)
+	case "tcp", "tls":
 	case "http", "https":
 		return nil, fmt.Errorf("%q is an HTTP origin: a tcp application relays raw TCP to tcp://host:port (protocol = \"http\" proxies HTTP)", s)
 	default:
@@ -197,5 +195,5 @@ func checkTCPOrigin(s string) (*url.URL, error) {
 	} else if strings.Contains(host, ":") != strings.Contains(u.Host, "[") {
 		return nil, fmt.Errorf("%q: write an IPv6 address in brackets, as in \"tcp://[::1]:7000\"", s)
 	}
-	return &url.URL{Scheme: "tcp", Host: u.Host}, nil
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -82,6 +83,9 @@ type relay struct {
 	sni      string
 	tlsFacts proxyv2.TLS
 	header   []byte // written by dial before Enroll, read (and dropped) by OnOpen after it
+	// otls is the TLS session with a tls:// origin (nil for tcp://):
+	// handshaken by dial before Enroll, then used on the loop only.
+	otls *tlsengine.OriginConn
 	// mq is set for an mqtt application: the CONNECT that follows the
 	// header, and the answer when the origin is down (mqttapp.go).
 	mq    *mqttRelay
@@ -237,8 +241,9 @@ func (r *relay) touch() { r.lastActive.Store(int64(r.srv.coarse.load())) }
 func (r *relay) identity() bool { return r.v.OK() && r.adm.decision.Mint }
 
 // dial runs on a worker: it builds the PROXY header (minting the token),
-// dials the origin within origin_connect_timeout and enrolls the socket on
-// the device's loop. Any failure closes the device with origin_down.
+// dials the origin within origin_connect_timeout (for a tls:// origin, the
+// handshake too) and enrolls the socket on the device's loop. Any failure
+// closes the device with origin_down.
 func (r *relay) dial() {
 	hdr, err := r.buildHeader()
 	if err != nil {
@@ -250,30 +255,65 @@ func (r *relay) dial() {
 		r.originFailed()
 		return
 	}
+	var first []byte
 	if r.mq != nil {
-		first, err := r.mq.connectBytes(r)
-		if err != nil {
+		if first, err = r.mq.connectBytes(r); err != nil {
 			r.srv.log.Error("mqtt relay: CONNECT", "app", r.app.name, "conn_id", r.id.String(), "err", err.Error())
 			r.originFailed()
 			return
 		}
-		hdr = append(hdr, first...)
 	}
-	r.header = hdr
-	d := net.Dialer{Timeout: r.set.connectTimeout}
-	nc, err := d.DialContext(r.dialCtx, "tcp", r.set.originAddr)
+	ctx, cancel := context.WithTimeout(r.dialCtx, r.set.connectTimeout)
+	nc, step, err := r.connect(ctx, hdr)
+	cancel()
 	r.cancelDial()
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			r.originFailed() // the relay was cut meanwhile, with its reason
 			return
 		}
-		r.setDetail("dial the origin: " + err.Error())
-		r.srv.log.Warn("tcp origin down", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "err", err.Error())
+		r.setDetail(step + ": " + err.Error())
+		r.srv.log.Warn("tcp origin down", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "step", step, "err", err.Error())
 		r.originFailed()
 		return
 	}
+	if r.otls == nil {
+		r.header = append(hdr, first...)
+	} else {
+		r.header = first // sealed on the loop; the PROXY header went before TLS
+	}
 	r.enroll(nc)
+}
+
+// connect dials the origin and, for a tls:// origin, sends the PROXY header
+// hdr in the clear (as HAProxy's send-proxy does before its ssl) and makes
+// the TLS handshake, all within ctx. On failure, step names what failed
+// (the close line's detail).
+func (r *relay) connect(ctx context.Context, hdr []byte) (nc net.Conn, step string, err error) {
+	var d net.Dialer
+	if nc, err = d.DialContext(ctx, "tcp", r.set.originAddr); err != nil {
+		return nil, "dial the origin", err
+	}
+	if r.set.originTLS == nil {
+		return nc, "", nil
+	}
+	if len(hdr) > 0 {
+		if dl, ok := ctx.Deadline(); ok {
+			_ = nc.SetWriteDeadline(dl)
+		}
+		if _, err = nc.Write(hdr); err != nil {
+			_ = nc.Close()
+			return nil, "send the PROXY header", err
+		}
+	}
+	if r.otls, err = tlsengine.HandshakeOrigin(ctx, nc, r.set.originTLS); err != nil {
+		_ = nc.Close()
+		if ctx.Err() != nil && r.dialCtx.Err() == nil {
+			err = errors.New("no handshake within origin_connect_timeout")
+		}
+		return nil, "TLS handshake with the origin", err
+	}
+	return nc, "", nil
 }
 
 // enroll hands the connected origin socket to the device's event loop, on
@@ -421,6 +461,22 @@ func (r *relay) originOpened(gc gnet.Conn) ([]byte, gnet.Action) {
 	// header and an mqtt device's CONNECT (up to max_connect_bytes, twice)
 	// are not kept for the connection's whole life.
 	r.header = nil
+	if r.otls != nil {
+		if len(out) > 0 {
+			sealed, err := r.otls.Seal(out)
+			if err != nil {
+				return nil, gnet.Close
+			}
+			out = append([]byte(nil), sealed...) // the session reuses its output buffer
+		}
+		// The origin may have spoken right after its handshake: what
+		// crypto/tls read of it then has no event of its own.
+		r.onLoop(func() {
+			if r.originTLSTraffic(gc, nil) == gnet.Close {
+				_ = gc.Close()
+			}
+		})
+	}
 	if r.mq != nil {
 		r.mq.delivered()
 	}
@@ -463,7 +519,7 @@ func (r *relay) pumpDevice() gnet.Action {
 				}
 				continue
 			}
-			if _, werr := loopwrite.Write(r.origin, buf[:n]); werr != nil {
+			if werr := r.toOrigin(buf[:n]); werr != nil {
 				r.setReason(closeOriginClosed)
 				r.cutOnLoop()
 				return gnet.None
@@ -501,25 +557,84 @@ func (r *relay) pumpDevice() gnet.Action {
 	}
 }
 
+// toOrigin writes the device's plaintext to the origin's socket (on the
+// loop): as it is, or sealed in records for a tls:// origin.
+func (r *relay) toOrigin(p []byte) error {
+	if r.otls != nil {
+		sealed, err := r.otls.Seal(p)
+		if err != nil {
+			return err
+		}
+		p = sealed
+	}
+	_, err := loopwrite.Write(r.origin, p)
+	return err
+}
+
 // originTraffic moves the origin's bytes to the device, encrypted (the
 // origin socket's OnTraffic, on the loop). The records of one read go out
 // in one write.
 func (r *relay) originTraffic(gc gnet.Conn) gnet.Action {
 	data, _ := gc.Next(-1)
+	if r.otls != nil {
+		return r.originTLSTraffic(gc, data)
+	}
 	if len(data) == 0 {
 		return gnet.None
 	}
 	if r.devDone {
 		return gnet.Close
 	}
+	r.toDevice(gc, data)
+	return gnet.None
+}
+
+// originTLSTraffic is originTraffic for a tls:// origin: data is what its
+// socket delivered (records), and the plaintext goes to the device a record
+// at a time. The origin's close_notify, or a broken record, ends the
+// origin's side as its socket's end does.
+func (r *relay) originTLSTraffic(gc gnet.Conn, data []byte) gnet.Action {
+	if r.devDone || r.originDone {
+		if len(data) > 0 {
+			return gnet.Close
+		}
+		return gnet.None
+	}
+	r.otls.Feed(data)
+	buf := *r.c.buf
+	for {
+		n, err := r.otls.Read(buf)
+		if out := r.otls.Output(); len(out) > 0 {
+			_, _ = loopwrite.Write(gc, out) // crypto/tls's answer to a key update request
+		}
+		if n > 0 {
+			if !r.toDevice(gc, buf[:n]) {
+				return gnet.None
+			}
+			continue
+		}
+		if errors.Is(err, tlsengine.ErrWouldBlock) {
+			return gnet.None
+		}
+		if !errors.Is(err, io.EOF) {
+			r.setDetail("TLS from the origin: " + err.Error())
+			r.srv.log.Warn("tcp relay: broken TLS from the origin", "app", r.app.name, "origin", r.set.originAddr, "conn_id", r.id.String(), "err", err.Error())
+		}
+		return gnet.Close
+	}
+}
+
+// toDevice sends the origin's plaintext to the device, encrypted, straight
+// to its socket in one write (no AsyncWrite, no wake-up of the loop). It
+// reports false when the relay can take no more from the origin: the
+// device is closing, or does not read and is cut.
+func (r *relay) toDevice(origin gnet.Conn, data []byte) bool {
 	if r.mq != nil && r.mq.watchAck {
 		r.mq.watchConnack(r, data)
 	}
-	// On the loop: the records go straight to the device's socket in one
-	// write (no AsyncWrite, no wake-up of the loop).
 	_, err := r.c.tc.WriteLoop(data)
 	if err != nil {
-		return gnet.None // the device is closing; its OnClose ends the relay
+		return false // the device is closing; its OnClose ends the relay
 	}
 	r.down += int64(len(data))
 	r.meter.bytes(0, len(data))
@@ -529,12 +644,13 @@ func (r *relay) originTraffic(gc gnet.Conn) gnet.Action {
 		// it does not read, so its socket closes now, output dropped.
 		r.setReason(closeBackpressure)
 		if !r.originDone {
-			_ = gc.Close()
+			_ = origin.Close()
 		}
 		r.c.markClosing()
 		_ = r.c.gc.Close()
+		return false
 	}
-	return gnet.None
+	return true
 }
 
 // originClosed is the origin socket's OnClose: the device's side ends with
@@ -574,6 +690,10 @@ func (r *relay) drainOrigin() {
 		return
 	}
 	r.draining = true
+	if r.otls != nil {
+		// The gateway's side of the origin's TLS ends with close_notify.
+		_, _ = loopwrite.Write(r.origin, r.otls.CloseNotify())
+	}
 	r.checkOriginDrained(time.Now().Add(originDrainLimit), 0)
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 // [[applications]] entry (configs has applied the defaults).
 type tcpSettings struct {
 	originAddr     string        // host:port dialed for every connection
+	originTLS      *tls.Config   // a tls:// origin's client configuration; nil: plain TCP
 	connectTimeout time.Duration // origin_connect_timeout
 	proxyProtocol  string        // configs.ProxyProtocolNone, V1 or V2
 	forwardCert    bool          // forward_client_cert: SSL_CLIENT_CERT in the v2 header
@@ -35,6 +37,7 @@ type tcpSettings struct {
 func newTCPSettings(ca *configs.Application) *tcpSettings {
 	return &tcpSettings{
 		originAddr:     ca.Origin.Host,
+		originTLS:      originTLSConfig(ca),
 		connectTimeout: ca.OriginConnectTimeout,
 		proxyProtocol:  ca.ProxyProtocol,
 		forwardCert:    ca.ForwardClientCert,
@@ -43,6 +46,27 @@ func newTCPSettings(ca *configs.Application) *tcpSettings {
 		relayBuffer:    int(ca.RelayBuffer),
 		sigAlg:         sigAlgName(ca.Certificate.Leaf),
 		keyAlg:         keyAlgName(ca.Certificate.Leaf),
+	}
+}
+
+// originTLSSessions is how many TLS sessions to its origin an application
+// keeps for resumption: a reconnecting fleet then resumes instead of making
+// the origin prove its certificate again for every device.
+const originTLSSessions = 256
+
+// originTLSConfig is the client configuration of a tls:// origin (nil for
+// tcp://): the origin's certificate must chain to origin_ca_file (the
+// system's roots without it) and name the origin's host (a DNS name or an
+// IP address SAN), as an https origin's does.
+func originTLSConfig(ca *configs.Application) *tls.Config {
+	if ca.Origin.Scheme != "tls" {
+		return nil
+	}
+	return &tls.Config{
+		ServerName:         ca.Origin.Hostname(),
+		RootCAs:            ca.OriginCAs,
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: tls.NewLRUClientSessionCache(originTLSSessions),
 	}
 }
 
