@@ -58,6 +58,7 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 		if fa.OriginCAFile != "" {
 			app.OriginCAs, app.OriginCAsSum = l.originCAs(key("origin_ca_file"), fa.OriginCAFile, app.Origin)
 		}
+		app.OriginCertificate, app.OriginCertSum = l.originCertificate(path, fa, app.Origin)
 
 		switch {
 		case fa.SessionDuration != nil && tcp:

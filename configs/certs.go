@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -264,29 +265,9 @@ func (l *loader) serverCertificate(path string, fa *fileApplication, domain stri
 	if !ok {
 		return tls.Certificate{}, false
 	}
-	certPEM, okCert := l.readFile(certPath, fa.TLSCertFile)
-	keyPEM, okKey := l.readFile(keyPath, fa.TLSKeyFile)
-	if !okCert || !okKey {
+	cert, ok := l.keyPair(certPath, keyPath, fa.TLSCertFile, fa.TLSKeyFile)
+	if !ok {
 		return tls.Certificate{}, false
-	}
-	if block, _ := pem.Decode(certPEM); block == nil || block.Type != "CERTIFICATE" {
-		l.errorf(certPath, "%s does not start with a PEM CERTIFICATE block", fa.TLSCertFile)
-		return tls.Certificate{}, false
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "tls: ")
-		if strings.Contains(msg, "does not match") {
-			msg = fmt.Sprintf("%s does not match the certificate in %s", fa.TLSKeyFile, fa.TLSCertFile)
-		}
-		l.errorf(keyPath, "%s", msg)
-		return tls.Certificate{}, false
-	}
-	if cert.Leaf == nil {
-		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			l.errorf(certPath, "%s", strings.TrimPrefix(err.Error(), "x509: "))
-			return tls.Certificate{}, false
-		}
 	}
 	name := fmt.Sprintf("server certificate %q", cert.Leaf.Subject.CommonName)
 	if !l.checkExpiry(certPath, name, cert.Leaf) {
@@ -302,6 +283,81 @@ func (l *loader) serverCertificate(path string, fa *fileApplication, domain stri
 		}
 	}
 	return cert, true
+}
+
+// keyPair loads a certificate (leaf first, then its chain) and its private
+// key from PEM files, and checks that they match.
+func (l *loader) keyPair(certPath, keyPath, certFile, keyFile string) (tls.Certificate, bool) {
+	certPEM, okCert := l.readFile(certPath, certFile)
+	keyPEM, okKey := l.readFile(keyPath, keyFile)
+	if !okCert || !okKey {
+		return tls.Certificate{}, false
+	}
+	if block, _ := pem.Decode(certPEM); block == nil || block.Type != "CERTIFICATE" {
+		l.errorf(certPath, "%s does not start with a PEM CERTIFICATE block", certFile)
+		return tls.Certificate{}, false
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "tls: ")
+		if strings.Contains(msg, "does not match") {
+			msg = fmt.Sprintf("%s does not match the certificate in %s", keyFile, certFile)
+		}
+		l.errorf(keyPath, "%s", msg)
+		return tls.Certificate{}, false
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			l.errorf(certPath, "%s", strings.TrimPrefix(err.Error(), "x509: "))
+			return tls.Certificate{}, false
+		}
+	}
+	return cert, true
+}
+
+// originCertificate loads an application's origin_cert_file and
+// origin_key_file: the certificate the gateway presents to an https or tls
+// origin that asks for one (nginx's proxy_ssl_certificate, HAProxy's crt on
+// a server line). It returns nil when neither key is written, and the
+// SHA-256 of the chain, which tells a reload that the origin client changed.
+func (l *loader) originCertificate(path string, fa *fileApplication, origin *url.URL) (*tls.Certificate, [32]byte) {
+	var sum [32]byte
+	if fa.OriginCertFile == "" && fa.OriginKeyFile == "" {
+		return nil, sum
+	}
+	certPath, keyPath := joinKey(path, "origin_cert_file"), joinKey(path, "origin_key_file")
+	switch {
+	case fa.OriginKeyFile == "":
+		l.errorf(certPath, "needs origin_key_file too: the private key of this certificate, as a PEM file")
+		return nil, sum
+	case fa.OriginCertFile == "":
+		l.errorf(keyPath, "needs origin_cert_file too: the certificate of this key, which the gateway presents to the origin, as a PEM file")
+		return nil, sum
+	case origin != nil && origin.Scheme != "https" && origin.Scheme != "tls":
+		want := "an https"
+		if origin.Scheme == "tcp" {
+			want = "a tls://"
+		}
+		l.errorf(certPath, "needs %s origin: the gateway speaks no TLS to %s", want, origin)
+		return nil, sum
+	}
+	cert, ok := l.keyPair(certPath, keyPath, fa.OriginCertFile, fa.OriginKeyFile)
+	if !ok {
+		return nil, sum
+	}
+	name := fmt.Sprintf("origin client certificate %q", cert.Leaf.Subject.CommonName)
+	if !l.checkExpiry(certPath, name, cert.Leaf) {
+		return nil, sum
+	}
+	if eku := cert.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageClientAuth) && !slices.Contains(eku, x509.ExtKeyUsageAny) {
+		l.warnf(certPath, "%s is not for client authentication (no clientAuth extended key usage): an origin that verifies it will refuse it", name)
+	}
+	h := sha256.New()
+	for _, der := range cert.Certificate {
+		h.Write(der)
+	}
+	copy(sum[:], h.Sum(nil))
+	return &cert, sum
 }
 
 // originCAs reads an application's origin_ca_file: the PEM certificates

@@ -312,6 +312,13 @@ type Application struct {
 	// OriginCAsSum is the SHA-256 of origin_ca_file's contents: a reload
 	// that changes the file gets a new origin client.
 	OriginCAsSum [32]byte
+	// OriginCertificate, from origin_cert_file and origin_key_file, is what
+	// the gateway presents to an https or tls origin that asks for a client
+	// certificate; nil: none.
+	OriginCertificate *tls.Certificate
+	// OriginCertSum is the SHA-256 of OriginCertificate's chain (zero
+	// without one): a reload that changes it gets a new origin client.
+	OriginCertSum [32]byte
 	// Certificate is the gateway's server certificate for Domain, with its
 	// chain as in tls_cert_file and Leaf set.
 	Certificate tls.Certificate

@@ -22,6 +22,7 @@ type testPKI struct {
 	stream          *pki.Cert     // stream.fleet.test, the tcp application of fleetgate.toml
 	mqtt            *pki.Cert     // mqtt.fleet.test, the mqtt application of fleetgate.toml
 	console         *pki.Cert     // console.fleet.test, the demo's application with an identity provider
+	originClient    *pki.Cert     // the gateway's client certificate for its origins (origin_cert_file)
 	token, previous crypto.Signer // P-256 and Ed25519
 	crl             []byte        // DER: the intermediate's CRL, revoking nothing we use, fresh for a week
 }
@@ -64,6 +65,9 @@ func newTestPKI() (p *testPKI, err error) {
 	if p.stream, err = p.inter.Issue(pki.Server(streamDomain)); err != nil {
 		return nil, err
 	}
+	if p.originClient, err = p.inter.Issue(pki.Device("fleetgate")); err != nil {
+		return nil, err
+	}
 	if p.token, err = pki.NewKey(pki.ECDSAP256); err != nil {
 		return nil, err
 	}
@@ -79,6 +83,12 @@ const (
 	streamDomain = "stream.fleet.test"
 	streamCert   = "pki/stream.fleet.test.pem"
 	streamKey    = "pki/stream.fleet.test-key.pem"
+)
+
+// The gateway's client certificate for its origins.
+const (
+	originClientCert = "pki/gateway-client.pem"
+	originClientKey  = "pki/gateway-client-key.pem"
 )
 
 // demoSecret is the client secret writeDemoDir writes into DemoIdPSecret.
@@ -98,6 +108,7 @@ func writeDemoDir(t testing.TB, dir string) *testPKI {
 	must(t, p.app.WriteFiles(filepath.Join(dir, DemoAppCert), filepath.Join(dir, DemoAppKey), p.inter))
 	must(t, p.stream.WriteFiles(filepath.Join(dir, streamCert), filepath.Join(dir, streamKey), p.inter))
 	must(t, p.mqtt.WriteFiles(filepath.Join(dir, "pki/mqtt.fleet.test.pem"), filepath.Join(dir, "pki/mqtt.fleet.test-key.pem"), p.inter))
+	must(t, p.originClient.WriteFiles(filepath.Join(dir, originClientCert), filepath.Join(dir, originClientKey), p.inter))
 	must(t, pki.WriteKey(filepath.Join(dir, DemoTokenKey), p.token))
 	must(t, pki.WriteKey(filepath.Join(dir, "keys/token-previous.pem"), p.previous))
 	must(t, writeFile(filepath.Join(dir, "pki/fleet.crl"), pki.CRLPEM(p.crl)))

@@ -113,6 +113,8 @@ type fileApplication struct {
 	Protocol             string       `toml:"protocol" default:"http"`
 	Origin               string       `toml:"origin"`
 	OriginCAFile         string       `toml:"origin_ca_file"`
+	OriginCertFile       string       `toml:"origin_cert_file"`
+	OriginKeyFile        string       `toml:"origin_key_file"`
 	TLSCertFile          string       `toml:"tls_cert_file"`
 	TLSKeyFile           string       `toml:"tls_key_file"`
 	SessionDuration      *duration    `toml:"session_duration"`

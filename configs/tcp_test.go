@@ -120,6 +120,17 @@ func TestTCPApplicationErrors(t *testing.T) {
 		{name: "origin_ca_file on a tcp application", src: tcpSrc(`origin_ca_file = "pki/ca-chain.pem"`, ""),
 			want: []string{app + `origin_ca_file: needs a tls:// origin: tcp://127.0.0.1:7000 has no certificate to verify`}},
 
+		// The gateway's certificate for the origin.
+		{name: "origin_cert_file without its key", src: tcpSrc(`origin_cert_file = "`+originClientCert+`"`, ""),
+			want: []string{app + `origin_cert_file: needs origin_key_file too: the private key of this certificate, as a PEM file`}},
+		{name: "origin_key_file without its certificate", src: tcpSrc(`origin_key_file = "`+originClientKey+`"`, ""),
+			want: []string{app + `origin_key_file: needs origin_cert_file too: the certificate of this key, which the gateway presents to the origin, as a PEM file`}},
+		{name: "origin_cert_file on a tcp:// origin", src: tcpSrc(`origin_cert_file = "`+originClientCert+`"`+"\n"+`origin_key_file = "`+originClientKey+`"`, ""),
+			want: []string{app + `origin_cert_file: needs a tls:// origin: the gateway speaks no TLS to tcp://127.0.0.1:7000`}},
+		{name: "origin_key_file of another certificate", src: func(t *testing.T) string {
+			return edit(t, tcpApp(`origin_cert_file = "`+originClientCert+`"`+"\n"+`origin_key_file = "`+streamKey+`"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://127.0.0.1:7000"`)
+		}, want: []string{`fleetgate.toml:29: applications[1].origin_key_file: ` + streamKey + ` does not match the certificate in ` + originClientCert}},
+
 		// Values of the tcp keys.
 		{name: "unknown proxy_protocol", src: tcpSrc(`proxy_protocol = "v3"`, ""),
 			want: []string{app + `proxy_protocol: "v3" is not "" (no header), "v1" or "v2"`}},
@@ -243,8 +254,30 @@ reject_invalid_cert = true`, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := cfg.Applications[1]; a.Origin.Host != "[::1]:8883" || a.OriginCAs != nil {
-		t.Errorf("tls origin without origin_ca_file: %v, roots %v", a.Origin, a.OriginCAs)
+	if a := cfg.Applications[1]; a.Origin.Host != "[::1]:8883" || a.OriginCAs != nil || a.OriginCertificate != nil {
+		t.Errorf("tls origin without origin_ca_file: %v, roots %v, certificate %v", a.Origin, a.OriginCAs, a.OriginCertificate)
+	}
+
+	// The gateway's own certificate for the origin.
+	withCert := tcpApp(`origin_cert_file = "`+originClientCert+`"`+"\n"+`origin_key_file = "`+originClientKey+`"`, "")
+	cfg, err = parseIn(t, edit(t, withCert, `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://127.0.0.1:8883"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := cfg.Applications[1]; a.OriginCertificate == nil || a.OriginCertificate.Leaf.Subject.CommonName != "fleetgate" || a.OriginCertSum == [32]byte{} {
+		t.Errorf("origin_cert_file: %+v", a.OriginCertificate)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
+	}
+	// A server certificate (serverAuth only) would be refused by an origin
+	// that verifies it: a warning names the line.
+	cfg, err = parseIn(t, edit(t, tcpApp(`origin_cert_file = "`+streamCert+`"`+"\n"+`origin_key_file = "`+streamKey+`"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://127.0.0.1:8883"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := warnings(cfg.Warnings); !strings.Contains(w, `fleetgate.toml:28: applications[1].origin_cert_file: origin client certificate "stream.fleet.test" is not for client authentication`) {
+		t.Errorf("warnings:\n%s", w)
 	}
 }
 

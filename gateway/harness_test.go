@@ -234,6 +234,8 @@ type appSection struct {
 	Protocol             string          `toml:"protocol,omitempty"`
 	Origin               string          `toml:"origin,omitempty"`
 	OriginCAFile         string          `toml:"origin_ca_file,omitempty"`
+	OriginCertFile       string          `toml:"origin_cert_file,omitempty"`
+	OriginKeyFile        string          `toml:"origin_key_file,omitempty"`
 	TLSCertFile          string          `toml:"tls_cert_file,omitempty"`
 	TLSKeyFile           string          `toml:"tls_key_file,omitempty"`
 	SessionDuration      string          `toml:"session_duration,omitempty"`

@@ -80,6 +80,9 @@ type originOptions struct {
 	MaxResponseBytes int64 // enforced while streaming (stream.go), not by fasthttp
 	// RootCAs verify an https origin's certificate; nil: the system's.
 	RootCAs *x509.CertPool
+	// Certificate is presented to an https origin that asks for one; nil:
+	// none.
+	Certificate *tls.Certificate
 }
 
 // newOriginClient returns the pooled keep-alive client for one origin URL,
@@ -98,6 +101,9 @@ func newOriginClient(origin *url.URL, opt originOptions) *originClient {
 	var tlsConf *tls.Config
 	if isTLS {
 		tlsConf = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: opt.RootCAs}
+		if opt.Certificate != nil {
+			tlsConf.Certificates = []tls.Certificate{*opt.Certificate}
+		}
 	}
 	slots := newOriginSlots(opt.MaxConns)
 	var hc *fasthttp.HostClient

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -629,6 +630,60 @@ func TestHTTPSOriginWithItsCA(t *testing.T) {
 	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
 		t.Fatalf("https origin whose CA is not trusted: %d, want 502: %s", r.StatusCode, r.body)
 	}
+}
+
+// TestHTTPSOriginClientCertificate: an https origin that requires a client
+// certificate gets origin_cert_file's, and one without it fails the
+// handshake: 502.
+func TestHTTPSOriginClientCertificate(t *testing.T) {
+	p := sharedPKI()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "client: "+r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.inter.MustIssue(pki.Server("127.0.0.1")).TLSCertificate(p.inter)},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.Pool(p.root)}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	gw := writeGatewayClientCert(t, p.inter, "fleetgate-gateway")
+
+	h := newHarness(t, func(c *cfgParams) {
+		c.Origin, c.OriginCAFile = srv.URL, "root.pem"
+		c.Edit = func(c *fileConfig) {
+			for i := range c.Applications {
+				if c.Applications[i].Domain == hApp {
+					c.Applications[i].OriginCertFile, c.Applications[i].OriginKeyFile = gw.cert, gw.key
+				}
+			}
+		}
+	})
+	c := h.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "client: fleetgate-gateway" {
+		t.Fatalf("https origin requiring a client certificate: %d %q", r.StatusCode, r.body)
+	}
+
+	without := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
+	c = without.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/"))
+	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("no origin_cert_file for an origin that requires one: %d, want 502: %s", r.StatusCode, r.body)
+	}
+}
+
+// gatewayClientCert are the files of a gateway's client certificate for
+// its origins (origin_cert_file, origin_key_file).
+type gatewayClientCert struct{ cert, key string }
+
+// writeGatewayClientCert issues the gateway a client certificate named cn
+// and writes it (with issuer's certificate after it) into a new folder.
+func writeGatewayClientCert(t testing.TB, issuer *pki.Cert, cn string) gatewayClientCert {
+	t.Helper()
+	dir := t.TempDir()
+	f := gatewayClientCert{filepath.Join(dir, "gateway-client.pem"), filepath.Join(dir, "gateway-client-key.pem")}
+	if err := issuer.MustIssue(pki.Device(cn)).WriteFiles(f.cert, f.key, issuer); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // startTLSOrigin starts an https origin on 127.0.0.1 whose certificate the

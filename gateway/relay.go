@@ -809,7 +809,7 @@ func (r *relay) maybeFinish() {
 	// The handshake completed, so the device proved it holds the key of
 	// the certificate it sent; cert_verdict says whether the certificate is
 	// valid (a bypass policy admits one that is not).
-	if detail != "" && reason == closeOriginDown {
+	if detail != "" && (reason == closeOriginDown || reason == closeOriginClosed) {
 		attrs = append(attrs, slog.String("detail", detail))
 	}
 	attrs = append(attrs, slog.String("cert_verdict", r.v.Kind.String()))

@@ -317,9 +317,10 @@ func TestTCPTLSOriginResumes(t *testing.T) {
 	})
 }
 
-// TestMQTTMosquittoOverTLS: mosquitto (Debian) with a TLS listener as the
-// origin of an mqtt application: the gateway verifies the broker's
-// certificate against origin_ca_file and relays mosquitto_pub's message to
+// TestMQTTMosquittoOverTLS: mosquitto (Debian) with a TLS listener that
+// requires a client certificate, as the origin of an mqtt application: the
+// gateway verifies the broker's certificate against origin_ca_file,
+// presents origin_cert_file's, and relays mosquitto_pub's message to
 // mosquitto_sub, both devices of the gateway. Skipped without mosquitto and
 // mosquitto-clients.
 func TestMQTTMosquittoOverTLS(t *testing.T) {
@@ -341,6 +342,12 @@ func TestMQTTMosquittoOverTLS(t *testing.T) {
 	if err := brokerCert.WriteFiles(certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
+	gwRoot := pki.MustRoot(pki.Root("Gateway Client Root"))
+	gwCAFile := filepath.Join(dir, "gateway-ca.pem")
+	if err := os.WriteFile(gwCAFile, gwRoot.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gw := writeGatewayClientCert(t, gwRoot, "fleetgate-gateway")
 	// mosquitto runs as the current user, who can read the test's files.
 	for _, p := range []string{certFile, keyFile} {
 		if err := os.Chmod(p, 0o644); err != nil {
@@ -351,13 +358,15 @@ func TestMQTTMosquittoOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	brokerAddr, brokerLog := startMosquitto(t, broker, fmt.Sprintf("user %s\ncertfile %s\nkeyfile %s\n", me.Username, certFile, keyFile))
+	brokerAddr, brokerLog := startMosquitto(t, broker, fmt.Sprintf("user %s\ncertfile %s\nkeyfile %s\ncafile %s\nrequire_certificate true\n",
+		me.Username, certFile, keyFile, gwCAFile))
 
 	f := newTCPFixture(t, func(c *fileConfig) {
 		c.ClientCAs = append(c.ClientCAs, clientCASection{Name: "fleet-mosquitto", PEMFile: "ca-chain.pem",
 			AssociatedHostnames: []string{mosquittoDomain}})
 		a := httpApp("mosquitto-tls", mosquittoDomain, "tls://"+brokerAddr, admit("fleet", anyFleetDevice))
 		a.Protocol, a.MQTTClientID, a.OriginCAFile = "mqtt", "common_name", op.caFile
+		a.OriginCertFile, a.OriginKeyFile = gw.cert, gw.key
 		c.Applications = append(c.Applications, a)
 	})
 	proxy := "socks5h://" + startSOCKS5(t, f.addr).ln.Addr().String()
@@ -383,5 +392,55 @@ func TestMQTTMosquittoOverTLS(t *testing.T) {
 	}
 	if log := brokerLog.String(); !strings.Contains(log, "as sensor-0001") || !strings.Contains(log, "as sensor-0002") {
 		t.Errorf("the broker did not log both devices' connections:\n%s", log)
+	}
+}
+
+// TestTCPTLSOriginClientCertificate: an origin that requires a client
+// certificate gets origin_cert_file's. Without one, its refusal comes after
+// the gateway's side of a TLS 1.3 handshake ended, as an alert on the
+// relayed connection: the device's side then ends, and the close line says
+// why.
+func TestTCPTLSOriginClientCertificate(t *testing.T) {
+	op := newOriginPKI(t)
+	gwRoot := pki.MustRoot(pki.Root("Gateway Client Root"))
+	gw := writeGatewayClientCert(t, gwRoot, "fleetgate-gateway")
+	ended := make(chan error, 4)
+	origin, sessions := startTLSRelayOrigin(t, op.root, []string{"127.0.0.1"}, false, tlsEchoHandler(ended), func(c *tls.Config) {
+		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, pki.Pool(gwRoot)
+	})
+	f := newTCPFixture(t,
+		lifeApp("tls-client", "client.tcp.test", tlsURL(origin), func(a *appSection) {
+			a.OriginCAFile, a.OriginCertFile, a.OriginKeyFile = op.caFile, gw.cert, gw.key
+		}),
+		lifeApp("tls-anon", "anon.tcp.test", tlsURL(origin), func(a *appSection) { a.OriginCAFile = op.caFile }))
+
+	c, err := f.dialTCP(t, "client.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("echo through an origin that requires a client certificate: %v", err)
+	}
+	s := nextSession(t, sessions)
+	if s.err != nil || len(s.state.PeerCertificates) == 0 || s.state.PeerCertificates[0].Subject.CommonName != "fleetgate-gateway" {
+		t.Fatalf("the origin saw %v, error %v; want the gateway's certificate", s.state.PeerCertificates, s.err)
+	}
+
+	c, err = f.dialTCP(t, "anon.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("device read %v, want close_notify", err)
+	}
+	if s := nextSession(t, sessions); s.err == nil {
+		t.Error("the origin accepted a gateway without a certificate")
+	}
+	line := f.closeLine(t, "tls-anon", closeOriginClosed)
+	if d, _ := line["detail"].(string); !strings.Contains(d, "certificate required") {
+		t.Errorf("close line detail %q, want the origin's alert", d)
 	}
 }

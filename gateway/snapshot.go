@@ -68,6 +68,7 @@ type application struct {
 	origin            *originClient
 	originURL         string
 	originCAs         [32]byte      // SHA-256 of origin_ca_file; zero without one
+	originCert        [32]byte      // SHA-256 of origin_cert_file's chain; zero without one
 	originConnect     time.Duration // its origin_connect_timeout (the gateway's unless it sets one)
 	forwardClientCert bool
 	serviceAuth401    bool
@@ -131,7 +132,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	if old != nil {
 		for _, a := range old.apps {
 			if a.origin != nil {
-				oldClients[appOrigin{a.name, originKey{a.originURL, a.originCAs, a.originConnect}}] = a.origin
+				oldClients[appOrigin{a.name, originKey{a.originURL, a.originCAs, a.originCert, a.originConnect}}] = a.origin
 			}
 		}
 	}
@@ -165,10 +166,12 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	return s, nil
 }
 
-// originKey identifies an origin client: its URL and its trusted CAs.
+// originKey identifies an origin client: its URL, its trusted CAs, the
+// certificate it presents and its connect timeout.
 type originKey struct {
 	url     string
 	cas     [32]byte
+	cert    [32]byte
 	connect time.Duration
 }
 
@@ -194,6 +197,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appO
 		policy:            &pa,
 		originURL:         ca.Origin.String(),
 		originCAs:         ca.OriginCAsSum,
+		originCert:        ca.OriginCertSum,
 		originConnect:     ca.OriginConnectTimeout,
 		forwardClientCert: ca.ForwardClientCert,
 		serviceAuth401:    ca.ServiceAuth401,
@@ -207,11 +211,11 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appO
 		if ca.Protocol == configs.ProtocolMQTT {
 			app.mqtt = newMQTTSettings(ca)
 		}
-	} else if c, ok := oldClients[appOrigin{app.name, originKey{app.originURL, app.originCAs, app.originConnect}}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+	} else if c, ok := oldClients[appOrigin{app.name, originKey{app.originURL, app.originCAs, app.originCert, app.originConnect}}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
 		o := opt
-		o.RootCAs, o.ConnectTimeout = ca.OriginCAs, ca.OriginConnectTimeout
+		o.RootCAs, o.Certificate, o.ConnectTimeout = ca.OriginCAs, ca.OriginCertificate, ca.OriginConnectTimeout
 		app.origin = newOriginClient(ca.Origin, o)
 	}
 	site := &tlsengine.Site{

@@ -57,17 +57,22 @@ const originTLSSessions = 256
 // originTLSConfig is the client configuration of a tls:// origin (nil for
 // tcp://): the origin's certificate must chain to origin_ca_file (the
 // system's roots without it) and name the origin's host (a DNS name or an
-// IP address SAN), as an https origin's does.
+// IP address SAN), as an https origin's does; the gateway presents
+// origin_cert_file when the origin asks for a certificate.
 func originTLSConfig(ca *configs.Application) *tls.Config {
 	if ca.Origin.Scheme != "tls" {
 		return nil
 	}
-	return &tls.Config{
+	conf := &tls.Config{
 		ServerName:         ca.Origin.Hostname(),
 		RootCAs:            ca.OriginCAs,
 		MinVersion:         tls.VersionTLS12,
 		ClientSessionCache: tls.NewLRUClientSessionCache(originTLSSessions),
 	}
+	if ca.OriginCertificate != nil {
+		conf.Certificates = []tls.Certificate{*ca.OriginCertificate}
+	}
+	return conf
 }
 
 // sigAlgName names a certificate's signature algorithm as OpenSSL's short
