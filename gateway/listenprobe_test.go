@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,5 +223,48 @@ func startRun(t *testing.T, s *Server) (run <-chan error, booted bool, err error
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run neither failed nor booted in 10 s")
 		return nil, false, nil
+	}
+}
+
+// TestReloadBeforeRunKeepsRestartOnlySettings: a reload that comes
+// before Run (serve's SIGHUP while starting) warns that admin_listen and
+// event_loops "need a restart; the running values stay", so Run must start
+// the admin listener on the address New loaded, not the reloaded one.
+func TestReloadBeforeRunKeepsRestartOnlySettings(t *testing.T) {
+	h := newHarness(t)
+	first, second := testkit.FreePort(t), testkit.FreePort(t)
+	path := filepath.Join(h.dir, "review.toml")
+	write := func(admin string) {
+		cfg := h.config()
+		cfg.Gateway.Listen = testkit.FreePort(t)
+		cfg.Gateway.AdminListen = admin
+		h.writeFile("review.toml", marshalConfig(t, cfg))
+	}
+	write(first)
+	logs := &testkit.Buffer{}
+	s, err := New(Options{Load: func() (*configs.Config, error) { return configs.Load(path) }, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// listen as New read it: only admin_listen changes
+	cfg := h.config()
+	cfg.Gateway.Listen = s.Addr()
+	cfg.Gateway.AdminListen = second
+	h.writeFile("review.toml", marshalConfig(t, cfg))
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	run, booted, err := startRun(t, s)
+	if !booted {
+		t.Fatalf("Run: %v", err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		<-run
+	}()
+	if got := s.AdminAddr(); got != first {
+		t.Errorf("admin listener on %s, want %s (admin_listen is restart-only; log: %s)", got, first, logs.String())
 	}
 }

@@ -197,8 +197,9 @@ func (s *Server) Run() error {
 	if err := checkPortFree(s.listen); err != nil {
 		return s.failedStart(fmt.Errorf("gateway: listen %s: %w", s.listen, err))
 	}
-	snap := s.snap.Load()
-	if addr := snap.cfg.Gateway.AdminListen; addr != "" {
+	// The settings a reload cannot change are the ones New loaded, even
+	// when a reload came before Run (a SIGHUP while starting).
+	if addr := s.running.AdminListen; addr != "" {
 		a, err := startAdmin(addr, s)
 		if err != nil {
 			return s.failedStart(err)
@@ -212,7 +213,7 @@ func (s *Server) Run() error {
 	if s.memRelease != nil {
 		go s.memRelease.run(stopWatch)
 	}
-	loops := snap.cfg.Gateway.EventLoops
+	loops := s.running.EventLoops
 	if loops <= 0 {
 		loops = s.cpus
 	}
