@@ -49,10 +49,6 @@ func newTCPSettings(ca *configs.Application) *tcpSettings {
 	}
 }
 
-// originTLSSessions is how many TLS sessions to its origin an application
-// keeps for resumption: a reconnecting fleet then resumes instead of making
-// the origin prove its certificate again for every device.
-const originTLSSessions = 256
 
 // originTLSConfig is the client configuration of a tls:// origin (nil for
 // tcp://): the origin's certificate must chain to origin_ca_file (the
@@ -67,7 +63,11 @@ func originTLSConfig(ca *configs.Application) *tls.Config {
 		ServerName:         ca.Origin.Hostname(),
 		RootCAs:            ca.OriginCAs,
 		MinVersion:         tls.VersionTLS12,
-		ClientSessionCache: tls.NewLRUClientSessionCache(originTLSSessions),
+		// crypto/tls files sessions by server name: an application has one
+		// origin, so one entry, the latest session its origin gave. A
+		// reconnecting fleet then resumes instead of making the origin prove
+		// its certificate again for every device.
+		ClientSessionCache: tls.NewLRUClientSessionCache(1),
 	}
 	if ca.OriginCertificate != nil {
 		conf.Certificates = []tls.Certificate{*ca.OriginCertificate}
