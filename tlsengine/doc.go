@@ -9,7 +9,9 @@
 // chain's verdict, attached to the connection (verify.go, verdictcache.go),
 // including revocation by CRLs and deny-lists in O(1) per certificate
 // (revocation.go, revocation_table.go); decrypting, encrypting and closing after the handshake (conn.go), and
-// handing what came with the handshake to its owner (early.go). It knows
+// handing what came with the handshake to its owner (early.go); and the
+// client side of a relay's TLS to its origin, handshaken on the dialed
+// socket and then fed by the loop the same way (origin.go). It knows
 // nothing about HTTP or policies.
 //
 //	gnet loop                       tlsengine                          handshake goroutine

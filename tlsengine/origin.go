@@ -41,10 +41,17 @@ func HandshakeOrigin(ctx context.Context, nc net.Conn, cfg *tls.Config) (*Origin
 // certificates.
 func (o *OriginConn) ConnectionState() tls.ConnectionState { return o.tc.ConnectionState() }
 
+// originKeep is the largest buffer an OriginConn keeps between uses: a
+// burst's larger one goes back to the collector once it is empty.
+const originKeep = 64 << 10
+
 // Feed hands the session bytes read from the origin's socket (copied).
 func (o *OriginConn) Feed(data []byte) {
 	if len(o.io.in) == o.io.off {
 		o.io.in, o.io.off = o.io.in[:0], 0
+		if cap(o.io.in) > originKeep {
+			o.io.in = nil
+		}
 	}
 	o.io.in = append(o.io.in, data...)
 }
@@ -67,6 +74,9 @@ func (o *OriginConn) Read(p []byte) (int, error) {
 // Seal encrypts p as records to send to the origin and returns all the
 // output waiting to be sent, which is valid until the session's next call.
 func (o *OriginConn) Seal(p []byte) ([]byte, error) {
+	if len(o.io.out) == 0 && cap(o.io.out) > originKeep {
+		o.io.out = nil
+	}
 	if _, err := o.tc.Write(p); err != nil {
 		return nil, err
 	}
