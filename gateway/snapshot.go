@@ -344,6 +344,16 @@ func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision
 	if err != nil {
 		return "", time.Time{}, "", err
 	}
+	// A token names its leaf and root only, so when it comes back the
+	// lists of the leaf's issuer are checked (tokenCertStatus), not those
+	// covering the rest of the path, such as a root's CRL over the
+	// intermediates. It must not outlive the moment one of those stops
+	// vouching for the path under crl_stale = "reject".
+	if in.Cert.OK() && in.ServiceToken == nil && len(in.Cert.Path) > 1 {
+		if u := s.revocation.VouchedUntil(in.Cert.Path[1:]); !u.IsZero() && claims.Exp > u.Unix() {
+			claims.Exp = u.Unix()
+		}
+	}
 	if claims.IdP != "" {
 		ident = claims.IdentityNonce
 	}

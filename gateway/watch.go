@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -10,14 +11,19 @@ import (
 // takes effect within this interval without a SIGHUP.
 const crlWatchInterval = 2 * time.Second
 
-// fileStamp is what the watcher compares: size and modification time.
+// fileStamp is what the watcher compares: size, modification time and the
+// file's identity (device and inode), so that a file replaced by rename is
+// a change even when the new one has the old one's size and modification
+// time (cp -p, rsync -t, tar).
 type fileStamp struct {
-	size    int64
-	modTime time.Time
+	size     int64
+	modTime  time.Time
+	dev, ino uint64
 }
 
 // crlWatcher reloads the configuration when one of the current snapshot's
-// CRL files or [[lists]] files changes.
+// CRL files or [[lists]] files changes, and closes the relayed connections
+// whose CRL went stale under crl_stale = "reject" since its last look.
 //
 // A reload that fails (the main file is being edited, say) is tried again
 // when a CRL or the main file changes next, so the new CRL is not lost.
@@ -29,12 +35,14 @@ type crlWatcher struct {
 	// pending: a reload was refused; the main file is watched too until
 	// one succeeds.
 	pending bool
+	// looked is the gateway's time at the last look for stale lists.
+	looked time.Time
 }
 
 // newCRLWatcher records the files' stamps now, before the server serves: a
 // CRL replaced right after start is a change, not the baseline.
 func (s *Server) newCRLWatcher() *crlWatcher {
-	w := &crlWatcher{s: s, seen: map[string]fileStamp{}}
+	w := &crlWatcher{s: s, seen: map[string]fileStamp{}, looked: s.now()}
 	w.stamp(w.watched(), false)
 	return w
 }
@@ -44,6 +52,7 @@ func (w *crlWatcher) run(stop <-chan struct{}) { every(crlWatchInterval, stop, w
 
 // check reloads when a watched file changed since it was last looked at.
 func (w *crlWatcher) check() {
+	w.cutStale()
 	if !w.stamp(w.watched(), false) {
 		return
 	}
@@ -74,6 +83,22 @@ func (w *crlWatcher) check() {
 		w.pending = false
 	}
 	w.stamp(w.watched(), true)
+}
+
+// cutStale closes the relayed connections whose revocation status became
+// unknown since the last look: a list they depend on passed its nextUpdate
+// under crl_stale = "reject". An HTTP connection is refused on its next
+// request; a tcp or mqtt relay, which has no next request, is closed here,
+// at most crlWatchInterval late. (A reload checks them at once.)
+func (w *crlWatcher) cutStale() {
+	now := w.s.now()
+	rev := w.s.snap.Load().revocation
+	if rev.StaleBetween(w.looked, now) {
+		if n := w.s.relays.recheck(rev, now); n > 0 {
+			w.s.log.Info("closing tcp connections whose CRL is past its nextUpdate (crl_stale = \"reject\")", "connections", n)
+		}
+	}
+	w.looked = now
 }
 
 // watched lists the files to watch: the CRLs, the list files, and the main
@@ -110,7 +135,11 @@ func statStamp(path string) fileStamp {
 	if err != nil {
 		return fileStamp{}
 	}
-	return fileStamp{size: fi.Size(), modTime: fi.ModTime()}
+	st := fileStamp{size: fi.Size(), modTime: fi.ModTime()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.dev, st.ino = uint64(sys.Dev), sys.Ino
+	}
+	return st
 }
 
 // crlPaths lists the CRL files of the snapshot's configuration.

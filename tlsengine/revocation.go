@@ -293,6 +293,32 @@ func (r *Revocation) vouchedUntil(path []verdict.CertRef) time.Time {
 	return until
 }
 
+// VouchedUntil is when the first list covering a certificate of path
+// stops vouching for it under crl_stale = "reject" (CRL.RejectAfter); zero
+// when none does.
+func (r *Revocation) VouchedUntil(path []verdict.CertRef) time.Time {
+	if r == nil {
+		return time.Time{}
+	}
+	return r.vouchedUntil(path)
+}
+
+// StaleBetween reports whether a list stopped vouching for its issuer's
+// certificates (CRL.RejectAfter) after the instant after and no later than
+// upTo: what a live connection admitted before then must be checked again
+// for.
+func (r *Revocation) StaleBetween(after, upTo time.Time) bool {
+	if r == nil {
+		return false
+	}
+	for _, at := range r.staleAt {
+		if !at.IsZero() && at.After(after) && !at.After(upTo) {
+			return true
+		}
+	}
+	return false
+}
+
 // StaleRef reports whether the issuer of a certificate (reduced to a
 // verdict.CertRef) has a list past its RejectAfter at now: its revocation
 // status is unknown, and under crl_stale = "reject" it is refused.

@@ -530,9 +530,39 @@ func TestStaleCRLRejects(t *testing.T) {
 		t.Errorf("cache, after nextUpdate: %s, want revocation_unknown (a cached Valid outlived the list)", got.Kind)
 	}
 
+	// When the list stops vouching: for tokens (VouchedUntil) and for the
+	// watch that closes live relays (StaleBetween).
+	if got := strict.Revocation.VouchedUntil(v.Path); !got.Equal(stale.RejectAfter) {
+		t.Errorf("VouchedUntil %v, want %v", got, stale.RejectAfter)
+	}
+	if got := strict.Revocation.VouchedUntil(v.Path[1:]); !got.IsZero() {
+		t.Errorf("VouchedUntil of the path above the leaf %v, want none (the root's list is not stale-bounded)", got)
+	}
+	at := stale.RejectAfter
+	for _, tc := range []struct {
+		after, upTo time.Time
+		want        bool
+	}{
+		{at.Add(-time.Second), at, true},
+		{at.Add(-time.Hour), later, true},
+		{at, later, false}, // passed before this look: checked by the last one
+		{vtNow, at.Add(-time.Second), false},
+	} {
+		if got := strict.Revocation.StaleBetween(tc.after, tc.upTo); got != tc.want {
+			t.Errorf("StaleBetween(%v, %v) = %v", tc.after.Sub(at), tc.upTo.Sub(at), got)
+		}
+	}
+
 	warn := rvCRL(t, "fleet: pki/fleet.crl", p.inter)
 	lenient := rvSiteWith(p.site, rvSet(t, []CRL{warn}, nil))
 	if got := VerifyChain(lenient, chain, later); got.Kind != verdict.Valid {
 		t.Errorf("crl_stale = warn, after nextUpdate: %s, want valid", got.Kind)
+	}
+	if lenient.Revocation.StaleBetween(vtNow, later) || !lenient.Revocation.VouchedUntil(v.Path).IsZero() {
+		t.Error("crl_stale = warn: a list stops vouching")
+	}
+	var none *Revocation
+	if none.StaleBetween(vtNow, later) || !none.VouchedUntil(v.Path).IsZero() {
+		t.Error("no revocation set: a list stops vouching")
 	}
 }
