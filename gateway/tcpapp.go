@@ -49,7 +49,6 @@ func newTCPSettings(ca *configs.Application) *tcpSettings {
 	}
 }
 
-
 // originTLSConfig is the client configuration of a tls:// origin (nil for
 // tcp://): the origin's certificate must chain to origin_ca_file (the
 // system's roots without it) and name the origin's host (a DNS name or an
@@ -60,9 +59,9 @@ func originTLSConfig(ca *configs.Application) *tls.Config {
 		return nil
 	}
 	conf := &tls.Config{
-		ServerName:         ca.Origin.Hostname(),
-		RootCAs:            ca.OriginCAs,
-		MinVersion:         tls.VersionTLS12,
+		ServerName: ca.Origin.Hostname(),
+		RootCAs:    ca.OriginCAs,
+		MinVersion: tls.VersionTLS12,
 		// crypto/tls files sessions by server name: an application has one
 		// origin, so one entry, the latest session its origin gave. A
 		// reconnecting fleet then resumes instead of making the origin prove
