@@ -942,3 +942,26 @@ func TestMQTTRefusalLogClipsClientID(t *testing.T) {
 		t.Errorf("logged client id of %d bytes (%q…), want the first %d bytes of the device's, marked as cut", len(got), got[:min(len(got), 20)], maxLogValue)
 	}
 }
+
+// TestMQTTRefusalWithinMaximumPacketSize: an MQTT 5 device that announces a
+// Maximum Packet Size gets no larger packet ([MQTT-3.1.2-24]): its refusal's
+// CONNACK leaves out the Reason String that would not fit, and keeps the
+// code the device needs.
+func TestMQTTRefusalWithinMaximumPacketSize(t *testing.T) {
+	f := newMQTTFixture(t)
+	const maxSize = 16
+	first := testkit.MQTTConnect(t, mqttwire.V5, "sensor-0001", 30, func(pk *packets.Packet) {
+		pk.Properties.MaximumPacketSize = maxSize
+	})
+	// The template "fleet-{cn}" is not followed: 0x85, whose reason string
+	// (the client id expected) is longer than the device takes.
+	_, r := f.session(t, mTmpl, f.pki.sensor1, first)
+	all, _ := io.ReadAll(r)
+	pk, err := testkit.ReadMQTT(bufio.NewReader(bytes.NewReader(all)), mqttwire.V5)
+	if err != nil || pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0x85 {
+		t.Fatalf("not the refusal's CONNACK: %v %+v", err, pk.FixedHeader)
+	}
+	if len(all) > maxSize {
+		t.Errorf("a CONNACK of %d bytes, over the device's Maximum Packet Size %d (reason string %q)", len(all), maxSize, pk.Properties.ReasonString)
+	}
+}

@@ -395,7 +395,7 @@ func (m *mqttRelay) originDown(r *relay) {
 		return
 	}
 	v := m.connect.Version()
-	if b := mqttwire.Connack(v, mqttwire.ServerUnavailable, "the broker cannot be reached"); b != nil {
+	if b := mqttwire.Connack(v, mqttwire.ServerUnavailable, "the broker cannot be reached", m.connect.MaximumPacketSize()); b != nil {
 		_, _ = r.c.tc.Write(b)
 	}
 	r.srv.metrics.mqttRefused(r.app.name, mqttReasonOriginDown)
@@ -406,7 +406,7 @@ func (m *mqttRelay) originDown(r *relay) {
 // what a revocation check at the CONNECT made of it).
 func (g *mqttGate) refuseConnect(cn *mqttwire.Connect, v *verdict.Verdict, r mqttwire.Refusal, reason, detail, pol string) {
 	g.finish()
-	if b := mqttwire.Connack(cn.Version(), r, detail); b != nil {
+	if b := mqttwire.Connack(cn.Version(), r, detail, cn.MaximumPacketSize()); b != nil {
 		_, _ = g.c.tc.Write(b)
 	}
 	g.c.srv.metrics.mqttRefused(g.app.name, reason)
@@ -419,7 +419,7 @@ func (g *mqttGate) refuseConnect(cn *mqttwire.Connect, v *verdict.Verdict, r mqt
 func (g *mqttGate) refuse(version byte, r mqttwire.Refusal, reason, detail string, connack bool) {
 	g.finish()
 	if connack {
-		if b := mqttwire.Connack(version, r, detail); b != nil {
+		if b := mqttwire.Connack(version, r, detail, 0); b != nil { // no CONNECT to take a limit from
 			_, _ = g.c.tc.Write(b)
 		}
 	}

@@ -14,7 +14,7 @@
 //	Connect ─▶ SetClientID / SetUsername / SetPassword / SetToken
 //	  │ Bytes: the device's bytes unchanged, or re-encoded only when something changed
 //	  ▼
-//	broker;  or a refusal: Connack(version, code, reason) then close
+//	broker;  or a refusal: Connack(version, code, reason, max) then close
 //
 // and on the way back, under MQTT 5, ServerKeepAlive reads the broker's
 // CONNACK for the keep-alive the device will use.
@@ -237,6 +237,15 @@ func (c *Connect) Password() ([]byte, bool) {
 	return c.pk.Connect.Password, c.pk.Connect.PasswordFlag
 }
 
+// MaximumPacketSize is the largest packet the device accepts: its MQTT 5
+// Maximum Packet Size property (0: no limit, always under 3.1.1).
+func (c *Connect) MaximumPacketSize() uint32 {
+	if c.pk.ProtocolVersion != V5 {
+		return 0
+	}
+	return c.pk.Properties.MaximumPacketSize
+}
+
 // KeepAlive is the CONNECT's keep-alive in seconds (0: none).
 func (c *Connect) KeepAlive() uint16 { return c.pk.Connect.Keepalive }
 
@@ -334,9 +343,12 @@ func pick(v5 bool, a, b byte) byte {
 
 // Connack returns the CONNACK that refuses a device of protocol level
 // version with r: an MQTT 5 CONNACK (with reason as its Reason String) for
-// level 5 and above, an MQTT 3.1.1 one below. It returns nil when the
-// version has no code for r: the connection is then closed without one.
-func Connack(version byte, r Refusal, reason string) []byte {
+// level 5 and above, an MQTT 3.1.1 one below. maxSize is the largest
+// packet the device accepts (its Maximum Packet Size; 0: no limit): the
+// Reason String is left out when the CONNACK would be larger with it
+// ([MQTT-3.2.2-19]). It returns nil when the version has no code for r:
+// the connection is then closed without one.
+func Connack(version byte, r Refusal, reason string, maxSize uint32) []byte {
 	if version > V5 {
 		// A device newer than 5.0 is told in the newest format fleetgate
 		// speaks (the MQTT 5 specification's advice for 0x84).
@@ -360,6 +372,9 @@ func Connack(version byte, r Refusal, reason string) []byte {
 	var buf bytes.Buffer
 	if err := pk.ConnackEncode(&buf); err != nil {
 		return nil
+	}
+	if maxSize > 0 && uint32(buf.Len()) > maxSize && pk.Properties.ReasonString != "" {
+		return Connack(version, r, "", maxSize)
 	}
 	return buf.Bytes()
 }

@@ -378,7 +378,7 @@ func TestConnack(t *testing.T) {
 		{name: "level 6 answered as 5.0", version: 6, r: UnsupportedVersion, reason: "level 6"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Connack(tc.version, tc.r, tc.reason)
+			got := Connack(tc.version, tc.r, tc.reason, 0)
 			if tc.version != V5 && tc.version <= V5 {
 				if !bytes.Equal(got, tc.want) {
 					t.Errorf("% x, want % x", got, tc.want)
@@ -399,6 +399,25 @@ func TestConnack(t *testing.T) {
 			}
 		})
 	}
+	// A device's Maximum Packet Size: the Reason String goes when the
+	// CONNACK would not fit with it; the refusal's code stays.
+	reason := "client identifier must be \"fleet-sensor-0001\""
+	full := Connack(V5, BadClientID, reason, 0)
+	for _, max := range []uint32{uint32(len(full)), uint32(len(full)) - 1, 16, 6} {
+		got := Connack(V5, BadClientID, reason, max)
+		var pk packets.Packet
+		pk.ProtocolVersion = V5
+		if err := pk.FixedHeader.Decode(got[0]); err != nil || pk.ConnackDecode(got[2:]) != nil || pk.ReasonCode != 0x85 {
+			t.Fatalf("max %d: not the refusal's CONNACK: % x", max, got)
+		}
+		if uint32(len(got)) > max {
+			t.Errorf("max %d: a CONNACK of %d bytes", max, len(got))
+		}
+		if keep := max >= uint32(len(full)); (pk.Properties.ReasonString == reason) != keep {
+			t.Errorf("max %d: reason string %q, want it only when it fits", max, pk.Properties.ReasonString)
+		}
+	}
+
 	for _, tc := range []struct {
 		r      Refusal
 		v3, v5 byte
