@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"io"
 	"testing"
 	"time"
@@ -17,7 +18,25 @@ import (
 // from its peers, is what the relay rows of bench/compare.sh measure.
 func BenchmarkRelayEcho(b *testing.B) {
 	f := newTCPFixture(b)
-	c, err := f.dialTCP(b, tEcho, f.pki.sensor1)
+	benchEcho(b, f, tEcho)
+}
+
+// BenchmarkRelayEchoTLSOrigin is BenchmarkRelayEcho through a tls:// origin:
+// what the gateway's TLS to its origin (and the origin's own, in this
+// process too) adds to an echo.
+func BenchmarkRelayEchoTLSOrigin(b *testing.B) {
+	op := newOriginPKI(b)
+	origin, _ := startTLSRelayOrigin(b, op.root, []string{"127.0.0.1"}, false, func(c *tls.Conn) { _, _ = io.Copy(c, c) })
+	f := newTCPFixture(b, lifeApp("tls-echo", "tlsecho.tcp.test", tlsURL(origin), func(a *appSection) {
+		a.OriginCAFile = op.caFile
+	}))
+	benchEcho(b, f, "tlsecho.tcp.test")
+}
+
+// benchEcho echoes 64 B messages through the tcp application of domain on
+// one kept connection.
+func benchEcho(b *testing.B, f *tcpFixture, domain string) {
+	c, err := f.dialTCP(b, domain, f.pki.sensor1)
 	if err != nil {
 		b.Fatal(err)
 	}
