@@ -59,6 +59,9 @@ func (l *loader) applications(fas []fileApplication, cfg *Config) {
 			app.OriginCAs, app.OriginCAsSum = l.originCAs(key("origin_ca_file"), fa.OriginCAFile, app.Origin)
 		}
 		app.OriginCertificate, app.OriginCertSum = l.originCertificate(path, fa, app.Origin)
+		if fa.OriginServerName != "" {
+			app.OriginServerName = l.originServerName(key("origin_server_name"), fa.OriginServerName, app.Origin)
+		}
 
 		switch {
 		case fa.SessionDuration != nil && tcp:

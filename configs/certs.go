@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -358,6 +359,28 @@ func (l *loader) originCertificate(path string, fa *fileApplication, origin *url
 	}
 	copy(sum[:], h.Sum(nil))
 	return &cert, sum
+}
+
+// originServerName checks origin_server_name: a DNS name (or an IP
+// address) for an https or tls origin.
+func (l *loader) originServerName(path, name string, origin *url.URL) string {
+	if origin != nil && origin.Scheme != "https" && origin.Scheme != "tls" {
+		want := "an https"
+		if origin.Scheme == "tcp" {
+			want = "a tls://"
+		}
+		l.errorf(path, "needs %s origin: %s has no certificate to verify", want, origin)
+		return ""
+	}
+	if ip := net.ParseIP(name); ip != nil {
+		return ip.String()
+	}
+	h := strings.ToLower(name)
+	if err := checkLabels(h, 1); err != nil {
+		l.errorf(path, "%q is not a DNS name or an IP address: %v", name, err)
+		return ""
+	}
+	return h
 }
 
 // originCAs reads an application's origin_ca_file: the PEM certificates

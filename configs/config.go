@@ -319,6 +319,11 @@ type Application struct {
 	// OriginCertSum is the SHA-256 of OriginCertificate's chain (zero
 	// without one): a reload that changes it gets a new origin client.
 	OriginCertSum [32]byte
+	// OriginServerName, from origin_server_name, is the name an https or
+	// tls origin's certificate must carry, sent as SNI, when the origin is
+	// dialed by another name or by address (HAProxy's sni and verifyhost);
+	// "": the origin's host.
+	OriginServerName string
 	// Certificate is the gateway's server certificate for Domain, with its
 	// chain as in tls_cert_file and Leaf set.
 	Certificate tls.Certificate

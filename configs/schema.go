@@ -115,6 +115,7 @@ type fileApplication struct {
 	OriginCAFile         string       `toml:"origin_ca_file"`
 	OriginCertFile       string       `toml:"origin_cert_file"`
 	OriginKeyFile        string       `toml:"origin_key_file"`
+	OriginServerName     string       `toml:"origin_server_name"`
 	TLSCertFile          string       `toml:"tls_cert_file"`
 	TLSKeyFile           string       `toml:"tls_key_file"`
 	SessionDuration      *duration    `toml:"session_duration"`

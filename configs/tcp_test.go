@@ -131,6 +131,12 @@ func TestTCPApplicationErrors(t *testing.T) {
 			return edit(t, tcpApp(`origin_cert_file = "`+originClientCert+`"`+"\n"+`origin_key_file = "`+streamKey+`"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://127.0.0.1:7000"`)
 		}, want: []string{`fleetgate.toml:29: applications[1].origin_key_file: ` + streamKey + ` does not match the certificate in ` + originClientCert}},
 
+		{name: "origin_server_name on a tcp:// origin", src: tcpSrc(`origin_server_name = "broker.internal"`, ""),
+			want: []string{app + `origin_server_name: needs a tls:// origin: tcp://127.0.0.1:7000 has no certificate to verify`}},
+		{name: "origin_server_name not a name", src: func(t *testing.T) string {
+			return edit(t, tcpApp(`origin_server_name = "broker_1.internal"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://127.0.0.1:7000"`)
+		}, want: []string{app + `origin_server_name: "broker_1.internal" is not a DNS name or an IP address: label "broker_1" holds '_' (letters, digits and hyphens only)`}},
+
 		// Values of the tcp keys.
 		{name: "unknown proxy_protocol", src: tcpSrc(`proxy_protocol = "v3"`, ""),
 			want: []string{app + `proxy_protocol: "v3" is not "" (no header), "v1" or "v2"`}},
@@ -269,6 +275,14 @@ reject_invalid_cert = true`, "")
 	}
 	if len(cfg.Warnings) != 0 {
 		t.Errorf("warnings:\n%s", warnings(cfg.Warnings))
+	}
+	// The name the origin's certificate must carry, when dialed by address.
+	cfg, err = parseIn(t, edit(t, tcpApp(`origin_server_name = "Broker.Internal"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://10.0.0.5:8883"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Applications[1].OriginServerName; got != "broker.internal" {
+		t.Errorf("origin_server_name %q", got)
 	}
 	// A server certificate (serverAuth only) would be refused by an origin
 	// that verifies it: a warning names the line.

@@ -236,6 +236,7 @@ type appSection struct {
 	OriginCAFile         string          `toml:"origin_ca_file,omitempty"`
 	OriginCertFile       string          `toml:"origin_cert_file,omitempty"`
 	OriginKeyFile        string          `toml:"origin_key_file,omitempty"`
+	OriginServerName     string          `toml:"origin_server_name,omitempty"`
 	TLSCertFile          string          `toml:"tls_cert_file,omitempty"`
 	TLSKeyFile           string          `toml:"tls_key_file,omitempty"`
 	SessionDuration      string          `toml:"session_duration,omitempty"`

@@ -83,6 +83,9 @@ type originOptions struct {
 	// Certificate is presented to an https origin that asks for one; nil:
 	// none.
 	Certificate *tls.Certificate
+	// ServerName is the name an https origin's certificate must carry (and
+	// the SNI); "": the origin URL's host.
+	ServerName string
 }
 
 // newOriginClient returns the pooled keep-alive client for one origin URL,
@@ -101,6 +104,9 @@ func newOriginClient(origin *url.URL, opt originOptions) *originClient {
 	var tlsConf *tls.Config
 	if isTLS {
 		tlsConf = &tls.Config{ServerName: origin.Hostname(), MinVersion: tls.VersionTLS12, RootCAs: opt.RootCAs}
+		if opt.ServerName != "" {
+			tlsConf.ServerName = opt.ServerName
+		}
 		if opt.Certificate != nil {
 			tlsConf.Certificates = []tls.Certificate{*opt.Certificate}
 		}

@@ -670,6 +670,43 @@ func TestHTTPSOriginClientCertificate(t *testing.T) {
 	}
 }
 
+// TestHTTPSOriginServerName: an https origin reached by address whose
+// certificate names it by DNS name only: origin_server_name is the name
+// verified (and sent as SNI).
+func TestHTTPSOriginServerName(t *testing.T) {
+	p := sharedPKI()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "sni: "+r.TLS.ServerName)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.inter.MustIssue(pki.Server("origin.internal")).TLSCertificate(p.inter)}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	named := func(name string) func(*cfgParams) {
+		return func(c *cfgParams) {
+			c.Origin, c.OriginCAFile = srv.URL, "root.pem"
+			c.Edit = func(c *fileConfig) {
+				for i := range c.Applications {
+					if c.Applications[i].Domain == hApp {
+						c.Applications[i].OriginServerName = name
+					}
+				}
+			}
+		}
+	}
+	h := newHarness(t, named("origin.internal"))
+	c := h.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/"))
+	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "sni: origin.internal" {
+		t.Fatalf("with origin_server_name: %d %q", r.StatusCode, r.body)
+	}
+	h = newHarness(t, named(""))
+	c = h.dial(t, hApp, p.sensor1)
+	c.send(request("GET", hApp, "/"))
+	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
+		t.Fatalf("without origin_server_name (the certificate names no address): %d, want 502", r.StatusCode)
+	}
+}
+
 // gatewayClientCert are the files of a gateway's client certificate for
 // its origins (origin_cert_file, origin_key_file).
 type gatewayClientCert struct{ cert, key string }

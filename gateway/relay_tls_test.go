@@ -444,3 +444,43 @@ func TestTCPTLSOriginClientCertificate(t *testing.T) {
 		t.Errorf("close line detail %q, want the origin's alert", d)
 	}
 }
+
+// TestTCPTLSOriginServerName: an origin dialed by address whose
+// certificate names it by DNS name only is reached with origin_server_name
+// (sent as SNI, and verified), and refused without it.
+func TestTCPTLSOriginServerName(t *testing.T) {
+	op := newOriginPKI(t)
+	ended := make(chan error, 4)
+	origin, sessions := startTLSRelayOrigin(t, op.root, []string{"broker.internal"}, false, tlsEchoHandler(ended))
+	f := newTCPFixture(t,
+		lifeApp("tls-named", "named.tcp.test", tlsURL(origin), func(a *appSection) {
+			a.OriginCAFile, a.OriginServerName = op.caFile, "broker.internal"
+		}),
+		lifeApp("tls-wrongname", "wrongname.tcp.test", tlsURL(origin), func(a *appSection) {
+			a.OriginCAFile, a.OriginServerName = op.caFile, "other.internal"
+		}))
+	c, err := f.dialTCP(t, "named.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("echo through an origin verified as broker.internal: %v", err)
+	}
+	if s := nextSession(t, sessions); s.state.ServerName != "broker.internal" {
+		t.Errorf("SNI %q, want origin_server_name", s.state.ServerName)
+	}
+	c, err = f.dialTCP(t, "wrongname.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("device read %v, want close_notify", err)
+	}
+	line := f.closeLine(t, "tls-wrongname", closeOriginDown)
+	if d, _ := line["detail"].(string); !strings.Contains(d, "other.internal") {
+		t.Errorf("detail %q, want the name the certificate lacks", d)
+	}
+}

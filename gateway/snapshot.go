@@ -69,6 +69,7 @@ type application struct {
 	originURL         string
 	originCAs         [32]byte      // SHA-256 of origin_ca_file; zero without one
 	originCert        [32]byte      // SHA-256 of origin_cert_file's chain; zero without one
+	originName        string        // origin_server_name ("": the origin's host)
 	originConnect     time.Duration // its origin_connect_timeout (the gateway's unless it sets one)
 	forwardClientCert bool
 	serviceAuth401    bool
@@ -132,7 +133,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	if old != nil {
 		for _, a := range old.apps {
 			if a.origin != nil {
-				oldClients[appOrigin{a.name, originKey{a.originURL, a.originCAs, a.originCert, a.originConnect}}] = a.origin
+				oldClients[appOrigin{a.name, originKey{a.originURL, a.originCAs, a.originCert, a.originName, a.originConnect}}] = a.origin
 			}
 		}
 	}
@@ -167,11 +168,12 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 }
 
 // originKey identifies an origin client: its URL, its trusted CAs, the
-// certificate it presents and its connect timeout.
+// certificate it presents, the name it verifies and its connect timeout.
 type originKey struct {
 	url     string
 	cas     [32]byte
 	cert    [32]byte
+	name    string // origin_server_name
 	connect time.Duration
 }
 
@@ -198,6 +200,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appO
 		originURL:         ca.Origin.String(),
 		originCAs:         ca.OriginCAsSum,
 		originCert:        ca.OriginCertSum,
+		originName:        ca.OriginServerName,
 		originConnect:     ca.OriginConnectTimeout,
 		forwardClientCert: ca.ForwardClientCert,
 		serviceAuth401:    ca.ServiceAuth401,
@@ -211,11 +214,11 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appO
 		if ca.Protocol == configs.ProtocolMQTT {
 			app.mqtt = newMQTTSettings(ca)
 		}
-	} else if c, ok := oldClients[appOrigin{app.name, originKey{app.originURL, app.originCAs, app.originCert, app.originConnect}}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+	} else if c, ok := oldClients[appOrigin{app.name, originKey{app.originURL, app.originCAs, app.originCert, app.originName, app.originConnect}}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
 		o := opt
-		o.RootCAs, o.Certificate, o.ConnectTimeout = ca.OriginCAs, ca.OriginCertificate, ca.OriginConnectTimeout
+		o.RootCAs, o.Certificate, o.ServerName, o.ConnectTimeout = ca.OriginCAs, ca.OriginCertificate, ca.OriginServerName, ca.OriginConnectTimeout
 		app.origin = newOriginClient(ca.Origin, o)
 	}
 	site := &tlsengine.Site{

@@ -52,14 +52,19 @@ func newTCPSettings(ca *configs.Application) *tcpSettings {
 // originTLSConfig is the client configuration of a tls:// origin (nil for
 // tcp://): the origin's certificate must chain to origin_ca_file (the
 // system's roots without it) and name the origin's host (a DNS name or an
-// IP address SAN), as an https origin's does; the gateway presents
+// IP address SAN), or origin_server_name, as an https origin's does; the
+// gateway presents
 // origin_cert_file when the origin asks for a certificate.
 func originTLSConfig(ca *configs.Application) *tls.Config {
 	if ca.Origin.Scheme != "tls" {
 		return nil
 	}
+	name := ca.Origin.Hostname()
+	if ca.OriginServerName != "" {
+		name = ca.OriginServerName
+	}
 	conf := &tls.Config{
-		ServerName: ca.Origin.Hostname(),
+		ServerName: name,
 		RootCAs:    ca.OriginCAs,
 		MinVersion: tls.VersionTLS12,
 		// crypto/tls files sessions by server name: an application has one
