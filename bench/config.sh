@@ -15,7 +15,9 @@
 # FG_VERDICT_CACHE_SIZE; fleetgate's defaults otherwise. FG_TCP_ORIGIN
 # (host:port), when set, adds a tcp application on bench.fleet.test relaying
 # to that TCP origin (bench/relay.sh), with no PROXY header, so that an echo
-# origin sends back exactly the device's bytes. FG_MQTT_ORIGIN (host:port),
+# origin sends back exactly the device's bytes; with FG_TCP_ORIGIN_TLS=1 it
+# speaks TLS to it (tls://, the bench PKI's root and the name
+# bench.fleet.test, which the bench server certificate carries). FG_MQTT_ORIGIN (host:port),
 # when set, adds an mqtt application on mqtt.fleet.test in front of that
 # broker (bench/mqtt.sh): client id bound to the device's CN, the CN as the
 # username the broker sees.
@@ -70,6 +72,8 @@ decision = "non_identity"
 include = [{ valid_certificate = true }]
 EOT
   if [ -n "${FG_TCP_ORIGIN:-}" ]; then
+    local scheme=tcp
+    [ -z "${FG_TCP_ORIGIN_TLS:-}" ] || scheme=tls
     cat <<EOT
 
 # relay: raw TCP over mTLS to a TCP origin, decided in the handshake.
@@ -77,7 +81,9 @@ EOT
 name = "relay"
 domain = "bench.fleet.test"
 protocol = "tcp"
-origin = "tcp://$FG_TCP_ORIGIN"
+origin = "$scheme://$FG_TCP_ORIGIN"
+${FG_TCP_ORIGIN_TLS:+origin_ca_file = \"pki/root.pem\"}
+${FG_TCP_ORIGIN_TLS:+origin_server_name = \"bench.fleet.test\"}
 tls_cert_file = "pki/server.pem"
 tls_key_file = "pki/server-key.pem"
 proxy_protocol = ""

@@ -27,6 +27,9 @@
 # RELAY_SERVERS (or SERVERS)="fleetgate nginx haproxy gorelay" SERVER_CPU=0 CLIENT_CPU=1
 # WORK=bench/work OUT=bench/results STAMP=<date> (results: $OUT/$STAMP-relay.md
 # and .jsonl). FG_GOMAXPROCS=unset (or 1, or N; see bench/lib.sh).
+# ORIGIN_TLS=1: the echo origin speaks TLS and every relay verifies it
+# (fleetgate's tls:// origin, nginx proxy_ssl, HAProxy's server … ssl; the
+# Go relay has none: SERVERS="fleetgate nginx haproxy").
 # A run with the defaults takes about 5 minutes. The summary ends with the
 # relay targets: fleetgate ≤ 0.8× HAProxy's CPU per 64 B echo, RSS per idle
 # relayed connection below HAProxy's and ≤ 0.5× the Go relay's.
@@ -144,6 +147,9 @@ MD=$OUT/$STAMP-relay.md
   echo "- machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, $(uname -sr); load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- $(go version | cut -d' ' -f3-), fleetgate $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's/^nginx version: //') (stream), $(haproxy -v | head -1 | cut -d' ' -f1-3), $(openssl version 2>/dev/null || echo 'OpenSSL ?')"
   echo "- relays on CPU $SERVER_CPU, one worker or thread each ($(gomaxprocs_note $SERVERS)); client and TCP echo origin on CPU $CLIENT_CPU; loopback; TLS $TLS with X25519, ECDSA P-256 certificates (root → intermediate → leaf), client certificate required and verified by every relay, no tickets, no session cache. fleetgate: a tcp application without PROXY header; nginx: \`stream\` with \`ssl_verify_client on\`; HAProxy: \`mode tcp\` with \`verify required\`; gorelay: crypto/tls + two io.Copy goroutines per connection (\`fleetgate bench -relay-server\`)."
+  if [ -n "${ORIGIN_TLS:-}" ]; then
+    echo "- **TLS to the origin** (ORIGIN_TLS=1): the echo origin speaks TLS 1.3 (Go's crypto/tls, the bench server certificate, session tickets on), and each relay verifies it against the bench root and the name bench.fleet.test and resumes its sessions: fleetgate \`origin = \"tls://…\"\` with \`origin_server_name\`; nginx \`proxy_ssl on\` with \`proxy_ssl_verify\`; HAProxy \`server … ssl verify required verifyhost\`. A relayed message is decrypted and encrypted twice."
+  fi
   echo "- echo: each of $CONCURRENCY connections sends a message, reads the whole echo back and checks it, then sends the next; after $MESSAGES messages it closes (close_notify) and a new connection (full handshake) follows. The CPU per message includes the connection's share of a handshake (1/$MESSAGES). connect: one 64 B message per connection, so the CPU per connect includes one echo. Idle: each connection echoes one 64 B message (so the origin side is connected), then idles; RSS of the relay process (nginx: its worker) before the first connection and 2 s after the last, divided by the connections still open. fleetgate runs with its defaults, among them memory_release_after = \"500ms\": once it has allocated next to nothing for half a second it returns the heap the connections' handshakes left unused."
   echo
   echo "The machine is shared with other work: throughput and latency move with the load; the server CPU per message or connect (each relay's own CPU time, from /proc) is the figure to compare, and even it moves by tens of percent between runs on a busy machine."

@@ -62,7 +62,7 @@ include = [{ common_name = "not-a-bench-device" }]
 // startEcho runs the TCP echo origin for one test.
 func startEcho(t testing.TB) *TCPServer {
 	t.Helper()
-	e, err := StartEchoOrigin("127.0.0.1:0")
+	e, err := StartEchoOrigin("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestMeasureIdleRelayed(t *testing.T) {
 
 // Closing a TCPServer ends the connections it holds.
 func TestTCPServerCloseEndsConnections(t *testing.T) {
-	echo, err := StartEchoOrigin("127.0.0.1:0")
+	echo, err := StartEchoOrigin("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -129,11 +130,15 @@ const echoBufferSize = 16 << 10
 // StartEchoOrigin starts the TCP echo origin on addr ("127.0.0.1:0" picks
 // a port): every byte a connection sends is written back to it, until it
 // closes. Like StartOrigin it is deliberately minimal, so that a relay
-// comparison measures the relay.
-func StartEchoOrigin(addr string) (*TCPServer, error) {
+// comparison measures the relay. With conf it speaks TLS (for relays with
+// TLS to their origin).
+func StartEchoOrigin(addr string, conf *tls.Config) (*TCPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("bench: echo origin: %w", err)
+	}
+	if conf != nil {
+		ln = tls.NewListener(ln, conf)
 	}
 	return serveTCP(ln, func(_ *TCPServer, c net.Conn) {
 		buf := make([]byte, echoBufferSize)

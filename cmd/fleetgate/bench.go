@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -56,6 +57,7 @@ type benchFlags struct {
 	initDir, origin, stdlibServer, upstream       string
 	idle, messages, messageSize                   int
 	originTCP, relayServer, relayUpstream         string
+	originTLS                                     bool
 	summarize, summarizeRelay, out, png           string
 	floorUS                                       float64
 	qos                                           int
@@ -107,6 +109,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.stdlibServer, "stdlib-server", "", "run the standard-library proxy on `ADDR` (certificates from -dir)")
 	fs.StringVar(&f.upstream, "upstream", "http://127.0.0.1:9000", "origin `URL` of -stdlib-server")
 	fs.StringVar(&f.originTCP, "origin-tcp", "", "run the TCP echo origin on `ADDR`")
+	fs.BoolVar(&f.originTLS, "origin-tls", false, "-origin-tcp speaks TLS, with the bench PKI's server certificate (from -dir)")
 	fs.StringVar(&f.relayServer, "relay-server", "", "run the Go TLS relay on `ADDR` (certificates from -dir)")
 	fs.StringVar(&f.relayUpstream, "relay-upstream", "127.0.0.1:9001", "TCP origin (`host:port`) of -relay-server")
 	fs.IntVar(&f.idle, "idle", 0, "open `N` idle mTLS connections to -target and report server -pid's RSS growth per connection")
@@ -143,7 +146,17 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	case f.origin != "":
 		err = benchServe(ctx, stdout, "origin", func() (benchServer, error) { return bench.StartOrigin(f.origin) })
 	case f.originTCP != "":
-		err = benchServe(ctx, stdout, "tcp echo origin", func() (benchServer, error) { return bench.StartEchoOrigin(f.originTCP) })
+		err = benchServe(ctx, stdout, "tcp echo origin", func() (benchServer, error) {
+			var conf *tls.Config
+			if f.originTLS {
+				cert, err := tls.LoadX509KeyPair(filepath.Join(f.dir, bench.ServerFile), filepath.Join(f.dir, bench.ServerKeyFile))
+				if err != nil {
+					return nil, err
+				}
+				conf = &tls.Config{Certificates: []tls.Certificate{cert}}
+			}
+			return bench.StartEchoOrigin(f.originTCP, conf)
+		})
 	case f.relayServer != "":
 		err = benchServe(ctx, stdout, "go relay", func() (benchServer, error) {
 			return bench.StartGoRelay(bench.GoRelayOptions{
