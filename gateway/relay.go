@@ -656,6 +656,12 @@ func (r *relay) toDevice(origin gnet.Conn, data []byte) bool {
 // originClosed is the origin socket's OnClose: the device's side ends with
 // close_notify, after what the origin sent.
 func (r *relay) originClosed() {
+	if r.otls != nil && r.origin != nil && !r.originDone {
+		// What crypto/tls read with the end of its handshake has no event
+		// of its own: when the socket's end is read before originOpened's
+		// task runs (a busy loop), it is delivered now, not dropped.
+		_ = r.originTLSTraffic(r.origin, nil)
+	}
 	r.originDone = true
 	r.setReason(closeOriginClosed)
 	if !r.devDone {

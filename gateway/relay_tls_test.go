@@ -15,9 +15,11 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/pires/go-proxyproto"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
@@ -482,5 +484,114 @@ func TestTCPTLSOriginServerName(t *testing.T) {
 	line := f.closeLine(t, "tls-wrongname", closeOriginDown)
 	if d, _ := line["detail"].(string); !strings.Contains(d, "other.internal") {
 		t.Errorf("detail %q, want the name the certificate lacks", d)
+	}
+}
+
+// flushConn holds what crypto/tls writes until the next Read (or flush):
+// the origin's last handshake flight, its first bytes and its close_notify
+// then leave in one segment, which the gateway's crypto/tls reads whole
+// with the end of its handshake.
+type flushConn struct {
+	net.Conn
+	mu  sync.Mutex
+	out []byte
+}
+
+func (f *flushConn) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.out = append(f.out, p...)
+	return len(p), nil
+}
+
+func (f *flushConn) flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, err := f.Conn.Write(f.out)
+	f.out = nil
+	return err
+}
+
+func (f *flushConn) Read(p []byte) (int, error) {
+	if err := f.flush(); err != nil {
+		return 0, err
+	}
+	return f.Conn.Read(p)
+}
+
+// TestTCPTLSOriginBannerBeforeCloseOnBusyLoop: an origin that answers
+// its handshake with a line and closes (close_notify, then the socket), as
+// a server refusing with "554 busy" does. crypto/tls reads the line with
+// the end of the handshake, so it has no event of its own: originOpened
+// schedules a task to deliver it. On a loop with more tasks queued than
+// gnet runs in a round, that task comes after the next epoll round, in
+// which the origin socket's end is read: the line must still reach the
+// device before its close_notify.
+func TestTCPTLSOriginBannerBeforeCloseOnBusyLoop(t *testing.T) {
+	op := newOriginPKI(t)
+	cert := op.root.MustIssue(pki.Server("127.0.0.1"))
+	conf := &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate()}, MaxVersion: tls.VersionTLS12}
+	flushed := make(chan struct{}, 1)
+	origin := startTCPOrigin(t, func(c net.Conn) {
+		fc := &flushConn{Conn: c}
+		tc := tls.Server(fc, conf)
+		if err := tc.Handshake(); err != nil {
+			t.Logf("origin handshake: %v", err)
+			return
+		}
+		_, _ = io.WriteString(tc, "554 busy\r\n")
+		_ = tc.CloseWrite()
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // CloseWrite left it in the past
+		if err := fc.flush(); err != nil {
+			t.Logf("origin flush: %v", err)
+		}
+		_ = c.Close()
+		flushed <- struct{}{}
+	})
+	f := newTCPFixture(t, lifeApp("tls-busy", "busy.tcp.test", tlsURL(origin), func(a *appSection) {
+		a.OriginCAFile = op.caFile
+	}), func(c *fileConfig) { c.Gateway.EventLoops = 1 })
+
+	// One loop: the relay's. Its task queue is made as long as a busy
+	// loop's (gnet drains 1024 queued tasks at once; more wait in its
+	// second queue, 256 a round): the origin's registration queues behind
+	// them.
+	var loop gnet.EventLoop
+	release := make(chan struct{})
+	blocked := make(chan struct{})
+	noop := gnet.RunnableFunc(func(context.Context) error { return nil })
+	hook := func() {
+		f.srv.testBeforeRelayAdd.Store(nil) // once
+		f.srv.loopBufs.Range(func(k, _ any) bool { loop = k.(gnet.EventLoop); return false })
+		_ = loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			for range 1100 { // other connections' tasks
+				_ = loop.Execute(context.Background(), noop)
+			}
+			close(blocked)
+			<-release
+			return nil
+		}))
+	}
+	f.srv.testBeforeRelayAdd.Store(&hook)
+	c, err := f.dialTCP(t, "busy.tcp.test", f.pki.sensor1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop was not held")
+	}
+	select {
+	case <-flushed:
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("the origin did not finish its handshake")
+	}
+	time.Sleep(300 * time.Millisecond) // the dial worker enrolls: its registration is queued
+	close(release)
+	got, err := io.ReadAll(c)
+	if string(got) != "554 busy\r\n" {
+		t.Errorf("device read %q, %v; want the origin's line, then close_notify", got, err)
 	}
 }

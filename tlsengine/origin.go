@@ -95,7 +95,11 @@ func (o *OriginConn) CloseNotify() []byte {
 // it before the session's next call.
 func (o *OriginConn) Output() []byte {
 	out := o.io.out
-	o.io.out = o.io.out[:0]
+	if cap(out) > originKeep {
+		o.io.out = nil // the caller's now: a burst's buffer is not kept while idle
+	} else {
+		o.io.out = out[:0]
+	}
 	return out
 }
 

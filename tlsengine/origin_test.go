@@ -187,3 +187,21 @@ func TestHandshakeOriginBounded(t *testing.T) {
 		t.Error("the socket is still open after the failed handshake")
 	}
 }
+
+// TestOriginConnKeepsNoLargeBufferIdle: after a large Seal (the relay's
+// OnOpen seals an mqtt CONNECT and everything the device sent before the
+// origin opened: up to relay_buffer, 64 MiB at most) whose output has been
+// taken and written, an idle session keeps no buffer over originKeep.
+func TestOriginConnKeepsNoLargeBufferIdle(t *testing.T) {
+	p := newOriginPair(t)
+	big := bytes.Repeat([]byte{'x'}, 1<<20)
+	out, err := p.oc.Seal(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = append([]byte(nil), out...) // what originOpened does; gnet then writes the copy
+	// The device now idles: no further Seal.
+	if c := cap(p.oc.io.out); c > originKeep {
+		t.Errorf("idle session keeps an output buffer of %d bytes (> originKeep %d)", c, originKeep)
+	}
+}

@@ -373,8 +373,11 @@ func Connack(version byte, r Refusal, reason string, maxSize uint32) []byte {
 	if err := pk.ConnackEncode(&buf); err != nil {
 		return nil
 	}
-	if maxSize > 0 && uint32(buf.Len()) > maxSize && pk.Properties.ReasonString != "" {
-		return Connack(version, r, "", maxSize)
+	if maxSize > 0 && uint32(buf.Len()) > maxSize {
+		if pk.Properties.ReasonString != "" {
+			return Connack(version, r, "", maxSize)
+		}
+		return nil // [MQTT-3.1.2-24]: not even the bare CONNACK fits; close without one
 	}
 	return buf.Bytes()
 }

@@ -417,6 +417,16 @@ func TestConnack(t *testing.T) {
 			t.Errorf("max %d: reason string %q, want it only when it fits", max, pk.Properties.ReasonString)
 		}
 	}
+	// Not even the bare CONNACK (5 bytes) fits: none, the connection closes
+	// without one ([MQTT-3.1.2-24]).
+	for max := uint32(1); max < 5; max++ {
+		if b := Connack(V5, NotAuthorized, "certificate expired", max); b != nil {
+			t.Errorf("max %d: a CONNACK of %d bytes", max, len(b))
+		}
+	}
+	if b := Connack(V5, NotAuthorized, "certificate expired", 5); len(b) != 5 {
+		t.Errorf("max 5: % x, want the bare CONNACK", b)
+	}
 
 	for _, tc := range []struct {
 		r      Refusal
