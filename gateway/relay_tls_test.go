@@ -285,7 +285,8 @@ func TestTCPTLSOriginSpeaksFirst(t *testing.T) {
 
 // TestTCPTLSOriginResumes: the second connection to an origin resumes the
 // TLS session of the first (its ticket came after the handshake, read on
-// the event loop), as HAProxy reuses its sessions to a server.
+// the event loop), as HAProxy reuses its sessions to a server, and so does
+// a third after a reload.
 func TestTCPTLSOriginResumes(t *testing.T) {
 	op := newOriginPKI(t)
 	ended := make(chan error, 4)
@@ -293,7 +294,13 @@ func TestTCPTLSOriginResumes(t *testing.T) {
 	f := newTCPFixture(t, lifeApp("tls-resume", "resume.tcp.test", tlsURL(origin), func(a *appSection) {
 		a.OriginCAFile = op.caFile
 	}))
-	for i := range 2 {
+	for i := range 3 {
+		if i == 2 {
+			// A reload that changes nothing of the origin keeps its sessions.
+			if err := f.srv.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		c, err := f.dialTCP(t, "resume.tcp.test", f.pki.sensor1)
 		if err != nil {
 			t.Fatal(err)
@@ -308,14 +315,14 @@ func TestTCPTLSOriginResumes(t *testing.T) {
 		if s.err != nil {
 			t.Fatal(s.err)
 		}
-		if s.state.DidResume != (i == 1) {
+		if s.state.DidResume != (i > 0) {
 			t.Errorf("connection %d: resumed %v", i+1, s.state.DidResume)
 		}
 		_ = c.Close()
 		<-ended
 	}
 	testkit.WaitFor(t, "both close lines", 10*time.Second, func() bool {
-		return strings.Contains(f.metrics(t), `fleetgate_tcp_closes_total{app="tls-resume",reason="device_closed"} 2`)
+		return strings.Contains(f.metrics(t), `fleetgate_tcp_closes_total{app="tls-resume",reason="device_closed"} 3`)
 	})
 }
 

@@ -167,6 +167,25 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	return s, nil
 }
 
+// keepOriginSessions gives a relayed application the tls:// client
+// configuration of the previous snapshot's application of the same name,
+// and so its TLS session cache, when the origin, its trusted CAs, the
+// certificate presented and the name verified are the same: a reload (the
+// CRL watch's, say) does not make the next connections' handshakes with
+// the origin full ones.
+func (app *application) keepOriginSessions(old *snapshot) {
+	if old == nil || app.tcp.originTLS == nil {
+		return
+	}
+	for _, a := range old.apps {
+		if a.name == app.name && a.tcp != nil && a.tcp.originTLS != nil && a.originURL == app.originURL &&
+			a.originCAs == app.originCAs && a.originCert == app.originCert && a.originName == app.originName {
+			app.tcp.originTLS = a.tcp.originTLS
+			return
+		}
+	}
+}
+
 // originKey identifies an origin client: its URL, its trusted CAs, the
 // certificate it presents, the name it verifies and its connect timeout.
 type originKey struct {
@@ -211,6 +230,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appO
 	}
 	if ca.Protocol.Relayed() {
 		app.tcp = newTCPSettings(ca)
+		app.keepOriginSessions(old)
 		if ca.Protocol == configs.ProtocolMQTT {
 			app.mqtt = newMQTTSettings(ca)
 		}
