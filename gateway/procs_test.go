@@ -53,10 +53,11 @@ func TestHTTPSOriginDetected(t *testing.T) {
 		{name: "an https origin", apps: []configs.Application{plain, {Protocol: configs.ProtocolHTTP, Origin: u("https://origin.example")}}, want: true},
 		{name: "a tcp application", apps: []configs.Application{plain, {Protocol: configs.ProtocolTCP, Origin: u("tcp://127.0.0.1:1883")}}, want: false},
 		{name: "an mqtt application", apps: []configs.Application{{Protocol: configs.ProtocolMQTT, Origin: u("tcp://127.0.0.1:1883")}}, want: false},
+		{name: "a tls:// origin", apps: []configs.Application{plain, {Protocol: configs.ProtocolMQTT, Origin: u("tls://broker.internal:8883")}}, want: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := httpsOrigin(tc.apps); got != tc.want {
-				t.Fatalf("httpsOrigin = %v, want %v", got, tc.want)
+			if got := tlsOrigin(tc.apps); got != tc.want {
+				t.Fatalf("tlsOrigin = %v, want %v", got, tc.want)
 			}
 		})
 	}
