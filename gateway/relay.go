@@ -371,11 +371,17 @@ func (r *relay) buildHeader() ([]byte, error) {
 		if r.set.forwardCert {
 			pc.LeafDER, pc.IncludeCert = id.DER, true
 		}
-		tok, err := r.mint()
-		if err != nil {
-			return nil, err
+		// Before a tls:// origin's handshake the header crosses the network
+		// in the clear, to an origin not yet verified: a bearer token has
+		// no place there. Such an origin verifies the gateway by its
+		// certificate (origin_cert_file) instead.
+		if r.set.originTLS == nil {
+			tok, err := r.mint()
+			if err != nil {
+				return nil, err
+			}
+			pc.Token = tok
 		}
-		pc.Token = tok
 	}
 	return proxyv2.V2(pc)
 }

@@ -21,8 +21,10 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/proxyv2"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -172,6 +174,22 @@ func TestTCPTLSOriginEcho(t *testing.T) {
 	}
 	if src, _, ok := s.header.TCPAddrs(); !ok || src.String() != c.LocalAddr().String() {
 		t.Errorf("PROXY source %v, want the device's %v", src, c.LocalAddr())
+	}
+	// The header precedes TLS, in the clear: the device's identity, but
+	// no token.
+	tlvs, err := s.header.TLVs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tlv := range tlvs {
+		if tlv.Type == proxyv2.TypeToken {
+			t.Error("a token in the PROXY header sent before TLS")
+		}
+	}
+	if ssl, ok := tlvparse.FindSSL(tlvs); !ok {
+		t.Error("no SSL TLV")
+	} else if cn, _ := ssl.ClientCN(); cn != "sensor-0002" {
+		t.Errorf("CN %q", cn)
 	}
 	if s.state.Version != tls.VersionTLS13 || s.state.ServerName != "" {
 		t.Errorf("origin TLS: version %#x, SNI %q (none for an IP address)", s.state.Version, s.state.ServerName)
