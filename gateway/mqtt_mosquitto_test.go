@@ -26,7 +26,9 @@ import (
 // proxy (--proxy socks5h://, the proxy resolves the name) that the test runs.
 const mosquittoDomain = "broker.mqtt.test"
 
-func TestMQTTMosquitto(t *testing.T) {
+// mosquittoTools finds the broker and its clients, or skips the test.
+func mosquittoTools(t *testing.T) (broker, pub, sub string) {
+	t.Helper()
 	broker, err := exec.LookPath("mosquitto")
 	if err != nil {
 		if broker, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
@@ -38,6 +40,32 @@ func TestMQTTMosquitto(t *testing.T) {
 	if err1 != nil || err2 != nil {
 		t.Skip("mosquitto-clients not installed")
 	}
+	return broker, pub, sub
+}
+
+// mosquittoClients writes the fixture's two devices' certificates for the
+// clients and returns what runs one: bin (mosquitto_pub or mosquitto_sub)
+// as dev on mosquittoDomain, through a SOCKS5 proxy to the gateway, with
+// args after the connection's own.
+func mosquittoClients(t *testing.T, f *tcpFixture) func(bin string, dev *device, args ...string) (string, error) {
+	t.Helper()
+	proxy := "socks5h://" + startSOCKS5(t, f.addr).ln.Addr().String()
+	for _, d := range []*device{f.pki.sensor1, f.pki.sensor2} {
+		f.writeFile(d.name+".pem", pki.ChainPEM(d.cert, f.pki.inter))
+		f.writeFile(d.name+"-key.pem", d.cert.KeyPEM())
+	}
+	return func(bin string, dev *device, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		all := append([]string{"-h", mosquittoDomain, "-p", "8883", "--proxy", proxy, "--cafile", filepath.Join(f.dir, "root.pem"), "--insecure",
+			"--cert", filepath.Join(f.dir, dev.name+".pem"), "--key", filepath.Join(f.dir, dev.name+"-key.pem")}, args...)
+		out, err := exec.CommandContext(ctx, bin, all...).CombinedOutput()
+		return string(out), err
+	}
+}
+
+func TestMQTTMosquitto(t *testing.T) {
+	broker, pub, sub := mosquittoTools(t)
 	dir := t.TempDir()
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -63,19 +91,7 @@ func TestMQTTMosquitto(t *testing.T) {
 		a.Protocol, a.MQTTClientID, a.MQTTUsername = "mqtt", "common_name", "common_name"
 		c.Applications = append(c.Applications, a)
 	})
-	proxy := "socks5h://" + startSOCKS5(t, f.addr).ln.Addr().String()
-	for _, d := range []*device{f.pki.sensor1, f.pki.sensor2} {
-		f.writeFile(d.name+".pem", pki.ChainPEM(d.cert, f.pki.inter))
-		f.writeFile(d.name+"-key.pem", d.cert.KeyPEM())
-	}
-	run := func(bin string, dev *device, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		all := append([]string{"-h", mosquittoDomain, "-p", "8883", "--proxy", proxy, "--cafile", filepath.Join(f.dir, "root.pem"), "--insecure",
-			"--cert", filepath.Join(f.dir, dev.name+".pem"), "--key", filepath.Join(f.dir, dev.name+"-key.pem")}, args...)
-		out, err := exec.CommandContext(ctx, bin, all...).CombinedOutput()
-		return string(out), err
-	}
+	run := mosquittoClients(t, f)
 	for _, v := range []struct{ name, flag string }{{"3.1.1", "mqttv311"}, {"5.0", "mqttv5"}} {
 		t.Run(v.name, func(t *testing.T) {
 			topic := "devices/sensor-0001/" + v.flag

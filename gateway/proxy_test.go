@@ -646,23 +646,14 @@ func TestHTTPSOriginClientCertificate(t *testing.T) {
 	t.Cleanup(srv.Close)
 	gw := writeGatewayClientCert(t, p.inter, "fleetgate-gateway")
 
-	h := newHarness(t, func(c *cfgParams) {
-		c.Origin, c.OriginCAFile = srv.URL, "root.pem"
-		c.Edit = func(c *fileConfig) {
-			for i := range c.Applications {
-				if c.Applications[i].Domain == hApp {
-					c.Applications[i].OriginCertFile, c.Applications[i].OriginKeyFile = gw.cert, gw.key
-				}
-			}
-		}
-	})
+	h := newHTTPSOriginHarness(t, srv.URL, func(a *appSection) { a.OriginCertFile, a.OriginKeyFile = gw.cert, gw.key })
 	c := h.dial(t, hApp, p.sensor1)
 	c.send(request("GET", hApp, "/"))
 	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "client: fleetgate-gateway" {
 		t.Fatalf("https origin requiring a client certificate: %d %q", r.StatusCode, r.body)
 	}
 
-	without := newHarness(t, func(c *cfgParams) { c.Origin, c.OriginCAFile = srv.URL, "root.pem" })
+	without := newHTTPSOriginHarness(t, srv.URL, func(*appSection) {})
 	c = without.dial(t, hApp, p.sensor1)
 	c.send(request("GET", hApp, "/"))
 	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
@@ -681,30 +672,37 @@ func TestHTTPSOriginServerName(t *testing.T) {
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.inter.MustIssue(pki.Server("origin.internal")).TLSCertificate(p.inter)}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	named := func(name string) func(*cfgParams) {
-		return func(c *cfgParams) {
-			c.Origin, c.OriginCAFile = srv.URL, "root.pem"
-			c.Edit = func(c *fileConfig) {
-				for i := range c.Applications {
-					if c.Applications[i].Domain == hApp {
-						c.Applications[i].OriginServerName = name
-					}
-				}
-			}
-		}
+	named := func(name string) *harness {
+		return newHTTPSOriginHarness(t, srv.URL, func(a *appSection) { a.OriginServerName = name })
 	}
-	h := newHarness(t, named("origin.internal"))
+	h := named("origin.internal")
 	c := h.dial(t, hApp, p.sensor1)
 	c.send(request("GET", hApp, "/"))
 	if r := c.read("GET"); r.StatusCode != http.StatusOK || r.body != "sni: origin.internal" {
 		t.Fatalf("with origin_server_name: %d %q", r.StatusCode, r.body)
 	}
-	h = newHarness(t, named(""))
+	h = named("")
 	c = h.dial(t, hApp, p.sensor1)
 	c.send(request("GET", hApp, "/"))
 	if r := c.read("GET"); r.StatusCode != http.StatusBadGateway {
 		t.Fatalf("without origin_server_name (the certificate names no address): %d, want 502", r.StatusCode)
 	}
+}
+
+// newHTTPSOriginHarness is a harness whose applications' origin is the
+// https origin at url, trusted through origin_ca_file "root.pem", with set
+// applied to app.fleet.test's section.
+func newHTTPSOriginHarness(t *testing.T, url string, set func(*appSection)) *harness {
+	return newHarness(t, func(c *cfgParams) {
+		c.Origin, c.OriginCAFile = url, "root.pem"
+		c.Edit = func(c *fileConfig) {
+			for i := range c.Applications {
+				if c.Applications[i].Domain == hApp {
+					set(&c.Applications[i])
+				}
+			}
+		}
+	})
 }
 
 // gatewayClientCert are the files of a gateway's client certificate for

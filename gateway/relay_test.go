@@ -248,20 +248,7 @@ func TestTCPRelayEcho(t *testing.T) {
 	payload := make([]byte, 300<<10)
 	_, _ = rand.Read(payload)
 	msgs := [][]byte{[]byte("hello\n"), payload}
-	for _, m := range msgs {
-		errc := make(chan error, 1)
-		go func() { _, err := c.Write(m); errc <- err }()
-		got := make([]byte, len(m))
-		if _, err := io.ReadFull(c, got); err != nil {
-			t.Fatalf("read the echo of %d bytes: %v", len(m), err)
-		}
-		if !bytes.Equal(got, m) {
-			t.Fatalf("echo of %d bytes differs", len(m))
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
+	echoEach(t, c, msgs...)
 	total := int64(len(msgs[0]) + len(msgs[1]))
 	// close_notify from the device: the origin side closes, then the device's.
 	if err := c.CloseWrite(); err != nil {
@@ -293,6 +280,26 @@ func TestTCPRelayEcho(t *testing.T) {
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// echoEach sends each message on c and reads its echo back as it comes
+// (a message larger than relay_buffer is written while it is read).
+func echoEach(t *testing.T, c net.Conn, msgs ...[]byte) {
+	t.Helper()
+	for _, m := range msgs {
+		errc := make(chan error, 1)
+		go func() { _, err := c.Write(m); errc <- err }()
+		got := make([]byte, len(m))
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatalf("read the echo of %d bytes: %v", len(m), err)
+		}
+		if !bytes.Equal(got, m) {
+			t.Fatalf("echo of %d bytes differs", len(m))
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -787,7 +794,14 @@ func TestTCPOpenSSLDevice(t *testing.T) {
 // echoed back: a relayed connection, open on both sides.
 func (f *tcpFixture) echoedOnce(t *testing.T) net.Conn {
 	t.Helper()
-	c, err := f.dialTCP(t, tEcho, f.pki.sensor1)
+	return f.echoedOnceOn(t, tEcho)
+}
+
+// echoedOnceOn is echoedOnce on the application of domain, whose origin
+// echoes.
+func (f *tcpFixture) echoedOnceOn(t *testing.T, domain string) net.Conn {
+	t.Helper()
+	c, err := f.dialTCP(t, domain, f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -151,20 +149,7 @@ func TestTCPTLSOriginEcho(t *testing.T) {
 	// PROXY header (which goes before the handshake, in the clear).
 	payload := make([]byte, 300<<10)
 	_, _ = rand.Read(payload)
-	for _, m := range [][]byte{[]byte("hello\n"), payload} {
-		errc := make(chan error, 1)
-		go func() { _, err := c.Write(m); errc <- err }()
-		got := make([]byte, len(m))
-		if _, err := io.ReadFull(c, got); err != nil {
-			t.Fatalf("read the echo of %d bytes: %v", len(m), err)
-		}
-		if !bytes.Equal(got, m) {
-			t.Fatalf("echo of %d bytes differs", len(m))
-		}
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
+	echoEach(t, c, []byte("hello\n"), payload)
 	s := nextSession(t, sessions)
 	if s.err != nil {
 		t.Fatalf("origin: %v", s.err)
@@ -319,16 +304,7 @@ func TestTCPTLSOriginResumes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		c, err := f.dialTCP(t, "resume.tcp.test", f.pki.sensor1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(c, "ping"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-			t.Fatal(err)
-		}
+		c := f.echoedOnceOn(t, "resume.tcp.test")
 		s := nextSession(t, sessions)
 		if s.err != nil {
 			t.Fatal(s.err)
@@ -351,17 +327,7 @@ func TestTCPTLSOriginResumes(t *testing.T) {
 // mosquitto_sub, both devices of the gateway. Skipped without mosquitto and
 // mosquitto-clients.
 func TestMQTTMosquittoOverTLS(t *testing.T) {
-	broker, err := exec.LookPath("mosquitto")
-	if err != nil {
-		if broker, err = exec.LookPath("/usr/sbin/mosquitto"); err != nil {
-			t.Skip("mosquitto not installed")
-		}
-	}
-	pub, err1 := exec.LookPath("mosquitto_pub")
-	sub, err2 := exec.LookPath("mosquitto_sub")
-	if err1 != nil || err2 != nil {
-		t.Skip("mosquitto-clients not installed")
-	}
+	broker, pub, sub := mosquittoTools(t)
 	op := newOriginPKI(t)
 	dir := t.TempDir()
 	brokerCert := op.root.MustIssue(pki.Server("127.0.0.1"))
@@ -396,24 +362,12 @@ func TestMQTTMosquittoOverTLS(t *testing.T) {
 		a.OriginCertFile, a.OriginKeyFile = gw.cert, gw.key
 		c.Applications = append(c.Applications, a)
 	})
-	proxy := "socks5h://" + startSOCKS5(t, f.addr).ln.Addr().String()
-	for _, d := range []*device{f.pki.sensor1, f.pki.sensor2} {
-		f.writeFile(d.name+".pem", pki.ChainPEM(d.cert, f.pki.inter))
-		f.writeFile(d.name+"-key.pem", d.cert.KeyPEM())
-	}
-	run := func(bin string, dev *device, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		all := append([]string{"-h", mosquittoDomain, "-p", "8883", "--proxy", proxy, "--cafile", filepath.Join(f.dir, "root.pem"), "--insecure",
-			"--cert", filepath.Join(f.dir, dev.name+".pem"), "--key", filepath.Join(f.dir, dev.name+"-key.pem"), "-V", "mqttv5"}, args...)
-		out, err := exec.CommandContext(ctx, bin, all...).CombinedOutput()
-		return string(out), err
-	}
+	run := mosquittoClients(t, f)
 	// Retained, so that the subscriber started afterwards gets it.
-	if out, err := run(pub, f.pki.sensor1, "-i", "sensor-0001", "-q", "1", "-r", "-t", "devices/sensor-0001/t", "-m", "21.5"); err != nil {
+	if out, err := run(pub, f.pki.sensor1, "-V", "mqttv5", "-i", "sensor-0001", "-q", "1", "-r", "-t", "devices/sensor-0001/t", "-m", "21.5"); err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 	}
-	out, _ := run(sub, f.pki.sensor2, "-i", "sensor-0002", "-t", "devices/#", "-v", "-C", "1", "-W", "5")
+	out, _ := run(sub, f.pki.sensor2, "-V", "mqttv5", "-i", "sensor-0002", "-t", "devices/#", "-v", "-C", "1", "-W", "5")
 	if !strings.Contains(out, "devices/sensor-0001/t 21.5") {
 		t.Errorf("mosquitto_sub did not receive the message:\n%s", out)
 	}
@@ -441,22 +395,13 @@ func TestTCPTLSOriginClientCertificate(t *testing.T) {
 		}),
 		lifeApp("tls-anon", "anon.tcp.test", tlsURL(origin), func(a *appSection) { a.OriginCAFile = op.caFile }))
 
-	c, err := f.dialTCP(t, "client.tcp.test", f.pki.sensor1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-		t.Fatalf("echo through an origin that requires a client certificate: %v", err)
-	}
+	f.echoedOnceOn(t, "client.tcp.test")
 	s := nextSession(t, sessions)
 	if s.err != nil || len(s.state.PeerCertificates) == 0 || s.state.PeerCertificates[0].Subject.CommonName != "fleetgate-gateway" {
 		t.Fatalf("the origin saw %v, error %v; want the gateway's certificate", s.state.PeerCertificates, s.err)
 	}
 
-	c, err = f.dialTCP(t, "anon.tcp.test", f.pki.sensor1)
+	c, err := f.dialTCP(t, "anon.tcp.test", f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,20 +431,11 @@ func TestTCPTLSOriginServerName(t *testing.T) {
 		lifeApp("tls-wrongname", "wrongname.tcp.test", tlsURL(origin), func(a *appSection) {
 			a.OriginCAFile, a.OriginServerName = op.caFile, "other.internal"
 		}))
-	c, err := f.dialTCP(t, "named.tcp.test", f.pki.sensor1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.WriteString(c, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
-		t.Fatalf("echo through an origin verified as broker.internal: %v", err)
-	}
+	f.echoedOnceOn(t, "named.tcp.test")
 	if s := nextSession(t, sessions); s.state.ServerName != "broker.internal" {
 		t.Errorf("SNI %q, want origin_server_name", s.state.ServerName)
 	}
-	c, err = f.dialTCP(t, "wrongname.tcp.test", f.pki.sensor1)
+	c, err := f.dialTCP(t, "wrongname.tcp.test", f.pki.sensor1)
 	if err != nil {
 		t.Fatal(err)
 	}
