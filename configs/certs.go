@@ -294,8 +294,13 @@ func (l *loader) keyPair(certPath, keyPath, certFile, keyFile string) (tls.Certi
 	if !okCert || !okKey {
 		return tls.Certificate{}, false
 	}
-	if block, _ := pem.Decode(certPEM); block == nil || block.Type != "CERTIFICATE" {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
 		l.errorf(certPath, "%s does not start with a PEM CERTIFICATE block", certFile)
+		return tls.Certificate{}, false
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		l.errorf(certPath, "%s: %s", certFile, strings.TrimPrefix(err.Error(), "x509: "))
 		return tls.Certificate{}, false
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)

@@ -1,6 +1,9 @@
 package configs
 
 import (
+	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -358,5 +361,24 @@ func TestHandshakeRate(t *testing.T) {
 				t.Errorf("warnings %q, want %q", got, tc.wantWarning)
 			}
 		})
+	}
+}
+
+// TestOriginCertParseErrorLine: an origin_cert_file whose first PEM
+// CERTIFICATE block does not parse is the certificate's fault: the error
+// names the origin_cert_file line and the file, not origin_key_file's.
+func TestOriginCertParseErrorLine(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "broken.pem")
+	if err := os.WriteFile(bad, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER at all")}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := edit(t, tcpApp(`origin_cert_file = "`+bad+`"`+"\n"+`origin_key_file = "`+originClientKey+`"`, ""), `origin = "tcp://127.0.0.1:7000"`, `origin = "tls://127.0.0.1:8883"`)
+	_, err := parseIn(t, src)
+	if err == nil {
+		t.Fatal("a broken origin_cert_file loaded")
+	}
+	got := strings.Join(problems(t, err), "\n")
+	if want := "fleetgate.toml:28: applications[1].origin_cert_file: " + bad + ": malformed certificate"; got != want {
+		t.Errorf("errors:\n%s\nwant:\n%s", got, want)
 	}
 }

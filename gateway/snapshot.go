@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -373,8 +374,14 @@ func (s *snapshot) mintFor(app *application, in *policy.Input, d policy.Decision
 	// intermediates. It must not outlive the moment one of those stops
 	// vouching for the path under crl_stale = "reject".
 	if in.Cert.OK() && in.ServiceToken == nil && len(in.Cert.Path) > 1 {
-		if u := s.revocation.VouchedUntil(in.Cert.Path[1:]); !u.IsZero() && claims.Exp > u.Unix() {
-			claims.Exp = u.Unix()
+		path := in.Cert.Path
+		for i := 1; i < len(path); i++ {
+			if bytes.Equal(path[i].RawIssuer, path[0].RawIssuer) {
+				continue // the leaf issuer's lists: checked when the token comes back
+			}
+			if u := s.revocation.VouchedUntil(path[i : i+1]); !u.IsZero() && claims.Exp > u.Unix() {
+				claims.Exp = u.Unix()
+			}
 		}
 	}
 	if claims.IdP != "" {

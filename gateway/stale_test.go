@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -135,4 +137,45 @@ func TestWatchedCRLReplacedWithSameStamp(t *testing.T) {
 	testkit.WaitFor(t, "the replaced CRL to revoke sensor-0001", 3*crlWatchInterval, func() bool {
 		return h.get(t, h.client(h.pki.sensor1), href(hApp, "/")).StatusCode == http.StatusForbidden
 	})
+}
+
+// TestCookieNotCappedByTheLeafIssuersOwnCRL: with a root that issues
+// device certificates itself (path leaf → root), the root's CRL is the list
+// of the leaf's issuer, which is checked when the cookie comes back: it
+// does not cap the session token (a 24h session stays 24h), and the cookie
+// is still refused once that list is stale.
+func TestCookieNotCappedByTheLeafIssuersOwnCRL(t *testing.T) {
+	var skew atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	h := newHarness(t, func(p *cfgParams) { p.CRL, p.CRLStale, p.Now = true, "reject", clock })
+	c := h.pki.root.MustIssue(pki.Device("sensor-direct"))
+	direct := &device{name: "sensor-direct", cert: c, tls: c.TLSCertificate(h.pki.root)}
+	now := time.Now()
+	h.writeFile("root.crl", pki.CRLPEM(h.pki.root.MustCRL(nil, now.Add(-time.Minute), now.Add(time.Hour))))
+	cfg := h.config()
+	cfg.ClientCAs[0].CRLFiles = append(cfg.ClientCAs[0].CRLFiles, "root.crl")
+	h.write(cfg)
+	if err := h.srv.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	r := h.get(t, h.client(direct), href(hApp, "/"))
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", r.StatusCode, r.body)
+	}
+	sc := r.Header.Get("Set-Cookie")
+	m := regexp.MustCompile(`Max-Age=(\d+)`).FindStringSubmatch(sc)
+	if m == nil {
+		t.Fatalf("no Max-Age in %q", sc)
+	}
+	age, _ := strconv.Atoi(m[1])
+	// The cookie, once the root's list is stale, is refused anyway (the
+	// root is the leaf's issuer): the cap protects nothing here.
+	cookie := strings.SplitN(sc, ";", 2)[0]
+	skew.Store(int64(2 * time.Hour))
+	if rr := h.do(t, h.client(nil), "GET", href(hApp, "/"), http.Header{"Cookie": {cookie}}, ""); rr.StatusCode == http.StatusOK {
+		t.Fatalf("the cookie after the leaf issuer's CRL went stale: %d (tokenCertStatus should refuse it)", rr.StatusCode)
+	}
+	if age < 2*3600 {
+		t.Errorf("session cookie Max-Age=%d: a 24h session was capped at the nextUpdate of the leaf issuer's own CRL, which the cookie's return already checks", age)
+	}
 }
