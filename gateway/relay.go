@@ -388,7 +388,8 @@ func (r *relay) buildHeader() ([]byte, error) {
 
 // mint signs the connection's token: the claims an HTTP request admitted by
 // the same decision gets, for the application's aud, expiring tcpTokenLife
-// after the connection opened (sooner if the certificate expires first).
+// after the connection opened (sooner if the certificate expires first, or
+// a CRL covering it goes stale under crl_stale = "reject").
 // The newest configuration's key signs, as on the HTTP path.
 func (r *relay) mint() (string, error) {
 	if r.token != "" {
@@ -404,6 +405,13 @@ func (r *relay) mint() (string, error) {
 	exp := in.Now.Add(tcpTokenLife).Unix()
 	if na := certNotAfter(r.v); !na.IsZero() && na.Unix() < exp {
 		exp = na.Unix()
+	}
+	// Nor past the moment a list covering the path stops vouching for it
+	// under crl_stale = "reject" (the connection closes then too).
+	if r.v.OK() {
+		if u := cur.revocation.VouchedUntil(r.v.Path); !u.IsZero() && u.Unix() < exp {
+			exp = u.Unix()
+		}
 	}
 	claims.Exp = exp
 	tok, err := cur.keys.Mint(claims)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetgate/fleetgate/internal/pki"
+	"github.com/fleetgate/fleetgate/internal/proxyv2"
 	"github.com/fleetgate/fleetgate/internal/testkit"
 )
 
@@ -177,5 +178,48 @@ func TestCookieNotCappedByTheLeafIssuersOwnCRL(t *testing.T) {
 	}
 	if age < 2*3600 {
 		t.Errorf("session cookie Max-Age=%d: a 24h session was capped at the nextUpdate of the leaf issuer's own CRL, which the cookie's return already checks", age)
+	}
+}
+
+// TestTCPTokenEndsWithItsCRL: under crl_stale = "reject", the token of a
+// relayed connection's PROXY header expires no later than the nextUpdate of
+// a CRL covering the device (before its usual five minutes).
+func TestTCPTokenEndsWithItsCRL(t *testing.T) {
+	p := sharedPKI()
+	nextUpdate := time.Now().Add(2 * time.Minute).Truncate(time.Second)
+	crl := filepath.Join(t.TempDir(), "fleet.crl")
+	if err := os.WriteFile(crl, pki.CRLPEM(p.inter.MustCRL(nil, time.Now().Add(-time.Minute), nextUpdate)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newTCPFixture(t, func(c *fileConfig) {
+		for i := range c.ClientCAs {
+			if c.ClientCAs[i].Name == "fleet-tcp" {
+				c.ClientCAs[i].CRLFiles, c.ClientCAs[i].CRLStale = []string{crl}, "reject"
+			}
+		}
+	})
+	c, err := f.dialTCP(t, tProxy, p.sensor2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "x"); err != nil {
+		t.Fatal(err)
+	}
+	tlvs, err := f.headers.next(t).TLVs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var token string
+	for _, tlv := range tlvs {
+		if tlv.Type == proxyv2.TypeToken {
+			token = string(tlv.Value)
+		}
+	}
+	if token == "" {
+		t.Fatal("no token in the PROXY header")
+	}
+	_, expUnix := tokenClaims(t, token)
+	if exp := time.Unix(expUnix, 0); exp.After(nextUpdate) || exp.Before(nextUpdate.Add(-time.Second)) {
+		t.Errorf("token expires %v, want the CRL's nextUpdate %v", exp, nextUpdate)
 	}
 }
