@@ -37,10 +37,6 @@ func HandshakeOrigin(ctx context.Context, nc net.Conn, cfg *tls.Config) (*Origin
 	return &OriginConn{tc: tc, io: io}, nil
 }
 
-// ConnectionState reports the negotiated version, cipher and the origin's
-// certificates.
-func (o *OriginConn) ConnectionState() tls.ConnectionState { return o.tc.ConnectionState() }
-
 // originKeep is the largest buffer an OriginConn keeps between uses: a
 // burst's larger one goes back to the collector once it is empty.
 const originKeep = 64 << 10
