@@ -53,8 +53,7 @@ func newTCPSettings(ca *configs.Application) *tcpSettings {
 // tcp://): the origin's certificate must chain to origin_ca_file (the
 // system's roots without it) and name the origin's host (a DNS name or an
 // IP address SAN), or origin_server_name, as an https origin's does; the
-// gateway presents
-// origin_cert_file when the origin asks for a certificate.
+// gateway presents origin_cert_file when the origin asks for a certificate.
 func originTLSConfig(ca *configs.Application) *tls.Config {
 	if ca.Origin.Scheme != "tls" {
 		return nil
