@@ -339,12 +339,7 @@ func (l *loader) originCertificate(path string, fa *fileApplication, origin *url
 	case fa.OriginCertFile == "":
 		l.errorf(keyPath, "needs origin_cert_file too: the certificate of this key, which the gateway presents to the origin, as a PEM file")
 		return nil, sum
-	case origin != nil && origin.Scheme != "https" && origin.Scheme != "tls":
-		want := "an https"
-		if origin.Scheme == "tcp" {
-			want = "a tls://"
-		}
-		l.errorf(certPath, "needs %s origin: the gateway speaks no TLS to %s", want, origin)
+	case !l.tlsOrigin(certPath, origin, "the gateway speaks no TLS to %s"):
 		return nil, sum
 	}
 	cert, ok := l.keyPair(certPath, keyPath, fa.OriginCertFile, fa.OriginKeyFile)
@@ -366,15 +361,25 @@ func (l *loader) originCertificate(path string, fa *fileApplication, origin *url
 	return &cert, sum
 }
 
+// tlsOrigin reports whether origin (nil: already refused) is one the
+// gateway speaks TLS to, https or tls://; otherwise it refuses path's key
+// with why (a format of the origin), naming the scheme to use instead.
+func (l *loader) tlsOrigin(path string, origin *url.URL, why string) bool {
+	if origin == nil || origin.Scheme == "https" || origin.Scheme == "tls" {
+		return true
+	}
+	want := "an https"
+	if origin.Scheme == "tcp" {
+		want = "a tls://"
+	}
+	l.errorf(path, "needs %s origin: "+why, want, origin)
+	return false
+}
+
 // originServerName checks origin_server_name: a DNS name (or an IP
 // address) for an https or tls origin.
 func (l *loader) originServerName(path, name string, origin *url.URL) string {
-	if origin != nil && origin.Scheme != "https" && origin.Scheme != "tls" {
-		want := "an https"
-		if origin.Scheme == "tcp" {
-			want = "a tls://"
-		}
-		l.errorf(path, "needs %s origin: %s has no certificate to verify", want, origin)
+	if !l.tlsOrigin(path, origin, "%s has no certificate to verify") {
 		return ""
 	}
 	if ip := net.ParseIP(name); ip != nil {
@@ -394,12 +399,7 @@ func (l *loader) originServerName(path, name string, origin *url.URL) string {
 // (whose connections have no certificate to verify).
 func (l *loader) originCAs(path, name string, origin *url.URL) (*x509.CertPool, [32]byte) {
 	var sum [32]byte
-	if origin != nil && origin.Scheme != "https" && origin.Scheme != "tls" {
-		want := "an https"
-		if origin.Scheme == "tcp" {
-			want = "a tls://"
-		}
-		l.errorf(path, "needs %s origin: %s has no certificate to verify", want, origin)
+	if !l.tlsOrigin(path, origin, "%s has no certificate to verify") {
 		return nil, sum
 	}
 	data, ok := l.readFile(path, name)

@@ -134,7 +134,7 @@ func buildSnapshot(cfg *configs.Config, old *snapshot) (*snapshot, error) {
 	if old != nil {
 		for _, a := range old.apps {
 			if a.origin != nil {
-				oldClients[appOrigin{a.name, originKey{a.originURL, a.originCAs, a.originCert, a.originName, a.originConnect}}] = a.origin
+				oldClients[appOrigin{a.name, a.originKey()}] = a.origin
 			}
 		}
 	}
@@ -197,6 +197,11 @@ type originKey struct {
 	connect time.Duration
 }
 
+// originKey is the key of the application's origin client.
+func (a *application) originKey() originKey {
+	return originKey{a.originURL, a.originCAs, a.originCert, a.originName, a.originConnect}
+}
+
 // appOrigin is an application's origin client as the next snapshot may
 // reuse it: the application's name and its origin.
 type appOrigin struct {
@@ -235,7 +240,7 @@ func (s *snapshot) buildApplication(ca *configs.Application, oldClients map[appO
 		if ca.Protocol == configs.ProtocolMQTT {
 			app.mqtt = newMQTTSettings(ca)
 		}
-	} else if c, ok := oldClients[appOrigin{app.name, originKey{app.originURL, app.originCAs, app.originCert, app.originName, app.originConnect}}]; ok && sameOriginOptions(old.cfg, s.cfg) {
+	} else if c, ok := oldClients[appOrigin{app.name, app.originKey()}]; ok && sameOriginOptions(old.cfg, s.cfg) {
 		app.origin = c
 	} else {
 		o := opt
