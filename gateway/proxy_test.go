@@ -637,13 +637,9 @@ func TestHTTPSOriginWithItsCA(t *testing.T) {
 // handshake: 502.
 func TestHTTPSOriginClientCertificate(t *testing.T) {
 	p := sharedPKI()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTLSOriginFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "client: "+r.TLS.PeerCertificates[0].Subject.CommonName)
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.inter.MustIssue(pki.Server("127.0.0.1")).TLSCertificate(p.inter)},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.Pool(p.root)}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	}), "127.0.0.1", func(c *tls.Config) { c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, pki.Pool(p.root) })
 	gw := writeGatewayClientCert(t, p.inter, "fleetgate-gateway")
 
 	h := newHTTPSOriginHarness(t, srv.URL, func(a *appSection) { a.OriginCertFile, a.OriginKeyFile = gw.cert, gw.key })
@@ -666,12 +662,9 @@ func TestHTTPSOriginClientCertificate(t *testing.T) {
 // verified (and sent as SNI).
 func TestHTTPSOriginServerName(t *testing.T) {
 	p := sharedPKI()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTLSOriginFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "sni: "+r.TLS.ServerName)
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.inter.MustIssue(pki.Server("origin.internal")).TLSCertificate(p.inter)}}
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	}), "origin.internal")
 	named := func(name string) *harness {
 		return newHTTPSOriginHarness(t, srv.URL, func(a *appSection) { a.OriginServerName = name })
 	}
@@ -724,10 +717,19 @@ func writeGatewayClientCert(t testing.TB, issuer *pki.Cert, cn string) gatewayCl
 // startTLSOrigin starts an https origin on 127.0.0.1 whose certificate the
 // shared PKI's intermediate issued (origin_ca_file "root.pem" trusts it).
 func startTLSOrigin(t *testing.T, h http.Handler) *httptest.Server {
+	return startTLSOriginFor(t, h, "127.0.0.1")
+}
+
+// startTLSOriginFor is startTLSOrigin with a certificate for host, and its
+// TLS configuration changed by edits.
+func startTLSOriginFor(t *testing.T, h http.Handler, host string, edits ...func(*tls.Config)) *httptest.Server {
 	p := sharedPKI()
-	cert := p.inter.MustIssue(pki.Server("127.0.0.1"))
+	cert := p.inter.MustIssue(pki.Server(host))
 	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert.TLSCertificate(p.inter)}}
+	for _, e := range edits {
+		e(srv.TLS)
+	}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
