@@ -30,7 +30,9 @@ Relays (tcp applications and their peers):
                                                  per connection through a relay to a TCP echo origin
   fleetgate bench -mode tcp-hold -idle N -target ADDR -pid PID
                                                  memory per idle relayed connection of server PID
-  fleetgate bench -origin-tcp ADDR               run the TCP echo origin until SIGTERM
+  fleetgate bench -origin-tcp ADDR [-origin-tls -dir DIR]
+                                                 run the TCP echo origin until SIGTERM (with -origin-tls,
+                                                 over TLS with DIR's server certificate)
   fleetgate bench -relay-server ADDR -dir DIR -relay-upstream HOST:PORT
                                                  run the Go crypto/tls + io.Copy relay until SIGTERM
   fleetgate bench -summarize-relay FILE          the relay comparison's Markdown tables
